@@ -1,0 +1,224 @@
+/* app.c - build the effective configuration (see app.h). */
+#define _GNU_SOURCE
+#include "app.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "loader.h"
+#include "util.h"
+
+/* Loading a module must not take longer than this; a constructor that
+ * hangs would otherwise hang the start or a reload. */
+#define PROBE_TIMEOUT_MS 30000
+#define PROBE_MAX_OUTPUT (16u << 20)
+
+/* defaults: JSON array of [module, text] pairs, or NULL. */
+static int build(struct app *a, const char *path, json_t *defaults,
+                 struct diag *d) {
+  size_t before = d->n;
+  a->cfg = config_new();
+  if (a->cfg == NULL) {
+    diag_add(d, path, 0, "out of memory");
+    return -1;
+  }
+  config_parse_string(a->cfg, settings_builtin_defaults, "<built-in>", d);
+  size_t i;
+  json_t *pair;
+  json_array_foreach(defaults, i, pair) {
+    char origin[300];
+    snprintf(origin, sizeof(origin), "<module %s defaults>",
+             json_string_value(json_array_get(pair, 0)));
+    config_parse_string(a->cfg, json_string_value(json_array_get(pair, 1)),
+                        origin, d);
+  }
+  if (config_parse_file(a->cfg, path, d) == 0 && d->n == before)
+    config_interpolate(a->cfg, d);
+  if (d->n == before)
+    settings_load(&a->s, a->cfg, d);
+  return d->n == before ? 0 : -1;
+}
+
+static void reset(struct app *a) {
+  settings_close(&a->s);
+  config_free(a->cfg);
+  a->cfg = NULL;
+}
+
+int app_load_plain(struct app *a, const char *path, struct diag *d) {
+  memset(a, 0, sizeof(*a));
+  a->path = strdup(path);
+  return build(a, path, NULL, d);
+}
+
+static json_t *gather_defaults(const struct loader *l) {
+  json_t *arr = json_array();
+  for (size_t i = 0; i < l->n; i++) {
+    const aio_module_t *def = l->mods[i].def;
+    if (def && def->defaults)
+      json_array_append_new(arr,
+                            json_pack("[ss]", l->mods[i].name, def->defaults));
+  }
+  return arr;
+}
+
+int app_load_in_process(struct app *a, const char *path, struct loader *l,
+                        struct diag *d) {
+  memset(a, 0, sizeof(*a));
+  a->path = strdup(path);
+  if (build(a, path, NULL, d))
+    return -1;
+  if (loader_load_all(l, &a->s, d))
+    return -1;
+  json_t *defaults = gather_defaults(l);
+  if (json_array_size(defaults) > 0) {
+    reset(a);
+    if (build(a, path, defaults, d) || loader_load_all(l, &a->s, d)) {
+      json_decref(defaults);
+      return -1;
+    }
+  }
+  json_decref(defaults);
+  return loader_check(l, &a->s, d);
+}
+
+/* The child: do the real work and write {"defaults": [...], "errors": [...]}
+ * on fd. */
+static void probe_child(const char *path, int fd) {
+  struct diag d;
+  struct app a;
+  struct loader *l = loader_new();
+  diag_init(&d);
+  app_load_in_process(&a, path, l, &d);
+  json_t *out = json_object();
+  json_object_set_new(out, "defaults", gather_defaults(l));
+  json_t *errs = json_array();
+  for (size_t i = 0; i < d.n; i++)
+    json_array_append_new(errs, json_string(d.msgs[i]));
+  json_object_set_new(out, "errors", errs);
+  char *s = json_dumps(out, JSON_COMPACT);
+  size_t len = s ? strlen(s) : 0, off = 0;
+  while (off < len) {
+    ssize_t n = write(fd, s + off, len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    off += (size_t)n;
+  }
+  /* _exit: no module destructors, no atexit handlers of the parent. */
+  _exit(d.n ? 78 : 0);
+}
+
+static int probe(const char *path, json_t **defaults, struct diag *d) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) {
+    diag_add(d, path, 0, "cannot check modules: pipe: %s", strerror(errno));
+    return -1;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    diag_add(d, path, 0, "cannot check modules: fork: %s", strerror(errno));
+    close(p[0]);
+    close(p[1]);
+    return -1;
+  }
+  if (pid == 0) {
+    close(p[0]);
+    probe_child(path, p[1]);
+  }
+  close(p[1]);
+  struct util_buf out = {0};
+  uint64_t deadline = util_now_ms() + PROBE_TIMEOUT_MS;
+  int timed_out = 0;
+  for (;;) {
+    uint64_t now = util_now_ms();
+    if (now >= deadline) {
+      timed_out = 1;
+      break;
+    }
+    struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+    int r = poll(&pfd, 1, (int)(deadline - now));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r == 0) {
+      timed_out = 1;
+      break;
+    }
+    char chunk[8192];
+    ssize_t n = read(p[0], chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    if (out.len + (size_t)n > PROBE_MAX_OUTPUT) {
+      timed_out = 1;
+      break;
+    }
+    util_buf_add(&out, chunk, (size_t)n);
+  }
+  close(p[0]);
+  if (timed_out)
+    kill(pid, SIGKILL);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  int rc = -1;
+  if (timed_out) {
+    diag_add(d, path, 0,
+             "loading the modules took longer than %d s (a module hangs in "
+             "its constructor?)",
+             PROBE_TIMEOUT_MS / 1000);
+  } else if (WIFSIGNALED(status)) {
+    diag_add(d, path, 0, "loading the modules crashed the checker (%s)",
+             strsignal(WTERMSIG(status)));
+  } else {
+    json_t *res = out.data ? json_loads(out.data, 0, NULL) : NULL;
+    json_t *errs = json_object_get(res, "errors");
+    if (res == NULL || !json_is_array(errs)) {
+      diag_add(d, path, 0, "the module checker exited with status %d",
+               WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    } else {
+      size_t i;
+      json_t *e;
+      json_array_foreach(errs, i, e) diag_add_raw(d, json_string_value(e));
+      if (json_array_size(errs) == 0) {
+        *defaults = json_incref(json_object_get(res, "defaults"));
+        rc = 0;
+      }
+    }
+    json_decref(res);
+  }
+  free(out.data);
+  return rc;
+}
+
+int app_load(struct app *a, const char *path, struct diag *d) {
+  if (app_load_plain(a, path, d))
+    return -1;
+  json_t *defaults = NULL;
+  if (probe(path, &defaults, d))
+    return -1;
+  if (json_array_size(defaults) > 0) {
+    reset(a);
+    if (build(a, path, defaults, d)) {
+      json_decref(defaults);
+      return -1;
+    }
+  }
+  json_decref(defaults);
+  return 0;
+}
+
+void app_close(struct app *a) {
+  reset(a);
+  free(a->path);
+  a->path = NULL;
+}

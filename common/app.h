@@ -1,0 +1,38 @@
+/*
+ * app.h - the effective configuration of one generation: built-in defaults,
+ * module defaults, the user's file, interpolated and typed.
+ *
+ * Module defaults live inside the modules, and the master runs no user code,
+ * so they are gathered by a short-lived child that loads the modules, checks
+ * every reference and reports back over a pipe (app_probe). A module that
+ * crashes or hangs while loading kills only that child.
+ */
+#ifndef AIO_COMMON_APP_H
+#define AIO_COMMON_APP_H
+
+#include "config.h"
+#include "diag.h"
+#include "settings.h"
+
+struct loader;
+
+struct app {
+  struct config *cfg;
+  struct settings s;
+  char *path; /* the user's file */
+};
+
+/* Build without loading modules (no module defaults, no symbol checks).
+ * 0 or -1 with every problem in d; a->cfg is set either way when possible. */
+int app_load_plain(struct app *a, const char *path, struct diag *d);
+/* The full pipeline: app_load_plain, then the probe child for module
+ * defaults and symbol checks, then the final build. 0 or -1. */
+int app_load(struct app *a, const char *path, struct diag *d);
+void app_close(struct app *a);
+
+/* For the probe child and `aio test`: load modules and check references in
+ * this process (runs user code). 0 or -1. */
+int app_load_in_process(struct app *a, const char *path,
+                        struct loader *l, struct diag *d);
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * bus.h - the master/worker channel: one JSON object per line over a
+ * socketpair (docs/bus.md is the catalogue). Every frame is size-limited and
+ * must be an object whose "t" names a known message type; anything else is
+ * an error that costs the sender its channel.
+ */
+#ifndef AIO_COMMON_BUS_H
+#define AIO_COMMON_BUS_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* The largest frame either side accepts, newline included. */
+#define BUS_MAX_FRAME (256 * 1024)
+
+/* X(enum, wire name) */
+#define BUS_MESSAGES(X)                                                       \
+  X(READY, "ready")         /* worker: serving; {slot, gen} */              \
+  X(HEARTBEAT, "heartbeat") /* worker: alive; {conns} */                     \
+  X(EMIT, "emit")           /* worker: aio_emit(); {signal, data, seq} */    \
+  X(DELIVER, "deliver")     /* master: run listeners; {signal, data, id, listeners} */ \
+  X(DELIVERED, "delivered") /* worker: a deliver finished; {id} */           \
+  X(RUN, "run")             /* master: run a job; {job, id, fn, run, ...} */ \
+  X(DONE, "done")           /* worker: job finished; {id, ok} */             \
+  X(STOP, "stop")           /* master: drain and exit; {graceful} */         \
+  X(REOPEN, "reopen")       /* master: reopen log files */                   \
+  X(STATUS, "status")       /* master asks, worker answers; {conns, rss} */
+
+enum bus_type {
+  BUS_NONE = 0,
+#define BUS_ENUM(e, s) BUS_##e,
+  BUS_MESSAGES(BUS_ENUM)
+#undef BUS_ENUM
+      BUS_TYPE_COUNT
+};
+
+const char *bus_type_name(enum bus_type t);
+enum bus_type bus_type_parse(const char *name); /* BUS_NONE when unknown */
+
+/* Incremental line splitter. */
+struct bus_reader {
+  char *buf;
+  size_t len, cap;
+};
+
+/* Called for each frame; msg is borrowed for the call. A non-zero return
+ * stops the feed and is returned by bus_reader_feed. */
+typedef int (*bus_frame_cb)(void *arg, enum bus_type t, json_t *msg);
+
+/* Feed received bytes. Returns 0, the callback's non-zero value, or
+ * -EMSGSIZE (a frame over BUS_MAX_FRAME), -EBADMSG (not a JSON object with
+ * a string "t"), -EPROTO (unknown type). */
+int bus_reader_feed(struct bus_reader *r, const char *data, size_t len,
+                    bus_frame_cb cb, void *arg);
+void bus_reader_close(struct bus_reader *r);
+
+/* Decode one frame (without its newline). Returns new msg or NULL with
+ * *err set as bus_reader_feed's. */
+json_t *bus_decode(const char *data, size_t len, enum bus_type *t, int *err);
+
+/* A new message {"t": name}. */
+json_t *bus_msg(enum bus_type t);
+/* Encode as one line with '\n'. Returns new (free) or NULL when the frame
+ * would exceed BUS_MAX_FRAME. */
+char *bus_encode(const json_t *msg, size_t *len);
+
+#endif

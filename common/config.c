@@ -1,0 +1,666 @@
+/*
+ * config.c - the INI reader behind every aio command.
+ *
+ * inih does the tokenising; a reader function of our own feeds it lines so
+ * that we know the line number of every entry, can tell a continuation line
+ * from a repeated key, and can refuse what inih would silently accept or
+ * split (overlong lines, NUL bytes, a '[' with no ']', a line that is neither
+ * an entry nor a section). The config file is untrusted input: every problem
+ * is reported as origin:line and nothing is half-applied.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util.h"
+
+struct parse_state {
+  struct config *cfg;
+  struct diag *d;
+  const char *origin; /* borrowed from cfg->files */
+  FILE *fp;
+  const char *text; /* string source instead of fp */
+  size_t pos;
+  int lineno;
+  int cont;      /* the line being parsed continues the previous entry */
+  int has_prev;  /* an entry is open for continuation (inih's prev_name) */
+  long last_sec; /* where that entry lives */
+  long last_ent;
+  int layer;
+  int failed;
+};
+
+struct config *config_new(void) {
+  struct config *cfg = calloc(1, sizeof(*cfg));
+  return cfg;
+}
+
+void config_free(struct config *cfg) {
+  if (cfg == NULL)
+    return;
+  for (size_t i = 0; i < cfg->n; i++) {
+    struct config_section *s = &cfg->sections[i];
+    for (size_t j = 0; j < s->n; j++) {
+      free(s->entries[j].key);
+      free(s->entries[j].value);
+    }
+    free(s->entries);
+    free(s->name);
+  }
+  free(cfg->sections);
+  for (size_t i = 0; i < cfg->nfiles; i++)
+    free(cfg->files[i]);
+  free(cfg->files);
+  free(cfg->path);
+  free(cfg->dir);
+  free(cfg);
+}
+
+void config_canonical_section(const char *name, char *out, size_t n) {
+  snprintf(out, n, "%s", name);
+  if (strchr(out, ':') == NULL) {
+    char *slash = strchr(out, '/');
+    if (slash)
+      *slash = ':';
+  }
+}
+
+static struct config_section *section_find(const struct config *cfg,
+                                           const char *name) {
+  char canon[256];
+  config_canonical_section(name, canon, sizeof(canon));
+  for (size_t i = 0; i < cfg->n; i++)
+    if (strcmp(cfg->sections[i].name, canon) == 0)
+      return &cfg->sections[i];
+  return NULL;
+}
+
+static struct config_section *section_get(struct config *cfg, const char *name,
+                                          const char *file, int line) {
+  struct config_section *s = section_find(cfg, name);
+  if (s)
+    return s;
+  if (util_grow((void **)&cfg->sections, &cfg->cap, cfg->n + 1,
+                sizeof(*cfg->sections)))
+    return NULL;
+  char canon[256];
+  config_canonical_section(name, canon, sizeof(canon));
+  s = &cfg->sections[cfg->n];
+  memset(s, 0, sizeof(*s));
+  s->name = strdup(canon);
+  if (s->name == NULL)
+    return NULL;
+  s->file = file;
+  s->line = line;
+  cfg->n++;
+  return s;
+}
+
+static struct config_entry *entry_find(const struct config_section *s,
+                                       const char *key) {
+  for (size_t i = 0; i < s->n; i++)
+    if (strcmp(s->entries[i].key, key) == 0)
+      return &s->entries[i];
+  return NULL;
+}
+
+const struct config_section *config_section(const struct config *cfg,
+                                            const char *name) {
+  return section_find(cfg, name);
+}
+
+const struct config_entry *config_entry(const struct config *cfg,
+                                        const char *section, const char *key) {
+  const struct config_section *s = section_find(cfg, section);
+  return s ? entry_find(s, key) : NULL;
+}
+
+const char *config_get(const struct config *cfg, const char *section,
+                       const char *key) {
+  const struct config_entry *e = config_entry(cfg, section, key);
+  return e ? e->value : NULL;
+}
+
+/* ---- the reader handed to inih ---------------------------------------- */
+
+static int src_getc(struct parse_state *st) {
+  if (st->fp)
+    return getc(st->fp);
+  if (st->text[st->pos] == '\0')
+    return EOF;
+  return (unsigned char)st->text[st->pos++];
+}
+
+/* Classify the physical line the way inih will, so the handler knows what
+ * it is looking at, and catch what inih would mis-parse. Returns 0 when the
+ * line should be handed to inih, -1 when it was reported and must be
+ * replaced by an empty line. */
+static int classify(struct parse_state *st, char *line) {
+  char *p = line;
+  while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+    p++;
+  st->cont = 0;
+  if (*p == '\0' || *p == ';' || *p == '#')
+    return 0;
+  if (p > line && st->has_prev) {
+    st->cont = 1;
+    return 0;
+  }
+  if (*p == '[') {
+    char *end = strchr(p, ']');
+    if (end == NULL) {
+      diag_add(st->d, st->origin, st->lineno,
+               "section header has no closing ']'");
+      st->has_prev = 0;
+      return -1;
+    }
+    if (end == p + 1) {
+      diag_add(st->d, st->origin, st->lineno, "empty section name");
+      st->has_prev = 0;
+      return -1;
+    }
+    *end = '\0';
+    if (section_get(st->cfg, p + 1, st->origin, st->lineno) == NULL) {
+      diag_add(st->d, st->origin, st->lineno, "out of memory");
+      return -1;
+    }
+    *end = ']';
+    st->has_prev = 0;
+    return 0;
+  }
+  if (strpbrk(p, "=:") == NULL) {
+    diag_add(st->d, st->origin, st->lineno,
+             "expected 'key = value', a [section] or a comment");
+    return -1;
+  }
+  if (*p == '=' || *p == ':') {
+    diag_add(st->d, st->origin, st->lineno, "entry has an empty key");
+    return -1;
+  }
+  return 0;
+}
+
+static char *reader(char *str, int num, void *stream) {
+  struct parse_state *st = stream;
+  int c = EOF, n = 0, too_long = 0, nul = 0;
+  while (n < num - 1) {
+    c = src_getc(st);
+    if (c == EOF)
+      break;
+    if (c == '\0') {
+      nul = 1;
+      c = ' ';
+    }
+    str[n++] = (char)c;
+    if (c == '\n')
+      break;
+  }
+  if (n == 0 && c == EOF)
+    return NULL;
+  str[n] = '\0';
+  st->lineno++;
+  if (n == num - 1 && str[n - 1] != '\n') {
+    /* Eat the rest of the physical line: it is one line too long, not two. */
+    while ((c = src_getc(st)) != EOF && c != '\n')
+      if (c == '\0')
+        nul = 1;
+    if (c != EOF || n == num - 1)
+      too_long = 1;
+  }
+  if (nul) {
+    diag_add(st->d, st->origin, st->lineno, "line contains a NUL byte");
+    strcpy(str, "\n");
+    return str;
+  }
+  if (too_long) {
+    diag_add(st->d, st->origin, st->lineno,
+             "line is longer than %d characters; split a long value over "
+             "indented continuation lines",
+             CONFIG_MAX_LINE - 1);
+    strcpy(str, "\n");
+    return str;
+  }
+  if (classify(st, str) < 0)
+    strcpy(str, "\n");
+  return str;
+}
+
+static int handler(void *user, const char *section, const char *name,
+                   const char *value) {
+  struct parse_state *st = user;
+  struct config *cfg = st->cfg;
+  if (st->cont) {
+    if (!st->has_prev)
+      return 1;
+    struct config_entry *e =
+        &cfg->sections[st->last_sec].entries[st->last_ent];
+    char *joined = *e->value ? util_asprintf("%s\n%s", e->value, value)
+                             : strdup(value);
+    if (joined == NULL)
+      return 0;
+    free(e->value);
+    e->value = joined;
+    return 1;
+  }
+  if (*section == '\0') {
+    diag_add(st->d, st->origin, st->lineno,
+             "'%s' is outside any [section]", name);
+    return 1;
+  }
+  struct config_section *s = section_get(cfg, section, st->origin, st->lineno);
+  if (s == NULL)
+    return 0;
+  struct config_entry *e = entry_find(s, name);
+  if (e && e->layer == st->layer) {
+    diag_add(st->d, st->origin, st->lineno,
+             "duplicate key '%s' in [%s] (first set at line %d)", name,
+             s->name, e->line);
+    st->has_prev = 0;
+    return 1;
+  }
+  char *v = strdup(value);
+  if (v == NULL)
+    return 0;
+  if (e == NULL) {
+    if (util_grow((void **)&s->entries, &s->cap, s->n + 1,
+                  sizeof(*s->entries))) {
+      free(v);
+      return 0;
+    }
+    e = &s->entries[s->n++];
+    memset(e, 0, sizeof(*e));
+    e->key = strdup(name);
+    if (e->key == NULL) {
+      s->n--;
+      free(v);
+      return 0;
+    }
+  } else {
+    free(e->value);
+  }
+  e->value = v;
+  e->file = st->origin;
+  e->line = st->lineno;
+  e->layer = st->layer;
+  st->has_prev = 1;
+  st->last_sec = s - cfg->sections;
+  st->last_ent = e - s->entries;
+  return 1;
+}
+
+static const char *config_add_origin(struct config *cfg, const char *origin) {
+  char **f = realloc(cfg->files, (cfg->nfiles + 1) * sizeof(*f));
+  if (f == NULL)
+    return NULL;
+  cfg->files = f;
+  f[cfg->nfiles] = strdup(origin);
+  return f[cfg->nfiles] ? f[cfg->nfiles++] : NULL;
+}
+
+static int config_parse(struct parse_state *st) {
+  size_t before = st->d->n;
+  st->layer = ++st->cfg->layers;
+  int rc = ini_parse_stream(reader, st, handler, st);
+  if (rc == -2) {
+    diag_add(st->d, st->origin, 0, "out of memory");
+    return -1;
+  }
+  if (rc > 0 && st->d->n == before)
+    diag_add(st->d, st->origin, rc, "syntax error");
+  return st->d->n == before ? 0 : -1;
+}
+
+int config_parse_string(struct config *cfg, const char *text,
+                        const char *origin, struct diag *d) {
+  struct parse_state st = {.cfg = cfg, .d = d, .text = text};
+  st.origin = config_add_origin(cfg, origin);
+  if (st.origin == NULL) {
+    diag_add(d, origin, 0, "out of memory");
+    return -1;
+  }
+  return config_parse(&st);
+}
+
+int config_parse_file(struct config *cfg, const char *path, struct diag *d) {
+  struct parse_state st = {.cfg = cfg, .d = d};
+  struct stat sb;
+  st.fp = fopen(path, "re");
+  if (st.fp == NULL) {
+    diag_add(d, path, 0, "cannot open: %s", strerror(errno));
+    return -1;
+  }
+  if (fstat(fileno(st.fp), &sb) == 0 && !S_ISREG(sb.st_mode)) {
+    diag_add(d, path, 0, "not a regular file");
+    fclose(st.fp);
+    return -1;
+  }
+  st.origin = config_add_origin(cfg, path);
+  if (st.origin == NULL) {
+    fclose(st.fp);
+    diag_add(d, path, 0, "out of memory");
+    return -1;
+  }
+  if (cfg->path == NULL) {
+    cfg->path = strdup(path);
+    cfg->dir = util_dirname(path);
+  }
+  int rc = config_parse(&st);
+  if (ferror(st.fp)) {
+    diag_add(d, path, st.lineno, "read error: %s", strerror(errno));
+    rc = -1;
+  }
+  fclose(st.fp);
+  return rc;
+}
+
+/* ---- interpolation ----------------------------------------------------- */
+
+/* Python's ExtendedInterpolation allows 10 levels; a chain deeper than this
+ * is either a mistake or hostile, and recursion must stay bounded. */
+#define INTERP_MAX_DEPTH 32
+
+static int interp_entry(struct config *cfg, struct config_section *sec,
+                        struct config_entry *e, struct diag *d, int depth);
+
+static int interp_ref(struct config *cfg, struct config_section *sec,
+                      struct config_entry *e, const char *ref,
+                      struct util_buf *out, struct diag *d, int depth) {
+  char secname[256];
+  const char *key = ref;
+  struct config_section *ts = sec;
+  const char *colon = strrchr(ref, ':');
+  if (colon) {
+    size_t len = (size_t)(colon - ref);
+    if (len == 0 || len >= sizeof(secname)) {
+      diag_add(d, e->file, e->line, "bad reference ${%s} in [%s] %s", ref,
+               sec->name, e->key);
+      return -1;
+    }
+    memcpy(secname, ref, len);
+    secname[len] = '\0';
+    key = colon + 1;
+    ts = section_find(cfg, secname);
+  }
+  struct config_entry *te = ts ? entry_find(ts, key) : NULL;
+  if (te == NULL) {
+    diag_add(d, e->file, e->line,
+             "[%s] %s refers to ${%s}, but there is no key '%s' in [%s]",
+             sec->name, e->key, ref, key, colon ? secname : sec->name);
+    return -1;
+  }
+  if (te->state == 1) {
+    diag_add(d, e->file, e->line,
+             "[%s] %s: interpolation cycle through ${%s}", sec->name, e->key,
+             ref);
+    return -1;
+  }
+  if (depth >= INTERP_MAX_DEPTH) {
+    diag_add(d, e->file, e->line,
+             "[%s] %s: references nested more than %d deep", sec->name,
+             e->key, INTERP_MAX_DEPTH);
+    return -1;
+  }
+  if (interp_entry(cfg, ts, te, d, depth + 1))
+    return -1;
+  return util_buf_add(out, te->value, strlen(te->value));
+}
+
+static int interp_entry(struct config *cfg, struct config_section *sec,
+                        struct config_entry *e, struct diag *d, int depth) {
+  if (e->state == 2)
+    return 0;
+  if (e->state == 3)
+    return -1; /* already reported */
+  if (strchr(e->value, '$') == NULL) {
+    e->state = 2;
+    return 0;
+  }
+  e->state = 1;
+  struct util_buf out = {0};
+  const char *p = e->value;
+  int rc = 0;
+  while (*p && rc == 0) {
+    const char *dollar = strchr(p, '$');
+    if (dollar == NULL) {
+      rc = util_buf_add(&out, p, strlen(p));
+      break;
+    }
+    rc = util_buf_add(&out, p, (size_t)(dollar - p));
+    if (rc)
+      break;
+    if (dollar[1] == '$') {
+      rc = util_buf_add(&out, "$", 1);
+      p = dollar + 2;
+    } else if (dollar[1] == '{') {
+      const char *end = strchr(dollar + 2, '}');
+      if (end == NULL) {
+        diag_add(d, e->file, e->line, "[%s] %s: '${' has no closing '}'",
+                 sec->name, e->key);
+        rc = -1;
+        break;
+      }
+      char ref[512];
+      size_t len = (size_t)(end - dollar - 2);
+      if (len == 0 || len >= sizeof(ref)) {
+        diag_add(d, e->file, e->line, "[%s] %s: bad reference", sec->name,
+                 e->key);
+        rc = -1;
+        break;
+      }
+      memcpy(ref, dollar + 2, len);
+      ref[len] = '\0';
+      rc = interp_ref(cfg, sec, e, ref, &out, d, depth);
+      p = end + 1;
+    } else {
+      diag_add(d, e->file, e->line,
+               "[%s] %s: '$' must be followed by '{' or '$' (write $$ for a "
+               "literal $)",
+               sec->name, e->key);
+      rc = -1;
+    }
+  }
+  if (rc == 0 && util_buf_add(&out, "", 1) == 0) {
+    free(e->value);
+    e->value = out.data;
+    e->state = 2;
+    return 0;
+  }
+  free(out.data);
+  e->state = 3;
+  return -1;
+}
+
+int config_interpolate(struct config *cfg, struct diag *d) {
+  int rc = 0;
+  for (size_t i = 0; i < cfg->n; i++) {
+    struct config_section *s = &cfg->sections[i];
+    for (size_t j = 0; j < s->n; j++)
+      if (interp_entry(cfg, s, &s->entries[j], d, 0))
+        rc = -1;
+  }
+  return rc;
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+static void dump_value(const char *key, const char *value, FILE *out) {
+  fprintf(out, "%s = ", key);
+  for (const char *p = value; *p; p++) {
+    fputc(*p, out);
+    if (*p == '\n')
+      fputs("    ", out);
+  }
+  fputc('\n', out);
+}
+
+int config_dump_section(const struct config *cfg, const char *section,
+                        FILE *out) {
+  const struct config_section *s = section_find(cfg, section);
+  if (s == NULL)
+    return -1;
+  for (size_t j = 0; j < s->n; j++)
+    dump_value(s->entries[j].key, s->entries[j].value, out);
+  return 0;
+}
+
+void config_dump(const struct config *cfg, FILE *out) {
+  for (size_t i = 0; i < cfg->n; i++) {
+    fprintf(out, "%s[%s]\n", i ? "\n" : "", cfg->sections[i].name);
+    config_dump_section(cfg, cfg->sections[i].name, out);
+  }
+}
+
+char *config_search(struct diag *d) {
+  static const char *const places[] = {"aio.conf", "etc/aio.conf",
+                                       "/etc/aio.conf"};
+  for (size_t i = 0; i < sizeof(places) / sizeof(places[0]); i++)
+    if (access(places[i], R_OK) == 0)
+      return strdup(places[i]);
+  diag_add(d, NULL, 0,
+           "no configuration file found (looked for aio.conf, etc/aio.conf, "
+           "/etc/aio.conf); give one with -c FILE");
+  return NULL;
+}
+
+/* ---- writing one value in place ----------------------------------------- */
+
+static int line_is_header(const char *line, char *name, size_t n) {
+  while (*line == ' ' || *line == '\t')
+    line++;
+  if (*line != '[')
+    return 0;
+  const char *end = strchr(line, ']');
+  if (end == NULL)
+    return 0;
+  char raw[256];
+  size_t len = (size_t)(end - line - 1);
+  if (len >= sizeof(raw))
+    len = sizeof(raw) - 1;
+  memcpy(raw, line + 1, len);
+  raw[len] = '\0';
+  config_canonical_section(raw, name, n);
+  return 1;
+}
+
+static int line_has_key(const char *line, const char *key) {
+  if (*line == ' ' || *line == '\t' || *line == ';' || *line == '#')
+    return 0;
+  size_t klen = strlen(key);
+  if (strncmp(line, key, klen) != 0)
+    return 0;
+  const char *p = line + klen;
+  while (*p == ' ' || *p == '\t')
+    p++;
+  return *p == '=' || *p == ':';
+}
+
+static int line_is_continuation(const char *line) {
+  if (*line != ' ' && *line != '\t')
+    return 0;
+  while (*line == ' ' || *line == '\t')
+    line++;
+  return *line != '\0' && *line != '\n';
+}
+
+/* Copy the line at p (up to and including '\n') into line, bounded. */
+static size_t next_line(const char *p, char *line, size_t n) {
+  const char *nl = strchr(p, '\n');
+  size_t llen = nl ? (size_t)(nl - p + 1) : strlen(p);
+  size_t cl = llen < n - 1 ? llen : n - 1;
+  memcpy(line, p, cl);
+  line[cl] = '\0';
+  return llen;
+}
+
+int config_write_value(const char *path, const char *section, const char *key,
+                       const char *value, struct diag *d) {
+  char canon[256], name[256], line[4096];
+  if (!*section || strpbrk(section, "[]\n") || strlen(section) >= 200) {
+    diag_add(d, NULL, 0, "bad section name '%s'", section);
+    return -1;
+  }
+  if (!*key || strpbrk(key, "=:[]\n;# \t")) {
+    diag_add(d, NULL, 0, "bad key '%s'", key);
+    return -1;
+  }
+  config_canonical_section(section, canon, sizeof(canon));
+
+  size_t len;
+  char *text = util_read_file(path, 1 << 24, &len);
+  if (text == NULL) {
+    diag_add(d, path, 0, "cannot read: %s", strerror(errno));
+    return -1;
+  }
+  /* The new entry as text, continuation lines indented. */
+  struct util_buf entry = {0};
+  util_buf_printf(&entry, "%s = ", key);
+  for (const char *v = value; *v; v++) {
+    util_buf_add(&entry, v, 1);
+    if (*v == '\n')
+      util_buf_add(&entry, "    ", 4);
+  }
+  util_buf_add(&entry, "\n", 1);
+
+  struct util_buf out = {0};
+  const char *p = text;
+  int in_section = 0, done = 0;
+  size_t insert_off = (size_t)-1; /* after the section's last non-blank line */
+  while (*p) {
+    size_t llen = next_line(p, line, sizeof(line));
+    if (line_is_header(line, name, sizeof(name)))
+      in_section = strcmp(name, canon) == 0;
+    if (in_section && !done && line_has_key(line, key)) {
+      util_buf_add(&out, entry.data, entry.len);
+      for (p += llen; *p; p += llen) {
+        llen = next_line(p, line, sizeof(line));
+        if (!line_is_continuation(line))
+          break;
+      }
+      done = 1;
+      continue;
+    }
+    util_buf_add(&out, p, llen);
+    if (in_section && line[strspn(line, " \t\r\n")] != '\0')
+      insert_off = out.len;
+    p += llen;
+  }
+  if (!done) {
+    struct util_buf spliced = {0};
+    if (insert_off != (size_t)-1) {
+      util_buf_add(&spliced, out.data, insert_off);
+      if (insert_off > 0 && out.data[insert_off - 1] != '\n')
+        util_buf_add(&spliced, "\n", 1);
+      util_buf_add(&spliced, entry.data, entry.len);
+      util_buf_add(&spliced, out.data + insert_off, out.len - insert_off);
+    } else {
+      util_buf_add(&spliced, out.data, out.len);
+      if (out.len && out.data[out.len - 1] != '\n')
+        util_buf_add(&spliced, "\n", 1);
+      util_buf_printf(&spliced, "%s[%s]\n", out.len ? "\n" : "", section);
+      util_buf_add(&spliced, entry.data, entry.len);
+    }
+    free(out.data);
+    out = spliced;
+  }
+  int failed = out.failed || entry.failed;
+  free(entry.data);
+  free(text);
+  if (failed) {
+    free(out.data);
+    diag_add(d, path, 0, "out of memory");
+    return -1;
+  }
+  int rc = util_write_file_atomic(path, out.data, out.len);
+  free(out.data);
+  if (rc) {
+    diag_add(d, path, 0, "cannot write: %s", strerror(-rc));
+    return -1;
+  }
+  return 0;
+}

@@ -1,0 +1,86 @@
+/*
+ * config.h - the INI configuration: parsing (through inih) with file:line on
+ * every entry, layering (built-in < module defaults < user file), the
+ * `section/NAME` spelling folded into `section:NAME`, and ${section:key}
+ * interpolation.
+ */
+#ifndef AIO_COMMON_CONFIG_H
+#define AIO_COMMON_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "diag.h"
+
+/* inih's line buffer (INI_MAX_LINE in Debian's build): longer lines are
+ * refused with a message rather than silently split. */
+#define CONFIG_MAX_LINE 200
+
+struct config_entry {
+  char *key;
+  char *value; /* raw, then interpolated by config_interpolate() */
+  const char *file; /* borrowed from config->files */
+  int line;
+  int layer; /* which parse call set it */
+  int state; /* interpolation: 0 raw, 1 in progress, 2 done */
+};
+
+struct config_section {
+  char *name; /* canonical spelling, e.g. "server:web" */
+  const char *file;
+  int line;
+  struct config_entry *entries;
+  size_t n, cap;
+};
+
+struct config {
+  struct config_section *sections;
+  size_t n, cap;
+  char **files; /* every origin name parsed, owned */
+  size_t nfiles;
+  char *path; /* the user's file, or NULL */
+  char *dir;  /* its directory ("." when none) */
+  int layers;
+};
+
+/* Returns new (config_free), or NULL on out of memory. */
+struct config *config_new(void);
+void config_free(struct config *cfg);
+
+/* Layer a file or a text over what is there. Every problem goes to `d`
+ * with origin:line. Returns 0 or -1 (problems in d). The first parse_file
+ * call also records cfg->path and cfg->dir. */
+int config_parse_file(struct config *cfg, const char *path, struct diag *d);
+int config_parse_string(struct config *cfg, const char *text,
+                        const char *origin, struct diag *d);
+/* Resolve ${key}, ${section:key} and $$ in every value. 0 or -1. */
+int config_interpolate(struct config *cfg, struct diag *d);
+
+/* Borrowed lookups (NULL when absent). Section names accept both spellings. */
+const struct config_section *config_section(const struct config *cfg,
+                                            const char *name);
+const struct config_entry *config_entry(const struct config *cfg,
+                                        const char *section, const char *key);
+const char *config_get(const struct config *cfg, const char *section,
+                       const char *key);
+
+/* Fold "schedule/x" into "schedule:x". Writes into out (size n). */
+void config_canonical_section(const char *name, char *out, size_t n);
+
+/* Write the configuration as INI (multi-line values as continuation lines). */
+void config_dump(const struct config *cfg, FILE *out);
+/* Print one section's keys, or one value. 0, or -1 when absent. */
+int config_dump_section(const struct config *cfg, const char *section,
+                        FILE *out);
+
+/* The search order when no -c is given: aio.conf, etc/aio.conf,
+ * /etc/aio.conf. Returns a new path, or NULL after adding a message that
+ * lists the places looked at. */
+char *config_search(struct diag *d);
+
+/* Set SECTION:KEY = VALUE in the file at `path` in place, keeping comments
+ * and layout (atomic rename). 0 or -1 with a message in d. */
+int config_write_value(const char *path, const char *section, const char *key,
+                       const char *value, struct diag *d);
+
+#endif

@@ -1,0 +1,318 @@
+/*
+ * loader.c - module resolution and declaration checks (see loader.h).
+ * A name `foo` is foo.so in each [aio] module_path directory (relative to
+ * the config file's directory), then in the install directory.
+ */
+#define _GNU_SOURCE
+#include "loader.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#ifndef AIO_MODULE_DIR
+#define AIO_MODULE_DIR "/usr/local/lib/aio/modules"
+#endif
+
+#define BUILTIN_NAME "aio"
+
+static const aio_module_t builtin_module = {
+    .name = BUILTIN_NAME,
+    .description = "built-in protocols: echo (TCP/UDP), hello (HTTP/1.1)",
+};
+
+const char *loader_kind_name(aio_kind_t kind) {
+  switch (kind) {
+  case AIO_KIND_MODULE:
+    return "AIO_MODULE";
+  case AIO_KIND_PROTOCOL:
+    return "AIO_PROTOCOL";
+  case AIO_KIND_FACTORY:
+    return "AIO_FACTORY";
+  case AIO_KIND_LISTENER:
+    return "AIO_LISTENER";
+  case AIO_KIND_SCHEDULER:
+    return "AIO_SCHEDULER";
+  case AIO_KIND_COMMAND:
+    return "AIO_COMMAND";
+  }
+  return "an unknown kind";
+}
+
+struct loader *loader_new(void) { return calloc(1, sizeof(struct loader)); }
+
+void loader_free(struct loader *l) {
+  if (l == NULL)
+    return;
+  for (size_t i = l->n; i-- > 0;) {
+    struct loader_module *m = &l->mods[i];
+    if (m->initialised && m->def && m->def->fini)
+      m->def->fini();
+    /* ASan and valgrind report leaks in unloaded code without symbols, so
+     * keep modules mapped when running under a leak checker. */
+    if (m->handle && getenv("AIO_NO_DLCLOSE") == NULL)
+      dlclose(m->handle);
+    free(m->name);
+    free(m->path);
+  }
+  free(l->mods);
+  free(l);
+}
+
+struct loader_module *loader_find_module(const struct loader *l,
+                                         const char *name) {
+  for (size_t i = 0; i < l->n; i++)
+    if (strcmp(l->mods[i].name, name) == 0)
+      return &l->mods[i];
+  return NULL;
+}
+
+static int valid_module_name(const char *name) {
+  if (*name == '\0' || *name == '.' || strlen(name) > 200)
+    return 0;
+  for (const char *p = name; *p; p++)
+    if (*p == '/' || *p == ' ' || (unsigned char)*p < 0x20)
+      return 0;
+  return 1;
+}
+
+/* Returns new path of the first existing candidate, or NULL; `tried` gets
+ * the places looked at, for the message. */
+static char *find_module_file(const struct settings *s, const char *name,
+                              struct util_buf *tried) {
+  for (size_t i = 0; i <= s->npath; i++) {
+    const char *dir = i < s->npath ? s->module_path[i] : AIO_MODULE_DIR;
+    char *path;
+    if (i < s->npath && dir[0] != '/')
+      path = util_asprintf("%s/%s/%s.so", s->config_dir ? s->config_dir : ".",
+                           dir, name);
+    else
+      path = util_asprintf("%s/%s.so", dir, name);
+    if (path == NULL)
+      return NULL;
+    if (access(path, R_OK) == 0)
+      return path;
+    util_buf_printf(tried, "%s%s", tried->len ? ", " : "", path);
+    free(path);
+  }
+  return NULL;
+}
+
+static struct loader_module *add_module(struct loader *l, const char *name) {
+  if (util_grow((void **)&l->mods, &l->cap, l->n + 1, sizeof(*l->mods)))
+    return NULL;
+  struct loader_module *m = &l->mods[l->n];
+  memset(m, 0, sizeof(*m));
+  m->name = strdup(name);
+  if (m->name == NULL)
+    return NULL;
+  l->n++;
+  return m;
+}
+
+struct loader_module *loader_load(struct loader *l, const struct settings *s,
+                                  const char *name, const char *file,
+                                  int line, struct diag *d) {
+  struct loader_module *m = loader_find_module(l, name);
+  if (m)
+    return m;
+  if (strcmp(name, BUILTIN_NAME) == 0) {
+    m = add_module(l, name);
+    if (m)
+      m->def = &builtin_module;
+    return m;
+  }
+  if (!valid_module_name(name)) {
+    diag_add(d, file, line, "'%s' is not a valid module name", name);
+    return NULL;
+  }
+  struct util_buf tried = {0};
+  char *path = find_module_file(s, name, &tried);
+  if (path == NULL) {
+    diag_add(d, file, line,
+             "module '%s' not found (looked for %s); set [aio] module_path",
+             name, tried.data ? tried.data : name);
+    free(tried.data);
+    return NULL;
+  }
+  free(tried.data);
+  dlerror();
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL) {
+    diag_add(d, file, line, "module '%s': cannot load %s: %s", name, path,
+             dlerror());
+    free(path);
+    return NULL;
+  }
+  const aio_decl_t *decl = dlsym(h, "aio__decl_aio_module");
+  if (decl == NULL || decl->magic != AIO_DECL_MAGIC ||
+      decl->kind != AIO_KIND_MODULE || decl->u.module == NULL) {
+    diag_add(d, file, line,
+             "module '%s' (%s) has no AIO_MODULE(...) declaration; is it an "
+             "aio module?",
+             name, path);
+    dlclose(h);
+    free(path);
+    return NULL;
+  }
+  if (decl->api_version != AIO_API_VERSION) {
+    diag_add(d, file, line,
+             "module '%s' (%s) was built for aio API version %u, this aio "
+             "speaks version %u: rebuild it against this aio.h",
+             name, path, decl->api_version, AIO_API_VERSION);
+    dlclose(h);
+    free(path);
+    return NULL;
+  }
+  m = add_module(l, name);
+  if (m == NULL) {
+    dlclose(h);
+    free(path);
+    diag_add(d, file, line, "out of memory");
+    return NULL;
+  }
+  m->path = path;
+  m->handle = h;
+  m->def = decl->u.module;
+  return m;
+}
+
+static void load_ref(struct loader *l, const struct settings *s,
+                     const struct ref *r, struct diag *d) {
+  if (r->module && loader_find_module(l, r->module) == NULL)
+    loader_load(l, s, r->module, r->file, r->line, d);
+}
+
+int loader_load_all(struct loader *l, const struct settings *s,
+                    struct diag *d) {
+  size_t before = d->n;
+  loader_load(l, s, BUILTIN_NAME, NULL, 0, d);
+  /* [aio] modules: the entry's own line is not kept per word. */
+  for (size_t i = 0; i < s->nmodules; i++)
+    loader_load(l, s, s->modules[i], "[aio] modules", 0, d);
+  for (size_t i = 0; i < s->nservers; i++)
+    load_ref(l, s, &s->servers[i].handler, d);
+  for (size_t i = 0; i < s->nschedules; i++) {
+    load_ref(l, s, &s->schedules[i].func, d);
+    if (s->schedules[i].has_cb)
+      load_ref(l, s, &s->schedules[i].cb, d);
+    if (s->schedules[i].has_err)
+      load_ref(l, s, &s->schedules[i].err, d);
+  }
+  for (size_t i = 0; i < s->nlisteners; i++)
+    load_ref(l, s, &s->listeners[i].fn, d);
+  for (size_t i = 0; i < s->ncommands; i++)
+    load_ref(l, s, &s->commands[i].fn, d);
+  return d->n == before ? 0 : -1;
+}
+
+static const aio_decl_t *builtin_lookup(const char *symbol) {
+  for (size_t i = 0; builtin_decls[i]; i++)
+    if (strcmp(builtin_decls[i]->symbol, symbol) == 0)
+      return builtin_decls[i];
+  return NULL;
+}
+
+const aio_decl_t *loader_resolve(struct loader *l, const struct ref *ref,
+                                 aio_kind_t kind, struct diag *d) {
+  struct loader_module *m = loader_find_module(l, ref->module);
+  if (m == NULL) {
+    /* Not loadable: loader_load_all already said why. */
+    diag_add(d, ref->file, ref->line, "%s: module '%s' is not loaded",
+             ref->text, ref->module);
+    return NULL;
+  }
+  const aio_decl_t *decl;
+  if (m->handle == NULL) {
+    decl = builtin_lookup(ref->symbol);
+    if (decl == NULL) {
+      diag_add(d, ref->file, ref->line,
+               "%s: the built-in module 'aio' has no symbol '%s'", ref->text,
+               ref->symbol);
+      return NULL;
+    }
+  } else {
+    char name[300];
+    snprintf(name, sizeof(name), "aio__decl_%s", ref->symbol);
+    decl = dlsym(m->handle, name);
+    if (decl == NULL) {
+      if (dlsym(m->handle, ref->symbol))
+        diag_add(d, ref->file, ref->line,
+                 "%s: module '%s' (%s) has a symbol '%s' but it is not "
+                 "declared: add %s(%s...) after it",
+                 ref->text, m->name, m->path, ref->symbol,
+                 loader_kind_name(kind), ref->symbol);
+      else
+        diag_add(d, ref->file, ref->line,
+                 "%s: module '%s' (%s) has no symbol '%s'", ref->text,
+                 m->name, m->path, ref->symbol);
+      return NULL;
+    }
+  }
+  if (decl->magic != AIO_DECL_MAGIC || decl->symbol == NULL ||
+      strcmp(decl->symbol, ref->symbol) != 0) {
+    diag_add(d, ref->file, ref->line,
+             "%s: '%s' in module '%s' is not a valid aio declaration",
+             ref->text, ref->symbol, m->name);
+    return NULL;
+  }
+  if (decl->api_version != AIO_API_VERSION) {
+    diag_add(d, ref->file, ref->line,
+             "%s: declared for aio API version %u, this aio speaks %u: "
+             "rebuild module '%s'",
+             ref->text, decl->api_version, AIO_API_VERSION, m->name);
+    return NULL;
+  }
+  if (decl->kind != kind) {
+    diag_add(d, ref->file, ref->line,
+             "%s is declared with %s, but it is used here as %s", ref->text,
+             loader_kind_name(decl->kind), loader_kind_name(kind));
+    return NULL;
+  }
+  if (decl->u.module == NULL) {
+    diag_add(d, ref->file, ref->line, "%s: declaration has no target",
+             ref->text);
+    return NULL;
+  }
+  return decl;
+}
+
+int loader_check(struct loader *l, const struct settings *s, struct diag *d) {
+  size_t before = d->n;
+  for (size_t i = 0; i < s->nservers; i++)
+    loader_resolve(l, &s->servers[i].handler,
+                   s->servers[i].is_factory ? AIO_KIND_FACTORY
+                                            : AIO_KIND_PROTOCOL,
+                   d);
+  for (size_t i = 0; i < s->nschedules; i++) {
+    const struct schedule_conf *sc = &s->schedules[i];
+    loader_resolve(l, &sc->func, AIO_KIND_SCHEDULER, d);
+    if (sc->has_cb)
+      loader_resolve(l, &sc->cb, AIO_KIND_SCHEDULER, d);
+    if (sc->has_err)
+      loader_resolve(l, &sc->err, AIO_KIND_SCHEDULER, d);
+  }
+  for (size_t i = 0; i < s->nlisteners; i++)
+    loader_resolve(l, &s->listeners[i].fn, AIO_KIND_LISTENER, d);
+  for (size_t i = 0; i < s->ncommands; i++)
+    loader_resolve(l, &s->commands[i].fn, AIO_KIND_COMMAND, d);
+  return d->n == before ? 0 : -1;
+}
+
+int loader_init(struct loader *l, struct diag *d) {
+  for (size_t i = 0; i < l->n; i++) {
+    struct loader_module *m = &l->mods[i];
+    if (m->initialised)
+      continue;
+    if (m->def->init && m->def->init() != 0) {
+      diag_add(d, m->path, 0, "module '%s': init failed", m->name);
+      return -1;
+    }
+    m->initialised = 1;
+  }
+  return 0;
+}

@@ -1,0 +1,152 @@
+/*
+ * log.c - line-oriented logging for master and workers. One write(2) per
+ * line so lines from several processes sharing the file never interleave.
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static int log_level_cur = AIO_LOG_INFO;
+static char log_role[32] = "aio";
+static int log_dest = STDERR_FILENO;
+static char *log_path;
+
+static const char *const log_names[] = {"debug", "info", "warn", "error"};
+
+int log_level_parse(const char *name) {
+  for (int i = 0; i < 4; i++)
+    if (strcasecmp(name, log_names[i]) == 0)
+      return i;
+  if (strcasecmp(name, "warning") == 0)
+    return AIO_LOG_WARN;
+  return -1;
+}
+
+void log_set_level(int level) { log_level_cur = level; }
+int log_get_level(void) { return log_level_cur; }
+
+void log_set_role(const char *role, int slot) {
+  if (slot >= 0)
+    snprintf(log_role, sizeof(log_role), "%s %d", role, slot);
+  else
+    snprintf(log_role, sizeof(log_role), "%s", role);
+}
+
+static int log_open_path(const char *path) {
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  return fd < 0 ? -errno : fd;
+}
+
+int log_open(const char *path) {
+  if (path == NULL || *path == '\0') {
+    log_close();
+    return 0;
+  }
+  int fd = log_open_path(path);
+  if (fd < 0)
+    return fd;
+  log_close();
+  log_dest = fd;
+  log_path = strdup(path);
+  return log_path ? 0 : -ENOMEM;
+}
+
+int log_reopen(void) {
+  if (log_path == NULL)
+    return 0;
+  int fd = log_open_path(log_path);
+  if (fd < 0)
+    return fd;
+  /* dup2 keeps the descriptor number, so children that inherited it follow. */
+  if (dup2(fd, log_dest) < 0) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  close(fd);
+  return 0;
+}
+
+int log_fd(void) { return log_dest; }
+
+void log_close(void) {
+  if (log_dest != STDERR_FILENO)
+    close(log_dest);
+  log_dest = STDERR_FILENO;
+  free(log_path);
+  log_path = NULL;
+}
+
+static void log_emit(int level, const char *suffix, const char *fmt,
+                     va_list ap) {
+  char line[2048];
+  struct timeval tv;
+  struct tm tm;
+  gettimeofday(&tv, NULL);
+  localtime_r(&tv.tv_sec, &tm);
+  size_t n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
+  n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03d %-5s [%s %d] ",
+                        (int)(tv.tv_usec / 1000), log_names[level], log_role,
+                        (int)getpid());
+  if (n < sizeof(line)) {
+    int m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+    if (m > 0)
+      n += (size_t)m;
+  }
+  if (suffix && n < sizeof(line))
+    n += (size_t)snprintf(line + n, sizeof(line) - n, ": %s", suffix);
+  if (n >= sizeof(line) - 1)
+    n = sizeof(line) - 2;
+  line[n++] = '\n';
+  ssize_t w;
+  do
+    w = write(log_dest, line, n);
+  while (w < 0 && errno == EINTR);
+}
+
+void log_vwrite(int level, const char *fmt, va_list ap) {
+  if (level < log_level_cur)
+    return;
+  if (level > AIO_LOG_ERROR)
+    level = AIO_LOG_ERROR;
+  if (level < 0)
+    level = AIO_LOG_DEBUG;
+  log_emit(level, NULL, fmt, ap);
+}
+
+#define LOG_FN(name, level)                                                   \
+  void name(const char *fmt, ...) {                                           \
+    va_list ap;                                                               \
+    va_start(ap, fmt);                                                        \
+    log_vwrite(level, fmt, ap);                                               \
+    va_end(ap);                                                               \
+  }
+LOG_FN(log_debug, AIO_LOG_DEBUG)
+LOG_FN(log_info, AIO_LOG_INFO)
+LOG_FN(log_warnx, AIO_LOG_WARN)
+LOG_FN(log_error, AIO_LOG_ERROR)
+
+void log_warn(const char *fmt, ...) {
+  int saved = errno;
+  if (AIO_LOG_WARN < log_level_cur)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  log_emit(AIO_LOG_WARN, strerror(saved), fmt, ap);
+  va_end(ap);
+}
+
+void aio_log(int level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  log_vwrite(level, fmt, ap);
+  va_end(ap);
+}

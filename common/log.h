@@ -1,0 +1,36 @@
+/*
+ * log.h - the one logging family: every line carries time, level, role
+ * (`master`, `worker 3`), pid and message. As in OpenBSD's log.c, log_warn
+ * appends strerror(errno) and log_warnx does not.
+ */
+#ifndef AIO_COMMON_LOG_H
+#define AIO_COMMON_LOG_H
+
+#include <stdarg.h>
+
+#include "aio.h"
+
+#define LOG_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+/* Levels are the public AIO_LOG_* values. */
+int log_level_parse(const char *name); /* -1 when unknown */
+void log_set_level(int level);
+int log_get_level(void);
+/* role is copied; slot < 0 means no slot ("master"). */
+void log_set_role(const char *role, int slot);
+/* Open (append) `path` as the log destination, or stderr when NULL.
+ * Returns 0 or a negative errno. */
+int log_open(const char *path);
+/* Reopen the current file (SIGUSR1, logrotate). */
+int log_reopen(void);
+int log_fd(void);
+void log_close(void);
+
+void log_vwrite(int level, const char *fmt, va_list ap);
+void log_debug(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_info(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_warn(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_warnx(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_error(const char *fmt, ...) LOG_PRINTF(1, 2);
+
+#endif

@@ -1,0 +1,518 @@
+/*
+ * settings.c - turn the interpolated INI into typed settings, validating
+ * every value where it is written (file:line) so nothing starts on a
+ * configuration that is only half right.
+ */
+#define _GNU_SOURCE
+#include "settings.h"
+
+#include <arpa/inet.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "cron.h"
+#include "log.h"
+#include "util.h"
+
+const char settings_builtin_defaults[] =
+    "[aio]\n"
+    "modules =\n"
+    "module_path =\n"
+    "workers = auto\n"
+    "timeout = 30\n"
+    "graceful_timeout = 30\n"
+    "log_level = info\n"
+    "log_file =\n"
+    "pidfile =\n"
+    "control =\n"
+    "user =\n"
+    "group =\n"
+    "max_restarts = 5\n"
+    "restart_window = 60\n"
+    "max_connections = 10000\n"
+    "write_limit = 4194304\n";
+
+static const char *const builtin_commands[] = {
+    "run", "config", "test", "check", "reload", "stop",
+    "status", "emit", "scale", "help", "version"};
+
+int settings_is_builtin_command(const char *name) {
+  for (size_t i = 0; i < UTIL_ARRAY_LEN(builtin_commands); i++)
+    if (strcmp(name, builtin_commands[i]) == 0)
+      return 1;
+  return 0;
+}
+
+void settings_ref_close(struct ref *r) {
+  free(r->text);
+  free(r->module);
+  free(r->symbol);
+  memset(r, 0, sizeof(*r));
+}
+
+int settings_parse_ref(struct ref *r, const char *text, const char *file,
+                       int line, struct diag *d) {
+  memset(r, 0, sizeof(*r));
+  r->file = file;
+  r->line = line;
+  const char *dot = strrchr(text, '.');
+  if (dot == NULL || dot == text || dot[1] == '\0' ||
+      strpbrk(text, " \t\n/") != NULL) {
+    diag_add(d, file, line,
+             "'%s' is not a module.symbol reference (e.g. aio.echo)", text);
+    return -1;
+  }
+  r->text = strdup(text);
+  r->module = strndup(text, (size_t)(dot - text));
+  r->symbol = strdup(dot + 1);
+  if (!r->text || !r->module || !r->symbol) {
+    settings_ref_close(r);
+    diag_add(d, file, line, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- helpers over the config ------------------------------------------- */
+
+struct reader {
+  const struct config *cfg;
+  const struct config_section *sec;
+  struct diag *d;
+  int failed;
+};
+
+static const struct config_entry *rd_entry(struct reader *r, const char *key) {
+  for (size_t i = 0; i < r->sec->n; i++)
+    if (strcmp(r->sec->entries[i].key, key) == 0)
+      return &r->sec->entries[i];
+  return NULL;
+}
+
+static const char *rd_str(struct reader *r, const char *key) {
+  const struct config_entry *e = rd_entry(r, key);
+  return e ? e->value : NULL;
+}
+
+static char *rd_dup(struct reader *r, const char *key) {
+  const char *v = rd_str(r, key);
+  return (v && *v) ? strdup(v) : NULL;
+}
+
+static void rd_fail(struct reader *r, const char *key, const char *fmt,
+                    const char *what) {
+  const struct config_entry *e = rd_entry(r, key);
+  char msg[512];
+  snprintf(msg, sizeof(msg), fmt, what);
+  if (e)
+    diag_add(r->d, e->file, e->line, "[%s] %s: %s", r->sec->name, key, msg);
+  else
+    diag_add(r->d, r->sec->file, r->sec->line, "[%s] %s: %s", r->sec->name,
+             key, msg);
+  r->failed = 1;
+}
+
+static long rd_long(struct reader *r, const char *key, long min, long max,
+                    long dflt) {
+  const char *v = rd_str(r, key);
+  long out;
+  if (v == NULL || *v == '\0')
+    return dflt;
+  if (util_parse_long(v, min, max, &out)) {
+    char what[128];
+    snprintf(what, sizeof(what), "%ld and %ld", min, max);
+    rd_fail(r, key, "expected a whole number between %s", what);
+    return dflt;
+  }
+  return out;
+}
+
+static double rd_double(struct reader *r, const char *key, double min,
+                        double max, double dflt) {
+  const char *v = rd_str(r, key);
+  double out;
+  if (v == NULL || *v == '\0')
+    return dflt;
+  if (util_parse_double(v, min, max, &out)) {
+    char what[128];
+    snprintf(what, sizeof(what), "%g and %g", min, max);
+    rd_fail(r, key, "expected a number of seconds between %s", what);
+    return dflt;
+  }
+  return out;
+}
+
+static int rd_bool(struct reader *r, const char *key, int dflt) {
+  const char *v = rd_str(r, key);
+  if (v == NULL || *v == '\0')
+    return dflt;
+  static const char *const yes[] = {"1", "yes", "true", "on"};
+  static const char *const no[] = {"0", "no", "false", "off"};
+  for (size_t i = 0; i < 4; i++) {
+    if (strcasecmp(v, yes[i]) == 0)
+      return 1;
+    if (strcasecmp(v, no[i]) == 0)
+      return 0;
+  }
+  rd_fail(r, key, "expected yes/no, true/false, on/off or 1/0%s", "");
+  return dflt;
+}
+
+static int rd_ref(struct reader *r, const char *key, struct ref *out) {
+  const struct config_entry *e = rd_entry(r, key);
+  if (e == NULL || *e->value == '\0')
+    return 0;
+  if (settings_parse_ref(out, e->value, e->file, e->line, r->d)) {
+    r->failed = 1;
+    return 0;
+  }
+  return 1;
+}
+
+static int rd_words(struct reader *r, const char *key, char ***v, size_t *n) {
+  const char *s = rd_str(r, key);
+  *v = NULL;
+  *n = 0;
+  if (s == NULL)
+    return 0;
+  int c = util_split_words(s, v);
+  if (c < 0) {
+    rd_fail(r, key, "out of memory%s", "");
+    return -1;
+  }
+  *n = (size_t)c;
+  return 0;
+}
+
+/* ---- sections ------------------------------------------------------------ */
+
+static void load_aio(struct settings *s, struct reader *r) {
+  const char *w = rd_str(r, "workers");
+  if (w == NULL || *w == '\0' || strcasecmp(w, "auto") == 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    s->workers = n > 0 ? (int)n : 1;
+  } else {
+    s->workers = (int)rd_long(r, "workers", 0, 1024, 1);
+  }
+  s->timeout = rd_double(r, "timeout", 0, 86400, 30);
+  s->graceful_timeout = rd_double(r, "graceful_timeout", 0, 86400, 30);
+  s->log_file = rd_dup(r, "log_file");
+  const char *lv = rd_str(r, "log_level");
+  s->log_level = AIO_LOG_INFO;
+  if (lv && *lv) {
+    s->log_level = log_level_parse(lv);
+    if (s->log_level < 0) {
+      rd_fail(r, "log_level", "expected debug, info, warn or error%s", "");
+      s->log_level = AIO_LOG_INFO;
+    }
+  }
+  rd_words(r, "modules", &s->modules, &s->nmodules);
+  rd_words(r, "module_path", &s->module_path, &s->npath);
+  s->pidfile = rd_dup(r, "pidfile");
+  s->control = rd_dup(r, "control");
+  s->user = rd_dup(r, "user");
+  s->group = rd_dup(r, "group");
+  s->max_restarts = (int)rd_long(r, "max_restarts", 0, 1000000, 5);
+  s->restart_window = rd_double(r, "restart_window", 0, 86400 * 7, 60);
+  s->max_connections =
+      (size_t)rd_long(r, "max_connections", 1, 10000000, 10000);
+  s->write_limit =
+      (size_t)rd_long(r, "write_limit", 4096, 1L << 30, 4 * 1024 * 1024);
+  for (size_t i = 0; i < s->nmodules; i++) {
+    if (strchr(s->modules[i], '/')) {
+      rd_fail(r, "modules",
+              "module names have no '/' (put directories in module_path): "
+              "'%s'",
+              s->modules[i]);
+    }
+  }
+}
+
+static int valid_address(const char *a) {
+  unsigned char buf[16];
+  return *a == '\0' || inet_pton(AF_INET, a, buf) == 1 ||
+         inet_pton(AF_INET6, a, buf) == 1;
+}
+
+static void load_server(struct settings *s, struct reader *r,
+                        const char *name) {
+  if (util_grow((void **)&s->servers, &(size_t){s->nservers}, s->nservers + 1,
+                sizeof(*s->servers)))
+    return;
+  struct server_conf *sv = &s->servers[s->nservers++];
+  memset(sv, 0, sizeof(*sv));
+  sv->name = strdup(name);
+  sv->file = r->sec->file;
+  sv->line = r->sec->line;
+  int has_proto = rd_ref(r, "protocol", &sv->handler);
+  struct ref fac = {0};
+  int has_fac = rd_ref(r, "factory", &fac);
+  if (has_proto && has_fac) {
+    rd_fail(r, "factory", "a server has a protocol or a factory, not both%s",
+            "");
+    settings_ref_close(&fac);
+  } else if (has_fac) {
+    sv->handler = fac;
+    sv->is_factory = 1;
+  } else if (!has_proto && !r->failed) {
+    diag_add(r->d, r->sec->file, r->sec->line,
+             "[%s] needs 'protocol = module.symbol' or 'factory = "
+             "module.symbol'",
+             r->sec->name);
+    r->failed = 1;
+  }
+  const char *type = rd_str(r, "type");
+  sv->path = rd_dup(r, "path");
+  if (type == NULL || *type == '\0' || strcasecmp(type, "tcp") == 0)
+    sv->type = sv->path ? SERVER_UNIX : SERVER_TCP;
+  else if (strcasecmp(type, "udp") == 0)
+    sv->type = SERVER_UDP;
+  else if (strcasecmp(type, "unix") == 0)
+    sv->type = SERVER_UNIX;
+  else
+    rd_fail(r, "type", "expected tcp, udp or unix, not '%s'", type);
+  if (sv->type == SERVER_UNIX) {
+    if (sv->path == NULL) {
+      rd_fail(r, "path", "a unix server needs 'path = /some/socket'%s", "");
+    } else if (strlen(sv->path) >= 108) {
+      rd_fail(r, "path", "longer than a unix socket path may be (%s)",
+              "107 bytes");
+    }
+    if (rd_str(r, "port"))
+      rd_fail(r, "port", "a unix server has a path, not a port%s", "");
+  } else {
+    if (sv->path)
+      rd_fail(r, "path", "'path' is for unix servers; this one is %s",
+              sv->type == SERVER_UDP ? "udp" : "tcp");
+    const char *p = rd_str(r, "port");
+    if (p == NULL || *p == '\0') {
+      diag_add(r->d, r->sec->file, r->sec->line, "[%s] needs a 'port'",
+               r->sec->name);
+      r->failed = 1;
+    } else {
+      sv->port = (int)rd_long(r, "port", 0, 65535, 0);
+    }
+    const char *a = rd_str(r, "address");
+    if (a && (strcmp(a, "*") == 0))
+      a = "";
+    sv->address = strdup(a ? a : "");
+    if (a && !valid_address(a))
+      rd_fail(r, "address", "'%s' is not an IPv4 or IPv6 address", a);
+  }
+  sv->backlog = (int)rd_long(r, "backlog", 1, 65535, 511);
+}
+
+static void load_schedule(struct settings *s, struct reader *r,
+                          const char *name) {
+  if (util_grow((void **)&s->schedules, &(size_t){s->nschedules},
+                s->nschedules + 1, sizeof(*s->schedules)))
+    return;
+  struct schedule_conf *sc = &s->schedules[s->nschedules++];
+  memset(sc, 0, sizeof(*sc));
+  sc->name = strdup(name);
+  sc->file = r->sec->file;
+  sc->line = r->sec->line;
+  if (!rd_ref(r, "func", &sc->func) && !r->failed) {
+    diag_add(r->d, r->sec->file, r->sec->line,
+             "[%s] needs 'func = module.symbol'", r->sec->name);
+    r->failed = 1;
+  }
+  sc->has_cb = rd_ref(r, "cb", &sc->cb);
+  sc->has_err = rd_ref(r, "err", &sc->err);
+  const char *every = rd_str(r, "every");
+  sc->cron = rd_dup(r, "cron");
+  if (every && *every && sc->cron) {
+    rd_fail(r, "cron", "a schedule has 'every' or 'cron', not both%s", "");
+  } else if (sc->cron) {
+    struct cron c;
+    char err[128];
+    if (cron_parse(&c, sc->cron, err, sizeof(err)))
+      rd_fail(r, "cron", "%s", err);
+  } else if (every && *every) {
+    sc->every = rd_double(r, "every", 0.001, 86400 * 366, 1);
+  } else {
+    diag_add(r->d, r->sec->file, r->sec->line,
+             "[%s] needs 'every = SECONDS' or 'cron = M H DOM MON DOW'",
+             r->sec->name);
+    r->failed = 1;
+  }
+  sc->offset = rd_double(r, "offset", 0, 86400 * 366, 0);
+  sc->overlap = rd_bool(r, "overlap", 0);
+}
+
+static void load_listen(struct settings *s, struct reader *r) {
+  for (size_t i = 0; i < r->sec->n; i++) {
+    const struct config_entry *e = &r->sec->entries[i];
+    /* One listener per line: "module.fn" or "module.fn broadcast". */
+    const char *p = e->value;
+    int line = e->line;
+    while (*p) {
+      size_t len = strcspn(p, "\n");
+      char *one = strndup(p, len);
+      char **w = NULL;
+      int n = one ? util_split_words(one, &w) : -1;
+      free(one);
+      if (n > 0) {
+        int broadcast = 0, ok = 1;
+        if (n == 2 && strcmp(w[1], "broadcast") == 0)
+          broadcast = 1;
+        else if (n != 1) {
+          diag_add(r->d, e->file, line,
+                   "[%s] %s: expected 'module.function' or "
+                   "'module.function broadcast', one per line",
+                   r->sec->name, e->key);
+          r->failed = 1;
+          ok = 0;
+        }
+        if (ok &&
+            util_grow((void **)&s->listeners, &(size_t){s->nlisteners},
+                      s->nlisteners + 1, sizeof(*s->listeners)) == 0) {
+          struct listener_conf *l = &s->listeners[s->nlisteners];
+          memset(l, 0, sizeof(*l));
+          if (settings_parse_ref(&l->fn, w[0], e->file, line, r->d) == 0) {
+            l->signal = strdup(e->key);
+            l->broadcast = broadcast;
+            s->nlisteners++;
+          } else {
+            r->failed = 1;
+          }
+        }
+      }
+      util_strv_free(w, n > 0 ? (size_t)n : 0);
+      p += len;
+      if (*p == '\n') {
+        p++;
+        line++;
+      }
+    }
+  }
+}
+
+static void load_commands(struct settings *s, struct reader *r) {
+  for (size_t i = 0; i < r->sec->n; i++) {
+    const struct config_entry *e = &r->sec->entries[i];
+    if (settings_is_builtin_command(e->key)) {
+      diag_add(r->d, e->file, e->line,
+               "[aio:commands] '%s' is a built-in command and cannot be "
+               "remapped",
+               e->key);
+      r->failed = 1;
+      continue;
+    }
+    if (util_grow((void **)&s->commands, &(size_t){s->ncommands},
+                  s->ncommands + 1, sizeof(*s->commands)))
+      return;
+    struct command_conf *c = &s->commands[s->ncommands];
+    memset(c, 0, sizeof(*c));
+    if (settings_parse_ref(&c->fn, e->value, e->file, e->line, r->d)) {
+      r->failed = 1;
+      continue;
+    }
+    c->name = strdup(e->key);
+    s->ncommands++;
+  }
+}
+
+static int prefix(const char *name, const char *p, const char **rest) {
+  size_t n = strlen(p);
+  if (strncmp(name, p, n) != 0)
+    return 0;
+  *rest = name + n;
+  return 1;
+}
+
+int settings_load(struct settings *s, const struct config *cfg,
+                  struct diag *d) {
+  memset(s, 0, sizeof(*s));
+  size_t before = d->n;
+  s->config_dir = strdup(cfg->dir ? cfg->dir : ".");
+  struct reader r = {.cfg = cfg, .d = d};
+  const struct config_section *aio = config_section(cfg, "aio");
+  if (aio) {
+    r.sec = aio;
+    load_aio(s, &r);
+  }
+  for (size_t i = 0; i < cfg->n; i++) {
+    const struct config_section *sec = &cfg->sections[i];
+    const char *rest;
+    r.sec = sec;
+    if (prefix(sec->name, "server:", &rest)) {
+      if (*rest == '\0') {
+        diag_add(d, sec->file, sec->line, "[%s] has no server name",
+                 sec->name);
+        continue;
+      }
+      load_server(s, &r, rest);
+    } else if (prefix(sec->name, "schedule:", &rest)) {
+      if (*rest == '\0') {
+        diag_add(d, sec->file, sec->line, "[%s] has no schedule name",
+                 sec->name);
+        continue;
+      }
+      load_schedule(s, &r, rest);
+    } else if (prefix(sec->name, "listen:", &rest)) {
+      load_listen(s, &r);
+    } else if (strcmp(sec->name, "aio:commands") == 0) {
+      load_commands(s, &r);
+    }
+  }
+  /* Two servers on one address would fight over the same port. */
+  for (size_t i = 0; i < s->nservers; i++)
+    for (size_t j = 0; j < i; j++) {
+      struct server_conf *a = &s->servers[i], *b = &s->servers[j];
+      int same = a->type == SERVER_UNIX
+                     ? (b->type == SERVER_UNIX && a->path && b->path &&
+                        strcmp(a->path, b->path) == 0)
+                     : (b->type != SERVER_UNIX &&
+                        (a->type == SERVER_UDP) == (b->type == SERVER_UDP) &&
+                        a->port && a->port == b->port && a->address &&
+                        b->address && strcmp(a->address, b->address) == 0);
+      if (same)
+        diag_add(d, a->file, a->line,
+                 "[server:%s] uses the same address as [server:%s] (line %d)",
+                 a->name, b->name, b->line);
+    }
+  return d->n == before ? 0 : -1;
+}
+
+void settings_close(struct settings *s) {
+  free(s->log_file);
+  util_strv_free(s->modules, s->nmodules);
+  util_strv_free(s->module_path, s->npath);
+  free(s->config_dir);
+  free(s->pidfile);
+  free(s->control);
+  free(s->user);
+  free(s->group);
+  for (size_t i = 0; i < s->nservers; i++) {
+    struct server_conf *sv = &s->servers[i];
+    free(sv->name);
+    settings_ref_close(&sv->handler);
+    free(sv->address);
+    free(sv->path);
+  }
+  free(s->servers);
+  for (size_t i = 0; i < s->nschedules; i++) {
+    struct schedule_conf *sc = &s->schedules[i];
+    free(sc->name);
+    free(sc->cron);
+    settings_ref_close(&sc->func);
+    settings_ref_close(&sc->cb);
+    settings_ref_close(&sc->err);
+  }
+  free(s->schedules);
+  for (size_t i = 0; i < s->nlisteners; i++) {
+    free(s->listeners[i].signal);
+    settings_ref_close(&s->listeners[i].fn);
+  }
+  free(s->listeners);
+  for (size_t i = 0; i < s->ncommands; i++) {
+    free(s->commands[i].name);
+    settings_ref_close(&s->commands[i].fn);
+  }
+  free(s->commands);
+  memset(s, 0, sizeof(*s));
+}

@@ -1,0 +1,107 @@
+/*
+ * settings.h - the typed view of an interpolated configuration: [aio]
+ * options, servers, schedules, listeners and commands, each remembering the
+ * file:line it came from so later checks (the loader, bind) can name it.
+ */
+#ifndef AIO_COMMON_SETTINGS_H
+#define AIO_COMMON_SETTINGS_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "diag.h"
+
+/* The built-in defaults, the lowest layer of every configuration. */
+extern const char settings_builtin_defaults[];
+
+/* A `module.symbol` reference in the config. */
+struct ref {
+  char *text;   /* as written */
+  char *module; /* before the last dot */
+  char *symbol; /* after it */
+  const char *file;
+  int line;
+};
+
+enum server_type { SERVER_TCP, SERVER_UDP, SERVER_UNIX };
+
+struct server_conf {
+  char *name;
+  struct ref handler; /* protocol or factory */
+  int is_factory;
+  enum server_type type;
+  char *address; /* "" for all interfaces */
+  int port;
+  char *path; /* unix */
+  int backlog;
+  const char *file;
+  int line;
+};
+
+struct schedule_conf {
+  char *name;
+  double every; /* seconds; 0 when cron is used */
+  char *cron;
+  double offset;
+  int overlap;
+  struct ref func, cb, err;
+  int has_cb, has_err;
+  const char *file;
+  int line;
+};
+
+struct listener_conf {
+  char *signal;
+  struct ref fn;
+  int broadcast;
+};
+
+struct command_conf {
+  char *name;
+  struct ref fn;
+};
+
+struct settings {
+  int workers;
+  double timeout;          /* heartbeat silence that gets a worker killed */
+  double graceful_timeout; /* drain time on stop and reload */
+  char *log_file;
+  int log_level;
+  char **modules;
+  size_t nmodules;
+  char **module_path; /* absolute or relative to the config's directory */
+  size_t npath;
+  char *config_dir;
+  char *pidfile;
+  char *control;
+  char *user, *group;
+  int max_restarts;      /* crashes of a slot within restart_window ... */
+  double restart_window; /* ... after which it is not respawned */
+  size_t max_connections; /* per worker */
+  size_t write_limit;     /* per connection, bytes queued before -ENOBUFS */
+
+  struct server_conf *servers;
+  size_t nservers;
+  struct schedule_conf *schedules;
+  size_t nschedules;
+  struct listener_conf *listeners;
+  size_t nlisteners;
+  struct command_conf *commands;
+  size_t ncommands;
+};
+
+/* Fill s from cfg; every problem goes to d. 0 or -1. s must be closed with
+ * settings_close() either way. */
+int settings_load(struct settings *s, const struct config *cfg,
+                  struct diag *d);
+void settings_close(struct settings *s);
+
+/* Parse "module.symbol" into r (new strings). 0 or -1 with a message. */
+int settings_parse_ref(struct ref *r, const char *text, const char *file,
+                       int line, struct diag *d);
+void settings_ref_close(struct ref *r);
+
+/* Names of built-in commands, which [aio:commands] may not take. */
+int settings_is_builtin_command(const char *name);
+
+#endif

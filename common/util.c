@@ -1,0 +1,263 @@
+/* util.c - see util.h. */
+#define _GNU_SOURCE
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int util_grow(void **arr, size_t *cap, size_t need, size_t size) {
+  if (need <= *cap)
+    return 0;
+  size_t n = *cap ? *cap : 4;
+  while (n < need)
+    n *= 2;
+  void *p = realloc(*arr, n * size);
+  if (p == NULL)
+    return -ENOMEM;
+  *arr = p;
+  *cap = n;
+  return 0;
+}
+
+char *util_asprintf(const char *fmt, ...) {
+  va_list ap;
+  char *s = NULL;
+  va_start(ap, fmt);
+  int n = vasprintf(&s, fmt, ap);
+  va_end(ap);
+  return n < 0 ? NULL : s;
+}
+
+char *util_dirname(const char *path) {
+  const char *slash = strrchr(path, '/');
+  if (slash == NULL)
+    return strdup(".");
+  if (slash == path)
+    return strdup("/");
+  return strndup(path, (size_t)(slash - path));
+}
+
+int util_buf_add(struct util_buf *b, const void *data, size_t len) {
+  if (b->failed)
+    return -ENOMEM;
+  if (b->len + len + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + len + 1)
+      cap *= 2;
+    char *p = realloc(b->data, cap);
+    if (p == NULL) {
+      b->failed = 1;
+      return -ENOMEM;
+    }
+    b->data = p;
+    b->cap = cap;
+  }
+  if (len)
+    memcpy(b->data + b->len, data, len);
+  b->len += len;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+int util_buf_printf(struct util_buf *b, const char *fmt, ...) {
+  char small[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(small, sizeof(small), fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return -EINVAL;
+  if ((size_t)n < sizeof(small))
+    return util_buf_add(b, small, (size_t)n);
+  char *big = malloc((size_t)n + 1);
+  if (big == NULL) {
+    b->failed = 1;
+    return -ENOMEM;
+  }
+  va_start(ap, fmt);
+  vsnprintf(big, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  int rc = util_buf_add(b, big, (size_t)n);
+  free(big);
+  return rc;
+}
+
+void util_buf_consume(struct util_buf *b, size_t n) {
+  if (n >= b->len) {
+    b->len = 0;
+  } else {
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+  }
+  if (b->data)
+    b->data[b->len] = '\0';
+}
+
+char *util_read_file(const char *path, size_t max, size_t *len) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return NULL;
+  struct util_buf b = {0};
+  char chunk[8192];
+  for (;;) {
+    ssize_t n = read(fd, chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      int e = errno;
+      close(fd);
+      free(b.data);
+      errno = e;
+      return NULL;
+    }
+    if (n == 0)
+      break;
+    if (b.len + (size_t)n > max) {
+      close(fd);
+      free(b.data);
+      errno = EFBIG;
+      return NULL;
+    }
+    util_buf_add(&b, chunk, (size_t)n);
+  }
+  close(fd);
+  if (util_buf_add(&b, "", 0) || b.failed) {
+    free(b.data);
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (len)
+    *len = b.len;
+  return b.data;
+}
+
+int util_write_file_atomic(const char *path, const void *data, size_t len) {
+  char *tmp = util_asprintf("%s.XXXXXX", path);
+  if (tmp == NULL)
+    return -ENOMEM;
+  int fd = mkostemp(tmp, O_CLOEXEC);
+  if (fd < 0) {
+    int e = -errno;
+    free(tmp);
+    return e;
+  }
+  struct stat sb;
+  if (stat(path, &sb) == 0)
+    fchmod(fd, sb.st_mode & 07777);
+  const char *p = data;
+  size_t left = len;
+  int err = 0;
+  while (left > 0) {
+    ssize_t n = write(fd, p, left);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      err = -errno;
+      break;
+    }
+    p += n;
+    left -= (size_t)n;
+  }
+  if (err == 0 && fsync(fd) < 0)
+    err = -errno;
+  if (close(fd) < 0 && err == 0)
+    err = -errno;
+  if (err == 0 && rename(tmp, path) < 0)
+    err = -errno;
+  if (err)
+    unlink(tmp);
+  free(tmp);
+  return err;
+}
+
+int util_set_cloexec(int fd, int on) {
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0)
+    return -errno;
+  flags = on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC;
+  return fcntl(fd, F_SETFD, flags) < 0 ? -errno : 0;
+}
+
+int util_set_nonblock(int fd, int on) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0)
+    return -errno;
+  flags = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  return fcntl(fd, F_SETFL, flags) < 0 ? -errno : 0;
+}
+
+uint64_t util_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int util_parse_long(const char *s, long min, long max, long *out) {
+  char *end;
+  errno = 0;
+  while (*s == ' ' || *s == '\t')
+    s++;
+  if (*s == '\0')
+    return -1;
+  long v = strtol(s, &end, 10);
+  while (*end == ' ' || *end == '\t')
+    end++;
+  if (errno || *end != '\0' || v < min || v > max)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+int util_parse_double(const char *s, double min, double max, double *out) {
+  char *end;
+  errno = 0;
+  while (*s == ' ' || *s == '\t')
+    s++;
+  if (*s == '\0')
+    return -1;
+  double v = strtod(s, &end);
+  while (*end == ' ' || *end == '\t')
+    end++;
+  if (errno || *end != '\0' || !isfinite(v) || v < min || v > max)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+int util_split_words(const char *s, char ***out) {
+  char **v = NULL;
+  size_t n = 0, cap = 0;
+  const char *p = s;
+  for (;;) {
+    p += strspn(p, " \t\r\n,");
+    if (*p == '\0')
+      break;
+    size_t len = strcspn(p, " \t\r\n,");
+    if (util_grow((void **)&v, &cap, n + 1, sizeof(*v)))
+      goto fail;
+    v[n] = strndup(p, len);
+    if (v[n] == NULL)
+      goto fail;
+    n++;
+    p += len;
+  }
+  *out = v;
+  return (int)n;
+fail:
+  util_strv_free(v, n);
+  return -ENOMEM;
+}
+
+void util_strv_free(char **v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(v[i]);
+  free(v);
+}

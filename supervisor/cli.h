@@ -1,0 +1,23 @@
+/* cli.h - the `aio` commands other than run, each in its own file. */
+#ifndef AIO_SUPERVISOR_CLI_H
+#define AIO_SUPERVISOR_CLI_H
+
+/* sysexits(3) codes used by aio; docs/exit-codes.md lists them. */
+#define EXIT_USAGE 64       /* EX_USAGE: bad command line */
+#define EXIT_DATAERR 65     /* EX_DATAERR: bad data given to a command */
+#define EXIT_UNAVAILABLE 69 /* EX_UNAVAILABLE: no master, address in use */
+#define EXIT_SOFTWARE 70    /* EX_SOFTWARE: internal error */
+#define EXIT_OSERR 71       /* EX_OSERR: fork, socket, bind failed */
+#define EXIT_CANTCREAT 73   /* EX_CANTCREAT: pidfile, log file */
+#define EXIT_TEMPFAIL 75    /* EX_TEMPFAIL: reload refused, try again */
+#define EXIT_CONFIG 78      /* EX_CONFIG: configuration error */
+
+/* config_path may be NULL (search). Each returns an exit status. */
+int cli_config(const char *config_path, int argc, char **argv);
+int cli_test(const char *config_path, int argc, char **argv);
+int cli_check(const char *config_path, int argc, char **argv);
+
+/* Resolve -c or the search order; prints the error. NULL on failure. */
+char *cli_config_path(const char *given);
+
+#endif

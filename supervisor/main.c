@@ -1,0 +1,213 @@
+/*
+ * main.c - the `aio` command line: global options, then a command. `run`
+ * becomes the master; the others are short-lived clients or tools.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "aio.h"
+#include "app.h"
+#include "cli.h"
+#include "loader.h"
+#include "log.h"
+#include "master.h"
+#include "util.h"
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: aio [-c FILE] COMMAND [ARGS]\n"
+          "\n"
+          "Runs network services written as C plugins, as named in an INI\n"
+          "file (default: aio.conf, etc/aio.conf, /etc/aio.conf).\n"
+          "\n"
+          "commands:\n"
+          "  run       serve the configuration (master and workers)\n"
+          "  config    print the effective configuration, or get/set a value\n"
+          "  check     validate the configuration and its modules, like nginx -t\n"
+          "  test      run the tests of the configured modules\n"
+          "  COMMAND   a command mapped in [aio:commands]\n"
+          "\n"
+          "options:\n"
+          "  -c, --config FILE  the configuration file\n"
+          "  -h, --help         this help (aio COMMAND --help for a command)\n"
+          "  -V, --version      print the version\n");
+}
+
+char *cli_config_path(const char *given) {
+  if (given)
+    return strdup(given);
+  struct diag d;
+  diag_init(&d);
+  char *path = config_search(&d);
+  if (path == NULL)
+    diag_print(&d, stderr);
+  diag_close(&d);
+  return path;
+}
+
+static void run_usage(FILE *out) {
+  fprintf(out,
+          "usage: aio [-c FILE] run [--ready-fd N]\n"
+          "\n"
+          "Serve the configuration in the foreground, logging to stderr\n"
+          "(or [aio] log_file).\n"
+          "\n"
+          "  --ready-fd N   write a newline to fd N once every worker serves\n"
+          "                 (s6-style readiness notification)\n");
+}
+
+static int cmd_run(const char *config_path, int argc, char **argv) {
+  static const struct option opts[] = {{"ready-fd", required_argument, 0, 'r'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  int ready_fd = -1, c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'r': {
+      long v;
+      if (util_parse_long(optarg, 0, 1 << 20, &v)) {
+        fprintf(stderr, "aio run: --ready-fd needs a file descriptor number\n");
+        return EXIT_USAGE;
+      }
+      ready_fd = (int)v;
+      break;
+    }
+    case 'h':
+      run_usage(stdout);
+      return 0;
+    default:
+      run_usage(stderr);
+      return EXIT_USAGE;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "aio run: unexpected argument '%s'\n", argv[optind]);
+    return EXIT_USAGE;
+  }
+  char *path = cli_config_path(config_path);
+  if (path == NULL)
+    return EXIT_CONFIG;
+  struct diag d;
+  struct app app;
+  diag_init(&d);
+  if (app_load(&app, path, &d)) {
+    diag_print(&d, stderr);
+    fprintf(stderr, "aio: configuration %s has errors; nothing started\n",
+            path);
+    diag_close(&d);
+    app_close(&app);
+    free(path);
+    return EXIT_CONFIG;
+  }
+  diag_close(&d);
+  log_set_level(app.s.log_level);
+  if (app.s.log_file) {
+    int err = log_open(app.s.log_file);
+    if (err) {
+      fprintf(stderr, "aio: cannot open log_file %s: %s\n", app.s.log_file,
+              strerror(-err));
+      app_close(&app);
+      free(path);
+      return EXIT_CANTCREAT;
+    }
+  }
+  log_set_role("master", -1);
+  int rc = master_run(&app, path, ready_fd);
+  app_close(&app);
+  free(path);
+  log_close();
+  return rc;
+}
+
+/* A command mapped in [aio:commands]: load the modules here (this is not
+ * the master) and call it. */
+static int cmd_plugin(const char *config_path, int argc, char **argv) {
+  char *path = cli_config_path(config_path);
+  if (path == NULL)
+    return EXIT_CONFIG;
+  struct diag d;
+  struct app app;
+  struct loader *l = loader_new();
+  diag_init(&d);
+  int rc = EXIT_CONFIG;
+  if (l == NULL || app_load_in_process(&app, path, l, &d)) {
+    diag_print(&d, stderr);
+    goto out;
+  }
+  for (size_t i = 0; i < app.s.ncommands; i++) {
+    const struct command_conf *c = &app.s.commands[i];
+    if (strcmp(c->name, argv[0]) != 0)
+      continue;
+    const aio_decl_t *decl = loader_resolve(l, &c->fn, AIO_KIND_COMMAND, &d);
+    if (decl == NULL || loader_init(l, &d)) {
+      diag_print(&d, stderr);
+      goto out;
+    }
+    rc = decl->u.command(argc, argv);
+    goto out;
+  }
+  fprintf(stderr, "aio: unknown command '%s' (see aio --help)\n", argv[0]);
+  rc = EXIT_USAGE;
+out:
+  loader_free(l);
+  app_close(&app);
+  diag_close(&d);
+  free(path);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  static const struct option opts[] = {{"config", required_argument, 0, 'c'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {"version", no_argument, 0, 'V'},
+                                       {0, 0, 0, 0}};
+  const char *config_path = NULL;
+  int c;
+  /* '+': options after the command belong to the command. */
+  while ((c = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
+    switch (c) {
+    case 'c':
+      config_path = optarg;
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    case 'V':
+      printf("aio %s (plugin API %d)\n", AIO_VERSION, AIO_API_VERSION);
+      return 0;
+    default:
+      usage(stderr);
+      return EXIT_USAGE;
+    }
+  }
+  if (optind >= argc) {
+    usage(stderr);
+    return EXIT_USAGE;
+  }
+  const char *cmd = argv[optind];
+  int cargc = argc - optind;
+  char **cargv = argv + optind;
+  if (strcmp(cmd, "run") == 0)
+    return cmd_run(config_path, cargc, cargv);
+  if (strcmp(cmd, "config") == 0)
+    return cli_config(config_path, cargc, cargv);
+  if (strcmp(cmd, "check") == 0)
+    return cli_check(config_path, cargc, cargv);
+  if (strcmp(cmd, "test") == 0)
+    return cli_test(config_path, cargc, cargv);
+  if (strcmp(cmd, "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "version") == 0) {
+    printf("aio %s (plugin API %d)\n", AIO_VERSION, AIO_API_VERSION);
+    return 0;
+  }
+  return cmd_plugin(config_path, cargc, cargv);
+}

@@ -1,0 +1,597 @@
+/*
+ * master.c - the master's whole state machine, in one place as in nginx's
+ * ngx_process_cycle.c: start, signals (each a uv_signal_t callback that acts
+ * here), reaping and respawn with backoff, liveness, scaling, shutdown.
+ */
+#define _GNU_SOURCE
+#include "master.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "sockets.h"
+#include "util.h"
+
+#define TICK_MS 100
+/* Backoff between respawns of a slot that keeps crashing: the first
+ * respawn is immediate (a single crash should cost nothing), then it
+ * doubles from 100 ms up to this. */
+#define BACKOFF_MAX_MS 10000
+/* What an immediate stop (QUIT) waits before SIGKILL. */
+#define QUIT_GRACE_MS 2000
+
+static const char *const slot_state_names[] = {
+#define SLOT_NAME(e, s) s,
+    SLOT_STATES(SLOT_NAME)
+#undef SLOT_NAME
+};
+
+/* ---- generations and sockets ------------------------------------------ */
+
+static void generation_close_slot(struct generation *g, size_t slot) {
+  if (slot >= g->nslots_fds || g->fds[slot] == NULL)
+    return;
+  for (size_t i = 0; i < g->app.s.nservers; i++) {
+    int fd = g->fds[slot][i];
+    /* A unix socket is shared by all slots: only slot 0 owns it. */
+    if (fd >= 0 && (g->app.s.servers[i].type != SERVER_UNIX || slot == 0))
+      close(fd);
+  }
+  free(g->fds[slot]);
+  g->fds[slot] = NULL;
+}
+
+static void generation_free(struct generation *g) {
+  if (g == NULL)
+    return;
+  for (size_t i = g->nslots_fds; i-- > 0;)
+    generation_close_slot(g, i);
+  for (size_t i = 0; i < g->app.s.nservers; i++)
+    if (g->app.s.servers[i].type == SERVER_UNIX && g->app.s.servers[i].path)
+      unlink(g->app.s.servers[i].path);
+  free(g->fds);
+  free(g->ports);
+  app_close(&g->app);
+  free(g);
+}
+
+/* Bind the sockets of one slot. 0, or a negative errno after logging. */
+static int generation_bind_slot(struct generation *g, size_t slot) {
+  const struct settings *s = &g->app.s;
+  if (slot >= g->nslots_fds) {
+    int **fds = realloc(g->fds, (slot + 1) * sizeof(*fds));
+    if (fds == NULL)
+      return -ENOMEM;
+    for (size_t i = g->nslots_fds; i <= slot; i++)
+      fds[i] = NULL;
+    g->fds = fds;
+    g->nslots_fds = slot + 1;
+  }
+  if (g->fds[slot])
+    return 0;
+  int *fds = malloc((s->nservers + 1) * sizeof(int));
+  if (fds == NULL)
+    return -ENOMEM;
+  g->fds[slot] = fds;
+  for (size_t i = 0; i < s->nservers; i++)
+    fds[i] = -1;
+  for (size_t i = 0; i < s->nservers; i++) {
+    const struct server_conf *sc = &s->servers[i];
+    if (sc->type == SERVER_UNIX && slot > 0 && g->fds[0]) {
+      fds[i] = g->fds[0][i];
+      continue;
+    }
+    char msg[512];
+    int fd = sockets_bind(sc, &g->ports[i], msg, sizeof(msg));
+    if (fd < 0) {
+      log_error("%s:%d: %s", sc->file, sc->line, msg);
+      generation_close_slot(g, slot);
+      return fd;
+    }
+    fds[i] = fd;
+  }
+  return 0;
+}
+
+static struct generation *generation_new(struct app *app, unsigned id) {
+  struct generation *g = calloc(1, sizeof(*g));
+  if (g == NULL)
+    return NULL;
+  g->id = id;
+  g->app = *app;
+  memset(app, 0, sizeof(*app));
+  g->ports = calloc(g->app.s.nservers + 1, sizeof(int));
+  if (g->ports == NULL) {
+    generation_free(g);
+    return NULL;
+  }
+  for (size_t i = 0; i < g->app.s.nservers; i++)
+    g->ports[i] = g->app.s.servers[i].port;
+  return g;
+}
+
+/* ---- slots -------------------------------------------------------------- */
+
+static struct slot *slot_get(struct master *m, size_t index) {
+  if (index >= m->slots_cap) {
+    size_t cap = m->slots_cap ? m->slots_cap : 4;
+    while (cap <= index)
+      cap *= 2;
+    struct slot *s = realloc(m->slots, cap * sizeof(*s));
+    if (s == NULL)
+      return NULL;
+    memset(s + m->slots_cap, 0, (cap - m->slots_cap) * sizeof(*s));
+    for (size_t i = m->slots_cap; i < cap; i++)
+      s[i].index = (int)i;
+    m->slots = s;
+    m->slots_cap = cap;
+  }
+  return &m->slots[index];
+}
+
+static int slot_start(struct master *m, struct slot *s) {
+  int err = generation_bind_slot(m->gen, (size_t)s->index);
+  if (err == 0)
+    err = spawn_worker(m, s);
+  if (err) {
+    log_error("worker %d: cannot start: %s", s->index, strerror(-err));
+    s->state = SLOT_FAILED;
+  }
+  return err;
+}
+
+/* Record a crash and decide: respawn now, later, or never. */
+static void slot_crashed(struct master *m, struct slot *s) {
+  const struct settings *set = &m->gen->app.s;
+  uint64_t now = uv_now(m->loop);
+  uint64_t window = (uint64_t)(set->restart_window * 1000);
+  s->crash_ms[s->ncrash % UTIL_ARRAY_LEN(s->crash_ms)] = now;
+  s->ncrash++;
+  unsigned recent = 0;
+  size_t have = s->ncrash < UTIL_ARRAY_LEN(s->crash_ms)
+                    ? s->ncrash
+                    : UTIL_ARRAY_LEN(s->crash_ms);
+  for (size_t i = 0; i < have; i++)
+    if (now - s->crash_ms[i] <= window)
+      recent++;
+  if (recent > (unsigned)set->max_restarts) {
+    s->state = SLOT_FAILED;
+    log_error("worker %d crashed %u times in %.0f s (max_restarts = %d): "
+              "not respawning it; the other workers keep serving. Fix the "
+              "cause, then `aio reload`",
+              s->index, recent, set->restart_window, set->max_restarts);
+    return;
+  }
+  uint64_t delay = 0;
+  if (recent > 1) {
+    delay = 100;
+    for (unsigned i = 2; i < recent && delay < BACKOFF_MAX_MS; i++)
+      delay *= 2;
+    if (delay > BACKOFF_MAX_MS)
+      delay = BACKOFF_MAX_MS;
+  }
+  s->restarts++;
+  if (delay == 0) {
+    log_info("worker %d: respawning", s->index);
+    slot_start(m, s);
+    return;
+  }
+  s->state = SLOT_BACKOFF;
+  s->respawn_at_ms = now + delay;
+  log_warnx("worker %d crashed %u times in %.0f s: respawning in %llu ms",
+            s->index, recent, set->restart_window,
+            (unsigned long long)delay);
+}
+
+/* ---- process bookkeeping ---------------------------------------------- */
+
+static void on_bus_closed(uv_handle_t *h) {
+  struct wproc *p = h->data;
+  bus_reader_close(&p->rd);
+  struct generation *g = p->g;
+  if (--g->refs == 0 && g != p->m->gen)
+    generation_free(g);
+  free(p);
+}
+
+static void proc_unlink_free(struct master *m, struct wproc *p) {
+  for (struct wproc **pp = &m->procs; *pp; pp = &(*pp)->next)
+    if (*pp == p) {
+      *pp = p->next;
+      break;
+    }
+  p->bus_open = 0;
+  uv_close((uv_handle_t *)&p->bus, on_bus_closed);
+}
+
+static void describe_status(int status, char *out, size_t n) {
+  if (WIFEXITED(status))
+    snprintf(out, n, "exited with status %d", WEXITSTATUS(status));
+  else if (WIFSIGNALED(status))
+    snprintf(out, n, "killed by signal %d (%s)%s", WTERMSIG(status),
+             strsignal(WTERMSIG(status)),
+             WCOREDUMP(status) ? ", core dumped" : "");
+  else
+    snprintf(out, n, "stopped (status %d)", status);
+}
+
+static void worker_exited(struct master *m, struct wproc *p, int status) {
+  char how[128];
+  describe_status(status, how, sizeof(how));
+  int expected = p->state == WPROC_DRAINING || m->stopping;
+  int clean = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
+              (m->stopping == 2 && WIFSIGNALED(status));
+  if (expected && clean)
+    log_info("worker %d (pid %d) %s", p->slot, (int)p->pid, how);
+  else
+    log_error("worker %d (pid %d) %s", p->slot, (int)p->pid, how);
+  enum wproc_state was = p->state;
+  p->state = WPROC_DEAD;
+  router_worker_gone(m, p);
+  sched_worker_gone(m, p);
+  json_t *data = json_pack("{s:i,s:i,s:s}", "slot", p->slot, "pid",
+                           (int)p->pid, "status", how);
+  if (WIFEXITED(status))
+    json_object_set_new(data, "exit_code", json_integer(WEXITSTATUS(status)));
+  if (WIFSIGNALED(status))
+    json_object_set_new(data, "signal", json_integer(WTERMSIG(status)));
+  router_emit(m, "worker-exited", data);
+  json_decref(data);
+
+  struct slot *s = (size_t)p->slot < m->slots_cap ? &m->slots[p->slot] : NULL;
+  if (s && s->cur == p) {
+    s->cur = NULL;
+    if (!m->stopping && was != WPROC_DRAINING && s->state == SLOT_RUNNING &&
+        (size_t)s->index < m->nslots)
+      slot_crashed(m, s);
+    else if ((size_t)s->index >= m->nslots)
+      s->state = SLOT_IDLE;
+  }
+  proc_unlink_free(m, p);
+}
+
+static void reap(struct master *m) {
+  for (;;) {
+    int status;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0)
+      return;
+    struct wproc *p = m->procs;
+    while (p && p->pid != pid)
+      p = p->next;
+    if (p)
+      worker_exited(m, p, status);
+    /* else: a probe child or an orphan we adopted as PID 1: reaped. */
+  }
+}
+
+static void on_written(uv_write_t *req, int status) {
+  (void)status;
+  free(req->data);
+  free(req);
+}
+
+int master_send(struct wproc *p, const json_t *msg) {
+  if (!p->bus_open)
+    return -EPIPE;
+  size_t len;
+  char *line = bus_encode(msg, &len);
+  if (line == NULL)
+    return -EMSGSIZE;
+  uv_buf_t b = uv_buf_init(line, (unsigned)len);
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&p->bus) == 0) {
+    int n = uv_try_write((uv_stream_t *)&p->bus, &b, 1);
+    if (n == (int)len) {
+      free(line);
+      return 0;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+      free(line);
+      return n;
+    }
+    if (n > 0)
+      b = uv_buf_init(line + n, (unsigned)(len - (size_t)n));
+  }
+  uv_write_t *req = malloc(sizeof(*req));
+  if (req == NULL) {
+    free(line);
+    return -ENOMEM;
+  }
+  req->data = line;
+  int err = uv_write(req, (uv_stream_t *)&p->bus, &b, 1, on_written);
+  if (err) {
+    free(line);
+    free(req);
+  }
+  return err;
+}
+
+/* ---- stopping, draining, scaling ----------------------------------------- */
+
+static void proc_stop(struct master *m, struct wproc *p, int graceful) {
+  if (p->state == WPROC_DEAD)
+    return;
+  uint64_t now = uv_now(m->loop);
+  if (p->state != WPROC_DRAINING) {
+    p->state = WPROC_DRAINING;
+    p->stop_deadline_ms =
+        now + (graceful ? (uint64_t)(m->gen->app.s.graceful_timeout * 1000)
+                        : QUIT_GRACE_MS);
+  }
+  json_t *msg = bus_msg(BUS_STOP);
+  json_object_set_new(msg, "graceful", json_boolean(graceful));
+  if (!graceful)
+    master_send(p, msg);
+  /* The bus says it; the signal covers a worker whose bus is stuck. */
+  if (!graceful)
+    kill(p->pid, SIGQUIT);
+  else if (master_send(p, msg) != 0)
+    kill(p->pid, SIGTERM);
+  json_decref(msg);
+}
+
+static void begin_stop(struct master *m, int how) {
+  if (m->stopping >= how)
+    return;
+  m->stopping = how;
+  log_info("%s shutdown", how == 1 ? "graceful" : "immediate");
+  sched_stop(m);
+  router_emit(m, "aio-stopping", NULL);
+  for (struct wproc *p = m->procs; p; p = p->next)
+    proc_stop(m, p, how == 1);
+}
+
+/* Retire the highest slot: stop new connections reaching it, drain it,
+ * then close its sockets. Closing a SO_REUSEPORT listener resets what
+ * waits in its queue unless net.ipv4.tcp_migrate_req=1 (Linux 5.14+), which
+ * moves those connections to the other listeners of the group. */
+static void scale_to(struct master *m, size_t n) {
+  if (n < 1)
+    n = 1;
+  if (n > 1024)
+    n = 1024;
+  size_t old = m->nslots;
+  if (n == old)
+    return;
+  log_info("workers: %zu -> %zu", old, n);
+  m->nslots = n;
+  for (size_t i = old; i < n; i++) {
+    struct slot *s = slot_get(m, i);
+    if (s == NULL)
+      break;
+    s->state = SLOT_RUNNING;
+    s->ncrash = 0;
+    if (s->cur == NULL)
+      slot_start(m, s);
+  }
+  for (size_t i = n; i < old; i++) {
+    struct slot *s = &m->slots[i];
+    s->state = SLOT_IDLE;
+    if (s->cur)
+      proc_stop(m, s->cur, 1);
+    s->cur = NULL;
+    generation_close_slot(m->gen, i);
+  }
+}
+
+static void announce_ready(struct master *m) {
+  if (m->announced)
+    return;
+  for (size_t i = 0; i < m->nslots; i++) {
+    struct slot *s = &m->slots[i];
+    if (s->state == SLOT_RUNNING && (!s->cur || s->cur->state != WPROC_READY))
+      return;
+  }
+  m->announced = 1;
+  log_info("ready: %zu worker%s serving (generation %u) in %llu ms",
+           m->nslots, m->nslots == 1 ? "" : "s", m->gen->id,
+           (unsigned long long)(uv_now(m->loop) - m->start_ms));
+  if (m->ready_fd >= 0) {
+    ssize_t r;
+    do
+      r = write(m->ready_fd, "\n", 1);
+    while (r < 0 && errno == EINTR);
+    close(m->ready_fd);
+    m->ready_fd = -1;
+  }
+  router_emit(m, "aio-started", NULL);
+}
+
+void master_worker_ready(struct master *m, struct wproc *p) {
+  p->state = WPROC_READY;
+  p->ready_ms = uv_now(m->loop);
+  log_info("worker %d (pid %d) ready in %llu ms", p->slot, (int)p->pid,
+           (unsigned long long)(p->ready_ms - p->started_ms));
+  announce_ready(m);
+}
+
+/* ---- the tick: liveness, backoff, deadlines ---------------------------- */
+
+static void on_tick(uv_timer_t *t) {
+  struct master *m = t->data;
+  uint64_t now = uv_now(m->loop);
+  uint64_t timeout = (uint64_t)(m->gen->app.s.timeout * 1000);
+  for (struct wproc *p = m->procs; p; p = p->next) {
+    if (p->state == WPROC_DRAINING) {
+      if (now >= p->stop_deadline_ms) {
+        log_warnx("worker %d (pid %d) still running after the graceful "
+                  "timeout; killing it",
+                  p->slot, (int)p->pid);
+        kill(p->pid, SIGKILL);
+        p->stop_deadline_ms = UINT64_MAX;
+      }
+    } else if (timeout && p->state != WPROC_DEAD &&
+               now - p->last_hb_ms > timeout) {
+      log_error("worker %d (pid %d) silent for %llu ms (timeout %.1f s): "
+                "killing it",
+                p->slot, (int)p->pid,
+                (unsigned long long)(now - p->last_hb_ms),
+                m->gen->app.s.timeout);
+      kill(p->pid, SIGKILL);
+      p->last_hb_ms = UINT64_MAX / 2; /* once */
+    }
+  }
+  if (!m->stopping)
+    for (size_t i = 0; i < m->nslots; i++) {
+      struct slot *s = &m->slots[i];
+      if (s->state == SLOT_BACKOFF && now >= s->respawn_at_ms) {
+        s->state = SLOT_RUNNING;
+        log_info("worker %d: respawning after backoff", s->index);
+        slot_start(m, s);
+      }
+    }
+  if (m->stopping && m->procs == NULL)
+    uv_stop(m->loop);
+}
+
+/* ---- signals --------------------------------------------------------------- */
+
+static void on_signal(uv_signal_t *h, int signum) {
+  struct master *m = h->data;
+  switch (signum) {
+  case SIGCHLD:
+    reap(m);
+    if (m->stopping && m->procs == NULL)
+      uv_stop(m->loop);
+    break;
+  case SIGTERM:
+  case SIGINT:
+    begin_stop(m, 1);
+    break;
+  case SIGQUIT:
+    begin_stop(m, 2);
+    break;
+  case SIGHUP:
+    log_warnx("SIGHUP: reload is not available yet; ignoring");
+    break;
+  case SIGUSR1:
+    log_info("SIGUSR1: reopening log files");
+    if (log_reopen() < 0)
+      log_warn("cannot reopen the log file");
+    for (struct wproc *p = m->procs; p; p = p->next) {
+      json_t *msg = bus_msg(BUS_REOPEN);
+      master_send(p, msg);
+      json_decref(msg);
+    }
+    break;
+  case SIGTTIN:
+    if (!m->stopping)
+      scale_to(m, m->nslots + 1);
+    break;
+  case SIGTTOU:
+    if (!m->stopping)
+      scale_to(m, m->nslots - 1);
+    break;
+  default:
+    break;
+  }
+}
+
+static const int master_signals[] = {SIGCHLD, SIGTERM, SIGINT,
+                                     SIGQUIT, SIGHUP,  SIGUSR1,
+                                     SIGTTIN, SIGTTOU, SIGUSR2};
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+int master_run(struct app *app, const char *config_path, int ready_fd) {
+  static uv_loop_t loop;
+  struct master mm, *m = &mm;
+  memset(m, 0, sizeof(*m));
+  m->loop = &loop;
+  m->config_path = config_path;
+  m->ready_fd = ready_fd;
+  m->next_id = 1;
+  if (uv_loop_init(&loop)) {
+    log_error("cannot create the event loop");
+    return 71;
+  }
+  m->start_ms = uv_now(m->loop);
+  m->gen = generation_new(app, 1);
+  if (m->gen == NULL) {
+    log_error("out of memory");
+    return 71;
+  }
+  m->gen->refs = 1;
+  log_info("aio %s starting: %s, %d worker%s", AIO_VERSION, config_path,
+           m->gen->app.s.workers, m->gen->app.s.workers == 1 ? "" : "s");
+  signal(SIGPIPE, SIG_IGN);
+  for (size_t i = 0; i < UTIL_ARRAY_LEN(master_signals); i++) {
+    uv_signal_init(m->loop, &m->sig[i]);
+    m->sig[i].data = m;
+    uv_signal_start(&m->sig[i], on_signal, master_signals[i]);
+  }
+  /* Bind everything before the first fork: a bad address fails the start
+   * with no worker ever existing. */
+  int rc = 0;
+  m->nslots = (size_t)m->gen->app.s.workers;
+  for (size_t i = 0; i < m->nslots && rc == 0; i++) {
+    if (slot_get(m, i) == NULL)
+      rc = -ENOMEM;
+    else
+      rc = generation_bind_slot(m->gen, i);
+  }
+  if (rc) {
+    m->exit_code = rc == -EADDRINUSE ? 69 : 71;
+    goto out;
+  }
+  for (size_t i = 0; i < m->gen->app.s.nservers; i++) {
+    char where[160];
+    sockets_describe(&m->gen->app.s.servers[i], m->gen->ports[i], where,
+                     sizeof(where));
+    log_info("[server:%s] listening on %s (%s)",
+             m->gen->app.s.servers[i].name, where,
+             m->gen->app.s.servers[i].handler.text);
+  }
+  router_emit(m, "aio-starting", NULL);
+  for (size_t i = 0; i < m->nslots; i++) {
+    m->slots[i].state = SLOT_RUNNING;
+    slot_start(m, &m->slots[i]);
+  }
+  if (m->nslots == 0)
+    announce_ready(m);
+  if (sched_start(m))
+    log_error("cannot start the schedules: out of memory");
+  uv_timer_init(m->loop, &m->tick);
+  m->tick.data = m;
+  uv_timer_start(&m->tick, on_tick, TICK_MS, TICK_MS);
+  uv_run(m->loop, UV_RUN_DEFAULT);
+  log_info("stopped");
+out:
+  /* Kill and reap anything left (only on a failed start or a bug). */
+  for (struct wproc *p = m->procs; p; p = p->next)
+    kill(p->pid, SIGKILL);
+  while (m->procs) {
+    int status;
+    pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0 && errno != EINTR)
+      break;
+    struct wproc *p = m->procs;
+    while (p && p->pid != pid)
+      p = p->next;
+    if (p)
+      proc_unlink_free(m, p);
+  }
+  uv_walk(m->loop, close_walk, NULL);
+  uv_run(m->loop, UV_RUN_DEFAULT);
+  uv_loop_close(m->loop);
+  if (m->ready_fd >= 0)
+    close(m->ready_fd);
+  m->gen->refs--;
+  generation_free(m->gen);
+  for (size_t i = 0; i < m->slots_cap; i++)
+    json_decref(m->slots[i].backlog);
+  json_decref(m->backlog);
+  free(m->slots);
+  free(m->scheds);
+  (void)slot_state_names;
+  return m->exit_code;
+}

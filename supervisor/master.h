@@ -1,0 +1,140 @@
+/*
+ * master.h - the master's state: worker slots and their processes, the
+ * listening sockets, and the coordination services. The master runs no user
+ * code; everything it knows about a worker arrives as bus frames.
+ */
+#ifndef AIO_SUPERVISOR_MASTER_H
+#define AIO_SUPERVISOR_MASTER_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "app.h"
+#include "bus.h"
+
+/* X(enum, name): a worker process's lifecycle, in order. */
+#define WPROC_STATES(X)                                                       \
+  X(STARTING, "starting") /* forked, not yet ready */                        \
+  X(READY, "ready")       /* serving */                                      \
+  X(DRAINING, "draining") /* told to stop; finishing connections */          \
+  X(DEAD, "dead")         /* reaped */
+
+enum wproc_state {
+#define WPROC_ENUM(e, s) WPROC_##e,
+  WPROC_STATES(WPROC_ENUM)
+#undef WPROC_ENUM
+};
+
+/* X(enum, name): a slot's lifecycle. */
+#define SLOT_STATES(X)                                                        \
+  X(IDLE, "idle")         /* no worker wanted (retired) */                   \
+  X(RUNNING, "running")   /* a worker is starting or serving */              \
+  X(BACKOFF, "backoff")   /* crashed; respawn when the timer fires */        \
+  X(FAILED, "failed")     /* crash loop: not respawned */
+
+enum slot_state {
+#define SLOT_ENUM(e, s) SLOT_##e,
+  SLOT_STATES(SLOT_ENUM)
+#undef SLOT_ENUM
+};
+
+struct master;
+struct generation;
+
+struct delivery {
+  json_int_t id;
+  json_t *msg; /* the deliver frame, kept until acknowledged */
+  int broadcast;
+  struct delivery *next;
+};
+
+struct wproc {
+  struct master *m;
+  struct generation *g;
+  pid_t pid;
+  int slot;
+  enum wproc_state state;
+  uv_pipe_t bus;
+  struct bus_reader rd;
+  int bus_open;
+  uint64_t started_ms, ready_ms, last_hb_ms, stop_deadline_ms;
+  long conns;
+  unsigned restarts; /* of its slot when it was spawned */
+  struct delivery *pending; /* sent, not yet acknowledged */
+  json_int_t running_job;   /* job id in flight, or 0 */
+  struct wproc *next;
+};
+
+/* One listening socket per server per slot (unix: shared). */
+struct slot {
+  int index;
+  enum slot_state state;
+  struct wproc *cur;
+  uint64_t crash_ms[64]; /* recent crash times, ring */
+  unsigned ncrash;
+  unsigned restarts;
+  uint64_t respawn_at_ms;
+  json_t *backlog; /* broadcast deliveries for this slot's next worker */
+};
+
+/* A generation: one configuration and the sockets for it. A reload makes a
+ * new one; the old one lives until its workers are gone. */
+struct generation {
+  unsigned id;
+  struct app app;
+  int *ports;   /* actual port per server (port 0 resolved) */
+  int **fds;    /* fds[slot][server] */
+  size_t nslots_fds;
+  int refs;
+};
+
+struct sched;
+
+struct master {
+  uv_loop_t *loop;
+  const char *config_path;
+  struct generation *gen;
+  struct slot *slots;
+  size_t nslots; /* wanted worker count */
+  size_t slots_cap;
+  struct wproc *procs; /* every live process, any generation */
+  uv_signal_t sig[9];
+  uv_timer_t tick;
+  int stopping;   /* 0, or 1 graceful / 2 immediate */
+  uint64_t stop_deadline_ms;
+  int ready_fd;   /* --ready-fd, -1 when none or used */
+  int announced;  /* first generation reported ready */
+  uint64_t start_ms;
+  json_int_t next_id;
+  json_t *backlog; /* deliveries waiting for any ready worker */
+  struct sched *scheds; /* one per [schedule:NAME] of the current config */
+  size_t nscheds;
+  size_t rr; /* round-robin cursor for job dispatch */
+  int exit_code;
+};
+
+/* Serve the configuration in app (owned by the master from here on).
+ * Returns the process exit status. */
+int master_run(struct app *app, const char *config_path, int ready_fd);
+
+/* spawn.c: fork a worker for slot s of generation g. 0 or -errno. */
+int spawn_worker(struct master *m, struct slot *s);
+/* router.c: handle a worker's frame. */
+int router_frame(struct wproc *p, enum bus_type t, json_t *msg);
+/* Write a frame to a worker (borrowed). 0 or -errno. */
+int master_send(struct wproc *p, const json_t *msg);
+/* A worker went away: redeliver what it had. */
+void router_worker_gone(struct master *m, struct wproc *p);
+/* sched.c: timers for the current generation's schedules. */
+int sched_start(struct master *m);
+void sched_stop(struct master *m);
+int sched_done(struct master *m, struct wproc *p, json_t *msg);
+void sched_worker_gone(struct master *m, struct wproc *p);
+/* Emit a lifecycle signal from the master. */
+void router_emit(struct master *m, const char *signal, json_t *data);
+/* Called when p became ready. */
+void master_worker_ready(struct master *m, struct wproc *p);
+
+#endif

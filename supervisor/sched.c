@@ -1,0 +1,227 @@
+/*
+ * sched.c - [schedule:NAME] timers in the master. The k-th run of an
+ * `every` schedule is due at start + offset + k * every on the monotonic
+ * clock, whatever earlier runs took, so there is no cumulative drift. Each
+ * run goes to one ready worker (round robin); by default a run is skipped,
+ * and logged, while the previous one has not reported done. A run whose
+ * worker dies counts as failed.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cron.h"
+#include "log.h"
+#include "master.h"
+#include "util.h"
+
+#define SCHED_MAX_INFLIGHT 64
+
+struct inflight {
+  json_int_t id;
+  struct wproc *p;
+  int which; /* 0 func, 1 cb, 2 err */
+  long long run;
+};
+
+struct sched {
+  struct master *m;
+  size_t index;
+  const struct schedule_conf *conf;
+  struct cron cron;
+  uv_timer_t timer;
+  uint64_t base_ns;  /* start + offset */
+  long long k;       /* the next run number (1-based) */
+  struct inflight inflight[SCHED_MAX_INFLIGHT];
+  size_t ninflight;
+  long long skipped;
+};
+
+static struct wproc *pick_worker(struct master *m) {
+  size_t n = 0;
+  for (struct wproc *p = m->procs; p; p = p->next)
+    if (p->state == WPROC_READY && p->g == m->gen)
+      n++;
+  if (n == 0)
+    return NULL;
+  size_t want = m->rr++ % n, i = 0;
+  for (struct wproc *p = m->procs; p; p = p->next)
+    if (p->state == WPROC_READY && p->g == m->gen && i++ == want)
+      return p;
+  return NULL;
+}
+
+static int dispatch(struct sched *sc, int which, long long run,
+                    struct wproc *to) {
+  struct master *m = sc->m;
+  if (to == NULL || to->state != WPROC_READY)
+    to = pick_worker(m);
+  if (to == NULL) {
+    log_warnx("[schedule:%s] run %lld: no ready worker; skipped",
+              sc->conf->name, run);
+    return -EAGAIN;
+  }
+  if (sc->ninflight == SCHED_MAX_INFLIGHT) {
+    log_warnx("[schedule:%s] run %lld: %d runs in flight; skipped",
+              sc->conf->name, run, SCHED_MAX_INFLIGHT);
+    return -EBUSY;
+  }
+  json_int_t id = m->next_id++;
+  json_t *msg = bus_msg(BUS_RUN);
+  json_object_set_new(msg, "id", json_integer(id));
+  json_object_set_new(msg, "job", json_integer((json_int_t)sc->index));
+  json_object_set_new(msg, "which", json_integer(which));
+  json_object_set_new(msg, "run", json_integer(run));
+  int err = master_send(to, msg);
+  json_decref(msg);
+  if (err)
+    return err;
+  sc->inflight[sc->ninflight++] =
+      (struct inflight){.id = id, .p = to, .which = which, .run = run};
+  return 0;
+}
+
+static uint64_t due_ns(const struct sched *sc, long long k) {
+  return sc->base_ns + (uint64_t)llround((double)(k - 1) *
+                                         sc->conf->every * 1e9);
+}
+
+static void arm(struct sched *sc);
+
+static void on_timer(uv_timer_t *t) {
+  struct sched *sc = t->data;
+  uint64_t now = uv_hrtime();
+  long long k = sc->k;
+  if (sc->conf->every > 0) {
+    /* If the master was held up past several due times, run once and
+     * skip the rest rather than firing a burst. */
+    while (due_ns(sc, k + 1) <= now) {
+      k++;
+      sc->skipped++;
+    }
+    if (k != sc->k)
+      log_warnx("[schedule:%s] %lld due times passed while the master was "
+                "busy; skipped",
+                sc->conf->name, k - sc->k);
+  }
+  sc->k = k + 1;
+  int busy = 0;
+  for (size_t i = 0; i < sc->ninflight; i++)
+    busy |= sc->inflight[i].which == 0 || !sc->conf->overlap;
+  if (busy && !sc->conf->overlap) {
+    sc->skipped++;
+    log_warnx("[schedule:%s] run %lld skipped: run still in progress",
+              sc->conf->name, k);
+  } else {
+    log_debug("[schedule:%s] run %lld", sc->conf->name, k);
+    dispatch(sc, 0, k, NULL);
+  }
+  arm(sc);
+}
+
+static void arm(struct sched *sc) {
+  uint64_t delay_ms;
+  if (sc->conf->every > 0) {
+    uint64_t due = due_ns(sc, sc->k), now = uv_hrtime();
+    /* Round up: a timer never fires before its due time. */
+    delay_ms = due > now ? (due - now + 999999) / 1000000 : 0;
+  } else {
+    time_t now = time(NULL);
+    time_t next = cron_next(&sc->cron, now);
+    if (next == (time_t)-1) {
+      log_error("[schedule:%s] cron '%s' never matches", sc->conf->name,
+                sc->conf->cron);
+      return;
+    }
+    delay_ms = (uint64_t)(next - now) * 1000;
+  }
+  uv_timer_start(&sc->timer, on_timer, delay_ms, 0);
+}
+
+int sched_start(struct master *m) {
+  const struct settings *s = &m->gen->app.s;
+  if (s->nschedules == 0)
+    return 0;
+  m->scheds = calloc(s->nschedules, sizeof(*m->scheds));
+  if (m->scheds == NULL)
+    return -ENOMEM;
+  m->nscheds = s->nschedules;
+  uint64_t now = uv_hrtime();
+  for (size_t i = 0; i < m->nscheds; i++) {
+    struct sched *sc = &m->scheds[i];
+    sc->m = m;
+    sc->index = i;
+    sc->conf = &s->schedules[i];
+    sc->k = 1;
+    if (sc->conf->cron) {
+      char err[128];
+      cron_parse(&sc->cron, sc->conf->cron, err, sizeof(err));
+    }
+    /* The first run is due one period (plus offset) after the start. */
+    sc->base_ns = now + (uint64_t)llround((sc->conf->offset +
+                                           sc->conf->every) * 1e9);
+    uv_timer_init(m->loop, &sc->timer);
+    sc->timer.data = sc;
+    arm(sc);
+  }
+  return 0;
+}
+
+void sched_stop(struct master *m) {
+  for (size_t i = 0; i < m->nscheds; i++)
+    uv_timer_stop(&m->scheds[i].timer);
+}
+
+static void finish(struct sched *sc, size_t i, int ok) {
+  struct inflight f = sc->inflight[i];
+  sc->inflight[i] = sc->inflight[--sc->ninflight];
+  if (f.which != 0) {
+    if (!ok)
+      log_warnx("[schedule:%s] run %lld: %s failed", sc->conf->name, f.run,
+                f.which == 1 ? "cb" : "err");
+    return;
+  }
+  if (ok && sc->conf->has_cb)
+    dispatch(sc, 1, f.run, f.p);
+  else if (!ok) {
+    log_warnx("[schedule:%s] run %lld failed", sc->conf->name, f.run);
+    if (sc->conf->has_err)
+      dispatch(sc, 2, f.run, f.p);
+  }
+}
+
+int sched_done(struct master *m, struct wproc *p, json_t *msg) {
+  json_int_t id = json_integer_value(json_object_get(msg, "id"));
+  json_t *okv = json_object_get(msg, "ok");
+  if (!json_is_boolean(okv))
+    return -EBADMSG;
+  for (size_t s = 0; s < m->nscheds; s++) {
+    struct sched *sc = &m->scheds[s];
+    for (size_t i = 0; i < sc->ninflight; i++)
+      if (sc->inflight[i].id == id && sc->inflight[i].p == p) {
+        finish(sc, i, json_is_true(okv));
+        return 0;
+      }
+  }
+  /* A run of a schedule removed by a reload, or a lie. */
+  log_debug("worker %d reported an unknown job %lld", p->slot, (long long)id);
+  return 0;
+}
+
+void sched_worker_gone(struct master *m, struct wproc *p) {
+  for (size_t s = 0; s < m->nscheds; s++) {
+    struct sched *sc = &m->scheds[s];
+    for (size_t i = 0; i < sc->ninflight;) {
+      if (sc->inflight[i].p != p) {
+        i++;
+        continue;
+      }
+      log_warnx("[schedule:%s] run %lld: worker %d died during it",
+                sc->conf->name, sc->inflight[i].run, p->slot);
+      sc->inflight[i].p = NULL; /* err goes to another worker */
+      finish(sc, i, 0);
+    }
+  }
+}

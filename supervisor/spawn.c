@@ -1,0 +1,151 @@
+/*
+ * spawn.c - fork one worker. The child keeps only what it needs (its bus
+ * end, its slot's sockets, the log, stdio), resets the master's signal
+ * handling and builds a fresh loop in worker_run(); it never touches the
+ * master's loop.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "master.h"
+#include "util.h"
+#include "worker.h"
+
+static int kept(int fd, const int *keep, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (keep[i] == fd)
+      return 1;
+  return 0;
+}
+
+/* Close every descriptor above stderr that is not in keep. */
+static void close_fds_except(const int *keep, size_t n) {
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL) {
+    for (int fd = 3; fd < 65536; fd++)
+      if (!kept(fd, keep, n))
+        close(fd);
+    return;
+  }
+  int dfd = dirfd(d);
+  int *doomed = NULL;
+  size_t nd = 0, cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    long fd;
+    if (util_parse_long(e->d_name, 3, 1 << 30, &fd) || fd == dfd ||
+        kept((int)fd, keep, n))
+      continue;
+    if (util_grow((void **)&doomed, &cap, nd + 1, sizeof(int)) == 0)
+      doomed[nd++] = (int)fd;
+  }
+  closedir(d);
+  for (size_t i = 0; i < nd; i++)
+    close(doomed[i]);
+  free(doomed);
+}
+
+static void on_proc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)h;
+  (void)suggested;
+  static char buf_[65536];
+  buf->base = buf_;
+  buf->len = sizeof(buf_);
+}
+
+static int on_proc_frame(void *arg, enum bus_type t, json_t *msg) {
+  return router_frame(arg, t, msg);
+}
+
+static void on_proc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  struct wproc *p = s->data;
+  if (nread == 0)
+    return;
+  if (nread < 0) {
+    /* EOF: the worker is exiting; SIGCHLD tells us how. */
+    uv_read_stop(s);
+    return;
+  }
+  int err = bus_reader_feed(&p->rd, buf->base, (size_t)nread, on_proc_frame, p);
+  if (err) {
+    log_error("worker %d pid %d sent a bad bus frame (%s); killing it",
+              p->slot, (int)p->pid, strerror(-err < 0 ? 0 : -err));
+    uv_read_stop(s);
+    kill(p->pid, SIGKILL);
+  }
+}
+
+int spawn_worker(struct master *m, struct slot *s) {
+  struct generation *g = m->gen;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+    return -errno;
+  struct wproc *p = calloc(1, sizeof(*p));
+  if (p == NULL) {
+    close(sv[0]);
+    close(sv[1]);
+    return -ENOMEM;
+  }
+  pid_t master_pid = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    int err = -errno;
+    close(sv[0]);
+    close(sv[1]);
+    free(p);
+    return err;
+  }
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    static const int sigs[] = {SIGHUP,  SIGTERM, SIGINT,  SIGQUIT, SIGUSR1,
+                               SIGUSR2, SIGTTIN, SIGTTOU, SIGCHLD, SIGWINCH};
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(sigs); i++)
+      signal(sigs[i], SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != master_pid)
+      _exit(1); /* the master died between fork and prctl */
+    size_t nserv = g->app.s.nservers;
+    int *keep = calloc(nserv + 2, sizeof(int));
+    if (keep == NULL)
+      _exit(1);
+    size_t nk = 0;
+    keep[nk++] = sv[1];
+    keep[nk++] = log_fd();
+    for (size_t i = 0; i < nserv; i++)
+      keep[nk++] = g->fds[s->index][i];
+    close_fds_except(keep, nk);
+    free(keep);
+    _exit(worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index]));
+  }
+  close(sv[1]);
+  p->m = m;
+  p->g = g;
+  g->refs++;
+  p->pid = pid;
+  p->slot = s->index;
+  p->state = WPROC_STARTING;
+  p->started_ms = p->last_hb_ms = uv_now(m->loop);
+  p->restarts = s->restarts;
+  uv_pipe_init(m->loop, &p->bus, 0);
+  p->bus.data = p;
+  uv_pipe_open(&p->bus, sv[0]);
+  p->bus_open = 1;
+  uv_read_start((uv_stream_t *)&p->bus, on_proc_alloc, on_proc_read);
+  p->next = m->procs;
+  m->procs = p;
+  s->cur = p;
+  s->state = SLOT_RUNNING;
+  log_info("worker %d started (pid %d, generation %u)", s->index, (int)pid,
+           g->id);
+  return 0;
+}

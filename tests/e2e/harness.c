@@ -1,0 +1,391 @@
+/* harness.c - see harness.h. */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+long long h_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void h_tmpdir(char *out, size_t n) {
+  snprintf(out, n, "/tmp/aio-test-XXXXXX");
+  if (mkdtemp(out) == NULL)
+    abort();
+}
+
+int h_free_port(void) {
+  /* A port free for both TCP and UDP. */
+  for (int tries = 0; tries < 50; tries++) {
+    int t = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sin);
+    if (bind(t, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+        getsockname(t, (struct sockaddr *)&sin, &sl) < 0) {
+      close(t);
+      continue;
+    }
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    int ok = bind(u, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+    close(u);
+    close(t);
+    if (ok)
+      return ntohs(sin.sin_port);
+  }
+  abort();
+}
+
+int h_write(const char *dir, const char *name, const char *text) {
+  char path[512];
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  if (f == NULL)
+    return -1;
+  fputs(text, f);
+  fclose(f);
+  return 0;
+}
+
+int h_start(struct aio_proc *p, const char *conf_text,
+            const char *const *extra) {
+  memset(p, 0, sizeof(*p));
+  h_tmpdir(p->dir, sizeof(p->dir));
+  snprintf(p->conf, sizeof(p->conf), "%s/aio.conf", p->dir);
+  snprintf(p->log, sizeof(p->log), "%s/aio.log", p->dir);
+  if (h_write(p->dir, "aio.conf", conf_text))
+    return -1;
+  int pfd[2];
+  if (pipe(pfd) < 0)
+    return -1;
+  pid_t pid = fork();
+  if (pid < 0)
+    return -1;
+  if (pid == 0) {
+    close(pfd[0]);
+    int log = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(log, 2);
+    dup2(log, 1);
+    if (pfd[1] != 3) {
+      dup2(pfd[1], 3);
+      close(pfd[1]);
+    }
+    const char *argv[32] = {AIO_BIN, "-c", p->conf, "run", "--ready-fd", "3"};
+    int n = 6;
+    for (int i = 0; extra && extra[i] && n < 31; i++)
+      argv[n++] = extra[i];
+    argv[n] = NULL;
+    execv(AIO_BIN, (char **)argv);
+    _exit(127);
+  }
+  close(pfd[1]);
+  p->pid = pid;
+  p->ready_fd = pfd[0];
+  return 0;
+}
+
+int h_aio(const char *dir, char *out, size_t outlen, const char *const *argv) {
+  char path[256];
+  snprintf(path, sizeof(path), "%s/cmd.out", dir);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    if (chdir(dir) < 0)
+      _exit(126);
+    const char *av[32] = {AIO_BIN};
+    int n = 1;
+    for (int i = 0; argv[i] && n < 31; i++)
+      av[n++] = argv[i];
+    av[n] = NULL;
+    execv(AIO_BIN, (char **)av);
+    _exit(127);
+  }
+  int status;
+  long long deadline = h_now_ms() + 60000;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (h_now_ms() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1;
+    }
+    usleep(2000);
+  }
+  if (out) {
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(out, 1, outlen - 1, f) : 0;
+    out[n] = '\0';
+    if (f)
+      fclose(f);
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int reap(struct aio_proc *p, int block) {
+  if (p->exited)
+    return 1;
+  int st;
+  pid_t r = waitpid(p->pid, &st, block ? 0 : WNOHANG);
+  if (r == p->pid) {
+    p->exited = 1;
+    p->status = st;
+    return 1;
+  }
+  return 0;
+}
+
+int h_wait_ready(struct aio_proc *p, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  while (h_now_ms() < deadline) {
+    struct pollfd pfd = {.fd = p->ready_fd, .events = POLLIN};
+    int r = poll(&pfd, 1, 50);
+    if (r > 0) {
+      char c;
+      ssize_t n = read(p->ready_fd, &c, 1);
+      return n == 1 && c == '\n' ? 0 : -1;
+    }
+    if (reap(p, 0))
+      return -1;
+  }
+  return -1;
+}
+
+int h_wait_exit(struct aio_proc *p, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  while (!reap(p, 0)) {
+    if (h_now_ms() > deadline)
+      return -1;
+    usleep(5000);
+  }
+  return 0;
+}
+
+int h_stop(struct aio_proc *p, int sig, int timeout_ms) {
+  if (!p->exited)
+    kill(p->pid, sig);
+  if (h_wait_exit(p, timeout_ms) < 0) {
+    kill(p->pid, SIGKILL);
+    reap(p, 1);
+    return -1;
+  }
+  if (p->ready_fd > 0)
+    close(p->ready_fd);
+  p->ready_fd = -1;
+  return WIFEXITED(p->status) ? WEXITSTATUS(p->status)
+                              : 128 + WTERMSIG(p->status);
+}
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return strdup("");
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap);
+  size_t r;
+  while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+    n += r;
+    if (cap - n < 1024)
+      buf = realloc(buf, cap *= 2);
+  }
+  buf[n] = '\0';
+  fclose(f);
+  return buf;
+}
+
+int h_log_count(const struct aio_proc *p, const char *s) {
+  char *log = slurp(p->log);
+  int n = 0;
+  for (char *q = log; (q = strstr(q, s)) != NULL; q += strlen(s))
+    n++;
+  free(log);
+  return n;
+}
+
+int h_log_has(const struct aio_proc *p, const char *s) {
+  return h_log_count(p, s) > 0;
+}
+
+int h_wait_log(const struct aio_proc *p, const char *s, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  while (h_now_ms() < deadline) {
+    if (h_log_has(p, s))
+      return 0;
+    usleep(10000);
+  }
+  return -1;
+}
+
+void h_dump_log(const struct aio_proc *p) {
+  char *log = slurp(p->log);
+  fprintf(stderr, "---- %s ----\n%s---- end ----\n", p->log, log);
+  free(log);
+}
+
+int h_children(pid_t pid, pid_t *out, int max) {
+  char path[128];
+  snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid,
+           (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return 0;
+  int n = 0, v;
+  while (n < max && fscanf(f, "%d", &v) == 1)
+    out[n++] = v;
+  fclose(f);
+  return n;
+}
+
+int h_wait_children(pid_t pid, int n, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  pid_t kids[256];
+  while (h_now_ms() < deadline) {
+    if (h_children(pid, kids, 256) == n)
+      return 0;
+    usleep(10000);
+  }
+  return -1;
+}
+
+int h_pid_alive(pid_t pid) {
+  char path[64], state = 0;
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return 0;
+  int r = fscanf(f, "%*d %*s %c", &state);
+  fclose(f);
+  return r == 1 && state != 'Z';
+}
+
+static int connect_addr(int family, const struct sockaddr *sa, socklen_t sl,
+                        int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  for (;;) {
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(fd, sa, sl) == 0) {
+      if (family == AF_INET) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      }
+      return fd;
+    }
+    close(fd);
+    if (h_now_ms() > deadline)
+      return -1;
+    usleep(10000);
+  }
+}
+
+int h_connect(int port, int timeout_ms) {
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  return connect_addr(AF_INET, (struct sockaddr *)&sin, sizeof(sin),
+                      timeout_ms);
+}
+
+int h_connect_unix(const char *path, int timeout_ms) {
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+  return connect_addr(AF_UNIX, (struct sockaddr *)&sun, sizeof(sun),
+                      timeout_ms);
+}
+
+int h_send(int fd, const char *s, size_t len) {
+  while (len > 0) {
+    ssize_t n = send(fd, s, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    s += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int h_recv_until(int fd, char *buf, size_t n, const char *until,
+                 int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  size_t have = 0;
+  buf[0] = '\0';
+  while (have < n - 1) {
+    if (until && strstr(buf, until))
+      break;
+    long long left = deadline - h_now_ms();
+    if (left <= 0)
+      break;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, (int)left) <= 0)
+      break;
+    ssize_t r = recv(fd, buf + have, n - 1 - have, 0);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      if (r < 0 && have == 0)
+        return -1;
+      break;
+    }
+    have += (size_t)r;
+    buf[have] = '\0';
+  }
+  return (int)have;
+}
+
+char *h_exchange(int port, const char *req, const char *until,
+                 int timeout_ms) {
+  int fd = h_connect(port, timeout_ms);
+  if (fd < 0)
+    return NULL;
+  char buf[65536];
+  if (h_send(fd, req, strlen(req)) < 0 ||
+      h_recv_until(fd, buf, sizeof(buf), until, timeout_ms) < 0) {
+    close(fd);
+    return NULL;
+  }
+  close(fd);
+  return strdup(buf);
+}
+
+char *h_udp_exchange(int port, const char *req, int timeout_ms) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  char buf[65536];
+  long long deadline = h_now_ms() + timeout_ms;
+  /* UDP may be dropped: resend until answered or out of time. */
+  while (h_now_ms() < deadline) {
+    sendto(fd, req, strlen(req), 0, (struct sockaddr *)&sin, sizeof(sin));
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, 200) > 0) {
+      ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+      if (n >= 0) {
+        buf[n] = '\0';
+        close(fd);
+        return strdup(buf);
+      }
+    }
+  }
+  close(fd);
+  return NULL;
+}

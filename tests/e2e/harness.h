@@ -1,0 +1,73 @@
+/*
+ * harness.h - end-to-end test helpers: write a config into a fresh
+ * directory, start a real `aio run` with --ready-fd, talk to it over
+ * loopback, and wait for conditions with deadlines (never sleep-and-hope).
+ */
+#ifndef AIO_TESTS_HARNESS_H
+#define AIO_TESTS_HARNESS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct aio_proc {
+  pid_t pid;
+  int ready_fd;     /* read end of the --ready-fd pipe */
+  char dir[128];    /* the test's directory */
+  char conf[192];   /* dir/aio.conf */
+  char log[192];    /* dir/aio.log: the master's stderr */
+  int exited;
+  int status;
+};
+
+/* A fresh directory under /tmp, written into out. */
+void h_tmpdir(char *out, size_t n);
+/* A free loopback port (TCP and UDP), found by binding port 0. */
+int h_free_port(void);
+/* Write text to dir/name; returns 0. */
+int h_write(const char *dir, const char *name, const char *text);
+
+/* Write the config into a new directory and start `aio -c conf run
+ * --ready-fd N [extra...]` with stderr to the log. */
+int h_start(struct aio_proc *p, const char *conf_text, const char *const *extra);
+/* Start aio with argv (after the binary) in p->dir; stdout and stderr go
+ * to p->log. For commands other than run. Returns exit status or -1. */
+int h_aio(const char *dir, char *out, size_t outlen, const char *const *argv);
+/* Wait for readiness. 0, or -1 after timeout_ms or if the process died. */
+int h_wait_ready(struct aio_proc *p, int timeout_ms);
+/* Wait for the process to exit; 0 with p->status set, or -1 on timeout. */
+int h_wait_exit(struct aio_proc *p, int timeout_ms);
+/* Signal and wait; SIGKILL after timeout. Returns the exit status. */
+int h_stop(struct aio_proc *p, int sig, int timeout_ms);
+/* Does the log contain s? h_wait_log waits for it. */
+int h_log_has(const struct aio_proc *p, const char *s);
+int h_wait_log(const struct aio_proc *p, const char *s, int timeout_ms);
+/* Count occurrences of s in the log. */
+int h_log_count(const struct aio_proc *p, const char *s);
+/* Print the log to stderr (on failure). */
+void h_dump_log(const struct aio_proc *p);
+
+/* Child pids of pid (the workers), up to max. Returns the count. */
+int h_children(pid_t pid, pid_t *out, int max);
+/* Wait until pid has n children. 0 or -1. */
+int h_wait_children(pid_t pid, int n, int timeout_ms);
+int h_pid_alive(pid_t pid);
+
+/* TCP: connect to 127.0.0.1:port (blocking, with timeout). fd or -1. */
+int h_connect(int port, int timeout_ms);
+int h_connect_unix(const char *path, int timeout_ms);
+/* Send all of s. 0 or -1. */
+int h_send(int fd, const char *s, size_t len);
+/* Read until `until` appears in the data, EOF or timeout. Returns bytes
+ * read into buf (NUL-terminated), or -1 on error before any data. */
+int h_recv_until(int fd, char *buf, size_t n, const char *until,
+                 int timeout_ms);
+/* Connect, send req, read until `until`, close. Returns new string or
+ * NULL. */
+char *h_exchange(int port, const char *req, const char *until, int timeout_ms);
+/* One UDP datagram round trip on 127.0.0.1:port. */
+char *h_udp_exchange(int port, const char *req, int timeout_ms);
+
+/* Milliseconds on the monotonic clock. */
+long long h_now_ms(void);
+
+#endif

@@ -1,0 +1,159 @@
+/*
+ * test_serve.c - `aio run` serves the example module and the built-in
+ * protocols over real sockets: the seed README's addition server, echo over
+ * TCP, UDP and a unix socket, and the hello HTTP responder.
+ */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct aio_proc P;
+static int port_add, port_echo, port_udp, port_hello;
+static char sock_path[256];
+
+static void start(void) {
+  char conf[2048];
+  char dir[128];
+  h_tmpdir(dir, sizeof(dir));
+  snprintf(sock_path, sizeof(sock_path), "%s/echo.sock", dir);
+  port_add = h_free_port();
+  port_echo = h_free_port();
+  port_udp = h_free_port();
+  port_hello = h_free_port();
+  snprintf(conf, sizeof(conf),
+           "[aio]\n"
+           "modules = addition\n"
+           "module_path = %s\n"
+           "workers = 2\n"
+           "\n"
+           "[server:addition]\n"
+           "protocol = addition.protocol\n"
+           "address = 127.0.0.1\n"
+           "port = %d\n"
+           "\n"
+           "[server:echo]\n"
+           "protocol = aio.echo\n"
+           "address = 127.0.0.1\n"
+           "port = %d\n"
+           "\n"
+           "[server/udp]\n"
+           "protocol = aio.echo\n"
+           "type = udp\n"
+           "address = 127.0.0.1\n"
+           "port = %d\n"
+           "\n"
+           "[server:unix]\n"
+           "protocol = aio.echo\n"
+           "path = %s\n"
+           "\n"
+           "[server:hello]\n"
+           "protocol = aio.hello\n"
+           "address = 127.0.0.1\n"
+           "port = %d\n",
+           AIO_EXAMPLE_MODULES, port_add, port_echo, port_udp, sock_path,
+           port_hello);
+  ck_assert_int_eq(h_start(&P, conf, NULL), 0);
+  if (h_wait_ready(&P, 10000) != 0) {
+    h_dump_log(&P);
+    ck_abort_msg("aio did not become ready");
+  }
+}
+
+static void stop(void) {
+  int rc = h_stop(&P, SIGTERM, 10000);
+  if (rc != 0)
+    h_dump_log(&P);
+  ck_assert_int_eq(rc, 0);
+}
+
+START_TEST(test_addition_answers_sum) {
+  start();
+  char *r = h_exchange(port_add, "2 + 2 + 3\n", "\n", 5000);
+  ck_assert_ptr_nonnull(r);
+  ck_assert_str_eq(r, "7\n");
+  free(r);
+  r = h_exchange(port_add, "1+1\n40 + 2\nnonsense\n", "error", 5000);
+  ck_assert_ptr_nonnull(r);
+  ck_assert_str_eq(r, "2\n42\nerror: expected N + N ...\n");
+  free(r);
+  stop();
+}
+END_TEST
+
+START_TEST(test_echo_tcp_udp_unix) {
+  start();
+  char *r = h_exchange(port_echo, "hello echo\n", "\n", 5000);
+  ck_assert_ptr_nonnull(r);
+  ck_assert_str_eq(r, "hello echo\n");
+  free(r);
+  r = h_udp_exchange(port_udp, "datagram", 5000);
+  ck_assert_ptr_nonnull(r);
+  ck_assert_str_eq(r, "datagram");
+  free(r);
+  int fd = h_connect_unix(sock_path, 5000);
+  ck_assert_int_ge(fd, 0);
+  char buf[256];
+  ck_assert_int_eq(h_send(fd, "over unix\n", 10), 0);
+  ck_assert_int_eq(h_recv_until(fd, buf, sizeof(buf), "\n", 5000), 10);
+  ck_assert_str_eq(buf, "over unix\n");
+  close(fd);
+  stop();
+}
+END_TEST
+
+START_TEST(test_hello_keepalive_pipelining_close) {
+  start();
+  int fd = h_connect(port_hello, 5000);
+  ck_assert_int_ge(fd, 0);
+  char buf[8192];
+  /* Two pipelined requests in one write, then one with Connection: close. */
+  const char *two = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                    "GET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+  ck_assert_int_eq(h_send(fd, two, strlen(two)), 0);
+  int n = h_recv_until(fd, buf, sizeof(buf), "World!\n", 5000);
+  ck_assert_int_gt(n, 0);
+  /* wait for both answers */
+  while (strstr(strstr(buf, "World!\n") + 1, "World!\n") == NULL) {
+    int m = h_recv_until(fd, buf + n, sizeof(buf) - (size_t)n, "World!\n",
+                         5000);
+    ck_assert_int_gt(m, 0);
+    n += m;
+  }
+  ck_assert_ptr_nonnull(strstr(buf, "HTTP/1.1 200 OK"));
+  const char *c = "GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+  ck_assert_int_eq(h_send(fd, c, strlen(c)), 0);
+  n = h_recv_until(fd, buf, sizeof(buf), NULL, 5000); /* until EOF */
+  ck_assert_int_gt(n, 0);
+  ck_assert_ptr_nonnull(strstr(buf, "Connection: close"));
+  close(fd);
+  char *r = h_exchange(port_hello, "BOGUS\r\n\r\n", NULL, 5000);
+  ck_assert_ptr_nonnull(r);
+  ck_assert_ptr_nonnull(strstr(r, "400 Bad Request"));
+  free(r);
+  stop();
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("e2e_serve");
+  TCase *tc = tcase_create("serve");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_addition_answers_sum);
+  tcase_add_test(tc, test_echo_tcp_udp_unix);
+  tcase_add_test(tc, test_hello_keepalive_pipelining_close);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}

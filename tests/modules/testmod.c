@@ -1,0 +1,69 @@
+#define _DEFAULT_SOURCE /* usleep */
+/*
+ * testmod.c - a module for the end-to-end tests: protocols that answer with
+ * the worker's pid, crash, or spin; listeners and schedulers that record
+ * what they saw in files named by the config.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <aio.h>
+
+/* Answers every read with "pid <pid>\n": which worker served this. */
+static void pid_data(aio_conn_t *c, const char *data, size_t len) {
+  char out[64];
+  (void)data;
+  (void)len;
+  int n = snprintf(out, sizeof(out), "pid %d\n", (int)getpid());
+  aio_write(c, out, (size_t)n);
+}
+AIO_PROTOCOL(whoami, .data_received = pid_data);
+
+/* Crashes the worker on the first byte. */
+static void crash_data(aio_conn_t *c, const char *data, size_t len) {
+  (void)c;
+  (void)data;
+  (void)len;
+  raise(SIGSEGV);
+}
+AIO_PROTOCOL(crasher, .data_received = crash_data);
+
+/* Spins forever on the first byte: the loop never returns. */
+static void spin_data(aio_conn_t *c, const char *data, size_t len) {
+  (void)c;
+  (void)data;
+  (void)len;
+  for (volatile int x = 0;; x++)
+    ;
+}
+AIO_PROTOCOL(spinner, .data_received = spin_data);
+
+/* Answers after the peer's line, slowly: for drain tests. "sleep N\n"
+ * waits N ms in the loop (a timer would be nicer; this keeps it simple)
+ * then answers "done\n". */
+static void slow_data(aio_conn_t *c, const char *data, size_t len) {
+  int ms = 0;
+  if (len > 6 && strncmp(data, "sleep ", 6) == 0)
+    ms = atoi(data + 6);
+  usleep((useconds_t)ms * 1000);
+  aio_write(c, "done\n", 5);
+}
+AIO_PROTOCOL(slow, .data_received = slow_data);
+
+/* A plain function that is not declared: the loader must refuse it. */
+int undeclared(void);
+int undeclared(void) { return 0; }
+
+static int job(aio_event_t *ev) {
+  (void)ev;
+  return 0;
+}
+AIO_SCHEDULER(job);
+
+static void listener(const aio_signal_t *sig) { (void)sig; }
+AIO_LISTENER(listener);
+
+AIO_MODULE(.name = "testmod", .description = "test fixtures");

@@ -1,0 +1,316 @@
+/*
+ * conn.c - aio_conn_t: reading into the worker's shared buffer, writes that
+ * never block (try first, queue a copy of the rest), back-pressure, and the
+ * close sequence that ends in connection_lost.
+ *
+ * Back-pressure: while more than CONN_PAUSE_BYTES are queued, the runner
+ * stops reading from that peer, so a protocol that writes in answer to what
+ * it reads cannot be made to buffer without bound. A protocol that writes
+ * on its own is stopped by [aio] write_limit: aio_write() then returns
+ * -ENOBUFS and queues nothing.
+ */
+#include "conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "server.h"
+#include "worker.h"
+
+struct wreq {
+  uv_write_t req;
+  aio_conn_t *conn;
+  size_t len;
+  char data[];
+};
+
+struct udpreq {
+  uv_udp_send_t req;
+  char data[];
+};
+
+static void conn_link(aio_conn_t *c) {
+  struct worker *w = worker_self;
+  c->next = w->conns;
+  if (w->conns)
+    w->conns->prev = c;
+  w->conns = c;
+  w->nconns++;
+}
+
+static void conn_unlink(aio_conn_t *c) {
+  struct worker *w = worker_self;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    w->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  w->nconns--;
+}
+
+aio_conn_t *conn_new_stream(struct wserver *srv) {
+  aio_conn_t *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return NULL;
+  c->srv = srv;
+  c->proto = srv->decl->u.protocol;
+  int err = srv->conf->type == SERVER_UNIX
+                ? uv_pipe_init(&srv->w->loop, &c->h.pipe, 0)
+                : uv_tcp_init(&srv->w->loop, &c->h.tcp);
+  if (err) {
+    free(c);
+    return NULL;
+  }
+  c->h.handle.data = c;
+  conn_link(c);
+  return c;
+}
+
+static void on_closed(uv_handle_t *h) {
+  aio_conn_t *c = h->data;
+  int status = c->lost_status;
+  if (c->made && c->proto->connection_lost)
+    c->proto->connection_lost(c, status);
+  conn_unlink(c);
+  free(c);
+  worker_conn_gone(worker_self);
+}
+
+static void conn_close_now(aio_conn_t *c, int status) {
+  if (uv_is_closing(&c->h.handle))
+    return;
+  c->closing = 1;
+  c->lost_status = status;
+  uv_close(&c->h.handle, on_closed);
+}
+
+void conn_abort(aio_conn_t *c, int status) { conn_close_now(c, status); }
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  aio_conn_t *c = req->handle->data;
+  (void)status;
+  conn_close_now(c, 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)h;
+  (void)suggested;
+  buf->base = worker_self->readbuf;
+  buf->len = sizeof(worker_self->readbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  aio_conn_t *c = s->data;
+  if (nread > 0) {
+    c->last_active = uv_now(s->loop);
+    if (!c->closing && c->proto->data_received)
+      c->proto->data_received(c, buf->base, (size_t)nread);
+    return;
+  }
+  if (nread == 0)
+    return;
+  if (nread == UV_EOF) {
+    uv_read_stop(s);
+    if (!c->closing && c->proto->eof_received)
+      c->proto->eof_received(c);
+    aio_close(c);
+    return;
+  }
+  conn_close_now(c, (int)nread);
+}
+
+void conn_start(aio_conn_t *c) {
+  c->made = 1;
+  c->last_active = uv_now(c->h.handle.loop);
+  if (c->proto->connection_made)
+    c->proto->connection_made(c);
+  if (!c->closing) {
+    int err = uv_read_start(&c->h.stream, on_alloc, on_read);
+    if (err)
+      conn_close_now(c, err);
+  }
+}
+
+static void on_written(uv_write_t *req, int status) {
+  struct wreq *wr = (struct wreq *)req;
+  aio_conn_t *c = wr->conn;
+  c->queued -= wr->len;
+  free(wr);
+  if (status < 0) {
+    conn_close_now(c, status);
+    return;
+  }
+  if (c->paused && c->queued == 0 && !c->closing) {
+    c->paused = 0;
+    uv_read_start(&c->h.stream, on_alloc, on_read);
+  }
+}
+
+int aio_write(aio_conn_t *c, const void *data, size_t len) {
+  if (c == NULL || (data == NULL && len > 0))
+    return -EINVAL;
+  if (c->udp)
+    return -EDESTADDRREQ;
+  if (c->closing)
+    return -ENOTCONN;
+  if (len == 0)
+    return 0;
+  c->last_active = uv_now(c->h.handle.loop);
+  size_t done = 0;
+  if (c->queued == 0) {
+    /* The common case: the kernel takes it all, nothing is allocated. */
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    int n = uv_try_write(&c->h.stream, &b, 1);
+    if (n >= 0)
+      done = (size_t)n;
+    else if (n != UV_EAGAIN) {
+      conn_close_now(c, n);
+      return n;
+    }
+    if (done == len)
+      return 0;
+  }
+  size_t rest = len - done;
+  if (c->queued + rest > c->srv->w->app->s.write_limit)
+    return -ENOBUFS;
+  struct wreq *wr = malloc(sizeof(*wr) + rest);
+  if (wr == NULL)
+    return -ENOMEM;
+  memcpy(wr->data, (const char *)data + done, rest);
+  wr->conn = c;
+  wr->len = rest;
+  uv_buf_t b = uv_buf_init(wr->data, (unsigned)rest);
+  int err = uv_write(&wr->req, &c->h.stream, &b, 1, on_written);
+  if (err) {
+    free(wr);
+    conn_close_now(c, err);
+    return err;
+  }
+  c->queued += rest;
+  if (c->queued > CONN_PAUSE_BYTES && !c->paused) {
+    c->paused = 1;
+    uv_read_stop(&c->h.stream);
+  }
+  return 0;
+}
+
+void aio_close(aio_conn_t *c) {
+  if (c == NULL || c->closing)
+    return;
+  c->closing = 1;
+  if (c->udp) {
+    conn_close_now(c, 0);
+    return;
+  }
+  uv_read_stop(&c->h.stream);
+  /* Shutdown waits for queued writes, then sends FIN. */
+  if (uv_shutdown(&c->sreq, &c->h.stream, on_shutdown) != 0)
+    conn_close_now(c, 0);
+}
+
+void aio_conn_set_data(aio_conn_t *c, void *data) {
+  if (c)
+    c->data = data;
+}
+
+void *aio_conn_get_data(const aio_conn_t *c) { return c ? c->data : NULL; }
+
+const char *aio_conn_server(const aio_conn_t *c) {
+  return c ? c->srv->conf->name : NULL;
+}
+
+int aio_conn_draining(const aio_conn_t *c) {
+  (void)c;
+  return worker_self ? worker_self->draining : 0;
+}
+
+/* ---- UDP --------------------------------------------------------------- */
+
+static void on_udp_read(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
+                        const struct sockaddr *addr, unsigned flags) {
+  aio_conn_t *c = h->data;
+  (void)flags;
+  if (nread < 0) {
+    log_warnx("[server:%s] udp receive: %s", c->srv->conf->name,
+              uv_strerror((int)nread));
+    return;
+  }
+  if (addr == NULL || c->closing)
+    return;
+  c->last_active = uv_now(h->loop);
+  if (c->proto->datagram_received)
+    c->proto->datagram_received(c, buf->base, (size_t)nread, addr);
+}
+
+int conn_open_udp(struct wserver *srv, int fd) {
+  aio_conn_t *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return -ENOMEM;
+  c->srv = srv;
+  c->proto = srv->decl->u.protocol;
+  c->udp = 1;
+  int err = uv_udp_init(&srv->w->loop, &c->h.udp);
+  if (err) {
+    free(c);
+    return err;
+  }
+  c->h.handle.data = c;
+  conn_link(c);
+  err = uv_udp_open(&c->h.udp, fd);
+  if (err == 0) {
+    srv->udp = c;
+    c->made = 1;
+    if (c->proto->connection_made)
+      c->proto->connection_made(c);
+    err = uv_udp_recv_start(&c->h.udp, on_alloc, on_udp_read);
+  }
+  if (err)
+    conn_close_now(c, err);
+  return err;
+}
+
+static void on_udp_sent(uv_udp_send_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+int aio_sendto(aio_conn_t *c, const void *data, size_t len,
+               const struct sockaddr *addr) {
+  if (c == NULL || !c->udp || addr == NULL)
+    return -EINVAL;
+  if (c->closing)
+    return -ENOTCONN;
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  int n = uv_udp_try_send(&c->h.udp, &b, 1, addr);
+  if (n >= 0)
+    return 0;
+  if (n != UV_EAGAIN)
+    return n;
+  if (c->h.udp.send_queue_size + len > c->srv->w->app->s.write_limit)
+    return -ENOBUFS;
+  struct udpreq *r = malloc(sizeof(*r) + len);
+  if (r == NULL)
+    return -ENOMEM;
+  memcpy(r->data, data, len);
+  b = uv_buf_init(r->data, (unsigned)len);
+  int err = uv_udp_send(&r->req, &c->h.udp, &b, 1, addr, on_udp_sent);
+  if (err)
+    free(r);
+  return err;
+}
+
+void conn_sweep_idle(uint64_t now, uint64_t idle_ms) {
+  aio_conn_t *c = worker_self->conns, *next;
+  for (; c; c = next) {
+    next = c->next;
+    if (c->udp) {
+      aio_close(c);
+      continue;
+    }
+    if (!c->closing && c->queued == 0 && now - c->last_active >= idle_ms)
+      aio_close(c);
+  }
+}

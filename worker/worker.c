@@ -1,0 +1,409 @@
+/*
+ * worker.c - the worker process: fresh loop, modules, servers, and the bus
+ * dispatch (offer a frame to our handler; a frame we do not understand ends
+ * the channel, as in OpenBSD's privsep daemons).
+ */
+#define _GNU_SOURCE
+#include "worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "loader.h"
+#include "log.h"
+#include "server.h"
+#include "util.h"
+
+struct worker *worker_self;
+
+/* During a drain a connection that has been quiet this long is closed:
+ * long enough that a request already on the wire has arrived, short enough
+ * that an idle keep-alive client does not hold the old worker. */
+#define DRAIN_IDLE_MS 1000
+
+struct outmsg {
+  uv_write_t req;
+  char *line;
+};
+
+static void on_sent(uv_write_t *req, int status) {
+  struct outmsg *m = (struct outmsg *)req;
+  (void)status;
+  free(m->line);
+  free(m);
+}
+
+int worker_send(struct worker *w, const json_t *msg) {
+  if (!w->bus_open)
+    return -EPIPE;
+  size_t len;
+  char *line = bus_encode(msg, &len);
+  if (line == NULL)
+    return -EMSGSIZE;
+  uv_buf_t b = uv_buf_init(line, (unsigned)len);
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&w->bus) == 0) {
+    int n = uv_try_write((uv_stream_t *)&w->bus, &b, 1);
+    if (n == (int)len) {
+      free(line);
+      return 0;
+    }
+    if (n > 0) {
+      memmove(line, line + n, len - (size_t)n);
+      b = uv_buf_init(line, (unsigned)(len - (size_t)n));
+    } else if (n != UV_EAGAIN) {
+      free(line);
+      return n;
+    }
+  }
+  struct outmsg *m = malloc(sizeof(*m));
+  if (m == NULL) {
+    free(line);
+    return -ENOMEM;
+  }
+  m->line = line;
+  int err = uv_write(&m->req, (uv_stream_t *)&w->bus, &b, 1, on_sent);
+  if (err) {
+    free(line);
+    free(m);
+  }
+  return err;
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+static void worker_finish(struct worker *w, int code) {
+  if (w->stopping)
+    return;
+  w->stopping = 1;
+  w->exit_code = code;
+  uv_stop(&w->loop);
+}
+
+void worker_conn_gone(struct worker *w) {
+  if (w->draining && w->nconns == 0)
+    worker_finish(w, 0);
+}
+
+static void on_drain_tick(uv_timer_t *t) {
+  struct worker *w = t->data;
+  conn_sweep_idle(uv_now(&w->loop), DRAIN_IDLE_MS);
+}
+
+static void start_drain(struct worker *w) {
+  if (w->draining)
+    return;
+  w->draining = 1;
+  log_info("draining: %zu open connection%s", w->nconns,
+           w->nconns == 1 ? "" : "s");
+  for (size_t i = 0; i < w->nservers; i++)
+    server_stop_accepting(&w->servers[i]);
+  /* UDP endpoints and factory servers have no "in flight" to wait for. */
+  for (size_t i = 0; i < w->nservers; i++)
+    if (w->servers[i].udp)
+      aio_close(w->servers[i].udp);
+  if (w->nconns == 0) {
+    worker_finish(w, 0);
+    return;
+  }
+  uv_timer_start(&w->drain_timer, on_drain_tick, 100, 100);
+}
+
+/* Signals reach the worker through a plain handler and uv_async_send
+ * (async-signal-safe), not uv_signal_t: the master's fork hygiene closes
+ * descriptors libuv's signal machinery recreates in the child. */
+static volatile sig_atomic_t got_term, got_quit;
+
+static void on_os_signal(int signum) {
+  if (signum == SIGTERM)
+    got_term = 1;
+  else
+    got_quit = 1;
+  if (worker_self)
+    uv_async_send(&worker_self->sig_async);
+}
+
+static void on_sig_async(uv_async_t *h) {
+  struct worker *w = h->data;
+  if (got_quit)
+    worker_finish(w, 0);
+  else if (got_term)
+    start_drain(w);
+}
+
+static void on_heartbeat(uv_timer_t *t) {
+  struct worker *w = t->data;
+  json_t *m = bus_msg(BUS_HEARTBEAT);
+  json_object_set_new(m, "conns", json_integer((json_int_t)w->nconns));
+  worker_send(w, m);
+  json_decref(m);
+}
+
+/* ---- jobs and signals ------------------------------------------------ */
+
+static void run_job(struct worker *w, json_t *msg) {
+  json_int_t id = json_integer_value(json_object_get(msg, "id"));
+  json_int_t job = json_integer_value(json_object_get(msg, "job"));
+  json_int_t which = json_integer_value(json_object_get(msg, "which"));
+  json_int_t run = json_integer_value(json_object_get(msg, "run"));
+  int ok = 0;
+  if (job < 0 || (size_t)job >= w->app->s.nschedules || which < 0 ||
+      which > 2 || w->jobs[job * 3 + which] == NULL) {
+    log_warnx("bus: run for unknown job %lld/%lld", (long long)job,
+              (long long)which);
+  } else {
+    aio_event_t ev = {.name = w->app->s.schedules[job].name, .run = run};
+    ok = w->jobs[job * 3 + which]->u.scheduler(&ev) == 0;
+  }
+  json_t *done = bus_msg(BUS_DONE);
+  json_object_set_new(done, "id", json_integer(id));
+  json_object_set_new(done, "ok", json_boolean(ok));
+  worker_send(w, done);
+  json_decref(done);
+}
+
+static void deliver(struct worker *w, json_t *msg) {
+  const char *name = json_string_value(json_object_get(msg, "signal"));
+  json_t *listeners = json_object_get(msg, "listeners");
+  aio_signal_t sig = {.name = name ? name : "",
+                      .data = json_object_get(msg, "data")};
+  size_t i;
+  json_t *v;
+  json_array_foreach(listeners, i, v) {
+    json_int_t k = json_integer_value(v);
+    if (k < 0 || (size_t)k >= w->app->s.nlisteners || !w->listeners[k]) {
+      log_warnx("bus: deliver to unknown listener %lld", (long long)k);
+      continue;
+    }
+    w->listeners[k]->u.listener(&sig);
+  }
+  json_t *ack = bus_msg(BUS_DELIVERED);
+  json_object_set(ack, "id", json_object_get(msg, "id"));
+  worker_send(w, ack);
+  json_decref(ack);
+}
+
+static int on_frame(void *arg, enum bus_type t, json_t *msg) {
+  struct worker *w = arg;
+  switch (t) {
+  case BUS_STOP:
+    if (json_is_false(json_object_get(msg, "graceful")))
+      worker_finish(w, 0);
+    else
+      start_drain(w);
+    return 0;
+  case BUS_RUN:
+    run_job(w, msg);
+    return 0;
+  case BUS_DELIVER:
+    deliver(w, msg);
+    return 0;
+  case BUS_REOPEN:
+    if (log_reopen() < 0)
+      log_warn("cannot reopen the log file");
+    return 0;
+  case BUS_STATUS: {
+    json_t *m = bus_msg(BUS_STATUS);
+    json_object_set_new(m, "conns", json_integer((json_int_t)w->nconns));
+    worker_send(w, m);
+    json_decref(m);
+    return 0;
+  }
+  default:
+    log_warnx("bus: unexpected '%s' from the master", bus_type_name(t));
+    return -EPROTO;
+  }
+}
+
+static void on_bus_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)h;
+  (void)suggested;
+  static char busbuf[16384];
+  buf->base = busbuf;
+  buf->len = sizeof(busbuf);
+}
+
+static void on_bus_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  struct worker *w = s->data;
+  if (nread == 0)
+    return;
+  if (nread < 0) {
+    /* The master is gone: nobody will drain us or collect our status. */
+    if (!w->stopping)
+      log_warnx("master went away; exiting");
+    w->bus_open = 0;
+    uv_read_stop(s);
+    worker_finish(w, nread == UV_EOF ? 0 : 1);
+    return;
+  }
+  int err = bus_reader_feed(&w->rd, buf->base, (size_t)nread, on_frame, w);
+  if (err) {
+    log_error("bus: bad frame from the master (%s); exiting", strerror(-err));
+    w->bus_open = 0;
+    uv_read_stop(s);
+    worker_finish(w, 1);
+  }
+}
+
+/* ---- start and stop ---------------------------------------------------- */
+
+static int resolve_all(struct worker *w, struct diag *d) {
+  const struct settings *s = &w->app->s;
+  w->listeners = calloc(s->nlisteners + 1, sizeof(*w->listeners));
+  w->jobs = calloc(s->nschedules * 3 + 1, sizeof(*w->jobs));
+  w->servers = calloc(s->nservers + 1, sizeof(*w->servers));
+  if (!w->listeners || !w->jobs || !w->servers)
+    return -1;
+  for (size_t i = 0; i < s->nlisteners; i++)
+    w->listeners[i] =
+        loader_resolve(w->loader, &s->listeners[i].fn, AIO_KIND_LISTENER, d);
+  for (size_t i = 0; i < s->nschedules; i++) {
+    const struct schedule_conf *sc = &s->schedules[i];
+    w->jobs[i * 3] = loader_resolve(w->loader, &sc->func, AIO_KIND_SCHEDULER, d);
+    if (sc->has_cb)
+      w->jobs[i * 3 + 1] =
+          loader_resolve(w->loader, &sc->cb, AIO_KIND_SCHEDULER, d);
+    if (sc->has_err)
+      w->jobs[i * 3 + 2] =
+          loader_resolve(w->loader, &sc->err, AIO_KIND_SCHEDULER, d);
+  }
+  for (size_t i = 0; i < s->nservers; i++) {
+    struct wserver *sv = &w->servers[i];
+    sv->w = w;
+    sv->conf = &s->servers[i];
+    sv->fd = -1;
+    sv->decl = loader_resolve(w->loader, &sv->conf->handler,
+                              sv->conf->is_factory ? AIO_KIND_FACTORY
+                                                   : AIO_KIND_PROTOCOL,
+                              d);
+  }
+  w->nservers = s->nservers;
+  return diag_failed(d) ? -1 : 0;
+}
+
+int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
+               const int *fds) {
+  static struct worker self;
+  struct worker *w = &self;
+  struct diag d;
+  int rc = 1;
+  memset(w, 0, sizeof(*w));
+  worker_self = w;
+  w->slot = slot;
+  w->gen = gen;
+  w->app = app;
+  log_set_role("worker", slot);
+  /* Workers never outlive the master, even one killed with SIGKILL. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() == 1 && getenv("AIO_ALLOW_ORPHAN") == NULL)
+    _exit(1);
+  signal(SIGPIPE, SIG_IGN);
+  /* INT/HUP are the master's business: a terminal's ^C reaches the whole
+   * process group, and the master decides what happens. TERM (which
+   * systemd's default KillMode sends to every process) drains this worker,
+   * QUIT ends it now. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
+
+  diag_init(&d);
+  if (uv_loop_init(&w->loop)) {
+    log_error("cannot create an event loop");
+    return 1;
+  }
+  w->loader = loader_new();
+  if (w->loader == NULL || loader_load_all(w->loader, &app->s, &d) ||
+      resolve_all(w, &d) || loader_init(w->loader, &d)) {
+    for (size_t i = 0; i < d.n; i++)
+      log_error("%s", d.msgs[i]);
+    goto out;
+  }
+  for (size_t i = 0; i < w->nservers; i++) {
+    w->servers[i].fd = fds[i];
+    if (server_start(&w->servers[i]))
+      goto out;
+  }
+  uv_pipe_init(&w->loop, &w->bus, 0);
+  w->bus.data = w;
+  if (uv_pipe_open(&w->bus, bus_fd)) {
+    log_error("cannot open the bus");
+    goto out;
+  }
+  w->bus_open = 1;
+  uv_read_start((uv_stream_t *)&w->bus, on_bus_alloc, on_bus_read);
+  uv_async_init(&w->loop, &w->sig_async, on_sig_async);
+  w->sig_async.data = w;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_os_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGQUIT, &sa, NULL);
+  uv_timer_init(&w->loop, &w->heartbeat);
+  w->heartbeat.data = w;
+  uv_timer_init(&w->loop, &w->drain_timer);
+  w->drain_timer.data = w;
+  uint64_t period = (uint64_t)(app->s.timeout * 1000 / 4);
+  if (period < 50 || app->s.timeout == 0)
+    period = app->s.timeout == 0 ? 1000 : 50;
+  if (period > 1000)
+    period = 1000;
+  uv_timer_start(&w->heartbeat, on_heartbeat, period, period);
+
+  json_t *ready = bus_msg(BUS_READY);
+  json_object_set_new(ready, "slot", json_integer(slot));
+  json_object_set_new(ready, "gen", json_integer(gen));
+  worker_send(w, ready);
+  json_decref(ready);
+  log_debug("ready");
+
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  rc = w->exit_code;
+out:
+  /* Connections first, so each gets its connection_lost and is freed. */
+  for (aio_conn_t *c = w->conns, *next; c; c = next) {
+    next = c->next;
+    conn_abort(c, UV_ECANCELED);
+  }
+  uv_walk(&w->loop, close_walk, NULL);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&w->loop);
+  bus_reader_close(&w->rd);
+  loader_free(w->loader);
+  free(w->listeners);
+  free(w->jobs);
+  free(w->servers);
+  diag_close(&d);
+  worker_self = NULL;
+  return rc;
+}
+
+/* ---- the runtime API that is not about connections --------------------- */
+
+uv_loop_t *aio_loop(void) { return worker_self ? &worker_self->loop : NULL; }
+
+const char *aio_config_get(const char *section, const char *key) {
+  if (worker_self == NULL || section == NULL || key == NULL)
+    return NULL;
+  return config_get(worker_self->app->cfg, section, key);
+}
+
+int aio_emit(const char *signal, json_t *data) {
+  struct worker *w = worker_self;
+  if (w == NULL || signal == NULL || *signal == '\0')
+    return -EINVAL;
+  json_t *m = bus_msg(BUS_EMIT);
+  json_object_set_new(m, "signal", json_string(signal));
+  json_object_set(m, "data", data ? data : json_null());
+  json_object_set_new(m, "seq", json_integer((json_int_t)++w->emit_seq));
+  int err = worker_send(w, m);
+  json_decref(m);
+  return err;
+}

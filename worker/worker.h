@@ -1,0 +1,59 @@
+/*
+ * worker.h - one worker process: a fresh libuv loop that serves its slot's
+ * sockets, runs the jobs and signal deliveries the master sends, and
+ * heartbeats over its socketpair.
+ */
+#ifndef AIO_WORKER_WORKER_H
+#define AIO_WORKER_WORKER_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "aio.h"
+#include "app.h"
+#include "bus.h"
+
+struct wserver;
+struct loader;
+
+struct worker {
+  uv_loop_t loop;
+  int slot;
+  unsigned gen;
+  struct app *app;
+  struct loader *loader;
+  uv_pipe_t bus;
+  struct bus_reader rd;
+  int bus_open;
+  uv_timer_t heartbeat;
+  uv_timer_t drain_timer;
+  uv_async_t sig_async; /* woken by the TERM/QUIT handler */
+  struct wserver *servers;
+  size_t nservers;
+  struct aio_conn_s *conns; /* every open connection, for drain and status */
+  size_t nconns;
+  int draining;
+  int stopping;
+  int exit_code;
+  uint64_t emit_seq;
+  const aio_decl_t **listeners; /* resolved s.listeners, same order */
+  const aio_decl_t **jobs;      /* 3 per schedule: func, cb, err */
+  char readbuf[64 * 1024]; /* shared: data_received runs to completion */
+};
+
+/* The worker of this process, NULL in the master. */
+extern struct worker *worker_self;
+
+/* Serve until told to stop. fds[i] is this slot's socket for server i.
+ * Returns the process exit status. */
+int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
+               const int *fds);
+
+/* Send a bus message to the master (borrowed). 0 or a negative errno. */
+int worker_send(struct worker *w, const json_t *msg);
+
+/* Called when a connection closed, to finish a drain. */
+void worker_conn_gone(struct worker *w);
+
+#endif
