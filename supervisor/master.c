@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "generation.h"
 #include "sockets.h"
 #include "util.h"
 
@@ -30,90 +31,6 @@ static const char *const slot_state_names[] = {
     SLOT_STATES(SLOT_NAME)
 #undef SLOT_NAME
 };
-
-/* ---- generations and sockets ------------------------------------------ */
-
-static void generation_close_slot(struct generation *g, size_t slot) {
-  if (slot >= g->nslots_fds || g->fds[slot] == NULL)
-    return;
-  for (size_t i = 0; i < g->app.s.nservers; i++) {
-    int fd = g->fds[slot][i];
-    /* A unix socket is shared by all slots: only slot 0 owns it. */
-    if (fd >= 0 && (g->app.s.servers[i].type != SERVER_UNIX || slot == 0))
-      close(fd);
-  }
-  free(g->fds[slot]);
-  g->fds[slot] = NULL;
-}
-
-static void generation_free(struct generation *g) {
-  if (g == NULL)
-    return;
-  for (size_t i = g->nslots_fds; i-- > 0;)
-    generation_close_slot(g, i);
-  for (size_t i = 0; i < g->app.s.nservers; i++)
-    if (g->app.s.servers[i].type == SERVER_UNIX && g->app.s.servers[i].path)
-      unlink(g->app.s.servers[i].path);
-  free(g->fds);
-  free(g->ports);
-  app_close(&g->app);
-  free(g);
-}
-
-/* Bind the sockets of one slot. 0, or a negative errno after logging. */
-static int generation_bind_slot(struct generation *g, size_t slot) {
-  const struct settings *s = &g->app.s;
-  if (slot >= g->nslots_fds) {
-    int **fds = realloc(g->fds, (slot + 1) * sizeof(*fds));
-    if (fds == NULL)
-      return -ENOMEM;
-    for (size_t i = g->nslots_fds; i <= slot; i++)
-      fds[i] = NULL;
-    g->fds = fds;
-    g->nslots_fds = slot + 1;
-  }
-  if (g->fds[slot])
-    return 0;
-  int *fds = malloc((s->nservers + 1) * sizeof(int));
-  if (fds == NULL)
-    return -ENOMEM;
-  g->fds[slot] = fds;
-  for (size_t i = 0; i < s->nservers; i++)
-    fds[i] = -1;
-  for (size_t i = 0; i < s->nservers; i++) {
-    const struct server_conf *sc = &s->servers[i];
-    if (sc->type == SERVER_UNIX && slot > 0 && g->fds[0]) {
-      fds[i] = g->fds[0][i];
-      continue;
-    }
-    char msg[512];
-    int fd = sockets_bind(sc, &g->ports[i], msg, sizeof(msg));
-    if (fd < 0) {
-      log_error("%s:%d: %s", sc->file, sc->line, msg);
-      generation_close_slot(g, slot);
-      return fd;
-    }
-    fds[i] = fd;
-  }
-  return 0;
-}
-
-static struct generation *generation_new(struct app *app, unsigned id) {
-  struct generation *g = calloc(1, sizeof(*g));
-  if (g == NULL)
-    return NULL;
-  g->id = id;
-  g->app = *app;
-  memset(app, 0, sizeof(*app));
-  g->ports = calloc(g->app.s.nservers + 1, sizeof(int));
-  if (g->ports == NULL) {
-    generation_free(g);
-    return NULL;
-  }
-  for (size_t i = 0; i < g->app.s.nservers; i++)
-    g->ports[i] = g->app.s.servers[i].port;
-  return g;
-}
 
 /* ---- slots -------------------------------------------------------------- */
 
@@ -135,7 +52,7 @@ static struct slot *slot_get(struct master *m, size_t index) {
 }
 
 static int slot_start(struct master *m, struct slot *s) {
-  int err = generation_bind_slot(m->gen, (size_t)s->index);
+  int err = generation_bind_slot(m->gen, (size_t)s->index, NULL, &m->act);
   if (err == 0)
     err = spawn_worker(m, s);
   if (err) {
@@ -195,7 +112,7 @@ static void on_bus_closed(uv_handle_t *h) {
   bus_reader_close(&p->rd);
   struct generation *g = p->g;
   if (--g->refs == 0 && g != p->m->gen)
-    generation_free(g);
+    generation_free(g, p->m->gen);
   free(p);
 }
 
@@ -529,6 +446,7 @@ int master_run(struct app *app, const char *config_path, int ready_fd) {
     m->sig[i].data = m;
     uv_signal_start(&m->sig[i], on_signal, master_signals[i]);
   }
+  activation_init(&m->act);
   /* Bind everything before the first fork: a bad address fails the start
    * with no worker ever existing. */
   int rc = 0;
@@ -537,7 +455,7 @@ int master_run(struct app *app, const char *config_path, int ready_fd) {
     if (slot_get(m, i) == NULL)
       rc = -ENOMEM;
     else
-      rc = generation_bind_slot(m->gen, i);
+      rc = generation_bind_slot(m->gen, i, NULL, &m->act);
   }
   if (rc) {
     m->exit_code = rc == -EADDRINUSE ? 69 : 71;
@@ -586,7 +504,8 @@ out:
   if (m->ready_fd >= 0)
     close(m->ready_fd);
   m->gen->refs--;
-  generation_free(m->gen);
+  generation_free(m->gen, NULL);
+  activation_close(&m->act);
   for (size_t i = 0; i < m->slots_cap; i++)
     json_decref(m->slots[i].backlog);
   json_decref(m->backlog);

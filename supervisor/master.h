@@ -85,12 +85,22 @@ struct generation {
   unsigned id;
   struct app app;
   int *ports;   /* actual port per server (port 0 resolved) */
-  int **fds;    /* fds[slot][server] */
+  int **fds;    /* fds[slot][server], each owned by this generation */
+  int *shared;  /* per server: the one socket of a unix or activated
+                   server (slots hold dups), or -1 */
+  int *activated; /* per server: came from socket activation */
   size_t nslots_fds;
   int refs;
 };
 
 struct sched;
+
+/* Sockets systemd passed with LISTEN_FDS (socket activation). */
+struct activation {
+  int *fds;
+  char **names; /* LISTEN_FDNAMES, or NULL entries */
+  size_t n;
+};
 
 struct master {
   uv_loop_t *loop;
@@ -109,6 +119,7 @@ struct master {
   uint64_t start_ms;
   json_int_t next_id;
   json_t *backlog; /* deliveries waiting for any ready worker */
+  struct activation act;
   struct sched *scheds; /* one per [schedule:NAME] of the current config */
   size_t nscheds;
   size_t rr; /* round-robin cursor for job dispatch */
