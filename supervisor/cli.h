@@ -16,6 +16,8 @@
 int cli_config(const char *config_path, int argc, char **argv);
 int cli_test(const char *config_path, int argc, char **argv);
 int cli_check(const char *config_path, int argc, char **argv);
+/* reload, stop, status, emit, scale: argv[0] is the command. */
+int cli_control(const char *config_path, int argc, char **argv);
 
 /* Resolve -c or the search order; prints the error. NULL on failure. */
 char *cli_config_path(const char *given);

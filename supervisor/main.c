@@ -30,6 +30,13 @@ static void usage(FILE *out) {
           "  config    print the effective configuration, or get/set a value\n"
           "  check     validate the configuration and its modules, like nginx -t\n"
           "  test      run the tests of the configured modules\n"
+          "  reload    reload the running master (like SIGHUP), report errors\n"
+          "  stop      stop the running master (--now: immediately)\n"
+          "  status    show the master and its workers (--json)\n"
+          "  emit      deliver SIGNAL [JSON] to the running listeners\n"
+          "  scale     set the number of workers of the running master\n"
+          "  emit      deliver SIGNAL [JSON] to the running listeners\n"
+          "  scale     set the number of workers of the running master\n"
           "  COMMAND   a command mapped in [aio:commands]\n"
           "\n"
           "options:\n"
@@ -201,6 +208,11 @@ int main(int argc, char **argv) {
     return cli_check(config_path, cargc, cargv);
   if (strcmp(cmd, "test") == 0)
     return cli_test(config_path, cargc, cargv);
+  static const char *const control_cmds[] = {"reload", "stop", "status",
+                                              "emit", "scale"};
+  for (size_t i = 0; i < UTIL_ARRAY_LEN(control_cmds); i++)
+    if (strcmp(cmd, control_cmds[i]) == 0)
+      return cli_control(config_path, cargc, cargv);
   if (strcmp(cmd, "help") == 0) {
     usage(stdout);
     return 0;

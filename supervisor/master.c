@@ -34,7 +34,7 @@ static const char *const slot_state_names[] = {
 
 /* ---- slots -------------------------------------------------------------- */
 
-static struct slot *slot_get(struct master *m, size_t index) {
+struct slot *master_slot_get(struct master *m, size_t index) {
   if (index >= m->slots_cap) {
     size_t cap = m->slots_cap ? m->slots_cap : 4;
     while (cap <= index)
@@ -54,7 +54,9 @@ static struct slot *slot_get(struct master *m, size_t index) {
 static int slot_start(struct master *m, struct slot *s) {
   int err = generation_bind_slot(m->gen, (size_t)s->index, NULL, &m->act);
   if (err == 0)
-    err = spawn_worker(m, s);
+    err = spawn_worker(m, m->gen, s, &s->cur);
+  if (err == 0)
+    s->state = SLOT_RUNNING;
   if (err) {
     log_error("worker %d: cannot start: %s", s->index, strerror(-err));
     s->state = SLOT_FAILED;
@@ -149,6 +151,7 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
     log_error("worker %d (pid %d) %s", p->slot, (int)p->pid, how);
   enum wproc_state was = p->state;
   p->state = WPROC_DEAD;
+  reload_worker_exited(m, p, how);
   router_worker_gone(m, p);
   sched_worker_gone(m, p);
   json_t *data = json_pack("{s:i,s:i,s:s}", "slot", p->slot, "pid",
@@ -230,14 +233,14 @@ int master_send(struct wproc *p, const json_t *msg) {
 
 /* ---- stopping, draining, scaling ----------------------------------------- */
 
-static void proc_stop(struct master *m, struct wproc *p, int graceful) {
+void master_proc_stop(struct master *m, struct wproc *p, int graceful) {
   if (p->state == WPROC_DEAD)
     return;
   uint64_t now = uv_now(m->loop);
   if (p->state != WPROC_DRAINING) {
     p->state = WPROC_DRAINING;
     p->stop_deadline_ms =
-        now + (graceful ? (uint64_t)(m->gen->app.s.graceful_timeout * 1000)
+        now + (graceful ? (uint64_t)(p->g->app.s.graceful_timeout * 1000)
                         : QUIT_GRACE_MS);
   }
   json_t *msg = bus_msg(BUS_STOP);
@@ -252,22 +255,24 @@ static void proc_stop(struct master *m, struct wproc *p, int graceful) {
   json_decref(msg);
 }
 
-static void begin_stop(struct master *m, int how) {
+void master_begin_stop(struct master *m, int how) {
   if (m->stopping >= how)
     return;
   m->stopping = how;
   log_info("%s shutdown", how == 1 ? "graceful" : "immediate");
   sched_stop(m);
+  notify_send("STOPPING=1\nSTATUS=%s shutdown", how == 1 ? "graceful" : "immediate");
+  control_close(m);
   router_emit(m, "aio-stopping", NULL);
   for (struct wproc *p = m->procs; p; p = p->next)
-    proc_stop(m, p, how == 1);
+    master_proc_stop(m, p, how == 1);
 }
 
 /* Retire the highest slot: stop new connections reaching it, drain it,
  * then close its sockets. Closing a SO_REUSEPORT listener resets what
  * waits in its queue unless net.ipv4.tcp_migrate_req=1 (Linux 5.14+), which
  * moves those connections to the other listeners of the group. */
-static void scale_to(struct master *m, size_t n) {
+void master_scale(struct master *m, size_t n) {
   if (n < 1)
     n = 1;
   if (n > 1024)
@@ -278,7 +283,7 @@ static void scale_to(struct master *m, size_t n) {
   log_info("workers: %zu -> %zu", old, n);
   m->nslots = n;
   for (size_t i = old; i < n; i++) {
-    struct slot *s = slot_get(m, i);
+    struct slot *s = master_slot_get(m, i);
     if (s == NULL)
       break;
     s->state = SLOT_RUNNING;
@@ -290,7 +295,7 @@ static void scale_to(struct master *m, size_t n) {
     struct slot *s = &m->slots[i];
     s->state = SLOT_IDLE;
     if (s->cur)
-      proc_stop(m, s->cur, 1);
+      master_proc_stop(m, s->cur, 1);
     s->cur = NULL;
     generation_close_slot(m->gen, i);
   }
@@ -316,6 +321,8 @@ static void announce_ready(struct master *m) {
     close(m->ready_fd);
     m->ready_fd = -1;
   }
+  notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers",
+              (int)getpid(), m->nslots);
   router_emit(m, "aio-started", NULL);
 }
 
@@ -324,7 +331,10 @@ void master_worker_ready(struct master *m, struct wproc *p) {
   p->ready_ms = uv_now(m->loop);
   log_info("worker %d (pid %d) ready in %llu ms", p->slot, (int)p->pid,
            (unsigned long long)(p->ready_ms - p->started_ms));
-  announce_ready(m);
+  if (p->g == m->next_gen)
+    reload_worker_ready(m, p);
+  else
+    announce_ready(m);
 }
 
 /* ---- the tick: liveness, backoff, deadlines ---------------------------- */
@@ -362,8 +372,14 @@ static void on_tick(uv_timer_t *t) {
         slot_start(m, s);
       }
     }
+  reload_tick(m, now);
   if (m->stopping && m->procs == NULL)
     uv_stop(m->loop);
+}
+
+static void on_watchdog(uv_timer_t *t) {
+  (void)t;
+  notify_send("WATCHDOG=1");
 }
 
 /* ---- signals --------------------------------------------------------------- */
@@ -378,14 +394,18 @@ static void on_signal(uv_signal_t *h, int signum) {
     break;
   case SIGTERM:
   case SIGINT:
-    begin_stop(m, 1);
+    master_begin_stop(m, 1);
     break;
   case SIGQUIT:
-    begin_stop(m, 2);
+    master_begin_stop(m, 2);
     break;
-  case SIGHUP:
-    log_warnx("SIGHUP: reload is not available yet; ignoring");
+  case SIGHUP: {
+    char *why = NULL;
+    if (reload_start(m, &why) && why)
+      log_warnx("SIGHUP: not reloaded: %s", why);
+    free(why);
     break;
+  }
   case SIGUSR1:
     log_info("SIGUSR1: reopening log files");
     if (log_reopen() < 0)
@@ -397,12 +417,16 @@ static void on_signal(uv_signal_t *h, int signum) {
     }
     break;
   case SIGTTIN:
-    if (!m->stopping)
-      scale_to(m, m->nslots + 1);
+    if (m->next_gen)
+      log_warnx("SIGTTIN ignored during a reload");
+    else if (!m->stopping)
+      master_scale(m, m->nslots + 1);
     break;
   case SIGTTOU:
-    if (!m->stopping)
-      scale_to(m, m->nslots - 1);
+    if (m->next_gen)
+      log_warnx("SIGTTOU ignored during a reload");
+    else if (!m->stopping)
+      master_scale(m, m->nslots - 1);
     break;
   default:
     break;
@@ -446,13 +470,14 @@ int master_run(struct app *app, const char *config_path, int ready_fd) {
     m->sig[i].data = m;
     uv_signal_start(&m->sig[i], on_signal, master_signals[i]);
   }
+  notify_init();
   activation_init(&m->act);
   /* Bind everything before the first fork: a bad address fails the start
    * with no worker ever existing. */
   int rc = 0;
   m->nslots = (size_t)m->gen->app.s.workers;
   for (size_t i = 0; i < m->nslots && rc == 0; i++) {
-    if (slot_get(m, i) == NULL)
+    if (master_slot_get(m, i) == NULL)
       rc = -ENOMEM;
     else
       rc = generation_bind_slot(m->gen, i, NULL, &m->act);
@@ -478,6 +503,14 @@ int master_run(struct app *app, const char *config_path, int ready_fd) {
     announce_ready(m);
   if (sched_start(m))
     log_error("cannot start the schedules: out of memory");
+  if (control_open(m)) {
+    m->exit_code = 71;
+    goto out;
+  }
+  uint64_t wd = notify_watchdog_usec();
+  uv_timer_init(m->loop, &m->watchdog);
+  if (wd)
+    uv_timer_start(&m->watchdog, on_watchdog, wd / 2000, wd / 2000);
   uv_timer_init(m->loop, &m->tick);
   m->tick.data = m;
   uv_timer_start(&m->tick, on_tick, TICK_MS, TICK_MS);
@@ -498,6 +531,7 @@ out:
     if (p)
       proc_unlink_free(m, p);
   }
+  control_close(m);
   uv_walk(m->loop, close_walk, NULL);
   uv_run(m->loop, UV_RUN_DEFAULT);
   uv_loop_close(m->loop);

@@ -62,7 +62,8 @@ struct wproc {
   uint64_t started_ms, ready_ms, last_hb_ms, stop_deadline_ms;
   long conns;
   unsigned restarts; /* of its slot when it was spawned */
-  struct delivery *pending; /* sent, not yet acknowledged */
+  struct delivery *pending; /* sent, not yet acknowledged, oldest first */
+  struct delivery *pending_last; /* its tail, NULL when empty */
   json_int_t running_job;   /* job id in flight, or 0 */
   struct wproc *next;
 };
@@ -72,6 +73,7 @@ struct slot {
   int index;
   enum slot_state state;
   struct wproc *cur;
+  struct wproc *next; /* the new generation's worker during a reload */
   uint64_t crash_ms[64]; /* recent crash times, ring */
   unsigned ncrash;
   unsigned restarts;
@@ -94,6 +96,7 @@ struct generation {
 };
 
 struct sched;
+struct control;
 
 /* Sockets systemd passed with LISTEN_FDS (socket activation). */
 struct activation {
@@ -120,6 +123,13 @@ struct master {
   json_int_t next_id;
   json_t *backlog; /* deliveries waiting for any ready worker */
   struct activation act;
+  struct generation *next_gen; /* being started by a reload */
+  uint64_t reload_deadline_ms;
+  uint64_t reload_started_ms;
+  unsigned reloads;            /* successful reloads so far */
+  struct control *ctl;         /* the control socket, or NULL */
+  uv_timer_t watchdog;         /* sd_notify WATCHDOG=1 */
+  char *pidfile;               /* written and locked by daemon.c */
   struct sched *scheds; /* one per [schedule:NAME] of the current config */
   size_t nscheds;
   size_t rr; /* round-robin cursor for job dispatch */
@@ -130,17 +140,47 @@ struct master {
  * Returns the process exit status. */
 int master_run(struct app *app, const char *config_path, int ready_fd);
 
-/* spawn.c: fork a worker for slot s of generation g. 0 or -errno. */
-int spawn_worker(struct master *m, struct slot *s);
+/* spawn.c: fork a worker of generation g for slot s; *out gets it (the
+ * caller makes it the slot's current or next worker). 0 or -errno. */
+int spawn_worker(struct master *m, struct generation *g, struct slot *s,
+                 struct wproc **out);
 /* router.c: handle a worker's frame. */
 int router_frame(struct wproc *p, enum bus_type t, json_t *msg);
 /* Write a frame to a worker (borrowed). 0 or -errno. */
 int master_send(struct wproc *p, const json_t *msg);
 /* A worker went away: redeliver what it had. */
 void router_worker_gone(struct master *m, struct wproc *p);
+/* master.c, for reload.c and control.c. */
+struct slot *master_slot_get(struct master *m, size_t index);
+void master_proc_stop(struct master *m, struct wproc *p, int graceful);
+void master_begin_stop(struct master *m, int how);
+void master_scale(struct master *m, size_t n);
+
+/* reload.c: start a reload; 0, or -1 with *why set (new string). */
+int reload_start(struct master *m, char **why);
+/* A worker of the reload's generation is ready / exited. */
+void reload_worker_ready(struct master *m, struct wproc *p);
+void reload_worker_exited(struct master *m, struct wproc *p,
+                          const char *how);
+void reload_tick(struct master *m, uint64_t now);
+
+/* control.c */
+int control_open(struct master *m);
+void control_close(struct master *m);
+/* Tell clients waiting on a reload how it went (errors: array or NULL). */
+void control_reload_done(struct master *m, int ok, json_t *errors);
+
+/* notify.c: systemd's sd_notify protocol, when NOTIFY_SOCKET is set. */
+void notify_init(void);
+int notify_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* WATCHDOG_USEC for this process, or 0. */
+uint64_t notify_watchdog_usec(void);
+
 /* sched.c: timers for the current generation's schedules. */
 int sched_start(struct master *m);
 void sched_stop(struct master *m);
+/* After a reload: drop the old schedules, start the new generation's. */
+void sched_restart(struct master *m);
 int sched_done(struct master *m, struct wproc *p, json_t *msg);
 void sched_worker_gone(struct master *m, struct wproc *p);
 /* Emit a lifecycle signal from the master. */

@@ -31,12 +31,20 @@ struct sched {
   size_t index;
   const struct schedule_conf *conf;
   struct cron cron;
+  time_t cron_at; /* the minute a cron timer is armed for */
   uv_timer_t timer;
   uint64_t base_ns;  /* start + offset */
   long long k;       /* the next run number (1-based) */
   struct inflight inflight[SCHED_MAX_INFLIGHT];
   size_t ninflight;
   long long skipped;
+  struct sched_grave *grave; /* set when a reload retired it */
+};
+
+/* Retired schedules are freed when the last of their timers has closed. */
+struct sched_grave {
+  struct sched *arr;
+  size_t left;
 };
 
 static struct wproc *pick_worker(struct master *m) {
@@ -92,6 +100,13 @@ static void arm(struct sched *sc);
 
 static void on_timer(uv_timer_t *t) {
   struct sched *sc = t->data;
+  if (sc->conf->every == 0 && time(NULL) < sc->cron_at) {
+    /* Woke before the minute (a stale loop clock, or the wall clock was
+     * stepped back): running now and re-arming for the next match after
+     * now would run this minute twice. */
+    arm(sc);
+    return;
+  }
   uint64_t now = uv_hrtime();
   long long k = sc->k;
   if (sc->conf->every > 0) {
@@ -123,19 +138,27 @@ static void on_timer(uv_timer_t *t) {
 
 static void arm(struct sched *sc) {
   uint64_t delay_ms;
+  /* The timer counts from the loop's cached time: bring it up to date, or
+   * the run fires early by however long this loop iteration has taken. */
+  uv_update_time(sc->m->loop);
   if (sc->conf->every > 0) {
     uint64_t due = due_ns(sc, sc->k), now = uv_hrtime();
     /* Round up: a timer never fires before its due time. */
     delay_ms = due > now ? (due - now + 999999) / 1000000 : 0;
   } else {
-    time_t now = time(NULL);
-    time_t next = cron_next(&sc->cron, now);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    time_t next = cron_next(&sc->cron, ts.tv_sec);
     if (next == (time_t)-1) {
       log_error("[schedule:%s] cron '%s' never matches", sc->conf->name,
                 sc->conf->cron);
       return;
     }
-    delay_ms = (uint64_t)(next - now) * 1000;
+    sc->cron_at = next;
+    /* From now to the minute, in ms rounded up: not up to a second late
+     * as whole seconds would be. */
+    delay_ms = (uint64_t)(next - ts.tv_sec) * 1000 -
+               (uint64_t)ts.tv_nsec / 1000000;
   }
   uv_timer_start(&sc->timer, on_timer, delay_ms, 0);
 }
@@ -224,4 +247,34 @@ void sched_worker_gone(struct master *m, struct wproc *p) {
       finish(sc, i, 0);
     }
   }
+}
+
+static void on_retired_closed(uv_handle_t *h) {
+  struct sched *sc = h->data;
+  struct sched_grave *gr = sc->grave;
+  if (--gr->left == 0) {
+    free(gr->arr);
+    free(gr);
+  }
+}
+
+void sched_restart(struct master *m) {
+  if (m->nscheds > 0) {
+    struct sched_grave *gr = malloc(sizeof(*gr));
+    if (gr == NULL) {
+      /* Out of memory: stop them; their memory stays until exit. */
+      sched_stop(m);
+    } else {
+      gr->arr = m->scheds;
+      gr->left = m->nscheds;
+      for (size_t i = 0; i < m->nscheds; i++) {
+        m->scheds[i].grave = gr;
+        uv_close((uv_handle_t *)&m->scheds[i].timer, on_retired_closed);
+      }
+    }
+  }
+  m->scheds = NULL;
+  m->nscheds = 0;
+  if (sched_start(m))
+    log_error("cannot start the schedules: out of memory");
 }

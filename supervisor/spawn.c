@@ -79,12 +79,16 @@ static void on_proc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     log_error("worker %d pid %d sent a bad bus frame (%s); killing it",
               p->slot, (int)p->pid, strerror(-err < 0 ? 0 : -err));
     uv_read_stop(s);
+    /* Nothing more is read from or written to a channel that said
+     * nonsense; what it had pending goes to other workers when it is
+     * reaped. */
+    p->bus_open = 0;
     kill(p->pid, SIGKILL);
   }
 }
 
-int spawn_worker(struct master *m, struct slot *s) {
-  struct generation *g = m->gen;
+int spawn_worker(struct master *m, struct generation *g, struct slot *s,
+                 struct wproc **out) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
     return -errno;
@@ -143,8 +147,7 @@ int spawn_worker(struct master *m, struct slot *s) {
   uv_read_start((uv_stream_t *)&p->bus, on_proc_alloc, on_proc_read);
   p->next = m->procs;
   m->procs = p;
-  s->cur = p;
-  s->state = SLOT_RUNNING;
+  *out = p;
   log_info("worker %d started (pid %d, generation %u)", s->index, (int)pid,
            g->id);
   return 0;

@@ -1,0 +1,142 @@
+/* ctl.c - see ctl.h. */
+#define _GNU_SOURCE
+#include "ctl.h"
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "util.h"
+
+static const char *const ctl_names[] = {
+    [CTL_NONE] = "none",
+#define CTL_NAME(e, s) [CTL_##e] = s,
+    CTL_COMMANDS(CTL_NAME)
+#undef CTL_NAME
+};
+
+const char *ctl_cmd_name(enum ctl_cmd c) { return ctl_names[c]; }
+
+void ctl_req_close(struct ctl_req *req) {
+  json_decref(req->msg);
+  memset(req, 0, sizeof(*req));
+}
+
+int ctl_decode(const char *line, size_t len, struct ctl_req *req, char *err,
+               size_t errlen) {
+  memset(req, 0, sizeof(*req));
+  if (len > CTL_MAX_REQUEST) {
+    snprintf(err, errlen, "request larger than %d bytes", CTL_MAX_REQUEST);
+    return -1;
+  }
+  json_error_t jerr;
+  json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+  if (msg == NULL || !json_is_object(msg)) {
+    snprintf(err, errlen, "not a JSON object: %s",
+             msg ? "wrong type" : jerr.text);
+    json_decref(msg);
+    return -1;
+  }
+  req->msg = msg;
+  const char *cmd = json_string_value(json_object_get(msg, "cmd"));
+  if (cmd == NULL) {
+    snprintf(err, errlen, "missing \"cmd\"");
+    goto fail;
+  }
+  for (int c = CTL_NONE + 1; c < (int)UTIL_ARRAY_LEN(ctl_names); c++)
+    if (strcmp(cmd, ctl_names[c]) == 0)
+      req->cmd = (enum ctl_cmd)c;
+  switch (req->cmd) {
+  case CTL_NONE:
+    snprintf(err, errlen, "unknown command \"%.64s\"", cmd);
+    goto fail;
+  case CTL_STOP: {
+    json_t *now = json_object_get(msg, "now");
+    if (now && !json_is_boolean(now)) {
+      snprintf(err, errlen, "\"now\" must be true or false");
+      goto fail;
+    }
+    req->now = json_is_true(now);
+    break;
+  }
+  case CTL_EMIT:
+    req->signal = json_string_value(json_object_get(msg, "signal"));
+    if (req->signal == NULL || *req->signal == '\0' ||
+        strlen(req->signal) > 256) {
+      snprintf(err, errlen, "emit needs a \"signal\" name (1-256 bytes)");
+      goto fail;
+    }
+    req->data = json_object_get(msg, "data");
+    break;
+  case CTL_SCALE: {
+    json_t *w = json_object_get(msg, "workers");
+    if (!json_is_integer(w) || json_integer_value(w) < 1 ||
+        json_integer_value(w) > 1024) {
+      snprintf(err, errlen, "scale needs \"workers\": 1 to 1024");
+      goto fail;
+    }
+    req->workers = (long)json_integer_value(w);
+    break;
+  }
+  default:
+    break;
+  }
+  return 0;
+fail:
+  ctl_req_close(req);
+  return -1;
+}
+
+static uint64_t fnv1a(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
+}
+
+static char *socket_path(const char *control, const char *pidfile,
+                         const char *config_path) {
+  if (control && *control)
+    return strdup(control);
+  if (pidfile && *pidfile) {
+    size_t n = strlen(pidfile);
+    if (n > 4 && strcmp(pidfile + n - 4, ".pid") == 0)
+      return util_asprintf("%.*s.sock", (int)(n - 4), pidfile);
+    return util_asprintf("%s.sock", pidfile);
+  }
+  char abs[PATH_MAX];
+  if (realpath(config_path, abs) == NULL)
+    snprintf(abs, sizeof(abs), "%s", config_path);
+  uint64_t h = fnv1a(abs);
+  const char *xdg = getenv("XDG_RUNTIME_DIR");
+  if (xdg && *xdg == '/')
+    return util_asprintf("%s/aio-%016llx.sock", xdg, (unsigned long long)h);
+  if (geteuid() == 0)
+    return util_asprintf("/run/aio-%016llx.sock", (unsigned long long)h);
+  return util_asprintf("/tmp/aio-%u-%016llx.sock", (unsigned)geteuid(),
+                       (unsigned long long)h);
+}
+
+char *ctl_socket_path(const struct settings *s, const char *config_path) {
+  return socket_path(s->control, s->pidfile, config_path);
+}
+
+char *ctl_socket_path_lenient(const char *config_path) {
+  struct config *cfg = config_new();
+  struct diag d;
+  diag_init(&d);
+  char *path = NULL;
+  if (cfg) {
+    config_parse_file(cfg, config_path, &d);
+    config_interpolate(cfg, &d);
+    path = socket_path(config_get(cfg, "aio", "control"),
+                       config_get(cfg, "aio", "pidfile"), config_path);
+  }
+  config_free(cfg);
+  diag_close(&d);
+  return path;
+}

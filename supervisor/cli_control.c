@@ -1,0 +1,264 @@
+/*
+ * cli_control.c - the clients of the master's control socket: `aio reload`,
+ * `aio stop [--now]`, `aio status [--json]`, `aio emit SIGNAL [JSON]`,
+ * `aio scale N`. Each finds the socket from the same configuration the
+ * master read and exits 69 with a clear message when no master answers.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "cli.h"
+#include "ctl.h"
+#include "config.h"
+#include "util.h"
+
+/* The reply to one request, or NULL after printing why. *code gets the
+ * exit status to use when NULL. */
+static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
+                        int *code, double *graceful) {
+  char *path = cli_config_path(config_path);
+  if (path == NULL) {
+    *code = EXIT_CONFIG;
+    return NULL;
+  }
+  char *sock = ctl_socket_path_lenient(path);
+  if (graceful) {
+    /* For `aio stop` to know how long to wait; the default when unset. */
+    struct config *cfg = config_new();
+    struct diag d;
+    diag_init(&d);
+    if (cfg && config_parse_file(cfg, path, &d) == 0 &&
+        config_interpolate(cfg, &d) == 0) {
+      const char *g = config_get(cfg, "aio", "graceful_timeout");
+      if (g)
+        util_parse_double(g, 0, 86400, graceful);
+    }
+    config_free(cfg);
+    diag_close(&d);
+  }
+  json_t *reply = NULL;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock ? sock : "");
+  if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+    fprintf(stderr,
+            "aio: no master is running for %s (control socket %s: %s)\n",
+            path, sock ? sock : "?", strerror(errno));
+    *code = EXIT_UNAVAILABLE;
+    goto out;
+  }
+  char *line = json_dumps(req, JSON_COMPACT);
+  struct util_buf out = {0};
+  util_buf_printf(&out, "%s\n", line ? line : "{}");
+  free(line);
+  if (send(fd, out.data, out.len, MSG_NOSIGNAL) != (ssize_t)out.len) {
+    fprintf(stderr, "aio: cannot talk to the master: %s\n", strerror(errno));
+    free(out.data);
+    *code = EXIT_UNAVAILABLE;
+    goto out;
+  }
+  free(out.data);
+  struct util_buf in = {0};
+  long long deadline = (long long)util_now_ms() + timeout_ms;
+  while (memchr(in.data ? in.data : "", '\n', in.len) == NULL) {
+    long long left = deadline - (long long)util_now_ms();
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) {
+      fprintf(stderr, "aio: no answer from the master within %d s\n",
+              timeout_ms / 1000);
+      *code = EXIT_TEMPFAIL;
+      free(in.data);
+      goto out;
+    }
+    char buf[4096];
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    util_buf_add(&in, buf, (size_t)n);
+  }
+  reply = in.data ? json_loads(in.data, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+  free(in.data);
+  if (!json_is_object(reply)) {
+    fprintf(stderr, "aio: the master sent no valid answer\n");
+    json_decref(reply);
+    reply = NULL;
+    *code = EXIT_SOFTWARE;
+  }
+out:
+  if (fd >= 0)
+    close(fd);
+  free(sock);
+  free(path);
+  return reply;
+}
+
+static int reply_ok(json_t *reply, const char *what) {
+  if (json_is_true(json_object_get(reply, "ok")))
+    return 1;
+  fprintf(stderr, "aio %s: %s\n", what,
+          json_string_value(json_object_get(reply, "error"))
+              ? json_string_value(json_object_get(reply, "error"))
+              : "failed");
+  size_t i;
+  json_t *e;
+  json_array_foreach(json_object_get(reply, "errors"), i, e)
+      fprintf(stderr, "%s\n", json_string_value(e));
+  return 0;
+}
+
+static void fmt_bytes(long long b, char *out, size_t n) {
+  if (b < 0)
+    snprintf(out, n, "-");
+  else if (b >= 10 * 1024 * 1024)
+    snprintf(out, n, "%lldM", b / (1024 * 1024));
+  else if (b >= 1024 * 1024)
+    snprintf(out, n, "%.1fM", (double)b / (1024.0 * 1024.0));
+  else
+    snprintf(out, n, "%lldK", b / 1024);
+}
+
+static void print_status(json_t *r) {
+  printf("master pid %lld, up %.1f s, generation %lld%s, %lld worker%s, "
+         "%lld reload%s\nconfig %s\n",
+         (long long)json_integer_value(json_object_get(r, "pid")),
+         json_real_value(json_object_get(r, "uptime")),
+         (long long)json_integer_value(json_object_get(r, "generation")),
+         json_is_true(json_object_get(r, "reloading")) ? " (reloading)" : "",
+         (long long)json_integer_value(json_object_get(r, "workers")),
+         json_integer_value(json_object_get(r, "workers")) == 1 ? "" : "s",
+         (long long)json_integer_value(json_object_get(r, "reloads")),
+         json_integer_value(json_object_get(r, "reloads")) == 1 ? "" : "s",
+         json_string_value(json_object_get(r, "config")));
+  printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %s\n", "SLOT", "PID",
+         "STATE", "GEN", "UPTIME", "RESTARTS", "CONNS", "RSS", "PRIVATE");
+  size_t i;
+  json_t *w;
+  json_array_foreach(json_object_get(r, "procs"), i, w) {
+    char rss[32], priv[32], up[32];
+    fmt_bytes((long long)json_integer_value(json_object_get(w, "rss")), rss,
+              sizeof(rss));
+    fmt_bytes((long long)json_integer_value(json_object_get(w, "private")),
+              priv, sizeof(priv));
+    snprintf(up, sizeof(up), "%.1fs",
+             json_real_value(json_object_get(w, "uptime")));
+    printf("%-5lld %-8lld %-9s %-4lld %-9s %-8lld %-6lld %-7s %s\n",
+           (long long)json_integer_value(json_object_get(w, "slot")),
+           (long long)json_integer_value(json_object_get(w, "pid")),
+           json_string_value(json_object_get(w, "state")),
+           (long long)json_integer_value(json_object_get(w, "generation")),
+           up, (long long)json_integer_value(json_object_get(w, "restarts")),
+           (long long)json_integer_value(json_object_get(w, "connections")),
+           rss, priv);
+  }
+}
+
+static int wants_help(int argc, char **argv) {
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+      return 1;
+  return 0;
+}
+
+int cli_control(const char *config_path, int argc, char **argv) {
+  const char *cmd = argv[0];
+  json_t *req = NULL;
+  int json_out = 0, now = 0, timeout_ms = 10000;
+  if (wants_help(argc, argv)) {
+    printf("usage: aio [-c FILE] reload\n"
+           "       aio [-c FILE] stop [--now]\n"
+           "       aio [-c FILE] status [--json]\n"
+           "       aio [-c FILE] emit SIGNAL [JSON]\n"
+           "       aio [-c FILE] scale N\n"
+           "\nTalk to the running master of the configuration over its "
+           "control socket.\nExit 69 when no master is running.\n");
+    return 0;
+  }
+  if (strcmp(cmd, "reload") == 0 && argc == 1) {
+    req = json_pack("{s:s}", "cmd", "reload");
+    timeout_ms = 120000;
+  } else if (strcmp(cmd, "stop") == 0 &&
+             (argc == 1 || (argc == 2 && strcmp(argv[1], "--now") == 0))) {
+    now = argc == 2;
+    req = json_pack("{s:s,s:b}", "cmd", "stop", "now", now);
+  } else if (strcmp(cmd, "status") == 0 &&
+             (argc == 1 || (argc == 2 && strcmp(argv[1], "--json") == 0))) {
+    json_out = argc == 2;
+    req = json_pack("{s:s}", "cmd", "status");
+  } else if (strcmp(cmd, "emit") == 0 && (argc == 2 || argc == 3)) {
+    json_t *data = json_null();
+    if (argc == 3) {
+      json_error_t e;
+      data = json_loads(argv[2], JSON_DECODE_ANY, &e);
+      if (data == NULL) {
+        fprintf(stderr, "aio emit: the data is not JSON: %s\n", e.text);
+        return EXIT_USAGE;
+      }
+    }
+    req = json_pack("{s:s,s:s,s:o}", "cmd", "emit", "signal", argv[1],
+                    "data", data);
+  } else if (strcmp(cmd, "scale") == 0 && argc == 2) {
+    long n;
+    if (util_parse_long(argv[1], 1, 1024, &n)) {
+      fprintf(stderr, "aio scale: N must be 1 to 1024\n");
+      return EXIT_USAGE;
+    }
+    req = json_pack("{s:s,s:i}", "cmd", "scale", "workers", (int)n);
+  } else {
+    fprintf(stderr, "aio %s: bad arguments (see aio %s --help)\n", cmd, cmd);
+    return EXIT_USAGE;
+  }
+  int code = 0;
+  double graceful = 30;
+  json_t *reply = ctl_call(config_path, req, timeout_ms, &code, &graceful);
+  json_decref(req);
+  if (reply == NULL)
+    return code;
+  int rc = 0;
+  if (!reply_ok(reply, cmd)) {
+    rc = json_object_get(reply, "errors") ? EXIT_CONFIG : 1;
+  } else if (strcmp(cmd, "status") == 0) {
+    if (json_out) {
+      json_object_del(reply, "ok");
+      char *s = json_dumps(reply, JSON_INDENT(2));
+      printf("%s\n", s ? s : "{}");
+      free(s);
+    } else {
+      print_status(reply);
+    }
+  } else if (strcmp(cmd, "reload") == 0) {
+    printf("reloaded: generation %lld\n",
+           (long long)json_integer_value(json_object_get(reply, "generation")));
+  } else if (strcmp(cmd, "stop") == 0) {
+    /* Wait for the master to be gone, so `aio stop && aio run` works. */
+    pid_t pid = (pid_t)json_integer_value(json_object_get(reply, "pid"));
+    long long deadline =
+        (long long)util_now_ms() + (long long)(graceful * 1000) + 5000;
+    while (pid > 0 && kill(pid, 0) == 0 &&
+           (long long)util_now_ms() < deadline) {
+      struct timespec ts = {0, 20 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+    if (pid > 0 && kill(pid, 0) == 0) {
+      fprintf(stderr, "aio stop: the master (pid %d) is still running\n",
+              (int)pid);
+      rc = EXIT_TEMPFAIL;
+    }
+  } else if (strcmp(cmd, "scale") == 0) {
+    printf("workers: %lld\n",
+           (long long)json_integer_value(json_object_get(reply, "workers")));
+  }
+  json_decref(reply);
+  return rc;
+}

@@ -1,0 +1,220 @@
+/*
+ * reload.c - SIGHUP and `aio reload`, the sequence of DESIGN.md:
+ *
+ *   1. build and check the new configuration (a probe child loads the
+ *      modules, so a broken module cannot hurt the master); on any error
+ *      keep the old generation and report every problem;
+ *   2. give the new generation its sockets: shared (dup) where the address
+ *      is unchanged, newly bound where it is new;
+ *   3. start one new worker per slot and wait until each is ready;
+ *   4. make them current and tell the old workers to drain;
+ *   5. the old generation's sockets close when its last worker is gone.
+ *
+ * A new worker that dies or is not ready in time aborts the reload: the new
+ * workers are killed and the old ones go on serving as if nothing happened.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "generation.h"
+#include "log.h"
+#include "master.h"
+#include "util.h"
+
+/* The longest a new generation may take to report ready before the reload
+ * is abandoned, when [aio] timeout is 0 (no liveness limit). */
+#define RELOAD_READY_MAX_MS 60000
+
+static void reload_fail(struct master *m, const char *why, json_t *errors) {
+  log_error("reload failed: %s; still serving generation %u", why,
+            m->gen->id);
+  notify_send("READY=1\nSTATUS=reload failed: %s", why);
+  if (errors == NULL) {
+    errors = json_array();
+    json_array_append_new(errors, json_string(why));
+  } else {
+    json_incref(errors);
+  }
+  control_reload_done(m, 0, errors);
+  json_decref(errors);
+  json_t *data = json_pack("{s:b,s:s}", "ok", 0, "error", why);
+  router_emit(m, "aio-reloaded", data);
+  json_decref(data);
+}
+
+static void abort_next(struct master *m, const char *why) {
+  struct generation *g = m->next_gen;
+  m->next_gen = NULL;
+  for (size_t i = 0; i < m->slots_cap; i++) {
+    struct wproc *p = m->slots[i].next;
+    m->slots[i].next = NULL;
+    if (p && p->state != WPROC_DEAD) {
+      p->state = WPROC_DRAINING; /* expected exit: no crash accounting */
+      kill(p->pid, SIGKILL);
+    }
+  }
+  /* The generation goes when its last worker is reaped. */
+  if (--g->refs == 0)
+    generation_free(g, m->gen);
+  reload_fail(m, why, NULL);
+}
+
+int reload_start(struct master *m, char **why) {
+  *why = NULL;
+  if (m->stopping) {
+    *why = strdup("the master is shutting down");
+    return -1;
+  }
+  if (m->next_gen) {
+    *why = strdup("a reload is already in progress");
+    return -1;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  notify_send("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
+              (unsigned long long)ts.tv_sec * 1000000ull +
+                  (unsigned long long)ts.tv_nsec / 1000u);
+  log_info("reloading %s", m->config_path);
+  router_emit(m, "aio-reloading", NULL);
+  m->reload_started_ms = uv_now(m->loop);
+
+  struct diag d;
+  struct app app;
+  diag_init(&d);
+  int failed = app_load(&app, m->config_path, &d);
+  /* The probe child may have taken a while: do not blame the workers'
+   * heartbeats for the time the master spent waiting on it. */
+  uv_update_time(m->loop);
+  for (struct wproc *p = m->procs; p; p = p->next)
+    if (p->last_hb_ms < UINT64_MAX / 2)
+      p->last_hb_ms = uv_now(m->loop);
+  if (failed) {
+    json_t *errors = json_array();
+    for (size_t i = 0; i < d.n; i++) {
+      log_error("%s", d.msgs[i]);
+      json_array_append_new(errors, json_string(d.msgs[i]));
+    }
+    char msg[128];
+    snprintf(msg, sizeof(msg), "configuration has %zu error%s", d.n,
+             d.n == 1 ? "" : "s");
+    reload_fail(m, msg, errors);
+    json_decref(errors);
+    diag_close(&d);
+    app_close(&app);
+    *why = strdup(msg);
+    return -1;
+  }
+  diag_close(&d);
+  struct generation *g = generation_new(&app, m->gen->id + 1);
+  app_close(&app);
+  if (g == NULL) {
+    reload_fail(m, "out of memory", NULL);
+    *why = strdup("out of memory");
+    return -1;
+  }
+  g->refs = 1; /* the master's */
+  size_t n = (size_t)g->app.s.workers;
+  for (size_t i = 0; i < n; i++) {
+    int err = master_slot_get(m, i) ? generation_bind_slot(g, i, m->gen,
+                                                            &m->act)
+                                    : -ENOMEM;
+    if (err) {
+      char msg[256];
+      snprintf(msg, sizeof(msg), "cannot bind the new sockets: %s",
+               strerror(-err));
+      generation_free(g, m->gen);
+      reload_fail(m, msg, NULL);
+      *why = strdup(msg);
+      return -1;
+    }
+  }
+  m->next_gen = g;
+  uint64_t limit = (uint64_t)(g->app.s.timeout * 1000);
+  if (limit == 0 || limit > RELOAD_READY_MAX_MS)
+    limit = RELOAD_READY_MAX_MS;
+  m->reload_deadline_ms = uv_now(m->loop) + limit;
+  for (size_t i = 0; i < n; i++) {
+    struct slot *s = &m->slots[i];
+    int err = spawn_worker(m, g, s, &s->next);
+    if (err) {
+      char msg[256];
+      snprintf(msg, sizeof(msg), "cannot start worker %zu: %s", i,
+               strerror(-err));
+      abort_next(m, msg);
+      *why = strdup(msg);
+      return -1;
+    }
+  }
+  if (n == 0)
+    reload_worker_ready(m, NULL);
+  return 0;
+}
+
+/* Every new worker is ready: switch generations. */
+static void commit(struct master *m) {
+  struct generation *old = m->gen, *g = m->next_gen;
+  size_t n = (size_t)g->app.s.workers;
+  size_t top = m->nslots > n ? m->nslots : n;
+  m->gen = g;
+  m->next_gen = NULL;
+  m->nslots = n;
+  for (size_t i = 0; i < top; i++) {
+    struct slot *s = &m->slots[i];
+    struct wproc *was = s->cur;
+    s->cur = s->next;
+    s->next = NULL;
+    s->ncrash = 0;
+    s->state = i < n ? SLOT_RUNNING : SLOT_IDLE;
+    if (was)
+      master_proc_stop(m, was, 1);
+  }
+  /* Old sockets close with the old generation's last worker. */
+  if (--old->refs == 0)
+    generation_free(old, m->gen);
+  sched_restart(m);
+  m->reloads++;
+  log_info("reloaded: generation %u, %zu worker%s, in %llu ms", g->id, n,
+           n == 1 ? "" : "s",
+           (unsigned long long)(uv_now(m->loop) - m->reload_started_ms));
+  notify_send("READY=1\nSTATUS=serving generation %u with %zu workers",
+              g->id, n);
+  control_reload_done(m, 1, NULL);
+  json_t *data = json_pack("{s:b,s:i}", "ok", 1, "generation", (int)g->id);
+  router_emit(m, "aio-reloaded", data);
+  json_decref(data);
+}
+
+void reload_worker_ready(struct master *m, struct wproc *p) {
+  (void)p;
+  if (m->next_gen == NULL)
+    return;
+  size_t n = (size_t)m->next_gen->app.s.workers;
+  for (size_t i = 0; i < n; i++) {
+    struct wproc *q = m->slots[i].next;
+    if (q == NULL || q->state != WPROC_READY)
+      return;
+  }
+  commit(m);
+}
+
+void reload_worker_exited(struct master *m, struct wproc *p,
+                          const char *how) {
+  if (m->next_gen == NULL || p->g != m->next_gen)
+    return;
+  for (size_t i = 0; i < m->slots_cap; i++)
+    if (m->slots[i].next == p)
+      m->slots[i].next = NULL;
+  char msg[256];
+  snprintf(msg, sizeof(msg), "new worker %d (pid %d) %s before it was ready",
+           p->slot, (int)p->pid, how);
+  abort_next(m, msg);
+}
+
+void reload_tick(struct master *m, uint64_t now) {
+  if (m->next_gen && now >= m->reload_deadline_ms)
+    abort_next(m, "the new workers were not ready in time");
+}
