@@ -116,7 +116,7 @@ static char *socket_path(const char *control, const char *pidfile,
   if (xdg && *xdg == '/')
     return util_asprintf("%s/aio-%016llx.sock", xdg, (unsigned long long)h);
   if (geteuid() == 0)
-    return util_asprintf("/run/aio-%016llx.sock", (unsigned long long)h);
+    return util_asprintf("/run/aio/aio-%016llx.sock", (unsigned long long)h);
   return util_asprintf("/tmp/aio-%u-%016llx.sock", (unsigned)geteuid(),
                        (unsigned long long)h);
 }

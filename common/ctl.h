@@ -46,7 +46,7 @@ const char *ctl_cmd_name(enum ctl_cmd c);
 
 /* Where the control socket of this configuration lives: [aio] control, or
  * beside [aio] pidfile (foo.pid -> foo.sock), or a per-config path under
- * $XDG_RUNTIME_DIR, /run (root) or /tmp. Returns new. */
+ * $XDG_RUNTIME_DIR, /run/aio (root) or /tmp. Returns new. */
 char *ctl_socket_path(const struct settings *s, const char *config_path);
 /* The same for a configuration file that may be broken (a client must still
  * find the master that runs the last good one): only [aio] control and

@@ -309,6 +309,9 @@ int control_open(struct master *m) {
     free(ctl);
     return -EADDRINUSE;
   }
+  if (strncmp(ctl->path, "/run/aio/", 9) == 0)
+    mkdir("/run/aio", 0755); /* the default for root; systemd's
+                                RuntimeDirectory=aio makes it too */
   unlink(ctl->path);
   uv_pipe_init(m->loop, &ctl->server, 0);
   ctl->server.data = ctl;

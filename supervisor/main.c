@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "aio.h"
 #include "app.h"
 #include "cli.h"
+#include "daemon.h"
 #include "loader.h"
 #include "log.h"
 #include "master.h"
@@ -45,6 +47,16 @@ static void usage(FILE *out) {
           "  -V, --version      print the version\n");
 }
 
+/* An absolute path for a file that may not exist yet. Returns new. */
+static char *realpath_or_copy(const char *p) {
+  if (p[0] == '/')
+    return strdup(p);
+  char cwd[4096];
+  if (getcwd(cwd, sizeof(cwd)) == NULL)
+    return strdup(p);
+  return util_asprintf("%s/%s", cwd, p);
+}
+
 char *cli_config_path(const char *given) {
   if (given)
     return strdup(given);
@@ -59,32 +71,46 @@ char *cli_config_path(const char *given) {
 
 static void run_usage(FILE *out) {
   fprintf(out,
-          "usage: aio [-c FILE] run [--ready-fd N]\n"
+          "usage: aio [-c FILE] run [-d] [--pidfile PATH] [--ready-fd N]\n"
           "\n"
-          "Serve the configuration in the foreground, logging to stderr\n"
-          "(or [aio] log_file).\n"
+          "Serve the configuration: in the foreground, logging to stderr\n"
+          "(or [aio] log_file), unless -d.\n"
           "\n"
-          "  --ready-fd N   write a newline to fd N once every worker serves\n"
-          "                 (s6-style readiness notification)\n");
+          "  -d, --daemon     detach; returns once every worker serves (exit\n"
+          "                   0) or the start failed (its exit status)\n"
+          "  --pidfile PATH   write and lock PATH (default: [aio] pidfile)\n"
+          "  --ready-fd N     write a newline to fd N once every worker serves\n"
+          "                   (s6-style readiness notification)\n");
 }
 
 static int cmd_run(const char *config_path, int argc, char **argv) {
   static const struct option opts[] = {{"ready-fd", required_argument, 0, 'r'},
+                                       {"pidfile", required_argument, 0, 'p'},
+                                       {"daemon", no_argument, 0, 'd'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
-  int ready_fd = -1, c;
+  int ready_fd = -1, daemonize = 0, c;
+  const char *pidfile = NULL;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "dh", opts, NULL)) != -1) {
     switch (c) {
     case 'r': {
       long v;
-      if (util_parse_long(optarg, 0, 1 << 20, &v)) {
-        fprintf(stderr, "aio run: --ready-fd needs a file descriptor number\n");
+      if (util_parse_long(optarg, 0, 1 << 20, &v) ||
+          fcntl((int)v, F_GETFD) < 0) {
+        fprintf(stderr, "aio run: --ready-fd needs an open file descriptor\n");
         return EXIT_USAGE;
       }
       ready_fd = (int)v;
+      util_set_cloexec(ready_fd, 1);
       break;
     }
+    case 'p':
+      pidfile = optarg;
+      break;
+    case 'd':
+      daemonize = 1;
+      break;
     case 'h':
       run_usage(stdout);
       return 0;
@@ -97,9 +123,17 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
     fprintf(stderr, "aio run: unexpected argument '%s'\n", argv[optind]);
     return EXIT_USAGE;
   }
-  char *path = cli_config_path(config_path);
-  if (path == NULL)
+  char *found = cli_config_path(config_path);
+  if (found == NULL)
     return EXIT_CONFIG;
+  /* Absolute, so reloads find it after a daemon's chdir("/"). */
+  char *path = realpath(found, NULL);
+  if (path == NULL) {
+    fprintf(stderr, "aio: %s: %s\n", found, strerror(errno));
+    free(found);
+    return EXIT_CONFIG;
+  }
+  free(found);
   struct diag d;
   struct app app;
   diag_init(&d);
@@ -113,19 +147,57 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
     return EXIT_CONFIG;
   }
   diag_close(&d);
+  int rc = 0, pid_fd = -1, daemon_fd = -1;
+  char *pidpath = NULL;
+  if (pidfile || app.s.pidfile) {
+    pidpath = pidfile ? realpath_or_copy(pidfile) : strdup(app.s.pidfile);
+    char msg[512];
+    pid_fd = daemon_pidfile_lock(pidpath, msg, sizeof(msg));
+    if (pid_fd < 0) {
+      fprintf(stderr, "aio: %s\n", msg);
+      rc = EXIT_UNAVAILABLE;
+      goto out;
+    }
+  }
   log_set_level(app.s.log_level);
   if (app.s.log_file) {
     int err = log_open(app.s.log_file);
     if (err) {
       fprintf(stderr, "aio: cannot open log_file %s: %s\n", app.s.log_file,
               strerror(-err));
-      app_close(&app);
-      free(path);
-      return EXIT_CANTCREAT;
+      rc = EXIT_CANTCREAT;
+      goto out;
+    }
+  } else if (daemonize) {
+    fprintf(stderr, "aio: warning: -d without [aio] log_file: the log is "
+                    "discarded\n");
+  }
+  if (daemonize) {
+    daemon_fd = daemon_detach(0);
+    if (daemon_fd < 0) {
+      fprintf(stderr, "aio: cannot detach: %s\n", strerror(errno));
+      rc = EXIT_OSERR;
+      goto out;
     }
   }
+  if (pid_fd >= 0 && daemon_pidfile_write(pid_fd, getpid()) < 0)
+    log_warn("cannot write pidfile %s", pidpath);
   log_set_role("master", -1);
-  int rc = master_run(&app, path, ready_fd);
+  rc = master_run(&app, path, ready_fd, &daemon_fd);
+  if (daemon_fd >= 0) {
+    /* The start failed: tell the waiting parent with what status. */
+    char code = (char)(rc ? rc : 1);
+    ssize_t w = write(daemon_fd, &code, 1);
+    (void)w;
+    close(daemon_fd);
+  }
+out:
+  if (pid_fd >= 0) {
+    /* Unlink while the lock is still ours: nobody else can be in it. */
+    unlink(pidpath);
+    close(pid_fd);
+  }
+  free(pidpath);
   app_close(&app);
   free(path);
   log_close();

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <grp.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -51,6 +52,28 @@ static void close_fds_except(const int *keep, size_t n) {
   for (size_t i = 0; i < nd; i++)
     close(doomed[i]);
   free(doomed);
+}
+
+/* [aio] user/group: workers serve the sockets the master bound (a port
+ * below 1024 included) without root. */
+static int drop_privileges(const struct settings *s) {
+  if (!s->drop_privileges)
+    return 0;
+  if (geteuid() != 0) {
+    if (s->uid == geteuid() && s->gid == getegid())
+      return 0;
+    log_error("[aio] user/group need the master to run as root");
+    return -1;
+  }
+  if (setgroups(0, NULL) < 0 || setgid(s->gid) < 0 || setuid(s->uid) < 0) {
+    log_warn("cannot switch to uid %d gid %d", (int)s->uid, (int)s->gid);
+    return -1;
+  }
+  if (s->uid != 0 && setuid(0) == 0) {
+    log_error("privileges could be regained after dropping them");
+    return -1;
+  }
+  return 0;
 }
 
 static void on_proc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -129,6 +152,8 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
       keep[nk++] = g->fds[s->index][i];
     close_fds_except(keep, nk);
     free(keep);
+    if (drop_privileges(&g->app.s))
+      _exit(1);
     _exit(worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index]));
   }
   close(sv[1]);

@@ -1,0 +1,95 @@
+/* daemon.c - see daemon.h. */
+#define _GNU_SOURCE
+#include "daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int daemon_pidfile_lock(const char *path, char *msg, size_t n) {
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    snprintf(msg, n, "cannot open pidfile %s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    char buf[32] = "";
+    ssize_t r = pread(fd, buf, sizeof(buf) - 1, 0);
+    buf[r > 0 ? r : 0] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    if (errno == EWOULDBLOCK || errno == EAGAIN || r >= 0)
+      snprintf(msg, n,
+               "another aio is running (pid %s holds the lock on %s); stop it "
+               "first or use another pidfile",
+               *buf ? buf : "?", path);
+    else
+      snprintf(msg, n, "cannot lock pidfile %s: %s", path, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int daemon_pidfile_write(int fd, pid_t pid) {
+  char buf[32];
+  int len = snprintf(buf, sizeof(buf), "%d\n", (int)pid);
+  if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)len, 0) != len)
+    return -errno;
+  return 0;
+}
+
+static void to_devnull(int keep_stderr) {
+  int fd = open("/dev/null", O_RDWR);
+  if (fd < 0)
+    return;
+  dup2(fd, STDIN_FILENO);
+  dup2(fd, STDOUT_FILENO);
+  if (!keep_stderr)
+    dup2(fd, STDERR_FILENO);
+  if (fd > STDERR_FILENO)
+    close(fd);
+}
+
+int daemon_detach(int keep_stderr) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0)
+    return -1;
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(p[0]);
+    close(p[1]);
+    return -1;
+  }
+  if (pid > 0) {
+    /* The original process: wait for the daemon's word. */
+    close(p[1]);
+    char c = 0;
+    ssize_t r;
+    do
+      r = read(p[0], &c, 1);
+    while (r < 0 && errno == EINTR);
+    waitpid(pid, NULL, 0); /* the session leader, gone by now */
+    /* 'R': ready. Another byte: the exit status of a failed start. */
+    _exit(r == 1 ? (c == 'R' ? 0 : (unsigned char)c) : 1);
+  }
+  close(p[0]);
+  if (setsid() < 0)
+    _exit(1);
+  pid = fork();
+  if (pid < 0)
+    _exit(1);
+  if (pid > 0)
+    _exit(0); /* the session leader goes: the daemon can never get a tty */
+  if (chdir("/") < 0)
+    _exit(1);
+  umask(022);
+  to_devnull(keep_stderr);
+  return p[1];
+}
