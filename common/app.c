@@ -20,7 +20,9 @@
 #define PROBE_TIMEOUT_MS 30000
 #define PROBE_MAX_OUTPUT (16u << 20)
 
-/* defaults: JSON array of [module, text] pairs, or NULL. */
+/* defaults: JSON array of [module, text] pairs, or NULL. Returns 0, -1
+ * when the file did not parse or interpolate, or -2 when only values were
+ * refused (a->s then holds what could be read). */
 static int build(struct app *a, const char *path, json_t *defaults,
                  struct diag *d) {
   size_t before = d->n;
@@ -41,9 +43,9 @@ static int build(struct app *a, const char *path, json_t *defaults,
   }
   if (config_parse_file(a->cfg, path, d) == 0 && d->n == before)
     config_interpolate(a->cfg, d);
-  if (d->n == before)
-    settings_load(&a->s, a->cfg, d);
-  return d->n == before ? 0 : -1;
+  if (d->n != before)
+    return -1;
+  return settings_load(&a->s, a->cfg, d) ? -2 : 0;
 }
 
 static void reset(struct app *a) {
@@ -55,7 +57,7 @@ static void reset(struct app *a) {
 int app_load_plain(struct app *a, const char *path, struct diag *d) {
   memset(a, 0, sizeof(*a));
   a->path = strdup(path);
-  return build(a, path, NULL, d);
+  return build(a, path, NULL, d) ? -1 : 0;
 }
 
 static json_t *gather_defaults(const struct loader *l) {
@@ -75,8 +77,12 @@ int app_load_in_process(struct app *a, const char *path, struct loader *l,
   a->path = strdup(path);
   if (build(a, path, NULL, d))
     return -1;
-  if (loader_load_all(l, &a->s, d))
+  if (loader_load_all(l, &a->s, d)) {
+    /* The modules that did load may have wrong references too: name them
+     * now rather than after the user fixed the first problem. */
+    loader_check(l, &a->s, d);
     return -1;
+  }
   json_t *defaults = gather_defaults(l);
   if (json_array_size(defaults) > 0) {
     reset(a);
@@ -89,14 +95,32 @@ int app_load_in_process(struct app *a, const char *path, struct loader *l,
   return loader_check(l, &a->s, d);
 }
 
+/* For `aio check` when values were refused: load the modules and resolve
+ * the references that could be read, so that one run names every problem.
+ * The value problems are the parent's to report. */
+static void check_partial(struct app *a, const char *path, struct loader *l,
+                          struct diag *d) {
+  struct diag values;
+  diag_init(&values);
+  memset(a, 0, sizeof(*a));
+  if (build(a, path, NULL, &values) == -2) {
+    loader_load_all(l, &a->s, d);
+    loader_check(l, &a->s, d);
+  }
+  diag_close(&values);
+}
+
 /* The child: do the real work and write {"defaults": [...], "errors": [...]}
  * on fd. */
-static void probe_child(const char *path, int fd) {
+static void probe_child(const char *path, int fd, int partial) {
   struct diag d;
   struct app a;
   struct loader *l = loader_new();
   diag_init(&d);
-  app_load_in_process(&a, path, l, &d);
+  if (partial)
+    check_partial(&a, path, l, &d);
+  else
+    app_load_in_process(&a, path, l, &d);
   json_t *out = json_object();
   json_object_set_new(out, "defaults", gather_defaults(l));
   json_t *errs = json_array();
@@ -117,7 +141,8 @@ static void probe_child(const char *path, int fd) {
   _exit(d.n ? 78 : 0);
 }
 
-static int probe(const char *path, json_t **defaults, struct diag *d) {
+static int probe(const char *path, int partial, json_t **defaults,
+                 struct diag *d) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0) {
     diag_add(d, path, 0, "cannot check modules: pipe: %s", strerror(errno));
@@ -132,7 +157,7 @@ static int probe(const char *path, json_t **defaults, struct diag *d) {
   }
   if (pid == 0) {
     close(p[0]);
-    probe_child(path, p[1]);
+    probe_child(path, p[1], partial);
   }
   close(p[1]);
   struct util_buf out = {0};
@@ -200,11 +225,20 @@ static int probe(const char *path, json_t **defaults, struct diag *d) {
   return rc;
 }
 
-int app_load(struct app *a, const char *path, struct diag *d) {
-  if (app_load_plain(a, path, d))
+static int load(struct app *a, const char *path, int check_all,
+                struct diag *d) {
+  memset(a, 0, sizeof(*a));
+  a->path = strdup(path);
+  int rc = build(a, path, NULL, d);
+  if (rc == -2 && check_all) {
+    json_t *ignored = NULL;
+    probe(path, 1, &ignored, d);
+    json_decref(ignored);
+  }
+  if (rc)
     return -1;
   json_t *defaults = NULL;
-  if (probe(path, &defaults, d))
+  if (probe(path, 0, &defaults, d))
     return -1;
   if (json_array_size(defaults) > 0) {
     reset(a);
@@ -215,6 +249,14 @@ int app_load(struct app *a, const char *path, struct diag *d) {
   }
   json_decref(defaults);
   return 0;
+}
+
+int app_load(struct app *a, const char *path, struct diag *d) {
+  return load(a, path, 0, d);
+}
+
+int app_check(struct app *a, const char *path, struct diag *d) {
+  return load(a, path, 1, d);
 }
 
 void app_close(struct app *a) {

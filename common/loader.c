@@ -23,6 +23,7 @@
 static const aio_module_t builtin_module = {
     .name = BUILTIN_NAME,
     .description = "built-in protocols: echo (TCP/UDP), hello (HTTP/1.1)",
+    .tests = builtin_tests,
 };
 
 const char *loader_kind_name(aio_kind_t kind) {
@@ -281,26 +282,37 @@ const aio_decl_t *loader_resolve(struct loader *l, const struct ref *ref,
   return decl;
 }
 
+/* A reference that did not parse was reported by the settings, one into a
+ * module that did not load by loader_load_all: each problem once. */
+static void check_ref(struct loader *l, const struct ref *r, aio_kind_t kind,
+                      struct diag *d, int *skipped) {
+  if (r->module == NULL || loader_find_module(l, r->module) == NULL) {
+    *skipped = 1;
+    return;
+  }
+  loader_resolve(l, r, kind, d);
+}
+
 int loader_check(struct loader *l, const struct settings *s, struct diag *d) {
   size_t before = d->n;
+  int skipped = 0;
   for (size_t i = 0; i < s->nservers; i++)
-    loader_resolve(l, &s->servers[i].handler,
-                   s->servers[i].is_factory ? AIO_KIND_FACTORY
-                                            : AIO_KIND_PROTOCOL,
-                   d);
+    check_ref(l, &s->servers[i].handler,
+              s->servers[i].is_factory ? AIO_KIND_FACTORY : AIO_KIND_PROTOCOL,
+              d, &skipped);
   for (size_t i = 0; i < s->nschedules; i++) {
     const struct schedule_conf *sc = &s->schedules[i];
-    loader_resolve(l, &sc->func, AIO_KIND_SCHEDULER, d);
+    check_ref(l, &sc->func, AIO_KIND_SCHEDULER, d, &skipped);
     if (sc->has_cb)
-      loader_resolve(l, &sc->cb, AIO_KIND_SCHEDULER, d);
+      check_ref(l, &sc->cb, AIO_KIND_SCHEDULER, d, &skipped);
     if (sc->has_err)
-      loader_resolve(l, &sc->err, AIO_KIND_SCHEDULER, d);
+      check_ref(l, &sc->err, AIO_KIND_SCHEDULER, d, &skipped);
   }
   for (size_t i = 0; i < s->nlisteners; i++)
-    loader_resolve(l, &s->listeners[i].fn, AIO_KIND_LISTENER, d);
+    check_ref(l, &s->listeners[i].fn, AIO_KIND_LISTENER, d, &skipped);
   for (size_t i = 0; i < s->ncommands; i++)
-    loader_resolve(l, &s->commands[i].fn, AIO_KIND_COMMAND, d);
-  return d->n == before ? 0 : -1;
+    check_ref(l, &s->commands[i].fn, AIO_KIND_COMMAND, d, &skipped);
+  return d->n == before && !skipped ? 0 : -1;
 }
 
 int loader_init(struct loader *l, struct diag *d) {

@@ -24,8 +24,10 @@ struct loader {
   size_t n, cap;
 };
 
-/* The built-in `aio` module (worker/builtin.c). */
+/* The built-in `aio` module (worker/builtin.c), and its tests
+ * (worker/builtin_tests.c; `aio test aio`). */
 extern const aio_decl_t *const builtin_decls[];
+struct Suite *builtin_tests(void);
 
 /* Returns new (loader_free), or NULL on out of memory. */
 struct loader *loader_new(void);
@@ -48,7 +50,10 @@ struct loader_module *loader_find_module(const struct loader *l,
  * message in d. */
 const aio_decl_t *loader_resolve(struct loader *l, const struct ref *ref,
                                  aio_kind_t kind, struct diag *d);
-/* Resolve every reference in s (servers, schedules, listeners, commands). */
+/* Resolve every reference in s (servers, schedules, listeners, commands),
+ * after loader_load_all, and report each that does not resolve. A
+ * reference into a module that did not load (or that did not parse) is
+ * not reported again, but still fails the check. 0 or -1. */
 int loader_check(struct loader *l, const struct settings *s, struct diag *d);
 
 /* Call each module's init (in load order); 0, or -1 naming the module. */

@@ -141,13 +141,22 @@ AIO_EXPORT void aio_log(int level, const char *fmt, ...) AIO_PRINTF(2, 3);
 /* ---- testing helpers (for AIO_MODULE(.tests = ...)) --------------------- */
 
 /* Serve the AIO_PROTOCOL named `module.symbol` (e.g. "aio.echo") on an
- * ephemeral 127.0.0.1 TCP port in a background thread of the test process.
- * Returns the port, or a negative errno. aio_test_stop() stops it. */
+ * ephemeral 127.0.0.1 TCP port in a background thread of the test process,
+ * with an event loop of its own (aio_loop() there is that loop). Call it in
+ * a test or a checked fixture: `aio test` runs each test in a child process,
+ * and a server started in an unchecked fixture would not be in it. Returns
+ * the port, or -EINVAL (not a module.symbol), -ENOENT (no such protocol;
+ * logged), -ENOTSUP (not under `aio test`) or another negative errno.
+ * While `aio test` runs, aio_config_get() answers from its configuration
+ * and aio_emit() runs the configured listeners of the signal at once. */
 AIO_EXPORT int aio_test_serve(const char *protocol);
+/* Stop every server aio_test_serve() started: each open connection gets its
+ * connection_lost, the thread is joined. Also done at exit. */
 AIO_EXPORT void aio_test_stop(void);
 /* Connect to 127.0.0.1:port, send `request`, read until `expect_len` bytes
- * arrived or the peer closed or `timeout_ms` passed. Returns a new
- * NUL-terminated string (free it) or NULL. */
+ * arrived (0: until the peer closes) or the peer closed or `timeout_ms`
+ * passed. Returns a new NUL-terminated string (free it) of what arrived,
+ * possibly empty, or NULL when it could not connect or send. */
 AIO_EXPORT char *aio_test_exchange(int port, const char *request,
                                    size_t expect_len, int timeout_ms);
 

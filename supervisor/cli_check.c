@@ -29,7 +29,7 @@ int cli_check(const char *config_path, int argc, char **argv) {
   struct app app;
   diag_init(&d);
   int rc = 0;
-  if (app_load(&app, path, &d)) {
+  if (app_check(&app, path, &d)) {
     diag_print(&d, stderr);
     fprintf(stderr, "aio: configuration %s: %zu problem%s\n", path, d.n,
             d.n == 1 ? "" : "s");

@@ -12,6 +12,7 @@
 #include "app.h"
 #include "cli.h"
 #include "loader.h"
+#include "testing.h"
 
 #ifdef AIO_HAVE_CHECK
 #include <check.h>
@@ -68,7 +69,7 @@ int cli_test(const char *config_path, int argc, char **argv) {
   if (path == NULL)
     return EXIT_CONFIG;
   struct diag d;
-  struct app app;
+  struct app app = {0}; /* closed at out: even when loader_new failed */
   struct loader *l = loader_new();
   diag_init(&d);
   int rc = EXIT_CONFIG;
@@ -78,6 +79,9 @@ int cli_test(const char *config_path, int argc, char **argv) {
     diag_print(&d, stderr);
     goto out;
   }
+  /* aio_test_serve() and aio_emit() in the tests use this configuration. */
+  if (testing_attach(&app, l))
+    goto out;
   for (int i = optind; i < argc; i++)
     if (loader_find_module(l, argv[i]) == NULL) {
       fprintf(stderr, "aio test: unknown module '%s'; the configuration "
@@ -95,7 +99,8 @@ int cli_test(const char *config_path, int argc, char **argv) {
     int wanted = optind == argc;
     for (int i = optind; i < argc; i++)
       wanted |= strcmp(argv[i], m->name) == 0;
-    if (!wanted)
+    /* The built-in module's own tests run when asked for: `aio test aio`. */
+    if (!wanted || (optind == argc && m->path == NULL))
       continue;
     if (m->def->tests == NULL) {
       printf("%s: no tests\n", m->name);
@@ -119,6 +124,10 @@ int cli_test(const char *config_path, int argc, char **argv) {
     goto out;
   }
   srunner_set_fork_status(sr, CK_FORK);
+  /* Each test runs in a forked child: what stdio holds would be written
+   * again by every child that exits through exit(). */
+  fflush(stdout);
+  fflush(stderr);
   if (tap)
     srunner_set_tap(sr, tap);
   if (xml)
@@ -130,6 +139,7 @@ int cli_test(const char *config_path, int argc, char **argv) {
          nsuites == 1 ? "" : "s", run, run == 1 ? "" : "s", failed);
   rc = failed ? 1 : 0;
 out:
+  testing_detach();
   if (sr)
     srunner_free(sr);
   loader_free(l);

@@ -17,9 +17,13 @@
 #include "loader.h"
 #include "log.h"
 #include "server.h"
+#include "testing.h"
 #include "util.h"
 
-struct worker *worker_self;
+_Thread_local struct worker *worker_self;
+/* The signal handler's target: the process's worker, whichever thread the
+ * kernel picks to run the handler (a module may start threads of its own). */
+static struct worker *signal_worker;
 
 /* During a drain a connection that has been quiet this long is closed:
  * long enough that a request already on the wire has arrived, short enough
@@ -127,8 +131,8 @@ static void on_os_signal(int signum) {
     got_term = 1;
   else
     got_quit = 1;
-  if (worker_self)
-    uv_async_send(&worker_self->sig_async);
+  if (signal_worker)
+    uv_async_send(&signal_worker->sig_async);
 }
 
 static void on_sig_async(uv_async_t *h) {
@@ -297,6 +301,7 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
   int rc = 1;
   memset(w, 0, sizeof(*w));
   worker_self = w;
+  signal_worker = w;
   w->slot = slot;
   w->gen = gen;
   w->app = app;
@@ -367,6 +372,19 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
   uv_run(&w->loop, UV_RUN_DEFAULT);
   rc = w->exit_code;
 out:
+  worker_close_loop(w);
+  bus_reader_close(&w->rd);
+  loader_free(w->loader);
+  free(w->listeners);
+  free(w->jobs);
+  free(w->servers);
+  diag_close(&d);
+  signal_worker = NULL;
+  worker_self = NULL;
+  return rc;
+}
+
+void worker_close_loop(struct worker *w) {
   /* Connections first, so each gets its connection_lost and is freed. */
   for (aio_conn_t *c = w->conns, *next; c; c = next) {
     next = c->next;
@@ -375,14 +393,6 @@ out:
   uv_walk(&w->loop, close_walk, NULL);
   uv_run(&w->loop, UV_RUN_DEFAULT);
   uv_loop_close(&w->loop);
-  bus_reader_close(&w->rd);
-  loader_free(w->loader);
-  free(w->listeners);
-  free(w->jobs);
-  free(w->servers);
-  diag_close(&d);
-  worker_self = NULL;
-  return rc;
 }
 
 /* ---- the runtime API that is not about connections --------------------- */
@@ -390,15 +400,19 @@ out:
 uv_loop_t *aio_loop(void) { return worker_self ? &worker_self->loop : NULL; }
 
 const char *aio_config_get(const char *section, const char *key) {
-  if (worker_self == NULL || section == NULL || key == NULL)
+  /* Outside a worker, `aio test` answers from the configuration it runs. */
+  const struct app *a = worker_self ? worker_self->app : testing_app();
+  if (a == NULL || a->cfg == NULL || section == NULL || key == NULL)
     return NULL;
-  return config_get(worker_self->app->cfg, section, key);
+  return config_get(a->cfg, section, key);
 }
 
 int aio_emit(const char *signal, json_t *data) {
   struct worker *w = worker_self;
-  if (w == NULL || signal == NULL || *signal == '\0')
+  if (signal == NULL || *signal == '\0')
     return -EINVAL;
+  if (w == NULL || w->in_test)
+    return testing_emit(signal, data);
   json_t *m = bus_msg(BUS_EMIT);
   json_object_set_new(m, "signal", json_string(signal));
   json_object_set(m, "data", data ? data : json_null());

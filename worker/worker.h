@@ -36,14 +36,19 @@ struct worker {
   int draining;
   int stopping;
   int exit_code;
+  int in_test; /* aio_test_serve()'s worker: no bus, signals stay local */
   uint64_t emit_seq;
   const aio_decl_t **listeners; /* resolved s.listeners, same order */
   const aio_decl_t **jobs;      /* 3 per schedule: func, cb, err */
   char readbuf[64 * 1024]; /* shared: data_received runs to completion */
 };
 
-/* The worker of this process, NULL in the master. */
-extern struct worker *worker_self;
+/* The worker this thread serves: the worker process's own in its (only)
+ * loop thread, an aio_test_serve() worker in that harness thread, NULL
+ * elsewhere (the master, a test's main thread). Thread-local so that a
+ * test can serve a protocol beside the code that talks to it; in an
+ * executable it is a plain %fs-relative load. */
+extern _Thread_local struct worker *worker_self;
 
 /* Serve until told to stop. fds[i] is this slot's socket for server i.
  * Returns the process exit status. */
@@ -55,5 +60,10 @@ int worker_send(struct worker *w, const json_t *msg);
 
 /* Called when a connection closed, to finish a drain. */
 void worker_conn_gone(struct worker *w);
+
+/* After the loop stopped: abort every connection (each gets its
+ * connection_lost), close every handle, run the closes and close the loop.
+ * Call in the thread that ran the loop (worker_self == w). */
+void worker_close_loop(struct worker *w);
 
 #endif

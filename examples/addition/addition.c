@@ -105,7 +105,75 @@ static int tick(aio_event_t *event) {
 }
 AIO_SCHEDULER(tick);
 
+/* Tests, run by `aio test` (built when Check is installed). */
+#ifdef AIO_HAVE_CHECK
+#include <check.h>
+
+#define T_MS 5000
+
+START_TEST(test_sum_of_a_line) {
+  int port = aio_test_serve("addition.protocol");
+  ck_assert_int_gt(port, 0);
+  char *r = aio_test_exchange(port, "2 + 2 + 3\n", 2, T_MS);
+  ck_assert_ptr_nonnull(r);
+  ck_assert_str_eq(r, "7\n");
+  free(r);
+  aio_test_stop();
+}
+END_TEST
+
+START_TEST(test_error_reply_and_next_line_still_served) {
+  static const char want[] = "error: expected N + N ...\n-3\n";
+  int port = aio_test_serve("addition.protocol");
+  ck_assert_int_gt(port, 0);
+  char *r = aio_test_exchange(port, "two + two\n-1 + -2\n", sizeof(want) - 1,
+                              T_MS);
+  ck_assert_ptr_nonnull(r);
+  ck_assert_str_eq(r, want);
+  free(r);
+  aio_test_stop();
+}
+END_TEST
+
+START_TEST(test_overlong_line_is_refused_and_closed) {
+  char line[LINE_MAX_LEN + 2];
+  memset(line, '1', LINE_MAX_LEN);
+  line[LINE_MAX_LEN] = '\n';
+  line[LINE_MAX_LEN + 1] = '\0';
+  int port = aio_test_serve("addition.protocol");
+  ck_assert_int_gt(port, 0);
+  /* 0: read until the server closes the connection. */
+  char *r = aio_test_exchange(port, line, 0, T_MS);
+  ck_assert_ptr_nonnull(r);
+  ck_assert_str_eq(r, "error: line too long\n");
+  free(r);
+  aio_test_stop();
+}
+END_TEST
+
+START_TEST(test_module_defaults_are_configured) {
+  /* Under the user's file unless it sets the key itself. */
+  ck_assert_ptr_nonnull(aio_config_get("addition", "max_line"));
+}
+END_TEST
+
+static struct Suite *addition_tests(void) {
+  Suite *s = suite_create("addition");
+  TCase *tc = tcase_create("protocol");
+  tcase_add_test(tc, test_sum_of_a_line);
+  tcase_add_test(tc, test_error_reply_and_next_line_still_served);
+  tcase_add_test(tc, test_overlong_line_is_refused_and_closed);
+  tcase_add_test(tc, test_module_defaults_are_configured);
+  suite_add_tcase(s, tc);
+  return s;
+}
+#define ADDITION_TESTS addition_tests
+#else
+#define ADDITION_TESTS NULL
+#endif
+
 AIO_MODULE(.name = "addition",
            .description = "adds up lines like '2 + 2 + 3'",
            .defaults = "[addition]\n"
-                       "max_line = 1024\n");
+                       "max_line = 1024\n",
+           .tests = ADDITION_TESTS);

@@ -1,0 +1,148 @@
+/*
+ * test_check.c - `aio check` validates a configuration without starting
+ * anything and lists every problem in one run, like `nginx -t`: refused
+ * values, missing modules and symbols, and symbols of the wrong kind (the
+ * last two found by the probe child that loads the modules), each with its
+ * file and line; exit 78. A good configuration gets an ok line and exit 0.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static char dir[128];
+static char out[65536];
+
+static int check_conf(const char *conf) {
+  h_tmpdir(dir, sizeof(dir));
+  ck_assert_int_eq(h_write(dir, "aio.conf", conf), 0);
+  const char *argv[] = {"-c", "aio.conf", "check", NULL};
+  int rc = h_aio(dir, out, sizeof(out), argv);
+  ck_assert_msg(rc >= 0, "aio check did not exit within the deadline");
+  return rc;
+}
+
+static int count_lines(const char *s) {
+  int n = 0;
+  for (; *s; s++)
+    n += *s == '\n';
+  return n;
+}
+
+#define HAS(s) ck_assert_msg(strstr(out, s) != NULL, "no '%s' in:\n%s", s, out)
+
+START_TEST(test_check_good_config_is_ok) {
+  int rc = check_conf("[aio]\n"
+                      "modules = addition\n"
+                      "module_path = " AIO_EXAMPLE_MODULES "\n"
+                      "\n"
+                      "[server:addition]\n"
+                      "protocol = addition.protocol\n"
+                      "address = 127.0.0.1\n"
+                      "port = 8888\n"
+                      "\n"
+                      "[listen:x]\n"
+                      "addition-done = addition.on_done\n");
+  ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+  HAS("aio: configuration aio.conf is ok (1 server, 0 schedules, 1 "
+      "listener)\n");
+  ck_assert_int_eq(count_lines(out), 1);
+}
+END_TEST
+
+/* Values the settings refuse and references the loader refuses, in one
+ * file: every one is listed, values first, then what the probe found. */
+START_TEST(test_check_lists_every_problem) {
+  int rc = check_conf("[aio]\n"                                 /* 1 */
+                      "modules = addition nosuchmod\n"          /* 2 */
+                      "module_path = " AIO_EXAMPLE_MODULES "\n" /* 3 */
+                      "workers = lots\n"                        /* 4 */
+                      "\n"                                      /* 5 */
+                      "[server:a]\n"                            /* 6 */
+                      "protocol = addition.nosuch\n"            /* 7 */
+                      "address = 127.0.0.1\n"                   /* 8 */
+                      "port = 99999\n"                          /* 9 */
+                      "\n"                                      /* 10 */
+                      "[server:b]\n"                            /* 11 */
+                      "protocol = addition.on_done\n"           /* 12 */
+                      "port = 7001\n"                           /* 13 */
+                      "\n"                                      /* 14 */
+                      "[schedule:t]\n"                          /* 15 */
+                      "every = 1\n"                             /* 16 */
+                      "func = addition.protocol\n"              /* 17 */
+                      "\n"                                      /* 18 */
+                      "[listen:x]\n"                            /* 19 */
+                      "sig = addition.tick\n"                   /* 20 */
+                      "other = othermissing.fn\n");             /* 21 */
+  ck_assert_msg(rc == 78, "exit %d:\n%s", rc, out);
+  HAS("aio.conf:4: [aio] workers: expected a whole number");
+  HAS("aio.conf:9: [server:a] port: expected a whole number");
+  HAS("module 'nosuchmod' not found");
+  HAS("aio.conf:7: addition.nosuch: module 'addition'");
+  HAS("has no symbol 'nosuch'");
+  HAS("aio.conf:12: addition.on_done is declared with AIO_LISTENER, but it "
+      "is used here as AIO_PROTOCOL");
+  HAS("aio.conf:17: addition.protocol is declared with AIO_PROTOCOL, but it "
+      "is used here as AIO_SCHEDULER");
+  HAS("aio.conf:20: addition.tick is declared with AIO_SCHEDULER, but it is "
+      "used here as AIO_LISTENER");
+  HAS("aio.conf:21: module 'othermissing' not found");
+  /* Eight problems, each once, and the count. */
+  HAS("aio: configuration aio.conf: 8 problems\n");
+  ck_assert_int_eq(count_lines(out), 9);
+}
+END_TEST
+
+/* No value problems: a module that does not load does not hide the wrong
+ * references into the modules that did. */
+START_TEST(test_check_missing_module_does_not_hide_symbol_problems) {
+  int rc = check_conf("[aio]\n"
+                      "modules = addition nosuchmod\n"
+                      "module_path = " AIO_EXAMPLE_MODULES "\n"
+                      "\n"
+                      "[server:a]\n"
+                      "protocol = addition.tick\n"
+                      "port = 7001\n");
+  ck_assert_msg(rc == 78, "exit %d:\n%s", rc, out);
+  HAS("module 'nosuchmod' not found");
+  HAS("aio.conf:6: addition.tick is declared with AIO_SCHEDULER, but it is "
+      "used here as AIO_PROTOCOL");
+  HAS("aio: configuration aio.conf: 2 problems\n");
+}
+END_TEST
+
+/* A file that does not parse is not interpreted further. */
+START_TEST(test_check_syntax_errors_stop_before_modules) {
+  int rc = check_conf("[aio]\n"
+                      "modules = nosuchmod\n"
+                      "this line is not an entry\n"
+                      "[server:a\n");
+  ck_assert_msg(rc == 78, "exit %d:\n%s", rc, out);
+  HAS("aio.conf:3: expected 'key = value'");
+  HAS("aio.conf:4: section header has no closing ']'");
+  ck_assert_msg(strstr(out, "nosuchmod") == NULL, "%s", out);
+  HAS("aio: configuration aio.conf: 2 problems\n");
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("aio check");
+  TCase *tc = tcase_create("cli");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_check_good_config_is_ok);
+  tcase_add_test(tc, test_check_lists_every_problem);
+  tcase_add_test(tc, test_check_missing_module_does_not_hide_symbol_problems);
+  tcase_add_test(tc, test_check_syntax_errors_stop_before_modules);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
