@@ -49,6 +49,7 @@ void config_free(struct config *cfg) {
     for (size_t j = 0; j < s->n; j++) {
       free(s->entries[j].key);
       free(s->entries[j].value);
+      free(s->entries[j].lines);
     }
     free(s->entries);
     free(s->name);
@@ -63,7 +64,13 @@ void config_free(struct config *cfg) {
 }
 
 void config_canonical_section(const char *name, char *out, size_t n) {
-  snprintf(out, n, "%s", name);
+  /* inih hands over "[ aio ]" as " aio "; it is the [aio] the user meant. */
+  while (*name == ' ' || *name == '\t')
+    name++;
+  size_t len = strlen(name);
+  while (len > 0 && (name[len - 1] == ' ' || name[len - 1] == '\t'))
+    len--;
+  snprintf(out, n, "%.*s", (int)len, name);
   if (strchr(out, ':') == NULL) {
     char *slash = strchr(out, '/');
     if (slash)
@@ -121,6 +128,12 @@ const struct config_entry *config_entry(const struct config *cfg,
   return s ? entry_find(s, key) : NULL;
 }
 
+int config_entry_line(const struct config_entry *e, size_t part) {
+  if (e->nlines == 0)
+    return e->line;
+  return e->lines[part < e->nlines ? part : e->nlines - 1];
+}
+
 const char *config_get(const struct config *cfg, const char *section,
                        const char *key) {
   const struct config_entry *e = config_entry(cfg, section, key);
@@ -137,12 +150,62 @@ static int src_getc(struct parse_state *st) {
   return (unsigned char)st->text[st->pos++];
 }
 
+/* inih's find_chars_or_comment(): the first of `chars`, an inline ';'
+ * comment (one that follows a blank), or the end of the line. classify()
+ * must split a line exactly where inih will. */
+static const char *scan_to(const char *s, const char *chars) {
+  int was_space = 0;
+  while (*s && strchr(chars, *s) == NULL && !(was_space && *s == ';')) {
+    was_space = isspace((unsigned char)*s);
+    s++;
+  }
+  return s;
+}
+
+/* A section header "[name]": -1 when it is reported and must not reach
+ * inih. */
+static int classify_header(struct parse_state *st, char *p) {
+  char *end = (char *)scan_to(p + 1, "]");
+  if (*end != ']') {
+    diag_add(st->d, st->origin, st->lineno,
+             "section header has no closing ']'");
+    return -1;
+  }
+  if (p + 1 + strspn(p + 1, " \t") == end) {
+    diag_add(st->d, st->origin, st->lineno, "empty section name");
+    return -1;
+  }
+  char *after = end + 1 + strspn(end + 1, " \t\r\n");
+  if (*after != '\0' && *after != ';' && *after != '#') {
+    /* inih would drop the text silently ("[web] port = 80"). Say so, and
+     * still enter the section so that its entries are not misfiled. */
+    diag_add(st->d, st->origin, st->lineno,
+             "unexpected text after ']': a [section] header stands alone on "
+             "its line");
+    end[1] = '\0';
+  }
+  *end = '\0';
+  struct config_section *s =
+      section_get(st->cfg, p + 1, st->origin, st->lineno);
+  *end = ']';
+  if (s == NULL) {
+    diag_add(st->d, st->origin, st->lineno, "out of memory");
+    return -1;
+  }
+  st->has_prev = 0; /* inih forgets the previous key at a header */
+  return 0;
+}
+
 /* Classify the physical line the way inih will, so the handler knows what
- * it is looking at, and catch what inih would mis-parse. Returns 0 when the
- * line should be handed to inih, -1 when it was reported and must be
- * replaced by an empty line. */
+ * it is looking at, and catch what inih would mis-parse or reject with no
+ * more than a line number. Returns 0 when the line should be handed to
+ * inih, -1 when it was reported and must be replaced by an empty line. */
+/* has_prev mirrors inih's prev_name: set by an entry inih parsed, cleared
+ * by a header inih parsed, untouched by lines replaced with blanks. */
 static int classify(struct parse_state *st, char *line) {
   char *p = line;
+  if (st->lineno == 1 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+    p += 3; /* a UTF-8 byte order mark, which inih skips too */
   while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
     p++;
   st->cont = 0;
@@ -152,36 +215,32 @@ static int classify(struct parse_state *st, char *line) {
     st->cont = 1;
     return 0;
   }
-  if (*p == '[') {
-    char *end = strchr(p, ']');
-    if (end == NULL) {
-      diag_add(st->d, st->origin, st->lineno,
-               "section header has no closing ']'");
-      st->has_prev = 0;
-      return -1;
-    }
-    if (end == p + 1) {
-      diag_add(st->d, st->origin, st->lineno, "empty section name");
-      st->has_prev = 0;
-      return -1;
-    }
-    *end = '\0';
-    if (section_get(st->cfg, p + 1, st->origin, st->lineno) == NULL) {
-      diag_add(st->d, st->origin, st->lineno, "out of memory");
-      return -1;
-    }
-    *end = ']';
-    st->has_prev = 0;
-    return 0;
-  }
-  if (strpbrk(p, "=:") == NULL) {
+  if (*p == '[')
+    return classify_header(st, p);
+  const char *sep = scan_to(p, "=:");
+  if (*sep != '=' && *sep != ':') {
     diag_add(st->d, st->origin, st->lineno,
              "expected 'key = value', a [section] or a comment");
     return -1;
   }
-  if (*p == '=' || *p == ':') {
+  if (sep == p) {
     diag_add(st->d, st->origin, st->lineno, "entry has an empty key");
     return -1;
+  }
+  return 0;
+}
+
+/* Returns the first control character in the line (other than tab and the
+ * line's own CR LF), or 0. Such bytes are binary junk in a text file, and
+ * echoing them in a message could drive the operator's terminal. */
+static int control_char(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '\t' || c == '\n' ||
+        (c == '\r' && (i + 1 == n || s[i + 1] == '\n')))
+      continue;
+    if (c < 0x20 || c == 0x7f)
+      return c;
   }
   return 0;
 }
@@ -206,29 +265,45 @@ static char *reader(char *str, int num, void *stream) {
   str[n] = '\0';
   st->lineno++;
   if (n == num - 1 && str[n - 1] != '\n') {
-    /* Eat the rest of the physical line: it is one line too long, not two. */
-    while ((c = src_getc(st)) != EOF && c != '\n')
-      if (c == '\0')
-        nul = 1;
-    if (c != EOF || n == num - 1)
+    /* The line fills the buffer: it fits when its newline (or the end of
+     * the input) comes next. Otherwise eat the rest of the physical line:
+     * it is one line too long, not two lines. */
+    c = src_getc(st);
+    if (c != EOF && c != '\n') {
       too_long = 1;
+      do
+        nul |= c == '\0';
+      while ((c = src_getc(st)) != EOF && c != '\n');
+    }
   }
+  int ctl = control_char(str, (size_t)n);
   if (nul) {
     diag_add(st->d, st->origin, st->lineno, "line contains a NUL byte");
-    strcpy(str, "\n");
-    return str;
-  }
-  if (too_long) {
+  } else if (too_long) {
     diag_add(st->d, st->origin, st->lineno,
              "line is longer than %d characters; split a long value over "
              "indented continuation lines",
              CONFIG_MAX_LINE - 1);
-    strcpy(str, "\n");
+  } else if (ctl) {
+    diag_add(st->d, st->origin, st->lineno,
+             "line contains the control character 0x%02x (binary data?)", ctl);
+  } else if (classify(st, str) == 0) {
     return str;
   }
-  if (classify(st, str) < 0)
-    strcpy(str, "\n");
+  /* Reported: inih sees an empty line, which also keeps its count of lines
+   * in step with ours. */
+  strcpy(str, "\n");
   return str;
+}
+
+/* Record the line of a new part of e's value. 0 or -ENOMEM. */
+static int entry_add_line(struct config_entry *e, int line) {
+  int *l = realloc(e->lines, (e->nlines + 1) * sizeof(*l));
+  if (l == NULL)
+    return -ENOMEM;
+  e->lines = l;
+  e->lines[e->nlines++] = line;
+  return 0;
 }
 
 static int handler(void *user, const char *section, const char *name,
@@ -236,18 +311,33 @@ static int handler(void *user, const char *section, const char *name,
   struct parse_state *st = user;
   struct config *cfg = st->cfg;
   if (st->cont) {
-    if (!st->has_prev)
-      return 1;
+    if (!st->has_prev || st->last_sec < 0)
+      return 1; /* continues an entry that was refused */
     struct config_entry *e =
         &cfg->sections[st->last_sec].entries[st->last_ent];
-    char *joined = *e->value ? util_asprintf("%s\n%s", e->value, value)
-                             : strdup(value);
-    if (joined == NULL)
+    if (*e->value == '\0') {
+      /* "key =" then the value on the next lines: part 0 is here. */
+      char *v = strdup(value);
+      if (v == NULL)
+        return 0;
+      free(e->value);
+      e->value = v;
+      e->lines[e->nlines - 1] = st->lineno;
+      return 1;
+    }
+    char *joined = util_asprintf("%s\n%s", e->value, value);
+    if (joined == NULL || entry_add_line(e, st->lineno)) {
+      free(joined);
       return 0;
+    }
     free(e->value);
     e->value = joined;
     return 1;
   }
+  /* Until told otherwise, indented lines after this one continue an entry
+   * that is not kept. */
+  st->has_prev = 1;
+  st->last_sec = -1;
   if (*section == '\0') {
     diag_add(st->d, st->origin, st->lineno,
              "'%s' is outside any [section]", name);
@@ -261,7 +351,6 @@ static int handler(void *user, const char *section, const char *name,
     diag_add(st->d, st->origin, st->lineno,
              "duplicate key '%s' in [%s] (first set at line %d)", name,
              s->name, e->line);
-    st->has_prev = 0;
     return 1;
   }
   char *v = strdup(value);
@@ -288,7 +377,9 @@ static int handler(void *user, const char *section, const char *name,
   e->file = st->origin;
   e->line = st->lineno;
   e->layer = st->layer;
-  st->has_prev = 1;
+  e->nlines = 0; /* a higher layer replaces the value and its lines */
+  if (entry_add_line(e, st->lineno))
+    return 0;
   st->last_sec = s - cfg->sections;
   st->last_ent = e - s->entries;
   return 1;

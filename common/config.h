@@ -23,6 +23,9 @@ struct config_entry {
   int line;
   int layer; /* which parse call set it */
   int state; /* interpolation: 0 raw, 1 in progress, 2 done */
+  int *lines; /* the line of each '\n'-separated part of the value (a value
+               * continued over indented lines has one part per line) */
+  size_t nlines;
 };
 
 struct config_section {
@@ -64,7 +67,12 @@ const struct config_entry *config_entry(const struct config *cfg,
 const char *config_get(const struct config *cfg, const char *section,
                        const char *key);
 
-/* Fold "schedule/x" into "schedule:x". Writes into out (size n). */
+/* The line where part `part` (counting from 0) of a continued value was
+ * written; the last known line when the value has fewer parts. */
+int config_entry_line(const struct config_entry *e, size_t part);
+
+/* Fold "schedule/x" into "schedule:x" and trim surrounding blanks. Writes
+ * into out (size n). */
 void config_canonical_section(const char *name, char *out, size_t n);
 
 /* Write the configuration as INI (multi-line values as continuation lines). */

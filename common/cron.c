@@ -47,7 +47,7 @@ static int parse_field(const char *s, int field, int lo, int hi,
   *bits = 0;
   *star = 0;
   for (;;) {
-    int a, b, step = 1;
+    int a, b, step = 1, single = 0;
     if (*p == '*') {
       a = lo;
       b = hi;
@@ -58,8 +58,10 @@ static int parse_field(const char *s, int field, int lo, int hi,
       if (parse_num(&p, field, &a))
         return -1;
       b = a;
+      single = 1;
       if (*p == '-') {
         p++;
+        single = 0;
         if (parse_num(&p, field, &b))
           return -1;
       }
@@ -68,11 +70,13 @@ static int parse_field(const char *s, int field, int lo, int hi,
       p++;
       if (parse_num(&p, 0, &step) || step < 1 || step > hi)
         return -1;
-      if (b == a && s[0] != '*')
+      /* "a/step" runs from a to the top of the field. That is decided
+       * per list element: in "0-59/30,5/20" the second element is 5, 25,
+       * 45, and "5-5/2" is 5 alone. */
+      if (single)
         b = hi;
     }
-    if (field == 4 && b == 7)
-      b = 7; /* allowed: 7 is Sunday too */
+    /* 7 is Sunday too, so the day of week may run up to 7. */
     int top = field == 4 ? 7 : hi;
     if (a < lo || b > top || a > b)
       return -1;
@@ -95,6 +99,12 @@ int cron_parse(struct cron *c, const char *expr, char *err, size_t errlen) {
   char *fields[5];
   int n = 0;
   memset(c, 0, sizeof(*c));
+  if (strlen(expr) >= sizeof(buf)) {
+    /* Cut short, a longer expression could lose a field and still parse. */
+    snprintf(err, errlen, "expression longer than %zu characters",
+             sizeof(buf) - 1);
+    return -1;
+  }
   snprintf(buf, sizeof(buf), "%s", expr);
   for (char *save, *tok = strtok_r(buf, " \t", &save); tok;
        tok = strtok_r(NULL, " \t", &save)) {
@@ -142,8 +152,11 @@ time_t cron_next(const struct cron *c, time_t after) {
   struct tm tm;
   time_t t = after - after % 60 + 60;
   /* Step by minutes with jumps over whole hours and days that cannot
-   * match; four years bounds every valid expression (Feb 29). */
-  for (int guard = 0; guard < 4 * 366 * 24 * 60; guard++) {
+   * match; four years bounds every valid expression (Feb 29). The bound
+   * is on time, not on steps: "0 0 30 2 *" steps a day at a time and
+   * would otherwise walk for millennia with the master blocked. */
+  time_t limit = t + (time_t)4 * 366 * 24 * 3600;
+  for (int guard = 0; guard < 4 * 366 * 24 * 60 && t <= limit; guard++) {
     localtime_r(&t, &tm);
     if (!((c->month >> (tm.tm_mon + 1)) & 1) || !day_matches(c, &tm)) {
       tm.tm_hour = 0;

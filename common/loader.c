@@ -192,9 +192,9 @@ int loader_load_all(struct loader *l, const struct settings *s,
                     struct diag *d) {
   size_t before = d->n;
   loader_load(l, s, BUILTIN_NAME, NULL, 0, d);
-  /* [aio] modules: the entry's own line is not kept per word. */
   for (size_t i = 0; i < s->nmodules; i++)
-    loader_load(l, s, s->modules[i], "[aio] modules", 0, d);
+    loader_load(l, s, s->modules[i], s->modules_file,
+                s->module_lines ? s->module_lines[i] : 0, d);
   for (size_t i = 0; i < s->nservers; i++)
     load_ref(l, s, &s->servers[i].handler, d);
   for (size_t i = 0; i < s->nschedules; i++) {

@@ -7,10 +7,12 @@
 #include "settings.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cron.h"
@@ -187,7 +189,60 @@ static int rd_words(struct reader *r, const char *key, char ***v, size_t *n) {
   return 0;
 }
 
+/* Split the next line of a (continued) value at *p into words, as
+ * util_split_words, and advance *p past it. */
+static int next_line_words(const char **p, char ***w) {
+  size_t len = strcspn(*p, "\n");
+  char *one = strndup(*p, len);
+  *w = NULL;
+  int n = one ? util_split_words(one, w) : -ENOMEM;
+  free(one);
+  *p += len;
+  if (**p == '\n')
+    (*p)++;
+  return n;
+}
+
 /* ---- sections ------------------------------------------------------------ */
+
+/* [aio] modules, remembering the line of each name so that the loader can
+ * point at the one it cannot load. */
+static void load_modules(struct settings *s, struct reader *r) {
+  const struct config_entry *e = rd_entry(r, "modules");
+  size_t cap = 0, lcap = 0;
+  if (e == NULL)
+    return;
+  s->modules_file = e->file;
+  const char *p = e->value;
+  for (size_t part = 0; *p; part++) {
+    char **w;
+    int n = next_line_words(&p, &w);
+    int line = config_entry_line(e, part);
+    for (int i = 0; i < n; i++) {
+      if (strchr(w[i], '/')) {
+        diag_add(r->d, e->file, line,
+                 "[%s] modules: module names have no '/' (put directories "
+                 "in module_path): '%s'",
+                 r->sec->name, w[i]);
+        r->failed = 1;
+        free(w[i]);
+      } else if (util_grow((void **)&s->modules, &cap, s->nmodules + 1,
+                           sizeof(*s->modules)) ||
+                 util_grow((void **)&s->module_lines, &lcap, s->nmodules + 1,
+                           sizeof(*s->module_lines))) {
+        rd_fail(r, "modules", "out of memory%s", "");
+        free(w[i]);
+      } else {
+        s->modules[s->nmodules] = w[i];
+        s->module_lines[s->nmodules++] = line;
+      }
+    }
+    if (n < 0)
+      rd_fail(r, "modules", "out of memory%s", "");
+    free(w);
+  }
+}
+
 
 static void load_aio(struct settings *s, struct reader *r) {
   const char *w = rd_str(r, "workers");
@@ -209,7 +264,7 @@ static void load_aio(struct settings *s, struct reader *r) {
       s->log_level = AIO_LOG_INFO;
     }
   }
-  rd_words(r, "modules", &s->modules, &s->nmodules);
+  load_modules(s, r);
   rd_words(r, "module_path", &s->module_path, &s->npath);
   s->pidfile = rd_dup(r, "pidfile");
   s->control = rd_dup(r, "control");
@@ -221,14 +276,6 @@ static void load_aio(struct settings *s, struct reader *r) {
       (size_t)rd_long(r, "max_connections", 1, 10000000, 10000);
   s->write_limit =
       (size_t)rd_long(r, "write_limit", 4096, 1L << 30, 4 * 1024 * 1024);
-  for (size_t i = 0; i < s->nmodules; i++) {
-    if (strchr(s->modules[i], '/')) {
-      rd_fail(r, "modules",
-              "module names have no '/' (put directories in module_path): "
-              "'%s'",
-              s->modules[i]);
-    }
-  }
 }
 
 static int valid_address(const char *a) {
@@ -331,6 +378,10 @@ static void load_schedule(struct settings *s, struct reader *r,
     char err[128];
     if (cron_parse(&c, sc->cron, err, sizeof(err)))
       rd_fail(r, "cron", "%s", err);
+    else if (cron_next(&c, time(NULL)) == (time_t)-1)
+      rd_fail(r, "cron",
+              "'%s' never matches a date (a day its months do not have?)",
+              sc->cron);
   } else if (every && *every) {
     sc->every = rd_double(r, "every", 0.001, 86400 * 366, 1);
   } else {
@@ -343,50 +394,43 @@ static void load_schedule(struct settings *s, struct reader *r,
   sc->overlap = rd_bool(r, "overlap", 0);
 }
 
+/* One line of a [listen:NAME] entry: "module.fn" or "module.fn broadcast". */
+static void add_listener(struct settings *s, struct reader *r,
+                         const struct config_entry *e, int line, char **w,
+                         int n) {
+  int broadcast = n == 2 && strcmp(w[1], "broadcast") == 0;
+  if (n != 1 && !broadcast) {
+    diag_add(r->d, e->file, line,
+             "[%s] %s: expected 'module.function' or "
+             "'module.function broadcast', one per line",
+             r->sec->name, e->key);
+    r->failed = 1;
+    return;
+  }
+  if (util_grow((void **)&s->listeners, &(size_t){s->nlisteners},
+                s->nlisteners + 1, sizeof(*s->listeners)))
+    return;
+  struct listener_conf *l = &s->listeners[s->nlisteners];
+  memset(l, 0, sizeof(*l));
+  if (settings_parse_ref(&l->fn, w[0], e->file, line, r->d)) {
+    r->failed = 1;
+    return;
+  }
+  l->signal = strdup(e->key);
+  l->broadcast = broadcast;
+  s->nlisteners++;
+}
+
 static void load_listen(struct settings *s, struct reader *r) {
   for (size_t i = 0; i < r->sec->n; i++) {
     const struct config_entry *e = &r->sec->entries[i];
-    /* One listener per line: "module.fn" or "module.fn broadcast". */
     const char *p = e->value;
-    int line = e->line;
-    while (*p) {
-      size_t len = strcspn(p, "\n");
-      char *one = strndup(p, len);
-      char **w = NULL;
-      int n = one ? util_split_words(one, &w) : -1;
-      free(one);
-      if (n > 0) {
-        int broadcast = 0, ok = 1;
-        if (n == 2 && strcmp(w[1], "broadcast") == 0)
-          broadcast = 1;
-        else if (n != 1) {
-          diag_add(r->d, e->file, line,
-                   "[%s] %s: expected 'module.function' or "
-                   "'module.function broadcast', one per line",
-                   r->sec->name, e->key);
-          r->failed = 1;
-          ok = 0;
-        }
-        if (ok &&
-            util_grow((void **)&s->listeners, &(size_t){s->nlisteners},
-                      s->nlisteners + 1, sizeof(*s->listeners)) == 0) {
-          struct listener_conf *l = &s->listeners[s->nlisteners];
-          memset(l, 0, sizeof(*l));
-          if (settings_parse_ref(&l->fn, w[0], e->file, line, r->d) == 0) {
-            l->signal = strdup(e->key);
-            l->broadcast = broadcast;
-            s->nlisteners++;
-          } else {
-            r->failed = 1;
-          }
-        }
-      }
+    for (size_t part = 0; *p; part++) {
+      char **w;
+      int n = next_line_words(&p, &w);
+      if (n > 0)
+        add_listener(s, r, e, config_entry_line(e, part), w, n);
       util_strv_free(w, n > 0 ? (size_t)n : 0);
-      p += len;
-      if (*p == '\n') {
-        p++;
-        line++;
-      }
     }
   }
 }
@@ -439,6 +483,7 @@ int settings_load(struct settings *s, const struct config *cfg,
     const struct config_section *sec = &cfg->sections[i];
     const char *rest;
     r.sec = sec;
+    r.failed = 0; /* "needs a protocol" is about this section only */
     if (prefix(sec->name, "server:", &rest)) {
       if (*rest == '\0') {
         diag_add(d, sec->file, sec->line, "[%s] has no server name",
@@ -481,6 +526,7 @@ int settings_load(struct settings *s, const struct config *cfg,
 void settings_close(struct settings *s) {
   free(s->log_file);
   util_strv_free(s->modules, s->nmodules);
+  free(s->module_lines);
   util_strv_free(s->module_path, s->npath);
   free(s->config_dir);
   free(s->pidfile);

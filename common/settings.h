@@ -69,6 +69,8 @@ struct settings {
   int log_level;
   char **modules;
   size_t nmodules;
+  const char *modules_file; /* where [aio] modules was set (borrowed) */
+  int *module_lines;        /* the line that names each of modules */
   char **module_path; /* absolute or relative to the config's directory */
   size_t npath;
   char *config_dir;

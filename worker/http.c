@@ -33,7 +33,12 @@ long http_parse(const char *buf, size_t len, struct http_req *req) {
    * partial head that is larger than one read. */
   const char *end = NULL;
   size_t scan = len < HTTP_MAX_HEAD ? len : HTTP_MAX_HEAD;
-  for (size_t i = 0; i + 1 < scan; i++) {
+  /* Empty lines before the request line are tolerated (RFC 9112 2.2), so
+   * they must not be taken for the blank line that ends the head. */
+  size_t lead = 0;
+  while (lead < scan && (buf[lead] == '\r' || buf[lead] == '\n'))
+    lead++;
+  for (size_t i = lead; i + 1 < scan; i++) {
     if (buf[i] == '\n' && buf[i + 1] == '\n') {
       end = buf + i + 2;
       break;
@@ -75,10 +80,15 @@ long http_parse(const char *buf, size_t len, struct http_req *req) {
     return HTTP_BAD;
   p++;
   req->keep_alive = req->minor >= 1;
-  int seen_len = 0;
+  int seen_len = 0, seen_close = 0;
   while (p < e) {
-    if (*p == '\r' || *p == '\n')
-      break; /* the blank line */
+    if (*p == '\r' || *p == '\n') {
+      /* The blank line, which must be the end found above: a stray CR
+       * would otherwise hide the bytes after it. */
+      if (p + (*p == '\r' ? 2 : 1) != e)
+        return HTTP_BAD;
+      break;
+    }
     const char *name = p;
     while (p < e && is_tchar((unsigned char)*p))
       p++;
@@ -90,7 +100,7 @@ long http_parse(const char *buf, size_t len, struct http_req *req) {
       p++;
     const char *val = p;
     while (p < e && *p != '\r' && *p != '\n') {
-      if ((unsigned char)*p < 0x20 && *p != '\t')
+      if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
         return HTTP_BAD;
       p++;
     }
@@ -103,8 +113,9 @@ long http_parse(const char *buf, size_t len, struct http_req *req) {
       return HTTP_BAD;
     p++;
     if (nlen == 10 && strncasecmp(name, "connection", 10) == 0) {
+      /* close wins, whichever Connection header says it (RFC 9112 9.6). */
       if (has_token(val, vlen, "close"))
-        req->keep_alive = 0;
+        seen_close = 1;
       else if (has_token(val, vlen, "keep-alive"))
         req->keep_alive = 1;
     } else if (nlen == 14 && strncasecmp(name, "content-length", 14) == 0) {
@@ -123,5 +134,7 @@ long http_parse(const char *buf, size_t len, struct http_req *req) {
       return HTTP_BAD; /* chunked bodies are not for a hello responder */
     }
   }
+  if (seen_close)
+    req->keep_alive = 0;
   return (long)(end - buf);
 }

@@ -53,8 +53,10 @@ static void slow_data(aio_conn_t *c, const char *data, size_t len) {
 }
 AIO_PROTOCOL(slow, .data_received = slow_data);
 
-/* A plain function that is not declared: the loader must refuse it. */
-int undeclared(void);
+/* A plain function that is not declared: the loader must refuse it. It is
+ * exported (modules build with hidden visibility), so the loader can tell
+ * "exists but undeclared" from "no such symbol". */
+AIO_EXPORT int undeclared(void);
 int undeclared(void) { return 0; }
 
 static int job(aio_event_t *ev) {

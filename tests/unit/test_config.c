@@ -1,13 +1,18 @@
 /*
- * test_config.c - the INI reader: both section spellings, continuation
- * lines, interpolation, layering, and every error with its file:line.
+ * test_config.c - the INI reader and the typed settings: the search order,
+ * both section spellings, continuation lines, interpolation, layering, and
+ * every error config.c and settings.c can report, each with its exact
+ * FILE:LINE: prefix.
  */
+#define _GNU_SOURCE
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "aio.h"
 #include "config.h"
 #include "settings.h"
 
@@ -17,6 +22,145 @@ static struct config *parse(const char *text, struct diag *d) {
   config_parse_string(c, text, "t.conf", d);
   return c;
 }
+
+/* The whole text pipeline, as app.c runs it: built-in defaults, then text
+ * as t.conf, interpolation, then the typed settings. Returns the result of
+ * the last stage that ran; s must be closed. The settings borrow file names
+ * from the config, so *keep gets it when the test looks at those. */
+static int load_keep(const char *text, struct settings *s, struct diag *d,
+                     struct config **keep) {
+  struct config *c = config_new();
+  int rc;
+  diag_init(d);
+  memset(s, 0, sizeof(*s));
+  config_parse_string(c, settings_builtin_defaults, "<built-in>", d);
+  rc = config_parse_string(c, text, "t.conf", d);
+  if (rc == 0)
+    rc = config_interpolate(c, d);
+  if (rc == 0)
+    rc = settings_load(s, c, d);
+  if (keep)
+    *keep = c;
+  else
+    config_free(c);
+  return rc;
+}
+
+static int load(const char *text, struct settings *s, struct diag *d) {
+  return load_keep(text, s, d, NULL);
+}
+
+/* Some message starts with "t.conf:LINE: " and contains `needle`. */
+static int has_diag(const struct diag *d, int line, const char *needle) {
+  char prefix[64];
+  snprintf(prefix, sizeof(prefix), "t.conf:%d: ", line);
+  for (size_t i = 0; i < d->n; i++)
+    if (strncmp(d->msgs[i], prefix, strlen(prefix)) == 0 &&
+        strstr(d->msgs[i], needle) != NULL)
+      return 1;
+  return 0;
+}
+
+static void dump_diag(const struct diag *d) {
+  for (size_t i = 0; i < d->n; i++)
+    fprintf(stderr, "  diag[%zu] %s\n", i, d->msgs[i]);
+}
+
+/* Exactly one problem, at t.conf:line, mentioning needle. */
+#define ASSERT_ONE(d, line, needle)                                            \
+  do {                                                                         \
+    if ((d)->n != 1 || !has_diag((d), (line), (needle)))                       \
+      dump_diag(d);                                                            \
+    ck_assert_uint_eq((d)->n, 1);                                              \
+    ck_assert_msg(has_diag((d), (line), (needle)),                             \
+                  "expected t.conf:%d: ...%s...", (line), (needle));           \
+  } while (0)
+
+/* settings-stage error: exactly one message at line. */
+static void expect_settings_error(const char *text, int line,
+                                  const char *needle) {
+  struct settings s;
+  struct diag d;
+  ck_assert_int_eq(load(text, &s, &d), -1);
+  ASSERT_ONE(&d, line, needle);
+  settings_close(&s);
+  diag_close(&d);
+}
+
+/* parse-stage error: exactly one message at line. */
+static void expect_parse_error(const char *text, int line, const char *needle) {
+  struct diag d;
+  struct config *c = parse(text, &d);
+  ASSERT_ONE(&d, line, needle);
+  config_free(c);
+  diag_close(&d);
+}
+
+/* interpolation error: parses cleanly, one message at line. */
+static void expect_interp_error(const char *text, int line,
+                                const char *needle) {
+  struct diag d;
+  struct config *c = parse(text, &d);
+  ck_assert_uint_eq(d.n, 0);
+  ck_assert_int_eq(config_interpolate(c, &d), -1);
+  ASSERT_ONE(&d, line, needle);
+  config_free(c);
+  diag_close(&d);
+}
+
+/* ---- the search order --------------------------------------------------- */
+
+static void touch(const char *path) {
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("[aio]\n", f);
+  fclose(f);
+}
+
+START_TEST(test_search_order_prefers_cwd_then_etc) {
+  char dir[] = "/tmp/aio-search-XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  ck_assert_int_eq(chdir(dir), 0); /* Check forks: the cwd is ours alone */
+  struct diag d;
+  diag_init(&d);
+  char *p = config_search(&d);
+  if (access("/etc/aio.conf", R_OK) == 0) {
+    ck_assert_str_eq(p, "/etc/aio.conf");
+  } else {
+    ck_assert_ptr_null(p);
+    ck_assert_uint_eq(d.n, 1);
+    ck_assert_ptr_nonnull(strstr(d.msgs[0], "no configuration file found"));
+    ck_assert_ptr_nonnull(
+        strstr(d.msgs[0], "aio.conf, etc/aio.conf, /etc/aio.conf"));
+    ck_assert_ptr_nonnull(strstr(d.msgs[0], "-c FILE"));
+  }
+  free(p);
+  diag_close(&d);
+
+  ck_assert_int_eq(mkdir("etc", 0700), 0);
+  touch("etc/aio.conf");
+  diag_init(&d);
+  p = config_search(&d);
+  ck_assert_str_eq(p, "etc/aio.conf");
+  ck_assert_uint_eq(d.n, 0);
+  free(p);
+
+  touch("aio.conf");
+  p = config_search(&d);
+  ck_assert_str_eq(p, "aio.conf");
+  ck_assert_uint_eq(d.n, 0);
+  free(p);
+  diag_close(&d);
+
+  unlink("aio.conf");
+  unlink("etc/aio.conf");
+  rmdir("etc");
+  ck_assert_int_eq(chdir("/"), 0);
+  rmdir(dir);
+}
+END_TEST
+
+/* ---- spellings ----------------------------------------------------------- */
 
 START_TEST(test_slash_spelling_is_colon) {
   struct diag d;
@@ -32,18 +176,141 @@ START_TEST(test_slash_spelling_is_colon) {
 }
 END_TEST
 
+START_TEST(test_both_spellings_give_same_settings) {
+  static const char *const colon =
+      "[server:web]\nprotocol = aio.echo\nport = 8000\n"
+      "[schedule:tick]\nevery = 2\nfunc = m.tick\n"
+      "[listen:ev]\nsig = m.on_sig\n"
+      "[aio:commands]\nhi = m.hi\n";
+  static const char *const slash =
+      "[server/web]\nprotocol = aio.echo\nport = 8000\n"
+      "[schedule/tick]\nevery = 2\nfunc = m.tick\n"
+      "[listen/ev]\nsig = m.on_sig\n"
+      "[aio/commands]\nhi = m.hi\n";
+  const char *const texts[] = {colon, slash};
+  for (int i = 0; i < 2; i++) {
+    struct settings s;
+    struct diag d;
+    ck_assert_int_eq(load(texts[i], &s, &d), 0);
+    ck_assert_uint_eq(s.nservers, 1);
+    ck_assert_str_eq(s.servers[0].name, "web");
+    ck_assert_int_eq(s.servers[0].port, 8000);
+    ck_assert_uint_eq(s.nschedules, 1);
+    ck_assert_str_eq(s.schedules[0].name, "tick");
+    ck_assert_uint_eq(s.nlisteners, 1);
+    ck_assert_str_eq(s.listeners[0].signal, "sig");
+    ck_assert_uint_eq(s.ncommands, 1);
+    ck_assert_str_eq(s.commands[0].name, "hi");
+    settings_close(&s);
+    diag_close(&d);
+  }
+}
+END_TEST
+
+START_TEST(test_spellings_name_one_section) {
+  /* [server/web] and [server:web] are the same section: a key in both is a
+   * duplicate, reported where it is written the second time. */
+  expect_parse_error("[server/web]\nport = 1\n[server:web]\nport = 2\n", 4,
+                     "duplicate key 'port' in [server:web] (first set at "
+                     "line 2)");
+}
+END_TEST
+
+START_TEST(test_section_name_blanks_are_trimmed) {
+  struct diag d;
+  struct config *c =
+      parse("[ aio ]\nworkers = 3\n[\tserver/x ]\nport = 1\n", &d);
+  ck_assert_uint_eq(d.n, 0);
+  ck_assert_str_eq(config_get(c, "aio", "workers"), "3");
+  ck_assert_str_eq(config_get(c, "server:x", "port"), "1");
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+START_TEST(test_byte_order_mark_is_skipped) {
+  struct diag d;
+  struct config *c = parse("\xEF\xBB\xBF[aio]\nworkers = 3\n", &d);
+  ck_assert_uint_eq(d.n, 0);
+  ck_assert_str_eq(config_get(c, "aio", "workers"), "3");
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+START_TEST(test_comments_and_colon_separator) {
+  struct diag d;
+  struct config *c = parse("; top\n# also\n[a]\nx: 1 ; trailing\n"
+                           "y = a;b\n  ; indented comment\nz = 2\n",
+                           &d);
+  ck_assert_uint_eq(d.n, 0);
+  ck_assert_str_eq(config_get(c, "a", "x"), "1");
+  ck_assert_str_eq(config_get(c, "a", "y"), "a;b"); /* no blank before ; */
+  ck_assert_str_eq(config_get(c, "a", "z"), "2");
+  ck_assert_int_eq(config_entry(c, "a", "z")->line, 7);
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+/* ---- continuation lines ------------------------------------------------- */
+
 START_TEST(test_continuation_lines_join) {
   struct diag d;
   struct config *c = parse("[aio]\nmodules = a\n    b\n  c\n", &d);
   ck_assert_int_eq(d.n, 0);
   ck_assert_str_eq(config_get(c, "aio", "modules"), "a\nb\nc");
   config_free(c);
+  diag_close(&d);
   c = parse("[aio]\nmodules =\n    a\n    b\n", &d);
   ck_assert_str_eq(config_get(c, "aio", "modules"), "a\nb");
   config_free(c);
   diag_close(&d);
 }
 END_TEST
+
+START_TEST(test_continuation_parts_keep_their_lines) {
+  struct diag d;
+  struct config *c = parse("[a]\n"       /* 1 */
+                           "k =\n"       /* 2 */
+                           "    one\n"   /* 3 */
+                           "; comment\n" /* 4 */
+                           "\n"          /* 5 */
+                           "    two\n"   /* 6 */
+                           "    three\n" /* 7 */
+                           "j = x\n",    /* 8 */
+                           &d);
+  ck_assert_uint_eq(d.n, 0);
+  const struct config_entry *e = config_entry(c, "a", "k");
+  ck_assert_str_eq(e->value, "one\ntwo\nthree");
+  ck_assert_int_eq(e->line, 2);
+  ck_assert_int_eq(config_entry_line(e, 0), 3);
+  ck_assert_int_eq(config_entry_line(e, 1), 6);
+  ck_assert_int_eq(config_entry_line(e, 2), 7);
+  ck_assert_int_eq(config_entry_line(e, 9), 7); /* past the end: last */
+  e = config_entry(c, "a", "j");
+  ck_assert_int_eq(config_entry_line(e, 0), 8);
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+START_TEST(test_continuation_of_refused_entry_is_dropped) {
+  /* One problem, not one per continuation line of the duplicate. */
+  expect_parse_error("[a]\nx = 1\nx = 2\n    http://more\n    yet: more\n", 3,
+                     "duplicate key 'x'");
+  expect_parse_error("x = 1\n    more = 2\n", 1,
+                     "'x' is outside any [section]");
+}
+END_TEST
+
+START_TEST(test_indented_line_without_entry_is_error) {
+  expect_parse_error("[aio]\n    indented\n", 2,
+                     "expected 'key = value', a [section] or a comment");
+}
+END_TEST
+
+/* ---- interpolation ------------------------------------------------------ */
 
 START_TEST(test_interpolation_resolves) {
   struct diag d;
@@ -54,6 +321,41 @@ START_TEST(test_interpolation_resolves) {
   ck_assert_int_eq(config_interpolate(c, &d), 0);
   ck_assert_str_eq(config_get(c, "a", "url"), "http://127.0.0.1:80/");
   ck_assert_str_eq(config_get(c, "a", "cost"), "$5");
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+START_TEST(test_interpolation_chains_and_other_sections) {
+  struct diag d;
+  struct config *c = parse("[b]\nx = ${y}${y}\ny = ${c:z}\n"
+                           "[c]\nz = $$${w}\nw = ok\n"
+                           "[server/web]\nport = 81\n"
+                           "[d]\nslash = ${server:web:port}\n"
+                           "dollars = $$$$ and $$\n",
+                           &d);
+  ck_assert_int_eq(config_interpolate(c, &d), 0);
+  ck_assert_uint_eq(d.n, 0);
+  ck_assert_str_eq(config_get(c, "c", "z"), "$ok");
+  ck_assert_str_eq(config_get(c, "b", "y"), "$ok");
+  /* A $ that came from $$ is a literal: it is not interpolated again. */
+  ck_assert_str_eq(config_get(c, "b", "x"), "$ok$ok");
+  ck_assert_str_eq(config_get(c, "d", "slash"), "81");
+  ck_assert_str_eq(config_get(c, "d", "dollars"), "$$ and $");
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+START_TEST(test_interpolation_sees_every_layer) {
+  struct diag d;
+  struct config *c = config_new();
+  diag_init(&d);
+  config_parse_string(c, "[a]\nport = 1\nurl = :${port}\n", "base", &d);
+  config_parse_string(c, "[a]\nport = 2\n", "user", &d);
+  ck_assert_int_eq(config_interpolate(c, &d), 0);
+  /* The lower layer's reference resolves to the user's value. */
+  ck_assert_str_eq(config_get(c, "a", "url"), ":2");
   config_free(c);
   diag_close(&d);
 }
@@ -75,12 +377,59 @@ START_TEST(test_interpolation_errors_name_line) {
 }
 END_TEST
 
+START_TEST(test_interpolation_missing_key) {
+  expect_interp_error("[a]\n\nx = ${nope}\n", 3,
+                      "[a] x refers to ${nope}, but there is no key 'nope' "
+                      "in [a]");
+  expect_interp_error("[a]\nx = ${b:nope}\n[b]\ny = 1\n", 2,
+                      "there is no key 'nope' in [b]");
+  expect_interp_error("[a]\nx = ${server:web:port}\n", 2,
+                      "there is no key 'port' in [server:web]");
+  expect_interp_error("[a]\nx = ${:k}\n", 2, "bad reference ${:k}");
+}
+END_TEST
+
+START_TEST(test_interpolation_cycle) {
+  expect_interp_error("[a]\nx = ${x}\n", 2,
+                      "[a] x: interpolation cycle through ${x}");
+  /* A longer cycle is reported once, where it closes. */
+  expect_interp_error("[a]\nx = ${b:y}\n[b]\ny = ${c:z}\n[c]\nz = ${a:x}\n", 6,
+                      "interpolation cycle through ${a:x}");
+}
+END_TEST
+
+START_TEST(test_interpolation_bad_dollar) {
+  expect_interp_error("[a]\nx = 5$\n", 2, "'$' must be followed by '{' or '$'");
+  expect_interp_error("[a]\nx = $HOME\n", 2, "write $$ for a literal $");
+  expect_interp_error("[a]\n\nx = ${open\n", 3, "'${' has no closing '}'");
+  expect_interp_error("[a]\nx = ${}\n", 2, "[a] x: bad reference");
+}
+END_TEST
+
+START_TEST(test_interpolation_depth_is_bounded) {
+  char text[4096];
+  int n = snprintf(text, sizeof(text), "[a]\n");
+  for (int i = 0; i < 40; i++)
+    n += snprintf(text + n, sizeof(text) - (size_t)n, "k%d = ${k%d}\n", i,
+                  i + 1);
+  snprintf(text + n, sizeof(text) - (size_t)n, "k40 = end\n");
+  struct diag d;
+  struct config *c = parse(text, &d);
+  ck_assert_int_eq(config_interpolate(c, &d), -1);
+  ck_assert_uint_eq(d.n, 1);
+  ck_assert_ptr_nonnull(strstr(d.msgs[0], "nested more than 32 deep"));
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+/* ---- layering ----------------------------------------------------------- */
+
 START_TEST(test_layers_override) {
   struct diag d;
   struct config *c = config_new();
   diag_init(&d);
-  config_parse_string(c, "[aio]\nworkers = 1\nlog_level = info\n", "base",
-                      &d);
+  config_parse_string(c, "[aio]\nworkers = 1\nlog_level = info\n", "base", &d);
   config_parse_string(c, "[aio]\nworkers = 3\n", "user", &d);
   ck_assert_int_eq(d.n, 0);
   ck_assert_str_eq(config_get(c, "aio", "workers"), "3");
@@ -90,6 +439,51 @@ START_TEST(test_layers_override) {
   diag_close(&d);
 }
 END_TEST
+
+START_TEST(test_layers_builtin_module_user) {
+  struct diag d;
+  struct config *c = config_new();
+  diag_init(&d);
+  ck_assert_int_eq(
+      config_parse_string(c, settings_builtin_defaults, "<built-in>", &d), 0);
+  ck_assert_int_eq(config_parse_string(c,
+                                       "[aio]\ntimeout = 7\n"
+                                       "graceful_timeout = 9\n"
+                                       "[m]\ngreeting = hi\n",
+                                       "<module m defaults>", &d),
+                   0);
+  /* The user's continued value replaces the module's whole value. */
+  ck_assert_int_eq(config_parse_string(c,
+                                       "[aio]\ngraceful_timeout =\n"
+                                       "    3\n",
+                                       "user.conf", &d),
+                   0);
+  ck_assert_uint_eq(d.n, 0);
+  const struct config_entry *e = config_entry(c, "aio", "log_level");
+  ck_assert_str_eq(e->value, "info");
+  ck_assert_str_eq(e->file, "<built-in>");
+  e = config_entry(c, "aio", "timeout");
+  ck_assert_str_eq(e->value, "7");
+  ck_assert_str_eq(e->file, "<module m defaults>");
+  ck_assert_int_eq(e->line, 2);
+  e = config_entry(c, "aio", "graceful_timeout");
+  ck_assert_str_eq(e->value, "3");
+  ck_assert_str_eq(e->file, "user.conf");
+  ck_assert_int_eq(config_entry_line(e, 0), 3);
+  ck_assert_uint_eq(e->nlines, 1);
+  ck_assert_str_eq(config_get(c, "m", "greeting"), "hi");
+  /* The same key in two layers is an override, in one layer a mistake. */
+  ck_assert_int_eq(config_parse_string(c, "[aio]\nworkers = 1\nworkers = 2\n",
+                                       "again.conf", &d),
+                   -1);
+  ck_assert_uint_eq(d.n, 1);
+  ck_assert_ptr_nonnull(strstr(d.msgs[0], "again.conf:3: duplicate key"));
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+/* ---- errors in config.c -------------------------------------------------- */
 
 START_TEST(test_syntax_errors_name_line) {
   struct diag d;
@@ -104,6 +498,469 @@ START_TEST(test_syntax_errors_name_line) {
   diag_close(&d);
 }
 END_TEST
+
+START_TEST(test_error_duplicate_key) {
+  expect_parse_error("[a]\nk = 1\nother = 2\n\nk = 3\n", 5,
+                     "duplicate key 'k' in [a] (first set at line 2)");
+}
+END_TEST
+
+START_TEST(test_error_key_outside_section) {
+  expect_parse_error("; nothing yet\nworkers = 4\n", 2,
+                     "'workers' is outside any [section]");
+}
+END_TEST
+
+START_TEST(test_error_missing_bracket) {
+  expect_parse_error("[aio]\nworkers = 1\n[server:web\n", 3,
+                     "section header has no closing ']'");
+  /* inih takes "; x]" for a comment: the ']' inside it does not count. */
+  expect_parse_error("[server ; x]\n", 1, "no closing ']'");
+}
+END_TEST
+
+START_TEST(test_error_empty_section_name) {
+  expect_parse_error("[]\n", 1, "empty section name");
+  expect_parse_error("[aio]\n[ \t ]\n", 2, "empty section name");
+}
+END_TEST
+
+START_TEST(test_error_text_after_header) {
+  /* inih would drop "port = 80" silently. The section still opens, so its
+   * entries are not misfiled and there is one problem only. */
+  struct diag d;
+  struct config *c = parse("[server:web] port = 80\nprotocol = aio.echo\n", &d);
+  ASSERT_ONE(&d, 1, "unexpected text after ']'");
+  ck_assert_str_eq(config_get(c, "server:web", "protocol"), "aio.echo");
+  config_free(c);
+  diag_close(&d);
+  c = parse("[aio] ; a comment\n[b]   # another\n", &d);
+  ck_assert_uint_eq(d.n, 0);
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+START_TEST(test_error_not_an_entry) {
+  expect_parse_error("[aio]\nworkers 4\n", 2,
+                     "expected 'key = value', a [section] or a comment");
+  /* An inline comment hides the '=' from inih: say so at that line rather
+   * than leave inih's bare "syntax error". */
+  expect_parse_error("[aio]\nworkers ; = 4\n", 2, "expected 'key = value'");
+  expect_parse_error("[aio]\n= 4\n", 2, "entry has an empty key");
+  expect_parse_error("[aio]\n: 4\n", 2, "entry has an empty key");
+}
+END_TEST
+
+START_TEST(test_error_overlong_line) {
+  /* CONFIG_MAX_LINE - 1 characters fit; one more does not. */
+  char text[1024];
+  for (int extra = 0; extra < 2; extra++) {
+    int len = CONFIG_MAX_LINE - 1 + extra;
+    int n = snprintf(text, sizeof(text), "[a]\nk = ");
+    memset(text + n, 'v', (size_t)(len - 4));
+    n += len - 4;
+    snprintf(text + n, sizeof(text) - (size_t)n, "\nj = 1\n");
+    struct diag d;
+    struct config *c = parse(text, &d);
+    if (extra == 0) {
+      ck_assert_uint_eq(d.n, 0);
+      ck_assert_uint_eq(strlen(config_get(c, "a", "k")), (size_t)len - 4);
+    } else {
+      ASSERT_ONE(&d, 2, "line is longer than 199 characters");
+      ck_assert_ptr_null(config_get(c, "a", "k"));
+    }
+    /* The rest of the long line is eaten, not read as a line of its own. */
+    ck_assert_str_eq(config_get(c, "a", "j"), "1");
+    ck_assert_int_eq(config_entry(c, "a", "j")->line, 3);
+    config_free(c);
+    diag_close(&d);
+  }
+  /* The same at the end of the input, with no newline. */
+  int n = snprintf(text, sizeof(text), "[a]\nk = ");
+  memset(text + n, 'v', 500);
+  text[n + 500] = '\0';
+  expect_parse_error(text, 2, "longer than 199");
+}
+END_TEST
+
+START_TEST(test_error_control_character) {
+  expect_parse_error("[a]\nk = one\x1b[2Jtwo\n", 2, "control character 0x1b");
+  expect_parse_error("[a]\nk = one\rtwo\n", 2, "control character 0x0d");
+  expect_parse_error("[a]\n\x7f\x01\x02\n", 2, "control character 0x7f");
+  /* CR LF line ends and tabs are text. */
+  struct diag d;
+  struct config *c = parse("[a]\r\nk =\tone\r\n", &d);
+  ck_assert_uint_eq(d.n, 0);
+  ck_assert_str_eq(config_get(c, "a", "k"), "one");
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+/* Write len bytes to a new temporary file; returns its path (static). */
+static const char *temp_file(const char *data, size_t len) {
+  static char path[64];
+  snprintf(path, sizeof(path), "/tmp/aio-conf-XXXXXX");
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(write(fd, data, len), (ssize_t)len);
+  close(fd);
+  return path;
+}
+
+START_TEST(test_error_nul_byte) {
+  static const char data[] = "[aio]\nworkers = 1\nlog_level = in\0fo\n"
+                             "timeout = 3\n";
+  const char *path = temp_file(data, sizeof(data) - 1);
+  struct config *c = config_new();
+  struct diag d;
+  diag_init(&d);
+  ck_assert_int_eq(config_parse_file(c, path, &d), -1);
+  ck_assert_uint_eq(d.n, 1);
+  char want[128];
+  snprintf(want, sizeof(want), "%s:3: line contains a NUL byte", path);
+  ck_assert_str_eq(d.msgs[0], want);
+  ck_assert_ptr_null(config_get(c, "aio", "log_level"));
+  ck_assert_str_eq(config_get(c, "aio", "timeout"), "3");
+  ck_assert_str_eq(c->path, path);
+  config_free(c);
+  diag_close(&d);
+  unlink(path);
+}
+END_TEST
+
+START_TEST(test_error_unreadable_file) {
+  struct config *c = config_new();
+  struct diag d;
+  diag_init(&d);
+  ck_assert_int_eq(config_parse_file(c, "/nonexistent/aio.conf", &d), -1);
+  ck_assert_uint_eq(d.n, 1);
+  ck_assert_str_eq(d.msgs[0], "/nonexistent/aio.conf: cannot open: No such "
+                              "file or directory");
+  ck_assert_int_eq(config_parse_file(c, "/tmp", &d), -1);
+  ck_assert_str_eq(d.msgs[1], "/tmp: not a regular file");
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+START_TEST(test_file_records_path_and_dir) {
+  const char *text = "[aio]\nworkers = 2\n";
+  const char *path = temp_file(text, strlen(text));
+  struct config *c = config_new();
+  struct diag d;
+  diag_init(&d);
+  ck_assert_int_eq(config_parse_file(c, path, &d), 0);
+  ck_assert_str_eq(c->path, path);
+  ck_assert_str_eq(c->dir, "/tmp");
+  ck_assert_str_eq(config_entry(c, "aio", "workers")->file, path);
+  config_free(c);
+  diag_close(&d);
+  unlink(path);
+}
+END_TEST
+
+/* ---- settings: good input ------------------------------------------------ */
+
+START_TEST(test_settings_values) {
+  struct settings s;
+  struct diag d;
+  struct config *c;
+  int rc = load_keep("[aio]\n"
+                     "modules = one, two\n"
+                     "    three\n"
+                     "workers = 3\n"
+                     "timeout = 2.5\n"
+                     "log_level = warn\n"
+                     "[server:tcp]\n"
+                     "protocol = aio.echo\n"
+                     "address = *\n"
+                     "port = 7000\n"
+                     "[server:udp]\n"
+                     "factory = m.make\n"
+                     "type = UDP\n"
+                     "address = ::1\n"
+                     "port = 7000\n"
+                     "[server:sock]\n"
+                     "protocol = aio.echo\n"
+                     "path = /tmp/x.sock\n"
+                     "[schedule:a]\n"
+                     "every = 0.5\n"
+                     "func = m.job\n"
+                     "cb = m.done\n"
+                     "overlap = yes\n"
+                     "[schedule:b]\n"
+                     "cron = */5 * * * mon-fri\n"
+                     "func = m.job\n"
+                     "[listen:x]\n"
+                     "sig = m.one\n"
+                     "    m.two broadcast\n"
+                     "[aio:commands]\n"
+                     "hello = m.hello\n",
+                     &s, &d, &c);
+  if (rc)
+    dump_diag(&d);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_int_eq(s.workers, 3);
+  ck_assert(s.timeout == 2.5);
+  ck_assert(s.graceful_timeout == 30); /* built-in default */
+  ck_assert_int_eq(s.log_level, AIO_LOG_WARN);
+  ck_assert_uint_eq(s.nmodules, 3);
+  ck_assert_str_eq(s.modules[0], "one");
+  ck_assert_str_eq(s.modules[2], "three");
+  ck_assert_str_eq(s.modules_file, "t.conf");
+  ck_assert_int_eq(s.module_lines[0], 2);
+  ck_assert_int_eq(s.module_lines[1], 2);
+  ck_assert_int_eq(s.module_lines[2], 3);
+  ck_assert_uint_eq(s.nservers, 3);
+  ck_assert_int_eq(s.servers[0].type, SERVER_TCP);
+  ck_assert_str_eq(s.servers[0].address, "");
+  ck_assert_int_eq(s.servers[0].line, 7);
+  ck_assert_int_eq(s.servers[1].type, SERVER_UDP);
+  ck_assert_int_eq(s.servers[1].is_factory, 1);
+  ck_assert_str_eq(s.servers[1].handler.module, "m");
+  ck_assert_str_eq(s.servers[1].handler.symbol, "make");
+  ck_assert_int_eq(s.servers[1].handler.line, 12);
+  ck_assert_int_eq(s.servers[2].type, SERVER_UNIX);
+  ck_assert_str_eq(s.servers[2].path, "/tmp/x.sock");
+  ck_assert_uint_eq(s.nschedules, 2);
+  ck_assert(s.schedules[0].every == 0.5);
+  ck_assert_int_eq(s.schedules[0].has_cb, 1);
+  ck_assert_int_eq(s.schedules[0].overlap, 1);
+  ck_assert_str_eq(s.schedules[1].cron, "*/5 * * * mon-fri");
+  ck_assert_uint_eq(s.nlisteners, 2);
+  ck_assert_int_eq(s.listeners[0].broadcast, 0);
+  ck_assert_int_eq(s.listeners[1].broadcast, 1);
+  ck_assert_str_eq(s.listeners[1].fn.text, "m.two");
+  ck_assert_int_eq(s.listeners[1].fn.line, 29);
+  ck_assert_uint_eq(s.ncommands, 1);
+  ck_assert_str_eq(s.commands[0].fn.file, "t.conf");
+  settings_close(&s);
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+/* ---- settings: every error with its line --------------------------------- */
+
+START_TEST(test_error_bad_port) {
+  expect_settings_error("[server:web]\nprotocol = aio.echo\nport = 70000\n", 3,
+                        "[server:web] port: expected a whole number between "
+                        "0 and 65535");
+  expect_settings_error("[server:web]\nprotocol = aio.echo\nport = http\n", 3,
+                        "port: expected a whole number");
+  expect_settings_error("[server:web]\nprotocol = aio.echo\nport = -1\n", 3,
+                        "port: expected a whole number");
+  expect_settings_error("[server:web]\nprotocol = aio.echo\nport = 80x\n", 3,
+                        "port: expected a whole number");
+}
+END_TEST
+
+START_TEST(test_error_bad_number) {
+  expect_settings_error("[aio]\nworkers = many\n", 2,
+                        "[aio] workers: expected a whole number between 0 "
+                        "and 1024");
+  expect_settings_error("[aio]\n\ntimeout = soon\n", 3,
+                        "[aio] timeout: expected a number of seconds");
+  expect_settings_error("[aio]\ngraceful_timeout = nan\n", 2,
+                        "graceful_timeout: expected a number of seconds");
+  expect_settings_error("[aio]\nwrite_limit = 10\n", 2,
+                        "write_limit: expected a whole number between 4096");
+  expect_settings_error("[schedule:x]\nfunc = m.f\nevery = 0\n", 3,
+                        "[schedule:x] every: expected a number of seconds");
+  expect_settings_error("[aio]\nlog_level = loud\n", 2,
+                        "[aio] log_level: expected debug, info, warn or "
+                        "error");
+}
+END_TEST
+
+START_TEST(test_error_bad_bool) {
+  expect_settings_error("[schedule:x]\nfunc = m.f\nevery = 1\n"
+                        "overlap = maybe\n",
+                        4,
+                        "[schedule:x] overlap: expected yes/no, true/false, "
+                        "on/off or 1/0");
+}
+END_TEST
+
+START_TEST(test_error_protocol_and_factory) {
+  expect_settings_error("[server:web]\nprotocol = aio.echo\n"
+                        "factory = m.make\nport = 1\n",
+                        3,
+                        "[server:web] factory: a server has a protocol or a "
+                        "factory, not both");
+}
+END_TEST
+
+START_TEST(test_error_missing_protocol) {
+  expect_settings_error("[aio]\n\n[server:web]\nport = 1\n", 3,
+                        "[server:web] needs 'protocol = module.symbol' or "
+                        "'factory = module.symbol'");
+}
+END_TEST
+
+START_TEST(test_error_missing_protocol_after_other_error) {
+  /* An error in an earlier section must not hide this one. */
+  struct settings s;
+  struct diag d;
+  ck_assert_int_eq(load("[aio]\nworkers = x\n[server:web]\nport = 1\n", &s, &d),
+                   -1);
+  ck_assert_uint_eq(d.n, 2);
+  ck_assert(has_diag(&d, 2, "workers"));
+  ck_assert(has_diag(&d, 3, "needs 'protocol = module.symbol'"));
+  settings_close(&s);
+  diag_close(&d);
+}
+END_TEST
+
+START_TEST(test_error_missing_port) {
+  expect_settings_error("[server:web]\nprotocol = aio.echo\n", 1,
+                        "[server:web] needs a 'port'");
+  expect_settings_error("[server:web]\nprotocol = aio.echo\nport =\n", 1,
+                        "needs a 'port'");
+}
+END_TEST
+
+START_TEST(test_error_unix_path_too_long) {
+  char text[512];
+  char longpath[120];
+  memset(longpath, 'p', sizeof(longpath) - 1);
+  longpath[0] = '/';
+  longpath[sizeof(longpath) - 1] = '\0';
+  snprintf(text, sizeof(text), "[server:s]\nprotocol = aio.echo\npath = %s\n",
+           longpath);
+  expect_settings_error(text, 3,
+                        "[server:s] path: longer than a unix socket path may "
+                        "be (107 bytes)");
+}
+END_TEST
+
+START_TEST(test_error_unix_and_inet_mixups) {
+  expect_settings_error("[server:s]\nprotocol = aio.echo\npath = /tmp/s\n"
+                        "port = 1\n",
+                        4, "a unix server has a path, not a port");
+  expect_settings_error("[server:s]\nprotocol = aio.echo\ntype = unix\n", 1,
+                        "path: a unix server needs 'path = /some/socket'");
+  expect_settings_error("[server:s]\nprotocol = aio.echo\ntype = udp\n"
+                        "port = 1\npath = /tmp/s\n",
+                        5, "'path' is for unix servers; this one is udp");
+  expect_settings_error("[server:s]\nprotocol = aio.echo\nport = 1\n"
+                        "type = sctp\n",
+                        4, "type: expected tcp, udp or unix, not 'sctp'");
+}
+END_TEST
+
+START_TEST(test_error_bad_address) {
+  expect_settings_error("[server:web]\nprotocol = aio.echo\nport = 1\n"
+                        "address = 300.1.1.1\n",
+                        4,
+                        "[server:web] address: '300.1.1.1' is not an IPv4 or "
+                        "IPv6 address");
+  expect_settings_error("[server:web]\nprotocol = aio.echo\nport = 1\n"
+                        "address = localhost\n",
+                        4, "'localhost' is not an IPv4 or IPv6 address");
+}
+END_TEST
+
+START_TEST(test_error_same_address_twice) {
+  expect_settings_error("[server:a]\nprotocol = aio.echo\nport = 9\n"
+                        "[server:b]\nprotocol = aio.echo\nport = 9\n",
+                        4,
+                        "[server:b] uses the same address as [server:a] "
+                        "(line 1)");
+}
+END_TEST
+
+START_TEST(test_error_bad_reference) {
+  static const char *const bad[] = {"echo", "aio.", ".echo", "a b.c",
+                                    "dir/m.f"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char text[256], want[128];
+    snprintf(text, sizeof(text), "[server:web]\nport = 1\nprotocol = %s\n",
+             bad[i]);
+    snprintf(want, sizeof(want),
+             "'%s' is not a module.symbol reference (e.g. aio.echo)", bad[i]);
+    expect_settings_error(text, 3, want);
+  }
+  expect_settings_error("[schedule:x]\nevery = 1\nfunc = m.f\ncb = nodot\n", 4,
+                        "'nodot' is not a module.symbol reference");
+  expect_settings_error("[aio:commands]\nhi = nodot\n", 2,
+                        "'nodot' is not a module.symbol reference");
+}
+END_TEST
+
+START_TEST(test_error_schedule_without_timing) {
+  expect_settings_error("[aio]\n[schedule:tick]\nfunc = m.f\n", 2,
+                        "[schedule:tick] needs 'every = SECONDS' or 'cron = "
+                        "M H DOM MON DOW'");
+  expect_settings_error("[schedule:tick]\nevery = 1\n", 1,
+                        "[schedule:tick] needs 'func = module.symbol'");
+  expect_settings_error("[schedule:tick]\nfunc = m.f\nevery = 1\n"
+                        "cron = * * * * *\n",
+                        4, "a schedule has 'every' or 'cron', not both");
+}
+END_TEST
+
+START_TEST(test_error_bad_cron) {
+  expect_settings_error("[schedule:t]\nfunc = m.f\ncron = 61 * * * *\n", 3,
+                        "[schedule:t] cron: bad minute (0-59) field '61'");
+  expect_settings_error("[schedule:t]\nfunc = m.f\ncron = * * *\n", 3,
+                        "cron: expected five fields");
+  /* Valid fields, but no date has them: refused now rather than leave a
+   * schedule that never runs (or a master that searches for it). */
+  expect_settings_error("[schedule:t]\nfunc = m.f\ncron = 0 0 30 2 *\n", 3,
+                        "cron: '0 0 30 2 *' never matches a date");
+}
+END_TEST
+
+START_TEST(test_error_remap_builtin_command) {
+  static const char *const builtins[] = {"run", "config", "check", "test"};
+  for (size_t i = 0; i < 4; i++) {
+    char text[128], want[128];
+    snprintf(text, sizeof(text), "[aio/commands]\nok = m.ok\n%s = m.f\n",
+             builtins[i]);
+    snprintf(want, sizeof(want),
+             "[aio:commands] '%s' is a built-in command and cannot be "
+             "remapped",
+             builtins[i]);
+    expect_settings_error(text, 3, want);
+  }
+}
+END_TEST
+
+START_TEST(test_error_listener_format_on_its_line) {
+  /* The bad listener is on a continuation line after a comment and a blank
+   * line: the message points at it, not at the entry's first line. */
+  expect_settings_error("[listen:x]\n"
+                        "sig = m.one\n"
+                        "; a comment\n"
+                        "\n"
+                        "    m.two sometimes\n",
+                        5,
+                        "[listen:x] sig: expected 'module.function' or "
+                        "'module.function broadcast', one per line");
+  expect_settings_error("[listen:x]\nsig =\n    nodot\n", 3,
+                        "'nodot' is not a module.symbol reference");
+}
+END_TEST
+
+START_TEST(test_error_module_name_with_slash) {
+  expect_settings_error("[aio]\nmodules = good\n    ../evil\n", 3,
+                        "[aio] modules: module names have no '/' (put "
+                        "directories in module_path): '../evil'");
+}
+END_TEST
+
+START_TEST(test_error_unnamed_server_and_schedule) {
+  expect_settings_error("[server:]\nprotocol = aio.echo\nport = 1\n", 1,
+                        "[server:] has no server name");
+  expect_settings_error("[aio]\n[schedule/]\nevery = 1\nfunc = m.f\n", 2,
+                        "[schedule:] has no schedule name");
+}
+END_TEST
+
+/* ---- writing ------------------------------------------------------------- */
 
 START_TEST(test_write_value_keeps_layout) {
   char path[] = "/tmp/aio-cfg-XXXXXX";
@@ -133,12 +990,64 @@ END_TEST
 static Suite *suite(void) {
   Suite *s = suite_create("config");
   TCase *tc = tcase_create("reader");
+  tcase_add_test(tc, test_search_order_prefers_cwd_then_etc);
   tcase_add_test(tc, test_slash_spelling_is_colon);
+  tcase_add_test(tc, test_both_spellings_give_same_settings);
+  tcase_add_test(tc, test_spellings_name_one_section);
+  tcase_add_test(tc, test_section_name_blanks_are_trimmed);
+  tcase_add_test(tc, test_byte_order_mark_is_skipped);
+  tcase_add_test(tc, test_comments_and_colon_separator);
   tcase_add_test(tc, test_continuation_lines_join);
+  tcase_add_test(tc, test_continuation_parts_keep_their_lines);
+  tcase_add_test(tc, test_continuation_of_refused_entry_is_dropped);
+  tcase_add_test(tc, test_indented_line_without_entry_is_error);
   tcase_add_test(tc, test_interpolation_resolves);
+  tcase_add_test(tc, test_interpolation_chains_and_other_sections);
+  tcase_add_test(tc, test_interpolation_sees_every_layer);
   tcase_add_test(tc, test_interpolation_errors_name_line);
+  tcase_add_test(tc, test_interpolation_missing_key);
+  tcase_add_test(tc, test_interpolation_cycle);
+  tcase_add_test(tc, test_interpolation_bad_dollar);
+  tcase_add_test(tc, test_interpolation_depth_is_bounded);
   tcase_add_test(tc, test_layers_override);
+  tcase_add_test(tc, test_layers_builtin_module_user);
   tcase_add_test(tc, test_syntax_errors_name_line);
+  tcase_add_test(tc, test_error_duplicate_key);
+  tcase_add_test(tc, test_error_key_outside_section);
+  tcase_add_test(tc, test_error_missing_bracket);
+  tcase_add_test(tc, test_error_empty_section_name);
+  tcase_add_test(tc, test_error_text_after_header);
+  tcase_add_test(tc, test_error_not_an_entry);
+  tcase_add_test(tc, test_error_overlong_line);
+  tcase_add_test(tc, test_error_control_character);
+  tcase_add_test(tc, test_error_nul_byte);
+  tcase_add_test(tc, test_error_unreadable_file);
+  tcase_add_test(tc, test_file_records_path_and_dir);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("settings");
+  tcase_add_test(tc, test_settings_values);
+  tcase_add_test(tc, test_error_bad_port);
+  tcase_add_test(tc, test_error_bad_number);
+  tcase_add_test(tc, test_error_bad_bool);
+  tcase_add_test(tc, test_error_protocol_and_factory);
+  tcase_add_test(tc, test_error_missing_protocol);
+  tcase_add_test(tc, test_error_missing_protocol_after_other_error);
+  tcase_add_test(tc, test_error_missing_port);
+  tcase_add_test(tc, test_error_unix_path_too_long);
+  tcase_add_test(tc, test_error_unix_and_inet_mixups);
+  tcase_add_test(tc, test_error_bad_address);
+  tcase_add_test(tc, test_error_same_address_twice);
+  tcase_add_test(tc, test_error_bad_reference);
+  tcase_add_test(tc, test_error_schedule_without_timing);
+  tcase_add_test(tc, test_error_bad_cron);
+  tcase_add_test(tc, test_error_remap_builtin_command);
+  tcase_add_test(tc, test_error_listener_format_on_its_line);
+  tcase_add_test(tc, test_error_module_name_with_slash);
+  tcase_add_test(tc, test_error_unnamed_server_and_schedule);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("writer");
   tcase_add_test(tc, test_write_value_keeps_layout);
   suite_add_tcase(s, tc);
   return s;
