@@ -66,9 +66,9 @@ typedef struct aio_protocol_s {
 } aio_protocol_t;
 
 /* Queue `len` bytes for the peer (copied; never blocks). Returns 0, or
- * -ENOTCONN when the connection is closing, or -ENOBUFS when more than the
- * connection's hard output limit is already queued (the peer is not reading;
- * see docs/plugins.md). */
+ * -ENOTCONN when the connection is closing, or -ENOBUFS, sending none of
+ * it, when it would take what is queued past [aio] write_limit (the peer is
+ * not reading; see docs/plugins.md). */
 AIO_EXPORT int aio_write(aio_conn_t *conn, const void *data, size_t len);
 /* Close after the queued writes have been flushed. Idempotent. */
 AIO_EXPORT void aio_close(aio_conn_t *conn);

@@ -234,6 +234,16 @@ static int bind_shared(struct generation *g, size_t i,
   return 0;
 }
 
+/* Does another slot of g hold a socket for server i? Then binding joins
+ * our own SO_REUSEPORT group; otherwise the address is new to us. */
+static int bound_elsewhere(const struct generation *g, size_t slot,
+                           size_t i) {
+  for (size_t k = 0; k < g->nslots_fds; k++)
+    if (k != slot && g->fds[k] && g->fds[k][i] >= 0)
+      return 1;
+  return 0;
+}
+
 int generation_bind_slot(struct generation *g, size_t slot,
                          const struct generation *from,
                          const struct activation *act) {
@@ -276,7 +286,11 @@ int generation_bind_slot(struct generation *g, size_t slot,
       continue;
     }
     char msg[512];
-    int fd = sockets_bind(sc, &g->ports[i], msg, sizeof(msg));
+    int fd = j < 0 && !bound_elsewhere(g, slot, i)
+                 ? sockets_probe(sc, g->ports[i], msg, sizeof(msg))
+                 : 0;
+    if (fd == 0)
+      fd = sockets_bind(sc, &g->ports[i], msg, sizeof(msg));
     if (fd < 0) {
       log_error("%s:%d: %s", sc->file, sc->line, msg);
       err = fd;

@@ -51,6 +51,14 @@ struct slot *master_slot_get(struct master *m, size_t index) {
   return &m->slots[index];
 }
 
+/* A slot that no worker will serve gives its sockets back: the kernel would
+ * go on hashing connections onto their accept queues, where they would
+ * wait until the clients gave up. Closed, the other slots get them. */
+static void slot_fail(struct master *m, struct slot *s) {
+  s->state = SLOT_FAILED;
+  generation_close_slot(m->gen, (size_t)s->index);
+}
+
 static int slot_start(struct master *m, struct slot *s) {
   int err = generation_bind_slot(m->gen, (size_t)s->index, NULL, &m->act);
   if (err == 0)
@@ -59,7 +67,7 @@ static int slot_start(struct master *m, struct slot *s) {
     s->state = SLOT_RUNNING;
   if (err) {
     log_error("worker %d: cannot start: %s", s->index, strerror(-err));
-    s->state = SLOT_FAILED;
+    slot_fail(m, s);
   }
   return err;
 }
@@ -79,7 +87,7 @@ static void slot_crashed(struct master *m, struct slot *s) {
     if (now - s->crash_ms[i] <= window)
       recent++;
   if (recent > (unsigned)set->max_restarts) {
-    s->state = SLOT_FAILED;
+    slot_fail(m, s);
     log_error("worker %d crashed %u times in %.0f s (max_restarts = %d): "
               "not respawning it; the other workers keep serving. Fix the "
               "cause, then `aio reload`",
@@ -242,6 +250,10 @@ void master_proc_stop(struct master *m, struct wproc *p, int graceful) {
     p->stop_deadline_ms =
         now + (graceful ? (uint64_t)(p->g->app.s.graceful_timeout * 1000)
                         : QUIT_GRACE_MS);
+  } else if (!graceful && p->stop_deadline_ms > now + QUIT_GRACE_MS) {
+    /* QUIT during a drain: a worker that ignores it has the short grace
+     * left, not what remains of graceful_timeout. */
+    p->stop_deadline_ms = now + QUIT_GRACE_MS;
   }
   json_t *msg = bus_msg(BUS_STOP);
   json_object_set_new(msg, "graceful", json_boolean(graceful));
@@ -291,6 +303,13 @@ void master_scale(struct master *m, size_t n) {
     if (s->cur == NULL)
       slot_start(m, s);
   }
+  int tcp = 0;
+  for (size_t i = 0; i < m->gen->app.s.nservers; i++)
+    tcp |= m->gen->app.s.servers[i].type == SERVER_TCP;
+  if (n < old && tcp && sockets_migrate_req() != 1)
+    log_warnx("net.ipv4.tcp_migrate_req is not 1: connections waiting in "
+              "the retired worker's accept queue will be reset; set it to 1 "
+              "(Linux 5.14+) to hand them to the other workers");
   for (size_t i = n; i < old; i++) {
     struct slot *s = &m->slots[i];
     s->state = SLOT_IDLE;
@@ -352,7 +371,7 @@ static void on_tick(uv_timer_t *t) {
         kill(p->pid, SIGKILL);
         p->stop_deadline_ms = UINT64_MAX;
       }
-    } else if (timeout && p->state != WPROC_DEAD &&
+    } else if (timeout && p->state != WPROC_DEAD && now > p->last_hb_ms &&
                now - p->last_hb_ms > timeout) {
       log_error("worker %d (pid %d) silent for %llu ms (timeout %.1f s): "
                 "killing it",
@@ -360,7 +379,7 @@ static void on_tick(uv_timer_t *t) {
                 (unsigned long long)(now - p->last_hb_ms),
                 m->gen->app.s.timeout);
       kill(p->pid, SIGKILL);
-      p->last_hb_ms = UINT64_MAX / 2; /* once */
+      p->last_hb_ms = UINT64_MAX; /* in the future: killed once */
     }
   }
   if (!m->stopping)
@@ -425,7 +444,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   case SIGTTOU:
     if (m->next_gen)
       log_warnx("SIGTTOU ignored during a reload");
-    else if (!m->stopping)
+    else if (!m->stopping && m->nslots > 1) /* 0 - 1 would be 1024 */
       master_scale(m, m->nslots - 1);
     break;
   default:

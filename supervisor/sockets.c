@@ -57,6 +57,55 @@ static int unix_clear_stale(const char *path) {
   return 0;
 }
 
+static void bind_failed(const struct server_conf *sc, const char *where,
+                        int err, char *msg, size_t msglen) {
+  snprintf(msg, msglen, "[server:%s] cannot listen on %s: %s%s", sc->name,
+           where, strerror(-err),
+           err == -EADDRINUSE ? " (another process has this address)" : "");
+}
+
+/* A plain socket, neither SO_REUSEPORT nor (for UDP) SO_REUSEADDR, can only
+ * bind where nobody is: unlike ours, it cannot join another process's
+ * SO_REUSEPORT group (a second `aio run` of the same file, say), with
+ * which we would otherwise share the connections without a word. TCP sets
+ * SO_REUSEADDR so that connections in TIME_WAIT do not count; a listener
+ * does. */
+int sockets_probe(const struct server_conf *sc, int port, char *msg,
+                  size_t msglen) {
+  const char *addr = sc->address;
+  if (sc->type == SERVER_UNIX || port == 0)
+    return 0;
+  int any6 = (addr == NULL || *addr == '\0'), one = 1, v6only = 0;
+  struct sockaddr_in6 s6 = {.sin6_family = AF_INET6,
+                            .sin6_port = htons((uint16_t)port)};
+  struct sockaddr_in s4 = {.sin_family = AF_INET,
+                           .sin_port = htons((uint16_t)port)};
+  int v6 = any6 || strchr(addr, ':');
+  if (v6 && !any6)
+    inet_pton(AF_INET6, addr, &s6.sin6_addr);
+  else if (!v6)
+    inet_pton(AF_INET, addr, &s4.sin_addr);
+  int udp = sc->type == SERVER_UDP;
+  int fd = socket(v6 ? AF_INET6 : AF_INET,
+                  (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return 0; /* sockets_bind will say what is wrong */
+  if (v6)
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+  if (!udp)
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  int r = v6 ? bind(fd, (struct sockaddr *)&s6, sizeof(s6))
+             : bind(fd, (struct sockaddr *)&s4, sizeof(s4));
+  int err = r < 0 ? -errno : 0;
+  close(fd);
+  if (err != -EADDRINUSE)
+    return 0;
+  char where[160];
+  sockets_describe(sc, port, where, sizeof(where));
+  bind_failed(sc, where, err, msg, msglen);
+  return err;
+}
+
 int sockets_bind(const struct server_conf *sc, int *port, char *msg,
                  size_t msglen) {
   int type = (sc->type == SERVER_UDP ? SOCK_DGRAM : SOCK_STREAM) |
@@ -133,8 +182,17 @@ int sockets_bind(const struct server_conf *sc, int *port, char *msg,
 fail:
   if (fd >= 0)
     close(fd);
-  snprintf(msg, msglen, "[server:%s] cannot listen on %s: %s%s", sc->name,
-           where, strerror(-err),
-           err == -EADDRINUSE ? " (another process has this address)" : "");
+  bind_failed(sc, where, err, msg, msglen);
   return err;
+}
+
+int sockets_migrate_req(void) {
+  FILE *f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "r");
+  int v = -1;
+  if (f == NULL)
+    return -1;
+  if (fscanf(f, "%d", &v) != 1)
+    v = -1;
+  fclose(f);
+  return v;
 }

@@ -6,8 +6,8 @@
  * Back-pressure: while more than CONN_PAUSE_BYTES are queued, the runner
  * stops reading from that peer, so a protocol that writes in answer to what
  * it reads cannot be made to buffer without bound. A protocol that writes
- * on its own is stopped by [aio] write_limit: aio_write() then returns
- * -ENOBUFS and queues nothing.
+ * on its own is stopped by [aio] write_limit: a write that would take the
+ * queue past it returns -ENOBUFS and sends nothing.
  */
 #include "conn.h"
 
@@ -158,6 +158,11 @@ int aio_write(aio_conn_t *c, const void *data, size_t len) {
     return -ENOTCONN;
   if (len == 0)
     return 0;
+  /* All or nothing, decided before a byte goes out: refusing only the
+   * rest after uv_try_write sent a prefix would have the caller resend (or
+   * drop) bytes the peer already has. */
+  if (c->queued + len > c->srv->w->app->s.write_limit)
+    return -ENOBUFS;
   c->last_active = uv_now(c->h.handle.loop);
   size_t done = 0;
   if (c->queued == 0) {
@@ -174,8 +179,6 @@ int aio_write(aio_conn_t *c, const void *data, size_t len) {
       return 0;
   }
   size_t rest = len - done;
-  if (c->queued + rest > c->srv->w->app->s.write_limit)
-    return -ENOBUFS;
   struct wreq *wr = malloc(sizeof(*wr) + rest);
   if (wr == NULL)
     return -ENOMEM;

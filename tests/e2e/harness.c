@@ -67,6 +67,11 @@ int h_write(const char *dir, const char *name, const char *text) {
 
 int h_start(struct aio_proc *p, const char *conf_text,
             const char *const *extra) {
+  return h_start_wrapped(p, conf_text, NULL, extra);
+}
+
+int h_start_wrapped(struct aio_proc *p, const char *conf_text,
+                    const char *const *wrap, const char *const *extra) {
   memset(p, 0, sizeof(*p));
   h_tmpdir(p->dir, sizeof(p->dir));
   snprintf(p->conf, sizeof(p->conf), "%s/aio.conf", p->dir);
@@ -88,12 +93,17 @@ int h_start(struct aio_proc *p, const char *conf_text,
       dup2(pfd[1], 3);
       close(pfd[1]);
     }
-    const char *argv[32] = {AIO_BIN, "-c", p->conf, "run", "--ready-fd", "3"};
-    int n = 6;
-    for (int i = 0; extra && extra[i] && n < 31; i++)
+    const char *argv[48];
+    int n = 0;
+    for (int i = 0; wrap && wrap[i] && n < 16; i++)
+      argv[n++] = wrap[i];
+    const char *run[] = {AIO_BIN, "-c", p->conf, "run", "--ready-fd", "3"};
+    for (size_t i = 0; i < sizeof(run) / sizeof(run[0]); i++)
+      argv[n++] = run[i];
+    for (int i = 0; extra && extra[i] && n < 47; i++)
       argv[n++] = extra[i];
     argv[n] = NULL;
-    execv(AIO_BIN, (char **)argv);
+    execvp(argv[0], (char **)argv);
     _exit(127);
   }
   close(pfd[1]);

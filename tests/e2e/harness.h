@@ -29,6 +29,10 @@ int h_write(const char *dir, const char *name, const char *text);
 /* Write the config into a new directory and start `aio -c conf run
  * --ready-fd N [extra...]` with stderr to the log. */
 int h_start(struct aio_proc *p, const char *conf_text, const char *const *extra);
+/* The same, with the command line prefixed by wrap (NULL-terminated, e.g.
+ * valgrind and its options; wrap[0] is looked up in PATH). */
+int h_start_wrapped(struct aio_proc *p, const char *conf_text,
+                    const char *const *wrap, const char *const *extra);
 /* Start aio with argv (after the binary) in p->dir; stdout and stderr go
  * to p->log. For commands other than run. Returns exit status or -1. */
 int h_aio(const char *dir, char *out, size_t outlen, const char *const *argv);

@@ -31,12 +31,14 @@ static void crash_data(aio_conn_t *c, const char *data, size_t len) {
 }
 AIO_PROTOCOL(crasher, .data_received = crash_data);
 
-/* Spins forever on the first byte: the loop never returns. */
+/* Spins forever on the first byte: the loop never returns. The counter
+ * is unsigned: a signed one overflows, which UBSan (the sanitizer build)
+ * turns into an abort, and the worker would end by itself. */
 static void spin_data(aio_conn_t *c, const char *data, size_t len) {
   (void)c;
   (void)data;
   (void)len;
-  for (volatile int x = 0;; x++)
+  for (volatile unsigned x = 0;; x++)
     ;
 }
 AIO_PROTOCOL(spinner, .data_received = spin_data);
@@ -52,6 +54,24 @@ static void slow_data(aio_conn_t *c, const char *data, size_t len) {
   aio_write(c, "done\n", 5);
 }
 AIO_PROTOCOL(slow, .data_received = slow_data);
+
+/* "big N\n" answers N bytes of 'x' in one aio_write(), then "\nr=R\n"
+ * with what that write returned: for write_limit tests. */
+static void big_data(aio_conn_t *c, const char *data, size_t len) {
+  if (len < 5 || strncmp(data, "big ", 4) != 0)
+    return;
+  size_t n = (size_t)strtoul(data + 4, NULL, 10);
+  char *blob = malloc(n ? n : 1);
+  if (blob == NULL)
+    return;
+  memset(blob, 'x', n);
+  int r = aio_write(c, blob, n);
+  free(blob);
+  char tail[32];
+  int m = snprintf(tail, sizeof(tail), "\nr=%d\n", r);
+  aio_write(c, tail, (size_t)m);
+}
+AIO_PROTOCOL(big, .data_received = big_data);
 
 /* A plain function that is not declared: the loader must refuse it. It is
  * exported (modules build with hidden visibility), so the loader can tell

@@ -1,0 +1,242 @@
+/* process_util.c - see process_util.h. */
+#define _GNU_SOURCE
+#include "process_util.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static const char *const result_names[] = {
+#define PU_NAME(e, s) s,
+    PU_RESULTS(PU_NAME)
+#undef PU_NAME
+};
+
+const char *pu_result_name(int r) {
+  if (r < 0 || (size_t)r >= sizeof(result_names) / sizeof(result_names[0]))
+    return "?";
+  return result_names[r];
+}
+
+void pu_start(struct aio_proc *p, const char *aio_extra, const char *servers) {
+  char conf[4096];
+  snprintf(conf, sizeof(conf),
+           "[aio]\nmodules = testmod\nmodule_path = %s\n%s\n%s",
+           AIO_TEST_MODULES, aio_extra, servers);
+  ck_assert_int_eq(h_start(p, conf, NULL), 0);
+  if (h_wait_ready(p, 15000) != 0) {
+    h_dump_log(p);
+    ck_abort_msg("aio did not become ready");
+  }
+}
+
+void pu_server(char *out, size_t n, const char *symbol, int port) {
+  size_t len = strlen(out);
+  snprintf(out + len, n - len,
+           "\n[server:%s]\nprotocol = testmod.%s\n"
+           "address = 127.0.0.1\nport = %d\n",
+           symbol, symbol, port);
+}
+
+void pu_start_one(struct aio_proc *p, const char *aio_extra, const char *symbol,
+                  int port) {
+  char servers[256] = "";
+  pu_server(servers, sizeof(servers), symbol, port);
+  pu_start(p, aio_extra, servers);
+}
+
+int pu_stop(struct aio_proc *p, int sig) {
+  int rc = h_stop(p, sig, 15000);
+  if (rc != 0)
+    h_dump_log(p);
+  return rc;
+}
+
+/* Wait for fd to be readable until deadline: 1, 0 on timeout. */
+static int readable(int fd, long long deadline) {
+  for (;;) {
+    long long left = deadline - h_now_ms();
+    if (left <= 0)
+      return 0;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int r = poll(&pfd, 1, (int)left);
+    if (r > 0)
+      return 1;
+    if (r < 0 && errno != EINTR)
+      return 0;
+  }
+}
+
+int pu_exchange(int port, const char *req, const char *until, char *buf,
+                size_t n, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  buf[0] = '\0';
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return PU_ERROR;
+  struct timeval tv = {.tv_sec = timeout_ms / 1000,
+                       .tv_usec = (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  int r = PU_ERROR;
+  if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+    r = errno == ECONNREFUSED                        ? PU_REFUSED
+        : errno == EINPROGRESS || errno == ETIMEDOUT ? PU_TIMEOUT
+                                                     : PU_ERROR;
+    goto out;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (h_send(fd, req, strlen(req)) < 0) {
+    r = errno == ECONNRESET || errno == EPIPE ? PU_RESET : PU_ERROR;
+    goto out;
+  }
+  size_t have = 0;
+  for (;;) {
+    if (strstr(buf, until)) {
+      r = PU_OK;
+      break;
+    }
+    if (have >= n - 1) {
+      r = PU_ERROR;
+      break;
+    }
+    if (!readable(fd, deadline)) {
+      r = PU_TIMEOUT;
+      break;
+    }
+    ssize_t got = recv(fd, buf + have, n - 1 - have, 0);
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got <= 0) {
+      r = got == 0 ? PU_CLOSED : errno == ECONNRESET ? PU_RESET : PU_ERROR;
+      break;
+    }
+    have += (size_t)got;
+    buf[have] = '\0';
+  }
+out:
+  close(fd);
+  return r;
+}
+
+int pu_read_eof(int fd, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  char buf[256];
+  while (readable(fd, deadline)) {
+    ssize_t got = recv(fd, buf, sizeof(buf), 0);
+    if (got < 0 && errno == EINTR)
+      continue;
+    return got == 0 ? 0 : -1;
+  }
+  return -1;
+}
+
+int pu_run_suite(Suite *s) {
+  struct rlimit no_core = {0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
+
+pid_t pu_parse_pid(const char *answer) {
+  int pid;
+  return sscanf(answer, "pid %d", &pid) == 1 && pid > 0 ? (pid_t)pid : -1;
+}
+
+int pu_pid_in(pid_t pid, const pid_t *set, int n) {
+  for (int i = 0; i < n; i++)
+    if (set[i] == pid)
+      return 1;
+  return 0;
+}
+
+char pu_state(pid_t pid) {
+  char path[64], state = 0;
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return 0;
+  /* The command may hold spaces and parentheses: the state follows the
+   * last ')'. */
+  char line[512];
+  if (fgets(line, sizeof(line), f)) {
+    char *paren = strrchr(line, ')');
+    if (paren && paren[1] == ' ')
+      state = paren[2];
+  }
+  fclose(f);
+  return state;
+}
+
+int pu_live_children(pid_t pid, pid_t *out, int max) {
+  pid_t kids[256];
+  int n = h_children(pid, kids, 256), live = 0;
+  for (int i = 0; i < n; i++) {
+    char st = pu_state(kids[i]);
+    if (st == 0 || st == 'Z' || st == 'X')
+      continue;
+    if (out && live < max)
+      out[live] = kids[i];
+    live++;
+  }
+  return live;
+}
+
+int pu_zombie_children(pid_t pid) {
+  pid_t kids[256];
+  int n = h_children(pid, kids, 256), z = 0;
+  for (int i = 0; i < n; i++)
+    z += pu_state(kids[i]) == 'Z';
+  return z;
+}
+
+int pu_wait_no_zombies(pid_t pid, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  while (pu_zombie_children(pid) > 0) {
+    if (h_now_ms() > deadline)
+      return -1;
+    usleep(5000);
+  }
+  return 0;
+}
+
+int pu_wait_live_children(pid_t pid, int n, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  while (pu_live_children(pid, NULL, 0) != n) {
+    if (h_now_ms() > deadline)
+      return -1;
+    usleep(5000);
+  }
+  return 0;
+}
+
+int pu_signal_pending(pid_t pid, int sig) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return 0;
+  unsigned long long mask = 0, m;
+  while (fgets(line, sizeof(line), f))
+    if (sscanf(line, "SigPnd: %llx", &m) == 1 ||
+        sscanf(line, "ShdPnd: %llx", &m) == 1)
+      mask |= m;
+  fclose(f);
+  return (mask >> (sig - 1)) & 1;
+}

@@ -1,0 +1,75 @@
+/*
+ * process_util.h - helpers for the process-model suites: single-shot
+ * exchanges that tell a refused or reset connection from a slow one (the
+ * harness's h_connect retries, which would hide a refusal), and the
+ * master's children as /proc sees them, zombies included.
+ */
+#ifndef AIO_TESTS_PROCESS_UTIL_H
+#define AIO_TESTS_PROCESS_UTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "harness.h"
+
+/* X(enum, name): how one exchange ended. */
+#define PU_RESULTS(X)                                                          \
+  X(OK, "ok")                                                                  \
+  X(REFUSED, "connection refused")                                             \
+  X(RESET, "connection reset")                                                 \
+  X(CLOSED, "closed before the answer")                                        \
+  X(TIMEOUT, "timed out")                                                      \
+  X(ERROR, "error")
+
+enum pu_result {
+#define PU_ENUM(e, s) PU_##e,
+  PU_RESULTS(PU_ENUM)
+#undef PU_ENUM
+};
+
+const char *pu_result_name(int r);
+
+/* Write [aio] (modules = testmod, module_path, then aio_extra) and the
+ * servers text, start aio and wait until it is ready; fails the test (with
+ * the log) if it does not become ready. */
+void pu_start(struct aio_proc *p, const char *aio_extra, const char *servers);
+/* Append a [server:SYMBOL] serving testmod.SYMBOL on 127.0.0.1:port. */
+void pu_server(char *out, size_t n, const char *symbol, int port);
+/* pu_start with that one server. */
+void pu_start_one(struct aio_proc *p, const char *aio_extra, const char *symbol,
+                  int port);
+/* h_stop with a deadline, dumping the log unless the status is 0. */
+int pu_stop(struct aio_proc *p, int sig);
+
+/* One TCP connection to 127.0.0.1:port, no retry: send req, read until
+ * `until` appears (answer in buf, NUL-terminated), close. */
+int pu_exchange(int port, const char *req, const char *until, char *buf,
+                size_t n, int timeout_ms);
+/* Read from fd until EOF: 0, or -1 on reset, data or timeout. */
+int pu_read_eof(int fd, int timeout_ms);
+
+/* Run a suite as a test program's main(): cores off (crashing workers
+ * should not spend the suite's time writing them). Returns the exit
+ * status. */
+struct Suite;
+int pu_run_suite(struct Suite *s);
+
+/* "pid N" -> N, or -1. */
+pid_t pu_parse_pid(const char *answer);
+int pu_pid_in(pid_t pid, const pid_t *set, int n);
+
+/* The state letter of pid from /proc (R, S, Z...), or 0 if it is gone. */
+char pu_state(pid_t pid);
+/* Children of pid that are not zombies (out may be NULL). */
+int pu_live_children(pid_t pid, pid_t *out, int max);
+int pu_zombie_children(pid_t pid);
+/* A zombie lives for the instant between a child's exit and its parent's
+ * waitpid; one that lasts timeout_ms is a reaping bug. 0 when none is
+ * left, -1 if one stays. */
+int pu_wait_no_zombies(pid_t pid, int timeout_ms);
+/* Wait until pid has n live children. 0 or -1. */
+int pu_wait_live_children(pid_t pid, int n, int timeout_ms);
+/* Is sig pending (raised, not yet handled) for pid? */
+int pu_signal_pending(pid_t pid, int sig);
+
+#endif
