@@ -581,7 +581,7 @@ int config_interpolate(struct config *cfg, struct diag *d) {
 /* ---- output ------------------------------------------------------------ */
 
 static void dump_value(const char *key, const char *value, FILE *out) {
-  fprintf(out, "%s = ", key);
+  fprintf(out, *value ? "%s = " : "%s =", key);
   for (const char *p = value; *p; p++) {
     fputc(*p, out);
     if (*p == '\n')

@@ -184,6 +184,14 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
     log_warn("cannot write pidfile %s", pidpath);
   log_set_role("master", -1);
   rc = master_run(&app, path, ready_fd, &daemon_fd);
+  if (pid_fd >= 0) {
+    /* Gone before the waiting parent of -d hears of a failed start, so
+     * whoever retries at once does not find it. Unlinked while the lock
+     * is still ours: nobody else can be in it. */
+    unlink(pidpath);
+    close(pid_fd);
+    pid_fd = -1;
+  }
   if (daemon_fd >= 0) {
     /* The start failed: tell the waiting parent with what status. */
     char code = (char)(rc ? rc : 1);
@@ -193,7 +201,6 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
   }
 out:
   if (pid_fd >= 0) {
-    /* Unlink while the lock is still ours: nobody else can be in it. */
     unlink(pidpath);
     close(pid_fd);
   }
@@ -207,6 +214,20 @@ out:
 /* A command mapped in [aio:commands]: load the modules here (this is not
  * the master) and call it. */
 static int cmd_plugin(const char *config_path, int argc, char **argv) {
+  if (config_path == NULL) {
+    /* Without a config there are no mapped commands: a typo is a usage
+     * error, not a missing configuration. */
+    struct diag d;
+    diag_init(&d);
+    char *found = config_search(&d);
+    diag_close(&d);
+    if (found == NULL) {
+      fprintf(stderr, "aio: unknown command '%s' (see aio --help)\n",
+              argv[0]);
+      return EXIT_USAGE;
+    }
+    free(found);
+  }
   char *path = cli_config_path(config_path);
   if (path == NULL)
     return EXIT_CONFIG;

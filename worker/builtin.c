@@ -11,6 +11,12 @@
 #include "http.h"
 #include "loader.h"
 
+/* The built-in declarations are reached through builtin_decls[], never by
+ * name: keep them out of the binary's dynamic symbols, where they would
+ * clash with a module's own `echo` or `hello`. */
+#undef AIO_EXPORT
+#define AIO_EXPORT __attribute__((visibility("hidden")))
+
 /* ---- echo ---------------------------------------------------------------- */
 
 static void echo_data(aio_conn_t *c, const char *data, size_t len) {
