@@ -7,6 +7,8 @@
 #include "settings.h"
 
 #include <arpa/inet.h>
+#include <grp.h>
+#include <pwd.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -243,6 +245,36 @@ static void load_modules(struct settings *s, struct reader *r) {
   }
 }
 
+/* [aio] user / group: looked up now, so a typo is a config error and not
+ * a worker that cannot start. */
+static void resolve_user(struct settings *s, struct reader *r) {
+  s->uid = getuid();
+  s->gid = getgid();
+  if (s->user) {
+    struct passwd *pw = getpwnam(s->user);
+    long id;
+    if (pw) {
+      s->uid = pw->pw_uid;
+      s->gid = pw->pw_gid;
+    } else if (util_parse_long(s->user, 0, 1L << 30, &id) == 0) {
+      s->uid = (uid_t)id;
+    } else {
+      rd_fail(r, "user", "no such user '%s'", s->user);
+    }
+    s->drop_privileges = 1;
+  }
+  if (s->group) {
+    struct group *gr = getgrnam(s->group);
+    long id;
+    if (gr)
+      s->gid = gr->gr_gid;
+    else if (util_parse_long(s->group, 0, 1L << 30, &id) == 0)
+      s->gid = (gid_t)id;
+    else
+      rd_fail(r, "group", "no such group '%s'", s->group);
+    s->drop_privileges = 1;
+  }
+}
 
 static void load_aio(struct settings *s, struct reader *r) {
   const char *w = rd_str(r, "workers");
@@ -270,6 +302,7 @@ static void load_aio(struct settings *s, struct reader *r) {
   s->control = rd_dup(r, "control");
   s->user = rd_dup(r, "user");
   s->group = rd_dup(r, "group");
+  resolve_user(s, r);
   s->max_restarts = (int)rd_long(r, "max_restarts", 0, 1000000, 5);
   s->restart_window = rd_double(r, "restart_window", 0, 86400 * 7, 60);
   s->max_connections =
@@ -468,6 +501,18 @@ static int prefix(const char *name, const char *p, const char **rest) {
   return 1;
 }
 
+/* Relative file names in the config are relative to its directory, so a
+ * daemon (which runs in "/") and a reload find the same files. */
+static void absolutize(char **path, const char *dir) {
+  if (*path == NULL || (*path)[0] == '/' || dir == NULL)
+    return;
+  char *abs = util_asprintf("%s/%s", dir, *path);
+  if (abs) {
+    free(*path);
+    *path = abs;
+  }
+}
+
 int settings_load(struct settings *s, const struct config *cfg,
                   struct diag *d) {
   memset(s, 0, sizeof(*s));
@@ -504,6 +549,11 @@ int settings_load(struct settings *s, const struct config *cfg,
       load_commands(s, &r);
     }
   }
+  absolutize(&s->log_file, s->config_dir);
+  absolutize(&s->pidfile, s->config_dir);
+  absolutize(&s->control, s->config_dir);
+  for (size_t i = 0; i < s->nservers; i++)
+    absolutize(&s->servers[i].path, s->config_dir);
   /* Two servers on one address would fight over the same port. */
   for (size_t i = 0; i < s->nservers; i++)
     for (size_t j = 0; j < i; j++) {

@@ -7,6 +7,7 @@
 #define AIO_COMMON_SETTINGS_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "diag.h"
@@ -77,6 +78,9 @@ struct settings {
   char *pidfile;
   char *control;
   char *user, *group;
+  int drop_privileges; /* user or group set: workers run as uid/gid */
+  uid_t uid;
+  gid_t gid;
   int max_restarts;      /* crashes of a slot within restart_window ... */
   double restart_window; /* ... after which it is not respawned */
   size_t max_connections; /* per worker */
