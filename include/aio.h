@@ -63,6 +63,9 @@ typedef struct aio_protocol_s {
   /* UDP: one datagram from `addr` (borrowed for the call). */
   void (*datagram_received)(aio_conn_t *conn, const char *data, size_t len,
                             const struct sockaddr *addr);
+  /* Everything queued has been written (called only after aio_write() had
+   * to queue): the moment to resume a transfer that got -ENOBUFS. */
+  void (*write_drained)(aio_conn_t *conn);
 } aio_protocol_t;
 
 /* Queue `len` bytes for the peer (copied; never blocks). Returns 0, or

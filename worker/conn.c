@@ -72,8 +72,10 @@ aio_conn_t *conn_new_stream(struct wserver *srv) {
 static void on_closed(uv_handle_t *h) {
   aio_conn_t *c = h->data;
   int status = c->lost_status;
-  if (c->made && c->proto->connection_lost)
+  if (c->made && c->proto->connection_lost) {
+    worker_bus_sync(worker_self);
     c->proto->connection_lost(c, status);
+  }
   conn_unlink(c);
   free(c);
   worker_conn_gone(worker_self);
@@ -106,16 +108,20 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   aio_conn_t *c = s->data;
   if (nread > 0) {
     c->last_active = uv_now(s->loop);
-    if (!c->closing && c->proto->data_received)
+    if (!c->closing && c->proto->data_received) {
+      worker_bus_sync(worker_self);
       c->proto->data_received(c, buf->base, (size_t)nread);
+    }
     return;
   }
   if (nread == 0)
     return;
   if (nread == UV_EOF) {
     uv_read_stop(s);
-    if (!c->closing && c->proto->eof_received)
+    if (!c->closing && c->proto->eof_received) {
+      worker_bus_sync(worker_self);
       c->proto->eof_received(c);
+    }
     aio_close(c);
     return;
   }
@@ -125,8 +131,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 void conn_start(aio_conn_t *c) {
   c->made = 1;
   c->last_active = uv_now(c->h.handle.loop);
-  if (c->proto->connection_made)
+  if (c->proto->connection_made) {
+    worker_bus_sync(worker_self);
     c->proto->connection_made(c);
+  }
   if (!c->closing) {
     int err = uv_read_start(&c->h.stream, on_alloc, on_read);
     if (err)
@@ -143,9 +151,13 @@ static void on_written(uv_write_t *req, int status) {
     conn_close_now(c, status);
     return;
   }
-  if (c->paused && c->queued == 0 && !c->closing) {
-    c->paused = 0;
-    uv_read_start(&c->h.stream, on_alloc, on_read);
+  if (c->queued == 0 && !c->closing) {
+    if (c->paused) {
+      c->paused = 0;
+      uv_read_start(&c->h.stream, on_alloc, on_read);
+    }
+    if (c->proto->write_drained)
+      c->proto->write_drained(c);
   }
 }
 
@@ -244,8 +256,10 @@ static void on_udp_read(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   if (addr == NULL || c->closing)
     return;
   c->last_active = uv_now(h->loop);
-  if (c->proto->datagram_received)
+  if (c->proto->datagram_received) {
+    worker_bus_sync(worker_self);
     c->proto->datagram_received(c, buf->base, (size_t)nread, addr);
+  }
 }
 
 int conn_open_udp(struct wserver *srv, int fd) {

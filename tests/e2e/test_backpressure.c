@@ -72,11 +72,50 @@ START_TEST(test_write_past_write_limit_sends_nothing) {
 }
 END_TEST
 
+START_TEST(test_write_drained_resumes_a_refused_transfer) {
+  struct aio_proc p;
+  int port = h_free_port();
+  pu_start_one(&p, "workers = 1\nwrite_limit = 65536\n", "stream", port);
+  int fd = h_connect(port, 3000);
+  ck_assert_int_ge(fd, 0);
+  const size_t want = 8u << 20; /* 128 times the limit */
+  ck_assert_int_eq(h_send(fd, "stream 8388608\n", 15), 0);
+  static char chunk[65536];
+  size_t ys = 0, other = 0;
+  char last[8] = "";
+  long long deadline = h_now_ms() + 20000;
+  while (h_now_ms() < deadline) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, 100) <= 0)
+      continue;
+    ssize_t m = recv(fd, chunk, sizeof(chunk), 0);
+    if (m <= 0)
+      break;
+    for (ssize_t i = 0; i < m; i++) {
+      if (chunk[i] == 'y')
+        ys++;
+      else
+        other++;
+      memmove(last, last + 1, 4);
+      last[4] = chunk[i];
+    }
+    if (strcmp(last, "\nend\n") == 0)
+      break;
+  }
+  close(fd);
+  ck_assert_str_eq(last, "\nend\n");
+  ck_assert_uint_eq(ys, want);
+  ck_assert_uint_eq(other, 5);
+  ck_assert_int_eq(pu_stop(&p, SIGTERM), 0);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("e2e_backpressure");
   TCase *tc = tcase_create("backpressure");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_write_past_write_limit_sends_nothing);
+  tcase_add_test(tc, test_write_drained_resumes_a_refused_transfer);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -4,6 +4,7 @@
  * the worker's pid, crash, or spin; listeners and schedulers that record
  * what they saw in files named by the config.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,53 @@ static void big_data(aio_conn_t *c, const char *data, size_t len) {
   aio_write(c, tail, (size_t)m);
 }
 AIO_PROTOCOL(big, .data_received = big_data);
+
+/* "stream N\n" sends N bytes of 'y' in 16 KiB pieces, as many as
+ * write_limit lets it queue, and goes on from write_drained after each
+ * -ENOBUFS; then "\nend\n". For the write_drained test. */
+struct stream {
+  size_t left;
+  int ended;
+};
+
+static void stream_pump(aio_conn_t *c) {
+  struct stream *st = aio_conn_get_data(c);
+  static char piece[16384];
+  memset(piece, 'y', sizeof(piece));
+  while (st && st->left > 0) {
+    size_t n = st->left < sizeof(piece) ? st->left : sizeof(piece);
+    int r = aio_write(c, piece, n);
+    if (r == -ENOBUFS)
+      return; /* write_drained calls us again */
+    if (r < 0) {
+      aio_close(c);
+      return;
+    }
+    st->left -= n;
+  }
+  if (st && !st->ended) {
+    st->ended = 1;
+    aio_write(c, "\nend\n", 5);
+  }
+}
+
+static void stream_data(aio_conn_t *c, const char *data, size_t len) {
+  if (len < 8 || strncmp(data, "stream ", 7) != 0 || aio_conn_get_data(c))
+    return;
+  struct stream *st = calloc(1, sizeof(*st));
+  if (st == NULL)
+    return;
+  st->left = (size_t)strtoul(data + 7, NULL, 10);
+  aio_conn_set_data(c, st);
+  stream_pump(c);
+}
+
+static void stream_lost(aio_conn_t *c, int status) {
+  (void)status;
+  free(aio_conn_get_data(c));
+}
+AIO_PROTOCOL(stream, .data_received = stream_data,
+             .write_drained = stream_pump, .connection_lost = stream_lost);
 
 /* A plain function that is not declared: the loader must refuse it. It is
  * exported (modules build with hidden visibility), so the loader can tell
