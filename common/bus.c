@@ -1,9 +1,14 @@
 /* bus.c - framing and message names for the master/worker channel. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "bus.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
 
 static const char *const bus_names[BUS_TYPE_COUNT] = {
     [BUS_NONE] = "none",
@@ -124,4 +129,95 @@ char *bus_encode(const json_t *msg, size_t *len) {
   line[n + 1] = '\0';
   *len = n + 1;
   return line;
+}
+
+static int out_reserve(struct bus_out *o, size_t more) {
+  if (o->len + more <= o->cap)
+    return 0;
+  if (o->off > 0) {
+    /* Reuse the written front before growing. */
+    memmove(o->buf, o->buf + o->off, o->len - o->off);
+    o->len -= o->off;
+    o->off = 0;
+    if (o->len + more <= o->cap)
+      return 0;
+  }
+  size_t cap = o->cap ? o->cap : 16384;
+  while (cap < o->len + more)
+    cap *= 2;
+  char *p = realloc(o->buf, cap);
+  if (p == NULL)
+    return -ENOMEM;
+  o->buf = p;
+  o->cap = cap;
+  return 0;
+}
+
+static int out_append(const char *data, size_t n, void *arg) {
+  struct bus_out *o = arg;
+  if (out_reserve(o, n))
+    return -1;
+  memcpy(o->buf + o->len, data, n);
+  o->len += n;
+  return 0;
+}
+
+int bus_out_add(struct bus_out *o, const json_t *msg) {
+  size_t start = o->len;
+  /* Encoded in place: no intermediate string per frame. */
+  if (json_dump_callback(msg, out_append, o, JSON_COMPACT) != 0 ||
+      out_append("\n", 1, o) != 0) {
+    o->len = start;
+    return -ENOMEM;
+  }
+  if (o->len - start > BUS_MAX_FRAME) {
+    o->len = start;
+    return -EMSGSIZE;
+  }
+  return 0;
+}
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int bus_out_flush(struct bus_out *o, int fd, int timeout_ms) {
+  long long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+  while (o->off < o->len) {
+    ssize_t n = write(fd, o->buf + o->off, o->len - o->off);
+    if (n > 0) {
+      o->off += (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno != EAGAIN)
+      return -errno;
+    long long left = deadline - now_ms();
+    if (left <= 0)
+      return -EAGAIN;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
+      return -errno;
+  }
+  o->off = o->len = 0;
+  return 0;
+}
+
+void bus_out_close(struct bus_out *o) {
+  free(o->buf);
+  memset(o, 0, sizeof(*o));
+}
+
+struct bus_mark *bus_mark_new(void) {
+  void *p = mmap(NULL, sizeof(struct bus_mark), PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+void bus_mark_free(struct bus_mark *m) {
+  if (m)
+    munmap(m, sizeof(*m));
 }

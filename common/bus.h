@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* The largest frame either side accepts, newline included. */
 #define BUS_MAX_FRAME (256 * 1024)
@@ -63,5 +64,40 @@ json_t *bus_msg(enum bus_type t);
 /* Encode as one line with '\n'. Returns new (free) or NULL when the frame
  * would exceed BUS_MAX_FRAME. */
 char *bus_encode(const json_t *msg, size_t *len);
+
+/* One page shared by the master and one worker (MAP_SHARED, made before
+ * the fork), written only by the worker: which deliver frame it was in
+ * when it died, whatever killed it, without a write(2) per delivery.
+ * Deliver frames are counted from 1 in the order the master sent them;
+ * the worker handles them in that order. */
+struct bus_mark {
+  volatile uint64_t done;    /* deliver frames finished */
+  volatile uint64_t in_hand; /* the one whose listeners run, 0 between */
+};
+
+/* A new shared mark, zeroed, or NULL when mmap fails. */
+struct bus_mark *bus_mark_new(void);
+void bus_mark_free(struct bus_mark *m);
+
+/* Frames waiting to be written, back to back in one buffer, so that many
+ * frames leave in one write(2): a socketpair charges every write a
+ * kernel buffer of its own, and one per frame fills the socket after a
+ * few hundred small frames. */
+struct bus_out {
+  char *buf;
+  size_t off, len, cap; /* buf[off, len) is not written yet */
+};
+
+/* Append msg's frame. 0, -EMSGSIZE (over BUS_MAX_FRAME; nothing added) or
+ * -ENOMEM. */
+int bus_out_add(struct bus_out *o, const json_t *msg);
+/* Write what is pending on fd (non-blocking). When the socket is full,
+ * wait up to timeout_ms for room (0: do not wait). Returns 0 when all is
+ * written, -EAGAIN when some remains, or a negative errno from write(2). */
+int bus_out_flush(struct bus_out *o, int fd, int timeout_ms);
+static inline size_t bus_out_pending(const struct bus_out *o) {
+  return o->len - o->off;
+}
+void bus_out_close(struct bus_out *o);
 
 #endif

@@ -45,6 +45,7 @@ struct generation;
 
 struct delivery {
   json_int_t id;
+  uint64_t n; /* its place among deliver frames sent to the worker; 0: unsent */
   json_t *msg; /* the deliver frame, kept until acknowledged */
   int broadcast;
   struct delivery *next;
@@ -64,6 +65,8 @@ struct wproc {
   unsigned restarts; /* of its slot when it was spawned */
   struct delivery *pending; /* sent, not yet acknowledged, oldest first */
   struct delivery *pending_last; /* its tail, NULL when empty */
+  uint64_t sent;                 /* deliver frames sent to it */
+  struct bus_mark *mark;         /* shared: what it was doing when it died */
   json_int_t running_job;   /* job id in flight, or 0 */
   struct wproc *next;
 };

@@ -7,12 +7,14 @@
  * one socketpair are handled in order, so a listener never sees emit k+1
  * before emit k. Broadcast listeners get one delivery per live worker. Each
  * delivery is kept until the worker acknowledges it; if the worker dies,
- * the one it was handling is dropped (it may be what killed it) and the
- * rest go to another live worker, or for broadcast to the slot's successor.
+ * those it finished (its shared bus_mark says which) are forgotten, the one
+ * it was handling is dropped (it may be what killed it), and the rest go
+ * to another live worker, or for broadcast to the slot's successor.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "master.h"
@@ -32,11 +34,27 @@ static void send_delivery(struct wproc *p, json_t *msg, int broadcast) {
   d->id = json_integer_value(json_object_get(msg, "id"));
   d->msg = json_incref(msg);
   d->broadcast = broadcast;
-  struct delivery **tail = &p->pending;
-  while (*tail)
-    tail = &(*tail)->next;
-  *tail = d;
-  master_send(p, msg);
+  int err = master_send(p, msg);
+  if (err == -EMSGSIZE) {
+    /* The data fitted in the emit frame but not with the deliver fields:
+     * it can never be delivered, so it is not kept. */
+    log_warnx("signal '%s': deliver frame over %d bytes; dropped",
+              json_string_value(json_object_get(msg, "signal")),
+              BUS_MAX_FRAME);
+    json_decref(d->msg);
+    free(d);
+    return;
+  }
+  /* Any other failure (the channel is closing) keeps it, unsent: the
+   * worker's death hands it to another worker. Appending at the tail is
+   * O(1), as thousands may be in flight. */
+  if (err == 0)
+    d->n = ++p->sent;
+  if (p->pending_last)
+    p->pending_last->next = d;
+  else
+    p->pending = d;
+  p->pending_last = d;
 }
 
 static json_t *make_deliver(struct master *m, const char *signal,
@@ -92,7 +110,9 @@ static void route(struct master *m, struct wproc *from, const char *signal,
       json_t *msg = make_deliver(m, signal, data, bcast);
       if (sl->cur && sl->cur->state == WPROC_READY)
         send_delivery(sl->cur, msg, 1);
-      else if (sl->state == SLOT_RUNNING || sl->state == SLOT_BACKOFF)
+      else if (sl->state != SLOT_FAILED)
+        /* Starting, respawning, or not forked yet (aio-starting is
+         * emitted before the first fork): its next worker gets it. */
         backlog_add(&sl->backlog, msg);
       json_decref(msg);
     }
@@ -115,16 +135,54 @@ static void flush_backlog(json_t **backlog, struct wproc *to, int broadcast) {
   *backlog = NULL;
 }
 
+static int on_drained_frame(void *arg, enum bus_type t, json_t *msg) {
+  /* A dead worker's last words: acknowledgements, job results, emits.
+   * Anything about its own state (ready, heartbeat) no longer matters. */
+  if (t == BUS_READY || t == BUS_HEARTBEAT || t == BUS_STATUS)
+    return 0;
+  return router_frame(arg, t, msg);
+}
+
+/* Read what the dead worker wrote before it died. SIGCHLD can be handled
+ * before the last bytes on its socket, and the process is freed after
+ * this: emits still unread there would be lost, and deliveries it
+ * acknowledged would be redelivered. */
+static void drain_dead(struct wproc *p) {
+  uv_os_fd_t fd;
+  if (!p->bus_open || uv_fileno((uv_handle_t *)&p->bus, &fd) != 0)
+    return; /* closed, or cut off after a bad frame: nothing more is read */
+  char buf[16384];
+  for (int i = 0; i < 4096; i++) { /* bounded: a socket buffer's worth */
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0 ||
+        bus_reader_feed(&p->rd, buf, (size_t)n, on_drained_frame, p) != 0)
+      return;
+  }
+}
+
+/* Was d the delivery in hand when p died? The shared mark says exactly;
+ * without one, the oldest unacknowledged delivery is the best guess. */
+static int in_hand(const struct wproc *p, const struct delivery *d,
+                   int first) {
+  if (p->state != WPROC_DEAD || p->m->stopping)
+    return 0;
+  return p->mark ? d->n != 0 && d->n == p->mark->in_hand : first;
+}
+
 void router_worker_gone(struct master *m, struct wproc *p) {
+  drain_dead(p);
   struct delivery *d = p->pending, *next;
   p->pending = NULL;
+  p->pending_last = NULL;
   struct slot *sl = (size_t)p->slot < m->slots_cap ? &m->slots[p->slot] : NULL;
+  uint64_t done = p->mark ? p->mark->done : 0;
   int first = 1;
   for (; d; d = next) {
     next = d->next;
-    if (first && p->state == WPROC_DEAD && !p->m->stopping) {
-      /* The frame in hand when it died: redelivering it could kill the
-       * next worker the same way. */
+    if (d->n != 0 && d->n <= done) {
+      /* Finished; only its acknowledgement died with the worker. */
+    } else if (in_hand(p, d, first)) {
+      /* Redelivering it could kill the next worker the same way. */
       log_warnx("signal '%s' (delivery %lld) was being handled by worker %d "
                 "when it died; not redelivered",
                 json_string_value(json_object_get(d->msg, "signal")),
@@ -143,15 +201,18 @@ void router_worker_gone(struct master *m, struct wproc *p) {
     json_decref(d->msg);
     free(d);
   }
+  bus_mark_free(p->mark);
+  p->mark = NULL;
 }
 
 static void worker_became_ready(struct master *m, struct wproc *p) {
+  /* The backlog first: it holds aio-starting, and becoming ready may emit
+   * aio-started, which must not overtake it. */
+  if (p->g == m->gen) {
+    flush_backlog(&m->slots[p->slot].backlog, p, 1);
+    flush_backlog(&m->backlog, p, 0);
+  }
   master_worker_ready(m, p);
-  if (p->g != m->gen)
-    return;
-  struct slot *sl = &m->slots[p->slot];
-  flush_backlog(&sl->backlog, p, 1);
-  flush_backlog(&m->backlog, p, 0);
 }
 
 static int on_emit(struct wproc *p, json_t *msg) {
@@ -164,10 +225,14 @@ static int on_emit(struct wproc *p, json_t *msg) {
 
 static int on_delivered(struct wproc *p, json_t *msg) {
   json_int_t id = json_integer_value(json_object_get(msg, "id"));
-  for (struct delivery **dd = &p->pending; *dd; dd = &(*dd)->next)
+  /* Acknowledgements come in order, so this finds the head at once. */
+  for (struct delivery **dd = &p->pending, *prev = NULL; *dd;
+       prev = *dd, dd = &(*dd)->next)
     if ((*dd)->id == id) {
       struct delivery *d = *dd;
       *dd = d->next;
+      if (p->pending_last == d)
+        p->pending_last = prev;
       json_decref(d->msg);
       free(d);
       return 0;

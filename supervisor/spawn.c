@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -121,12 +122,15 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     close(sv[1]);
     return -ENOMEM;
   }
+  /* Without it (mmap failed) the master guesses the delivery in hand. */
+  p->mark = bus_mark_new();
   pid_t master_pid = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     int err = -errno;
     close(sv[0]);
     close(sv[1]);
+    bus_mark_free(p->mark);
     free(p);
     return err;
   }
@@ -154,9 +158,13 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     free(keep);
     if (drop_privileges(&g->app.s))
       _exit(1);
-    _exit(worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index]));
+    _exit(worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index],
+                     p->mark));
   }
   close(sv[1]);
+  /* Its mark is for it alone: workers forked later do not inherit it. */
+  if (p->mark)
+    madvise(p->mark, sizeof(*p->mark), MADV_DONTFORK);
   p->m = m;
   p->g = g;
   g->refs++;

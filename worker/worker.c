@@ -7,6 +7,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,52 +31,66 @@ static struct worker *signal_worker;
  * that an idle keep-alive client does not hold the old worker. */
 #define DRAIN_IDLE_MS 1000
 
-struct outmsg {
-  uv_write_t req;
-  char *line;
-};
+/* Frames are batched in w->out and written before the loop sleeps (or
+ * sooner, once this much is waiting): one write(2) for many frames. */
+#define BUS_EAGER_FLUSH (64 * 1024)
+/* How long a worker waits for room on its bus before it runs a listener or
+ * a job; past it the frames stay queued and the user code runs anyway. */
+#define BUS_SYNC_FLUSH_MS 2000
 
-static void on_sent(uv_write_t *req, int status) {
-  struct outmsg *m = (struct outmsg *)req;
+static void on_bus_room(uv_poll_t *h, int status, int events);
+
+/* Write what is queued; when the socket is full, wait up to timeout_ms,
+ * then let the loop tell us when there is room. */
+static void bus_flush(struct worker *w, int timeout_ms) {
+  if (!w->bus_open || bus_out_pending(&w->out) == 0)
+    return;
+  int err = bus_out_flush(&w->out, w->bus_fd, timeout_ms);
+  if (err == 0)
+    w->out_urgent = 0;
+  if (err == -EAGAIN) {
+    if (!uv_is_active((uv_handle_t *)&w->bus_room))
+      uv_poll_start(&w->bus_room, UV_WRITABLE, on_bus_room);
+    return;
+  }
+  if (uv_is_active((uv_handle_t *)&w->bus_room))
+    uv_poll_stop(&w->bus_room);
+  if (err) {
+    /* The master is gone; the read side sees EOF and ends the worker. */
+    w->bus_open = 0;
+    bus_out_close(&w->out);
+  }
+}
+
+static void on_bus_room(uv_poll_t *h, int status, int events) {
   (void)status;
-  free(m->line);
-  free(m);
+  (void)events;
+  bus_flush(h->data, 0);
+}
+
+static void on_bus_prepare(uv_prepare_t *h) { bus_flush(h->data, 0); }
+
+void worker_bus_sync(struct worker *w) {
+  /* Acknowledgements may wait: the mark tells the master which deliveries
+   * were finished. */
+  if (w && (w->out_urgent || (w->mark == NULL && bus_out_pending(&w->out))))
+    bus_flush(w, BUS_SYNC_FLUSH_MS);
+}
+
+static int bus_queue(struct worker *w, const json_t *msg, int urgent) {
+  if (!w->bus_open)
+    return -EPIPE;
+  int err = bus_out_add(&w->out, msg);
+  if (err == 0) {
+    w->out_urgent |= urgent;
+    if (bus_out_pending(&w->out) >= BUS_EAGER_FLUSH)
+      bus_flush(w, 0);
+  }
+  return err;
 }
 
 int worker_send(struct worker *w, const json_t *msg) {
-  if (!w->bus_open)
-    return -EPIPE;
-  size_t len;
-  char *line = bus_encode(msg, &len);
-  if (line == NULL)
-    return -EMSGSIZE;
-  uv_buf_t b = uv_buf_init(line, (unsigned)len);
-  if (uv_stream_get_write_queue_size((uv_stream_t *)&w->bus) == 0) {
-    int n = uv_try_write((uv_stream_t *)&w->bus, &b, 1);
-    if (n == (int)len) {
-      free(line);
-      return 0;
-    }
-    if (n > 0) {
-      memmove(line, line + n, len - (size_t)n);
-      b = uv_buf_init(line, (unsigned)(len - (size_t)n));
-    } else if (n != UV_EAGAIN) {
-      free(line);
-      return n;
-    }
-  }
-  struct outmsg *m = malloc(sizeof(*m));
-  if (m == NULL) {
-    free(line);
-    return -ENOMEM;
-  }
-  m->line = line;
-  int err = uv_write(&m->req, (uv_stream_t *)&w->bus, &b, 1, on_sent);
-  if (err) {
-    free(line);
-    free(m);
-  }
-  return err;
+  return bus_queue(w, msg, 1);
 }
 
 static void close_walk(uv_handle_t *h, void *arg) {
@@ -165,6 +180,7 @@ static void run_job(struct worker *w, json_t *msg) {
               (long long)which);
   } else {
     aio_event_t ev = {.name = w->app->s.schedules[job].name, .run = run};
+    worker_bus_sync(w);
     ok = w->jobs[job * 3 + which]->u.scheduler(&ev) == 0;
   }
   json_t *done = bus_msg(BUS_DONE);
@@ -179,19 +195,27 @@ static void deliver(struct worker *w, json_t *msg) {
   json_t *listeners = json_object_get(msg, "listeners");
   aio_signal_t sig = {.name = name ? name : "",
                       .data = json_object_get(msg, "data")};
+  uint64_t n = ++w->delivers;
   size_t i;
   json_t *v;
+  if (w->mark)
+    w->mark->in_hand = n;
   json_array_foreach(listeners, i, v) {
     json_int_t k = json_integer_value(v);
     if (k < 0 || (size_t)k >= w->app->s.nlisteners || !w->listeners[k]) {
       log_warnx("bus: deliver to unknown listener %lld", (long long)k);
       continue;
     }
+    worker_bus_sync(w);
     w->listeners[k]->u.listener(&sig);
+  }
+  if (w->mark) {
+    w->mark->done = n;
+    w->mark->in_hand = 0;
   }
   json_t *ack = bus_msg(BUS_DELIVERED);
   json_object_set(ack, "id", json_object_get(msg, "id"));
-  worker_send(w, ack);
+  bus_queue(w, ack, 0);
   json_decref(ack);
 }
 
@@ -294,7 +318,7 @@ static int resolve_all(struct worker *w, struct diag *d) {
 }
 
 int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
-               const int *fds) {
+               const int *fds, struct bus_mark *mark) {
   static struct worker self;
   struct worker *w = &self;
   struct diag d;
@@ -305,6 +329,7 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
   w->slot = slot;
   w->gen = gen;
   w->app = app;
+  w->mark = mark;
   log_set_role("worker", slot);
   /* Workers never outlive the master, even one killed with SIGKILL. */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -342,6 +367,18 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
     goto out;
   }
   w->bus_open = 1;
+  w->bus_fd = bus_fd;
+  w->bus_room_fd = fcntl(bus_fd, F_DUPFD_CLOEXEC, 3);
+  if (w->bus_room_fd < 0 ||
+      uv_poll_init(&w->loop, &w->bus_room, w->bus_room_fd)) {
+    log_error("cannot watch the bus");
+    goto out;
+  }
+  w->bus_room.data = w;
+  uv_prepare_init(&w->loop, &w->bus_prep);
+  w->bus_prep.data = w;
+  uv_prepare_start(&w->bus_prep, on_bus_prepare);
+  uv_unref((uv_handle_t *)&w->bus_prep);
   uv_read_start((uv_stream_t *)&w->bus, on_bus_alloc, on_bus_read);
   uv_async_init(&w->loop, &w->sig_async, on_sig_async);
   w->sig_async.data = w;
@@ -371,8 +408,14 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
 
   uv_run(&w->loop, UV_RUN_DEFAULT);
   rc = w->exit_code;
+  /* Frames of the last iteration (a job's done, acks) before we go. */
+  if (w->bus_open)
+    bus_out_flush(&w->out, w->bus_fd, BUS_SYNC_FLUSH_MS);
 out:
   worker_close_loop(w);
+  if (w->bus_room_fd > 0)
+    close(w->bus_room_fd);
+  bus_out_close(&w->out);
   bus_reader_close(&w->rd);
   loader_free(w->loader);
   free(w->listeners);

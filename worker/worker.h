@@ -26,6 +26,14 @@ struct worker {
   uv_pipe_t bus;
   struct bus_reader rd;
   int bus_open;
+  int bus_fd;            /* the pipe's descriptor: frames go out by write(2) */
+  struct bus_out out;    /* frames for the master, not yet written */
+  uv_prepare_t bus_prep; /* writes them before the loop sleeps */
+  uv_poll_t bus_room;    /* on a dup of bus_fd: the socket has room again */
+  int bus_room_fd;
+  int out_urgent;        /* out holds more than acknowledgements */
+  struct bus_mark *mark; /* shared with the master; NULL if mmap failed */
+  uint64_t delivers;     /* deliver frames received */
   uv_timer_t heartbeat;
   uv_timer_t drain_timer;
   uv_async_t sig_async; /* woken by the TERM/QUIT handler */
@@ -53,10 +61,17 @@ extern _Thread_local struct worker *worker_self;
 /* Serve until told to stop. fds[i] is this slot's socket for server i.
  * Returns the process exit status. */
 int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
-               const int *fds);
+               const int *fds, struct bus_mark *mark);
 
-/* Send a bus message to the master (borrowed). 0 or a negative errno. */
+/* Queue a bus message for the master (borrowed). 0 or a negative errno.
+ * Queued frames are written together before the loop sleeps, or sooner. */
 int worker_send(struct worker *w, const json_t *msg);
+/* Call before user code that may kill the worker (a protocol callback, a
+ * listener, a job): what was emitted and acknowledged so far goes into the
+ * kernel first, not in memory that dies with the worker; otherwise the
+ * master would lose those emits and mistake a finished delivery for the
+ * one in hand. Waits (bounded) only when the bus is full. */
+void worker_bus_sync(struct worker *w);
 
 /* Called when a connection closed, to finish a drain. */
 void worker_conn_gone(struct worker *w);

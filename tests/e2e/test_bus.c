@@ -1,0 +1,498 @@
+#define _DEFAULT_SOURCE /* usleep */
+/*
+ * test_bus.c - the signal bus end to end: a signal emitted from a protocol
+ * callback reaches its listener exactly once per emit, on the emitting
+ * worker and in emit order; broadcast reaches every worker once; the
+ * master's lifecycle signals arrive; a listener that kills its worker costs
+ * only the delivery in hand; a worker that writes junk on its bus loses its
+ * channel and is replaced, and nobody else notices. The fixture module is
+ * tests/modules/busmod.c; its records are JSON lines (records.h).
+ */
+#include <check.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "records.h"
+
+static struct aio_proc P;
+static char out_path[256];
+static int port;
+
+static void start(int workers) {
+  char dir[128], conf[4096];
+  h_tmpdir(dir, sizeof(dir));
+  snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
+  port = h_free_port();
+  snprintf(conf, sizeof(conf),
+           "[aio]\n"
+           "modules = busmod\n"
+           "module_path = %s\n"
+           "workers = %d\n"
+           "max_restarts = 50\n"
+           "\n"
+           "[busmod]\n"
+           "out = %s\n"
+           "\n"
+           "[server:emitter]\n"
+           "protocol = busmod.emitter\n"
+           "address = 127.0.0.1\n"
+           "port = %d\n"
+           "\n"
+           "[listen:bus]\n"
+           "bus-once = busmod.record\n"
+           "bus-fence = busmod.record\n"
+           "bus-bcast = busmod.record broadcast\n"
+           "bus-bfence = busmod.record broadcast\n"
+           "crash-sig = busmod.crash\n"
+           "\n"
+           "[listen:lifecycle]\n"
+           "aio-starting = busmod.record broadcast\n"
+           "aio-started = busmod.record broadcast\n"
+           "aio-stopping = busmod.record broadcast\n"
+           "worker-exited = busmod.record\n",
+           AIO_TEST_MODULES, workers, out_path, port);
+  ck_assert_int_eq(h_start(&P, conf, NULL), 0);
+  if (h_wait_ready(&P, 10000) != 0) {
+    h_dump_log(&P);
+    ck_abort_msg("aio did not become ready");
+  }
+}
+
+static void stop(void) {
+  int rc = h_stop(&P, SIGTERM, 10000);
+  if (rc != 0)
+    h_dump_log(&P);
+  ck_assert_int_eq(rc, 0);
+}
+
+/* Read until n lines arrived or timeout. Returns the line count. */
+static int read_lines(int fd, char *buf, size_t cap, int n, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  size_t have = 0;
+  int lines = 0;
+  buf[0] = '\0';
+  while (lines < n && have < cap - 1 && h_now_ms() < deadline) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 50) <= 0)
+      continue;
+    ssize_t r = recv(fd, buf + have, cap - 1 - have, 0);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    for (ssize_t i = 0; i < r; i++)
+      lines += buf[have + (size_t)i] == '\n';
+    have += (size_t)r;
+    buf[have] = '\0';
+  }
+  return lines;
+}
+
+/* Send one line of ';'-separated commands; wait for one reply each. */
+static void ask(int fd, const char *line, char *reply, size_t cap) {
+  int n = 1;
+  for (const char *s = line; *s; s++)
+    n += *s == ';';
+  ck_assert_int_eq(h_send(fd, line, strlen(line)), 0);
+  ck_assert_int_eq(h_send(fd, "\n", 1), 0);
+  ck_assert_int_eq(read_lines(fd, reply, cap, n, 10000), n);
+}
+
+static pid_t ask_pid(int fd) {
+  char buf[64];
+  ask(fd, "pid", buf, sizeof(buf));
+  int pid = 0;
+  ck_assert_int_eq(sscanf(buf, "pid %d", &pid), 1);
+  return pid;
+}
+
+/* Connections until each of n workers holds one: fds[i] is served by
+ * pids[i]. SO_REUSEPORT spreads connections by a hash of the 4-tuple, so a
+ * bounded number of tries reaches every worker. */
+static void conn_per_worker(int n, int *fds, pid_t *pids) {
+  int have = 0;
+  for (int tries = 0; have < n && tries < 500; tries++) {
+    int fd = h_connect(port, 5000);
+    ck_assert_int_ge(fd, 0);
+    pid_t pid = ask_pid(fd);
+    int seen = 0;
+    for (int i = 0; i < have; i++)
+      seen |= pids[i] == pid;
+    if (seen) {
+      close(fd);
+      continue;
+    }
+    fds[have] = fd;
+    pids[have++] = pid;
+  }
+  ck_assert_int_eq(have, n);
+}
+
+/* Records of `sig` with data.tag == tag. Returns new. */
+static json_t *tagged(const json_t *all, const char *sig, const char *tag) {
+  json_t *some = rec_where(all, "sig", sig), *out = json_array();
+  size_t i;
+  json_t *r;
+  json_array_foreach(some, i, r) if (strcmp(rec_data_str(r, "tag"), tag) == 0)
+      json_array_append(out, r);
+  json_decref(some);
+  return out;
+}
+
+/* recs are exactly seq 1..n, in that order. */
+static void assert_seq_once_in_order(const json_t *recs, int n,
+                                     const char *what) {
+  ck_assert_msg((int)json_array_size(recs) == n, "%s: %zu records, want %d",
+                what, json_array_size(recs), n);
+  for (int i = 0; i < n; i++) {
+    long long seq = rec_data_int(json_array_get(recs, (size_t)i), "seq");
+    ck_assert_msg(seq == i + 1, "%s: record %d has seq %lld", what, i + 1, seq);
+  }
+}
+
+/* Every worker emits n signals from a protocol callback, then a fence;
+ * each emit reaches its once-per-emit listener exactly once, on the
+ * emitting worker, in emit order. */
+static void check_once_per_emit(int workers, int n) {
+  int fds[16];
+  pid_t pids[16];
+  char line[128], reply[256], tag[16];
+  conn_per_worker(workers, fds, pids);
+  /* All emitters first, then the replies: the workers emit concurrently. */
+  for (int k = 0; k < workers; k++) {
+    snprintf(line, sizeof(line),
+             "emit bus-once w%d-%d %d; emit bus-fence w%d-%d 1\n", k,
+             (int)pids[k], n, k, (int)pids[k]);
+    ck_assert_int_eq(h_send(fds[k], line, strlen(line)), 0);
+  }
+  for (int k = 0; k < workers; k++) {
+    ck_assert_int_eq(read_lines(fds[k], reply, sizeof(reply), 2, 10000), 2);
+    snprintf(line, sizeof(line), "emitted %d\nemitted 1\n", n);
+    ck_assert_str_eq(reply, line);
+  }
+  /* Per-emitter order: once a worker's fence is in, so is all it emitted
+   * before it. */
+  json_t *fences =
+      rec_wait(out_path, "sig", "bus-fence", (size_t)workers, 20000);
+  if (fences == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(fences);
+  json_t *all = rec_load(out_path);
+  for (int k = 0; k < workers; k++) {
+    snprintf(tag, sizeof(tag), "w%d-%d", k, (int)pids[k]);
+    json_t *recs = tagged(all, "bus-once", tag);
+    assert_seq_once_in_order(recs, n, tag);
+    size_t i;
+    json_t *r;
+    json_array_foreach(recs, i, r) {
+      ck_assert_int_eq(rec_int(r, "pid"), pids[k]);
+      ck_assert_int_eq(rec_data_int(r, "from"), pids[k]);
+    }
+    json_decref(recs);
+    close(fds[k]);
+  }
+  json_decref(all);
+  json_decref(fences);
+}
+
+START_TEST(test_bus_once_per_emit_exactly_once_on_emitter_in_order) {
+  start(2);
+  check_once_per_emit(2, 1500);
+  json_t *all = rec_load(out_path);
+  json_t *once = rec_where(all, "sig", "bus-once");
+  ck_assert_int_eq(json_array_size(once), 3000);
+  json_decref(once);
+  json_decref(all);
+  stop();
+}
+END_TEST
+
+START_TEST(test_bus_broadcast_reaches_every_worker_once_in_order) {
+  start(3);
+  pid_t kids[8];
+  ck_assert_int_eq(h_children(P.pid, kids, 8), 3);
+  int fd[2];
+  for (int k = 0; k < 2; k++) {
+    fd[k] = h_connect(port, 5000);
+    ck_assert_int_ge(fd[k], 0);
+    char line[96];
+    snprintf(line, sizeof(line),
+             "emit bus-bcast b%d 500; emit bus-bfence b%d 1\n", k, k);
+    ck_assert_int_eq(h_send(fd[k], line, strlen(line)), 0);
+  }
+  json_t *fences = rec_wait(out_path, "sig", "bus-bfence", 6, 20000);
+  ck_assert_ptr_nonnull(fences);
+  json_t *all = rec_load(out_path);
+  for (int w = 0; w < 3; w++)
+    for (int k = 0; k < 2; k++) {
+      char tag[8], what[64];
+      snprintf(tag, sizeof(tag), "b%d", k);
+      snprintf(what, sizeof(what), "worker %d, emitter %d", (int)kids[w], k);
+      json_t *recs = tagged(all, "bus-bcast", tag), *mine = json_array();
+      size_t i;
+      json_t *r;
+      json_array_foreach(recs, i, r) if (rec_int(r, "pid") == kids[w])
+          json_array_append(mine, r);
+      assert_seq_once_in_order(mine, 500, what);
+      json_decref(mine);
+      json_decref(recs);
+    }
+  /* Nobody but the three workers received anything. */
+  json_t *b = rec_where(all, "sig", "bus-bcast");
+  ck_assert_int_eq(json_array_size(b), 3 * 2 * 500);
+  json_decref(b);
+  json_decref(all);
+  json_decref(fences);
+  close(fd[0]);
+  close(fd[1]);
+  stop();
+}
+END_TEST
+
+static int count_pid(const json_t *recs, pid_t pid) {
+  int n = 0;
+  size_t i;
+  json_t *r;
+  json_array_foreach(recs, i, r) n += rec_int(r, "pid") == pid;
+  return n;
+}
+
+START_TEST(test_bus_lifecycle_signals_arrive) {
+  start(2);
+  pid_t kids[8];
+  ck_assert_int_eq(h_children(P.pid, kids, 8), 2);
+  json_t *started = rec_wait(out_path, "sig", "aio-started", 2, 5000);
+  ck_assert_ptr_nonnull(started);
+  json_t *all = rec_load(out_path);
+  json_t *starting = rec_where(all, "sig", "aio-starting");
+  ck_assert_int_eq(json_array_size(starting), 2);
+  for (int w = 0; w < 2; w++) {
+    ck_assert_int_eq(count_pid(starting, kids[w]), 1);
+    ck_assert_int_eq(count_pid(started, kids[w]), 1);
+  }
+  /* Each worker sees aio-starting before aio-started. */
+  size_t i;
+  json_t *r;
+  int seen_starting[2] = {0, 0};
+  json_array_foreach(all, i, r) {
+    const char *sig = json_string_value(json_object_get(r, "sig"));
+    int w = rec_int(r, "pid") == kids[0] ? 0 : 1;
+    if (sig && strcmp(sig, "aio-starting") == 0)
+      seen_starting[w] = 1;
+    if (sig && strcmp(sig, "aio-started") == 0)
+      ck_assert_msg(seen_starting[w], "aio-started before aio-starting");
+  }
+  json_decref(starting);
+  json_decref(started);
+  json_decref(all);
+
+  /* A worker killed: the other one hears of it, with how it died. */
+  ck_assert_int_eq(kill(kids[0], SIGKILL), 0);
+  json_t *exited = rec_wait(out_path, "sig", "worker-exited", 1, 5000);
+  ck_assert_ptr_nonnull(exited);
+  r = json_array_get(exited, 0);
+  ck_assert_int_eq(rec_data_int(r, "pid"), kids[0]);
+  ck_assert_int_eq(rec_data_int(r, "signal"), SIGKILL);
+  ck_assert_int_eq(rec_int(r, "pid"), kids[1]);
+  json_decref(exited);
+
+  /* Its successor serves; then both hear aio-stopping before they stop. */
+  long long deadline = h_now_ms() + 5000;
+  while (h_log_count(&P, " ready in ") < 3 && h_now_ms() < deadline)
+    usleep(10000);
+  ck_assert_int_eq(h_log_count(&P, " ready in "), 3);
+  ck_assert_int_eq(h_children(P.pid, kids, 8), 2);
+  stop();
+  all = rec_load(out_path);
+  json_t *stopping = rec_where(all, "sig", "aio-stopping");
+  ck_assert_int_eq(json_array_size(stopping), 2);
+  for (int w = 0; w < 2; w++)
+    ck_assert_int_eq(count_pid(stopping, kids[w]), 1);
+  json_decref(stopping);
+  json_decref(all);
+}
+END_TEST
+
+START_TEST(test_bus_crashing_listener_loses_no_other_delivery) {
+  start(2);
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  pid_t victim = ask_pid(fd);
+  /* One callback emits all of it, so it is on the bus before the crash
+   * delivery reaches the listener. */
+  const char *line = "emit bus-once before 200; emit crash-sig x 1; "
+                     "emit bus-once after 200; emit bus-fence f 1\n";
+  ck_assert_int_eq(h_send(fd, line, strlen(line)), 0);
+  json_t *fence = rec_wait(out_path, "sig", "bus-fence", 1, 10000);
+  if (fence == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(fence);
+  ck_assert_int_ne(rec_int(json_array_get(fence, 0), "pid"), victim);
+  json_t *all = rec_load(out_path);
+  /* The delivery in hand is not redelivered: it would kill again. */
+  json_t *crash = rec_where(all, "sig", "crash-sig");
+  ck_assert_int_eq(json_array_size(crash), 1);
+  ck_assert_int_eq(rec_int(json_array_get(crash, 0), "pid"), victim);
+  json_decref(crash);
+  json_t *before = tagged(all, "bus-once", "before");
+  json_t *after = tagged(all, "bus-once", "after");
+  assert_seq_once_in_order(before, 200, "before the crash");
+  assert_seq_once_in_order(after, 200, "after the crash");
+  ck_assert_int_eq(count_pid(before, victim), 200);
+  ck_assert_int_eq(count_pid(after, victim), 0);
+  json_decref(before);
+  json_decref(after);
+  json_decref(all);
+  json_decref(fence);
+  ck_assert(h_log_has(&P, "not redelivered"));
+  ck_assert(h_pid_alive(P.pid));
+  ck_assert_int_eq(h_wait_children(P.pid, 2, 5000), 0);
+  close(fd);
+  stop();
+}
+END_TEST
+
+/* Emits of one protocol callback reach the kernel before the worker runs
+ * the next one, so a callback that kills the worker does not take them
+ * along. The worker is held busy so that both connections' data are read
+ * in the same loop iteration, with no end-of-iteration flush between. */
+START_TEST(test_bus_emits_survive_a_later_callback_crash) {
+  start(1);
+  int hold = h_connect(port, 5000), a = h_connect(port, 5000),
+      b = h_connect(port, 5000);
+  ck_assert_int_ge(hold, 0);
+  ck_assert_int_ge(a, 0);
+  ck_assert_int_ge(b, 0);
+  /* hold is asked last: libuv reads a connection again right after its
+   * callback, so the busy command that follows goes first. */
+  pid_t victim = ask_pid(b);
+  ck_assert_int_eq(ask_pid(a), victim);
+  ck_assert_int_eq(ask_pid(hold), victim);
+  ck_assert_int_eq(h_send(hold, "busy 300\n", 9), 0);
+  ck_assert_int_eq(h_send(a, "emit bus-once pre 300\n", 22), 0);
+  ck_assert_int_eq(h_send(b, "die\n", 4), 0);
+  json_t *recs = rec_wait(out_path, "sig", "bus-once", 300, 10000);
+  if (recs == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(recs);
+  assert_seq_once_in_order(recs, 300, "emitted before the crash");
+  ck_assert_int_eq(count_pid(recs, victim), 0);
+  ck_assert(!h_pid_alive(victim));
+  json_decref(recs);
+  close(hold);
+  close(a);
+  close(b);
+  stop();
+}
+END_TEST
+
+/* A worker that writes junk on its bus is killed and replaced; the master
+ * and the other worker carry on, and the bus still delivers exactly once. */
+START_TEST(test_bus_bad_frame_costs_only_that_worker) {
+  static const struct {
+    const char *kind, *why;
+  } junk[] = {
+      {"garbage", "(Bad message); killing it"},
+      {"notobject", "(Bad message); killing it"},
+      {"unknown", "(Protocol error); killing it"},
+      {"wrongway", "(Protocol error); killing it"},
+      {"oversize", "(Message too long); killing it"},
+  };
+  start(2);
+  for (size_t j = 0; j < sizeof(junk) / sizeof(junk[0]); j++) {
+    int fd = h_connect(port, 5000);
+    ck_assert_int_ge(fd, 0);
+    pid_t victim = ask_pid(fd), kids[8];
+    int nk = h_children(P.pid, kids, 8);
+    ck_assert_int_eq(nk, 2);
+    pid_t other = kids[0] == victim ? kids[1] : kids[0];
+    int bad_before = h_log_count(&P, "sent a bad bus frame");
+    int why_before = h_log_count(&P, junk[j].why);
+    char line[64];
+    snprintf(line, sizeof(line), "junk %s\n", junk[j].kind);
+    ck_assert_int_eq(h_send(fd, line, strlen(line)), 0);
+    long long deadline = h_now_ms() + 5000;
+    while (h_pid_alive(victim) && h_now_ms() < deadline)
+      usleep(5000);
+    ck_assert_msg(!h_pid_alive(victim), "%s: worker not killed", junk[j].kind);
+    close(fd);
+    ck_assert(h_pid_alive(P.pid));
+    ck_assert(h_pid_alive(other));
+    ck_assert_int_eq(h_log_count(&P, "sent a bad bus frame"), bad_before + 1);
+    ck_assert_int_eq(h_log_count(&P, junk[j].why), why_before + 1);
+    /* Replaced, and the replacement serves. */
+    deadline = h_now_ms() + 10000;
+    while (h_log_count(&P, " ready in ") < 3 + (int)j && h_now_ms() < deadline)
+      usleep(10000);
+    ck_assert_int_eq(h_log_count(&P, " ready in "), 3 + (int)j);
+  }
+  check_once_per_emit(2, 300);
+  stop();
+}
+END_TEST
+
+START_TEST(test_bus_listener_spelling_checked) {
+  char dir[128], out[4096];
+  h_tmpdir(dir, sizeof(dir));
+  const char *head = "[aio]\nmodules = busmod\nmodule_path = %s\n"
+                     "[listen:x]\n%s\n";
+  char conf[1024];
+  /* One listener per line; continuation lines add more. */
+  snprintf(conf, sizeof(conf), head, AIO_TEST_MODULES,
+           "sig-a = busmod.record\n"
+           "sig-b = busmod.record broadcast\n"
+           "        busmod.crash");
+  h_write(dir, "good.conf", conf);
+  const char *good[] = {"-c", "good.conf", "check", NULL};
+  int rc = h_aio(dir, out, sizeof(out), good);
+  ck_assert_msg(rc == 0, "check failed (%d): %s", rc, out);
+
+  snprintf(conf, sizeof(conf), head, AIO_TEST_MODULES,
+           "sig-a = busmod.record everywhere");
+  h_write(dir, "bad.conf", conf);
+  const char *bad[] = {"-c", "bad.conf", "check", NULL};
+  rc = h_aio(dir, out, sizeof(out), bad);
+  ck_assert_int_eq(rc, 78);
+  ck_assert_msg(strstr(out, "bad.conf:5:") &&
+                    strstr(out, "'module.function broadcast'"),
+                "%s", out);
+
+  /* A scheduler is not a listener. */
+  snprintf(conf, sizeof(conf), head, AIO_TEST_MODULES, "sig-a = busmod.tick");
+  h_write(dir, "kind.conf", conf);
+  const char *kind[] = {"-c", "kind.conf", "check", NULL};
+  rc = h_aio(dir, out, sizeof(out), kind);
+  ck_assert_int_eq(rc, 78);
+  ck_assert_msg(strstr(out, "busmod.tick") != NULL, "%s", out);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("e2e_bus");
+  TCase *tc = tcase_create("bus");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_bus_once_per_emit_exactly_once_on_emitter_in_order);
+  tcase_add_test(tc, test_bus_broadcast_reaches_every_worker_once_in_order);
+  tcase_add_test(tc, test_bus_lifecycle_signals_arrive);
+  tcase_add_test(tc, test_bus_crashing_listener_loses_no_other_delivery);
+  tcase_add_test(tc, test_bus_emits_survive_a_later_callback_crash);
+  tcase_add_test(tc, test_bus_bad_frame_costs_only_that_worker);
+  tcase_add_test(tc, test_bus_listener_spelling_checked);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}

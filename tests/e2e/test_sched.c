@@ -1,0 +1,254 @@
+#define _DEFAULT_SOURCE /* usleep */
+/*
+ * test_sched.c - [schedule:NAME] end to end: `every` runs on a drift-free
+ * monotonic grid and never overlaps; cb follows a success and err a
+ * failure; a run that outlives its period makes the next ones be skipped,
+ * not stacked; a run whose worker dies is a failure whose err runs on
+ * another worker; cron expressions are validated by `aio check`. The jobs
+ * are tests/modules/busmod.c's, which record pid, run and monotonic
+ * start/end times (records.h).
+ */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "records.h"
+
+#define MS 1000000LL /* ns */
+
+static struct aio_proc P;
+static char out_path[256];
+
+static void start(const char *schedule, const char *busmod_extra) {
+  char dir[128], conf[2048];
+  h_tmpdir(dir, sizeof(dir));
+  snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
+  snprintf(conf, sizeof(conf),
+           "[aio]\n"
+           "modules = busmod\n"
+           "module_path = %s\n"
+           "workers = 2\n"
+           "max_restarts = 50\n"
+           "\n"
+           "[busmod]\n"
+           "out = %s\n"
+           "%s\n"
+           "\n"
+           "%s\n",
+           AIO_TEST_MODULES, out_path, busmod_extra, schedule);
+  ck_assert_int_eq(h_start(&P, conf, NULL), 0);
+  if (h_wait_ready(&P, 10000) != 0) {
+    h_dump_log(&P);
+    ck_abort_msg("aio did not become ready");
+  }
+}
+
+static void stop(void) {
+  int rc = h_stop(&P, SIGTERM, 10000);
+  if (rc != 0)
+    h_dump_log(&P);
+  ck_assert_int_eq(rc, 0);
+}
+
+static json_t *wait_fn(const char *fn, size_t n, int timeout_ms) {
+  json_t *recs = rec_wait(out_path, "fn", fn, n, timeout_ms);
+  if (recs == NULL)
+    h_dump_log(&P);
+  ck_assert_msg(recs != NULL, "fewer than %zu '%s' records", n, fn);
+  return recs;
+}
+
+/* No run starts before the previous one (on any worker) has ended. */
+static void assert_no_overlap(const json_t *runs) {
+  for (size_t i = 1; i < json_array_size(runs); i++) {
+    const json_t *a = json_array_get(runs, i - 1), *b = json_array_get(runs, i);
+    ck_assert_msg(rec_int(b, "start") >= rec_int(a, "end"),
+                  "run %lld started before run %lld ended", rec_int(b, "run"),
+                  rec_int(a, "run"));
+  }
+}
+
+START_TEST(test_sched_every_fires_on_a_drift_free_grid) {
+  start("[schedule:tick]\nevery = 0.2\nfunc = busmod.tick\n", "");
+  /* 5 s of runs, and two more to close the window. */
+  json_t *runs = wait_fn("tick", 27, 12000);
+  long long t1 = rec_int(json_array_get(runs, 0), "start");
+  long long worst = 0;
+  int in_window = 0;
+  size_t i;
+  json_t *r;
+  json_array_foreach(runs, i, r) {
+    /* Run k is due at t1 + (k-1) * 0.2 s whatever earlier runs took; an
+     * error that grows with k would be drift. */
+    ck_assert_int_eq(rec_int(r, "run"), (long long)i + 1);
+    ck_assert_int_eq(rec_int(r, "rc"), 0);
+    long long err = rec_int(r, "start") - (t1 + (long long)i * 200 * MS);
+    if (llabs(err) > worst)
+      worst = llabs(err);
+    in_window += rec_int(r, "start") - t1 < 5000 * MS;
+  }
+  ck_assert_msg(worst < 50 * MS, "a run was %lld ms off its grid", worst / MS);
+  ck_assert_msg(in_window >= 24 && in_window <= 26, "%d runs in 5 s",
+                in_window);
+  assert_no_overlap(runs);
+  /* Round robin: both workers take runs. */
+  pid_t first = (pid_t)rec_int(json_array_get(runs, 0), "pid");
+  int other = 0;
+  json_array_foreach(runs, i, r) other += rec_int(r, "pid") != first;
+  ck_assert_int_gt(other, 0);
+  ck_assert(!h_log_has(&P, "skipped"));
+  json_decref(runs);
+  stop();
+}
+END_TEST
+
+START_TEST(test_sched_cb_after_success_err_after_failure) {
+  start("[schedule:flaky]\nevery = 0.1\nfunc = busmod.flaky\n"
+        "cb = busmod.on_cb\nerr = busmod.on_err\n",
+        "");
+  /* flaky fails its even runs. */
+  json_t *errs = wait_fn("err", 3, 5000);
+  json_t *cbs = wait_fn("cb", 3, 5000);
+  json_t *all = rec_load(out_path);
+  json_t *funcs = rec_where(all, "fn", "flaky");
+  size_t i;
+  json_t *r;
+  json_array_foreach(cbs, i, r) ck_assert_int_eq(rec_int(r, "run") % 2, 1);
+  json_array_foreach(errs, i, r) ck_assert_int_eq(rec_int(r, "run") % 2, 0);
+  /* Each of runs 1..6 had exactly one of cb/err, after the run, and cb
+   * ran on the worker that ran the job. */
+  for (long long run = 1; run <= 6; run++) {
+    const json_t *f = NULL, *after = NULL;
+    int nafter = 0;
+    json_array_foreach(funcs, i, r) if (rec_int(r, "run") == run) f = r;
+    json_array_foreach(all, i, r) {
+      const char *fn = json_string_value(json_object_get(r, "fn"));
+      if (fn && (!strcmp(fn, "cb") || !strcmp(fn, "err")) &&
+          rec_int(r, "run") == run) {
+        after = r;
+        nafter++;
+      }
+    }
+    if (f == NULL || nafter == 0)
+      continue; /* a run still in flight when we looked */
+    ck_assert_int_eq(nafter, 1);
+    ck_assert_str_eq(json_string_value(json_object_get(after, "fn")),
+                     run % 2 ? "cb" : "err");
+    ck_assert_int_ge(rec_int(after, "start"), rec_int(f, "end"));
+    if (run % 2)
+      ck_assert_int_eq(rec_int(after, "pid"), rec_int(f, "pid"));
+  }
+  ck_assert(h_log_has(&P, "[schedule:flaky] run 2 failed"));
+  json_decref(funcs);
+  json_decref(all);
+  json_decref(cbs);
+  json_decref(errs);
+  stop();
+}
+END_TEST
+
+START_TEST(test_sched_long_run_skips_instead_of_stacking) {
+  start("[schedule:slow]\nevery = 0.2\nfunc = busmod.slow\n",
+        "slow_ms = 500\n");
+  json_t *runs = wait_fn("slow", 4, 8000);
+  assert_no_overlap(runs);
+  long long t1 = rec_int(json_array_get(runs, 0), "start");
+  for (size_t i = 1; i < json_array_size(runs); i++) {
+    const json_t *a = json_array_get(runs, i - 1), *b = json_array_get(runs, i);
+    /* Not stacked: the next run waits for its own due time on the grid,
+     * so due times were skipped in between. */
+    ck_assert_int_ge(rec_int(b, "run") - rec_int(a, "run"), 3);
+    long long due = t1 + (rec_int(b, "run") - 1) * 200 * MS;
+    ck_assert_msg(llabs(rec_int(b, "start") - due) < 50 * MS,
+                  "run %lld started %lld ms off its due time",
+                  rec_int(b, "run"), (rec_int(b, "start") - due) / MS);
+  }
+  ck_assert(h_log_has(&P, "[schedule:slow] run 2 skipped: run still in "
+                          "progress"));
+  json_decref(runs);
+  stop();
+}
+END_TEST
+
+START_TEST(test_sched_run_whose_worker_dies_fails_and_err_runs_elsewhere) {
+  start("[schedule:die]\nevery = 0.3\nfunc = busmod.die\n"
+        "cb = busmod.on_cb\nerr = busmod.on_err\n",
+        "");
+  json_t *errs = wait_fn("err", 1, 5000);
+  json_t *all = rec_load(out_path);
+  json_t *died = rec_where(all, "fn", "die");
+  const json_t *d1 = json_array_get(died, 0), *e1 = json_array_get(errs, 0);
+  ck_assert_int_eq(rec_int(d1, "run"), 1);
+  ck_assert_int_eq(rec_int(e1, "run"), 1);
+  ck_assert_int_ne(rec_int(e1, "pid"), rec_int(d1, "pid"));
+  ck_assert(!h_pid_alive((pid_t)rec_int(d1, "pid")));
+  ck_assert(h_log_has(&P, "[schedule:die] run 1: worker"));
+  json_decref(died);
+  json_decref(all);
+  /* The schedule goes on: run 2 succeeds and gets its cb. */
+  json_t *cbs = wait_fn("cb", 1, 5000);
+  ck_assert_int_ge(rec_int(json_array_get(cbs, 0), "run"), 2);
+  json_decref(cbs);
+  json_decref(errs);
+  stop();
+}
+END_TEST
+
+START_TEST(test_sched_cron_checked_by_aio_check) {
+  static const struct {
+    const char *spec;
+    int rc;
+    const char *msg;
+  } cases[] = {
+      {"cron = */5 * * * *", 0, NULL},
+      {"cron = 0 9-17 * * 1-5", 0, NULL},
+      {"cron = 61 * * * *", 78, "t.conf:5:"},
+      {"cron = * * *", 78, "t.conf:5:"},
+      {"every = 1\ncron = * * * * *", 78, "not both"},
+      {"every = 0", 78, "every"},
+      {"offset = 1", 78, "needs 'every = SECONDS' or 'cron"},
+  };
+  char dir[128], out[4096], conf[1024];
+  h_tmpdir(dir, sizeof(dir));
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    snprintf(conf, sizeof(conf),
+             "[aio]\nmodules = busmod\nmodule_path = %s\n"
+             "[schedule:c]\n%s\nfunc = busmod.tick\n",
+             AIO_TEST_MODULES, cases[i].spec);
+    h_write(dir, "t.conf", conf);
+    const char *argv[] = {"-c", "t.conf", "check", NULL};
+    int rc = h_aio(dir, out, sizeof(out), argv);
+    ck_assert_msg(rc == cases[i].rc, "'%s': exit %d: %s", cases[i].spec, rc,
+                  out);
+    if (cases[i].msg)
+      ck_assert_msg(strstr(out, cases[i].msg) != NULL, "'%s': %s",
+                    cases[i].spec, out);
+  }
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("e2e_sched");
+  TCase *tc = tcase_create("sched");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_sched_every_fires_on_a_drift_free_grid);
+  tcase_add_test(tc, test_sched_cb_after_success_err_after_failure);
+  tcase_add_test(tc, test_sched_long_run_skips_instead_of_stacking);
+  tcase_add_test(tc,
+                 test_sched_run_whose_worker_dies_fails_and_err_runs_elsewhere);
+  tcase_add_test(tc, test_sched_cron_checked_by_aio_check);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}

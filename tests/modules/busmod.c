@@ -1,0 +1,271 @@
+#define _GNU_SOURCE /* struct ucred */
+/*
+ * busmod.c - fixtures for the signal bus and schedule tests. Listeners and
+ * schedulers append one JSON record per call to the file named by
+ * `[busmod] out`, with the worker's pid and CLOCK_MONOTONIC times in ns;
+ * each record is one write() on an O_APPEND descriptor, so records of
+ * concurrent workers never interleave. The `emitter` protocol emits signals
+ * on command, and can write junk on its own worker's bus to show what the
+ * master does with a worker that says nonsense.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <aio.h>
+
+static long long mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int out_fd = -1; /* per worker: the module is loaded after fork */
+
+/* Append rec (stolen) with our pid as one line. */
+static void put_record(json_t *rec) {
+  if (out_fd < 0) {
+    const char *path = aio_config_get("busmod", "out");
+    if (path)
+      out_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  }
+  json_object_set_new(rec, "pid", json_integer(getpid()));
+  char *s = json_dumps(rec, JSON_COMPACT);
+  json_decref(rec);
+  if (s == NULL || out_fd < 0) {
+    free(s);
+    return;
+  }
+  size_t n = strlen(s);
+  char *line = realloc(s, n + 2);
+  if (line == NULL) {
+    free(s);
+    return;
+  }
+  line[n] = '\n';
+  ssize_t w = write(out_fd, line, n + 1);
+  (void)w;
+  free(line);
+}
+
+/* ---- listeners ---------------------------------------------------------- */
+
+static void record(const aio_signal_t *sig) {
+  put_record(json_pack("{s:s,s:O,s:I}", "sig", sig->name, "data",
+                       sig->data ? sig->data : json_null(), "t",
+                       (json_int_t)mono_ns()));
+}
+
+AIO_LISTENER(record);
+
+/* Records, then kills its worker: the delivery in hand when it died. */
+static void crash(const aio_signal_t *sig) {
+  record(sig);
+  raise(SIGKILL);
+}
+AIO_LISTENER(crash);
+
+/* ---- schedulers ------------------------------------------------------- */
+
+static int job_record(const aio_event_t *ev, const char *fn, long long start,
+                      int rc) {
+  put_record(json_pack("{s:s,s:s,s:I,s:I,s:I,s:i}", "fn", fn, "job", ev->name,
+                       "run", (json_int_t)ev->run, "start", (json_int_t)start,
+                       "end", (json_int_t)mono_ns(), "rc", rc));
+  return rc;
+}
+
+static int tick(aio_event_t *ev) {
+  return job_record(ev, "tick", mono_ns(), 0);
+}
+AIO_SCHEDULER(tick);
+
+/* Odd runs succeed, even runs fail. */
+static int flaky(aio_event_t *ev) {
+  return job_record(ev, "flaky", mono_ns(), ev->run % 2 == 0);
+}
+AIO_SCHEDULER(flaky);
+
+static int on_cb(aio_event_t *ev) { return job_record(ev, "cb", mono_ns(), 0); }
+AIO_SCHEDULER(on_cb);
+
+static int on_err(aio_event_t *ev) {
+  return job_record(ev, "err", mono_ns(), 0);
+}
+AIO_SCHEDULER(on_err);
+
+/* Outlives its period: blocks the worker for [busmod] slow_ms. */
+static int slow(aio_event_t *ev) {
+  long long start = mono_ns();
+  const char *ms = aio_config_get("busmod", "slow_ms");
+  long long wait_ns = (ms ? atoll(ms) : 500) * 1000000LL;
+  while (mono_ns() - start < wait_ns)
+    usleep(1000);
+  return job_record(ev, "slow", start, 0);
+}
+AIO_SCHEDULER(slow);
+
+/* The first run kills its worker. */
+static int die(aio_event_t *ev) {
+  long long start = mono_ns();
+  if (ev->run == 1) {
+    job_record(ev, "die", start, -1);
+    raise(SIGKILL);
+  }
+  return job_record(ev, "die", start, 0);
+}
+AIO_SCHEDULER(die);
+
+/* ---- the emitter protocol --------------------------------------------- */
+
+/* The worker's end of its bus: the socketpair the master created, so the
+ * peer's credentials (taken at socketpair() time) are the master's. */
+static int find_bus_fd(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL)
+    return -1;
+  int found = -1;
+  struct dirent *e;
+  while (found < 0 && (e = readdir(d)) != NULL) {
+    int fd = atoi(e->d_name);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    struct ucred uc;
+    socklen_t ul = sizeof(uc);
+    if (fd > 2 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+        ss.ss_family == AF_UNIX &&
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &ul) == 0 &&
+        uc.pid == getppid())
+      found = fd;
+  }
+  closedir(d);
+  return found;
+}
+
+/* Write all of buf on a non-blocking fd, waiting a bounded time. */
+static void write_all(int fd, const char *buf, size_t len) {
+  for (int tries = 0; len > 0 && tries < 100;) {
+    ssize_t n = write(fd, buf, len);
+    if (n > 0) {
+      buf += n;
+      len -= (size_t)n;
+    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      struct pollfd p = {.fd = fd, .events = POLLOUT};
+      poll(&p, 1, 100);
+      tries++;
+    } else {
+      return; /* the master has cut us off */
+    }
+  }
+}
+
+static int junk(const char *kind) {
+  int fd = find_bus_fd();
+  if (fd < 0)
+    return -1;
+  if (strcmp(kind, "oversize") == 0) {
+    /* One frame longer than BUS_MAX_FRAME (256 KiB), no newline yet. */
+    size_t n = 300 * 1024;
+    char *big = malloc(n);
+    if (big == NULL)
+      return -1;
+    memset(big, 'x', n);
+    big[0] = '"';
+    write_all(fd, big, n);
+    free(big);
+    return 0;
+  }
+  const char *s = strcmp(kind, "garbage") == 0     ? "this is not json\n"
+                  : strcmp(kind, "unknown") == 0   ? "{\"t\":\"bogus\"}\n"
+                  : strcmp(kind, "notobject") == 0 ? "[\"t\",\"emit\"]\n"
+                  /* a master-to-worker message, from a worker */
+                  : strcmp(kind, "wrongway") == 0
+                      ? "{\"t\":\"run\",\"id\":1,\"job\":0,\"which\":0}\n"
+                      : NULL;
+  if (s == NULL)
+    return -1;
+  write_all(fd, s, strlen(s));
+  return 0;
+}
+
+/* One command: "pid", "emit SIGNAL TAG N", "junk KIND", "busy MS" (hold
+ * the loop), "die". */
+static void command(aio_conn_t *c, char *cmd) {
+  char out[128], sig[128], tag[64], kind[32];
+  int n;
+  while (*cmd == ' ')
+    cmd++;
+  if (strcmp(cmd, "pid") == 0) {
+    n = snprintf(out, sizeof(out), "pid %d\n", (int)getpid());
+  } else if (strcmp(cmd, "die") == 0) {
+    raise(SIGKILL);
+    return;
+  } else if (sscanf(cmd, "busy %d", &n) == 1) {
+    long long until = mono_ns() + (long long)n * 1000000LL;
+    while (mono_ns() < until)
+      ;
+    n = snprintf(out, sizeof(out), "idle\n");
+  } else if (sscanf(cmd, "emit %127s %63s %d", sig, tag, &n) == 3) {
+    int ok = 0;
+    for (int i = 1; i <= n; i++) {
+      json_t *data =
+          json_pack("{s:s,s:i,s:i,s:I}", "tag", tag, "seq", i, "from",
+                    (int)getpid(), "t", (json_int_t)mono_ns());
+      ok += aio_emit(sig, data) == 0;
+      json_decref(data);
+    }
+    n = snprintf(out, sizeof(out), "emitted %d\n", ok);
+  } else if (sscanf(cmd, "junk %31s", kind) == 1) {
+    n = snprintf(out, sizeof(out), "%s\n", junk(kind) ? "no junk" : "junked");
+  } else {
+    n = snprintf(out, sizeof(out), "unknown command\n");
+  }
+  aio_write(c, out, (size_t)n);
+}
+
+struct line {
+  size_t len;
+  char buf[4096];
+};
+
+static void emitter_made(aio_conn_t *c) {
+  aio_conn_set_data(c, calloc(1, sizeof(struct line)));
+}
+
+/* A line may hold several commands separated by ';': they run in one
+ * callback, so their emits reach the bus back to back. */
+static void emitter_data(aio_conn_t *c, const char *data, size_t len) {
+  struct line *l = aio_conn_get_data(c);
+  if (l == NULL)
+    return;
+  for (size_t i = 0; i < len; i++) {
+    if (data[i] != '\n') {
+      if (l->len < sizeof(l->buf) - 1)
+        l->buf[l->len++] = data[i];
+      continue;
+    }
+    l->buf[l->len] = '\0';
+    l->len = 0;
+    for (char *save = NULL, *cmd = strtok_r(l->buf, ";", &save); cmd;
+         cmd = strtok_r(NULL, ";", &save))
+      command(c, cmd);
+  }
+}
+
+static void emitter_lost(aio_conn_t *c, int status) {
+  (void)status;
+  free(aio_conn_get_data(c));
+}
+
+AIO_PROTOCOL(emitter, .connection_made = emitter_made,
+             .data_received = emitter_data, .connection_lost = emitter_lost);
+
+AIO_MODULE(.name = "busmod", .description = "signal bus and schedule fixtures");
