@@ -639,9 +639,25 @@ static int line_is_header(const char *line, char *name, size_t n) {
   return 1;
 }
 
+/* What the reader (classify() and inih) makes of a line, given whether an
+ * entry is open for continuation: an indented line continues that entry,
+ * whatever it looks like, and blank lines and comments do not close it. */
+enum wline { W_BLANK, W_CONT, W_HEADER, W_ENTRY };
+
+static enum wline line_kind(const char *line, int open) {
+  const char *p = line;
+  while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+    p++;
+  if (*p == '\0' || *p == ';' || *p == '#')
+    return W_BLANK;
+  if (p > line && open)
+    return W_CONT;
+  return *p == '[' ? W_HEADER : W_ENTRY;
+}
+
+/* For a W_ENTRY line (which may be indented when no entry is open). */
 static int line_has_key(const char *line, const char *key) {
-  if (*line == ' ' || *line == '\t' || *line == ';' || *line == '#')
-    return 0;
+  line += strspn(line, " \t\r");
   size_t klen = strlen(key);
   if (strncmp(line, key, klen) != 0)
     return 0;
@@ -649,14 +665,6 @@ static int line_has_key(const char *line, const char *key) {
   while (*p == ' ' || *p == '\t')
     p++;
   return *p == '=' || *p == ':';
-}
-
-static int line_is_continuation(const char *line) {
-  if (*line != ' ' && *line != '\t')
-    return 0;
-  while (*line == ' ' || *line == '\t')
-    line++;
-  return *line != '\0' && *line != '\n';
 }
 
 /* Copy the line at p (up to and including '\n') into line, bounded. */
@@ -667,6 +675,32 @@ static size_t next_line(const char *p, char *line, size_t n) {
   memcpy(line, p, cl);
   line[cl] = '\0';
   return llen;
+}
+
+/* Past the continuation lines of the entry that ended before p; blank
+ * lines and comments go with them only when a continuation follows. */
+static const char *skip_value(const char *p, char *line, size_t n) {
+  for (const char *q = p; *q;) {
+    size_t llen = next_line(q, line, n);
+    enum wline k = line_kind(line, 1);
+    q += llen;
+    if (k == W_CONT)
+      p = q;
+    else if (k != W_BLANK)
+      break;
+  }
+  return p;
+}
+
+/* Would an entry inserted at p take the next line as its continuation? */
+static int continues_at(const char *p, char *line, size_t n) {
+  while (*p) {
+    p += next_line(p, line, n);
+    enum wline k = line_kind(line, 1);
+    if (k != W_BLANK)
+      return k == W_CONT;
+  }
+  return 0;
 }
 
 int config_write_value(const char *path, const char *section, const char *key,
@@ -700,19 +734,21 @@ int config_write_value(const char *path, const char *section, const char *key,
 
   struct util_buf out = {0};
   const char *p = text;
-  int in_section = 0, done = 0;
+  int in_section = 0, done = 0, open = 0;
   size_t insert_off = (size_t)-1; /* after the section's last non-blank line */
   while (*p) {
     size_t llen = next_line(p, line, sizeof(line));
-    if (line_is_header(line, name, sizeof(name)))
-      in_section = strcmp(name, canon) == 0;
-    if (in_section && !done && line_has_key(line, key)) {
+    enum wline kind = line_kind(line, open);
+    if (kind == W_HEADER) {
+      in_section = line_is_header(line, name, sizeof(name)) &&
+                   strcmp(name, canon) == 0;
+      open = 0;
+    } else if (kind == W_ENTRY) {
+      open = 1;
+    }
+    if (kind == W_ENTRY && in_section && !done && line_has_key(line, key)) {
       util_buf_add(&out, entry.data, entry.len);
-      for (p += llen; *p; p += llen) {
-        llen = next_line(p, line, sizeof(line));
-        if (!line_is_continuation(line))
-          break;
-      }
+      p = skip_value(p + llen, line, sizeof(line));
       done = 1;
       continue;
     }
@@ -723,6 +759,11 @@ int config_write_value(const char *path, const char *section, const char *key,
   }
   if (!done) {
     struct util_buf spliced = {0};
+    /* A section with no entry yet, followed by an indented line: our entry
+     * would swallow that line, so the section is opened again at the end. */
+    if (insert_off != (size_t)-1 && !out.failed &&
+        continues_at(out.data + insert_off, line, sizeof(line)))
+      insert_off = (size_t)-1;
     if (insert_off != (size_t)-1) {
       util_buf_add(&spliced, out.data, insert_off);
       if (insert_off > 0 && out.data[insert_off - 1] != '\n')
