@@ -125,6 +125,16 @@ char *ctl_socket_path(const struct settings *s, const char *config_path) {
   return socket_path(s->control, s->pidfile, config_path);
 }
 
+/* [aio] key of cfg, relative to the config file's directory as
+ * settings_load makes it: the master's cwd is not the client's. Returns new
+ * (NULL when unset). */
+static char *beside_config(const struct config *cfg, const char *key) {
+  const char *v = config_get(cfg, "aio", key);
+  if (v == NULL || *v == '\0' || *v == '/' || cfg->dir == NULL)
+    return v ? strdup(v) : NULL;
+  return util_asprintf("%s/%s", cfg->dir, v);
+}
+
 char *ctl_socket_path_lenient(const char *config_path) {
   struct config *cfg = config_new();
   struct diag d;
@@ -133,8 +143,11 @@ char *ctl_socket_path_lenient(const char *config_path) {
   if (cfg) {
     config_parse_file(cfg, config_path, &d);
     config_interpolate(cfg, &d);
-    path = socket_path(config_get(cfg, "aio", "control"),
-                       config_get(cfg, "aio", "pidfile"), config_path);
+    char *control = beside_config(cfg, "control");
+    char *pidfile = beside_config(cfg, "pidfile");
+    path = socket_path(control, pidfile, config_path);
+    free(control);
+    free(pidfile);
   }
   config_free(cfg);
   diag_close(&d);

@@ -164,6 +164,25 @@ static void print_status(json_t *r) {
   }
 }
 
+/* Is pid still running? A zombie is not: a daemon's parent is PID 1,
+ * and a container's PID 1 may be slow to reap it, or never. */
+static int still_running(pid_t pid) {
+  if (kill(pid, 0) < 0)
+    return 0;
+  char path[64], line[512];
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "re");
+  if (f == NULL)
+    return 1; /* no /proc: kill's word it is */
+  int zombie = 0;
+  if (fgets(line, sizeof(line), f)) {
+    const char *paren = strrchr(line, ')'); /* the name may hold spaces */
+    zombie = paren && paren[1] == ' ' && paren[2] == 'Z';
+  }
+  fclose(f);
+  return !zombie;
+}
+
 static int wants_help(int argc, char **argv) {
   for (int i = 1; i < argc; i++)
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
@@ -227,7 +246,13 @@ int cli_control(const char *config_path, int argc, char **argv) {
     return code;
   int rc = 0;
   if (!reply_ok(reply, cmd)) {
-    rc = json_object_get(reply, "errors") ? EXIT_CONFIG : 1;
+    /* The master says which status fits (a reload: 78 for the config, 69
+     * for a taken address, 70 for workers that did not start, 75 when
+     * refused for now); else 78 when it listed config errors. */
+    json_int_t said = json_integer_value(json_object_get(reply, "code"));
+    rc = said > 0 && said < 126             ? (int)said
+         : json_object_get(reply, "errors") ? EXIT_CONFIG
+                                            : 1;
   } else if (strcmp(cmd, "status") == 0) {
     if (json_out) {
       json_object_del(reply, "ok");
@@ -245,12 +270,12 @@ int cli_control(const char *config_path, int argc, char **argv) {
     pid_t pid = (pid_t)json_integer_value(json_object_get(reply, "pid"));
     long long deadline =
         (long long)util_now_ms() + (long long)(graceful * 1000) + 5000;
-    while (pid > 0 && kill(pid, 0) == 0 &&
+    while (pid > 0 && still_running(pid) &&
            (long long)util_now_ms() < deadline) {
       struct timespec ts = {0, 20 * 1000 * 1000};
       nanosleep(&ts, NULL);
     }
-    if (pid > 0 && kill(pid, 0) == 0) {
+    if (pid > 0 && still_running(pid)) {
       fprintf(stderr, "aio stop: the master (pid %d) is still running\n",
               (int)pid);
       rc = EXIT_TEMPFAIL;

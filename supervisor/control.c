@@ -18,6 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "ctl.h"
 #include "log.h"
 #include "master.h"
@@ -104,6 +105,12 @@ static json_t *error_reply(const char *msg) {
   return json_pack("{s:b,s:s}", "ok", 0, "error", msg);
 }
 
+/* Refused for now (a reload in flight, a shutdown): try again later. */
+static json_t *busy_reply(const char *msg) {
+  return json_pack("{s:b,s:s,s:i}", "ok", 0, "error", msg, "code",
+                   EXIT_TEMPFAIL);
+}
+
 /* RSS and private (unshared) memory of pid, in bytes; -1 when unknown. */
 static void proc_memory(pid_t pid, long long *rss, long long *priv) {
   char path[64], line[256];
@@ -178,7 +185,7 @@ static void handle(struct client *c, const char *line, size_t len) {
        * starting; answer here when it refused to start at all. */
       if (c->waiting_reload) {
         c->waiting_reload = 0;
-        client_reply(c, error_reply(why ? why : "reload failed"));
+        client_reply(c, busy_reply(why ? why : "reload refused"));
       }
     }
     free(why);
@@ -196,9 +203,9 @@ static void handle(struct client *c, const char *line, size_t len) {
     break;
   case CTL_SCALE:
     if (m->next_gen) {
-      client_reply(c, error_reply("a reload is in progress"));
+      client_reply(c, busy_reply("a reload is in progress"));
     } else if (m->stopping) {
-      client_reply(c, error_reply("the master is shutting down"));
+      client_reply(c, busy_reply("the master is shutting down"));
     } else {
       master_scale(m, (size_t)req.workers);
       client_reply(c, json_pack("{s:b,s:i}", "ok", 1, "workers",
@@ -356,26 +363,27 @@ void control_close(struct master *m) {
   for (struct client *c = ctl->clients; c; c = c->next) {
     if (c->waiting_reload) {
       c->waiting_reload = 0;
-      client_reply(c, error_reply("the master is shutting down"));
+      client_reply(c, busy_reply("the master is shutting down"));
     }
     client_close(c);
   }
   uv_close((uv_handle_t *)&ctl->server, on_server_closed);
 }
 
-void control_reload_done(struct master *m, int ok, json_t *errors) {
+void control_reload_done(struct master *m, int code, json_t *errors) {
   if (m->ctl == NULL)
     return;
   for (struct client *c = m->ctl->clients; c; c = c->next) {
     if (!c->waiting_reload)
       continue;
     c->waiting_reload = 0;
-    if (ok)
+    if (code == 0)
       client_reply(c, json_pack("{s:b,s:i}", "ok", 1, "generation",
                                 (int)m->gen->id));
     else
-      client_reply(c, json_pack("{s:b,s:s,s:o}", "ok", 0, "error",
+      client_reply(c, json_pack("{s:b,s:s,s:o,s:i}", "ok", 0, "error",
                                 "reload failed", "errors",
-                                errors ? json_incref(errors) : json_array()));
+                                errors ? json_incref(errors) : json_array(),
+                                "code", code));
   }
 }

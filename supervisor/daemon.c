@@ -17,20 +17,23 @@ int daemon_pidfile_lock(const char *path, char *msg, size_t n) {
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) {
     snprintf(msg, n, "cannot open pidfile %s: %s", path, strerror(errno));
-    return -1;
+    return -2;
   }
   if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    int err = errno; /* before pread can change it */
+    if (err != EWOULDBLOCK) {
+      snprintf(msg, n, "cannot lock pidfile %s: %s", path, strerror(err));
+      close(fd);
+      return -2;
+    }
     char buf[32] = "";
     ssize_t r = pread(fd, buf, sizeof(buf) - 1, 0);
     buf[r > 0 ? r : 0] = '\0';
     buf[strcspn(buf, "\n")] = '\0';
-    if (errno == EWOULDBLOCK || errno == EAGAIN || r >= 0)
-      snprintf(msg, n,
-               "another aio is running (pid %s holds the lock on %s); stop it "
-               "first or use another pidfile",
-               *buf ? buf : "?", path);
-    else
-      snprintf(msg, n, "cannot lock pidfile %s: %s", path, strerror(errno));
+    snprintf(msg, n,
+             "another aio is running (pid %s holds the lock on %s); stop it "
+             "first or use another pidfile",
+             *buf ? buf : "?", path);
     close(fd);
     return -1;
   }

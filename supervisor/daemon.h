@@ -6,9 +6,10 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Open and lock path. Returns the locked fd, or -1 with a message in msg
- * (another live process holds it: its pid is named). A stale pidfile, whose
- * process is gone and holds no lock, is taken over. */
+/* Open and lock path. Returns the locked fd; -1 when another live process
+ * holds it (its pid is named in msg), -2 when it cannot be opened or locked
+ * at all (msg says why). A stale pidfile, whose process is gone and holds
+ * no lock, is taken over. */
 int daemon_pidfile_lock(const char *path, char *msg, size_t n);
 /* Write pid into the locked file. 0 or -errno. */
 int daemon_pidfile_write(int fd, pid_t pid);

@@ -155,7 +155,7 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
     pid_fd = daemon_pidfile_lock(pidpath, msg, sizeof(msg));
     if (pid_fd < 0) {
       fprintf(stderr, "aio: %s\n", msg);
-      rc = EXIT_UNAVAILABLE;
+      rc = pid_fd == -1 ? EXIT_UNAVAILABLE : EXIT_CANTCREAT;
       goto out;
     }
   }

@@ -272,6 +272,8 @@ void master_begin_stop(struct master *m, int how) {
     return;
   m->stopping = how;
   log_info("%s shutdown", how == 1 ? "graceful" : "immediate");
+  /* A generation that is not serving yet has nothing to drain. */
+  reload_cancel(m, "the master is shutting down");
   sched_stop(m);
   notify_send("STOPPING=1\nSTATUS=%s shutdown", how == 1 ? "graceful" : "immediate");
   control_close(m);
@@ -340,6 +342,14 @@ static void announce_ready(struct master *m) {
     close(m->ready_fd);
     m->ready_fd = -1;
   }
+  if (m->daemon_fd && *m->daemon_fd >= 0) {
+    ssize_t r;
+    do
+      r = write(*m->daemon_fd, "R", 1);
+    while (r < 0 && errno == EINTR);
+    close(*m->daemon_fd);
+    *m->daemon_fd = -1;
+  }
   notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers",
               (int)getpid(), m->nslots);
   router_emit(m, "aio-started", NULL);
@@ -396,6 +406,16 @@ static void on_tick(uv_timer_t *t) {
     uv_stop(m->loop);
 }
 
+/* Workers under [aio] user reopen the log by path as that user: the file
+ * the master just created as root must be theirs to open, as nginx does
+ * with its logs. (They hold it open already, so this gives them nothing
+ * they could not write before.) */
+static void log_give_to_workers(const struct settings *s) {
+  if (s->drop_privileges && s->log_file && geteuid() == 0 &&
+      fchown(log_fd(), s->uid, (gid_t)-1) < 0)
+    log_warn("cannot give the log file %s to uid %d", s->log_file, (int)s->uid);
+}
+
 static void on_watchdog(uv_timer_t *t) {
   (void)t;
   notify_send("WATCHDOG=1");
@@ -429,6 +449,8 @@ static void on_signal(uv_signal_t *h, int signum) {
     log_info("SIGUSR1: reopening log files");
     if (log_reopen() < 0)
       log_warn("cannot reopen the log file");
+    else
+      log_give_to_workers(&m->gen->app.s);
     for (struct wproc *p = m->procs; p; p = p->next) {
       json_t *msg = bus_msg(BUS_REOPEN);
       master_send(p, msg);
@@ -462,13 +484,15 @@ static void close_walk(uv_handle_t *h, void *arg) {
     uv_close(h, NULL);
 }
 
-int master_run(struct app *app, const char *config_path, int ready_fd) {
+int master_run(struct app *app, const char *config_path, int ready_fd,
+               int *daemon_fd) {
   static uv_loop_t loop;
   struct master mm, *m = &mm;
   memset(m, 0, sizeof(*m));
   m->loop = &loop;
   m->config_path = config_path;
   m->ready_fd = ready_fd;
+  m->daemon_fd = daemon_fd;
   m->next_id = 1;
   if (uv_loop_init(&loop)) {
     log_error("cannot create the event loop");
@@ -491,9 +515,15 @@ int master_run(struct app *app, const char *config_path, int ready_fd) {
   }
   notify_init();
   activation_init(&m->act);
+  /* First, as a second master of this configuration must not bind or
+   * fork anything. */
+  int rc = control_open(m);
+  if (rc) {
+    m->exit_code = rc == -EADDRINUSE ? 69 : 71;
+    goto out;
+  }
   /* Bind everything before the first fork: a bad address fails the start
    * with no worker ever existing. */
-  int rc = 0;
   m->nslots = (size_t)m->gen->app.s.workers;
   for (size_t i = 0; i < m->nslots && rc == 0; i++) {
     if (master_slot_get(m, i) == NULL)
@@ -522,10 +552,6 @@ int master_run(struct app *app, const char *config_path, int ready_fd) {
     announce_ready(m);
   if (sched_start(m))
     log_error("cannot start the schedules: out of memory");
-  if (control_open(m)) {
-    m->exit_code = 71;
-    goto out;
-  }
   uint64_t wd = notify_watchdog_usec();
   uv_timer_init(m->loop, &m->watchdog);
   if (wd)

@@ -121,6 +121,7 @@ struct master {
   int stopping;   /* 0, or 1 graceful / 2 immediate */
   uint64_t stop_deadline_ms;
   int ready_fd;   /* --ready-fd, -1 when none or used */
+  int *daemon_fd; /* -d: tells the waiting parent 'R'eady; -1 when used */
   int announced;  /* first generation reported ready */
   uint64_t start_ms;
   json_int_t next_id;
@@ -141,7 +142,8 @@ struct master {
 
 /* Serve the configuration in app (owned by the master from here on).
  * Returns the process exit status. */
-int master_run(struct app *app, const char *config_path, int ready_fd);
+int master_run(struct app *app, const char *config_path, int ready_fd,
+               int *daemon_fd);
 
 /* spawn.c: fork a worker of generation g for slot s; *out gets it (the
  * caller makes it the slot's current or next worker). 0 or -errno. */
@@ -166,12 +168,16 @@ void reload_worker_ready(struct master *m, struct wproc *p);
 void reload_worker_exited(struct master *m, struct wproc *p,
                           const char *how);
 void reload_tick(struct master *m, uint64_t now);
+/* Abandon a reload in flight (the master is stopping): kill its workers,
+ * keep the old generation, answer its clients with why. */
+void reload_cancel(struct master *m, const char *why);
 
 /* control.c */
 int control_open(struct master *m);
 void control_close(struct master *m);
-/* Tell clients waiting on a reload how it went (errors: array or NULL). */
-void control_reload_done(struct master *m, int ok, json_t *errors);
+/* Tell clients waiting on a reload how it went: code 0 when it worked,
+ * else the exit status for `aio reload` (errors: array or NULL). */
+void control_reload_done(struct master *m, int code, json_t *errors);
 
 /* notify.c: systemd's sd_notify protocol, when NOTIFY_SOCKET is set. */
 void notify_init(void);

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli.h"
 #include "generation.h"
 #include "log.h"
 #include "master.h"
@@ -29,24 +30,28 @@
  * is abandoned, when [aio] timeout is 0 (no liveness limit). */
 #define RELOAD_READY_MAX_MS 60000
 
-static void reload_fail(struct master *m, const char *why, json_t *errors) {
+/* code: the exit status `aio reload` gives (cli.h), so a script can tell a
+ * broken configuration from a taken address or a module that fails. */
+static void reload_fail(struct master *m, int code, const char *why,
+                        json_t *errors) {
   log_error("reload failed: %s; still serving generation %u", why,
             m->gen->id);
-  notify_send("READY=1\nSTATUS=reload failed: %s", why);
+  if (!m->stopping) /* systemd heard STOPPING=1 last */
+    notify_send("READY=1\nSTATUS=reload failed: %s", why);
   if (errors == NULL) {
     errors = json_array();
     json_array_append_new(errors, json_string(why));
   } else {
     json_incref(errors);
   }
-  control_reload_done(m, 0, errors);
+  control_reload_done(m, code, errors);
   json_decref(errors);
   json_t *data = json_pack("{s:b,s:s}", "ok", 0, "error", why);
   router_emit(m, "aio-reloaded", data);
   json_decref(data);
 }
 
-static void abort_next(struct master *m, const char *why) {
+static void abort_next(struct master *m, int code, const char *why) {
   struct generation *g = m->next_gen;
   m->next_gen = NULL;
   for (size_t i = 0; i < m->slots_cap; i++) {
@@ -60,7 +65,12 @@ static void abort_next(struct master *m, const char *why) {
   /* The generation goes when its last worker is reaped. */
   if (--g->refs == 0)
     generation_free(g, m->gen);
-  reload_fail(m, why, NULL);
+  reload_fail(m, code, why, NULL);
+}
+
+void reload_cancel(struct master *m, const char *why) {
+  if (m->next_gen)
+    abort_next(m, EXIT_TEMPFAIL, why);
 }
 
 int reload_start(struct master *m, char **why) {
@@ -101,7 +111,7 @@ int reload_start(struct master *m, char **why) {
     char msg[128];
     snprintf(msg, sizeof(msg), "configuration has %zu error%s", d.n,
              d.n == 1 ? "" : "s");
-    reload_fail(m, msg, errors);
+    reload_fail(m, EXIT_CONFIG, msg, errors);
     json_decref(errors);
     diag_close(&d);
     app_close(&app);
@@ -112,7 +122,7 @@ int reload_start(struct master *m, char **why) {
   struct generation *g = generation_new(&app, m->gen->id + 1);
   app_close(&app);
   if (g == NULL) {
-    reload_fail(m, "out of memory", NULL);
+    reload_fail(m, EXIT_OSERR, "out of memory", NULL);
     *why = strdup("out of memory");
     return -1;
   }
@@ -127,7 +137,8 @@ int reload_start(struct master *m, char **why) {
       snprintf(msg, sizeof(msg), "cannot bind the new sockets: %s",
                strerror(-err));
       generation_free(g, m->gen);
-      reload_fail(m, msg, NULL);
+      reload_fail(m, err == -EADDRINUSE ? EXIT_UNAVAILABLE : EXIT_OSERR, msg,
+                  NULL);
       *why = strdup(msg);
       return -1;
     }
@@ -144,7 +155,7 @@ int reload_start(struct master *m, char **why) {
       char msg[256];
       snprintf(msg, sizeof(msg), "cannot start worker %zu: %s", i,
                strerror(-err));
-      abort_next(m, msg);
+      abort_next(m, EXIT_OSERR, msg);
       *why = strdup(msg);
       return -1;
     }
@@ -182,7 +193,7 @@ static void commit(struct master *m) {
            (unsigned long long)(uv_now(m->loop) - m->reload_started_ms));
   notify_send("READY=1\nSTATUS=serving generation %u with %zu workers",
               g->id, n);
-  control_reload_done(m, 1, NULL);
+  control_reload_done(m, 0, NULL);
   json_t *data = json_pack("{s:b,s:i}", "ok", 1, "generation", (int)g->id);
   router_emit(m, "aio-reloaded", data);
   json_decref(data);
@@ -211,10 +222,10 @@ void reload_worker_exited(struct master *m, struct wproc *p,
   char msg[256];
   snprintf(msg, sizeof(msg), "new worker %d (pid %d) %s before it was ready",
            p->slot, (int)p->pid, how);
-  abort_next(m, msg);
+  abort_next(m, EXIT_SOFTWARE, msg);
 }
 
 void reload_tick(struct master *m, uint64_t now) {
   if (m->next_gen && now >= m->reload_deadline_ms)
-    abort_next(m, "the new workers were not ready in time");
+    abort_next(m, EXIT_SOFTWARE, "the new workers were not ready in time");
 }

@@ -244,6 +244,10 @@ int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {
   struct master *m = p->m;
   switch (t) {
   case BUS_READY:
+    /* Told to stop while it started (a shutdown, a cancelled reload): a
+     * late ready is no lie, but it changes nothing. */
+    if (p->state == WPROC_DRAINING)
+      return 0;
     if (p->state != WPROC_STARTING)
       return -EPROTO;
     p->last_hb_ms = uv_now(m->loop);

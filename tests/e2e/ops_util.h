@@ -1,0 +1,73 @@
+/*
+ * ops_util.h - helpers for the operations suites (test_ops_*.c): start aio
+ * the way a process manager does (through an exec wrapper that sets
+ * LISTEN_PID / WATCHDOG_PID to aio's own pid, extra environment, passed
+ * listening sockets from fd 3 on), run the control commands, talk raw to the
+ * control socket, and read what /proc says about a process.
+ */
+#ifndef AIO_TESTS_OPS_UTIL_H
+#define AIO_TESTS_OPS_UTIL_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "harness.h"
+
+/* The fixture module's two builds (tests/modules/opsmod.c). */
+#define OPS_MODULE_V1 AIO_TEST_MODULES "/opsmod.so"
+#define OPS_MODULE_V2 AIO_TEST_MODULES "/v2/opsmod.so"
+
+struct ops_start {
+  const char *const *env; /* "NAME=VALUE" to add, NULL-terminated */
+  const char *shell;      /* sh text run before `exec aio`, e.g.
+                             "LISTEN_PID=$$ " (the pid is aio's) */
+  const int *listen_fds;  /* passed to aio as fds 3, 4, ... */
+  int nlisten;
+  const char *const *extra; /* after `run --ready-fd N` */
+};
+
+/* Like h_start: write conf_text to p->dir/aio.conf (p->dir is made unless
+ * already set) and start `aio -c conf run --ready-fd 9`, with stdout and
+ * stderr to p->log. */
+int ops_start(struct aio_proc *p, const char *conf_text,
+              const struct ops_start *o);
+/* Start and wait until ready, failing the test with the log if not. */
+void ops_start_ready(struct aio_proc *p, const char *conf_text,
+                     const struct ops_start *o);
+/* SIGTERM, wait, and fail the test (with the log) unless it exits 0. */
+void ops_stop(struct aio_proc *p);
+
+/* Run `aio -c p->conf ARGS...` in p->dir (NULL-terminated); out gets
+ * stdout and stderr. Returns the exit status. */
+int ops_aio(const struct aio_proc *p, char *out, size_t n, ...);
+
+/* The same in the background: returns the pid; ops_aio_wait reaps it and
+ * returns its exit status (-1 after timeout_ms). */
+pid_t ops_aio_async(const struct aio_proc *p, const char *cmd_out, ...);
+int ops_aio_wait(pid_t pid, int timeout_ms);
+
+/* `aio status --json` parsed; new, or NULL (the test fails). */
+json_t *ops_status(const struct aio_proc *p);
+
+/* Rewrite p->conf with text (the next reload reads it). */
+void ops_rewrite(const struct aio_proc *p, const char *text);
+
+/* Connect to the unix socket path, send len bytes of req, read one reply
+ * line (or until EOF) into buf. Returns the bytes read, or -1 when the
+ * connection failed before anything arrived. */
+int ops_raw_request(const char *path, const char *req, size_t len, char *buf,
+                    size_t n, int timeout_ms);
+
+/* Wait until none of pids is alive. 0 or -1. */
+int ops_wait_gone(const pid_t *pids, int n, int timeout_ms);
+/* Field "Uid:" / "Gid:" (the real id) of /proc/pid/status, or -1. */
+long ops_proc_id(pid_t pid, const char *field);
+/* TCP sockets in LISTEN state on 127.0.0.1/any:port, from /proc/net/tcp. */
+int ops_listeners(int port);
+/* A listening TCP socket on 127.0.0.1:port (0: any free), *port set. */
+int ops_listen_tcp(int *port);
+/* The contents of path as a new string ("" when missing). */
+char *ops_slurp(const char *path);
+
+#endif

@@ -1,0 +1,612 @@
+/*
+ * test_ops_control.c - the daemon and its control socket: `aio run -d`
+ * with a locked pidfile (a second one is refused, a stale one is taken
+ * over, `aio stop` removes it), `aio status` in JSON and for humans, `aio
+ * emit` reaching a listener, the commands with no master running, and a
+ * control socket fed garbage that keeps serving.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <aio.h> /* AIO_VERSION */
+
+#include "ops_util.h"
+#include "process_util.h"
+
+/* testmod.whoami on port, with more [aio] lines and sections in tail. */
+static void conf_whoami(char *out, size_t n, int port, const char *aio_extra,
+                        const char *tail) {
+  snprintf(out, n,
+           "[aio]\n"
+           "modules = testmod\n"
+           "module_path = %s\n"
+           "workers = 2\n"
+           "graceful_timeout = 5\n"
+           "%s"
+           "\n"
+           "[server:who]\n"
+           "protocol = testmod.whoami\n"
+           "address = 127.0.0.1\n"
+           "port = %d\n"
+           "%s",
+           AIO_TEST_MODULES, aio_extra ? aio_extra : "", port,
+           tail ? tail : "");
+}
+
+/* A test directory with aio.conf written, nothing started. */
+static void prepare(struct aio_proc *p, const char *conf) {
+  memset(p, 0, sizeof(*p));
+  h_tmpdir(p->dir, sizeof(p->dir));
+  snprintf(p->conf, sizeof(p->conf), "%s/aio.conf", p->dir);
+  snprintf(p->log, sizeof(p->log), "%s/aio.log", p->dir);
+  ck_assert_int_eq(h_write(p->dir, "aio.conf", conf), 0);
+}
+
+static pid_t read_pidfile(const char *path) {
+  char *s = ops_slurp(path);
+  int pid = 0;
+  int ok = sscanf(s, "%d", &pid) == 1;
+  free(s);
+  return ok ? (pid_t)pid : -1;
+}
+
+static pid_t ask_pid(int port) {
+  char buf[256];
+  int r = pu_exchange(port, "who\n", "\n", buf, sizeof(buf), 5000);
+  ck_assert_msg(r == PU_OK, "port %d: %s", port, pu_result_name(r));
+  return pu_parse_pid(buf);
+}
+
+/* The daemon answers on port through one of its own workers. */
+static void assert_daemon_serves(pid_t daemon, int port) {
+  ck_assert_int_eq(pu_wait_live_children(daemon, 2, 10000), 0);
+  pid_t kids[2];
+  ck_assert_int_eq(pu_live_children(daemon, kids, 2), 2);
+  for (int i = 0; i < 4; i++)
+    ck_assert(pu_pid_in(ask_pid(port), kids, 2));
+}
+
+START_TEST(test_daemon_pidfile_lock_takeover_and_stop) {
+  struct aio_proc p;
+  char conf[4096], out[8192], pidfile[256], logfile[256], sock[256];
+  int port = h_free_port();
+  /* Relative paths: the config's directory, whatever the cwd. */
+  conf_whoami(conf, sizeof(conf), port,
+              "pidfile = run/aio.pid\nlog_file = daemon.log\n", NULL);
+  prepare(&p, conf);
+  snprintf(pidfile, sizeof(pidfile), "%s/run/aio.pid", p.dir);
+  snprintf(logfile, sizeof(logfile), "%s/daemon.log", p.dir);
+  snprintf(sock, sizeof(sock), "%s/run/aio.sock", p.dir);
+  char rundir[256];
+  snprintf(rundir, sizeof(rundir), "%s/run", p.dir);
+  ck_assert_int_eq(mkdir(rundir, 0755), 0);
+
+  /* Returns once ready: the port answers at once, no retry needed. */
+  int rc = ops_aio(&p, out, sizeof(out), "run", "-d", NULL);
+  ck_assert_msg(rc == 0, "aio run -d exited %d: %s", rc, out);
+  pid_t d1 = read_pidfile(pidfile);
+  ck_assert_int_gt(d1, 0);
+  ck_assert(h_pid_alive(d1));
+  char buf[256];
+  ck_assert_int_eq(pu_exchange(port, "who\n", "\n", buf, sizeof(buf), 5000),
+                   PU_OK);
+  assert_daemon_serves(d1, port);
+  ck_assert_int_eq(access(sock, F_OK), 0); /* control beside the pidfile */
+  char *log = ops_slurp(logfile);
+  ck_assert_msg(strstr(log, "ready:"), "daemon.log: %s", log);
+  free(log);
+
+  /* A second one on the same pidfile is refused and names the holder. */
+  char holder[64];
+  snprintf(holder, sizeof(holder), "pid %d holds the lock", (int)d1);
+  rc = ops_aio(&p, out, sizeof(out), "run", "-d", NULL);
+  ck_assert_msg(rc == 69, "second aio run -d exited %d: %s", rc, out);
+  ck_assert_msg(strstr(out, holder), "no '%s' in: %s", holder, out);
+  ck_assert_int_eq(read_pidfile(pidfile), d1);
+
+  /* The clients find the master from any directory. */
+  char elsewhere[128];
+  h_tmpdir(elsewhere, sizeof(elsewhere));
+  const char *status[] = {"-c", p.conf, "status", NULL};
+  rc = h_aio(elsewhere, out, sizeof(out), status);
+  ck_assert_msg(rc == 0, "aio status from %s exited %d: %s", elsewhere, rc,
+                out);
+
+  /* Killed outright: its workers follow (PDEATHSIG), the pidfile stays. */
+  pid_t kids[2];
+  ck_assert_int_eq(pu_live_children(d1, kids, 2), 2);
+  ck_assert_int_eq(kill(d1, SIGKILL), 0);
+  ck_assert_int_eq(ops_wait_gone(&d1, 1, 5000), 0);
+  ck_assert_int_eq(ops_wait_gone(kids, 2, 5000), 0);
+  ck_assert_int_eq(read_pidfile(pidfile), d1);
+
+  /* A new daemon takes the stale pidfile over. */
+  rc = ops_aio(&p, out, sizeof(out), "run", "-d", NULL);
+  ck_assert_msg(rc == 0, "aio run -d over a stale pidfile exited %d: %s", rc,
+                out);
+  pid_t d2 = read_pidfile(pidfile);
+  ck_assert_int_gt(d2, 0);
+  ck_assert_int_ne(d2, d1);
+  assert_daemon_serves(d2, port);
+
+  /* `aio stop` returns when it is gone, pidfile and socket removed. */
+  rc = ops_aio(&p, out, sizeof(out), "stop", NULL);
+  ck_assert_msg(rc == 0, "aio stop exited %d: %s", rc, out);
+  ck_assert(!h_pid_alive(d2));
+  ck_assert_int_eq(access(pidfile, F_OK), -1);
+  ck_assert_int_eq(access(sock, F_OK), -1);
+  rc = ops_aio(&p, out, sizeof(out), "status", NULL);
+  ck_assert_int_eq(rc, 69);
+}
+END_TEST
+
+START_TEST(test_daemon_reports_a_failed_start) {
+  /* The address is taken: the parent of -d exits with the start's
+   * status (69) and no pidfile is left behind. */
+  int port = 0;
+  int busy = ops_listen_tcp(&port);
+  ck_assert_int_ge(busy, 0);
+  struct aio_proc p;
+  char conf[4096], out[8192], pidfile[256];
+  conf_whoami(conf, sizeof(conf), port, "pidfile = aio.pid\n", NULL);
+  prepare(&p, conf);
+  snprintf(pidfile, sizeof(pidfile), "%s/aio.pid", p.dir);
+  int rc = ops_aio(&p, out, sizeof(out), "run", "-d", NULL);
+  close(busy);
+  ck_assert_msg(rc == 69, "aio run -d on a busy port exited %d: %s", rc, out);
+  ck_assert_int_eq(access(pidfile, F_OK), -1);
+}
+END_TEST
+
+START_TEST(test_start_refusals_name_their_exit_status) {
+  /* A port chosen by the kernel at each start: only the control socket
+   * tells that this configuration already has a master. */
+  struct aio_proc p = {0};
+  char conf[4096], out[8192];
+  snprintf(conf, sizeof(conf),
+           "[aio]\nworkers = 1\n\n[server:echo]\nprotocol = aio.echo\n"
+           "address = 127.0.0.1\nport = 0\n");
+  ops_start_ready(&p, conf, NULL);
+  int rc = ops_aio(&p, out, sizeof(out), "run", NULL);
+  ck_assert_msg(rc == 69, "a second aio run exited %d: %s", rc, out);
+  ck_assert_msg(strstr(out, "another aio master is running"), "%s", out);
+  ck_assert_msg(!strstr(out, "worker 0 started"),
+                "the second master forked a worker: %s", out);
+  ck_assert_int_eq(pu_live_children(p.pid, NULL, 0), 1);
+
+  /* A pidfile that cannot be created. */
+  rc = ops_aio(&p, out, sizeof(out), "run", "--pidfile",
+               "/nonexistent-aio-dir/aio.pid", NULL);
+  ck_assert_msg(rc == 73, "aio run with an impossible pidfile exited %d: %s",
+                rc, out);
+  ck_assert_int_eq(ops_aio(&p, out, sizeof(out), "status", NULL), 0);
+  ops_stop(&p);
+}
+END_TEST
+
+/* ---- status -------------------------------------------------------------- */
+
+static json_int_t int_field(const json_t *o, const char *key) {
+  json_t *v = json_object_get(o, key);
+  ck_assert_msg(json_is_integer(v), "\"%s\" is not an integer", key);
+  return json_integer_value(v);
+}
+
+static double real_field(const json_t *o, const char *key) {
+  json_t *v = json_object_get(o, key);
+  ck_assert_msg(json_is_real(v), "\"%s\" is not a number", key);
+  return json_real_value(v);
+}
+
+static const char *str_field(const json_t *o, const char *key) {
+  json_t *v = json_object_get(o, key);
+  ck_assert_msg(json_is_string(v), "\"%s\" is not a string", key);
+  return json_string_value(v);
+}
+
+/* Every field of `aio status --json` for a steady master of n workers in
+ * generation gen. */
+static void assert_status(const struct aio_proc *p, json_t *st, int n, int gen,
+                          int reloads) {
+  ck_assert_int_eq(int_field(st, "pid"), p->pid);
+  ck_assert_str_eq(str_field(st, "version"), AIO_VERSION);
+  double up = real_field(st, "uptime");
+  ck_assert(up >= 0 && up < 120);
+  ck_assert_str_eq(str_field(st, "config"), p->conf);
+  ck_assert_int_eq(int_field(st, "generation"), gen);
+  ck_assert_int_eq(int_field(st, "workers"), n);
+  ck_assert_int_eq(int_field(st, "reloads"), reloads);
+  json_t *procs = json_object_get(st, "procs");
+  ck_assert(json_is_array(procs));
+  ck_assert_int_eq(json_array_size(procs), n);
+  pid_t kids[16];
+  int nk = pu_live_children(p->pid, kids, 16);
+  unsigned slots = 0;
+  size_t i;
+  json_t *w;
+  json_array_foreach(procs, i, w) {
+    json_int_t slot = int_field(w, "slot");
+    ck_assert(slot >= 0 && slot < n);
+    slots |= 1u << slot;
+    ck_assert_msg(pu_pid_in((pid_t)int_field(w, "pid"), kids, nk),
+                  "procs[%zu].pid %lld is not a child of the master", i,
+                  (long long)int_field(w, "pid"));
+    ck_assert_str_eq(str_field(w, "state"), "ready");
+    ck_assert_int_eq(int_field(w, "generation"), gen);
+    double wup = real_field(w, "uptime");
+    ck_assert(wup >= 0 && wup <= up + 0.5);
+    ck_assert_int_eq(int_field(w, "restarts"), 0);
+    ck_assert_int_ge(int_field(w, "connections"), 0);
+    ck_assert_int_gt(int_field(w, "rss"), 0);
+    ck_assert_int_gt(int_field(w, "private"), 0);
+    ck_assert_int_le(int_field(w, "private"), int_field(w, "rss"));
+  }
+  ck_assert_int_eq(slots, (1u << n) - 1); /* each slot once */
+}
+
+static long long total_connections(const struct aio_proc *p) {
+  json_t *st = ops_status(p);
+  long long sum = 0;
+  size_t i;
+  json_t *w;
+  json_array_foreach(json_object_get(st, "procs"), i, w) sum +=
+      json_integer_value(json_object_get(w, "connections"));
+  json_decref(st);
+  return sum;
+}
+
+START_TEST(test_status_reports_master_and_workers) {
+  struct aio_proc p = {0};
+  char conf[4096], out[8192];
+  int port = h_free_port();
+  conf_whoami(conf, sizeof(conf), port, NULL, NULL);
+  ops_start_ready(&p, conf, NULL);
+  json_t *st = ops_status(&p);
+  assert_status(&p, st, 2, 1, 0);
+  json_decref(st);
+
+  /* An open connection shows up within a heartbeat or two. */
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  char buf[64];
+  ck_assert_int_eq(h_send(fd, "x\n", 2), 0);
+  ck_assert_int_gt(h_recv_until(fd, buf, sizeof(buf), "\n", 5000), 0);
+  long long deadline = h_now_ms() + 5000;
+  while (total_connections(&p) != 1 && h_now_ms() < deadline)
+    usleep(50000);
+  ck_assert_int_eq(total_connections(&p), 1);
+  close(fd);
+
+  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
+  ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+  deadline = h_now_ms() + 10000;
+  for (;;) {
+    st = ops_status(&p);
+    if (json_array_size(json_object_get(st, "procs")) == 2 ||
+        h_now_ms() > deadline)
+      break;
+    json_decref(st);
+    usleep(20000);
+  }
+  assert_status(&p, st, 2, 2, 1);
+  json_decref(st);
+
+  /* For humans: a summary, a header row, one row per worker. */
+  rc = ops_aio(&p, out, sizeof(out), "status", NULL);
+  ck_assert_msg(rc == 0, "aio status exited %d: %s", rc, out);
+  ck_assert_msg(strstr(out, "SLOT") && strstr(out, "PID") &&
+                    strstr(out, "STATE") && strstr(out, "RSS"),
+                "no header row in: %s", out);
+  char master[64];
+  snprintf(master, sizeof(master), "master pid %d", (int)p.pid);
+  ck_assert_msg(strstr(out, master), "no '%s' in: %s", master, out);
+  pid_t kids[2];
+  ck_assert_int_eq(pu_live_children(p.pid, kids, 2), 2);
+  for (int i = 0; i < 2; i++) {
+    char pid[32];
+    snprintf(pid, sizeof(pid), " %d ", (int)kids[i]);
+    ck_assert_msg(strstr(out, pid), "worker %d not listed: %s", (int)kids[i],
+                  out);
+  }
+  ops_stop(&p);
+}
+END_TEST
+
+/* ---- emit --------------------------------------------------------------- */
+
+START_TEST(test_emit_reaches_a_listener) {
+  struct aio_proc p = {0};
+  char conf[4096], out[4096], events[256];
+  h_tmpdir(p.dir, sizeof(p.dir));
+  snprintf(events, sizeof(events), "%s/events.jsonl", p.dir);
+  snprintf(conf, sizeof(conf),
+           "[aio]\n"
+           "modules = opsmod\n"
+           "module_path = %s\n"
+           "workers = 2\n"
+           "\n"
+           "[opsmod]\n"
+           "out = %s\n"
+           "\n"
+           "[listen:ops]\n"
+           "ops-ping = opsmod.record\n",
+           AIO_TEST_MODULES, events);
+  ops_start_ready(&p, conf, NULL);
+  int rc = ops_aio(&p, out, sizeof(out), "emit", "ops-ping",
+                   "{\"n\": 7, \"who\": \"test\"}", NULL);
+  ck_assert_msg(rc == 0, "aio emit exited %d: %s", rc, out);
+  long long deadline = h_now_ms() + 5000;
+  char *got = ops_slurp(events);
+  while (strstr(got, "\"ops-ping\"") == NULL && h_now_ms() < deadline) {
+    free(got);
+    usleep(10000);
+    got = ops_slurp(events);
+  }
+  json_t *rec = json_loads(got, JSON_DISABLE_EOF_CHECK, NULL);
+  ck_assert_msg(rec, "no record in %s: %s", events, got);
+  ck_assert_str_eq(json_string_value(json_object_get(rec, "sig")), "ops-ping");
+  json_t *data = json_object_get(rec, "data");
+  ck_assert_int_eq(json_integer_value(json_object_get(data, "n")), 7);
+  ck_assert_str_eq(json_string_value(json_object_get(data, "who")), "test");
+  pid_t kids[2];
+  ck_assert_int_eq(pu_live_children(p.pid, kids, 2), 2);
+  ck_assert(pu_pid_in((pid_t)json_integer_value(json_object_get(rec, "pid")),
+                      kids, 2));
+  json_decref(rec);
+  free(got);
+
+  /* No data is null; bad JSON is a usage error, and nothing is sent. */
+  rc = ops_aio(&p, out, sizeof(out), "emit", "ops-ping", NULL);
+  ck_assert_msg(rc == 0, "aio emit without data exited %d: %s", rc, out);
+  rc = ops_aio(&p, out, sizeof(out), "emit", "ops-ping", "{nope", NULL);
+  ck_assert_msg(rc == 64, "aio emit with bad JSON exited %d: %s", rc, out);
+  ck_assert_ptr_nonnull(strstr(out, "not JSON"));
+  rc = ops_aio(&p, out, sizeof(out), "emit", NULL);
+  ck_assert_int_eq(rc, 64);
+  deadline = h_now_ms() + 5000;
+  int lines = 0;
+  while (h_now_ms() < deadline) {
+    got = ops_slurp(events);
+    lines = 0;
+    for (char *c = got; *c; c++)
+      lines += *c == '\n';
+    free(got);
+    if (lines >= 2)
+      break;
+    usleep(10000);
+  }
+  ck_assert_int_eq(lines, 2);
+  ops_stop(&p);
+}
+END_TEST
+
+START_TEST(test_control_commands_without_a_master_exit_69) {
+  struct aio_proc p;
+  char conf[4096], out[4096];
+  conf_whoami(conf, sizeof(conf), h_free_port(), NULL, NULL);
+  prepare(&p, conf);
+  static const char *const cmds[][3] = {
+      {"status", NULL, NULL}, {"status", "--json", NULL},
+      {"reload", NULL, NULL}, {"stop", NULL, NULL},
+      {"emit", "x", NULL},    {"scale", "3", NULL}};
+  for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+    int rc = ops_aio(&p, out, sizeof(out), cmds[i][0], cmds[i][1], NULL);
+    ck_assert_msg(rc == 69, "aio %s exited %d: %s", cmds[i][0], rc, out);
+    ck_assert_msg(strstr(out, "no master is running"), "aio %s said: %s",
+                  cmds[i][0], out);
+  }
+}
+END_TEST
+
+/* ---- a control socket fed garbage ---------------------------------------- */
+
+static void assert_error_reply(const char *sock, const char *req, size_t len,
+                               const char *want) {
+  char buf[4096];
+  int n = ops_raw_request(sock, req, len, buf, sizeof(buf), 5000);
+  ck_assert_msg(n > 0, "no reply to %.40s", req);
+  json_t *r = json_loads(buf, JSON_DISABLE_EOF_CHECK, NULL);
+  ck_assert_msg(json_is_object(r), "reply is not JSON: %s", buf);
+  ck_assert(json_is_false(json_object_get(r, "ok")));
+  const char *err = json_string_value(json_object_get(r, "error"));
+  ck_assert_msg(err && strstr(err, want), "reply to %.40s: %s", req, buf);
+  json_decref(r);
+}
+
+START_TEST(test_control_socket_survives_malformed_requests) {
+  struct aio_proc p = {0};
+  char conf[4096], sock[256];
+  int port = h_free_port();
+  conf_whoami(conf, sizeof(conf), port, "control = ctl.sock\n", NULL);
+  ops_start_ready(&p, conf, NULL);
+  snprintf(sock, sizeof(sock), "%s/ctl.sock", p.dir);
+  struct stat sb;
+  ck_assert_int_eq(stat(sock, &sb), 0);
+  ck_assert_int_eq(sb.st_mode & 0777, 0600);
+  pid_t before[2];
+  ck_assert_int_eq(pu_live_children(p.pid, before, 2), 2);
+
+  /* A client that connects and says nothing blocks nobody. */
+  int idle = h_connect_unix(sock, 5000);
+  ck_assert_int_ge(idle, 0);
+
+  assert_error_reply(sock, "hello\n", 6, "not a JSON object");
+  assert_error_reply(sock, "[1,2]\n", 6, "not a JSON object");
+  assert_error_reply(sock, "{\"cmd\":\"bogus\"}\n", 16, "unknown command");
+  assert_error_reply(sock, "{\"nocmd\":1}\n", 12, "missing");
+  assert_error_reply(sock, "{\"cmd\":\"scale\",\"workers\":0}\n", 28,
+                     "scale needs");
+  assert_error_reply(sock, "{\"cmd\":\"emit\"}\n", 15, "emit needs");
+  assert_error_reply(sock, "{\"cmd\":\"stop\",\"now\":\"yes\"}\n", 27,
+                     "\"now\"");
+  assert_error_reply(sock, "{\"cmd\":1}\n", 10, "missing");
+  assert_error_reply(sock, "{\"cmd\":\"status\",\"cmd\":\"stop\"}\n", 31,
+                     "not a JSON object");
+
+  /* Two requests in one write get two replies, in order. */
+  char buf[65536];
+  const char two[] = "{\"cmd\":\"bogus\"}\n{\"cmd\":\"status\"}\n";
+  int fd = h_connect_unix(sock, 5000);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(h_send(fd, two, sizeof(two) - 1), 0);
+  int n = h_recv_until(fd, buf, sizeof(buf), "\"procs\"", 5000);
+  ck_assert_int_gt(n, 0);
+  ck_assert_msg(strstr(buf, "unknown command") &&
+                    strstr(buf, "unknown command") < strstr(buf, "\"procs\""),
+                "replies: %s", buf);
+  close(fd);
+
+  /* More than 64 KiB with no newline: an error, then the door. */
+  size_t big = 70 * 1024;
+  char *junk = malloc(big + 1);
+  memset(junk, 'x', big);
+  junk[big] = '\0';
+  n = ops_raw_request(sock, junk, big, buf, sizeof(buf), 5000);
+  ck_assert_msg(n == 0 || (n > 0 && strstr(buf, "too large")),
+                "oversize request got: %.200s", buf);
+  /* And a well-formed JSON line that is too long. */
+  const char head[] = "{\"cmd\":\"status\",\"pad\":\"";
+  memcpy(junk, head, sizeof(head) - 1);
+  junk[big - 3] = '"';
+  junk[big - 2] = '}';
+  junk[big - 1] = '\n';
+  n = ops_raw_request(sock, junk, big, buf, sizeof(buf), 5000);
+  ck_assert_msg(n == 0 || (n > 0 && strstr(buf, "\"ok\":false")),
+                "oversize line got: %.200s", buf);
+  free(junk);
+
+  /* Binary garbage with NULs. */
+  const char bin[] = "\x00\xff\xfe{\"cmd\"\x00:\"status\"}\n";
+  assert_error_reply(sock, bin, sizeof(bin) - 1, "not a JSON object");
+
+  /* The master is unmoved: same workers, serving, answering status. */
+  close(idle);
+  char out[8192];
+  ck_assert_int_eq(ops_aio(&p, out, sizeof(out), "status", NULL), 0);
+  pid_t now[2];
+  ck_assert_int_eq(pu_live_children(p.pid, now, 2), 2);
+  ck_assert(pu_pid_in(now[0], before, 2) && pu_pid_in(now[1], before, 2));
+  ck_assert(pu_pid_in(ask_pid(port), before, 2));
+  ops_stop(&p);
+}
+END_TEST
+
+/* ---- stop and scale ------------------------------------------------------ */
+
+static void conf_with_slow(char *conf, size_t n, int port, int slow) {
+  char tail[256];
+  snprintf(tail, sizeof(tail),
+           "\n[server:slow]\nprotocol = testmod.slow\naddress = 127.0.0.1\n"
+           "port = %d\n",
+           slow);
+  conf_whoami(conf, n, port, NULL, tail);
+}
+
+START_TEST(test_stop_drains_and_stop_now_does_not) {
+  struct aio_proc p = {0};
+  char conf[4096], out[4096], buf[256];
+  int slow = h_free_port();
+  conf_with_slow(conf, sizeof(conf), h_free_port(), slow);
+
+  /* Graceful: the request in flight is answered, then aio is gone (the
+   * test has not reaped it yet: a zombie counts as gone). */
+  ops_start_ready(&p, conf, NULL);
+  int fd = h_connect(slow, 5000);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(h_send(fd, "sleep 600\n", 10), 0);
+  usleep(100 * 1000);
+  long long t0 = h_now_ms();
+  int rc = ops_aio(&p, out, sizeof(out), "stop", NULL);
+  ck_assert_msg(rc == 0, "aio stop exited %d: %s", rc, out);
+  ck_assert_int_lt(h_now_ms() - t0, 4000);
+  ck_assert_int_eq(h_recv_until(fd, buf, sizeof(buf), "\n", 1000), 5);
+  ck_assert_str_eq(buf, "done\n");
+  close(fd);
+  ck_assert_int_eq(h_wait_exit(&p, 1000), 0);
+  ck_assert(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 0);
+
+  /* --now: a long request does not hold it up. */
+  memset(&p, 0, sizeof(p));
+  ops_start_ready(&p, conf, NULL);
+  fd = h_connect(slow, 5000);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(h_send(fd, "sleep 8000\n", 11), 0);
+  usleep(100 * 1000);
+  t0 = h_now_ms();
+  rc = ops_aio(&p, out, sizeof(out), "stop", "--now", NULL);
+  ck_assert_msg(rc == 0, "aio stop --now exited %d: %s", rc, out);
+  ck_assert_int_lt(h_now_ms() - t0, 4000);
+  close(fd);
+  ck_assert_int_eq(h_wait_exit(&p, 1000), 0);
+}
+END_TEST
+
+START_TEST(test_scale_changes_the_worker_count) {
+  struct aio_proc p = {0};
+  char conf[4096], out[4096];
+  int port = h_free_port();
+  conf_whoami(conf, sizeof(conf), port, NULL, NULL);
+  ops_start_ready(&p, conf, NULL);
+  int rc = ops_aio(&p, out, sizeof(out), "scale", "3", NULL);
+  ck_assert_msg(rc == 0, "aio scale 3 exited %d: %s", rc, out);
+  ck_assert_ptr_nonnull(strstr(out, "workers: 3"));
+  ck_assert_int_eq(pu_wait_live_children(p.pid, 3, 10000), 0);
+  long long deadline = h_now_ms() + 10000;
+  json_t *st;
+  for (;;) { /* the third is ready a moment later */
+    st = ops_status(&p);
+    json_t *w = json_array_get(json_object_get(st, "procs"), 0);
+    int ready = json_array_size(json_object_get(st, "procs")) == 3;
+    size_t i;
+    json_array_foreach(json_object_get(st, "procs"), i, w) ready &=
+        strcmp(json_string_value(json_object_get(w, "state")), "ready") == 0;
+    if (ready || h_now_ms() > deadline)
+      break;
+    json_decref(st);
+    usleep(20000);
+  }
+  assert_status(&p, st, 3, 1, 0);
+  json_decref(st);
+  ck_assert_int_eq(ops_aio(&p, out, sizeof(out), "scale", "0", NULL), 64);
+  ck_assert_int_eq(ops_aio(&p, out, sizeof(out), "scale", "x", NULL), 64);
+  rc = ops_aio(&p, out, sizeof(out), "scale", "1", NULL);
+  ck_assert_msg(rc == 0, "aio scale 1 exited %d: %s", rc, out);
+  ck_assert_int_eq(pu_wait_live_children(p.pid, 1, 10000), 0);
+  for (int i = 0; i < 4; i++)
+    ask_pid(port);
+  ops_stop(&p);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("e2e_ops_control");
+  TCase *tc = tcase_create("control");
+  tcase_set_timeout(tc, 90);
+  tcase_add_test(tc, test_daemon_pidfile_lock_takeover_and_stop);
+  tcase_add_test(tc, test_daemon_reports_a_failed_start);
+  tcase_add_test(tc, test_start_refusals_name_their_exit_status);
+  tcase_add_test(tc, test_status_reports_master_and_workers);
+  tcase_add_test(tc, test_emit_reaches_a_listener);
+  tcase_add_test(tc, test_control_commands_without_a_master_exit_69);
+  tcase_add_test(tc, test_control_socket_survives_malformed_requests);
+  tcase_add_test(tc, test_stop_drains_and_stop_now_does_not);
+  tcase_add_test(tc, test_scale_changes_the_worker_count);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}

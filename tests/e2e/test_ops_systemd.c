@@ -1,0 +1,502 @@
+/*
+ * test_ops_systemd.c - what a process manager sees: sd_notify datagrams on
+ * a socket the test owns (standing in for systemd), socket activation with
+ * a listening socket the test bound, and [aio] user dropping the workers'
+ * privileges while the master keeps a port below 1024. aio is started
+ * through `sh -c 'LISTEN_PID=$$ exec aio ...'`, as systemd would set the
+ * variables for the pid it starts.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ops_util.h"
+#include "process_util.h"
+
+static void conf_server(char *out, size_t n, const char *name, int port,
+                        const char *protocol, const char *aio_extra) {
+  snprintf(out, n,
+           "[aio]\n"
+           "modules = testmod opsmod\n"
+           "module_path = %s\n"
+           "workers = 2\n"
+           "graceful_timeout = 5\n"
+           "%s"
+           "\n"
+           "[server:%s]\n"
+           "protocol = %s\n"
+           "address = 127.0.0.1\n"
+           "port = %d\n",
+           AIO_TEST_MODULES, aio_extra ? aio_extra : "", name, protocol, port);
+}
+
+static pid_t ask_pid(int port) {
+  char buf[256];
+  int r = pu_exchange(port, "who\n", "\n", buf, sizeof(buf), 5000);
+  ck_assert_msg(r == PU_OK, "port %d: %s", port, pu_result_name(r));
+  return pu_parse_pid(buf);
+}
+
+static void assert_workers_serve(const struct aio_proc *p, int port) {
+  pid_t kids[2];
+  ck_assert_int_eq(pu_wait_live_children(p->pid, 2, 10000), 0);
+  ck_assert_int_eq(pu_live_children(p->pid, kids, 2), 2);
+  for (int i = 0; i < 6; i++)
+    ck_assert(pu_pid_in(ask_pid(port), kids, 2));
+}
+
+/* ---- sd_notify ------------------------------------------------------------
+ */
+
+#define MAX_NOTES 256
+
+/* The datagrams received so far, with when they arrived. */
+struct notes {
+  int fd;
+  char path[256];
+  char *msg[MAX_NOTES];
+  long long at_ms[MAX_NOTES];
+  int n;
+};
+
+static void notes_open(struct notes *ns, const char *dir) {
+  memset(ns, 0, sizeof(*ns));
+  snprintf(ns->path, sizeof(ns->path), "%s/notify.sock", dir);
+  ns->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  ck_assert_uint_lt(strlen(ns->path), sizeof(sun.sun_path));
+  memcpy(sun.sun_path, ns->path, strlen(ns->path) + 1);
+  ck_assert_int_eq(bind(ns->fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+}
+
+/* The same in the abstract namespace; ns->path gets "@name", as systemd
+ * writes it in NOTIFY_SOCKET. */
+static void notes_open_abstract(struct notes *ns) {
+  memset(ns, 0, sizeof(*ns));
+  snprintf(ns->path, sizeof(ns->path), "@aio-test-notify-%d", (int)getpid());
+  ns->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  size_t n = strlen(ns->path);
+  memcpy(sun.sun_path + 1, ns->path + 1, n - 1);
+  socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+  ck_assert_int_eq(bind(ns->fd, (struct sockaddr *)&sun, len), 0);
+}
+
+static void notes_close(struct notes *ns) {
+  close(ns->fd);
+  if (ns->path[0] == '/')
+    unlink(ns->path);
+  for (int i = 0; i < ns->n; i++)
+    free(ns->msg[i]);
+}
+
+/* Receive until a datagram containing want arrives (NULL: until the time
+ * is up). Returns its index, or -1. */
+static int notes_until(struct notes *ns, const char *want, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  for (;;) {
+    long long left = deadline - h_now_ms();
+    if (left <= 0 || ns->n == MAX_NOTES)
+      return -1;
+    struct pollfd pfd = {.fd = ns->fd, .events = POLLIN};
+    if (poll(&pfd, 1, (int)left) <= 0)
+      continue;
+    char buf[2048];
+    ssize_t r = recv(ns->fd, buf, sizeof(buf) - 1, 0);
+    if (r < 0)
+      continue;
+    buf[r] = '\0';
+    ns->msg[ns->n] = strdup(buf);
+    ns->at_ms[ns->n] = h_now_ms();
+    if (want && strstr(buf, want))
+      return ns->n++;
+    ns->n++;
+  }
+}
+
+/* Does message i hold the line `line` exactly? */
+static int has_line(const char *msg, const char *line) {
+  size_t n = strlen(line);
+  for (const char *p = msg; (p = strstr(p, line)) != NULL; p += n)
+    if ((p == msg || p[-1] == '\n') && (p[n] == '\0' || p[n] == '\n'))
+      return 1;
+  return 0;
+}
+
+static unsigned long long mono_usec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (unsigned long long)ts.tv_sec * 1000000ull +
+         (unsigned long long)ts.tv_nsec / 1000u;
+}
+
+START_TEST(test_sd_notify_ready_reload_watchdog_stopping) {
+  struct aio_proc p = {0};
+  struct notes ns;
+  h_tmpdir(p.dir, sizeof(p.dir));
+  notes_open(&ns, p.dir);
+  char env_sock[300], conf[4096];
+  snprintf(env_sock, sizeof(env_sock), "NOTIFY_SOCKET=%s", ns.path);
+  const char *env[] = {env_sock, "WATCHDOG_USEC=400000", NULL};
+  struct ops_start o = {.env = env, .shell = "WATCHDOG_PID=$$ "};
+  int port = h_free_port();
+  conf_server(conf, sizeof(conf), "who", port, "testmod.whoami", NULL);
+  ops_start_ready(&p, conf, &o);
+
+  /* READY=1 with MAINPID, the first thing said, once ready. */
+  int ready = notes_until(&ns, "READY=1", 5000);
+  ck_assert_int_ge(ready, 0);
+  char mainpid[32];
+  snprintf(mainpid, sizeof(mainpid), "MAINPID=%d", (int)p.pid);
+  ck_assert_msg(has_line(ns.msg[ready], mainpid), "READY without %s: %s",
+                mainpid, ns.msg[ready]);
+  ck_assert_msg(has_line(ns.msg[ready], "READY=1"), "%s", ns.msg[ready]);
+  ck_assert_ptr_nonnull(strstr(ns.msg[ready], "STATUS="));
+  for (int i = 0; i < ready; i++)
+    ck_assert_msg(!strstr(ns.msg[i], "READY=1") &&
+                      !strstr(ns.msg[i], "RELOADING=1"),
+                  "before READY: %s", ns.msg[i]);
+
+  /* WATCHDOG=1 every WATCHDOG_USEC/2 = 200 ms: twice within a second. */
+  long long t0 = h_now_ms();
+  int first = notes_until(&ns, "WATCHDOG=1", 1000);
+  ck_assert_int_ge(first, 0);
+  int second = notes_until(&ns, "WATCHDOG=1", 1000);
+  ck_assert_int_ge(second, 0);
+  ck_assert_int_le(ns.at_ms[second] - t0, 1100);
+  ck_assert_int_ge(ns.at_ms[second] - ns.at_ms[first], 100);
+
+  /* A reload: RELOADING=1 with MONOTONIC_USEC, then READY=1 again. */
+  unsigned long long before = mono_usec();
+  char out[4096];
+  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
+  unsigned long long after = mono_usec();
+  ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+  int reloading = notes_until(&ns, "RELOADING=1", 5000);
+  ck_assert_int_ge(reloading, 0);
+  const char *mono = strstr(ns.msg[reloading], "MONOTONIC_USEC=");
+  ck_assert_msg(mono, "RELOADING without MONOTONIC_USEC: %s",
+                ns.msg[reloading]);
+  unsigned long long usec = strtoull(mono + 15, NULL, 10);
+  ck_assert_msg(usec >= before && usec <= after,
+                "MONOTONIC_USEC=%llu not within the reload [%llu, %llu]", usec,
+                before, after);
+  int ready2 = notes_until(&ns, "READY=1", 5000);
+  ck_assert_int_gt(ready2, reloading);
+
+  /* STOPPING=1 on TERM, last of all. */
+  ops_stop(&p);
+  int stopping = notes_until(&ns, "STOPPING=1", 2000);
+  ck_assert_int_gt(stopping, ready2);
+  for (int i = stopping + 1; i < ns.n; i++)
+    ck_assert_msg(!strstr(ns.msg[i], "READY=1"), "after STOPPING: %s",
+                  ns.msg[i]);
+  /* aio kept NOTIFY_SOCKET from its workers: only the master spoke. */
+  ck_assert(!h_log_has(&p, "sd_notify"));
+  notes_close(&ns);
+}
+END_TEST
+
+START_TEST(test_sd_notify_abstract_socket) {
+  struct aio_proc p = {0};
+  struct notes ns;
+  notes_open_abstract(&ns);
+  char env_sock[300], conf[4096], mainpid[32];
+  snprintf(env_sock, sizeof(env_sock), "NOTIFY_SOCKET=%s", ns.path);
+  const char *env[] = {env_sock, NULL};
+  struct ops_start o = {.env = env};
+  conf_server(conf, sizeof(conf), "who", h_free_port(), "testmod.whoami", NULL);
+  ops_start_ready(&p, conf, &o);
+  int ready = notes_until(&ns, "READY=1", 5000);
+  ck_assert_int_ge(ready, 0);
+  snprintf(mainpid, sizeof(mainpid), "MAINPID=%d", (int)p.pid);
+  ck_assert_msg(has_line(ns.msg[ready], mainpid), "%s", ns.msg[ready]);
+  /* No WATCHDOG_USEC: no pings. */
+  ck_assert_int_eq(notes_until(&ns, "WATCHDOG=1", 500), -1);
+  ops_stop(&p);
+  ck_assert_int_ge(notes_until(&ns, "STOPPING=1", 2000), 0);
+  notes_close(&ns);
+}
+END_TEST
+
+START_TEST(test_sd_notify_watchdog_is_for_the_named_pid_only) {
+  /* WATCHDOG_PID names another process: aio must not ping for it. */
+  struct aio_proc p = {0};
+  struct notes ns;
+  h_tmpdir(p.dir, sizeof(p.dir));
+  notes_open(&ns, p.dir);
+  char env_sock[300], conf[4096];
+  snprintf(env_sock, sizeof(env_sock), "NOTIFY_SOCKET=%s", ns.path);
+  const char *env[] = {env_sock, "WATCHDOG_USEC=400000", "WATCHDOG_PID=1",
+                       NULL};
+  struct ops_start o = {.env = env};
+  conf_server(conf, sizeof(conf), "who", h_free_port(), "testmod.whoami", NULL);
+  ops_start_ready(&p, conf, &o);
+  ck_assert_int_ge(notes_until(&ns, "READY=1", 5000), 0);
+  ck_assert_int_eq(notes_until(&ns, "WATCHDOG=1", 700), -1);
+  ops_stop(&p);
+  notes_close(&ns);
+}
+END_TEST
+
+/* ---- socket activation -------------------------------------------------- */
+
+/* Start aio on conf with listening sockets of ours as fds 3, 4, ...
+ * (LISTEN_FDS=n); fdnames (colon-separated) may be NULL. */
+static void start_activated(struct aio_proc *p, const char *conf,
+                            const int *fds, int n, const char *fdnames) {
+  char count[32], names[128];
+  snprintf(count, sizeof(count), "LISTEN_FDS=%d", n);
+  snprintf(names, sizeof(names), "LISTEN_FDNAMES=%s", fdnames ? fdnames : "");
+  const char *env[] = {count, fdnames ? names : NULL, NULL};
+  struct ops_start o = {
+      .env = env, .shell = "LISTEN_PID=$$ ", .listen_fds = fds, .nlisten = n};
+  memset(p, 0, sizeof(*p));
+  ck_assert_int_eq(ops_start(p, conf, &o), 0);
+  for (int i = 0; i < n; i++)
+    close(fds[i]); /* aio holds them now */
+  if (h_wait_ready(p, 15000) != 0) {
+    h_dump_log(p);
+    ck_abort_msg("aio did not become ready");
+  }
+}
+
+/* aio serves port on the socket passed for it, binding no second one;
+ * also after a reload. Stops p. */
+static void assert_activated(struct aio_proc *p, const int *ports, int n) {
+  char line[64];
+  snprintf(line, sizeof(line), "socket activation: %d socket%s passed", n,
+           n == 1 ? "" : "s");
+  ck_assert_msg(h_log_has(p, line), "no '%s' in the log", line);
+  for (int round = 0; round < 2; round++) {
+    if (round == 1) {
+      char out[4096];
+      int rc = ops_aio(p, out, sizeof(out), "reload", NULL);
+      ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+    }
+    ck_assert_int_eq(pu_wait_live_children(p->pid, 2, 10000), 0);
+    for (int i = 0; i < n; i++) {
+      char buf[256];
+      for (int k = 0; k < 6; k++)
+        ck_assert_int_eq(
+            pu_exchange(ports[i], "?\n", "\n", buf, sizeof(buf), 5000), PU_OK);
+      /* Ours is the only listener on the port. */
+      ck_assert_int_eq(ops_listeners(ports[i]), 1);
+    }
+  }
+  ops_stop(p);
+  for (int i = 0; i < n; i++) /* aio closed them: the ports are free */
+    ck_assert_int_eq(ops_listeners(ports[i]), 0);
+}
+
+static void activate_one(const char *fdnames) {
+  struct aio_proc p;
+  char conf[4096];
+  int port = 0;
+  int fd = ops_listen_tcp(&port);
+  ck_assert_int_ge(fd, 0);
+  conf_server(conf, sizeof(conf), "web", port, "testmod.whoami", NULL);
+  start_activated(&p, conf, &fd, 1, fdnames);
+  assert_workers_serve(&p, port);
+  assert_activated(&p, &port, 1);
+}
+
+START_TEST(test_socket_activation_by_name) { activate_one("web"); }
+END_TEST
+
+START_TEST(test_socket_activation_by_address) { activate_one(NULL); }
+END_TEST
+
+START_TEST(test_socket_activation_two_sockets_by_name) {
+  /* The fds come in another order than the servers: names decide. */
+  int ports[2] = {0, 0}, fds[2];
+  fds[1] = ops_listen_tcp(&ports[0]); /* server a's, passed second */
+  fds[0] = ops_listen_tcp(&ports[1]); /* server b's, passed first */
+  ck_assert(fds[0] >= 0 && fds[1] >= 0);
+  char conf[4096], b[256];
+  conf_server(conf, sizeof(conf), "a", ports[0], "testmod.whoami", NULL);
+  snprintf(b, sizeof(b),
+           "\n[server:b]\nprotocol = opsmod.version\naddress = 127.0.0.1\n"
+           "port = %d\n",
+           ports[1]);
+  strncat(conf, b, sizeof(conf) - strlen(conf) - 1);
+  struct aio_proc p;
+  start_activated(&p, conf, fds, 2, "b:a");
+  char buf[256];
+  ck_assert_int_eq(pu_exchange(ports[1], "?\n", "\n", buf, sizeof(buf), 5000),
+                   PU_OK);
+  ck_assert_str_eq(buf, "v1\n");
+  assert_activated(&p, ports, 2);
+}
+END_TEST
+
+START_TEST(test_socket_activation_ignores_another_pids_fds) {
+  /* LISTEN_PID names another process: the fds are not ours, and aio
+   * binds its own sockets (the address is free: SO_REUSEPORT would join
+   * ours, so close it first). */
+  struct aio_proc p = {0};
+  char conf[4096];
+  int port = h_free_port();
+  const char *env[] = {"LISTEN_FDS=1", "LISTEN_PID=1", NULL};
+  struct ops_start o = {.env = env};
+  conf_server(conf, sizeof(conf), "web", port, "testmod.whoami", NULL);
+  ops_start_ready(&p, conf, &o);
+  ck_assert(!h_log_has(&p, "socket activation"));
+  assert_workers_serve(&p, port);
+  ck_assert_int_eq(ops_listeners(port), 2); /* one per slot */
+  ops_stop(&p);
+}
+END_TEST
+
+/* ---- privilege drop -------------------------------------------------------
+ */
+
+#define LOW_PORT 1009
+
+START_TEST(test_user_nobody_drops_worker_privileges) {
+  if (geteuid() != 0) {
+    fprintf(stderr, "skipped test_user_nobody_drops_worker_privileges: "
+                    "needs root\n");
+    return;
+  }
+  struct passwd *pw = getpwnam("nobody");
+  if (pw == NULL) {
+    fprintf(stderr, "skipped test_user_nobody_drops_worker_privileges: "
+                    "no user nobody\n");
+    return;
+  }
+  uid_t uid = pw->pw_uid;
+  gid_t gid = pw->pw_gid;
+  int port = LOW_PORT;
+  int probe = ops_listen_tcp(&port);
+  if (probe < 0) {
+    fprintf(stderr,
+            "skipped test_user_nobody_drops_worker_privileges: "
+            "127.0.0.1:%d is taken\n",
+            LOW_PORT);
+    return;
+  }
+  close(probe);
+  struct aio_proc p = {0};
+  char conf[4096];
+  conf_server(conf, sizeof(conf), "low", LOW_PORT, "opsmod.ident",
+              "user = nobody\n");
+  ops_start_ready(&p, conf, NULL);
+  ck_assert_int_eq(ops_proc_id(p.pid, "Uid"), 0);
+  pid_t kids[2];
+  ck_assert_int_eq(pu_wait_live_children(p.pid, 2, 10000), 0);
+  ck_assert_int_eq(pu_live_children(p.pid, kids, 2), 2);
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_eq(ops_proc_id(kids[i], "Uid"), (long)uid);
+    ck_assert_int_eq(ops_proc_id(kids[i], "Gid"), (long)gid);
+  }
+  char buf[256], want[64];
+  ck_assert_int_eq(pu_exchange(LOW_PORT, "id\n", "\n", buf, sizeof(buf), 5000),
+                   PU_OK);
+  snprintf(want, sizeof(want), "uid %d\n", (int)uid);
+  ck_assert_msg(strstr(buf, want), "answer: %s", buf);
+
+  /* A reload's workers drop too, and the low port stays served. */
+  char out[4096];
+  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
+  ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+  ck_assert_int_eq(ops_wait_gone(kids, 2, 10000), 0);
+  ck_assert_int_eq(pu_live_children(p.pid, kids, 2), 2);
+  for (int i = 0; i < 2; i++)
+    ck_assert_int_eq(ops_proc_id(kids[i], "Uid"), (long)uid);
+  ck_assert_int_eq(pu_exchange(LOW_PORT, "id\n", "\n", buf, sizeof(buf), 5000),
+                   PU_OK);
+  ck_assert_msg(strstr(buf, want), "answer: %s", buf);
+  ops_stop(&p);
+}
+END_TEST
+
+START_TEST(test_user_nobody_workers_follow_a_rotated_log) {
+  if (geteuid() != 0 || getpwnam("nobody") == NULL) {
+    fprintf(stderr, "skipped test_user_nobody_workers_follow_a_rotated_log: "
+                    "needs root and a user nobody\n");
+    return;
+  }
+  /* logrotate: rename the file, USR1; the workers (no longer root) must
+   * write to the new file too. */
+  struct aio_proc p = {0};
+  char conf[4096], logf[256], rotated[300];
+  h_tmpdir(p.dir, sizeof(p.dir));
+  ck_assert_int_eq(chmod(p.dir, 0755), 0); /* like /var/log/aio */
+  snprintf(logf, sizeof(logf), "%s/aio-file.log", p.dir);
+  snprintf(rotated, sizeof(rotated), "%s.1", logf);
+  int port = h_free_port();
+  conf_server(conf, sizeof(conf), "who", port, "testmod.whoami",
+              "user = nobody\nlog_file = aio-file.log\n");
+  ops_start_ready(&p, conf, NULL);
+  pid_t kids[2];
+  ck_assert_int_eq(pu_live_children(p.pid, kids, 2), 2);
+  ck_assert_int_eq(rename(logf, rotated), 0);
+  ck_assert_int_eq(kill(p.pid, SIGUSR1), 0);
+  /* The master says so in the file it is about to leave. */
+  long long deadline = h_now_ms() + 5000;
+  char *log = ops_slurp(rotated);
+  while (!strstr(log, "reopening") && h_now_ms() < deadline) {
+    free(log);
+    usleep(10000);
+    log = ops_slurp(rotated);
+  }
+  ck_assert_msg(strstr(log, "reopening"), "the master did not reopen");
+  free(log);
+  /* The workers got the word over the bus, before the stop a reload
+   * sends them; draining, they log. */
+  char out[4096];
+  ck_assert_int_eq(ops_aio(&p, out, sizeof(out), "reload", NULL), 0);
+  ck_assert_int_eq(ops_wait_gone(kids, 2, 10000), 0);
+  log = ops_slurp(logf);
+  char *old = ops_slurp(rotated);
+  int ok = strstr(log, "[worker 0") && strstr(log, "draining") &&
+           !strstr(log, "cannot reopen") && !strstr(old, "cannot reopen");
+  if (!ok)
+    fprintf(stderr, "---- %s ----\n%s---- %s ----\n%s", rotated, old, logf,
+            log);
+  free(log);
+  free(old);
+  ck_assert_msg(ok, "the workers did not follow the rotated log");
+  ops_stop(&p);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("e2e_ops_systemd");
+  TCase *tc = tcase_create("systemd");
+  tcase_set_timeout(tc, 90);
+  tcase_add_test(tc, test_sd_notify_ready_reload_watchdog_stopping);
+  tcase_add_test(tc, test_sd_notify_abstract_socket);
+  tcase_add_test(tc, test_sd_notify_watchdog_is_for_the_named_pid_only);
+  tcase_add_test(tc, test_socket_activation_by_name);
+  tcase_add_test(tc, test_socket_activation_by_address);
+  tcase_add_test(tc, test_socket_activation_two_sockets_by_name);
+  tcase_add_test(tc, test_socket_activation_ignores_another_pids_fds);
+  tcase_add_test(tc, test_user_nobody_drops_worker_privileges);
+  tcase_add_test(tc, test_user_nobody_workers_follow_a_rotated_log);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
