@@ -160,6 +160,28 @@ json_t *ops_status(const struct aio_proc *p) {
   return st;
 }
 
+static long long total_connections(const struct aio_proc *p) {
+  json_t *st = ops_status(p);
+  long long sum = 0;
+  size_t i;
+  json_t *w;
+  json_array_foreach(json_object_get(st, "procs"), i, w) sum +=
+      json_integer_value(json_object_get(w, "connections"));
+  json_decref(st);
+  return sum;
+}
+
+int ops_wait_connections(const struct aio_proc *p, long long n,
+                         int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  while (total_connections(p) != n) {
+    if (h_now_ms() > deadline)
+      return -1;
+    usleep(50000);
+  }
+  return 0;
+}
+
 void ops_rewrite(const struct aio_proc *p, const char *text) {
   /* Write beside and rename, so a reload never reads half a file. */
   char tmp[256];

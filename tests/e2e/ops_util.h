@@ -50,6 +50,10 @@ int ops_aio_wait(pid_t pid, int timeout_ms);
 /* `aio status --json` parsed; new, or NULL (the test fails). */
 json_t *ops_status(const struct aio_proc *p);
 
+/* Wait until the workers report n open connections in all (status, as of
+ * their heartbeats). 0 or -1. */
+int ops_wait_connections(const struct aio_proc *p, long long n, int timeout_ms);
+
 /* Rewrite p->conf with text (the next reload reads it). */
 void ops_rewrite(const struct aio_proc *p, const char *text);
 

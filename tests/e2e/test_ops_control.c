@@ -252,17 +252,6 @@ static void assert_status(const struct aio_proc *p, json_t *st, int n, int gen,
   ck_assert_int_eq(slots, (1u << n) - 1); /* each slot once */
 }
 
-static long long total_connections(const struct aio_proc *p) {
-  json_t *st = ops_status(p);
-  long long sum = 0;
-  size_t i;
-  json_t *w;
-  json_array_foreach(json_object_get(st, "procs"), i, w) sum +=
-      json_integer_value(json_object_get(w, "connections"));
-  json_decref(st);
-  return sum;
-}
-
 START_TEST(test_status_reports_master_and_workers) {
   struct aio_proc p = {0};
   char conf[4096], out[8192];
@@ -279,15 +268,12 @@ START_TEST(test_status_reports_master_and_workers) {
   char buf[64];
   ck_assert_int_eq(h_send(fd, "x\n", 2), 0);
   ck_assert_int_gt(h_recv_until(fd, buf, sizeof(buf), "\n", 5000), 0);
-  long long deadline = h_now_ms() + 5000;
-  while (total_connections(&p) != 1 && h_now_ms() < deadline)
-    usleep(50000);
-  ck_assert_int_eq(total_connections(&p), 1);
+  ck_assert_int_eq(ops_wait_connections(&p, 1, 5000), 0);
   close(fd);
 
   int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
   ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
-  deadline = h_now_ms() + 10000;
+  long long deadline = h_now_ms() + 10000;
   for (;;) {
     st = ops_status(&p);
     if (json_array_size(json_object_get(st, "procs")) == 2 ||
@@ -521,8 +507,8 @@ START_TEST(test_stop_drains_and_stop_now_does_not) {
   ops_start_ready(&p, conf, NULL);
   int fd = h_connect(slow, 5000);
   ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(ops_wait_connections(&p, 1, 5000), 0); /* accepted */
   ck_assert_int_eq(h_send(fd, "sleep 600\n", 10), 0);
-  usleep(100 * 1000);
   long long t0 = h_now_ms();
   int rc = ops_aio(&p, out, sizeof(out), "stop", NULL);
   ck_assert_msg(rc == 0, "aio stop exited %d: %s", rc, out);
@@ -538,8 +524,8 @@ START_TEST(test_stop_drains_and_stop_now_does_not) {
   ops_start_ready(&p, conf, NULL);
   fd = h_connect(slow, 5000);
   ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(ops_wait_connections(&p, 1, 5000), 0);
   ck_assert_int_eq(h_send(fd, "sleep 8000\n", 11), 0);
-  usleep(100 * 1000);
   t0 = h_now_ms();
   rc = ops_aio(&p, out, sizeof(out), "stop", "--now", NULL);
   ck_assert_msg(rc == 0, "aio stop --now exited %d: %s", rc, out);

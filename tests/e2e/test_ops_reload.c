@@ -289,8 +289,8 @@ START_TEST(test_reload_lets_old_workers_finish_their_requests) {
   /* A request in progress in an old worker when the reload switches. */
   int fd = h_connect(slow, 5000);
   ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(ops_wait_connections(&p, 1, 5000), 0); /* an old one's */
   ck_assert_int_eq(h_send(fd, "sleep 700\n", 10), 0);
-  usleep(100 * 1000); /* let it reach the worker; the answer is 600 ms off */
   char out[4096];
   int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
   ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
