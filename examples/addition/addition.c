@@ -105,6 +105,25 @@ static int tick(aio_event_t *event) {
 }
 AIO_SCHEDULER(tick);
 
+/* A command: [aio:commands] add = addition.add, then `aio add 2 2 3`. */
+static int add(int argc, char **argv) {
+  long long sum = 0;
+  for (int i = 1; i < argc; i++) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(argv[i], &end, 10);
+    if (end == argv[i] || *end != '\0' || errno) {
+      fprintf(stderr, "aio %s: '%s' is not a whole number\n", argv[0],
+              argv[i]);
+      return 64;
+    }
+    sum += v;
+  }
+  printf("%lld\n", sum);
+  return 0;
+}
+AIO_COMMAND(add);
+
 /* Tests, run by `aio test` (built when Check is installed). */
 #ifdef AIO_HAVE_CHECK
 #include <check.h>

@@ -139,6 +139,27 @@ START_TEST(test_hello_keepalive_pipelining_close) {
 }
 END_TEST
 
+START_TEST(test_mapped_command_runs_module_function) {
+  char dir[128], out[4096];
+  h_tmpdir(dir, sizeof(dir));
+  char conf[1024];
+  snprintf(conf, sizeof(conf),
+           "[aio]\nmodules = addition\nmodule_path = %s\n\n"
+           "[aio/commands]\nadd = addition.add\n",
+           AIO_EXAMPLE_MODULES);
+  ck_assert_int_eq(h_write(dir, "aio.conf", conf), 0);
+  const char *ok[] = {"add", "2", "2", "3", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), ok), 0);
+  ck_assert_str_eq(out, "7\n");
+  const char *bad[] = {"add", "two", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), bad), 64);
+  ck_assert_ptr_nonnull(strstr(out, "'two' is not a whole number"));
+  const char *unknown[] = {"subtract", "1", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), unknown), 64);
+  ck_assert_ptr_nonnull(strstr(out, "unknown command 'subtract'"));
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("e2e_serve");
   TCase *tc = tcase_create("serve");
@@ -146,6 +167,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_addition_answers_sum);
   tcase_add_test(tc, test_echo_tcp_udp_unix);
   tcase_add_test(tc, test_hello_keepalive_pipelining_close);
+  tcase_add_test(tc, test_mapped_command_runs_module_function);
   suite_add_tcase(s, tc);
   return s;
 }
