@@ -1,0 +1,142 @@
+#define _GNU_SOURCE /* uv.h needs the POSIX types */
+/*
+ * benchmod.c - the aio side of bench/bus. A client sends "go COUNT WINDOW"
+ * to the `driver` protocol; it emits `bench-go`, which a broadcast listener
+ * turns into a burst on every worker: COUNT emits of `bench-sig`, at most
+ * WINDOW of them not yet delivered, each carrying its CLOCK_MONOTONIC emit
+ * time. The once-per-emit listener `on_sig` runs on the emitting worker and
+ * records emit-to-listener latency. When a worker's COUNT have arrived it
+ * writes DIR/lat.PID (int64 ns each) and DIR/res.PID ("count first_emit_ns
+ * last_recv_ns"), DIR being `[bench] out`. WINDOW 1 is a ping-pong: the
+ * unloaded latency.
+ */
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <aio.h>
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static struct {
+  long count, window, emitted, received;
+  int64_t first_emit, last_recv;
+  int64_t *lat;
+  uv_idle_t idle;
+  int idle_init;
+} B;
+
+static void emit_one(void) {
+  json_t *d = json_pack("{s:I,s:I}", "t", (json_int_t)mono_ns(), "i",
+                        (json_int_t)B.emitted);
+  if (aio_emit("bench-sig", d) == 0)
+    B.emitted++;
+  json_decref(d);
+}
+
+/* Fill the window, then wait for deliveries to open it again (the
+ * listener restarts this): the emitter does not spin. */
+static void on_idle(uv_idle_t *h) {
+  while (B.emitted < B.count && B.emitted - B.received < B.window)
+    emit_one();
+  uv_idle_stop(h);
+}
+
+static void write_results(void) {
+  const char *dir = aio_config_get("bench", "out");
+  char path[512];
+  if (dir == NULL)
+    return;
+  snprintf(path, sizeof(path), "%s/lat.%d", dir, (int)getpid());
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    size_t left = (size_t)B.received * sizeof(int64_t);
+    const char *p = (const char *)B.lat;
+    while (left > 0) {
+      ssize_t n = write(fd, p, left);
+      if (n <= 0)
+        break;
+      p += n;
+      left -= (size_t)n;
+    }
+    close(fd);
+  }
+  /* res last: its presence says lat is complete. */
+  char tmp[512], line[128];
+  snprintf(tmp, sizeof(tmp), "%s/res.%d.tmp", dir, (int)getpid());
+  snprintf(path, sizeof(path), "%s/res.%d", dir, (int)getpid());
+  int n = snprintf(line, sizeof(line), "%ld %lld %lld\n", B.received,
+                   (long long)B.first_emit, (long long)B.last_recv);
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    if (write(fd, line, (size_t)n) == n)
+      rename(tmp, path);
+    close(fd);
+  }
+}
+
+static void start(long count, long window) {
+  free(B.lat);
+  B.lat = calloc((size_t)count + 1, sizeof(int64_t));
+  B.count = count;
+  B.window = window < 1 ? 1 : window;
+  B.emitted = B.received = 0;
+  B.first_emit = mono_ns();
+  if (!B.idle_init) {
+    uv_idle_init(aio_loop(), &B.idle);
+    B.idle_init = 1;
+  }
+  uv_idle_start(&B.idle, on_idle);
+}
+
+/* bench-go (broadcast): start this worker's burst. */
+static void go(const aio_signal_t *sig) {
+  start((long)json_integer_value(json_object_get(sig->data, "count")),
+        (long)json_integer_value(json_object_get(sig->data, "window")));
+}
+AIO_LISTENER(go);
+
+/* bench-sig (once per emit, so on the emitting worker). */
+static void on_sig(const aio_signal_t *sig) {
+  int64_t now = mono_ns();
+  int64_t t = (int64_t)json_integer_value(json_object_get(sig->data, "t"));
+  if (B.lat == NULL || B.received >= B.count)
+    return;
+  B.lat[B.received++] = now - t;
+  B.last_recv = now;
+  if (B.received == B.count)
+    write_results();
+  else if (B.emitted < B.count)
+    uv_idle_start(&B.idle, on_idle); /* room in the window again */
+}
+AIO_LISTENER(on_sig);
+
+static void driver_data(aio_conn_t *c, const char *data, size_t len) {
+  char line[128];
+  long count = 0, window = 0;
+  size_t n = len < sizeof(line) - 1 ? len : sizeof(line) - 1;
+  memcpy(line, data, n);
+  line[n] = '\0';
+  if (sscanf(line, "go %ld %ld", &count, &window) == 2) {
+    json_t *d = json_pack("{s:I,s:I}", "count", (json_int_t)count, "window",
+                          (json_int_t)window);
+    aio_emit("bench-go", d);
+    json_decref(d);
+  } else {
+    aio_write(c, "?\n", 2);
+    return;
+  }
+  aio_write(c, "ok\n", 3);
+}
+AIO_PROTOCOL(driver, .data_received = driver_data);
+
+AIO_MODULE(.name = "benchmod", .description = "signal bus benchmark");
