@@ -53,8 +53,8 @@ json_t *bus_decode(const char *data, size_t len, enum bus_type *t, int *err) {
   return msg;
 }
 
-int bus_reader_feed(struct bus_reader *r, const char *data, size_t len,
-                    bus_frame_cb cb, void *arg) {
+int bus_reader_split(struct bus_reader *r, const char *data, size_t len,
+                     bus_line_cb cb, void *arg) {
   while (len > 0) {
     const char *nl = memchr(data, '\n', len);
     size_t take = nl ? (size_t)(nl - data) : len;
@@ -83,22 +83,37 @@ int bus_reader_feed(struct bus_reader *r, const char *data, size_t len,
       return 0;
     data += take + 1;
     len -= take + 1;
-    if (flen == 0) {
-      r->len = 0;
-      continue; /* blank line: tolerated keep-alive */
-    }
-    enum bus_type t;
-    int err;
-    json_t *msg = bus_decode(frame, flen, &t, &err);
     r->len = 0;
-    if (msg == NULL)
-      return err;
-    int rc = cb(arg, t, msg);
-    json_decref(msg);
+    if (flen == 0)
+      continue; /* blank line: tolerated keep-alive */
+    int rc = cb(arg, frame, flen);
     if (rc)
       return rc;
   }
   return 0;
+}
+
+struct decode_ctx {
+  bus_frame_cb cb;
+  void *arg;
+};
+
+static int decode_line(void *arg, const char *frame, size_t len) {
+  struct decode_ctx *c = arg;
+  enum bus_type t;
+  int err;
+  json_t *msg = bus_decode(frame, len, &t, &err);
+  if (msg == NULL)
+    return err;
+  int rc = c->cb(c->arg, t, msg);
+  json_decref(msg);
+  return rc;
+}
+
+int bus_reader_feed(struct bus_reader *r, const char *data, size_t len,
+                    bus_frame_cb cb, void *arg) {
+  struct decode_ctx c = {cb, arg};
+  return bus_reader_split(r, data, len, decode_line, &c);
 }
 
 void bus_reader_close(struct bus_reader *r) {
@@ -175,6 +190,144 @@ int bus_out_add(struct bus_out *o, const json_t *msg) {
     return -EMSGSIZE;
   }
   return 0;
+}
+
+int bus_out_raw(struct bus_out *o, const char *s, size_t n) {
+  return out_append(s, n, o) ? -ENOMEM : 0;
+}
+
+/* Is s valid UTF-8 (no overlong forms, surrogates, or past U+10FFFF)? */
+static int utf8_valid(const unsigned char *s) {
+  while (*s) {
+    unsigned c = *s++, n, min, cp;
+    if (c < 0x80)
+      continue;
+    if (c >= 0xc2 && c <= 0xdf)
+      n = 1, min = 0x80, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+      n = 2, min = 0x800, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+      n = 3, min = 0x10000, cp = c & 0x07;
+    else
+      return 0;
+    for (unsigned i = 0; i < n; i++, s++) {
+      if ((*s & 0xc0) != 0x80)
+        return 0;
+      cp = (cp << 6) | (*s & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return 0;
+  }
+  return 1;
+}
+
+int bus_out_str(struct bus_out *o, const char *s) {
+  static const char hex[] = "0123456789abcdef";
+  if (!utf8_valid((const unsigned char *)s))
+    return -EINVAL;
+  if (out_reserve(o, 2 + 6 * strlen(s)))
+    return -ENOMEM;
+  char *p = o->buf + o->len;
+  *p++ = '"';
+  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+    if (*c == '"' || *c == '\\') {
+      *p++ = '\\';
+      *p++ = (char)*c;
+    } else if (*c < 0x20 || *c == 0x7f) {
+      *p++ = '\\';
+      *p++ = 'u';
+      *p++ = '0';
+      *p++ = '0';
+      *p++ = hex[*c >> 4];
+      *p++ = hex[*c & 15];
+    } else {
+      *p++ = (char)*c;
+    }
+  }
+  *p++ = '"';
+  o->len = (size_t)(p - o->buf);
+  return 0;
+}
+
+int bus_out_int(struct bus_out *o, long long v) {
+  char num[24], *p = num + sizeof(num);
+  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v
+                               : (unsigned long long)v;
+  do
+    *--p = (char)('0' + u % 10);
+  while ((u /= 10) != 0);
+  if (v < 0)
+    *--p = '-';
+  return bus_out_raw(o, p, (size_t)(num + sizeof(num) - p));
+}
+
+/* What the master's check accepts is nested at most this deep (jansson's
+ * limit); deeper, or a cycle, is refused here rather than at the master. */
+#define OUT_MAX_DEPTH 2040
+
+static int out_value(struct bus_out *o, const json_t *v, int depth) {
+  int err = 0;
+  size_t i;
+  const char *key;
+  json_t *m;
+  if (depth > OUT_MAX_DEPTH)
+    return -EINVAL;
+  switch (json_typeof(v)) {
+  case JSON_OBJECT:
+    err = bus_out_raw(o, "{", 1);
+    i = 0;
+    json_object_foreach((json_t *)v, key, m) {
+      if (!err && i++ > 0)
+        err = bus_out_raw(o, ",", 1);
+      if (!err)
+        err = bus_out_str(o, key);
+      if (!err)
+        err = bus_out_raw(o, ":", 1);
+      if (!err)
+        err = out_value(o, m, depth + 1);
+    }
+    return err ? err : bus_out_raw(o, "}", 1);
+  case JSON_ARRAY:
+    err = bus_out_raw(o, "[", 1);
+    json_array_foreach(v, i, m) {
+      if (!err && i > 0)
+        err = bus_out_raw(o, ",", 1);
+      if (!err)
+        err = out_value(o, m, depth + 1);
+    }
+    return err ? err : bus_out_raw(o, "]", 1);
+  case JSON_STRING:
+    /* Length-counted: a string holding NUL is not sent as its prefix. */
+    if (memchr(json_string_value(v), '\0', json_string_length(v)))
+      return -EINVAL;
+    return bus_out_str(o, json_string_value(v));
+  case JSON_INTEGER:
+    return bus_out_int(o, (long long)json_integer_value(v));
+  case JSON_TRUE:
+    return bus_out_raw(o, "true", 4);
+  case JSON_FALSE:
+    return bus_out_raw(o, "false", 5);
+  case JSON_NULL:
+    return bus_out_raw(o, "null", 4);
+  default: /* reals: jansson's formatting */
+    return json_dump_callback(v, out_append, o, JSON_COMPACT | JSON_ENCODE_ANY)
+               ? -ENOMEM
+               : 0;
+  }
+}
+
+int bus_out_json(struct bus_out *o, const json_t *v) {
+  return v ? out_value(o, v, 1) : bus_out_raw(o, "null", 4);
+}
+
+int bus_out_end(struct bus_out *o, size_t start, int err) {
+  if (err == 0)
+    err = bus_out_raw(o, "\n", 1);
+  if (err == 0 && o->len - start > BUS_MAX_FRAME)
+    err = -EMSGSIZE;
+  if (err)
+    o->len = start;
+  return err;
 }
 
 static long long now_ms(void) {

@@ -13,6 +13,11 @@
 
 /* The largest frame either side accepts, newline included. */
 #define BUS_MAX_FRAME (256 * 1024)
+/* The longest signal name, in bytes. */
+#define BUS_MAX_SIGNAL 256
+/* The largest emit frame a worker sends: the deliver frame made of it
+ * carries a few more fields and must still fit in BUS_MAX_FRAME. */
+#define BUS_MAX_EMIT (BUS_MAX_FRAME - 4096)
 
 /* X(enum, wire name) */
 #define BUS_MESSAGES(X)                                                       \
@@ -53,11 +58,40 @@ typedef int (*bus_frame_cb)(void *arg, enum bus_type t, json_t *msg);
  * a string "t"), -EPROTO (unknown type). */
 int bus_reader_feed(struct bus_reader *r, const char *data, size_t len,
                     bus_frame_cb cb, void *arg);
+/* The same, handing over each frame's text (without its newline,
+ * borrowed for the call) undecoded. */
+typedef int (*bus_line_cb)(void *arg, const char *frame, size_t len);
+int bus_reader_split(struct bus_reader *r, const char *data, size_t len,
+                     bus_line_cb cb, void *arg);
 void bus_reader_close(struct bus_reader *r);
 
 /* Decode one frame (without its newline). Returns new msg or NULL with
  * *err set as bus_reader_feed's. */
 json_t *bus_decode(const char *data, size_t len, enum bus_type *t, int *err);
+
+/* A frame's top-level members, as spans of its text (p NULL: absent). */
+struct bus_span {
+  const char *p;
+  size_t n;
+};
+struct bus_frame {
+  enum bus_type type;
+  struct bus_span t, signal; /* the strings' bytes, without quotes */
+  struct bus_span data, id, seq, listeners; /* JSON text of the values */
+};
+
+/* Check one frame (without its newline) as bus_decode() would, without
+ * building a tree, and find its members. Returns 0, -EBADMSG, -EPROTO, as
+ * bus_decode(); -EAGAIN when only bus_decode() can tell (a key with an
+ * escape, an escaped "t" or "signal"); or -ENOMEM. Spans point into data.
+ * (common/bus_scan.c) */
+int bus_scan(const char *data, size_t len, struct bus_frame *f);
+/* The integer a member's text holds (what json_is_integer would say).
+ * 0, or -1 when it is absent or not an integer. */
+int bus_span_int(const struct bus_span *sp, json_int_t *v);
+/* The value a member's text holds, which bus_scan() accepted. Returns new
+ * (json null when absent), or NULL when out of memory. */
+json_t *bus_span_json(const struct bus_span *sp);
 
 /* A new message {"t": name}. */
 json_t *bus_msg(enum bus_type t);
@@ -91,6 +125,20 @@ struct bus_out {
 /* Append msg's frame. 0, -EMSGSIZE (over BUS_MAX_FRAME; nothing added) or
  * -ENOMEM. */
 int bus_out_add(struct bus_out *o, const json_t *msg);
+
+/* Build a frame in place, for the hot frames (emit, deliver), without a
+ * json_t tree per frame: start = o->len; the pieces; bus_out_end(o,
+ * start). Pieces return 0 or -ENOMEM; bus_out_end checks the size and,
+ * on any error, takes the partial frame back out. */
+int bus_out_raw(struct bus_out *o, const char *s, size_t n);
+/* s as a JSON string; -EINVAL when s is not valid UTF-8. */
+int bus_out_str(struct bus_out *o, const char *s);
+int bus_out_int(struct bus_out *o, long long v);
+/* Any JSON value, compact; NULL is null. */
+int bus_out_json(struct bus_out *o, const json_t *v);
+/* Ends the frame with its newline. err: the first piece's error, if any.
+ * Returns 0, or err, -EMSGSIZE or -ENOMEM with the frame removed. */
+int bus_out_end(struct bus_out *o, size_t start, int err);
 /* Write what is pending on fd (non-blocking). When the socket is full,
  * wait up to timeout_ms for room (0: do not wait). Returns 0 when all is
  * written, -EAGAIN when some remains, or a negative errno from write(2). */

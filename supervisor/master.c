@@ -120,6 +120,7 @@ static void slot_crashed(struct master *m, struct slot *s) {
 static void on_bus_closed(uv_handle_t *h) {
   struct wproc *p = h->data;
   bus_reader_close(&p->rd);
+  bus_out_close(&p->out);
   struct generation *g = p->g;
   if (--g->refs == 0 && g != p->m->gen)
     generation_free(g, p->m->gen);
@@ -204,38 +205,73 @@ static void on_written(uv_write_t *req, int status) {
   free(req);
 }
 
+/* Write p's queued frames: straight to the socket while libuv has nothing
+ * queued for it, the rest through libuv's queue, in order. One write(2)
+ * carries a whole loop iteration's frames for a worker. */
+static void proc_flush(struct wproc *p) {
+  size_t n = bus_out_pending(&p->out);
+  if (n == 0)
+    return;
+  uv_stream_t *s = (uv_stream_t *)&p->bus;
+  if (!p->bus_open)
+    goto drop;
+  if (uv_stream_get_write_queue_size(s) == 0) {
+    uv_buf_t b = uv_buf_init(p->out.buf + p->out.off, (unsigned)n);
+    int w = uv_try_write(s, &b, 1);
+    if (w < 0 && w != UV_EAGAIN)
+      goto drop; /* the worker is gone; SIGCHLD says how */
+    if (w > 0) {
+      p->out.off += (size_t)w;
+      n -= (size_t)w;
+    }
+  }
+  if (n > 0) {
+    uv_write_t *req = malloc(sizeof(*req));
+    char *copy = malloc(n);
+    if (req == NULL || copy == NULL) {
+      free(req);
+      free(copy);
+      goto drop;
+    }
+    memcpy(copy, p->out.buf + p->out.off, n);
+    req->data = copy;
+    uv_buf_t b = uv_buf_init(copy, (unsigned)n);
+    if (uv_write(req, s, &b, 1, on_written)) {
+      free(copy);
+      free(req);
+    }
+  }
+drop:
+  p->out.off = p->out.len = 0;
+}
+
+static void on_bus_flush(uv_prepare_t *h) {
+  struct master *m = h->data;
+  for (struct wproc *p = m->procs; p; p = p->next)
+    proc_flush(p);
+}
+
+/* A long burst need not wait for the end of the iteration. */
+static void eager_flush(struct wproc *p) {
+  if (bus_out_pending(&p->out) >= 64 * 1024)
+    proc_flush(p);
+}
+
 int master_send(struct wproc *p, const json_t *msg) {
   if (!p->bus_open)
     return -EPIPE;
-  size_t len;
-  char *line = bus_encode(msg, &len);
-  if (line == NULL)
-    return -EMSGSIZE;
-  uv_buf_t b = uv_buf_init(line, (unsigned)len);
-  if (uv_stream_get_write_queue_size((uv_stream_t *)&p->bus) == 0) {
-    int n = uv_try_write((uv_stream_t *)&p->bus, &b, 1);
-    if (n == (int)len) {
-      free(line);
-      return 0;
-    }
-    if (n < 0 && n != UV_EAGAIN) {
-      free(line);
-      return n;
-    }
-    if (n > 0)
-      b = uv_buf_init(line + n, (unsigned)(len - (size_t)n));
-  }
-  uv_write_t *req = malloc(sizeof(*req));
-  if (req == NULL) {
-    free(line);
-    return -ENOMEM;
-  }
-  req->data = line;
-  int err = uv_write(req, (uv_stream_t *)&p->bus, &b, 1, on_written);
-  if (err) {
-    free(line);
-    free(req);
-  }
+  int err = bus_out_add(&p->out, msg);
+  if (err == 0)
+    eager_flush(p);
+  return err;
+}
+
+int master_send_raw(struct wproc *p, const char *frame, size_t len) {
+  if (!p->bus_open)
+    return -EPIPE;
+  int err = bus_out_raw(&p->out, frame, len);
+  if (err == 0)
+    eager_flush(p);
   return err;
 }
 
@@ -556,6 +592,10 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
   uv_timer_init(m->loop, &m->watchdog);
   if (wd)
     uv_timer_start(&m->watchdog, on_watchdog, wd / 2000, wd / 2000);
+  uv_prepare_init(m->loop, &m->bus_flush);
+  m->bus_flush.data = m;
+  uv_prepare_start(&m->bus_flush, on_bus_flush);
+  uv_unref((uv_handle_t *)&m->bus_flush);
   uv_timer_init(m->loop, &m->tick);
   m->tick.data = m;
   uv_timer_start(&m->tick, on_tick, TICK_MS, TICK_MS);

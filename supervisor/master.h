@@ -46,7 +46,8 @@ struct generation;
 struct delivery {
   json_int_t id;
   uint64_t n; /* its place among deliver frames sent to the worker; 0: unsent */
-  json_t *msg; /* the deliver frame, kept until acknowledged */
+  char *frame; /* the deliver frame as sent, newline included */
+  size_t len;
   int broadcast;
   struct delivery *next;
 };
@@ -59,6 +60,7 @@ struct wproc {
   enum wproc_state state;
   uv_pipe_t bus;
   struct bus_reader rd;
+  struct bus_out out; /* frames for it, written before the loop sleeps */
   int bus_open;
   uint64_t started_ms, ready_ms, last_hb_ms, stop_deadline_ms;
   long conns;
@@ -81,7 +83,8 @@ struct slot {
   unsigned ncrash;
   unsigned restarts;
   uint64_t respawn_at_ms;
-  json_t *backlog; /* broadcast deliveries for this slot's next worker */
+  json_t *backlog; /* broadcast deliveries for this slot's next worker,
+                     [id, frame] each */
 };
 
 /* A generation: one configuration and the sockets for it. A reload makes a
@@ -118,6 +121,7 @@ struct master {
   struct wproc *procs; /* every live process, any generation */
   uv_signal_t sig[9];
   uv_timer_t tick;
+  uv_prepare_t bus_flush; /* writes every worker's queued frames */
   int stopping;   /* 0, or 1 graceful / 2 immediate */
   uint64_t stop_deadline_ms;
   int ready_fd;   /* --ready-fd, -1 when none or used */
@@ -125,7 +129,7 @@ struct master {
   int announced;  /* first generation reported ready */
   uint64_t start_ms;
   json_int_t next_id;
-  json_t *backlog; /* deliveries waiting for any ready worker */
+  json_t *backlog; /* deliveries waiting for any ready worker, [id, frame] */
   struct activation act;
   struct generation *next_gen; /* being started by a reload */
   uint64_t reload_deadline_ms;
@@ -151,8 +155,14 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
                  struct wproc **out);
 /* router.c: handle a worker's frame. */
 int router_frame(struct wproc *p, enum bus_type t, json_t *msg);
-/* Write a frame to a worker (borrowed). 0 or -errno. */
+/* Bytes read from p's bus: every whole frame in them. 0, or the error
+ * that costs p its channel (-EMSGSIZE, -EBADMSG, -EPROTO...). */
+int router_feed(struct wproc *p, const char *data, size_t len);
+/* Queue a frame for a worker (borrowed); the queue is written before the
+ * loop sleeps. 0 or -errno. */
 int master_send(struct wproc *p, const json_t *msg);
+/* The same for an encoded frame (newline included). */
+int master_send_raw(struct wproc *p, const char *frame, size_t len);
 /* A worker went away: redeliver what it had. */
 void router_worker_gone(struct master *m, struct wproc *p);
 /* master.c, for reload.c and control.c. */

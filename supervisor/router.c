@@ -20,36 +20,27 @@
 #include "master.h"
 #include "util.h"
 
-#define SIGNAL_NAME_MAX 256
-
 static int proc_live(const struct wproc *p) {
   return p->state == WPROC_READY || p->state == WPROC_STARTING;
 }
 
-/* Send a deliver frame and remember it until acknowledged. */
-static void send_delivery(struct wproc *p, json_t *msg, int broadcast) {
+/* Queue frame (stolen) for p and keep it until acknowledged. */
+static void send_delivery(struct wproc *p, char *frame, size_t len,
+                          json_int_t id, int broadcast) {
   struct delivery *d = calloc(1, sizeof(*d));
-  if (d == NULL)
-    return;
-  d->id = json_integer_value(json_object_get(msg, "id"));
-  d->msg = json_incref(msg);
-  d->broadcast = broadcast;
-  int err = master_send(p, msg);
-  if (err == -EMSGSIZE) {
-    /* The data fitted in the emit frame but not with the deliver fields:
-     * it can never be delivered, so it is not kept. */
-    log_warnx("signal '%s': deliver frame over %d bytes; dropped",
-              json_string_value(json_object_get(msg, "signal")),
-              BUS_MAX_FRAME);
-    json_decref(d->msg);
-    free(d);
+  if (d == NULL) {
+    free(frame);
     return;
   }
-  /* Any other failure (the channel is closing) keeps it, unsent: the
-   * worker's death hands it to another worker. Appending at the tail is
-   * O(1), as thousands may be in flight. */
-  if (err == 0)
+  d->id = id;
+  d->frame = frame;
+  d->len = len;
+  d->broadcast = broadcast;
+  /* A failure (the channel is closing) keeps it, unsent: the worker's
+   * death hands it to another worker. */
+  if (master_send_raw(p, frame, len) == 0)
     d->n = ++p->sent;
+  /* At the tail in O(1): thousands may be in flight. */
   if (p->pending_last)
     p->pending_last->next = d;
   else
@@ -57,14 +48,53 @@ static void send_delivery(struct wproc *p, json_t *msg, int broadcast) {
   p->pending_last = d;
 }
 
-static json_t *make_deliver(struct master *m, const char *signal,
-                            json_t *data, json_t *listeners) {
-  json_t *msg = bus_msg(BUS_DELIVER);
-  json_object_set_new(msg, "id", json_integer(m->next_id++));
-  json_object_set_new(msg, "signal", json_string(signal));
-  json_object_set(msg, "data", data ? data : json_null());
-  json_object_set(msg, "listeners", listeners);
-  return msg;
+/* Where deliver frames are built: a frame is encoded once, straight from
+ * the emit's parsed data, and its text is what is sent, kept and, if need
+ * be, redelivered. No json_t tree per delivery. */
+static struct bus_out scratch;
+
+/* A new deliver frame (malloc'd, newline included) in *len bytes, with a
+ * new id in *id; NULL when it cannot be made (logged). */
+static char *encode_deliver(struct master *m, const char *signal,
+                            const json_t *data, const struct bus_span *raw,
+                            const size_t *listeners, size_t n, json_int_t *id,
+                            size_t *len) {
+  *id = m->next_id++;
+  scratch.off = scratch.len = 0;
+  int err = bus_out_raw(&scratch, "{\"t\":\"deliver\",\"id\":", 20);
+  if (!err)
+    err = bus_out_int(&scratch, *id);
+  if (!err)
+    err = bus_out_raw(&scratch, ",\"signal\":", 10);
+  if (!err)
+    err = bus_out_str(&scratch, signal);
+  if (!err)
+    err = bus_out_raw(&scratch, ",\"data\":", 8);
+  if (!err) /* an emit's data is copied as it came, already checked */
+    err = raw ? bus_out_raw(&scratch, raw->p, raw->n)
+              : bus_out_json(&scratch, data);
+  if (!err)
+    err = bus_out_raw(&scratch, ",\"listeners\":[", 14);
+  for (size_t i = 0; i < n && !err; i++) {
+    if (i > 0)
+      err = bus_out_raw(&scratch, ",", 1);
+    if (!err)
+      err = bus_out_int(&scratch, (long long)listeners[i]);
+  }
+  if (!err)
+    err = bus_out_raw(&scratch, "]}", 2);
+  err = bus_out_end(&scratch, 0, err);
+  char *frame = err ? NULL : malloc(scratch.len);
+  if (frame == NULL) {
+    /* Too large happens when the data fitted in the emit frame but not
+     * with the deliver fields: it could never be delivered. */
+    log_warnx("signal '%s': cannot make its deliver frame (%s); dropped",
+              signal, strerror(err ? -err : ENOMEM));
+    return NULL;
+  }
+  memcpy(frame, scratch.buf, scratch.len);
+  *len = scratch.len;
+  return frame;
 }
 
 /* A ready worker of the current generation, lowest slot first; NULL when
@@ -78,70 +108,87 @@ static struct wproc *any_ready(struct master *m, const struct wproc *not) {
   return best;
 }
 
-static void backlog_add(json_t **backlog, json_t *msg) {
+/* Keep a frame (stolen) for a worker that does not exist yet. */
+static void backlog_add(json_t **backlog, char *frame, size_t len,
+                        json_int_t id) {
   if (*backlog == NULL)
     *backlog = json_array();
-  json_array_append(*backlog, msg);
+  json_array_append_new(*backlog, json_pack("[I,s%]", id, frame, len));
+  free(frame);
 }
 
-/* Route one signal from `from` (NULL: the master) in generation g. */
+/* Route one signal from `from` (NULL: the master) in generation g. Its
+ * data is the JSON text raw when given, else data. */
 static void route(struct master *m, struct wproc *from, const char *signal,
-                  json_t *data) {
+                  const json_t *data, const struct bus_span *raw) {
   const struct settings *s = &(from ? from->g : m->gen)->app.s;
-  json_t *once = json_array(), *bcast = json_array();
+  size_t local[2 * 32], *once = local, no = 0, nb = 0;
+  if (s->nlisteners > 32 &&
+      (once = malloc(2 * s->nlisteners * sizeof(*once))) == NULL)
+    return;
+  size_t *bcast = once + (s->nlisteners > 32 ? s->nlisteners : 32);
   for (size_t i = 0; i < s->nlisteners; i++)
-    if (strcmp(s->listeners[i].signal, signal) == 0)
-      json_array_append_new(s->listeners[i].broadcast ? bcast : once,
-                            json_integer((json_int_t)i));
-  if (json_array_size(once) == 0 && json_array_size(bcast) == 0)
+    if (strcmp(s->listeners[i].signal, signal) == 0) {
+      if (s->listeners[i].broadcast)
+        bcast[nb++] = i;
+      else
+        once[no++] = i;
+    }
+  if (no == 0 && nb == 0)
     log_debug("signal '%s' has no listener", signal);
-  if (json_array_size(once) > 0) {
-    json_t *msg = make_deliver(m, signal, data, once);
+  json_int_t id;
+  size_t len;
+  char *frame;
+  if (no > 0 &&
+      (frame = encode_deliver(m, signal, data, raw, once, no, &id, &len))) {
     struct wproc *to = (from && proc_live(from)) ? from : any_ready(m, NULL);
     if (to)
-      send_delivery(to, msg, 0);
+      send_delivery(to, frame, len, id, 0);
     else
-      backlog_add(&m->backlog, msg);
-    json_decref(msg);
+      backlog_add(&m->backlog, frame, len, id);
   }
-  if (json_array_size(bcast) > 0) {
-    for (size_t i = 0; i < m->nslots; i++) {
-      struct slot *sl = &m->slots[i];
-      json_t *msg = make_deliver(m, signal, data, bcast);
-      if (sl->cur && sl->cur->state == WPROC_READY)
-        send_delivery(sl->cur, msg, 1);
-      else if (sl->state != SLOT_FAILED)
-        /* Starting, respawning, or not forked yet (aio-starting is
-         * emitted before the first fork): its next worker gets it. */
-        backlog_add(&sl->backlog, msg);
-      json_decref(msg);
-    }
+  for (size_t i = 0; nb > 0 && i < m->nslots; i++) {
+    struct slot *sl = &m->slots[i];
+    if (sl->state == SLOT_FAILED)
+      continue;
+    frame = encode_deliver(m, signal, data, raw, bcast, nb, &id, &len);
+    if (frame == NULL)
+      break;
+    if (sl->cur && sl->cur->state == WPROC_READY)
+      send_delivery(sl->cur, frame, len, id, 1);
+    else
+      /* Starting, respawning, or not forked yet (aio-starting is emitted
+       * before the first fork): its next worker gets it. */
+      backlog_add(&sl->backlog, frame, len, id);
   }
-  json_decref(once);
-  json_decref(bcast);
+  if (once != local)
+    free(once);
 }
 
 void router_emit(struct master *m, const char *signal, json_t *data) {
-  route(m, NULL, signal, data);
+  route(m, NULL, signal, data, NULL);
 }
 
 static void flush_backlog(json_t **backlog, struct wproc *to, int broadcast) {
   if (*backlog == NULL)
     return;
   size_t i;
-  json_t *msg;
-  json_array_foreach(*backlog, i, msg) send_delivery(to, msg, broadcast);
+  json_t *e;
+  json_array_foreach(*backlog, i, e) {
+    json_t *f = json_array_get(e, 1);
+    size_t len = json_string_length(f);
+    char *frame = malloc(len ? len : 1);
+    if (frame == NULL)
+      continue;
+    memcpy(frame, json_string_value(f), len);
+    send_delivery(to, frame, len,
+                  json_integer_value(json_array_get(e, 0)), broadcast);
+  }
   json_decref(*backlog);
   *backlog = NULL;
 }
 
-static int on_drained_frame(void *arg, enum bus_type t, json_t *msg) {
-  /* A dead worker's last words: acknowledgements, job results, emits.
-   * Anything about its own state (ready, heartbeat) no longer matters. */
-  if (t == BUS_READY || t == BUS_HEARTBEAT || t == BUS_STATUS)
-    return 0;
-  return router_frame(arg, t, msg);
-}
+static int on_dead_line(void *arg, const char *frame, size_t len);
 
 /* Read what the dead worker wrote before it died. SIGCHLD can be handled
  * before the last bytes on its socket, and the process is freed after
@@ -155,7 +202,7 @@ static void drain_dead(struct wproc *p) {
   for (int i = 0; i < 4096; i++) { /* bounded: a socket buffer's worth */
     ssize_t n = read(fd, buf, sizeof(buf));
     if (n <= 0 ||
-        bus_reader_feed(&p->rd, buf, (size_t)n, on_drained_frame, p) != 0)
+        bus_reader_split(&p->rd, buf, (size_t)n, on_dead_line, p) != 0)
       return;
   }
 }
@@ -183,22 +230,27 @@ void router_worker_gone(struct master *m, struct wproc *p) {
       /* Finished; only its acknowledgement died with the worker. */
     } else if (in_hand(p, d, first)) {
       /* Redelivering it could kill the next worker the same way. */
+      json_t *msg = json_loadb(d->frame, d->len, 0, NULL);
       log_warnx("signal '%s' (delivery %lld) was being handled by worker %d "
                 "when it died; not redelivered",
-                json_string_value(json_object_get(d->msg, "signal")),
+                json_string_value(json_object_get(msg, "signal")),
                 (long long)d->id, p->slot);
+      json_decref(msg);
     } else if (d->broadcast) {
-      if (sl && (size_t)sl->index < m->nslots)
-        backlog_add(&sl->backlog, d->msg);
+      if (sl && (size_t)sl->index < m->nslots) {
+        backlog_add(&sl->backlog, d->frame, d->len, d->id);
+        d->frame = NULL;
+      }
     } else {
       struct wproc *to = any_ready(m, p);
       if (to)
-        send_delivery(to, d->msg, 0);
+        send_delivery(to, d->frame, d->len, d->id, 0);
       else
-        backlog_add(&m->backlog, d->msg);
+        backlog_add(&m->backlog, d->frame, d->len, d->id);
+      d->frame = NULL;
     }
     first = 0;
-    json_decref(d->msg);
+    free(d->frame);
     free(d);
   }
   bus_mark_free(p->mark);
@@ -217,27 +269,82 @@ static void worker_became_ready(struct master *m, struct wproc *p) {
 
 static int on_emit(struct wproc *p, json_t *msg) {
   const char *signal = json_string_value(json_object_get(msg, "signal"));
-  if (signal == NULL || *signal == '\0' || strlen(signal) > SIGNAL_NAME_MAX)
+  if (signal == NULL || *signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL)
     return -EBADMSG;
-  route(p->m, p, signal, json_object_get(msg, "data"));
+  route(p->m, p, signal, json_object_get(msg, "data"), NULL);
+  return 0;
+}
+
+/* "delivered" is cumulative: the worker handles deliveries in the order
+ * they were sent, so the one it names and all before it are finished. */
+static int ack_upto(struct wproc *p, json_int_t id) {
+  struct delivery *d = p->pending;
+  while (d && d->id != id)
+    d = d->next;
+  if (d == NULL)
+    return -EBADMSG; /* acknowledging what was never sent */
+  struct delivery *rest = d->next, *next;
+  for (d = p->pending; d != rest; d = next) {
+    next = d->next;
+    free(d->frame);
+    free(d);
+  }
+  p->pending = rest;
+  if (rest == NULL)
+    p->pending_last = NULL;
   return 0;
 }
 
 static int on_delivered(struct wproc *p, json_t *msg) {
-  json_int_t id = json_integer_value(json_object_get(msg, "id"));
-  /* Acknowledgements come in order, so this finds the head at once. */
-  for (struct delivery **dd = &p->pending, *prev = NULL; *dd;
-       prev = *dd, dd = &(*dd)->next)
-    if ((*dd)->id == id) {
-      struct delivery *d = *dd;
-      *dd = d->next;
-      if (p->pending_last == d)
-        p->pending_last = prev;
-      json_decref(d->msg);
-      free(d);
-      return 0;
-    }
-  return -EBADMSG; /* acknowledging what was never sent */
+  json_t *idv = json_object_get(msg, "id");
+  if (!json_is_integer(idv))
+    return -EBADMSG;
+  return ack_upto(p, json_integer_value(idv));
+}
+
+/* One frame from a worker. emit and delivered, nearly all the traffic, are
+ * handled from their text (bus_scan checks them as strictly as jansson
+ * would); the rest are decoded. dead: the worker has exited, and only its
+ * last words (emits, acknowledgements, job results) still matter. */
+static int on_line(struct wproc *p, const char *frame, size_t len, int dead) {
+  struct bus_frame f;
+  int err = bus_scan(frame, len, &f);
+  if (err == 0 && f.type == BUS_EMIT) {
+    char signal[BUS_MAX_SIGNAL + 1];
+    if (f.signal.p == NULL || f.signal.n == 0 || f.signal.n > BUS_MAX_SIGNAL)
+      return -EBADMSG;
+    memcpy(signal, f.signal.p, f.signal.n);
+    signal[f.signal.n] = '\0';
+    route(p->m, p, signal, NULL, f.data.p ? &f.data : NULL);
+    return 0;
+  }
+  if (err == 0 && f.type == BUS_DELIVERED) {
+    json_int_t id;
+    return bus_span_int(&f.id, &id) ? -EBADMSG : ack_upto(p, id);
+  }
+  if (err && err != -EAGAIN)
+    return err;
+  enum bus_type t;
+  json_t *msg = bus_decode(frame, len, &t, &err);
+  if (msg == NULL)
+    return err;
+  int rc = 0;
+  if (!dead || (t != BUS_READY && t != BUS_HEARTBEAT && t != BUS_STATUS))
+    rc = router_frame(p, t, msg);
+  json_decref(msg);
+  return rc;
+}
+
+static int on_live_line(void *arg, const char *frame, size_t len) {
+  return on_line(arg, frame, len, 0);
+}
+
+static int on_dead_line(void *arg, const char *frame, size_t len) {
+  return on_line(arg, frame, len, 1);
+}
+
+int router_feed(struct wproc *p, const char *data, size_t len) {
+  return bus_reader_split(&p->rd, data, len, on_live_line, p);
 }
 
 int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {

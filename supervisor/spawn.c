@@ -85,10 +85,6 @@ static void on_proc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = sizeof(buf_);
 }
 
-static int on_proc_frame(void *arg, enum bus_type t, json_t *msg) {
-  return router_frame(arg, t, msg);
-}
-
 static void on_proc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   struct wproc *p = s->data;
   if (nread == 0)
@@ -98,7 +94,7 @@ static void on_proc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     uv_read_stop(s);
     return;
   }
-  int err = bus_reader_feed(&p->rd, buf->base, (size_t)nread, on_proc_frame, p);
+  int err = router_feed(p, buf->base, (size_t)nread);
   if (err) {
     log_error("worker %d pid %d sent a bad bus frame (%s); killing it",
               p->slot, (int)p->pid, strerror(-err < 0 ? 0 : -err));

@@ -77,15 +77,19 @@ void worker_bus_sync(struct worker *w) {
     bus_flush(w, BUS_SYNC_FLUSH_MS);
 }
 
+/* A frame was added to w->out. */
+static void bus_queued(struct worker *w, int urgent) {
+  w->out_urgent |= urgent;
+  if (bus_out_pending(&w->out) >= BUS_EAGER_FLUSH)
+    bus_flush(w, 0);
+}
+
 static int bus_queue(struct worker *w, const json_t *msg, int urgent) {
   if (!w->bus_open)
     return -EPIPE;
   int err = bus_out_add(&w->out, msg);
-  if (err == 0) {
-    w->out_urgent |= urgent;
-    if (bus_out_pending(&w->out) >= BUS_EAGER_FLUSH)
-      bus_flush(w, 0);
-  }
+  if (err == 0)
+    bus_queued(w, urgent);
   return err;
 }
 
@@ -190,18 +194,15 @@ static void run_job(struct worker *w, json_t *msg) {
   json_decref(done);
 }
 
-static void deliver(struct worker *w, json_t *msg) {
-  const char *name = json_string_value(json_object_get(msg, "signal"));
-  json_t *listeners = json_object_get(msg, "listeners");
-  aio_signal_t sig = {.name = name ? name : "",
-                      .data = json_object_get(msg, "data")};
+/* Run the listeners ks[0..nk) of one deliver frame. */
+static void run_listeners(struct worker *w, json_int_t id, const char *name,
+                          json_t *data, const json_int_t *ks, size_t nk) {
+  aio_signal_t sig = {.name = name, .data = data};
   uint64_t n = ++w->delivers;
-  size_t i;
-  json_t *v;
   if (w->mark)
     w->mark->in_hand = n;
-  json_array_foreach(listeners, i, v) {
-    json_int_t k = json_integer_value(v);
+  for (size_t i = 0; i < nk; i++) {
+    json_int_t k = ks[i];
     if (k < 0 || (size_t)k >= w->app->s.nlisteners || !w->listeners[k]) {
       log_warnx("bus: deliver to unknown listener %lld", (long long)k);
       continue;
@@ -213,10 +214,64 @@ static void deliver(struct worker *w, json_t *msg) {
     w->mark->done = n;
     w->mark->in_hand = 0;
   }
+  /* Acknowledged with the rest of this read: one frame for all of them. */
+  w->ack_id = id;
+}
+
+static void deliver(struct worker *w, json_t *msg) {
+  const char *name = json_string_value(json_object_get(msg, "signal"));
+  json_t *listeners = json_object_get(msg, "listeners");
+  size_t nk = json_array_size(listeners);
+  json_int_t local[8] = {0}, *ks = nk <= 8 ? local : malloc(nk * sizeof(*ks));
+  if (ks == NULL)
+    nk = 0, ks = local;
+  for (size_t i = 0; i < nk; i++)
+    ks[i] = json_integer_value(json_array_get(listeners, i));
+  run_listeners(w, json_integer_value(json_object_get(msg, "id")),
+                name ? name : "", json_object_get(msg, "data"), ks, nk);
+  if (ks != local)
+    free(ks);
+}
+
+/* A deliver frame from its text: only its data becomes a json_t. -EAGAIN
+ * when it is not the plain shape the master writes (then it is decoded). */
+static int deliver_text(struct worker *w, const struct bus_frame *f) {
+  json_int_t id = 0, ks[8];
+  size_t nk = 0;
+  char name[BUS_MAX_SIGNAL + 1];
+  if ((f->id.p && bus_span_int(&f->id, &id)) || f->signal.p == NULL ||
+      f->signal.n > BUS_MAX_SIGNAL || f->listeners.p == NULL)
+    return -EAGAIN;
+  /* "[i,j,...]", as the master writes it. */
+  const char *p = f->listeners.p + 1, *end = f->listeners.p + f->listeners.n;
+  while (p < end && *p != ']') {
+    char *next;
+    errno = 0;
+    long long k = strtoll(p, &next, 10);
+    if (next == p || errno || nk == 8)
+      return -EAGAIN;
+    ks[nk++] = k;
+    p = next + (*next == ',');
+  }
+  memcpy(name, f->signal.p, f->signal.n);
+  name[f->signal.n] = '\0';
+  json_t *data = bus_span_json(&f->data);
+  if (data == NULL)
+    return -EAGAIN;
+  run_listeners(w, id, name, data, ks, nk);
+  json_decref(data);
+  return 0;
+}
+
+/* "delivered" is cumulative: it covers every delivery before it too. */
+static void send_ack(struct worker *w) {
+  if (w->ack_id == 0)
+    return;
   json_t *ack = bus_msg(BUS_DELIVERED);
-  json_object_set(ack, "id", json_object_get(msg, "id"));
+  json_object_set_new(ack, "id", json_integer(w->ack_id));
   bus_queue(w, ack, 0);
   json_decref(ack);
+  w->ack_id = 0;
 }
 
 static int on_frame(void *arg, enum bus_type t, json_t *msg) {
@@ -251,10 +306,29 @@ static int on_frame(void *arg, enum bus_type t, json_t *msg) {
   }
 }
 
+/* One frame from the master: deliver, nearly all the traffic, from its
+ * text; the rest decoded. */
+static int on_line(void *arg, const char *frame, size_t len) {
+  struct worker *w = arg;
+  struct bus_frame f;
+  int err = bus_scan(frame, len, &f);
+  if (err == 0 && f.type == BUS_DELIVER && deliver_text(w, &f) == 0)
+    return 0;
+  if (err && err != -EAGAIN)
+    return err;
+  enum bus_type t;
+  json_t *msg = bus_decode(frame, len, &t, &err);
+  if (msg == NULL)
+    return err;
+  int rc = on_frame(w, t, msg);
+  json_decref(msg);
+  return rc;
+}
+
 static void on_bus_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;
   (void)suggested;
-  static char busbuf[16384];
+  static char busbuf[65536];
   buf->base = busbuf;
   buf->len = sizeof(busbuf);
 }
@@ -272,7 +346,8 @@ static void on_bus_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     worker_finish(w, nread == UV_EOF ? 0 : 1);
     return;
   }
-  int err = bus_reader_feed(&w->rd, buf->base, (size_t)nread, on_frame, w);
+  int err = bus_reader_split(&w->rd, buf->base, (size_t)nread, on_line, w);
+  send_ack(w);
   if (err) {
     log_error("bus: bad frame from the master (%s); exiting", strerror(-err));
     w->bus_open = 0;
@@ -452,15 +527,36 @@ const char *aio_config_get(const char *section, const char *key) {
 
 int aio_emit(const char *signal, json_t *data) {
   struct worker *w = worker_self;
-  if (signal == NULL || *signal == '\0')
+  if (signal == NULL || *signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL)
     return -EINVAL;
   if (w == NULL || w->in_test)
     return testing_emit(signal, data);
-  json_t *m = bus_msg(BUS_EMIT);
-  json_object_set_new(m, "signal", json_string(signal));
-  json_object_set(m, "data", data ? data : json_null());
-  json_object_set_new(m, "seq", json_integer((json_int_t)++w->emit_seq));
-  int err = worker_send(w, m);
-  json_decref(m);
-  return err;
+  if (!w->bus_open)
+    return -EPIPE;
+  /* Encoded straight into the queue: no json_t for the frame itself. */
+  struct bus_out *o = &w->out;
+  size_t start = o->len;
+  int err = bus_out_raw(o, "{\"t\":\"emit\",\"signal\":", 21);
+  if (!err)
+    err = bus_out_str(o, signal);
+  if (!err)
+    err = bus_out_raw(o, ",\"data\":", 8);
+  if (!err)
+    err = bus_out_json(o, data);
+  if (!err)
+    err = bus_out_raw(o, ",\"seq\":", 7);
+  if (!err)
+    err = bus_out_int(o, (long long)w->emit_seq + 1);
+  if (!err)
+    err = bus_out_raw(o, "}", 1);
+  err = bus_out_end(o, start, err);
+  if (err == 0 && o->len - start > BUS_MAX_EMIT) {
+    o->len = start; /* its deliver frame would not fit */
+    err = -EMSGSIZE;
+  }
+  if (err)
+    return err;
+  w->emit_seq++;
+  bus_queued(w, 1);
+  return 0;
 }

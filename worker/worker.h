@@ -34,6 +34,7 @@ struct worker {
   int out_urgent;        /* out holds more than acknowledgements */
   struct bus_mark *mark; /* shared with the master; NULL if mmap failed */
   uint64_t delivers;     /* deliver frames received */
+  json_int_t ack_id;     /* the last delivery finished, not yet acknowledged */
   uv_timer_t heartbeat;
   uv_timer_t drain_timer;
   uv_async_t sig_async; /* woken by the TERM/QUIT handler */

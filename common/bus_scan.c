@@ -1,0 +1,546 @@
+/*
+ * bus_scan.c - check a bus frame and find its top-level members without
+ * building a json_t tree: the master routes an emit by copying the text of
+ * its data into the deliver frame, and a worker parses only the data of a
+ * deliver. It accepts exactly what bus_decode() (jansson's json_loadb with
+ * JSON_REJECT_DUPLICATES) accepts: RFC 8259 JSON, valid UTF-8, no "\u0000",
+ * no lone surrogates, integers that fit a json_int_t, reals that do not
+ * overflow, nesting up to jansson's 2048, no duplicate key in any object.
+ * What it cannot settle without decoding (a key with an escape, an escaped
+ * "t" or "signal") it hands back with -EAGAIN, for bus_decode() to judge.
+ * tests/unit/test_bus_scan.c holds it to jansson's verdict.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+
+#define SCAN_MAX_DEPTH 2048 /* jansson's JSON_PARSER_MAX_DEPTH */
+
+struct key {
+  uint64_t hash;
+  const char *p;
+  size_t n;
+};
+
+struct scan {
+  const char *p, *end;
+  int depth;
+  struct key *keys; /* of the objects open now, innermost last */
+  size_t nkeys, cap;
+};
+
+/* Scan results: 0, or one of these (negated errno values for callers). */
+#define BAD (-EBADMSG)
+#define SLOW (-EAGAIN)
+
+static void skip_ws(struct scan *s) {
+  while (s->p < s->end &&
+         (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+    s->p++;
+}
+
+static int hex4(const char *p, const char *end, unsigned *v) {
+  if (end - p < 4)
+    return -1;
+  *v = 0;
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+    unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+                 : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                 : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+                                        : 16;
+    if (d == 16)
+      return -1;
+    *v = *v << 4 | d;
+  }
+  return 0;
+}
+
+/* One UTF-8 sequence at p (first byte >= 0x80), as jansson's
+ * utf8_check_first/full judge it. Its length, or 0. */
+static size_t utf8_seq(const unsigned char *p, const unsigned char *end) {
+  unsigned c = *p, n, cp;
+  if (c >= 0xc2 && c <= 0xdf)
+    n = 2, cp = c & 0x1f;
+  else if (c >= 0xe0 && c <= 0xef)
+    n = 3, cp = c & 0x0f;
+  else if (c >= 0xf0 && c <= 0xf4)
+    n = 4, cp = c & 0x07;
+  else
+    return 0;
+  if ((size_t)(end - p) < n)
+    return 0;
+  for (unsigned i = 1; i < n; i++) {
+    if ((p[i] & 0xc0) != 0x80)
+      return 0;
+    cp = cp << 6 | (p[i] & 0x3f);
+  }
+  if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
+      (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000))
+    return 0;
+  return n;
+}
+
+/* A string at s->p (on its quote). body and n: the bytes between the
+ * quotes; esc: whether there is an escape among them. */
+static int scan_string(struct scan *s, const char **body, size_t *n, int *esc) {
+  const char *p = s->p + 1, *end = s->end;
+  *esc = 0;
+  while (p < end) {
+    unsigned char c = (unsigned char)*p;
+    if (c == '"') {
+      *body = s->p + 1;
+      *n = (size_t)(p - *body);
+      s->p = p + 1;
+      return 0;
+    }
+    if (c < 0x20)
+      return BAD;
+    if (c >= 0x80) {
+      size_t k = utf8_seq((const unsigned char *)p, (const unsigned char *)end);
+      if (k == 0)
+        return BAD;
+      p += k;
+      continue;
+    }
+    p++;
+    if (c != '\\')
+      continue;
+    *esc = 1;
+    if (p >= end)
+      return BAD;
+    c = (unsigned char)*p++;
+    if (strchr("\"\\/bfnrt", c) != NULL && c != '\0')
+      continue;
+    unsigned v, v2;
+    if (c != 'u' || hex4(p, end, &v))
+      return BAD;
+    p += 4;
+    if (v == 0 || (v >= 0xdc00 && v <= 0xdfff))
+      return BAD; /* \u0000 needs JSON_ALLOW_NUL; a lone low surrogate */
+    if (v >= 0xd800 && v <= 0xdbff) {
+      if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, end, &v2) ||
+          v2 < 0xdc00 || v2 > 0xdfff)
+        return BAD;
+      p += 6;
+    }
+  }
+  return BAD; /* unterminated */
+}
+
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+static int scan_number(struct scan *s) {
+  const char *p = s->p, *end = s->end, *start = p;
+  int real = 0;
+  if (p < end && *p == '-')
+    p++;
+  if (p < end && *p == '0') {
+    p++;
+    if (p < end && is_digit(*p))
+      return BAD;
+  } else if (p < end && is_digit(*p)) {
+    while (p < end && is_digit(*p))
+      p++;
+  } else {
+    return BAD;
+  }
+  if (p < end && *p == '.') {
+    real = 1;
+    if (++p >= end || !is_digit(*p))
+      return BAD;
+    while (p < end && is_digit(*p))
+      p++;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    real = 1;
+    p++;
+    if (p < end && (*p == '+' || *p == '-'))
+      p++;
+    if (p >= end || !is_digit(*p))
+      return BAD;
+    while (p < end && is_digit(*p))
+      p++;
+  }
+  /* The same range checks as jansson: strtoll, and strtod overflow. Up
+   * to 18 digits no integer overflows, and a real without an exponent
+   * needs over 300 to. */
+  size_t n = (size_t)(p - start);
+  s->p = p;
+  if ((!real && n <= 18) ||
+      (real && n < 300 && !memchr(start, 'e', n) && !memchr(start, 'E', n)))
+    return 0;
+  char local[64], *text = n < sizeof(local) ? local : malloc(n + 1);
+  if (text == NULL)
+    return -ENOMEM;
+  memcpy(text, start, n);
+  text[n] = '\0';
+  int rc = 0;
+  errno = 0;
+  if (!real) {
+    strtoll(text, NULL, 10);
+    if (errno == ERANGE)
+      rc = BAD;
+  } else {
+    double d = strtod(text, NULL);
+    if ((d == HUGE_VAL || d == -HUGE_VAL) && errno == ERANGE)
+      rc = BAD;
+  }
+  if (text != local)
+    free(text);
+  return rc;
+}
+
+static int scan_literal(struct scan *s, const char *word, size_t n) {
+  if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0)
+    return BAD;
+  s->p += n;
+  return 0;
+}
+
+static uint64_t fnv1a(const char *p, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+  return h;
+}
+
+static int key_cmp(const void *a, const void *b) {
+  const struct key *x = a, *y = b;
+  if (x->hash != y->hash)
+    return x->hash < y->hash ? -1 : 1;
+  if (x->n != y->n)
+    return x->n < y->n ? -1 : 1;
+  return memcmp(x->p, y->p, x->n);
+}
+
+/* Are two of the keys from `from` on equal? (Unescaped keys only, so raw
+ * bytes compare as jansson's decoded ones.) */
+static int has_duplicate(struct key *k, size_t n) {
+  if (n < 2)
+    return 0;
+  if (n <= 8) {
+    for (size_t i = 0; i < n; i++)
+      for (size_t j = i + 1; j < n; j++)
+        if (k[i].hash == k[j].hash && k[i].n == k[j].n &&
+            memcmp(k[i].p, k[j].p, k[i].n) == 0)
+          return 1;
+    return 0;
+  }
+  qsort(k, n, sizeof(*k), key_cmp); /* this object's keys are not used again */
+  for (size_t i = 1; i < n; i++)
+    if (key_cmp(&k[i - 1], &k[i]) == 0)
+      return 1;
+  return 0;
+}
+
+static int scan_value(struct scan *s, struct bus_frame *top);
+
+static int scan_array(struct scan *s) {
+  s->p++;
+  skip_ws(s);
+  if (s->p < s->end && *s->p == ']') {
+    s->p++;
+    return 0;
+  }
+  for (;;) {
+    skip_ws(s);
+    int rc = scan_value(s, NULL);
+    if (rc)
+      return rc;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == ',') {
+      s->p++;
+      continue;
+    }
+    if (s->p < s->end && *s->p == ']') {
+      s->p++;
+      return 0;
+    }
+    return BAD;
+  }
+}
+
+static void note_member(struct bus_frame *f, const char *key, size_t n,
+                        const char *v, size_t vn) {
+  struct bus_span sp = {v, vn};
+#define MEMBER(name)                                                           \
+  if (n == sizeof(#name) - 1 && memcmp(key, #name, n) == 0)                    \
+    f->name = sp;
+  MEMBER(t)
+  MEMBER(signal)
+  MEMBER(data)
+  MEMBER(id)
+  MEMBER(seq)
+  MEMBER(listeners)
+#undef MEMBER
+}
+
+/* top: the frame, when this is the top-level object. */
+static int scan_object(struct scan *s, struct bus_frame *top) {
+  size_t first = s->nkeys;
+  s->p++;
+  skip_ws(s);
+  if (s->p < s->end && *s->p == '}') {
+    s->p++;
+    return 0;
+  }
+  for (;;) {
+    skip_ws(s);
+    if (s->p >= s->end || *s->p != '"')
+      return BAD;
+    const char *key;
+    size_t n;
+    int esc, rc = scan_string(s, &key, &n, &esc);
+    if (rc)
+      return rc;
+    if (esc)
+      return SLOW; /* only decoding can tell "a" from "\u0061" */
+    if (s->nkeys == s->cap) {
+      size_t cap = s->cap ? s->cap * 2 : 32;
+      struct key *k = realloc(s->keys, cap * sizeof(*k));
+      if (k == NULL)
+        return -ENOMEM;
+      s->keys = k;
+      s->cap = cap;
+    }
+    s->keys[s->nkeys++] = (struct key){fnv1a(key, n), key, n};
+    skip_ws(s);
+    if (s->p >= s->end || *s->p != ':')
+      return BAD;
+    s->p++;
+    skip_ws(s);
+    const char *v = s->p;
+    if ((rc = scan_value(s, NULL)) != 0)
+      return rc;
+    if (top)
+      note_member(top, key, n, v, (size_t)(s->p - v));
+    skip_ws(s);
+    if (s->p < s->end && *s->p == ',') {
+      s->p++;
+      continue;
+    }
+    if (s->p < s->end && *s->p == '}') {
+      s->p++;
+      break;
+    }
+    return BAD;
+  }
+  int dup = has_duplicate(s->keys + first, s->nkeys - first);
+  s->nkeys = first;
+  return dup ? BAD : 0;
+}
+
+static int scan_value(struct scan *s, struct bus_frame *top) {
+  if (s->p >= s->end)
+    return BAD;
+  const char *body;
+  size_t n;
+  int esc, rc;
+  /* jansson counts every value, scalars too: the top-level object is at
+   * depth 1, its members at 2. */
+  if (s->depth >= SCAN_MAX_DEPTH)
+    return BAD;
+  switch (*s->p) {
+  case '{':
+  case '[':
+    s->depth++;
+    rc = *s->p == '{' ? scan_object(s, top) : scan_array(s);
+    s->depth--;
+    return rc;
+  case '"':
+    return scan_string(s, &body, &n, &esc);
+  case 't':
+    return scan_literal(s, "true", 4);
+  case 'f':
+    return scan_literal(s, "false", 5);
+  case 'n':
+    return scan_literal(s, "null", 4);
+  default:
+    return scan_number(s);
+  }
+}
+
+/* A string member's bytes without its quotes, if it has no escape. */
+static int plain_string(struct bus_span *sp) {
+  if (sp->p == NULL || sp->n < 2 || sp->p[0] != '"' ||
+      memchr(sp->p, '\\', sp->n) != NULL)
+    return -1;
+  sp->p++;
+  sp->n -= 2;
+  return 0;
+}
+
+int bus_scan(const char *data, size_t len, struct bus_frame *f) {
+  memset(f, 0, sizeof(*f));
+  struct scan s = {.p = data, .end = data + len};
+  skip_ws(&s);
+  int rc = BAD;
+  if (s.p < s.end && (*s.p == '{' || *s.p == '['))
+    rc = scan_value(&s, *s.p == '{' ? f : NULL);
+  skip_ws(&s);
+  if (rc == 0 && s.p != s.end)
+    rc = BAD; /* "end of file expected" */
+  free(s.keys);
+  if (rc)
+    return rc;
+  if (f->t.p == NULL || f->t.p[0] != '"')
+    return BAD; /* not an object, no "t", or "t" not a string */
+  if (plain_string(&f->t))
+    return SLOW;
+  if (f->signal.p && f->signal.p[0] != '"')
+    f->signal.p = NULL; /* not a string: as absent */
+  else if (f->signal.p && plain_string(&f->signal))
+    return SLOW;
+  char name[16];
+  if (f->t.n >= sizeof(name))
+    return -EPROTO;
+  memcpy(name, f->t.p, f->t.n);
+  name[f->t.n] = '\0';
+  f->type = bus_type_parse(name);
+  return f->type == BUS_NONE ? -EPROTO : 0;
+}
+
+int bus_span_int(const struct bus_span *sp, json_int_t *v) {
+  char num[24], *end;
+  if (sp->p == NULL || sp->n == 0 || sp->n >= sizeof(num))
+    return -1;
+  memcpy(num, sp->p, sp->n);
+  num[sp->n] = '\0';
+  errno = 0;
+  long long x = strtoll(num, &end, 10);
+  if (*end != '\0' || errno != 0)
+    return -1; /* a real (1.0, 1e3), or not a number */
+  *v = (json_int_t)x;
+  return 0;
+}
+
+/* ---- building the tree of a checked value ------------------------------ */
+
+static void skip_ws_p(const char **p, const char *end) {
+  while (*p < end && (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r'))
+    (*p)++;
+}
+
+/* A string's body, if it has no escape (else -1: left to jansson). */
+static int plain_body(const char **p, const char *end, const char **body,
+                      size_t *n) {
+  const char *q = *p + 1;
+  while (q < end && *q != '"' && *q != '\\')
+    q++;
+  if (q >= end || *q != '"')
+    return -1;
+  *body = *p + 1;
+  *n = (size_t)(q - *body);
+  *p = q + 1;
+  return 0;
+}
+
+static json_t *build(const char **p, const char *end, int depth) {
+  skip_ws_p(p, end);
+  if (*p >= end || depth > SCAN_MAX_DEPTH)
+    return NULL;
+  const char *body;
+  size_t n;
+  json_t *v = NULL;
+  switch (**p) {
+  case '{':
+    v = json_object();
+    (*p)++;
+    for (skip_ws_p(p, end); v && *p < end && **p != '}';) {
+      if (plain_body(p, end, &body, &n))
+        goto fail;
+      skip_ws_p(p, end);
+      (*p)++; /* ':' */
+      json_t *m = build(p, end, depth + 1);
+      if (m == NULL || json_object_setn_new_nocheck(v, body, n, m))
+        goto fail;
+      skip_ws_p(p, end);
+      if (*p < end && **p == ',')
+        (*p)++;
+      skip_ws_p(p, end);
+    }
+    break;
+  case '[':
+    v = json_array();
+    (*p)++;
+    for (skip_ws_p(p, end); v && *p < end && **p != ']';) {
+      json_t *m = build(p, end, depth + 1);
+      if (m == NULL || json_array_append_new(v, m))
+        goto fail;
+      skip_ws_p(p, end);
+      if (*p < end && **p == ',')
+        (*p)++;
+      skip_ws_p(p, end);
+    }
+    break;
+  case '"':
+    if (plain_body(p, end, &body, &n))
+      return NULL;
+    return json_stringn_nocheck(body, n); /* bus_scan checked its UTF-8 */
+  case 't':
+    *p += 4;
+    return json_true();
+  case 'f':
+    *p += 5;
+    return json_false();
+  case 'n':
+    *p += 4;
+    return json_null();
+  default: {
+    /* Up to 18 digits, an integer is read here; the rest by strto*. */
+    const char *q = *p + (**p == '-');
+    unsigned long long u = 0;
+    int digits = 0;
+    while (q < end && *q >= '0' && *q <= '9' && digits < 18) {
+      u = u * 10 + (unsigned long long)(*q++ - '0');
+      digits++;
+    }
+    if (digits > 0 && (q >= end || (*q != '.' && *q != 'e' && *q != 'E' &&
+                                    (*q < '0' || *q > '9')))) {
+      json_int_t x = (json_int_t)u;
+      v = json_integer(**p == '-' ? -x : x);
+      *p = q;
+      return v;
+    }
+    char num[400], *e;
+    size_t k = 0;
+    int real = 0;
+    while (*p + k < end && k < sizeof(num) - 1) {
+      char c = (*p)[k];
+      if (!((c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' ||
+            c == 'e' || c == 'E'))
+        break;
+      real |= c == '.' || c == 'e' || c == 'E';
+      num[k++] = c;
+    }
+    num[k] = '\0';
+    if (k == 0 || k == sizeof(num) - 1)
+      return NULL;
+    *p += k;
+    return real ? json_real(strtod(num, &e))
+                : json_integer((json_int_t)strtoll(num, &e, 10));
+  }
+  }
+  if (v == NULL || *p >= end)
+    goto fail;
+  (*p)++; /* the closing bracket */
+  return v;
+fail:
+  json_decref(v);
+  return NULL;
+}
+
+json_t *bus_span_json(const struct bus_span *sp) {
+  if (sp->p == NULL)
+    return json_null();
+  const char *p = sp->p;
+  json_t *v = build(&p, sp->p + sp->n, 1);
+  /* What the quick builder leaves (escaped strings, long numbers), and
+   * anything it could not allocate, jansson decodes. */
+  return v ? v : json_loadb(sp->p, sp->n, JSON_DECODE_ANY, NULL);
+}
