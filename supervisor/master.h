@@ -48,6 +48,7 @@ struct delivery {
   uint64_t n; /* its place among deliver frames sent to the worker; 0: unsent */
   char *frame; /* the deliver frame as sent, newline included */
   size_t len;
+  unsigned gen; /* the generation whose listener list it indexes */
   int broadcast;
   struct delivery *next;
 };
@@ -84,7 +85,7 @@ struct slot {
   unsigned restarts;
   uint64_t respawn_at_ms;
   json_t *backlog; /* broadcast deliveries for this slot's next worker,
-                     [id, frame] each */
+                     [id, frame, generation] each */
 };
 
 /* A generation: one configuration and the sockets for it. A reload makes a
@@ -129,7 +130,8 @@ struct master {
   int announced;  /* first generation reported ready */
   uint64_t start_ms;
   json_int_t next_id;
-  json_t *backlog; /* deliveries waiting for any ready worker, [id, frame] */
+  json_t *backlog; /* deliveries waiting for any ready worker,
+                     [id, frame, generation] */
   struct activation act;
   struct generation *next_gen; /* being started by a reload */
   uint64_t reload_deadline_ms;

@@ -24,7 +24,8 @@ static int proc_live(const struct wproc *p) {
   return p->state == WPROC_READY || p->state == WPROC_STARTING;
 }
 
-/* Queue frame (stolen) for p and keep it until acknowledged. */
+/* Queue frame (stolen), made for p's generation, for p and keep it until
+ * acknowledged. */
 static void send_delivery(struct wproc *p, char *frame, size_t len,
                           json_int_t id, int broadcast) {
   struct delivery *d = calloc(1, sizeof(*d));
@@ -33,6 +34,7 @@ static void send_delivery(struct wproc *p, char *frame, size_t len,
     return;
   }
   d->id = id;
+  d->gen = p->g->id;
   d->frame = frame;
   d->len = len;
   d->broadcast = broadcast;
@@ -109,67 +111,105 @@ static struct wproc *any_ready(struct master *m, const struct wproc *not) {
 }
 
 /* Keep a frame (stolen) for a worker that does not exist yet. */
+/* Keep a frame (stolen) for a worker that does not exist yet. */
 static void backlog_add(json_t **backlog, char *frame, size_t len,
-                        json_int_t id) {
+                        json_int_t id, unsigned gen) {
   if (*backlog == NULL)
     *backlog = json_array();
-  json_array_append_new(*backlog, json_pack("[I,s%]", id, frame, len));
+  json_array_append_new(*backlog, json_pack("[I,s%,i]", id, frame, len,
+                                            (int)gen));
   free(frame);
 }
 
-/* Route one signal from `from` (NULL: the master) in generation g. Its
- * data is the JSON text raw when given, else data. */
+/* The listeners of generation g for signal, once-per-emit or broadcast:
+ * their indices in idx (room for all of g's). Returns how many. */
+static size_t match(const struct generation *g, const char *signal,
+                    int broadcast, size_t *idx) {
+  const struct settings *s = &g->app.s;
+  size_t n = 0;
+  for (size_t i = 0; i < s->nlisteners; i++)
+    if (!s->listeners[i].broadcast == !broadcast &&
+        strcmp(s->listeners[i].signal, signal) == 0)
+      idx[n++] = i;
+  return n;
+}
+
+/* Deliver signal to `to`'s listeners of one kind (to NULL: keep it in
+ * backlog for the next worker). Listener indices are those of the
+ * generation that will run them, which a reload can make differ from the
+ * emitter's. */
+static void deliver_kind(struct master *m, struct wproc *to,
+                         json_t **backlog, const char *signal,
+                         const json_t *data, const struct bus_span *raw,
+                         int broadcast) {
+  struct generation *g = to ? to->g : m->gen;
+  size_t local[32], *idx = local, n, len;
+  if (g->app.s.nlisteners > 32 &&
+      (idx = malloc(g->app.s.nlisteners * sizeof(*idx))) == NULL)
+    return;
+  json_int_t id;
+  char *frame;
+  if ((n = match(g, signal, broadcast, idx)) > 0 &&
+      (frame = encode_deliver(m, signal, data, raw, idx, n, &id, &len))) {
+    if (to)
+      send_delivery(to, frame, len, id, broadcast);
+    else
+      backlog_add(backlog, frame, len, id, g->id);
+  }
+  if (idx != local)
+    free(idx);
+}
+
+/* Route one signal from `from` (NULL: the master). Its data is the JSON
+ * text raw when given, else data. */
 static void route(struct master *m, struct wproc *from, const char *signal,
                   const json_t *data, const struct bus_span *raw) {
-  const struct settings *s = &(from ? from->g : m->gen)->app.s;
-  size_t local[2 * 32], *once = local, no = 0, nb = 0;
-  if (s->nlisteners > 32 &&
-      (once = malloc(2 * s->nlisteners * sizeof(*once))) == NULL)
-    return;
-  size_t *bcast = once + (s->nlisteners > 32 ? s->nlisteners : 32);
-  for (size_t i = 0; i < s->nlisteners; i++)
-    if (strcmp(s->listeners[i].signal, signal) == 0) {
-      if (s->listeners[i].broadcast)
-        bcast[nb++] = i;
-      else
-        once[no++] = i;
-    }
-  if (no == 0 && nb == 0)
-    log_debug("signal '%s' has no listener", signal);
-  json_int_t id;
-  size_t len;
-  char *frame;
-  if (no > 0 &&
-      (frame = encode_deliver(m, signal, data, raw, once, no, &id, &len))) {
-    struct wproc *to = (from && proc_live(from)) ? from : any_ready(m, NULL);
-    if (to)
-      send_delivery(to, frame, len, id, 0);
-    else
-      backlog_add(&m->backlog, frame, len, id);
-  }
-  for (size_t i = 0; nb > 0 && i < m->nslots; i++) {
+  /* Once per emit: on the emitter itself, so one emitter's signals are
+   * handled in emit order. */
+  struct wproc *to = (from && proc_live(from)) ? from : any_ready(m, NULL);
+  deliver_kind(m, to, &m->backlog, signal, data, raw, 0);
+  /* Broadcast: each slot's worker. Unless a reload is under way, they all
+   * run the current generation, so one look at its list says if any. */
+  int any = m->next_gen != NULL;
+  for (size_t i = 0; !any && i < m->gen->app.s.nlisteners; i++)
+    any = m->gen->app.s.listeners[i].broadcast &&
+          strcmp(m->gen->app.s.listeners[i].signal, signal) == 0;
+  for (size_t i = 0; any && i < m->nslots; i++) {
     struct slot *sl = &m->slots[i];
-    if (sl->state == SLOT_FAILED)
-      continue;
-    frame = encode_deliver(m, signal, data, raw, bcast, nb, &id, &len);
-    if (frame == NULL)
-      break;
-    if (sl->cur && sl->cur->state == WPROC_READY)
-      send_delivery(sl->cur, frame, len, id, 1);
-    else
-      /* Starting, respawning, or not forked yet (aio-starting is emitted
-       * before the first fork): its next worker gets it. */
-      backlog_add(&sl->backlog, frame, len, id);
+    /* A slot starting, respawning or not forked yet (aio-starting is
+     * emitted before the first fork) keeps it for its next worker. */
+    if (sl->state != SLOT_FAILED)
+      deliver_kind(m,
+                   sl->cur && sl->cur->state == WPROC_READY ? sl->cur : NULL,
+                   &sl->backlog, signal, data, raw, 1);
   }
-  if (once != local)
-    free(once);
+}
+
+/* Pass on a kept frame (stolen) made for generation gen. A worker of
+ * another generation gets it made again for its own listener list (a new
+ * id), or not at all when that list has no listener of its kind. */
+static void hand_over(struct master *m, struct wproc *to, char *frame,
+                      size_t len, json_int_t id, int broadcast,
+                      unsigned gen) {
+  if (gen == to->g->id) {
+    send_delivery(to, frame, len, id, broadcast);
+    return;
+  }
+  json_t *msg = json_loadb(frame, len, 0, NULL);
+  const char *signal = json_string_value(json_object_get(msg, "signal"));
+  if (signal)
+    deliver_kind(m, to, NULL, signal, json_object_get(msg, "data"), NULL,
+                 broadcast);
+  json_decref(msg);
+  free(frame);
 }
 
 void router_emit(struct master *m, const char *signal, json_t *data) {
   route(m, NULL, signal, data, NULL);
 }
 
-static void flush_backlog(json_t **backlog, struct wproc *to, int broadcast) {
+static void flush_backlog(struct master *m, json_t **backlog,
+                          struct wproc *to, int broadcast) {
   if (*backlog == NULL)
     return;
   size_t i;
@@ -181,8 +221,8 @@ static void flush_backlog(json_t **backlog, struct wproc *to, int broadcast) {
     if (frame == NULL)
       continue;
     memcpy(frame, json_string_value(f), len);
-    send_delivery(to, frame, len,
-                  json_integer_value(json_array_get(e, 0)), broadcast);
+    hand_over(m, to, frame, len, json_integer_value(json_array_get(e, 0)),
+              broadcast, (unsigned)json_integer_value(json_array_get(e, 2)));
   }
   json_decref(*backlog);
   *backlog = NULL;
@@ -238,15 +278,15 @@ void router_worker_gone(struct master *m, struct wproc *p) {
       json_decref(msg);
     } else if (d->broadcast) {
       if (sl && (size_t)sl->index < m->nslots) {
-        backlog_add(&sl->backlog, d->frame, d->len, d->id);
+        backlog_add(&sl->backlog, d->frame, d->len, d->id, d->gen);
         d->frame = NULL;
       }
     } else {
       struct wproc *to = any_ready(m, p);
       if (to)
-        send_delivery(to, d->frame, d->len, d->id, 0);
+        hand_over(m, to, d->frame, d->len, d->id, 0, d->gen);
       else
-        backlog_add(&m->backlog, d->frame, d->len, d->id);
+        backlog_add(&m->backlog, d->frame, d->len, d->id, d->gen);
       d->frame = NULL;
     }
     first = 0;
@@ -261,8 +301,8 @@ static void worker_became_ready(struct master *m, struct wproc *p) {
   /* The backlog first: it holds aio-starting, and becoming ready may emit
    * aio-started, which must not overtake it. */
   if (p->g == m->gen) {
-    flush_backlog(&m->slots[p->slot].backlog, p, 1);
-    flush_backlog(&m->backlog, p, 0);
+    flush_backlog(m, &m->slots[p->slot].backlog, p, 1);
+    flush_backlog(m, &m->backlog, p, 0);
   }
   master_worker_ready(m, p);
 }
