@@ -124,49 +124,5 @@ struct Suite *builtin_tests(void) {
   return s;
 }
 #else
-/* ---- the harness itself ------------------------------------------------ */
-
-static long long now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-START_TEST(test_exchange_returns_what_arrived_by_the_deadline) {
-  int port = aio_test_serve("aio.echo");
-  ck_assert_int_gt(port, 0);
-  long long t0 = now_ms();
-  char *r = aio_test_exchange(port, "ab", 10, 300);
-  long long took = now_ms() - t0;
-  ck_assert_ptr_nonnull(r);
-  ck_assert_str_eq(r, "ab");
-  ck_assert_int_ge(took, 290);
-  ck_assert_int_lt(took, 5000);
-  free(r);
-  aio_test_stop();
-}
-END_TEST
-
-START_TEST(test_exchange_with_a_stopped_server_is_null) {
-  int port = aio_test_serve("aio.echo");
-  ck_assert_int_gt(port, 0);
-  aio_test_stop();
-  ck_assert_ptr_null(aio_test_exchange(port, "x", 1, T_MS));
-}
-END_TEST
-
-START_TEST(test_emit_and_config_answer_in_a_test) {
-  json_t *data = json_pack("{s:i}", "n", 1);
-  ck_assert_int_eq(aio_emit("builtin-test", data), 0);
-  ck_assert_int_eq(json_integer_value(json_object_get(data, "n")), 1);
-  json_decref(data);
-  ck_assert_int_eq(aio_emit("", NULL), -EINVAL);
-  ck_assert_ptr_nonnull(aio_config_get("aio", "workers"));
-  ck_assert_ptr_null(aio_config_get("aio", "nosuchkey"));
-}
-END_TEST
-
-struct Suite *builtin_tests(void) {
-  return NULL;
-}
+struct Suite *builtin_tests(void) { return NULL; }
 #endif
