@@ -154,6 +154,16 @@ START_TEST(test_quit_after_term_does_not_wait_for_a_hung_drain) {
   int fd = h_connect(port, 3000);
   ck_assert_int_ge(fd, 0);
   ck_assert_int_eq(h_send(fd, "x", 1), 0);
+  /* Hung first: a worker that has not read the byte yet would take the
+   * stop frame and exit at QUIT by itself. A spinning worker stays
+   * runnable; an idle one sleeps. */
+  pid_t worker;
+  ck_assert_int_eq(pu_live_children(p.pid, &worker, 1), 1);
+  long long deadline = h_now_ms() + 3000;
+  for (int running = 0; running < 5; usleep(10000)) {
+    running = pu_state(worker) == 'R' ? running + 1 : 0;
+    ck_assert_msg(h_now_ms() < deadline, "the worker does not spin");
+  }
   ck_assert_int_eq(kill(p.pid, SIGTERM), 0);
   ck_assert_int_eq(h_wait_log(&p, "graceful shutdown", 3000), 0);
   long long t0 = h_now_ms();
