@@ -240,29 +240,37 @@ static int has_duplicate(struct key *k, size_t n) {
 
 static int scan_value(struct scan *s, struct bus_frame *top);
 
-static int scan_array(struct scan *s) {
+/* After a member or element: 1 for ',' (another follows), 0 for the
+ * closing bracket, BAD for anything else. */
+static int next_or_close(struct scan *s, char close) {
+  skip_ws(s);
+  if (s->p < s->end && (*s->p == ',' || *s->p == close))
+    return *s->p++ == ',';
+  return BAD;
+}
+
+/* At an opening bracket: is the container empty? (Then it is consumed.) */
+static int empty(struct scan *s, char close) {
   s->p++;
   skip_ws(s);
-  if (s->p < s->end && *s->p == ']') {
+  if (s->p < s->end && *s->p == close) {
     s->p++;
-    return 0;
+    return 1;
   }
-  for (;;) {
+  return 0;
+}
+
+static int scan_array(struct scan *s) {
+  if (empty(s, ']'))
+    return 0;
+  int more;
+  do {
     skip_ws(s);
     int rc = scan_value(s, NULL);
     if (rc)
       return rc;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == ',') {
-      s->p++;
-      continue;
-    }
-    if (s->p < s->end && *s->p == ']') {
-      s->p++;
-      return 0;
-    }
-    return BAD;
-  }
+  } while ((more = next_or_close(s, ']')) == 1);
+  return more;
 }
 
 static void note_member(struct bus_frame *f, const char *key, size_t n,
@@ -283,13 +291,9 @@ static void note_member(struct bus_frame *f, const char *key, size_t n,
 /* top: the frame, when this is the top-level object. */
 static int scan_object(struct scan *s, struct bus_frame *top) {
   size_t first = s->nkeys;
-  s->p++;
-  skip_ws(s);
-  if (s->p < s->end && *s->p == '}') {
-    s->p++;
+  if (empty(s, '}'))
     return 0;
-  }
-  for (;;) {
+  for (int more = 1; more;) {
     skip_ws(s);
     if (s->p >= s->end || *s->p != '"')
       return BAD;
@@ -319,16 +323,8 @@ static int scan_object(struct scan *s, struct bus_frame *top) {
       return rc;
     if (top)
       note_member(top, key, n, v, (size_t)(s->p - v));
-    skip_ws(s);
-    if (s->p < s->end && *s->p == ',') {
-      s->p++;
-      continue;
-    }
-    if (s->p < s->end && *s->p == '}') {
-      s->p++;
-      break;
-    }
-    return BAD;
+    if ((more = next_or_close(s, '}')) < 0)
+      return more;
   }
   int dup = has_duplicate(s->keys + first, s->nkeys - first);
   s->nkeys = first;

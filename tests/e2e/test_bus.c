@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "process_util.h"
 #include "records.h"
 
 static struct aio_proc P;
@@ -64,19 +65,10 @@ static void start(int workers) {
   snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
   port = h_free_port();
   conf_text(conf, sizeof(conf), workers, "");
-  ck_assert_int_eq(h_start(&P, conf, NULL), 0);
-  if (h_wait_ready(&P, 10000) != 0) {
-    h_dump_log(&P);
-    ck_abort_msg("aio did not become ready");
-  }
+  rec_start_aio(&P, conf);
 }
 
-static void stop(void) {
-  int rc = h_stop(&P, SIGTERM, 10000);
-  if (rc != 0)
-    h_dump_log(&P);
-  ck_assert_int_eq(rc, 0);
-}
+static void stop(void) { rec_stop_aio(&P); }
 
 /* Read until n lines arrived or timeout. Returns the line count. */
 static int read_lines(int fd, char *buf, size_t cap, int n, int timeout_ms) {
@@ -537,10 +529,5 @@ static Suite *suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
-}
+/* pu_run_suite also turns core dumps off: workers crash here on purpose. */
+int main(void) { return pu_run_suite(suite()); }

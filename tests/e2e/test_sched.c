@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "process_util.h"
 #include "records.h"
 
 #define MS 1000000LL /* ns */
@@ -40,19 +41,10 @@ static void start(const char *schedule, const char *busmod_extra) {
            "\n"
            "%s\n",
            AIO_TEST_MODULES, out_path, busmod_extra, schedule);
-  ck_assert_int_eq(h_start(&P, conf, NULL), 0);
-  if (h_wait_ready(&P, 10000) != 0) {
-    h_dump_log(&P);
-    ck_abort_msg("aio did not become ready");
-  }
+  rec_start_aio(&P, conf);
 }
 
-static void stop(void) {
-  int rc = h_stop(&P, SIGTERM, 10000);
-  if (rc != 0)
-    h_dump_log(&P);
-  ck_assert_int_eq(rc, 0);
-}
+static void stop(void) { rec_stop_aio(&P); }
 
 static json_t *wait_fn(const char *fn, size_t n, int timeout_ms) {
   json_t *recs = rec_wait(out_path, "fn", fn, n, timeout_ms);
@@ -245,10 +237,5 @@ static Suite *suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
-}
+/* pu_run_suite also turns core dumps off: workers crash here on purpose. */
+int main(void) { return pu_run_suite(suite()); }
