@@ -21,10 +21,12 @@
 #define PROBE_MAX_OUTPUT (16u << 20)
 
 /* defaults: JSON array of [module, text] pairs, or NULL. Returns 0, -1
- * when the file did not parse or interpolate, or -2 when only values were
- * refused (a->s then holds what could be read). */
+ * when the layers did not parse (syntax), or -2 when interpolation or
+ * values were refused. Lenient (the first pass, before the modules and so
+ * their defaults are known): settings are read even when interpolation
+ * failed, for the module list; the caller throws those messages away. */
 static int build(struct app *a, const char *path, json_t *defaults,
-                 struct diag *d) {
+                 struct diag *d, int lenient) {
   size_t before = d->n;
   a->cfg = config_new();
   if (a->cfg == NULL) {
@@ -41,11 +43,12 @@ static int build(struct app *a, const char *path, json_t *defaults,
     config_parse_string(a->cfg, json_string_value(json_array_get(pair, 1)),
                         origin, d);
   }
-  if (config_parse_file(a->cfg, path, d) == 0 && d->n == before)
-    config_interpolate(a->cfg, d);
-  if (d->n != before)
+  if (config_parse_file(a->cfg, path, d) || d->n != before)
     return -1;
-  return settings_load(&a->s, a->cfg, d) ? -2 : 0;
+  if (config_interpolate(a->cfg, d) && !lenient)
+    return -2;
+  int rc = settings_load(&a->s, a->cfg, d);
+  return (rc || d->n != before) ? -2 : 0;
 }
 
 static void reset(struct app *a) {
@@ -57,7 +60,7 @@ static void reset(struct app *a) {
 int app_load_plain(struct app *a, const char *path, struct diag *d) {
   memset(a, 0, sizeof(*a));
   a->path = strdup(path);
-  return build(a, path, NULL, d) ? -1 : 0;
+  return build(a, path, NULL, d, 0) ? -1 : 0;
 }
 
 static json_t *gather_defaults(const struct loader *l) {
@@ -75,52 +78,41 @@ int app_load_in_process(struct app *a, const char *path, struct loader *l,
                         struct diag *d) {
   memset(a, 0, sizeof(*a));
   a->path = strdup(path);
-  if (build(a, path, NULL, d))
-    return -1;
-  if (loader_load_all(l, &a->s, d)) {
-    /* The modules that did load may have wrong references too: name them
-     * now rather than after the user fixed the first problem. */
-    loader_check(l, &a->s, d);
+  /* First pass: which modules? Their defaults may define keys the file
+   * refers to, so only a syntax error counts yet. */
+  struct diag first;
+  diag_init(&first);
+  int rc = build(a, path, NULL, &first, 1);
+  if (rc == -1) {
+    for (size_t i = 0; i < first.n; i++)
+      diag_add_raw(d, first.msgs[i]);
+    diag_close(&first);
     return -1;
   }
+  loader_load_all(l, &a->s, &first);
+  diag_close(&first);
   json_t *defaults = gather_defaults(l);
-  if (json_array_size(defaults) > 0) {
-    reset(a);
-    if (build(a, path, defaults, d) || loader_load_all(l, &a->s, d)) {
-      json_decref(defaults);
-      return -1;
-    }
-  }
+  reset(a);
+  /* The real pass, with every layer. */
+  rc = build(a, path, defaults, d, 0);
   json_decref(defaults);
-  return loader_check(l, &a->s, d);
-}
-
-/* For `aio check` when values were refused: load the modules and resolve
- * the references that could be read, so that one run names every problem.
- * The value problems are the parent's to report. */
-static void check_partial(struct app *a, const char *path, struct loader *l,
-                          struct diag *d) {
-  struct diag values;
-  diag_init(&values);
-  memset(a, 0, sizeof(*a));
-  if (build(a, path, NULL, &values) == -2) {
-    loader_load_all(l, &a->s, d);
-    loader_check(l, &a->s, d);
-  }
-  diag_close(&values);
+  if (rc == -1)
+    return -1;
+  /* Values refused or not: name every module and symbol problem too, so
+   * one run lists everything (what could not be read is not checked). */
+  int loaded = loader_load_all(l, &a->s, d);
+  int checked = loader_check(l, &a->s, d);
+  return (rc || loaded || checked) ? -1 : 0;
 }
 
 /* The child: do the real work and write {"defaults": [...], "errors": [...]}
  * on fd. */
-static void probe_child(const char *path, int fd, int partial) {
+static void probe_child(const char *path, int fd) {
   struct diag d;
   struct app a;
   struct loader *l = loader_new();
   diag_init(&d);
-  if (partial)
-    check_partial(&a, path, l, &d);
-  else
-    app_load_in_process(&a, path, l, &d);
+  app_load_in_process(&a, path, l, &d);
   json_t *out = json_object();
   json_object_set_new(out, "defaults", gather_defaults(l));
   json_t *errs = json_array();
@@ -141,8 +133,7 @@ static void probe_child(const char *path, int fd, int partial) {
   _exit(d.n ? 78 : 0);
 }
 
-static int probe(const char *path, int partial, json_t **defaults,
-                 struct diag *d) {
+static int probe(const char *path, json_t **defaults, struct diag *d) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0) {
     diag_add(d, path, 0, "cannot check modules: pipe: %s", strerror(errno));
@@ -157,7 +148,7 @@ static int probe(const char *path, int partial, json_t **defaults,
   }
   if (pid == 0) {
     close(p[0]);
-    probe_child(path, p[1], partial);
+    probe_child(path, p[1]);
   }
   close(p[1]);
   struct util_buf out = {0};
@@ -225,38 +216,31 @@ static int probe(const char *path, int partial, json_t **defaults,
   return rc;
 }
 
-static int load(struct app *a, const char *path, int check_all,
-                struct diag *d) {
+int app_load(struct app *a, const char *path, struct diag *d) {
   memset(a, 0, sizeof(*a));
   a->path = strdup(path);
-  int rc = build(a, path, NULL, d);
-  if (rc == -2 && check_all) {
-    json_t *ignored = NULL;
-    probe(path, 1, &ignored, d);
-    json_decref(ignored);
-  }
-  if (rc)
+  /* A syntax error needs no module loaded to be reported. */
+  struct diag first;
+  diag_init(&first);
+  int rc = build(a, path, NULL, &first, 1);
+  if (rc == -1)
+    for (size_t i = 0; i < first.n; i++)
+      diag_add_raw(d, first.msgs[i]);
+  diag_close(&first);
+  reset(a);
+  if (rc == -1)
     return -1;
+  /* The probe child does the full load and lists every problem. */
   json_t *defaults = NULL;
-  if (probe(path, 0, &defaults, d))
+  if (probe(path, &defaults, d))
     return -1;
-  if (json_array_size(defaults) > 0) {
-    reset(a);
-    if (build(a, path, defaults, d)) {
-      json_decref(defaults);
-      return -1;
-    }
-  }
+  rc = build(a, path, defaults, d, 0);
   json_decref(defaults);
-  return 0;
-}
-
-int app_load(struct app *a, const char *path, struct diag *d) {
-  return load(a, path, 0, d);
+  return rc ? -1 : 0;
 }
 
 int app_check(struct app *a, const char *path, struct diag *d) {
-  return load(a, path, 1, d);
+  return app_load(a, path, d);
 }
 
 void app_close(struct app *a) {

@@ -160,6 +160,32 @@ START_TEST(test_mapped_command_runs_module_function) {
 }
 END_TEST
 
+START_TEST(test_config_may_refer_to_module_defaults) {
+  /* [addition] max_line comes from the module's own defaults, which are
+   * known only once the module is loaded. */
+  char dir[128], out[4096], conf[1024];
+  h_tmpdir(dir, sizeof(dir));
+  snprintf(conf, sizeof(conf),
+           "[aio]\nmodules = addition\nmodule_path = %s\n\n"
+           "[mine]\nlimit = ${addition:max_line}\n"
+           "missing = ${addition:nope}\n",
+           AIO_EXAMPLE_MODULES);
+  ck_assert_int_eq(h_write(dir, "aio.conf", conf), 0);
+  const char *get[] = {"config", "-g", "mine:limit", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), get), 78);
+  ck_assert_ptr_nonnull(strstr(out, "aio.conf:7:"));
+  ck_assert_ptr_nonnull(strstr(out, "no key 'nope' in [addition]"));
+  ck_assert_ptr_null(strstr(out, "max_line"));
+  snprintf(conf, sizeof(conf),
+           "[aio]\nmodules = addition\nmodule_path = %s\n\n"
+           "[mine]\nlimit = ${addition:max_line}\n",
+           AIO_EXAMPLE_MODULES);
+  ck_assert_int_eq(h_write(dir, "aio.conf", conf), 0);
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), get), 0);
+  ck_assert_str_eq(out, "1024\n");
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("e2e_serve");
   TCase *tc = tcase_create("serve");
@@ -168,6 +194,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_echo_tcp_udp_unix);
   tcase_add_test(tc, test_hello_keepalive_pipelining_close);
   tcase_add_test(tc, test_mapped_command_runs_module_function);
+  tcase_add_test(tc, test_config_may_refer_to_module_defaults);
   suite_add_tcase(s, tc);
   return s;
 }
