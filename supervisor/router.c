@@ -111,7 +111,6 @@ static struct wproc *any_ready(struct master *m, const struct wproc *not) {
 }
 
 /* Keep a frame (stolen) for a worker that does not exist yet. */
-/* Keep a frame (stolen) for a worker that does not exist yet. */
 static void backlog_add(json_t **backlog, char *frame, size_t len,
                         json_int_t id, unsigned gen) {
   if (*backlog == NULL)

@@ -43,9 +43,7 @@ static void on_bus_room(uv_poll_t *h, int status, int events);
 /* Write what is queued; when the socket is full, wait up to timeout_ms,
  * then let the loop tell us when there is room. */
 static void bus_flush(struct worker *w, int timeout_ms) {
-  if (!w->bus_open || bus_out_pending(&w->out) == 0)
-    return;
-  int err = bus_out_flush(&w->out, w->bus_fd, timeout_ms);
+  int err = w->bus_open ? bus_out_flush(&w->out, w->bus_fd, timeout_ms) : 0;
   if (err == 0)
     w->out_urgent = 0;
   if (err == -EAGAIN) {
