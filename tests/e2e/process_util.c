@@ -16,6 +16,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "check_main.h"
+
 static const char *const result_names[] = {
 #define PU_NAME(e, s) s,
     PU_RESULTS(PU_NAME)
@@ -147,11 +149,7 @@ int pu_read_eof(int fd, int timeout_ms) {
 int pu_run_suite(Suite *s) {
   struct rlimit no_core = {0, 0};
   setrlimit(RLIMIT_CORE, &no_core);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return check_main(s);
 }
 
 pid_t pu_parse_pid(const char *answer) {

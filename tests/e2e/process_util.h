@@ -48,9 +48,8 @@ int pu_exchange(int port, const char *req, const char *until, char *buf,
 /* Read from fd until EOF: 0, or -1 on reset, data or timeout. */
 int pu_read_eof(int fd, int timeout_ms);
 
-/* Run a suite as a test program's main(): cores off (crashing workers
- * should not spend the suite's time writing them). Returns the exit
- * status. */
+/* check_main() with cores off: crashing workers should not spend the
+ * suite's time writing them. Returns the exit status. */
 struct Suite;
 int pu_run_suite(struct Suite *s);
 

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "harness.h"
 
 #define CORPUS AIO_SOURCE_DIR "/tests/data/bad-configs"
@@ -220,12 +221,9 @@ static Suite *suite(void) {
 
 int main(void) {
   corpus_scan();
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
+  int rc = check_main(suite());
   for (int i = 0; i < ncorpus; i++)
     free(corpus[i]);
   free(corpus);
-  return failed ? 1 : 0;
+  return rc;
 }

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ops_util.h"
 #include "process_util.h"
 
@@ -499,10 +500,4 @@ static Suite *suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
-}
+int main(void) { return check_main(suite()); }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "bus.h"
+#include "check_main.h"
 
 #define MAX_SEEN 16
 
@@ -322,10 +323,4 @@ static Suite *suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
-}
+int main(void) { return check_main(suite()); }

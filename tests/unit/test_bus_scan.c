@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "bus.h"
+#include "check_main.h"
 
 /* 0 when they agree (or bus_scan deferred), else a description. */
 static const char *disagree(const char *buf, size_t len) {
@@ -276,10 +277,4 @@ static Suite *suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
-}
+int main(void) { return check_main(suite()); }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "aio.h"
+#include "check_main.h"
 #include "config.h"
 #include "settings.h"
 
@@ -1053,10 +1054,4 @@ static Suite *suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
-}
+int main(void) { return check_main(suite()); }
