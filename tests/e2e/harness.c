@@ -3,6 +3,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <check.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -65,18 +66,73 @@ int h_write(const char *dir, const char *name, const char *text) {
   return 0;
 }
 
-int h_start(struct aio_proc *p, const char *conf_text,
-            const char *const *extra) {
-  return h_start_wrapped(p, conf_text, NULL, extra);
+/* Where the --ready-fd pipe goes in aio: clear of fd 3 and up, which
+ * socket activation uses. */
+#define READY_FD 9
+#define MAX_LISTEN 5
+
+/* In the child: set up fds and environment, then exec aio through sh. */
+_Noreturn static void exec_aio(const struct aio_proc *p, const struct h_opts *o,
+                               int ready) {
+  int log = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+  dup2(log, 2);
+  dup2(log, 1);
+  if (log > 2)
+    close(log);
+  /* Move the ready pipe first: it may sit on fd 3. */
+  if (dup2(ready, READY_FD) < 0)
+    _exit(126);
+  if (ready != READY_FD)
+    close(ready);
+  /* Passed sockets go to 3, 4, ... as systemd lays them out: first above
+   * the way, then down into place (an fd may already sit on the number
+   * another one needs). */
+  int high[MAX_LISTEN];
+  for (int i = 0; i < o->nlisten; i++)
+    if ((high[i] = fcntl(o->listen_fds[i], F_DUPFD, 20)) < 0)
+      _exit(126);
+  for (int i = 0; i < o->nlisten; i++)
+    if (dup2(high[i], 3 + i) < 0 || close(high[i]) < 0)
+      _exit(126);
+  for (int i = 0; o->env && o->env[i]; i++)
+    putenv((char *)o->env[i]);
+  char script[256], ready_arg[16];
+  snprintf(script, sizeof(script), "%sexec \"$0\" \"$@\"",
+           o->shell ? o->shell : "");
+  snprintf(ready_arg, sizeof(ready_arg), "%d", READY_FD);
+  const char *argv[64] = {"/bin/sh", "-c", script};
+  int n = 3;
+  for (int i = 0; o->wrap && o->wrap[i] && n < 24; i++)
+    argv[n++] = o->wrap[i];
+  const char *run[] = {AIO_BIN, "-c", p->conf, "run", "--ready-fd", ready_arg};
+  for (size_t i = 0; i < sizeof(run) / sizeof(run[0]); i++)
+    argv[n++] = run[i];
+  for (int i = 0; o->extra && o->extra[i] && n < 63; i++)
+    argv[n++] = o->extra[i];
+  argv[n] = NULL;
+  execv(argv[0], (char **)argv);
+  _exit(127);
 }
 
-int h_start_wrapped(struct aio_proc *p, const char *conf_text,
-                    const char *const *wrap, const char *const *extra) {
+int h_prepare(struct aio_proc *p, const char *conf_text, const char *dir) {
+  char keep[sizeof(p->dir)] = ""; /* dir may be p->dir */
+  if (dir)
+    snprintf(keep, sizeof(keep), "%s", dir);
   memset(p, 0, sizeof(*p));
-  h_tmpdir(p->dir, sizeof(p->dir));
+  if (keep[0])
+    memcpy(p->dir, keep, sizeof(keep));
+  else
+    h_tmpdir(p->dir, sizeof(p->dir));
   snprintf(p->conf, sizeof(p->conf), "%s/aio.conf", p->dir);
   snprintf(p->log, sizeof(p->log), "%s/aio.log", p->dir);
-  if (h_write(p->dir, "aio.conf", conf_text))
+  return h_write(p->dir, "aio.conf", conf_text);
+}
+
+int h_start(struct aio_proc *p, const char *conf_text, const struct h_opts *o) {
+  static const struct h_opts defaults;
+  if (o == NULL)
+    o = &defaults;
+  if (o->nlisten > MAX_LISTEN || h_prepare(p, conf_text, o->dir) < 0)
     return -1;
   int pfd[2];
   if (pipe(pfd) < 0)
@@ -86,30 +142,32 @@ int h_start_wrapped(struct aio_proc *p, const char *conf_text,
     return -1;
   if (pid == 0) {
     close(pfd[0]);
-    int log = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(log, 2);
-    dup2(log, 1);
-    if (pfd[1] != 3) {
-      dup2(pfd[1], 3);
-      close(pfd[1]);
-    }
-    const char *argv[48];
-    int n = 0;
-    for (int i = 0; wrap && wrap[i] && n < 16; i++)
-      argv[n++] = wrap[i];
-    const char *run[] = {AIO_BIN, "-c", p->conf, "run", "--ready-fd", "3"};
-    for (size_t i = 0; i < sizeof(run) / sizeof(run[0]); i++)
-      argv[n++] = run[i];
-    for (int i = 0; extra && extra[i] && n < 47; i++)
-      argv[n++] = extra[i];
-    argv[n] = NULL;
-    execvp(argv[0], (char **)argv);
-    _exit(127);
+    exec_aio(p, o, pfd[1]);
   }
   close(pfd[1]);
   p->pid = pid;
   p->ready_fd = pfd[0];
   return 0;
+}
+
+void h_assert_ready(struct aio_proc *p, int timeout_ms) {
+  if (h_wait_ready(p, timeout_ms) != 0) {
+    h_dump_log(p);
+    ck_abort_msg("aio did not become ready");
+  }
+}
+
+void h_start_ready(struct aio_proc *p, const char *conf_text,
+                   const struct h_opts *o) {
+  ck_assert_int_eq(h_start(p, conf_text, o), 0);
+  h_assert_ready(p, 15000);
+}
+
+void h_stop_ok(struct aio_proc *p) {
+  int rc = h_stop(p, SIGTERM, 15000);
+  if (rc != 0)
+    h_dump_log(p);
+  ck_assert_int_eq(rc, 0);
 }
 
 int h_aio(const char *dir, char *out, size_t outlen, const char *const *argv) {
@@ -252,8 +310,7 @@ void h_dump_log(const struct aio_proc *p) {
 
 int h_children(pid_t pid, pid_t *out, int max) {
   char path[128];
-  snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid,
-           (int)pid);
+  snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
   FILE *f = fopen(path, "r");
   if (f == NULL)
     return 0;
@@ -361,8 +418,7 @@ int h_recv_until(int fd, char *buf, size_t n, const char *until,
   return (int)have;
 }
 
-char *h_exchange(int port, const char *req, const char *until,
-                 int timeout_ms) {
+char *h_exchange(int port, const char *req, const char *until, int timeout_ms) {
   int fd = h_connect(port, timeout_ms);
   if (fd < 0)
     return NULL;

@@ -11,10 +11,10 @@
 
 struct aio_proc {
   pid_t pid;
-  int ready_fd;     /* read end of the --ready-fd pipe */
-  char dir[128];    /* the test's directory */
-  char conf[192];   /* dir/aio.conf */
-  char log[192];    /* dir/aio.log: the master's stderr */
+  int ready_fd;   /* read end of the --ready-fd pipe */
+  char dir[128];  /* the test's directory */
+  char conf[192]; /* dir/aio.conf */
+  char log[192];  /* dir/aio.log: the master's stderr */
   int exited;
   int status;
 };
@@ -26,13 +26,36 @@ int h_free_port(void);
 /* Write text to dir/name; returns 0. */
 int h_write(const char *dir, const char *name, const char *text);
 
-/* Write the config into a new directory and start `aio -c conf run
- * --ready-fd N [extra...]` with stderr to the log. */
-int h_start(struct aio_proc *p, const char *conf_text, const char *const *extra);
-/* The same, with the command line prefixed by wrap (NULL-terminated, e.g.
- * valgrind and its options; wrap[0] is looked up in PATH). */
-int h_start_wrapped(struct aio_proc *p, const char *conf_text,
-                    const char *const *wrap, const char *const *extra);
+/* How to start aio, the way a test or a process manager would; every
+ * field may be left out. Lists are NULL-terminated. */
+struct h_opts {
+  const char *dir;         /* the test's directory, made already (NULL:
+                              a fresh one) */
+  const char *const *wrap; /* run aio under this, e.g. valgrind and its
+                              options (wrap[0] is looked up in PATH) */
+  const char *const *env;  /* "NAME=VALUE" to add */
+  const char *shell;       /* sh text run before `exec aio`, e.g.
+                              "LISTEN_PID=$$ " (the pid is aio's) */
+  const int *listen_fds;   /* passed to aio as fds 3, 4, ... (up to 5) */
+  int nlisten;
+  const char *const *extra; /* after `run --ready-fd N` */
+};
+
+/* Fill in p for the directory dir (NULL: a fresh one) and write conf_text
+ * to its aio.conf; nothing is started. p is overwritten. 0 or -1. */
+int h_prepare(struct aio_proc *p, const char *conf_text, const char *dir);
+/* h_prepare in o->dir (o may be NULL), then start
+ * `aio -c conf run --ready-fd N`, stdout and stderr to the log. p is
+ * overwritten. 0, or -1 if it could not be started. */
+int h_start(struct aio_proc *p, const char *conf_text, const struct h_opts *o);
+/* h_start, then h_assert_ready within 15 s. */
+void h_start_ready(struct aio_proc *p, const char *conf_text,
+                   const struct h_opts *o);
+/* Wait for readiness; if it does not come, print the log and fail the
+ * test. */
+void h_assert_ready(struct aio_proc *p, int timeout_ms);
+/* TERM; aio must exit 0 within 15 s (the log and a failure if not). */
+void h_stop_ok(struct aio_proc *p);
 /* Start aio with argv (after the binary) in p->dir; stdout and stderr go
  * to p->log. For commands other than run. Returns exit status or -1. */
 int h_aio(const char *dir, char *out, size_t outlen, const char *const *argv);

@@ -1,9 +1,8 @@
 /*
- * ops_util.h - helpers for the operations suites (test_ops_*.c): start aio
- * the way a process manager does (through an exec wrapper that sets
- * LISTEN_PID / WATCHDOG_PID to aio's own pid, extra environment, passed
- * listening sockets from fd 3 on), run the control commands, talk raw to the
- * control socket, and read what /proc says about a process.
+ * ops_util.h - helpers for the operations suites (test_ops_*.c): run the
+ * control commands, talk raw to the control socket, and read what /proc
+ * says about a process. (Starting aio the way a process manager does is
+ * h_start's struct h_opts.)
  */
 #ifndef AIO_TESTS_OPS_UTIL_H
 #define AIO_TESTS_OPS_UTIL_H
@@ -17,26 +16,6 @@
 /* The fixture module's two builds (tests/modules/opsmod.c). */
 #define OPS_MODULE_V1 AIO_TEST_MODULES "/opsmod.so"
 #define OPS_MODULE_V2 AIO_TEST_MODULES "/v2/opsmod.so"
-
-struct ops_start {
-  const char *const *env; /* "NAME=VALUE" to add, NULL-terminated */
-  const char *shell;      /* sh text run before `exec aio`, e.g.
-                             "LISTEN_PID=$$ " (the pid is aio's) */
-  const int *listen_fds;  /* passed to aio as fds 3, 4, ... */
-  int nlisten;
-  const char *const *extra; /* after `run --ready-fd N` */
-};
-
-/* Like h_start: write conf_text to p->dir/aio.conf (p->dir is made unless
- * already set) and start `aio -c conf run --ready-fd 9`, with stdout and
- * stderr to p->log. */
-int ops_start(struct aio_proc *p, const char *conf_text,
-              const struct ops_start *o);
-/* Start and wait until ready, failing the test with the log if not. */
-void ops_start_ready(struct aio_proc *p, const char *conf_text,
-                     const struct ops_start *o);
-/* SIGTERM, wait, and fail the test (with the log) unless it exits 0. */
-void ops_stop(struct aio_proc *p);
 
 /* Run `aio -c p->conf ARGS...` in p->dir (NULL-terminated); out gets
  * stdout and stderr. Returns the exit status. */

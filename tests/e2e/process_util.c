@@ -35,11 +35,7 @@ void pu_start(struct aio_proc *p, const char *aio_extra, const char *servers) {
   snprintf(conf, sizeof(conf),
            "[aio]\nmodules = testmod\nmodule_path = %s\n%s\n%s",
            AIO_TEST_MODULES, aio_extra, servers);
-  ck_assert_int_eq(h_start(p, conf, NULL), 0);
-  if (h_wait_ready(p, 15000) != 0) {
-    h_dump_log(p);
-    ck_abort_msg("aio did not become ready");
-  }
+  h_start_ready(p, conf, NULL);
 }
 
 void pu_server(char *out, size_t n, const char *symbol, int port) {
@@ -55,13 +51,6 @@ void pu_start_one(struct aio_proc *p, const char *aio_extra, const char *symbol,
   char servers[256] = "";
   pu_server(servers, sizeof(servers), symbol, port);
   pu_start(p, aio_extra, servers);
-}
-
-int pu_stop(struct aio_proc *p, int sig) {
-  int rc = h_stop(p, sig, 15000);
-  if (rc != 0)
-    h_dump_log(p);
-  return rc;
 }
 
 /* Wait for fd to be readable until deadline: 1, 0 on timeout. */

@@ -38,8 +38,6 @@ void pu_server(char *out, size_t n, const char *symbol, int port);
 /* pu_start with that one server. */
 void pu_start_one(struct aio_proc *p, const char *aio_extra, const char *symbol,
                   int port);
-/* h_stop with a deadline, dumping the log unless the status is 0. */
-int pu_stop(struct aio_proc *p, int sig);
 
 /* One TCP connection to 127.0.0.1:port, no retry: send req, read until
  * `until` appears (answer in buf, NUL-terminated), close. */

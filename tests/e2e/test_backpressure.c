@@ -68,7 +68,7 @@ START_TEST(test_write_past_write_limit_sends_nothing) {
   ck_assert_msg(xs == 0, "%zu bytes of a refused write were sent", xs);
   ck_assert_int_eq(ask_big(port, 60000, &xs), 0);
   ck_assert_int_eq(xs, 60000);
-  ck_assert_int_eq(pu_stop(&p, SIGTERM), 0);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -106,7 +106,7 @@ START_TEST(test_write_drained_resumes_a_refused_transfer) {
   ck_assert_str_eq(last, "\nend\n");
   ck_assert_uint_eq(ys, want);
   ck_assert_uint_eq(other, 5);
-  ck_assert_int_eq(pu_stop(&p, SIGTERM), 0);
+  h_stop_ok(&p);
 }
 END_TEST
 

@@ -42,15 +42,6 @@ static void conf_whoami(char *out, size_t n, int port, const char *aio_extra,
            tail ? tail : "");
 }
 
-/* A test directory with aio.conf written, nothing started. */
-static void prepare(struct aio_proc *p, const char *conf) {
-  memset(p, 0, sizeof(*p));
-  h_tmpdir(p->dir, sizeof(p->dir));
-  snprintf(p->conf, sizeof(p->conf), "%s/aio.conf", p->dir);
-  snprintf(p->log, sizeof(p->log), "%s/aio.log", p->dir);
-  ck_assert_int_eq(h_write(p->dir, "aio.conf", conf), 0);
-}
-
 static pid_t read_pidfile(const char *path) {
   char *s = ops_slurp(path);
   int pid = 0;
@@ -82,7 +73,7 @@ START_TEST(test_daemon_pidfile_lock_takeover_and_stop) {
   /* Relative paths: the config's directory, whatever the cwd. */
   conf_whoami(conf, sizeof(conf), port,
               "pidfile = run/aio.pid\nlog_file = daemon.log\n", NULL);
-  prepare(&p, conf);
+  ck_assert_int_eq(h_prepare(&p, conf, NULL), 0);
   snprintf(pidfile, sizeof(pidfile), "%s/run/aio.pid", p.dir);
   snprintf(logfile, sizeof(logfile), "%s/daemon.log", p.dir);
   snprintf(sock, sizeof(sock), "%s/run/aio.sock", p.dir);
@@ -158,7 +149,7 @@ START_TEST(test_daemon_reports_a_failed_start) {
   struct aio_proc p;
   char conf[4096], out[8192], pidfile[256];
   conf_whoami(conf, sizeof(conf), port, "pidfile = aio.pid\n", NULL);
-  prepare(&p, conf);
+  ck_assert_int_eq(h_prepare(&p, conf, NULL), 0);
   snprintf(pidfile, sizeof(pidfile), "%s/aio.pid", p.dir);
   int rc = ops_aio(&p, out, sizeof(out), "run", "-d", NULL);
   close(busy);
@@ -175,7 +166,7 @@ START_TEST(test_start_refusals_name_their_exit_status) {
   snprintf(conf, sizeof(conf),
            "[aio]\nworkers = 1\n\n[server:echo]\nprotocol = aio.echo\n"
            "address = 127.0.0.1\nport = 0\n");
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   int rc = ops_aio(&p, out, sizeof(out), "run", NULL);
   ck_assert_msg(rc == 69, "a second aio run exited %d: %s", rc, out);
   ck_assert_msg(strstr(out, "another aio master is running"), "%s", out);
@@ -189,7 +180,7 @@ START_TEST(test_start_refusals_name_their_exit_status) {
   ck_assert_msg(rc == 73, "aio run with an impossible pidfile exited %d: %s",
                 rc, out);
   ck_assert_int_eq(ops_aio(&p, out, sizeof(out), "status", NULL), 0);
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -258,7 +249,7 @@ START_TEST(test_status_reports_master_and_workers) {
   char conf[4096], out[8192];
   int port = h_free_port();
   conf_whoami(conf, sizeof(conf), port, NULL, NULL);
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   json_t *st = ops_status(&p);
   assert_status(&p, st, 2, 1, 0);
   json_decref(st);
@@ -303,7 +294,7 @@ START_TEST(test_status_reports_master_and_workers) {
     ck_assert_msg(strstr(out, pid), "worker %d not listed: %s", (int)kids[i],
                   out);
   }
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -326,7 +317,7 @@ START_TEST(test_emit_reaches_a_listener) {
            "[listen:ops]\n"
            "ops-ping = opsmod.record\n",
            AIO_TEST_MODULES, events);
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, &(struct h_opts){.dir = p.dir});
   int rc = ops_aio(&p, out, sizeof(out), "emit", "ops-ping",
                    "{\"n\": 7, \"who\": \"test\"}", NULL);
   ck_assert_msg(rc == 0, "aio emit exited %d: %s", rc, out);
@@ -371,7 +362,7 @@ START_TEST(test_emit_reaches_a_listener) {
     usleep(10000);
   }
   ck_assert_int_eq(lines, 2);
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -379,7 +370,7 @@ START_TEST(test_control_commands_without_a_master_exit_69) {
   struct aio_proc p;
   char conf[4096], out[4096];
   conf_whoami(conf, sizeof(conf), h_free_port(), NULL, NULL);
-  prepare(&p, conf);
+  ck_assert_int_eq(h_prepare(&p, conf, NULL), 0);
   static const char *const cmds[][3] = {
       {"status", NULL, NULL}, {"status", "--json", NULL},
       {"reload", NULL, NULL}, {"stop", NULL, NULL},
@@ -413,7 +404,7 @@ START_TEST(test_control_socket_survives_malformed_requests) {
   char conf[4096], sock[256];
   int port = h_free_port();
   conf_whoami(conf, sizeof(conf), port, "control = ctl.sock\n", NULL);
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   snprintf(sock, sizeof(sock), "%s/ctl.sock", p.dir);
   struct stat sb;
   ck_assert_int_eq(stat(sock, &sb), 0);
@@ -482,7 +473,7 @@ START_TEST(test_control_socket_survives_malformed_requests) {
   ck_assert_int_eq(pu_live_children(p.pid, now, 2), 2);
   ck_assert(pu_pid_in(now[0], before, 2) && pu_pid_in(now[1], before, 2));
   ck_assert(pu_pid_in(ask_pid(port), before, 2));
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -505,7 +496,7 @@ START_TEST(test_stop_drains_and_stop_now_does_not) {
 
   /* Graceful: the request in flight is answered, then aio is gone (the
    * test has not reaped it yet: a zombie counts as gone). */
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   int fd = h_connect(slow, 5000);
   ck_assert_int_ge(fd, 0);
   ck_assert_int_eq(ops_wait_connections(&p, 1, 5000), 0); /* accepted */
@@ -522,7 +513,7 @@ START_TEST(test_stop_drains_and_stop_now_does_not) {
 
   /* --now: a long request does not hold it up. */
   memset(&p, 0, sizeof(p));
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   fd = h_connect(slow, 5000);
   ck_assert_int_ge(fd, 0);
   ck_assert_int_eq(ops_wait_connections(&p, 1, 5000), 0);
@@ -541,7 +532,7 @@ START_TEST(test_scale_changes_the_worker_count) {
   char conf[4096], out[4096];
   int port = h_free_port();
   conf_whoami(conf, sizeof(conf), port, NULL, NULL);
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   int rc = ops_aio(&p, out, sizeof(out), "scale", "3", NULL);
   ck_assert_msg(rc == 0, "aio scale 3 exited %d: %s", rc, out);
   ck_assert_ptr_nonnull(strstr(out, "workers: 3"));
@@ -569,7 +560,7 @@ START_TEST(test_scale_changes_the_worker_count) {
   ck_assert_int_eq(pu_wait_live_children(p.pid, 1, 10000), 0);
   for (int i = 0; i < 4; i++)
     ask_pid(port);
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 

@@ -82,7 +82,7 @@ START_TEST(test_reload_keeps_old_workers_on_bad_config) {
   char conf[4096], bad[4096], tail[512];
   int port = h_free_port();
   conf_whoami(conf, sizeof(conf), 2, port, NULL);
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   pid_t before[2];
   two_workers(&p, before);
 
@@ -108,7 +108,7 @@ START_TEST(test_reload_keeps_old_workers_on_bad_config) {
   ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")), 1);
   ck_assert_int_eq(json_integer_value(json_object_get(st, "reloads")), 0);
   json_decref(st);
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -117,7 +117,7 @@ START_TEST(test_sighup_keeps_old_workers_on_bad_config) {
   char conf[4096];
   int port = h_free_port();
   conf_whoami(conf, sizeof(conf), 2, port, NULL);
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   pid_t before[2];
   two_workers(&p, before);
 
@@ -142,7 +142,7 @@ START_TEST(test_sighup_keeps_old_workers_on_bad_config) {
   ck_assert_int_eq(ops_wait_gone(before, 2, 10000), 0);
   pid_t w = ask_pid(port);
   ck_assert(!pu_pid_in(w, before, 2));
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -153,7 +153,7 @@ START_TEST(test_reload_moves_a_changed_port) {
   while (port2 == port1)
     port2 = h_free_port();
   conf_whoami(conf, sizeof(conf), 2, port1, NULL);
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   pid_t before[2];
   two_workers(&p, before);
   ask_pid(port1);
@@ -179,7 +179,7 @@ START_TEST(test_reload_moves_a_changed_port) {
   ck_assert_msg(r == PU_REFUSED, "old port %d: %s", port1, pu_result_name(r));
   ck_assert_int_eq(ops_listeners(port1), 0);
   ask_pid(port2);
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -220,7 +220,7 @@ START_TEST(test_reload_keeps_an_unchanged_port_answering) {
   char conf[4096], more[256];
   int port = h_free_port();
   conf_whoami(conf, sizeof(conf), 2, port, NULL);
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
 
   /* Three clients in a loop; three reloads, each a real change (a server
    * beside ours comes and goes) that keeps our address. */
@@ -270,7 +270,7 @@ START_TEST(test_reload_keeps_an_unchanged_port_answering) {
   ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")),
                    1 + NRELOADS);
   json_decref(st);
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -283,7 +283,7 @@ START_TEST(test_reload_lets_old_workers_finish_their_requests) {
            "port = %d\n",
            slow);
   conf_whoami(conf, sizeof(conf), 2, port, tail);
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   pid_t before[2];
   two_workers(&p, before);
 
@@ -304,7 +304,7 @@ START_TEST(test_reload_lets_old_workers_finish_their_requests) {
   close(fd);
   ck_assert_int_eq(ops_wait_gone(before, 2, 10000), 0);
   ck_assert(!pu_pid_in(ask_pid(port), before, 2));
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -350,7 +350,7 @@ START_TEST(test_reload_picks_up_a_rebuilt_module) {
            "address = 127.0.0.1\n"
            "port = %d\n",
            port);
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, &(struct h_opts){.dir = p.dir});
   ask_version(port, "v1\n");
   pid_t before[2];
   two_workers(&p, before);
@@ -365,7 +365,7 @@ START_TEST(test_reload_picks_up_a_rebuilt_module) {
   ck_assert_int_eq(ops_wait_gone(before, 2, 10000), 0);
   for (int i = 0; i < 6; i++)
     ask_version(port, "v2\n");
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -374,7 +374,7 @@ START_TEST(test_reload_applies_a_new_worker_count) {
   char conf[4096];
   int port = h_free_port();
   conf_whoami(conf, sizeof(conf), 2, port, NULL);
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   pid_t before[2];
   two_workers(&p, before);
 
@@ -406,7 +406,7 @@ START_TEST(test_reload_applies_a_new_worker_count) {
   json_decref(st);
   for (int i = 0; i < 4; i++)
     ask_pid(port);
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -436,7 +436,7 @@ START_TEST(test_reload_fails_when_new_workers_cannot_start) {
   char conf[4096], out[4096];
   int port = h_free_port();
   conf_ident(conf, sizeof(conf), port, "");
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   pid_t before[2];
   two_workers(&p, before);
 
@@ -474,7 +474,7 @@ START_TEST(test_reload_fails_when_new_workers_cannot_start) {
   ops_rewrite(&p, conf);
   rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
   ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -484,7 +484,7 @@ static pid_t start_slow_reload(struct aio_proc *p, int port,
                                const char *out_path) {
   char conf[4096];
   conf_ident(conf, sizeof(conf), port, "");
-  ops_start_ready(p, conf, NULL);
+  h_start_ready(p, conf, &(struct h_opts){.dir = p->dir});
   conf_ident(conf, sizeof(conf), port, "init_ms = 1500\n");
   ops_rewrite(p, conf);
   pid_t r = ops_aio_async(p, out_path, "reload", NULL);
@@ -519,7 +519,7 @@ START_TEST(test_reload_refuses_a_second_reload_in_flight) {
   ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")), 2);
   ck_assert(json_is_false(json_object_get(st, "reloading")));
   json_decref(st);
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -531,7 +531,7 @@ START_TEST(test_term_during_a_reload_stops_without_switching) {
   snprintf(reload_out, sizeof(reload_out), "%s/reload.out", p.dir);
   pid_t r = start_slow_reload(&p, port, reload_out);
   long long t0 = h_now_ms();
-  ops_stop(&p);
+  h_stop_ok(&p);
   ck_assert_int_lt(h_now_ms() - t0, 10000);
   int rc = ops_aio_wait(r, 10000);
   char *o = ops_slurp(reload_out);

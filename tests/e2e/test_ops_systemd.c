@@ -157,10 +157,10 @@ START_TEST(test_sd_notify_ready_reload_watchdog_stopping) {
   char env_sock[300], conf[4096];
   snprintf(env_sock, sizeof(env_sock), "NOTIFY_SOCKET=%s", ns.path);
   const char *env[] = {env_sock, "WATCHDOG_USEC=400000", NULL};
-  struct ops_start o = {.env = env, .shell = "WATCHDOG_PID=$$ "};
+  struct h_opts o = {.dir = p.dir, .env = env, .shell = "WATCHDOG_PID=$$ "};
   int port = h_free_port();
   conf_server(conf, sizeof(conf), "who", port, "testmod.whoami", NULL);
-  ops_start_ready(&p, conf, &o);
+  h_start_ready(&p, conf, &o);
 
   /* READY=1 with MAINPID, the first thing said, once ready. */
   int ready = notes_until(&ns, "READY=1", 5000);
@@ -206,7 +206,7 @@ START_TEST(test_sd_notify_ready_reload_watchdog_stopping) {
   ck_assert_int_gt(ready2, reloading);
 
   /* STOPPING=1 on TERM, last of all. */
-  ops_stop(&p);
+  h_stop_ok(&p);
   int stopping = notes_until(&ns, "STOPPING=1", 2000);
   ck_assert_int_gt(stopping, ready2);
   for (int i = stopping + 1; i < ns.n; i++)
@@ -225,16 +225,16 @@ START_TEST(test_sd_notify_abstract_socket) {
   char env_sock[300], conf[4096], mainpid[32];
   snprintf(env_sock, sizeof(env_sock), "NOTIFY_SOCKET=%s", ns.path);
   const char *env[] = {env_sock, NULL};
-  struct ops_start o = {.env = env};
+  struct h_opts o = {.env = env};
   conf_server(conf, sizeof(conf), "who", h_free_port(), "testmod.whoami", NULL);
-  ops_start_ready(&p, conf, &o);
+  h_start_ready(&p, conf, &o);
   int ready = notes_until(&ns, "READY=1", 5000);
   ck_assert_int_ge(ready, 0);
   snprintf(mainpid, sizeof(mainpid), "MAINPID=%d", (int)p.pid);
   ck_assert_msg(has_line(ns.msg[ready], mainpid), "%s", ns.msg[ready]);
   /* No WATCHDOG_USEC: no pings. */
   ck_assert_int_eq(notes_until(&ns, "WATCHDOG=1", 500), -1);
-  ops_stop(&p);
+  h_stop_ok(&p);
   ck_assert_int_ge(notes_until(&ns, "STOPPING=1", 2000), 0);
   notes_close(&ns);
 }
@@ -250,12 +250,12 @@ START_TEST(test_sd_notify_watchdog_is_for_the_named_pid_only) {
   snprintf(env_sock, sizeof(env_sock), "NOTIFY_SOCKET=%s", ns.path);
   const char *env[] = {env_sock, "WATCHDOG_USEC=400000", "WATCHDOG_PID=1",
                        NULL};
-  struct ops_start o = {.env = env};
+  struct h_opts o = {.dir = p.dir, .env = env};
   conf_server(conf, sizeof(conf), "who", h_free_port(), "testmod.whoami", NULL);
-  ops_start_ready(&p, conf, &o);
+  h_start_ready(&p, conf, &o);
   ck_assert_int_ge(notes_until(&ns, "READY=1", 5000), 0);
   ck_assert_int_eq(notes_until(&ns, "WATCHDOG=1", 700), -1);
-  ops_stop(&p);
+  h_stop_ok(&p);
   notes_close(&ns);
 }
 END_TEST
@@ -270,16 +270,12 @@ static void start_activated(struct aio_proc *p, const char *conf,
   snprintf(count, sizeof(count), "LISTEN_FDS=%d", n);
   snprintf(names, sizeof(names), "LISTEN_FDNAMES=%s", fdnames ? fdnames : "");
   const char *env[] = {count, fdnames ? names : NULL, NULL};
-  struct ops_start o = {
+  struct h_opts o = {
       .env = env, .shell = "LISTEN_PID=$$ ", .listen_fds = fds, .nlisten = n};
-  memset(p, 0, sizeof(*p));
-  ck_assert_int_eq(ops_start(p, conf, &o), 0);
+  ck_assert_int_eq(h_start(p, conf, &o), 0);
   for (int i = 0; i < n; i++)
     close(fds[i]); /* aio holds them now */
-  if (h_wait_ready(p, 15000) != 0) {
-    h_dump_log(p);
-    ck_abort_msg("aio did not become ready");
-  }
+  h_assert_ready(p, 15000);
 }
 
 /* aio serves port on the socket passed for it, binding no second one;
@@ -305,7 +301,7 @@ static void assert_activated(struct aio_proc *p, const int *ports, int n) {
       ck_assert_int_eq(ops_listeners(ports[i]), 1);
     }
   }
-  ops_stop(p);
+  h_stop_ok(p);
   for (int i = 0; i < n; i++) /* aio closed them: the ports are free */
     ck_assert_int_eq(ops_listeners(ports[i]), 0);
 }
@@ -359,13 +355,13 @@ START_TEST(test_socket_activation_ignores_another_pids_fds) {
   char conf[4096];
   int port = h_free_port();
   const char *env[] = {"LISTEN_FDS=1", "LISTEN_PID=1", NULL};
-  struct ops_start o = {.env = env};
+  struct h_opts o = {.env = env};
   conf_server(conf, sizeof(conf), "web", port, "testmod.whoami", NULL);
-  ops_start_ready(&p, conf, &o);
+  h_start_ready(&p, conf, &o);
   ck_assert(!h_log_has(&p, "socket activation"));
   assert_workers_serve(&p, port);
   ck_assert_int_eq(ops_listeners(port), 2); /* one per slot */
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -402,7 +398,7 @@ START_TEST(test_user_nobody_drops_worker_privileges) {
   char conf[4096];
   conf_server(conf, sizeof(conf), "low", LOW_PORT, "opsmod.ident",
               "user = nobody\n");
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, NULL);
   ck_assert_int_eq(ops_proc_id(p.pid, "Uid"), 0);
   pid_t kids[2];
   ck_assert_int_eq(pu_wait_live_children(p.pid, 2, 10000), 0);
@@ -428,7 +424,7 @@ START_TEST(test_user_nobody_drops_worker_privileges) {
   ck_assert_int_eq(pu_exchange(LOW_PORT, "id\n", "\n", buf, sizeof(buf), 5000),
                    PU_OK);
   ck_assert_msg(strstr(buf, want), "answer: %s", buf);
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -449,7 +445,7 @@ START_TEST(test_user_nobody_workers_follow_a_rotated_log) {
   int port = h_free_port();
   conf_server(conf, sizeof(conf), "who", port, "testmod.whoami",
               "user = nobody\nlog_file = aio-file.log\n");
-  ops_start_ready(&p, conf, NULL);
+  h_start_ready(&p, conf, &(struct h_opts){.dir = p.dir});
   pid_t kids[2];
   ck_assert_int_eq(pu_live_children(p.pid, kids, 2), 2);
   ck_assert_int_eq(rename(logf, rotated), 0);
@@ -479,7 +475,7 @@ START_TEST(test_user_nobody_workers_follow_a_rotated_log) {
   free(log);
   free(old);
   ck_assert_msg(ok, "the workers did not follow the rotated log");
-  ops_stop(&p);
+  h_stop_ok(&p);
 }
 END_TEST
 

@@ -47,7 +47,7 @@ START_TEST(test_all_workers_serve_and_share_connections) {
   }
   ck_assert_msg(nseen == 3, "only %d of 3 workers served %d connections", nseen,
                 n);
-  ck_assert_int_eq(pu_stop(&p, SIGTERM), 0);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -105,7 +105,7 @@ START_TEST(test_killed_worker_is_replaced_without_refusing_anyone) {
   ck_assert_int_eq(pu_wait_no_zombies(p.pid, 1000), 0);
   /* Under ASan this exit status also says the master leaked nothing
    * across a start, a respawn and a stop. */
-  ck_assert_int_eq(pu_stop(&p, SIGTERM), 0);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -159,7 +159,7 @@ START_TEST(test_crash_loop_backs_off_then_stops_and_others_serve) {
     ck_assert_int_gt(pu_parse_pid(buf), 0);
   }
   ck_assert_int_eq(pu_live_children(p.pid, NULL, 0), 1);
-  ck_assert_int_eq(pu_stop(&p, SIGTERM), 0);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -198,7 +198,7 @@ START_TEST(test_spinning_worker_is_killed_after_timeout_and_replaced) {
   ck_assert(!h_pid_alive(old));
   /* Killed once, reported once. */
   ck_assert_int_eq(h_log_count(&p, "silent for"), 1);
-  ck_assert_int_eq(pu_stop(&p, SIGTERM), 0);
+  h_stop_ok(&p);
 }
 END_TEST
 

@@ -84,7 +84,7 @@ START_TEST(test_ttin_adds_ttou_removes_and_no_zombie_stays) {
   ck_assert(!h_log_has(&p, "workers: 1 -> 1"));
   ck_assert(!h_log_has(&p, "-> 0"));
   ck_assert_int_eq(pu_wait_no_zombies(p.pid, 1000), 0);
-  ck_assert_int_eq(pu_stop(&p, SIGTERM), 0);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -102,7 +102,7 @@ START_TEST(test_ttou_with_no_worker_forks_nothing) {
   char buf[128];
   ck_assert_int_eq(pu_exchange(port, "?\n", "\n", buf, sizeof(buf), 3000),
                    PU_OK);
-  ck_assert_int_eq(pu_stop(&p, SIGTERM), 0);
+  h_stop_ok(&p);
 }
 END_TEST
 
@@ -223,11 +223,8 @@ START_TEST(test_master_has_no_leak_under_valgrind) {
            "address = 127.0.0.1\nport = %d\n",
            AIO_TEST_MODULES, port);
   struct aio_proc p;
-  ck_assert_int_eq(h_start_wrapped(&p, conf, vg, NULL), 0);
-  if (h_wait_ready(&p, 60000) != 0) {
-    h_dump_log(&p);
-    ck_abort_msg("aio under valgrind did not become ready");
-  }
+  ck_assert_int_eq(h_start(&p, conf, &(struct h_opts){.wrap = vg}), 0);
+  h_assert_ready(&p, 60000);
   char buf[128];
   ck_assert_int_eq(pu_exchange(port, "?\n", "\n", buf, sizeof(buf), 10000),
                    PU_OK);

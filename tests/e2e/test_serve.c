@@ -58,18 +58,7 @@ static void start(void) {
            "port = %d\n",
            AIO_EXAMPLE_MODULES, port_add, port_echo, port_udp, sock_path,
            port_hello);
-  ck_assert_int_eq(h_start(&P, conf, NULL), 0);
-  if (h_wait_ready(&P, 10000) != 0) {
-    h_dump_log(&P);
-    ck_abort_msg("aio did not become ready");
-  }
-}
-
-static void stop(void) {
-  int rc = h_stop(&P, SIGTERM, 10000);
-  if (rc != 0)
-    h_dump_log(&P);
-  ck_assert_int_eq(rc, 0);
+  h_start_ready(&P, conf, NULL);
 }
 
 START_TEST(test_addition_answers_sum) {
@@ -82,7 +71,7 @@ START_TEST(test_addition_answers_sum) {
   ck_assert_ptr_nonnull(r);
   ck_assert_str_eq(r, "2\n42\nerror: expected N + N ...\n");
   free(r);
-  stop();
+  h_stop_ok(&P);
 }
 END_TEST
 
@@ -103,7 +92,7 @@ START_TEST(test_echo_tcp_udp_unix) {
   ck_assert_int_eq(h_recv_until(fd, buf, sizeof(buf), "\n", 5000), 10);
   ck_assert_str_eq(buf, "over unix\n");
   close(fd);
-  stop();
+  h_stop_ok(&P);
 }
 END_TEST
 
@@ -120,8 +109,8 @@ START_TEST(test_hello_keepalive_pipelining_close) {
   ck_assert_int_gt(n, 0);
   /* wait for both answers */
   while (strstr(strstr(buf, "World!\n") + 1, "World!\n") == NULL) {
-    int m = h_recv_until(fd, buf + n, sizeof(buf) - (size_t)n, "World!\n",
-                         5000);
+    int m =
+        h_recv_until(fd, buf + n, sizeof(buf) - (size_t)n, "World!\n", 5000);
     ck_assert_int_gt(m, 0);
     n += m;
   }
@@ -136,7 +125,7 @@ START_TEST(test_hello_keepalive_pipelining_close) {
   ck_assert_ptr_nonnull(r);
   ck_assert_ptr_nonnull(strstr(r, "400 Bad Request"));
   free(r);
-  stop();
+  h_stop_ok(&P);
 }
 END_TEST
 
