@@ -21,8 +21,6 @@ struct aio_proc {
 
 /* A fresh directory under /tmp, written into out. */
 void h_tmpdir(char *out, size_t n);
-/* A free loopback port (TCP and UDP), found by binding port 0. */
-int h_free_port(void);
 /* Write text to dir/name; returns 0. */
 int h_write(const char *dir, const char *name, const char *text);
 
@@ -79,19 +77,53 @@ int h_children(pid_t pid, pid_t *out, int max);
 int h_wait_children(pid_t pid, int n, int timeout_ms);
 int h_pid_alive(pid_t pid);
 
-/* TCP: connect to 127.0.0.1:port (blocking, with timeout). fd or -1. */
+/* ---- loopback (harness_net.c) ---- */
+
+/* A free loopback port (TCP and UDP), found by binding port 0. */
+int h_free_port(void);
+/* A listening TCP socket on 127.0.0.1:*port (0: any free; *port is set),
+ * with SO_REUSEPORT if asked. The fd, or -1. */
+int h_listen_tcp(int *port, int reuseport);
+
+/* Connect to 127.0.0.1:port or a unix socket, retrying until timeout_ms
+ * (for a server that may not listen yet). fd or -1. */
 int h_connect(int port, int timeout_ms);
 int h_connect_unix(const char *path, int timeout_ms);
 /* Send all of s. 0 or -1. */
 int h_send(int fd, const char *s, size_t len);
-/* Read until `until` appears in the data, EOF or timeout. Returns bytes
- * read into buf (NUL-terminated), or -1 on error before any data. */
+/* Read until `until` appears in the data (NULL: until EOF), EOF or
+ * timeout. Returns bytes read into buf (NUL-terminated), or -1 on error
+ * before any data. */
 int h_recv_until(int fd, char *buf, size_t n, const char *until,
                  int timeout_ms);
-/* Connect, send req, read until `until`, close. Returns new string or
- * NULL. */
-char *h_exchange(int port, const char *req, const char *until, int timeout_ms);
-/* One UDP datagram round trip on 127.0.0.1:port. */
+/* Read from fd until EOF: 0, or -1 on reset, data or timeout. */
+int h_read_eof(int fd, int timeout_ms);
+
+/* X(enum, name): how one exchange ended. */
+#define H_RESULTS(X)                                                           \
+  X(OK, "ok")                                                                  \
+  X(REFUSED, "connection refused")                                             \
+  X(RESET, "connection reset")                                                 \
+  X(CLOSED, "closed before the answer")                                        \
+  X(TIMEOUT, "timed out")                                                      \
+  X(ERROR, "error")
+
+enum h_result {
+#define H_ENUM(e, s) H_##e,
+  H_RESULTS(H_ENUM)
+#undef H_ENUM
+};
+
+const char *h_result_name(int r);
+
+/* One TCP connection to 127.0.0.1:port, connected once with no retry (a
+ * retry would hide a refusal): send req, read until `until` appears (NULL:
+ * until the server closes; the answer in buf, NUL-terminated), close.
+ * Returns an enum h_result. */
+int h_exchange_once(int port, const char *req, const char *until, char *buf,
+                    size_t n, int timeout_ms);
+/* One UDP datagram round trip on 127.0.0.1:port (resent until answered).
+ * Returns the answer (new), or NULL. */
 char *h_udp_exchange(int port, const char *req, int timeout_ms);
 
 /* Milliseconds on the monotonic clock. */

@@ -117,15 +117,7 @@ int ops_raw_request(const char *path, const char *req, size_t len, char *buf,
   if (fd < 0)
     return -1;
   /* The master may cut us off mid-request: that is an answer too. */
-  size_t off = 0;
-  while (off < len) {
-    ssize_t w = send(fd, req + off, len - off, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w <= 0)
-      break;
-    off += (size_t)w;
-  }
+  (void)h_send(fd, req, len);
   int r = h_recv_until(fd, buf, n, "\n", timeout_ms);
   close(fd);
   return r;
@@ -182,25 +174,6 @@ int ops_listeners(int port) {
     fclose(f);
   }
   return count;
-}
-
-int ops_listen_tcp(int *port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in sin = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)*port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t sl = sizeof(sin);
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
-      listen(fd, 128) < 0 ||
-      getsockname(fd, (struct sockaddr *)&sin, &sl) < 0) {
-    if (fd >= 0)
-      close(fd);
-    return -1;
-  }
-  *port = ntohs(sin.sin_port);
-  return fd;
 }
 
 char *ops_slurp(const char *path) {

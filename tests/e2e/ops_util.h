@@ -48,8 +48,6 @@ int ops_wait_gone(const pid_t *pids, int n, int timeout_ms);
 long ops_proc_id(pid_t pid, const char *field);
 /* TCP sockets in LISTEN state on 127.0.0.1/any:port, from /proc/net/tcp. */
 int ops_listeners(int port);
-/* A listening TCP socket on 127.0.0.1:port (0: any free), *port set. */
-int ops_listen_tcp(int *port);
 /* The contents of path as a new string ("" when missing). */
 char *ops_slurp(const char *path);
 

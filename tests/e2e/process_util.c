@@ -18,18 +18,6 @@
 
 #include "check_main.h"
 
-static const char *const result_names[] = {
-#define PU_NAME(e, s) s,
-    PU_RESULTS(PU_NAME)
-#undef PU_NAME
-};
-
-const char *pu_result_name(int r) {
-  if (r < 0 || (size_t)r >= sizeof(result_names) / sizeof(result_names[0]))
-    return "?";
-  return result_names[r];
-}
-
 void pu_start(struct aio_proc *p, const char *aio_extra, const char *servers) {
   char conf[4096];
   snprintf(conf, sizeof(conf),
@@ -51,88 +39,6 @@ void pu_start_one(struct aio_proc *p, const char *aio_extra, const char *symbol,
   char servers[256] = "";
   pu_server(servers, sizeof(servers), symbol, port);
   pu_start(p, aio_extra, servers);
-}
-
-/* Wait for fd to be readable until deadline: 1, 0 on timeout. */
-static int readable(int fd, long long deadline) {
-  for (;;) {
-    long long left = deadline - h_now_ms();
-    if (left <= 0)
-      return 0;
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    int r = poll(&pfd, 1, (int)left);
-    if (r > 0)
-      return 1;
-    if (r < 0 && errno != EINTR)
-      return 0;
-  }
-}
-
-int pu_exchange(int port, const char *req, const char *until, char *buf,
-                size_t n, int timeout_ms) {
-  long long deadline = h_now_ms() + timeout_ms;
-  buf[0] = '\0';
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return PU_ERROR;
-  struct timeval tv = {.tv_sec = timeout_ms / 1000,
-                       .tv_usec = (timeout_ms % 1000) * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  struct sockaddr_in sin = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  int r = PU_ERROR;
-  if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
-    r = errno == ECONNREFUSED                        ? PU_REFUSED
-        : errno == EINPROGRESS || errno == ETIMEDOUT ? PU_TIMEOUT
-                                                     : PU_ERROR;
-    goto out;
-  }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  if (h_send(fd, req, strlen(req)) < 0) {
-    r = errno == ECONNRESET || errno == EPIPE ? PU_RESET : PU_ERROR;
-    goto out;
-  }
-  size_t have = 0;
-  for (;;) {
-    if (strstr(buf, until)) {
-      r = PU_OK;
-      break;
-    }
-    if (have >= n - 1) {
-      r = PU_ERROR;
-      break;
-    }
-    if (!readable(fd, deadline)) {
-      r = PU_TIMEOUT;
-      break;
-    }
-    ssize_t got = recv(fd, buf + have, n - 1 - have, 0);
-    if (got < 0 && errno == EINTR)
-      continue;
-    if (got <= 0) {
-      r = got == 0 ? PU_CLOSED : errno == ECONNRESET ? PU_RESET : PU_ERROR;
-      break;
-    }
-    have += (size_t)got;
-    buf[have] = '\0';
-  }
-out:
-  close(fd);
-  return r;
-}
-
-int pu_read_eof(int fd, int timeout_ms) {
-  long long deadline = h_now_ms() + timeout_ms;
-  char buf[256];
-  while (readable(fd, deadline)) {
-    ssize_t got = recv(fd, buf, sizeof(buf), 0);
-    if (got < 0 && errno == EINTR)
-      continue;
-    return got == 0 ? 0 : -1;
-  }
-  return -1;
 }
 
 int pu_run_suite(Suite *s) {

@@ -1,8 +1,7 @@
 /*
- * process_util.h - helpers for the process-model suites: single-shot
- * exchanges that tell a refused or reset connection from a slow one (the
- * harness's h_connect retries, which would hide a refusal), and the
- * master's children as /proc sees them, zombies included.
+ * process_util.h - helpers for the process-model suites: start aio serving
+ * the testmod fixture, and the master's children as /proc sees them,
+ * zombies included.
  */
 #ifndef AIO_TESTS_PROCESS_UTIL_H
 #define AIO_TESTS_PROCESS_UTIL_H
@@ -11,23 +10,6 @@
 #include <sys/types.h>
 
 #include "harness.h"
-
-/* X(enum, name): how one exchange ended. */
-#define PU_RESULTS(X)                                                          \
-  X(OK, "ok")                                                                  \
-  X(REFUSED, "connection refused")                                             \
-  X(RESET, "connection reset")                                                 \
-  X(CLOSED, "closed before the answer")                                        \
-  X(TIMEOUT, "timed out")                                                      \
-  X(ERROR, "error")
-
-enum pu_result {
-#define PU_ENUM(e, s) PU_##e,
-  PU_RESULTS(PU_ENUM)
-#undef PU_ENUM
-};
-
-const char *pu_result_name(int r);
 
 /* Write [aio] (modules = testmod, module_path, then aio_extra) and the
  * servers text, start aio and wait until it is ready; fails the test (with
@@ -38,13 +20,6 @@ void pu_server(char *out, size_t n, const char *symbol, int port);
 /* pu_start with that one server. */
 void pu_start_one(struct aio_proc *p, const char *aio_extra, const char *symbol,
                   int port);
-
-/* One TCP connection to 127.0.0.1:port, no retry: send req, read until
- * `until` appears (answer in buf, NUL-terminated), close. */
-int pu_exchange(int port, const char *req, const char *until, char *buf,
-                size_t n, int timeout_ms);
-/* Read from fd until EOF: 0, or -1 on reset, data or timeout. */
-int pu_read_eof(int fd, int timeout_ms);
 
 /* check_main() with cores off: crashing workers should not spend the
  * suite's time writing them. Returns the exit status. */

@@ -52,8 +52,8 @@ static pid_t read_pidfile(const char *path) {
 
 static pid_t ask_pid(int port) {
   char buf[256];
-  int r = pu_exchange(port, "who\n", "\n", buf, sizeof(buf), 5000);
-  ck_assert_msg(r == PU_OK, "port %d: %s", port, pu_result_name(r));
+  int r = h_exchange_once(port, "who\n", "\n", buf, sizeof(buf), 5000);
+  ck_assert_msg(r == H_OK, "port %d: %s", port, h_result_name(r));
   return pu_parse_pid(buf);
 }
 
@@ -88,8 +88,8 @@ START_TEST(test_daemon_pidfile_lock_takeover_and_stop) {
   ck_assert_int_gt(d1, 0);
   ck_assert(h_pid_alive(d1));
   char buf[256];
-  ck_assert_int_eq(pu_exchange(port, "who\n", "\n", buf, sizeof(buf), 5000),
-                   PU_OK);
+  ck_assert_int_eq(h_exchange_once(port, "who\n", "\n", buf, sizeof(buf), 5000),
+                   H_OK);
   assert_daemon_serves(d1, port);
   ck_assert_int_eq(access(sock, F_OK), 0); /* control beside the pidfile */
   char *log = ops_slurp(logfile);
@@ -144,7 +144,7 @@ START_TEST(test_daemon_reports_a_failed_start) {
   /* The address is taken: the parent of -d exits with the start's
    * status (69) and no pidfile is left behind. */
   int port = 0;
-  int busy = ops_listen_tcp(&port);
+  int busy = h_listen_tcp(&port, 0);
   ck_assert_int_ge(busy, 0);
   struct aio_proc p;
   char conf[4096], out[8192], pidfile[256];

@@ -49,8 +49,8 @@ static int next_line(const char *text) {
 /* One exchange with whoami: the serving pid, failing the test otherwise. */
 static pid_t ask_pid(int port) {
   char buf[256];
-  int r = pu_exchange(port, "who\n", "\n", buf, sizeof(buf), 5000);
-  ck_assert_msg(r == PU_OK, "port %d: %s", port, pu_result_name(r));
+  int r = h_exchange_once(port, "who\n", "\n", buf, sizeof(buf), 5000);
+  ck_assert_msg(r == H_OK, "port %d: %s", port, h_result_name(r));
   pid_t pid = pu_parse_pid(buf);
   ck_assert_int_gt(pid, 0);
   return pid;
@@ -172,11 +172,11 @@ START_TEST(test_reload_moves_a_changed_port) {
   long long deadline = h_now_ms() + 5000;
   char buf[256];
   int r;
-  while ((r = pu_exchange(port1, "who\n", "\n", buf, sizeof(buf), 2000)) !=
-             PU_REFUSED &&
+  while ((r = h_exchange_once(port1, "who\n", "\n", buf, sizeof(buf), 2000)) !=
+             H_REFUSED &&
          h_now_ms() < deadline)
     usleep(10000);
-  ck_assert_msg(r == PU_REFUSED, "old port %d: %s", port1, pu_result_name(r));
+  ck_assert_msg(r == H_REFUSED, "old port %d: %s", port1, h_result_name(r));
   ck_assert_int_eq(ops_listeners(port1), 0);
   ask_pid(port2);
   h_stop_ok(&p);
@@ -190,7 +190,7 @@ struct client_loop {
   _Atomic int stop;
   _Atomic int done; /* exchanges that answered */
   int failed;
-  int first_failure; /* PU_* of the first failure */
+  int first_failure; /* H_* of the first failure */
   long long deadline;
 };
 
@@ -198,8 +198,8 @@ static void *client_loop_run(void *arg) {
   struct client_loop *c = arg;
   char buf[256];
   while (!c->stop && h_now_ms() < c->deadline) {
-    int r = pu_exchange(c->port, "who\n", "\n", buf, sizeof(buf), 5000);
-    if (r == PU_OK) {
+    int r = h_exchange_once(c->port, "who\n", "\n", buf, sizeof(buf), 5000);
+    if (r == H_OK) {
       c->done++;
     } else if (c->failed++ == 0) {
       c->first_failure = r;
@@ -252,7 +252,7 @@ START_TEST(test_reload_keeps_an_unchanged_port_answering) {
       wait_done(&c[i], c[i].done + 10, 10000);
     ck_assert_int_gt(c[0].done, done0);
   }
-  int failed = 0, done = 0, first = PU_OK;
+  int failed = 0, done = 0, first = H_OK;
   for (int i = 0; i < NCLIENTS; i++) {
     c[i].stop = 1;
     pthread_join(t[i], NULL);
@@ -265,7 +265,7 @@ START_TEST(test_reload_keeps_an_unchanged_port_answering) {
   ck_assert_int_eq(gone, 0);
   ck_assert_msg(failed == 0,
                 "%d of %d exchanges failed across %d reloads (first: %s)",
-                failed, failed + done, NRELOADS, pu_result_name(first));
+                failed, failed + done, NRELOADS, h_result_name(first));
   json_t *st = ops_status(&p);
   ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")),
                    1 + NRELOADS);
@@ -300,7 +300,7 @@ START_TEST(test_reload_lets_old_workers_finish_their_requests) {
   ck_assert_msg(n > 0 && strcmp(buf, "done\n") == 0,
                 "the request in flight got %d bytes: '%s'", n, buf);
   /* Then the draining worker closes the idle connection and exits. */
-  ck_assert_int_eq(pu_read_eof(fd, 5000), 0);
+  ck_assert_int_eq(h_read_eof(fd, 5000), 0);
   close(fd);
   ck_assert_int_eq(ops_wait_gone(before, 2, 10000), 0);
   ck_assert(!pu_pid_in(ask_pid(port), before, 2));
@@ -323,8 +323,8 @@ static void copy_file(const char *from, const char *to) {
 
 static void ask_version(int port, const char *want) {
   char buf[256];
-  int r = pu_exchange(port, "version?\n", "\n", buf, sizeof(buf), 5000);
-  ck_assert_msg(r == PU_OK, "port %d: %s", port, pu_result_name(r));
+  int r = h_exchange_once(port, "version?\n", "\n", buf, sizeof(buf), 5000);
+  ck_assert_msg(r == H_OK, "port %d: %s", port, h_result_name(r));
   ck_assert_str_eq(buf, want);
 }
 
@@ -451,7 +451,7 @@ START_TEST(test_reload_fails_when_new_workers_cannot_start) {
 
   /* A port someone else holds: the address is unavailable. */
   int busy_port = 0;
-  int busy = ops_listen_tcp(&busy_port);
+  int busy = h_listen_tcp(&busy_port, 0);
   ck_assert_int_ge(busy, 0);
   char tail[256];
   conf_ident(conf, sizeof(conf), port, "");

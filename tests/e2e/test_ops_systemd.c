@@ -47,8 +47,8 @@ static void conf_server(char *out, size_t n, const char *name, int port,
 
 static pid_t ask_pid(int port) {
   char buf[256];
-  int r = pu_exchange(port, "who\n", "\n", buf, sizeof(buf), 5000);
-  ck_assert_msg(r == PU_OK, "port %d: %s", port, pu_result_name(r));
+  int r = h_exchange_once(port, "who\n", "\n", buf, sizeof(buf), 5000);
+  ck_assert_msg(r == H_OK, "port %d: %s", port, h_result_name(r));
   return pu_parse_pid(buf);
 }
 
@@ -296,7 +296,8 @@ static void assert_activated(struct aio_proc *p, const int *ports, int n) {
       char buf[256];
       for (int k = 0; k < 6; k++)
         ck_assert_int_eq(
-            pu_exchange(ports[i], "?\n", "\n", buf, sizeof(buf), 5000), PU_OK);
+            h_exchange_once(ports[i], "?\n", "\n", buf, sizeof(buf), 5000),
+            H_OK);
       /* Ours is the only listener on the port. */
       ck_assert_int_eq(ops_listeners(ports[i]), 1);
     }
@@ -310,7 +311,7 @@ static void activate_one(const char *fdnames) {
   struct aio_proc p;
   char conf[4096];
   int port = 0;
-  int fd = ops_listen_tcp(&port);
+  int fd = h_listen_tcp(&port, 0);
   ck_assert_int_ge(fd, 0);
   conf_server(conf, sizeof(conf), "web", port, "testmod.whoami", NULL);
   start_activated(&p, conf, &fd, 1, fdnames);
@@ -327,8 +328,8 @@ END_TEST
 START_TEST(test_socket_activation_two_sockets_by_name) {
   /* The fds come in another order than the servers: names decide. */
   int ports[2] = {0, 0}, fds[2];
-  fds[1] = ops_listen_tcp(&ports[0]); /* server a's, passed second */
-  fds[0] = ops_listen_tcp(&ports[1]); /* server b's, passed first */
+  fds[1] = h_listen_tcp(&ports[0], 0); /* server a's, passed second */
+  fds[0] = h_listen_tcp(&ports[1], 0); /* server b's, passed first */
   ck_assert(fds[0] >= 0 && fds[1] >= 0);
   char conf[4096], b[256];
   conf_server(conf, sizeof(conf), "a", ports[0], "testmod.whoami", NULL);
@@ -340,8 +341,8 @@ START_TEST(test_socket_activation_two_sockets_by_name) {
   struct aio_proc p;
   start_activated(&p, conf, fds, 2, "b:a");
   char buf[256];
-  ck_assert_int_eq(pu_exchange(ports[1], "?\n", "\n", buf, sizeof(buf), 5000),
-                   PU_OK);
+  ck_assert_int_eq(
+      h_exchange_once(ports[1], "?\n", "\n", buf, sizeof(buf), 5000), H_OK);
   ck_assert_str_eq(buf, "v1\n");
   assert_activated(&p, ports, 2);
 }
@@ -385,7 +386,7 @@ START_TEST(test_user_nobody_drops_worker_privileges) {
   uid_t uid = pw->pw_uid;
   gid_t gid = pw->pw_gid;
   int port = LOW_PORT;
-  int probe = ops_listen_tcp(&port);
+  int probe = h_listen_tcp(&port, 0);
   if (probe < 0) {
     fprintf(stderr,
             "skipped test_user_nobody_drops_worker_privileges: "
@@ -408,8 +409,8 @@ START_TEST(test_user_nobody_drops_worker_privileges) {
     ck_assert_int_eq(ops_proc_id(kids[i], "Gid"), (long)gid);
   }
   char buf[256], want[64];
-  ck_assert_int_eq(pu_exchange(LOW_PORT, "id\n", "\n", buf, sizeof(buf), 5000),
-                   PU_OK);
+  ck_assert_int_eq(
+      h_exchange_once(LOW_PORT, "id\n", "\n", buf, sizeof(buf), 5000), H_OK);
   snprintf(want, sizeof(want), "uid %d\n", (int)uid);
   ck_assert_msg(strstr(buf, want), "answer: %s", buf);
 
@@ -421,8 +422,8 @@ START_TEST(test_user_nobody_drops_worker_privileges) {
   ck_assert_int_eq(pu_live_children(p.pid, kids, 2), 2);
   for (int i = 0; i < 2; i++)
     ck_assert_int_eq(ops_proc_id(kids[i], "Uid"), (long)uid);
-  ck_assert_int_eq(pu_exchange(LOW_PORT, "id\n", "\n", buf, sizeof(buf), 5000),
-                   PU_OK);
+  ck_assert_int_eq(
+      h_exchange_once(LOW_PORT, "id\n", "\n", buf, sizeof(buf), 5000), H_OK);
   ck_assert_msg(strstr(buf, want), "answer: %s", buf);
   h_stop_ok(&p);
 }

@@ -37,8 +37,8 @@ START_TEST(test_all_workers_serve_and_share_connections) {
   long long deadline = h_now_ms() + 10000;
   for (n = 0; n < 400 && nseen < 3 && h_now_ms() < deadline; n++) {
     char buf[128];
-    int r = pu_exchange(port, "?\n", "\n", buf, sizeof(buf), 3000);
-    ck_assert_msg(r == PU_OK, "connection %d: %s", n, pu_result_name(r));
+    int r = h_exchange_once(port, "?\n", "\n", buf, sizeof(buf), 3000);
+    ck_assert_msg(r == H_OK, "connection %d: %s", n, h_result_name(r));
     pid_t pid = pu_parse_pid(buf);
     ck_assert_msg(pu_pid_in(pid, kids, 3), "answer '%s' is not from a worker",
                   buf);
@@ -60,8 +60,8 @@ START_TEST(test_killed_worker_is_replaced_without_refusing_anyone) {
   pid_t victim = kids[0], survivor = kids[1];
 
   char buf[128];
-  ck_assert_int_eq(pu_exchange(port, "?\n", "\n", buf, sizeof(buf), 3000),
-                   PU_OK);
+  ck_assert_int_eq(h_exchange_once(port, "?\n", "\n", buf, sizeof(buf), 3000),
+                   H_OK);
   ck_assert_int_eq(kill(victim, SIGKILL), 0);
   long long t0 = h_now_ms(), replaced_at = -1;
   pid_t fresh = 0;
@@ -74,10 +74,10 @@ START_TEST(test_killed_worker_is_replaced_without_refusing_anyone) {
     long long now = h_now_ms();
     if (now - t0 > 5000 || (now - t0 >= 1000 && served_by_fresh))
       break;
-    int r = pu_exchange(port, "?\n", "\n", buf, sizeof(buf), 3000);
-    if (r != PU_OK) {
+    int r = h_exchange_once(port, "?\n", "\n", buf, sizeof(buf), 3000);
+    if (r != H_OK) {
       fprintf(stderr, "connection %d after the kill: %s\n", n,
-              pu_result_name(r));
+              h_result_name(r));
       fails++;
       continue;
     }
@@ -114,9 +114,8 @@ END_TEST
  * decision). Returns how many decisions are logged. */
 static int crash_once(struct aio_proc *p, int port, int decisions) {
   char buf[64];
-  int r = pu_exchange(port, "x", "never", buf, sizeof(buf), 5000);
-  ck_assert_msg(r == PU_RESET || r == PU_CLOSED, "crasher: %s",
-                pu_result_name(r));
+  int r = h_exchange_once(port, "x", "never", buf, sizeof(buf), 5000);
+  ck_assert_msg(r == H_RESET || r == H_CLOSED, "crasher: %s", h_result_name(r));
   long long deadline = h_now_ms() + 5000;
   int now;
   while ((now = h_log_count(p, ": respawning\n") +
@@ -154,8 +153,8 @@ START_TEST(test_crash_loop_backs_off_then_stops_and_others_serve) {
   ck_assert(h_pid_alive(p.pid));
   for (int i = 0; i < 40; i++) {
     char buf[128];
-    int r = pu_exchange(who_port, "?\n", "\n", buf, sizeof(buf), 3000);
-    ck_assert_msg(r == PU_OK, "who, connection %d: %s", i, pu_result_name(r));
+    int r = h_exchange_once(who_port, "?\n", "\n", buf, sizeof(buf), 3000);
+    ck_assert_msg(r == H_OK, "who, connection %d: %s", i, h_result_name(r));
     ck_assert_int_gt(pu_parse_pid(buf), 0);
   }
   ck_assert_int_eq(pu_live_children(p.pid, NULL, 0), 1);
@@ -171,15 +170,14 @@ START_TEST(test_spinning_worker_is_killed_after_timeout_and_replaced) {
   pu_server(servers, sizeof(servers), "whoami", who_port);
   pu_start(&p, "workers = 1\ntimeout = 1\n", servers);
   char buf[128];
-  ck_assert_int_eq(pu_exchange(who_port, "?\n", "\n", buf, sizeof(buf), 3000),
-                   PU_OK);
+  ck_assert_int_eq(
+      h_exchange_once(who_port, "?\n", "\n", buf, sizeof(buf), 3000), H_OK);
   pid_t old = pu_parse_pid(buf);
   ck_assert_int_gt(old, 0);
 
   long long t0 = h_now_ms();
-  int r = pu_exchange(spin_port, "x", "never", buf, sizeof(buf), 6000);
-  ck_assert_msg(r == PU_RESET || r == PU_CLOSED, "spinner: %s",
-                pu_result_name(r));
+  int r = h_exchange_once(spin_port, "x", "never", buf, sizeof(buf), 6000);
+  ck_assert_msg(r == H_RESET || r == H_CLOSED, "spinner: %s", h_result_name(r));
   long long killed_after = h_now_ms() - t0;
   ck_assert_int_eq(h_wait_log(&p, "silent for", 1000), 0);
   /* Silence counts from the last heartbeat (every timeout / 4). */
@@ -190,8 +188,8 @@ START_TEST(test_spinning_worker_is_killed_after_timeout_and_replaced) {
            (int)old);
   ck_assert_int_eq(h_wait_log(&p, line, 2000), 0);
 
-  ck_assert_int_eq(pu_exchange(who_port, "?\n", "\n", buf, sizeof(buf), 3000),
-                   PU_OK);
+  ck_assert_int_eq(
+      h_exchange_once(who_port, "?\n", "\n", buf, sizeof(buf), 3000), H_OK);
   pid_t fresh = pu_parse_pid(buf);
   ck_assert_int_gt(fresh, 0);
   ck_assert_int_ne(fresh, old);
@@ -224,7 +222,7 @@ START_TEST(test_term_lets_an_open_exchange_finish) {
   ck_assert_msg(h_pid_alive(p.pid),
                 "the master exited before the exchange finished");
   /* Then the idle connection is closed and everyone exits cleanly. */
-  ck_assert_int_eq(pu_read_eof(fd, 5000), 0);
+  ck_assert_int_eq(h_read_eof(fd, 5000), 0);
   close(fd);
   ck_assert_int_eq(h_wait_exit(&p, 10000), 0);
   ck_assert_msg(h_now_ms() - t0 < 5000, "drain took %lld ms", h_now_ms() - t0);
@@ -258,8 +256,8 @@ START_TEST(test_master_killed_takes_its_workers_along) {
   ck_assert_msg(alive == 0, "%d workers outlived their master", alive);
   /* Nothing listens on the port any more. */
   char buf[64];
-  ck_assert_int_eq(pu_exchange(port, "?\n", "\n", buf, sizeof(buf), 1000),
-                   PU_REFUSED);
+  ck_assert_int_eq(h_exchange_once(port, "?\n", "\n", buf, sizeof(buf), 1000),
+                   H_REFUSED);
   close(p.ready_fd);
 }
 END_TEST
@@ -267,17 +265,9 @@ END_TEST
 /* Start aio on a port somebody else holds; it must exit 69 naming the
  * address, without ever forking a worker. */
 static void check_port_taken(int reuseport) {
-  int port = h_free_port();
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  if (reuseport)
-    ck_assert_int_eq(
-        setsockopt(lfd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)), 0);
-  struct sockaddr_in sin = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-  ck_assert_int_eq(listen(lfd, 16), 0);
+  int port = 0;
+  int lfd = h_listen_tcp(&port, reuseport);
+  ck_assert_int_ge(lfd, 0);
 
   char conf[512];
   snprintf(conf, sizeof(conf),

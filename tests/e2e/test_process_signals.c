@@ -36,8 +36,8 @@ static pid_t new_pid_answers(int port, const pid_t *known, int nknown) {
   long long deadline = h_now_ms() + 5000;
   for (int i = 0; i < 400 && h_now_ms() < deadline; i++) {
     char buf[128];
-    int r = pu_exchange(port, "?\n", "\n", buf, sizeof(buf), 3000);
-    ck_assert_msg(r == PU_OK, "connection %d: %s", i, pu_result_name(r));
+    int r = h_exchange_once(port, "?\n", "\n", buf, sizeof(buf), 3000);
+    ck_assert_msg(r == H_OK, "connection %d: %s", i, h_result_name(r));
     pid_t pid = pu_parse_pid(buf);
     if (!pu_pid_in(pid, known, nknown))
       return pid;
@@ -100,8 +100,8 @@ START_TEST(test_ttou_with_no_worker_forks_nothing) {
   ck_assert_int_eq(pu_wait_live_children(p.pid, 1, 3000), 0);
   ck_assert_msg(!h_log_has(&p, "-> 1024"), "TTOU at 0 wrapped around");
   char buf[128];
-  ck_assert_int_eq(pu_exchange(port, "?\n", "\n", buf, sizeof(buf), 3000),
-                   PU_OK);
+  ck_assert_int_eq(h_exchange_once(port, "?\n", "\n", buf, sizeof(buf), 3000),
+                   H_OK);
   h_stop_ok(&p);
 }
 END_TEST
@@ -226,8 +226,8 @@ START_TEST(test_master_has_no_leak_under_valgrind) {
   ck_assert_int_eq(h_start(&p, conf, &(struct h_opts){.wrap = vg}), 0);
   h_assert_ready(&p, 60000);
   char buf[128];
-  ck_assert_int_eq(pu_exchange(port, "?\n", "\n", buf, sizeof(buf), 10000),
-                   PU_OK);
+  ck_assert_int_eq(h_exchange_once(port, "?\n", "\n", buf, sizeof(buf), 10000),
+                   H_OK);
   pid_t kids[8];
   ck_assert_int_eq(pu_live_children(p.pid, kids, 8), 2);
   ck_assert_int_eq(kill(kids[0], SIGKILL), 0);
@@ -236,8 +236,8 @@ START_TEST(test_master_has_no_leak_under_valgrind) {
   ck_assert_int_eq(pu_wait_live_children(p.pid, 3, 20000), 0);
   ck_assert_int_eq(kill(p.pid, SIGTTOU), 0);
   ck_assert_int_eq(pu_wait_live_children(p.pid, 2, 20000), 0);
-  ck_assert_int_eq(pu_exchange(port, "?\n", "\n", buf, sizeof(buf), 10000),
-                   PU_OK);
+  ck_assert_int_eq(h_exchange_once(port, "?\n", "\n", buf, sizeof(buf), 10000),
+                   H_OK);
   int rc = h_stop(&p, SIGTERM, 60000);
   fprintf(stderr, "valgrind: master exit status %d (9 = leak or error)\n", rc);
   if (rc != 0)

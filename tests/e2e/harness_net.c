@@ -1,0 +1,241 @@
+/* harness_net.c - the loopback side of harness.h: free ports, listening
+ * sockets, connecting (retried, or once), and exchanges. */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static const char *const result_names[] = {
+#define H_NAME(e, s) s,
+    H_RESULTS(H_NAME)
+#undef H_NAME
+};
+
+const char *h_result_name(int r) {
+  if (r < 0 || (size_t)r >= sizeof(result_names) / sizeof(result_names[0]))
+    return "?";
+  return result_names[r];
+}
+
+static struct sockaddr_in loopback(int port) {
+  return (struct sockaddr_in){.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+}
+
+int h_free_port(void) {
+  /* A port free for both TCP and UDP. */
+  for (int tries = 0; tries < 50; tries++) {
+    int t = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = loopback(0);
+    socklen_t sl = sizeof(sin);
+    if (bind(t, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+        getsockname(t, (struct sockaddr *)&sin, &sl) < 0) {
+      close(t);
+      continue;
+    }
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    int ok = bind(u, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+    close(u);
+    close(t);
+    if (ok)
+      return ntohs(sin.sin_port);
+  }
+  abort();
+}
+
+int h_listen_tcp(int *port, int reuseport) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_in sin = loopback(*port);
+  socklen_t sl = sizeof(sin);
+  int one = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+      (reuseport &&
+       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+      bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+      listen(fd, 128) < 0 ||
+      getsockname(fd, (struct sockaddr *)&sin, &sl) < 0) {
+    close(fd);
+    return -1;
+  }
+  *port = ntohs(sin.sin_port);
+  return fd;
+}
+
+/* One connect, no retry: the fd, or -errno. A send timeout (when
+ * timeout_ms > 0) bounds a connect the listener does not answer. */
+static int connect_once(const struct sockaddr *sa, socklen_t sl,
+                        int timeout_ms) {
+  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  if (timeout_ms > 0) {
+    struct timeval tv = {.tv_sec = timeout_ms / 1000,
+                         .tv_usec = (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  }
+  if (connect(fd, sa, sl) < 0) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  if (sa->sa_family == AF_INET) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  return fd;
+}
+
+/* connect_once until it works or timeout_ms has passed. */
+static int connect_retry(const struct sockaddr *sa, socklen_t sl,
+                         int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  for (;;) {
+    int fd = connect_once(sa, sl, 0);
+    if (fd >= 0)
+      return fd;
+    if (h_now_ms() > deadline)
+      return -1;
+    usleep(10000);
+  }
+}
+
+int h_connect(int port, int timeout_ms) {
+  struct sockaddr_in sin = loopback(port);
+  return connect_retry((struct sockaddr *)&sin, sizeof(sin), timeout_ms);
+}
+
+int h_connect_unix(const char *path, int timeout_ms) {
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+  return connect_retry((struct sockaddr *)&sun, sizeof(sun), timeout_ms);
+}
+
+int h_send(int fd, const char *s, size_t len) {
+  while (len > 0) {
+    ssize_t n = send(fd, s, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    s += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* Wait for fd to be readable until deadline: 1, 0 on timeout. */
+static int readable(int fd, long long deadline) {
+  for (;;) {
+    long long left = deadline - h_now_ms();
+    if (left <= 0)
+      return 0;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int r = poll(&pfd, 1, (int)left);
+    if (r > 0)
+      return 1;
+    if (r < 0 && errno != EINTR)
+      return 0;
+  }
+}
+
+/* Read into buf (NUL-terminated, *have bytes) until `until` appears (NULL:
+ * until EOF). Returns how it ended, H_OK when it got what it waited for. */
+static int recv_until(int fd, char *buf, size_t n, const char *until,
+                      long long deadline, size_t *have) {
+  *have = 0;
+  buf[0] = '\0';
+  for (;;) {
+    if (until && strstr(buf, until))
+      return H_OK;
+    if (*have >= n - 1)
+      return H_ERROR;
+    if (!readable(fd, deadline))
+      return H_TIMEOUT;
+    ssize_t got = recv(fd, buf + *have, n - 1 - *have, 0);
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got == 0)
+      return until ? H_CLOSED : H_OK;
+    if (got < 0)
+      return errno == ECONNRESET ? H_RESET : H_ERROR;
+    *have += (size_t)got;
+    buf[*have] = '\0';
+  }
+}
+
+int h_recv_until(int fd, char *buf, size_t n, const char *until,
+                 int timeout_ms) {
+  size_t have;
+  int r = recv_until(fd, buf, n, until, h_now_ms() + timeout_ms, &have);
+  if ((r == H_RESET || r == H_ERROR) && have == 0)
+    return -1;
+  return (int)have;
+}
+
+int h_exchange_once(int port, const char *req, const char *until, char *buf,
+                    size_t n, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  buf[0] = '\0';
+  struct sockaddr_in sin = loopback(port);
+  int fd = connect_once((struct sockaddr *)&sin, sizeof(sin), timeout_ms);
+  if (fd < 0)
+    return fd == -ECONNREFUSED                      ? H_REFUSED
+           : fd == -EINPROGRESS || fd == -ETIMEDOUT ? H_TIMEOUT
+                                                    : H_ERROR;
+  int r;
+  size_t have;
+  if (h_send(fd, req, strlen(req)) < 0)
+    r = errno == ECONNRESET || errno == EPIPE ? H_RESET : H_ERROR;
+  else
+    r = recv_until(fd, buf, n, until, deadline, &have);
+  close(fd);
+  return r;
+}
+
+int h_read_eof(int fd, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  char buf[256];
+  while (readable(fd, deadline)) {
+    ssize_t got = recv(fd, buf, sizeof(buf), 0);
+    if (got < 0 && errno == EINTR)
+      continue;
+    return got == 0 ? 0 : -1;
+  }
+  return -1;
+}
+
+char *h_udp_exchange(int port, const char *req, int timeout_ms) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sin = loopback(port);
+  char buf[65536];
+  long long deadline = h_now_ms() + timeout_ms;
+  /* UDP may be dropped: resend until answered or out of time. */
+  while (h_now_ms() < deadline) {
+    sendto(fd, req, strlen(req), 0, (struct sockaddr *)&sin, sizeof(sin));
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, 200) > 0) {
+      ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+      if (n >= 0) {
+        buf[n] = '\0';
+        close(fd);
+        return strdup(buf);
+      }
+    }
+  }
+  close(fd);
+  return NULL;
+}
