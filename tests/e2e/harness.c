@@ -2,21 +2,13 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
-#include <arpa/inet.h>
 #include <check.h>
-#include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -148,12 +140,11 @@ void h_stop_ok(struct aio_proc *p) {
   ck_assert_int_eq(rc, 0);
 }
 
-int h_aio(const char *dir, char *out, size_t outlen, const char *const *argv) {
-  char path[256];
-  snprintf(path, sizeof(path), "%s/cmd.out", dir);
+pid_t h_aio_async(const char *dir, const char *out_path,
+                  const char *const *argv) {
   pid_t pid = fork();
   if (pid == 0) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(fd, 1);
     dup2(fd, 2);
     if (chdir(dir) < 0)
@@ -166,8 +157,14 @@ int h_aio(const char *dir, char *out, size_t outlen, const char *const *argv) {
     execv(AIO_BIN, (char **)av);
     _exit(127);
   }
+  return pid;
+}
+
+int h_aio_wait(pid_t pid, int timeout_ms) {
+  if (pid < 0)
+    return -1;
   int status;
-  long long deadline = h_now_ms() + 60000;
+  long long deadline = h_now_ms() + timeout_ms;
   while (waitpid(pid, &status, WNOHANG) == 0) {
     if (h_now_ms() > deadline) {
       kill(pid, SIGKILL);
@@ -176,14 +173,21 @@ int h_aio(const char *dir, char *out, size_t outlen, const char *const *argv) {
     }
     usleep(2000);
   }
-  if (out) {
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int h_aio(const char *dir, char *out, size_t outlen, const char *const *argv) {
+  char path[256];
+  snprintf(path, sizeof(path), "%s/cmd.out", dir);
+  int rc = h_aio_wait(h_aio_async(dir, path, argv), 60000);
+  if (rc >= 0 && out) {
     FILE *f = fopen(path, "r");
     size_t n = f ? fread(out, 1, outlen - 1, f) : 0;
     out[n] = '\0';
     if (f)
       fclose(f);
   }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return rc;
 }
 
 static int reap(struct aio_proc *p, int block) {
@@ -240,25 +244,25 @@ int h_stop(struct aio_proc *p, int sig, int timeout_ms) {
                               : 128 + WTERMSIG(p->status);
 }
 
-static char *slurp(const char *path) {
+char *h_slurp(const char *path) {
   FILE *f = fopen(path, "r");
   if (f == NULL)
     return strdup("");
-  size_t cap = 4096, n = 0;
+  size_t cap = 4096, n = 0, r;
   char *buf = malloc(cap);
-  size_t r;
-  while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+  while (buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
     n += r;
     if (cap - n < 1024)
       buf = realloc(buf, cap *= 2);
   }
-  buf[n] = '\0';
   fclose(f);
+  if (buf)
+    buf[n] = '\0';
   return buf;
 }
 
 int h_log_count(const struct aio_proc *p, const char *s) {
-  char *log = slurp(p->log);
+  char *log = h_slurp(p->log);
   int n = 0;
   for (char *q = log; (q = strstr(q, s)) != NULL; q += strlen(s))
     n++;
@@ -281,7 +285,7 @@ int h_wait_log(const struct aio_proc *p, const char *s, int timeout_ms) {
 }
 
 void h_dump_log(const struct aio_proc *p) {
-  char *log = slurp(p->log);
+  char *log = h_slurp(p->log);
   fprintf(stderr, "---- %s ----\n%s---- end ----\n", p->log, log);
   free(log);
 }
@@ -310,13 +314,37 @@ int h_wait_children(pid_t pid, int n, int timeout_ms) {
   return -1;
 }
 
-int h_pid_alive(pid_t pid) {
+char h_proc_state(pid_t pid) {
   char path[64], state = 0;
   snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
   FILE *f = fopen(path, "r");
   if (f == NULL)
     return 0;
-  int r = fscanf(f, "%*d %*s %c", &state);
+  /* The command may hold spaces and parentheses: the state follows the
+   * last ')'. */
+  char line[512];
+  if (fgets(line, sizeof(line), f)) {
+    char *paren = strrchr(line, ')');
+    if (paren && paren[1] == ' ')
+      state = paren[2];
+  }
   fclose(f);
-  return r == 1 && state != 'Z';
+  return state;
+}
+
+int h_pid_alive(pid_t pid) {
+  char st = h_proc_state(pid);
+  return st != 0 && st != 'Z' && st != 'X';
+}
+
+int h_wait_gone(const pid_t *pids, int n, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  for (;;) {
+    int alive = 0;
+    for (int i = 0; i < n; i++)
+      alive += h_pid_alive(pids[i]);
+    if (alive == 0 || h_now_ms() > deadline)
+      return alive;
+    usleep(5000);
+  }
 }

@@ -54,9 +54,16 @@ void h_start_ready(struct aio_proc *p, const char *conf_text,
 void h_assert_ready(struct aio_proc *p, int timeout_ms);
 /* TERM; aio must exit 0 within 15 s (the log and a failure if not). */
 void h_stop_ok(struct aio_proc *p);
-/* Start aio with argv (after the binary) in p->dir; stdout and stderr go
- * to p->log. For commands other than run. Returns exit status or -1. */
+/* Run aio with argv (after the binary, NULL-terminated) in dir, for
+ * commands other than run; out gets its stdout and stderr. Returns the
+ * exit status, or -1 if it did not exit within 60 s. */
 int h_aio(const char *dir, char *out, size_t outlen, const char *const *argv);
+/* The same in the background, stdout and stderr to out_path: returns the
+ * pid; h_aio_wait reaps it and returns its exit status (-1 after
+ * timeout_ms, when it is killed). */
+pid_t h_aio_async(const char *dir, const char *out_path,
+                  const char *const *argv);
+int h_aio_wait(pid_t pid, int timeout_ms);
 /* Wait for readiness. 0, or -1 after timeout_ms or if the process died. */
 int h_wait_ready(struct aio_proc *p, int timeout_ms);
 /* Wait for the process to exit; 0 with p->status set, or -1 on timeout. */
@@ -70,12 +77,20 @@ int h_wait_log(const struct aio_proc *p, const char *s, int timeout_ms);
 int h_log_count(const struct aio_proc *p, const char *s);
 /* Print the log to stderr (on failure). */
 void h_dump_log(const struct aio_proc *p);
+/* The contents of path as a new string ("" when missing). */
+char *h_slurp(const char *path);
 
 /* Child pids of pid (the workers), up to max. Returns the count. */
 int h_children(pid_t pid, pid_t *out, int max);
-/* Wait until pid has n children. 0 or -1. */
+/* Wait until pid has n children (zombies too). 0 or -1. */
 int h_wait_children(pid_t pid, int n, int timeout_ms);
+/* The state letter of pid from /proc (R, S, Z...), or 0 if it is gone. */
+char h_proc_state(pid_t pid);
+/* Is pid there and not a zombie? */
 int h_pid_alive(pid_t pid);
+/* Wait until none of pids is alive. Returns how many still are (0: all
+ * gone). */
+int h_wait_gone(const pid_t *pids, int n, int timeout_ms);
 
 /* ---- loopback (harness_net.c) ---- */
 

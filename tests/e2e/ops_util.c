@@ -2,68 +2,41 @@
 #define _GNU_SOURCE
 #include "ops_util.h"
 
-#include <arpa/inet.h>
 #include <check.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+/* argv for `aio -c p->conf ARGS...`: the ARGS from ap, NULL-terminated. */
+static void conf_argv(const char **argv, int max, const struct aio_proc *p,
+                      va_list ap) {
+  int argc = 0;
+  argv[argc++] = "-c";
+  argv[argc++] = p->conf;
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && argc < max - 1)
+    argv[argc++] = a;
+  argv[argc] = NULL;
+}
+
 int ops_aio(const struct aio_proc *p, char *out, size_t n, ...) {
-  const char *argv[24] = {"-c", p->conf};
-  int argc = 2;
+  const char *argv[24];
   va_list ap;
   va_start(ap, n);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && argc < 23)
-    argv[argc++] = a;
+  conf_argv(argv, 24, p, ap);
   va_end(ap);
-  argv[argc] = NULL;
   return h_aio(p->dir, out, n, argv);
 }
 
 pid_t ops_aio_async(const struct aio_proc *p, const char *cmd_out, ...) {
-  const char *argv[24] = {AIO_BIN, "-c", p->conf};
-  int argc = 3;
+  const char *argv[24];
   va_list ap;
   va_start(ap, cmd_out);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && argc < 23)
-    argv[argc++] = a;
+  conf_argv(argv, 24, p, ap);
   va_end(ap);
-  argv[argc] = NULL;
-  pid_t pid = fork();
-  if (pid == 0) {
-    int fd = open(cmd_out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    execv(AIO_BIN, (char **)argv);
-    _exit(127);
-  }
-  return pid;
-}
-
-int ops_aio_wait(pid_t pid, int timeout_ms) {
-  long long deadline = h_now_ms() + timeout_ms;
-  int status;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (h_now_ms() > deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -1;
-    }
-    usleep(5000);
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return h_aio_async(p->dir, cmd_out, argv);
 }
 
 json_t *ops_status(const struct aio_proc *p) {
@@ -123,20 +96,6 @@ int ops_raw_request(const char *path, const char *req, size_t len, char *buf,
   return r;
 }
 
-int ops_wait_gone(const pid_t *pids, int n, int timeout_ms) {
-  long long deadline = h_now_ms() + timeout_ms;
-  for (;;) {
-    int alive = 0;
-    for (int i = 0; i < n; i++)
-      alive += h_pid_alive(pids[i]);
-    if (alive == 0)
-      return 0;
-    if (h_now_ms() > deadline)
-      return -1;
-    usleep(10000);
-  }
-}
-
 long ops_proc_id(pid_t pid, const char *field) {
   char path[64], line[256];
   snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
@@ -174,21 +133,4 @@ int ops_listeners(int port) {
     fclose(f);
   }
   return count;
-}
-
-char *ops_slurp(const char *path) {
-  FILE *f = fopen(path, "r");
-  if (f == NULL)
-    return strdup("");
-  size_t cap = 4096, n = 0, r;
-  char *buf = malloc(cap);
-  while (buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-    n += r;
-    if (cap - n < 1024)
-      buf = realloc(buf, cap *= 2);
-  }
-  fclose(f);
-  if (buf)
-    buf[n] = '\0';
-  return buf;
 }

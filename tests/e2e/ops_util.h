@@ -21,10 +21,9 @@
  * stdout and stderr. Returns the exit status. */
 int ops_aio(const struct aio_proc *p, char *out, size_t n, ...);
 
-/* The same in the background: returns the pid; ops_aio_wait reaps it and
- * returns its exit status (-1 after timeout_ms). */
+/* The same in the background, stdout and stderr to cmd_out: returns the
+ * pid for h_aio_wait. */
 pid_t ops_aio_async(const struct aio_proc *p, const char *cmd_out, ...);
-int ops_aio_wait(pid_t pid, int timeout_ms);
 
 /* `aio status --json` parsed; new, or NULL (the test fails). */
 json_t *ops_status(const struct aio_proc *p);
@@ -42,13 +41,9 @@ void ops_rewrite(const struct aio_proc *p, const char *text);
 int ops_raw_request(const char *path, const char *req, size_t len, char *buf,
                     size_t n, int timeout_ms);
 
-/* Wait until none of pids is alive. 0 or -1. */
-int ops_wait_gone(const pid_t *pids, int n, int timeout_ms);
 /* Field "Uid:" / "Gid:" (the real id) of /proc/pid/status, or -1. */
 long ops_proc_id(pid_t pid, const char *field);
 /* TCP sockets in LISTEN state on 127.0.0.1/any:port, from /proc/net/tcp. */
 int ops_listeners(int port);
-/* The contents of path as a new string ("" when missing). */
-char *ops_slurp(const char *path);
 
 #endif

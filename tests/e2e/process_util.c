@@ -2,18 +2,10 @@
 #define _GNU_SOURCE
 #include "process_util.h"
 
-#include <arpa/inet.h>
 #include <check.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "check_main.h"
@@ -59,29 +51,11 @@ int pu_pid_in(pid_t pid, const pid_t *set, int n) {
   return 0;
 }
 
-char pu_state(pid_t pid) {
-  char path[64], state = 0;
-  snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-  FILE *f = fopen(path, "r");
-  if (f == NULL)
-    return 0;
-  /* The command may hold spaces and parentheses: the state follows the
-   * last ')'. */
-  char line[512];
-  if (fgets(line, sizeof(line), f)) {
-    char *paren = strrchr(line, ')');
-    if (paren && paren[1] == ' ')
-      state = paren[2];
-  }
-  fclose(f);
-  return state;
-}
-
 int pu_live_children(pid_t pid, pid_t *out, int max) {
   pid_t kids[256];
   int n = h_children(pid, kids, 256), live = 0;
   for (int i = 0; i < n; i++) {
-    char st = pu_state(kids[i]);
+    char st = h_proc_state(kids[i]);
     if (st == 0 || st == 'Z' || st == 'X')
       continue;
     if (out && live < max)
@@ -95,7 +69,7 @@ int pu_zombie_children(pid_t pid) {
   pid_t kids[256];
   int n = h_children(pid, kids, 256), z = 0;
   for (int i = 0; i < n; i++)
-    z += pu_state(kids[i]) == 'Z';
+    z += h_proc_state(kids[i]) == 'Z';
   return z;
 }
 

@@ -30,8 +30,6 @@ int pu_run_suite(struct Suite *s);
 pid_t pu_parse_pid(const char *answer);
 int pu_pid_in(pid_t pid, const pid_t *set, int n);
 
-/* The state letter of pid from /proc (R, S, Z...), or 0 if it is gone. */
-char pu_state(pid_t pid);
 /* Children of pid that are not zombies (out may be NULL). */
 int pu_live_children(pid_t pid, pid_t *out, int max);
 int pu_zombie_children(pid_t pid);

@@ -43,7 +43,7 @@ static void conf_whoami(char *out, size_t n, int port, const char *aio_extra,
 }
 
 static pid_t read_pidfile(const char *path) {
-  char *s = ops_slurp(path);
+  char *s = h_slurp(path);
   int pid = 0;
   int ok = sscanf(s, "%d", &pid) == 1;
   free(s);
@@ -92,7 +92,7 @@ START_TEST(test_daemon_pidfile_lock_takeover_and_stop) {
                    H_OK);
   assert_daemon_serves(d1, port);
   ck_assert_int_eq(access(sock, F_OK), 0); /* control beside the pidfile */
-  char *log = ops_slurp(logfile);
+  char *log = h_slurp(logfile);
   ck_assert_msg(strstr(log, "ready:"), "daemon.log: %s", log);
   free(log);
 
@@ -116,8 +116,8 @@ START_TEST(test_daemon_pidfile_lock_takeover_and_stop) {
   pid_t kids[2];
   ck_assert_int_eq(pu_live_children(d1, kids, 2), 2);
   ck_assert_int_eq(kill(d1, SIGKILL), 0);
-  ck_assert_int_eq(ops_wait_gone(&d1, 1, 5000), 0);
-  ck_assert_int_eq(ops_wait_gone(kids, 2, 5000), 0);
+  ck_assert_int_eq(h_wait_gone(&d1, 1, 5000), 0);
+  ck_assert_int_eq(h_wait_gone(kids, 2, 5000), 0);
   ck_assert_int_eq(read_pidfile(pidfile), d1);
 
   /* A new daemon takes the stale pidfile over. */
@@ -322,11 +322,11 @@ START_TEST(test_emit_reaches_a_listener) {
                    "{\"n\": 7, \"who\": \"test\"}", NULL);
   ck_assert_msg(rc == 0, "aio emit exited %d: %s", rc, out);
   long long deadline = h_now_ms() + 5000;
-  char *got = ops_slurp(events);
+  char *got = h_slurp(events);
   while (strstr(got, "\"ops-ping\"") == NULL && h_now_ms() < deadline) {
     free(got);
     usleep(10000);
-    got = ops_slurp(events);
+    got = h_slurp(events);
   }
   json_t *rec = json_loads(got, JSON_DISABLE_EOF_CHECK, NULL);
   ck_assert_msg(rec, "no record in %s: %s", events, got);
@@ -352,7 +352,7 @@ START_TEST(test_emit_reaches_a_listener) {
   deadline = h_now_ms() + 5000;
   int lines = 0;
   while (h_now_ms() < deadline) {
-    got = ops_slurp(events);
+    got = h_slurp(events);
     lines = 0;
     for (char *c = got; *c; c++)
       lines += *c == '\n';

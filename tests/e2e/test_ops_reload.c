@@ -139,7 +139,7 @@ START_TEST(test_sighup_keeps_old_workers_on_bad_config) {
   ops_rewrite(&p, conf);
   ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
   ck_assert_int_eq(h_wait_log(&p, "reloaded: generation 2", 10000), 0);
-  ck_assert_int_eq(ops_wait_gone(before, 2, 10000), 0);
+  ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
   pid_t w = ask_pid(port);
   ck_assert(!pu_pid_in(w, before, 2));
   h_stop_ok(&p);
@@ -168,7 +168,7 @@ START_TEST(test_reload_moves_a_changed_port) {
   ck_assert(!pu_pid_in(w, before, 2));
 
   /* The old port closes with the old generation. */
-  ck_assert_int_eq(ops_wait_gone(before, 2, 10000), 0);
+  ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
   long long deadline = h_now_ms() + 5000;
   char buf[256];
   int r;
@@ -246,7 +246,7 @@ START_TEST(test_reload_keeps_an_unchanged_port_answering) {
     ops_rewrite(&p, conf);
     int done0 = c[0].done;
     rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
-    gone = ops_wait_gone(before, 2, 15000);
+    gone = h_wait_gone(before, 2, 15000);
     /* Every client goes on being answered after the old ones left. */
     for (int i = 0; i < NCLIENTS; i++)
       wait_done(&c[i], c[i].done + 10, 10000);
@@ -302,7 +302,7 @@ START_TEST(test_reload_lets_old_workers_finish_their_requests) {
   /* Then the draining worker closes the idle connection and exits. */
   ck_assert_int_eq(h_read_eof(fd, 5000), 0);
   close(fd);
-  ck_assert_int_eq(ops_wait_gone(before, 2, 10000), 0);
+  ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
   ck_assert(!pu_pid_in(ask_pid(port), before, 2));
   h_stop_ok(&p);
 }
@@ -362,7 +362,7 @@ START_TEST(test_reload_picks_up_a_rebuilt_module) {
   char out[4096];
   int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
   ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
-  ck_assert_int_eq(ops_wait_gone(before, 2, 10000), 0);
+  ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
   for (int i = 0; i < 6; i++)
     ask_version(port, "v2\n");
   h_stop_ok(&p);
@@ -383,7 +383,7 @@ START_TEST(test_reload_applies_a_new_worker_count) {
   char out[4096];
   int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
   ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
-  ck_assert_int_eq(ops_wait_gone(before, 2, 10000), 0);
+  ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
   ck_assert_int_eq(pu_wait_live_children(p.pid, 3, 10000), 0);
   json_t *st = ops_status(&p);
   ck_assert_int_eq(json_integer_value(json_object_get(st, "workers")), 3);
@@ -397,7 +397,7 @@ START_TEST(test_reload_applies_a_new_worker_count) {
   ops_rewrite(&p, conf);
   rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
   ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
-  ck_assert_int_eq(ops_wait_gone(three, 3, 10000), 0);
+  ck_assert_int_eq(h_wait_gone(three, 3, 10000), 0);
   ck_assert_int_eq(pu_wait_live_children(p.pid, 1, 10000), 0);
   st = ops_status(&p);
   ck_assert_int_eq(json_integer_value(json_object_get(st, "workers")), 1);
@@ -511,8 +511,8 @@ START_TEST(test_reload_refuses_a_second_reload_in_flight) {
   json_t *st = ops_status(&p);
   ck_assert(json_is_true(json_object_get(st, "reloading")));
   json_decref(st);
-  rc = ops_aio_wait(first, 20000);
-  char *o = ops_slurp(first_out);
+  rc = h_aio_wait(first, 20000);
+  char *o = h_slurp(first_out);
   ck_assert_msg(rc == 0, "the first aio reload exited %d: %s", rc, o);
   free(o);
   st = ops_status(&p);
@@ -533,8 +533,8 @@ START_TEST(test_term_during_a_reload_stops_without_switching) {
   long long t0 = h_now_ms();
   h_stop_ok(&p);
   ck_assert_int_lt(h_now_ms() - t0, 10000);
-  int rc = ops_aio_wait(r, 10000);
-  char *o = ops_slurp(reload_out);
+  int rc = h_aio_wait(r, 10000);
+  char *o = h_slurp(reload_out);
   ck_assert_msg(rc == 75, "aio reload cut short by TERM exited %d: %s", rc, o);
   ck_assert_msg(strstr(o, "shutting down"), "%s", o);
   free(o);

@@ -418,7 +418,7 @@ START_TEST(test_user_nobody_drops_worker_privileges) {
   char out[4096];
   int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
   ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
-  ck_assert_int_eq(ops_wait_gone(kids, 2, 10000), 0);
+  ck_assert_int_eq(h_wait_gone(kids, 2, 10000), 0);
   ck_assert_int_eq(pu_live_children(p.pid, kids, 2), 2);
   for (int i = 0; i < 2; i++)
     ck_assert_int_eq(ops_proc_id(kids[i], "Uid"), (long)uid);
@@ -453,11 +453,11 @@ START_TEST(test_user_nobody_workers_follow_a_rotated_log) {
   ck_assert_int_eq(kill(p.pid, SIGUSR1), 0);
   /* The master says so in the file it is about to leave. */
   long long deadline = h_now_ms() + 5000;
-  char *log = ops_slurp(rotated);
+  char *log = h_slurp(rotated);
   while (!strstr(log, "reopening") && h_now_ms() < deadline) {
     free(log);
     usleep(10000);
-    log = ops_slurp(rotated);
+    log = h_slurp(rotated);
   }
   ck_assert_msg(strstr(log, "reopening"), "the master did not reopen");
   free(log);
@@ -465,9 +465,9 @@ START_TEST(test_user_nobody_workers_follow_a_rotated_log) {
    * sends them; draining, they log. */
   char out[4096];
   ck_assert_int_eq(ops_aio(&p, out, sizeof(out), "reload", NULL), 0);
-  ck_assert_int_eq(ops_wait_gone(kids, 2, 10000), 0);
-  log = ops_slurp(logf);
-  char *old = ops_slurp(rotated);
+  ck_assert_int_eq(h_wait_gone(kids, 2, 10000), 0);
+  log = h_slurp(logf);
+  char *old = h_slurp(rotated);
   int ok = strstr(log, "[worker 0") && strstr(log, "draining") &&
            !strstr(log, "cannot reopen") && !strstr(old, "cannot reopen");
   if (!ok)

@@ -244,15 +244,7 @@ START_TEST(test_master_killed_takes_its_workers_along) {
   ck_assert_int_eq(n, 3);
   ck_assert_int_eq(kill(p.pid, SIGKILL), 0);
   ck_assert_int_eq(h_wait_exit(&p, 3000), 0);
-  long long deadline = h_now_ms() + 2000;
-  int alive;
-  do {
-    alive = 0;
-    for (int i = 0; i < n; i++)
-      alive += h_pid_alive(kids[i]);
-    if (alive)
-      usleep(5000);
-  } while (alive && h_now_ms() < deadline);
+  int alive = h_wait_gone(kids, n, 2000);
   ck_assert_msg(alive == 0, "%d workers outlived their master", alive);
   /* Nothing listens on the port any more. */
   char buf[64];

@@ -161,7 +161,7 @@ START_TEST(test_quit_after_term_does_not_wait_for_a_hung_drain) {
   ck_assert_int_eq(pu_live_children(p.pid, &worker, 1), 1);
   long long deadline = h_now_ms() + 3000;
   for (int running = 0; running < 5; usleep(10000)) {
-    running = pu_state(worker) == 'R' ? running + 1 : 0;
+    running = h_proc_state(worker) == 'R' ? running + 1 : 0;
     ck_assert_msg(h_now_ms() < deadline, "the worker does not spin");
   }
   ck_assert_int_eq(kill(p.pid, SIGTERM), 0);
