@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,39 @@ _Noreturn static void exec_aio(const struct aio_proc *p, const struct h_opts *o,
   argv[n] = NULL;
   execv(argv[0], (char **)argv);
   _exit(127);
+}
+
+/* Append to out what fmt formats with ap. */
+static void conf_vadd(char *out, size_t n, const char *fmt, va_list ap) {
+  size_t len = strlen(out);
+  int r = vsnprintf(out + len, n - len, fmt, ap);
+  ck_assert_msg(r >= 0 && (size_t)r < n - len, "config longer than %zu bytes",
+                n);
+}
+
+void h_conf(char *out, size_t n, const char *modules, const char *aio_fmt,
+            ...) {
+  out[0] = '\0';
+  h_conf_add(out, n, "[aio]\nmodules = %s\nmodule_path = %s\n", modules,
+             AIO_TEST_MODULES);
+  va_list ap;
+  va_start(ap, aio_fmt);
+  conf_vadd(out, n, aio_fmt, ap);
+  va_end(ap);
+}
+
+void h_conf_add(char *out, size_t n, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  conf_vadd(out, n, fmt, ap);
+  va_end(ap);
+}
+
+void h_conf_server(char *out, size_t n, const char *name, const char *protocol,
+                   int port) {
+  h_conf_add(out, n,
+             "\n[server:%s]\nprotocol = %s\naddress = 127.0.0.1\nport = %d\n",
+             name, protocol, port);
 }
 
 int h_prepare(struct aio_proc *p, const char *conf_text, const char *dir) {

@@ -24,6 +24,18 @@ void h_tmpdir(char *out, size_t n);
 /* Write text to dir/name; returns 0. */
 int h_write(const char *dir, const char *name, const char *text);
 
+/* Configs for the fixture modules, built in out (n bytes; a config that
+ * does not fit fails the test). h_conf starts one: [aio] with modules
+ * (space-separated) from the test modules directory, then the lines
+ * aio_fmt formats. h_conf_add appends text, h_conf_server a
+ * [server:name] serving protocol on 127.0.0.1:port. */
+void h_conf(char *out, size_t n, const char *modules, const char *aio_fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void h_conf_add(char *out, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void h_conf_server(char *out, size_t n, const char *name, const char *protocol,
+                   int port);
+
 /* How to start aio, the way a test or a process manager would; every
  * field may be left out. Lists are NULL-terminated. */
 struct h_opts {

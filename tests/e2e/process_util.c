@@ -10,27 +10,15 @@
 
 #include "check_main.h"
 
-void pu_start(struct aio_proc *p, const char *aio_extra, const char *servers) {
-  char conf[4096];
-  snprintf(conf, sizeof(conf),
-           "[aio]\nmodules = testmod\nmodule_path = %s\n%s\n%s",
-           AIO_TEST_MODULES, aio_extra, servers);
+int pu_start_one(struct aio_proc *p, const char *aio_extra,
+                 const char *symbol) {
+  char conf[1024], protocol[64];
+  int port = h_free_port();
+  snprintf(protocol, sizeof(protocol), "testmod.%s", symbol);
+  h_conf(conf, sizeof(conf), "testmod", "%s", aio_extra);
+  h_conf_server(conf, sizeof(conf), symbol, protocol, port);
   h_start_ready(p, conf, NULL);
-}
-
-void pu_server(char *out, size_t n, const char *symbol, int port) {
-  size_t len = strlen(out);
-  snprintf(out + len, n - len,
-           "\n[server:%s]\nprotocol = testmod.%s\n"
-           "address = 127.0.0.1\nport = %d\n",
-           symbol, symbol, port);
-}
-
-void pu_start_one(struct aio_proc *p, const char *aio_extra, const char *symbol,
-                  int port) {
-  char servers[256] = "";
-  pu_server(servers, sizeof(servers), symbol, port);
-  pu_start(p, aio_extra, servers);
+  return port;
 }
 
 int pu_run_suite(Suite *s) {

@@ -11,15 +11,10 @@
 
 #include "harness.h"
 
-/* Write [aio] (modules = testmod, module_path, then aio_extra) and the
- * servers text, start aio and wait until it is ready; fails the test (with
- * the log) if it does not become ready. */
-void pu_start(struct aio_proc *p, const char *aio_extra, const char *servers);
-/* Append a [server:SYMBOL] serving testmod.SYMBOL on 127.0.0.1:port. */
-void pu_server(char *out, size_t n, const char *symbol, int port);
-/* pu_start with that one server. */
-void pu_start_one(struct aio_proc *p, const char *aio_extra, const char *symbol,
-                  int port);
+/* Start aio serving testmod.SYMBOL ([server:SYMBOL]) on a free port, with
+ * the [aio] lines aio_extra, and wait until it is ready (the log and a
+ * failure if not). Returns the port. */
+int pu_start_one(struct aio_proc *p, const char *aio_extra, const char *symbol);
 
 /* check_main() with cores off: crashing workers should not spend the
  * suite's time writing them. Returns the exit status. */

@@ -59,8 +59,7 @@ static int ask_big(int port, size_t n, size_t *xs) {
 
 START_TEST(test_write_past_write_limit_sends_nothing) {
   struct aio_proc p;
-  int port = h_free_port();
-  pu_start_one(&p, "workers = 1\nwrite_limit = 65536\n", "big", port);
+  int port = pu_start_one(&p, "workers = 1\nwrite_limit = 65536\n", "big");
   size_t xs = 0;
   /* Far more than loopback buffers take at once, so a partial send
    * would show. */
@@ -74,8 +73,7 @@ END_TEST
 
 START_TEST(test_write_drained_resumes_a_refused_transfer) {
   struct aio_proc p;
-  int port = h_free_port();
-  pu_start_one(&p, "workers = 1\nwrite_limit = 65536\n", "stream", port);
+  int port = pu_start_one(&p, "workers = 1\nwrite_limit = 65536\n", "stream");
   int fd = h_connect(port, 3000);
   ck_assert_int_ge(fd, 0);
   const size_t want = 8u << 20; /* 128 times the limit */

@@ -22,24 +22,11 @@
 #include "ops_util.h"
 #include "process_util.h"
 
-/* testmod.whoami on port, with more [aio] lines and sections in tail. */
-static void conf_whoami(char *out, size_t n, int port, const char *aio_extra,
-                        const char *tail) {
-  snprintf(out, n,
-           "[aio]\n"
-           "modules = testmod\n"
-           "module_path = %s\n"
-           "workers = 2\n"
-           "graceful_timeout = 5\n"
-           "%s"
-           "\n"
-           "[server:who]\n"
-           "protocol = testmod.whoami\n"
-           "address = 127.0.0.1\n"
-           "port = %d\n"
-           "%s",
-           AIO_TEST_MODULES, aio_extra ? aio_extra : "", port,
-           tail ? tail : "");
+/* testmod.whoami on port, with more [aio] lines (may be NULL). */
+static void conf_whoami(char *out, size_t n, int port, const char *aio_extra) {
+  h_conf(out, n, "testmod", "workers = 2\ngraceful_timeout = 5\n%s",
+         aio_extra ? aio_extra : "");
+  h_conf_server(out, n, "who", "testmod.whoami", port);
 }
 
 static pid_t read_pidfile(const char *path) {
@@ -72,7 +59,7 @@ START_TEST(test_daemon_pidfile_lock_takeover_and_stop) {
   int port = h_free_port();
   /* Relative paths: the config's directory, whatever the cwd. */
   conf_whoami(conf, sizeof(conf), port,
-              "pidfile = run/aio.pid\nlog_file = daemon.log\n", NULL);
+              "pidfile = run/aio.pid\nlog_file = daemon.log\n");
   ck_assert_int_eq(h_prepare(&p, conf, NULL), 0);
   snprintf(pidfile, sizeof(pidfile), "%s/run/aio.pid", p.dir);
   snprintf(logfile, sizeof(logfile), "%s/daemon.log", p.dir);
@@ -148,7 +135,7 @@ START_TEST(test_daemon_reports_a_failed_start) {
   ck_assert_int_ge(busy, 0);
   struct aio_proc p;
   char conf[4096], out[8192], pidfile[256];
-  conf_whoami(conf, sizeof(conf), port, "pidfile = aio.pid\n", NULL);
+  conf_whoami(conf, sizeof(conf), port, "pidfile = aio.pid\n");
   ck_assert_int_eq(h_prepare(&p, conf, NULL), 0);
   snprintf(pidfile, sizeof(pidfile), "%s/aio.pid", p.dir);
   int rc = ops_aio(&p, out, sizeof(out), "run", "-d", NULL);
@@ -248,7 +235,7 @@ START_TEST(test_status_reports_master_and_workers) {
   struct aio_proc p = {0};
   char conf[4096], out[8192];
   int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), port, NULL, NULL);
+  conf_whoami(conf, sizeof(conf), port, NULL);
   h_start_ready(&p, conf, NULL);
   json_t *st = ops_status(&p);
   assert_status(&p, st, 2, 1, 0);
@@ -305,18 +292,10 @@ START_TEST(test_emit_reaches_a_listener) {
   char conf[4096], out[4096], events[256];
   h_tmpdir(p.dir, sizeof(p.dir));
   snprintf(events, sizeof(events), "%s/events.jsonl", p.dir);
-  snprintf(conf, sizeof(conf),
-           "[aio]\n"
-           "modules = opsmod\n"
-           "module_path = %s\n"
-           "workers = 2\n"
-           "\n"
-           "[opsmod]\n"
-           "out = %s\n"
-           "\n"
-           "[listen:ops]\n"
-           "ops-ping = opsmod.record\n",
-           AIO_TEST_MODULES, events);
+  h_conf(conf, sizeof(conf), "opsmod", "workers = 2\n");
+  h_conf_add(conf, sizeof(conf),
+             "\n[opsmod]\nout = %s\n\n[listen:ops]\nops-ping = opsmod.record\n",
+             events);
   h_start_ready(&p, conf, &(struct h_opts){.dir = p.dir});
   int rc = ops_aio(&p, out, sizeof(out), "emit", "ops-ping",
                    "{\"n\": 7, \"who\": \"test\"}", NULL);
@@ -369,7 +348,7 @@ END_TEST
 START_TEST(test_control_commands_without_a_master_exit_69) {
   struct aio_proc p;
   char conf[4096], out[4096];
-  conf_whoami(conf, sizeof(conf), h_free_port(), NULL, NULL);
+  conf_whoami(conf, sizeof(conf), h_free_port(), NULL);
   ck_assert_int_eq(h_prepare(&p, conf, NULL), 0);
   static const char *const cmds[][3] = {
       {"status", NULL, NULL}, {"status", "--json", NULL},
@@ -403,7 +382,7 @@ START_TEST(test_control_socket_survives_malformed_requests) {
   struct aio_proc p = {0};
   char conf[4096], sock[256];
   int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), port, "control = ctl.sock\n", NULL);
+  conf_whoami(conf, sizeof(conf), port, "control = ctl.sock\n");
   h_start_ready(&p, conf, NULL);
   snprintf(sock, sizeof(sock), "%s/ctl.sock", p.dir);
   struct stat sb;
@@ -479,20 +458,12 @@ END_TEST
 
 /* ---- stop and scale ------------------------------------------------------ */
 
-static void conf_with_slow(char *conf, size_t n, int port, int slow) {
-  char tail[256];
-  snprintf(tail, sizeof(tail),
-           "\n[server:slow]\nprotocol = testmod.slow\naddress = 127.0.0.1\n"
-           "port = %d\n",
-           slow);
-  conf_whoami(conf, n, port, NULL, tail);
-}
-
 START_TEST(test_stop_drains_and_stop_now_does_not) {
   struct aio_proc p = {0};
   char conf[4096], out[4096], buf[256];
   int slow = h_free_port();
-  conf_with_slow(conf, sizeof(conf), h_free_port(), slow);
+  conf_whoami(conf, sizeof(conf), h_free_port(), NULL);
+  h_conf_server(conf, sizeof(conf), "slow", "testmod.slow", slow);
 
   /* Graceful: the request in flight is answered, then aio is gone (the
    * test has not reaped it yet: a zombie counts as gone). */
@@ -531,7 +502,7 @@ START_TEST(test_scale_changes_the_worker_count) {
   struct aio_proc p = {0};
   char conf[4096], out[4096];
   int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), port, NULL, NULL);
+  conf_whoami(conf, sizeof(conf), port, NULL);
   h_start_ready(&p, conf, NULL);
   int rc = ops_aio(&p, out, sizeof(out), "scale", "3", NULL);
   ck_assert_msg(rc == 0, "aio scale 3 exited %d: %s", rc, out);

@@ -19,23 +19,10 @@
 #include "ops_util.h"
 #include "process_util.h"
 
-/* A config serving testmod.whoami ("pid N") on 127.0.0.1:port, plus tail
- * (more sections). */
-static void conf_whoami(char *out, size_t n, int workers, int port,
-                        const char *tail) {
-  snprintf(out, n,
-           "[aio]\n"
-           "modules = testmod\n"
-           "module_path = %s\n"
-           "workers = %d\n"
-           "graceful_timeout = 5\n"
-           "\n"
-           "[server:who]\n"
-           "protocol = testmod.whoami\n"
-           "address = 127.0.0.1\n"
-           "port = %d\n"
-           "%s",
-           AIO_TEST_MODULES, workers, port, tail ? tail : "");
+/* A config serving testmod.whoami ("pid N") on 127.0.0.1:port. */
+static void conf_whoami(char *out, size_t n, int workers, int port) {
+  h_conf(out, n, "testmod", "workers = %d\ngraceful_timeout = 5\n", workers);
+  h_conf_server(out, n, "who", "testmod.whoami", port);
 }
 
 /* The line number the next line appended to text would have. */
@@ -79,20 +66,17 @@ static void assert_same_workers(const struct aio_proc *p, const pid_t before[2],
 
 START_TEST(test_reload_keeps_old_workers_on_bad_config) {
   struct aio_proc p = {0};
-  char conf[4096], bad[4096], tail[512];
+  char conf[4096], bad[4096];
   int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), 2, port, NULL);
+  conf_whoami(conf, sizeof(conf), 2, port);
   h_start_ready(&p, conf, NULL);
   pid_t before[2];
   two_workers(&p, before);
 
   /* A symbol the module does not have: only the probe child can tell. */
   int line = next_line(conf) + 2; /* the protocol line */
-  snprintf(tail, sizeof(tail),
-           "\n[server:bad]\nprotocol = testmod.nosuch\n"
-           "address = 127.0.0.1\nport = %d\n",
-           h_free_port());
-  conf_whoami(bad, sizeof(bad), 2, port, tail);
+  conf_whoami(bad, sizeof(bad), 2, port);
+  h_conf_server(bad, sizeof(bad), "bad", "testmod.nosuch", h_free_port());
   ops_rewrite(&p, bad);
   char out[8192], where[64];
   snprintf(where, sizeof(where), "aio.conf:%d:", line);
@@ -116,7 +100,7 @@ START_TEST(test_sighup_keeps_old_workers_on_bad_config) {
   struct aio_proc p = {0};
   char conf[4096];
   int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), 2, port, NULL);
+  conf_whoami(conf, sizeof(conf), 2, port);
   h_start_ready(&p, conf, NULL);
   pid_t before[2];
   two_workers(&p, before);
@@ -152,13 +136,13 @@ START_TEST(test_reload_moves_a_changed_port) {
   int port1 = h_free_port(), port2 = h_free_port();
   while (port2 == port1)
     port2 = h_free_port();
-  conf_whoami(conf, sizeof(conf), 2, port1, NULL);
+  conf_whoami(conf, sizeof(conf), 2, port1);
   h_start_ready(&p, conf, NULL);
   pid_t before[2];
   two_workers(&p, before);
   ask_pid(port1);
 
-  conf_whoami(conf, sizeof(conf), 2, port2, NULL);
+  conf_whoami(conf, sizeof(conf), 2, port2);
   ops_rewrite(&p, conf);
   char out[4096];
   int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
@@ -217,9 +201,9 @@ static int wait_done(struct client_loop *c, int n, int timeout_ms) {
 
 START_TEST(test_reload_keeps_an_unchanged_port_answering) {
   struct aio_proc p = {0};
-  char conf[4096], more[256];
+  char conf[4096];
   int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), 2, port, NULL);
+  conf_whoami(conf, sizeof(conf), 2, port);
   h_start_ready(&p, conf, NULL);
 
   /* Three clients in a loop; three reloads, each a real change (a server
@@ -238,11 +222,9 @@ START_TEST(test_reload_keeps_an_unchanged_port_answering) {
   for (int r = 0; r < NRELOADS && rc == 0 && gone == 0; r++) {
     pid_t before[2];
     two_workers(&p, before);
-    snprintf(more, sizeof(more),
-             "\n[server:more]\nprotocol = aio.echo\naddress = 127.0.0.1\n"
-             "port = %d\n",
-             h_free_port());
-    conf_whoami(conf, sizeof(conf), 2, port, r % 2 == 0 ? more : NULL);
+    conf_whoami(conf, sizeof(conf), 2, port);
+    if (r % 2 == 0)
+      h_conf_server(conf, sizeof(conf), "more", "aio.echo", h_free_port());
     ops_rewrite(&p, conf);
     int done0 = c[0].done;
     rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
@@ -276,13 +258,10 @@ END_TEST
 
 START_TEST(test_reload_lets_old_workers_finish_their_requests) {
   struct aio_proc p = {0};
-  char conf[4096], tail[256];
+  char conf[4096];
   int port = h_free_port(), slow = h_free_port();
-  snprintf(tail, sizeof(tail),
-           "\n[server:slow]\nprotocol = testmod.slow\naddress = 127.0.0.1\n"
-           "port = %d\n",
-           slow);
-  conf_whoami(conf, sizeof(conf), 2, port, tail);
+  conf_whoami(conf, sizeof(conf), 2, port);
+  h_conf_server(conf, sizeof(conf), "slow", "testmod.slow", slow);
   h_start_ready(&p, conf, NULL);
   pid_t before[2];
   two_workers(&p, before);
@@ -373,12 +352,12 @@ START_TEST(test_reload_applies_a_new_worker_count) {
   struct aio_proc p = {0};
   char conf[4096];
   int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), 2, port, NULL);
+  conf_whoami(conf, sizeof(conf), 2, port);
   h_start_ready(&p, conf, NULL);
   pid_t before[2];
   two_workers(&p, before);
 
-  conf_whoami(conf, sizeof(conf), 3, port, NULL);
+  conf_whoami(conf, sizeof(conf), 3, port);
   ops_rewrite(&p, conf);
   char out[4096];
   int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
@@ -393,7 +372,7 @@ START_TEST(test_reload_applies_a_new_worker_count) {
 
   pid_t three[3];
   ck_assert_int_eq(pu_live_children(p.pid, three, 3), 3);
-  conf_whoami(conf, sizeof(conf), 1, port, NULL);
+  conf_whoami(conf, sizeof(conf), 1, port);
   ops_rewrite(&p, conf);
   rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
   ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
@@ -414,21 +393,9 @@ END_TEST
 
 /* opsmod.ident ("pid N uid U") on port, with an [opsmod] section. */
 static void conf_ident(char *out, size_t n, int port, const char *opsmod) {
-  snprintf(out, n,
-           "[aio]\n"
-           "modules = opsmod\n"
-           "module_path = %s\n"
-           "workers = 2\n"
-           "graceful_timeout = 5\n"
-           "\n"
-           "[opsmod]\n"
-           "%s"
-           "\n"
-           "[server:ident]\n"
-           "protocol = opsmod.ident\n"
-           "address = 127.0.0.1\n"
-           "port = %d\n",
-           AIO_TEST_MODULES, opsmod, port);
+  h_conf(out, n, "opsmod", "workers = 2\ngraceful_timeout = 5\n");
+  h_conf_add(out, n, "\n[opsmod]\n%s", opsmod);
+  h_conf_server(out, n, "ident", "opsmod.ident", port);
 }
 
 START_TEST(test_reload_fails_when_new_workers_cannot_start) {
@@ -453,13 +420,8 @@ START_TEST(test_reload_fails_when_new_workers_cannot_start) {
   int busy_port = 0;
   int busy = h_listen_tcp(&busy_port, 0);
   ck_assert_int_ge(busy, 0);
-  char tail[256];
   conf_ident(conf, sizeof(conf), port, "");
-  snprintf(tail, sizeof(tail),
-           "\n[server:taken]\nprotocol = aio.echo\naddress = 127.0.0.1\n"
-           "port = %d\n",
-           busy_port);
-  strncat(conf, tail, sizeof(conf) - strlen(conf) - 1);
+  h_conf_server(conf, sizeof(conf), "taken", "aio.echo", busy_port);
   ops_rewrite(&p, conf);
   rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
   close(busy);

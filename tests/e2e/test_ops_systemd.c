@@ -30,19 +30,9 @@
 
 static void conf_server(char *out, size_t n, const char *name, int port,
                         const char *protocol, const char *aio_extra) {
-  snprintf(out, n,
-           "[aio]\n"
-           "modules = testmod opsmod\n"
-           "module_path = %s\n"
-           "workers = 2\n"
-           "graceful_timeout = 5\n"
-           "%s"
-           "\n"
-           "[server:%s]\n"
-           "protocol = %s\n"
-           "address = 127.0.0.1\n"
-           "port = %d\n",
-           AIO_TEST_MODULES, aio_extra ? aio_extra : "", name, protocol, port);
+  h_conf(out, n, "testmod opsmod", "workers = 2\ngraceful_timeout = 5\n%s",
+         aio_extra ? aio_extra : "");
+  h_conf_server(out, n, name, protocol, port);
 }
 
 static pid_t ask_pid(int port) {
@@ -331,13 +321,9 @@ START_TEST(test_socket_activation_two_sockets_by_name) {
   fds[1] = h_listen_tcp(&ports[0], 0); /* server a's, passed second */
   fds[0] = h_listen_tcp(&ports[1], 0); /* server b's, passed first */
   ck_assert(fds[0] >= 0 && fds[1] >= 0);
-  char conf[4096], b[256];
+  char conf[4096];
   conf_server(conf, sizeof(conf), "a", ports[0], "testmod.whoami", NULL);
-  snprintf(b, sizeof(b),
-           "\n[server:b]\nprotocol = opsmod.version\naddress = 127.0.0.1\n"
-           "port = %d\n",
-           ports[1]);
-  strncat(conf, b, sizeof(conf) - strlen(conf) - 1);
+  h_conf_server(conf, sizeof(conf), "b", "opsmod.version", ports[1]);
   struct aio_proc p;
   start_activated(&p, conf, fds, 2, "b:a");
   char buf[256];

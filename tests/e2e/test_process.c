@@ -25,8 +25,7 @@
 
 START_TEST(test_all_workers_serve_and_share_connections) {
   struct aio_proc p;
-  int port = h_free_port();
-  pu_start_one(&p, "workers = 3\n", "whoami", port);
+  int port = pu_start_one(&p, "workers = 3\n", "whoami");
   pid_t kids[8];
   ck_assert_int_eq(pu_live_children(p.pid, kids, 8), 3);
 
@@ -53,8 +52,7 @@ END_TEST
 
 START_TEST(test_killed_worker_is_replaced_without_refusing_anyone) {
   struct aio_proc p;
-  int port = h_free_port();
-  pu_start_one(&p, "workers = 2\n", "whoami", port);
+  int port = pu_start_one(&p, "workers = 2\n", "whoami");
   pid_t kids[8];
   ck_assert_int_eq(pu_live_children(p.pid, kids, 8), 2);
   pid_t victim = kids[0], survivor = kids[1];
@@ -130,10 +128,12 @@ static int crash_once(struct aio_proc *p, int port, int decisions) {
 START_TEST(test_crash_loop_backs_off_then_stops_and_others_serve) {
   struct aio_proc p;
   int crash_port = h_free_port(), who_port = h_free_port();
-  char servers[512] = "";
-  pu_server(servers, sizeof(servers), "crasher", crash_port);
-  pu_server(servers, sizeof(servers), "whoami", who_port);
-  pu_start(&p, "workers = 2\nmax_restarts = 2\nrestart_window = 60\n", servers);
+  char conf[1024];
+  h_conf(conf, sizeof(conf), "testmod",
+         "workers = 2\nmax_restarts = 2\nrestart_window = 60\n");
+  h_conf_server(conf, sizeof(conf), "crasher", "testmod.crasher", crash_port);
+  h_conf_server(conf, sizeof(conf), "whoami", "testmod.whoami", who_port);
+  h_start_ready(&p, conf, NULL);
   int decisions = 0, crashes;
   /* max_restarts = 2: a slot's third crash in the window is its last;
    * the other slot has had at most two by then. */
@@ -165,10 +165,11 @@ END_TEST
 START_TEST(test_spinning_worker_is_killed_after_timeout_and_replaced) {
   struct aio_proc p;
   int spin_port = h_free_port(), who_port = h_free_port();
-  char servers[512] = "";
-  pu_server(servers, sizeof(servers), "spinner", spin_port);
-  pu_server(servers, sizeof(servers), "whoami", who_port);
-  pu_start(&p, "workers = 1\ntimeout = 1\n", servers);
+  char conf[1024];
+  h_conf(conf, sizeof(conf), "testmod", "workers = 1\ntimeout = 1\n");
+  h_conf_server(conf, sizeof(conf), "spinner", "testmod.spinner", spin_port);
+  h_conf_server(conf, sizeof(conf), "whoami", "testmod.whoami", who_port);
+  h_start_ready(&p, conf, NULL);
   char buf[128];
   ck_assert_int_eq(
       h_exchange_once(who_port, "?\n", "\n", buf, sizeof(buf), 3000), H_OK);
@@ -202,8 +203,7 @@ END_TEST
 
 START_TEST(test_term_lets_an_open_exchange_finish) {
   struct aio_proc p;
-  int port = h_free_port();
-  pu_start_one(&p, "workers = 1\ngraceful_timeout = 20\n", "slow", port);
+  int port = pu_start_one(&p, "workers = 1\ngraceful_timeout = 20\n", "slow");
   int fd = h_connect(port, 3000);
   ck_assert_int_ge(fd, 0);
   char buf[256];
@@ -237,8 +237,7 @@ END_TEST
 
 START_TEST(test_master_killed_takes_its_workers_along) {
   struct aio_proc p;
-  int port = h_free_port();
-  pu_start_one(&p, "workers = 3\n", "whoami", port);
+  int port = pu_start_one(&p, "workers = 3\n", "whoami");
   pid_t kids[8];
   int n = pu_live_children(p.pid, kids, 8);
   ck_assert_int_eq(n, 3);
@@ -262,11 +261,8 @@ static void check_port_taken(int reuseport) {
   ck_assert_int_ge(lfd, 0);
 
   char conf[512];
-  snprintf(conf, sizeof(conf),
-           "[aio]\nmodules = testmod\nmodule_path = %s\nworkers = 2\n\n"
-           "[server:who]\nprotocol = testmod.whoami\n"
-           "address = 127.0.0.1\nport = %d\n",
-           AIO_TEST_MODULES, port);
+  h_conf(conf, sizeof(conf), "testmod", "workers = 2\n");
+  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", port);
   struct aio_proc p;
   ck_assert_int_eq(h_start(&p, conf, NULL), 0);
   ck_assert_int_ne(h_wait_ready(&p, 10000), 0);

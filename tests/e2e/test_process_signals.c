@@ -47,8 +47,7 @@ static pid_t new_pid_answers(int port, const pid_t *known, int nknown) {
 
 START_TEST(test_ttin_adds_ttou_removes_and_no_zombie_stays) {
   struct aio_proc p;
-  int port = h_free_port();
-  pu_start_one(&p, "workers = 2\ngraceful_timeout = 5\n", "whoami", port);
+  int port = pu_start_one(&p, "workers = 2\ngraceful_timeout = 5\n", "whoami");
   pid_t two[8], three[8];
   ck_assert_int_eq(pu_live_children(p.pid, two, 8), 2);
 
@@ -91,8 +90,7 @@ END_TEST
 /* workers = 0 is a valid start; TTOU there must not wrap around. */
 START_TEST(test_ttou_with_no_worker_forks_nothing) {
   struct aio_proc p;
-  int port = h_free_port();
-  pu_start_one(&p, "workers = 0\n", "whoami", port);
+  int port = pu_start_one(&p, "workers = 0\n", "whoami");
   ck_assert_int_eq(pu_live_children(p.pid, NULL, 0), 0);
   signal_taken(p.pid, SIGTTOU);
   ck_assert_int_eq(kill(p.pid, SIGTTIN), 0);
@@ -108,8 +106,7 @@ END_TEST
 
 START_TEST(test_quit_ends_a_busy_connection_at_once) {
   struct aio_proc p;
-  int port = h_free_port();
-  pu_start_one(&p, "workers = 2\ngraceful_timeout = 30\n", "slow", port);
+  int port = pu_start_one(&p, "workers = 2\ngraceful_timeout = 30\n", "slow");
   int fd = h_connect(port, 3000);
   ck_assert_int_ge(fd, 0);
   /* A connection that is never idle: a graceful drain would wait for it
@@ -148,9 +145,8 @@ END_TEST
  * grace (2 s) before SIGKILL, not the rest of graceful_timeout. */
 START_TEST(test_quit_after_term_does_not_wait_for_a_hung_drain) {
   struct aio_proc p;
-  int port = h_free_port();
-  pu_start_one(&p, "workers = 1\ntimeout = 0\ngraceful_timeout = 60\n",
-               "spinner", port);
+  int port = pu_start_one(
+      &p, "workers = 1\ntimeout = 0\ngraceful_timeout = 60\n", "spinner");
   int fd = h_connect(port, 3000);
   ck_assert_int_ge(fd, 0);
   ck_assert_int_eq(h_send(fd, "x", 1), 0);
@@ -216,12 +212,8 @@ START_TEST(test_master_has_no_leak_under_valgrind) {
                                    NULL};
   int port = h_free_port();
   char conf[1024];
-  snprintf(conf, sizeof(conf),
-           "[aio]\nmodules = testmod\nmodule_path = %s\nworkers = 2\n"
-           "graceful_timeout = 10\n\n"
-           "[server:who]\nprotocol = testmod.whoami\n"
-           "address = 127.0.0.1\nport = %d\n",
-           AIO_TEST_MODULES, port);
+  h_conf(conf, sizeof(conf), "testmod", "workers = 2\ngraceful_timeout = 10\n");
+  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", port);
   struct aio_proc p;
   ck_assert_int_eq(h_start(&p, conf, &(struct h_opts){.wrap = vg}), 0);
   h_assert_ready(&p, 60000);
