@@ -39,8 +39,8 @@ void h_conf_server(char *out, size_t n, const char *name, const char *protocol,
 /* How to start aio, the way a test or a process manager would; every
  * field may be left out. Lists are NULL-terminated. */
 struct h_opts {
-  const char *dir;         /* the test's directory, made already (NULL:
-                              a fresh one) */
+  const char *dir;         /* the test's directory, made already (NULL
+                              or "": a fresh one) */
   const char *const *wrap; /* run aio under this, e.g. valgrind and its
                               options (wrap[0] is looked up in PATH) */
   const char *const *env;  /* "NAME=VALUE" to add */

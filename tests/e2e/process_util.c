@@ -4,6 +4,7 @@
 
 #include <check.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -94,4 +95,32 @@ int pu_signal_pending(pid_t pid, int sig) {
       mask |= m;
   fclose(f);
   return (mask >> (sig - 1)) & 1;
+}
+
+pid_t pu_ask_pid(int port) {
+  char buf[256];
+  int r = h_exchange_once(port, "who\n", "\n", buf, sizeof(buf), 5000);
+  ck_assert_msg(r == H_OK, "port %d: %s", port, h_result_name(r));
+  pid_t pid = pu_parse_pid(buf);
+  ck_assert_msg(pid > 0, "port %d answered '%s'", port, buf);
+  return pid;
+}
+
+static int by_pid(const void *a, const void *b) {
+  pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+  return (x > y) - (x < y);
+}
+
+void pu_workers(pid_t master, pid_t *kids, int n) {
+  ck_assert_int_eq(pu_wait_live_children(master, n, 10000), 0);
+  ck_assert_int_eq(pu_live_children(master, kids, n), n);
+  qsort(kids, (size_t)n, sizeof(*kids), by_pid);
+}
+
+void pu_assert_served_by(int port, const pid_t *pids, int n, int times) {
+  for (int i = 0; i < times; i++) {
+    pid_t pid = pu_ask_pid(port);
+    ck_assert_msg(pu_pid_in(pid, pids, n), "answer %d on port %d from pid %d",
+                  i, port, (int)pid);
+  }
 }

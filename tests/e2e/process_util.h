@@ -37,4 +37,14 @@ int pu_wait_live_children(pid_t pid, int n, int timeout_ms);
 /* Is sig pending (raised, not yet handled) for pid? */
 int pu_signal_pending(pid_t pid, int sig);
 
+/* ---- testmod.whoami, which answers "pid N" ---- */
+
+/* One exchange with whoami on port: the serving pid (anything else fails
+ * the test). */
+pid_t pu_ask_pid(int port);
+/* Wait (10 s) until master has n live workers; kids gets them, sorted. */
+void pu_workers(pid_t master, pid_t *kids, int n);
+/* times exchanges with whoami on port, each answered by one of pids. */
+void pu_assert_served_by(int port, const pid_t *pids, int n, int times);
+
 #endif

@@ -37,20 +37,21 @@ static pid_t read_pidfile(const char *path) {
   return ok ? (pid_t)pid : -1;
 }
 
-static pid_t ask_pid(int port) {
-  char buf[256];
-  int r = h_exchange_once(port, "who\n", "\n", buf, sizeof(buf), 5000);
-  ck_assert_msg(r == H_OK, "port %d: %s", port, h_result_name(r));
-  return pu_parse_pid(buf);
-}
-
 /* The daemon answers on port through one of its own workers. */
 static void assert_daemon_serves(pid_t daemon, int port) {
-  ck_assert_int_eq(pu_wait_live_children(daemon, 2, 10000), 0);
   pid_t kids[2];
-  ck_assert_int_eq(pu_live_children(daemon, kids, 2), 2);
-  for (int i = 0; i < 4; i++)
-    ck_assert(pu_pid_in(ask_pid(port), kids, 2));
+  pu_workers(daemon, kids, 2);
+  pu_assert_served_by(port, kids, 2, 4);
+}
+
+/* Start whoami on a free port with more [aio] lines (may be NULL); returns
+ * the port. */
+static int start_whoami(struct aio_proc *p, const char *aio_extra) {
+  char conf[4096];
+  int port = h_free_port();
+  conf_whoami(conf, sizeof(conf), port, aio_extra);
+  h_start_ready(p, conf, NULL);
+  return port;
 }
 
 START_TEST(test_daemon_pidfile_lock_takeover_and_stop) {
@@ -232,11 +233,9 @@ static void assert_status(const struct aio_proc *p, json_t *st, int n, int gen,
 }
 
 START_TEST(test_status_reports_master_and_workers) {
-  struct aio_proc p = {0};
-  char conf[4096], out[8192];
-  int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), port, NULL);
-  h_start_ready(&p, conf, NULL);
+  struct aio_proc p;
+  char out[8192];
+  int port = start_whoami(&p, NULL);
   json_t *st = ops_status(&p);
   assert_status(&p, st, 2, 1, 0);
   json_decref(st);
@@ -379,11 +378,9 @@ static void assert_error_reply(const char *sock, const char *req, size_t len,
 }
 
 START_TEST(test_control_socket_survives_malformed_requests) {
-  struct aio_proc p = {0};
-  char conf[4096], sock[256];
-  int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), port, "control = ctl.sock\n");
-  h_start_ready(&p, conf, NULL);
+  struct aio_proc p;
+  char sock[256];
+  int port = start_whoami(&p, "control = ctl.sock\n");
   snprintf(sock, sizeof(sock), "%s/ctl.sock", p.dir);
   struct stat sb;
   ck_assert_int_eq(stat(sock, &sb), 0);
@@ -451,7 +448,7 @@ START_TEST(test_control_socket_survives_malformed_requests) {
   pid_t now[2];
   ck_assert_int_eq(pu_live_children(p.pid, now, 2), 2);
   ck_assert(pu_pid_in(now[0], before, 2) && pu_pid_in(now[1], before, 2));
-  ck_assert(pu_pid_in(ask_pid(port), before, 2));
+  ck_assert(pu_pid_in(pu_ask_pid(port), before, 2));
   h_stop_ok(&p);
 }
 END_TEST
@@ -499,11 +496,9 @@ START_TEST(test_stop_drains_and_stop_now_does_not) {
 END_TEST
 
 START_TEST(test_scale_changes_the_worker_count) {
-  struct aio_proc p = {0};
-  char conf[4096], out[4096];
-  int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), port, NULL);
-  h_start_ready(&p, conf, NULL);
+  struct aio_proc p;
+  char out[4096];
+  int port = start_whoami(&p, NULL);
   int rc = ops_aio(&p, out, sizeof(out), "scale", "3", NULL);
   ck_assert_msg(rc == 0, "aio scale 3 exited %d: %s", rc, out);
   ck_assert_ptr_nonnull(strstr(out, "workers: 3"));
@@ -530,7 +525,7 @@ START_TEST(test_scale_changes_the_worker_count) {
   ck_assert_msg(rc == 0, "aio scale 1 exited %d: %s", rc, out);
   ck_assert_int_eq(pu_wait_live_children(p.pid, 1, 10000), 0);
   for (int i = 0; i < 4; i++)
-    ask_pid(port);
+    pu_ask_pid(port);
   h_stop_ok(&p);
 }
 END_TEST

@@ -33,45 +33,31 @@ static int next_line(const char *text) {
   return line;
 }
 
-/* One exchange with whoami: the serving pid, failing the test otherwise. */
-static pid_t ask_pid(int port) {
-  char buf[256];
-  int r = h_exchange_once(port, "who\n", "\n", buf, sizeof(buf), 5000);
-  ck_assert_msg(r == H_OK, "port %d: %s", port, h_result_name(r));
-  pid_t pid = pu_parse_pid(buf);
-  ck_assert_int_gt(pid, 0);
-  return pid;
-}
-
-/* Both workers of a 2-worker master, sorted. */
-static void two_workers(const struct aio_proc *p, pid_t out[2]) {
-  ck_assert_int_eq(pu_wait_live_children(p->pid, 2, 10000), 0);
-  ck_assert_int_eq(pu_live_children(p->pid, out, 2), 2);
-  if (out[0] > out[1]) {
-    pid_t t = out[0];
-    out[0] = out[1];
-    out[1] = t;
-  }
+/* Start with 2 workers serving whoami on a free port (conf gets the
+ * config); before gets the workers, sorted. Returns the port. */
+static int start_two(struct aio_proc *p, char *conf, size_t n,
+                     pid_t before[2]) {
+  int port = h_free_port();
+  conf_whoami(conf, n, 2, port);
+  h_start_ready(p, conf, NULL);
+  pu_workers(p->pid, before, 2);
+  return port;
 }
 
 static void assert_same_workers(const struct aio_proc *p, const pid_t before[2],
                                 int port) {
   pid_t now[2];
-  two_workers(p, now);
+  pu_workers(p->pid, now, 2);
   ck_assert_int_eq(now[0], before[0]);
   ck_assert_int_eq(now[1], before[1]);
-  for (int i = 0; i < 8; i++)
-    ck_assert(pu_pid_in(ask_pid(port), before, 2));
+  pu_assert_served_by(port, before, 2, 8);
 }
 
 START_TEST(test_reload_keeps_old_workers_on_bad_config) {
   struct aio_proc p = {0};
   char conf[4096], bad[4096];
-  int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), 2, port);
-  h_start_ready(&p, conf, NULL);
   pid_t before[2];
-  two_workers(&p, before);
+  int port = start_two(&p, conf, sizeof(conf), before);
 
   /* A symbol the module does not have: only the probe child can tell. */
   int line = next_line(conf) + 2; /* the protocol line */
@@ -99,11 +85,8 @@ END_TEST
 START_TEST(test_sighup_keeps_old_workers_on_bad_config) {
   struct aio_proc p = {0};
   char conf[4096];
-  int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), 2, port);
-  h_start_ready(&p, conf, NULL);
   pid_t before[2];
-  two_workers(&p, before);
+  int port = start_two(&p, conf, sizeof(conf), before);
 
   /* A syntax error this time: the master's own parse catches it. */
   char bad[4200], where[64];
@@ -124,7 +107,7 @@ START_TEST(test_sighup_keeps_old_workers_on_bad_config) {
   ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
   ck_assert_int_eq(h_wait_log(&p, "reloaded: generation 2", 10000), 0);
   ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
-  pid_t w = ask_pid(port);
+  pid_t w = pu_ask_pid(port);
   ck_assert(!pu_pid_in(w, before, 2));
   h_stop_ok(&p);
 }
@@ -139,8 +122,8 @@ START_TEST(test_reload_moves_a_changed_port) {
   conf_whoami(conf, sizeof(conf), 2, port1);
   h_start_ready(&p, conf, NULL);
   pid_t before[2];
-  two_workers(&p, before);
-  ask_pid(port1);
+  pu_workers(p.pid, before, 2);
+  pu_ask_pid(port1);
 
   conf_whoami(conf, sizeof(conf), 2, port2);
   ops_rewrite(&p, conf);
@@ -148,7 +131,7 @@ START_TEST(test_reload_moves_a_changed_port) {
   int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
   ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
   ck_assert_ptr_nonnull(strstr(out, "generation 2"));
-  pid_t w = ask_pid(port2);
+  pid_t w = pu_ask_pid(port2);
   ck_assert(!pu_pid_in(w, before, 2));
 
   /* The old port closes with the old generation. */
@@ -162,7 +145,7 @@ START_TEST(test_reload_moves_a_changed_port) {
     usleep(10000);
   ck_assert_msg(r == H_REFUSED, "old port %d: %s", port1, h_result_name(r));
   ck_assert_int_eq(ops_listeners(port1), 0);
-  ask_pid(port2);
+  pu_ask_pid(port2);
   h_stop_ok(&p);
 }
 END_TEST
@@ -221,7 +204,7 @@ START_TEST(test_reload_keeps_an_unchanged_port_answering) {
   char out[4096] = "";
   for (int r = 0; r < NRELOADS && rc == 0 && gone == 0; r++) {
     pid_t before[2];
-    two_workers(&p, before);
+    pu_workers(p.pid, before, 2);
     conf_whoami(conf, sizeof(conf), 2, port);
     if (r % 2 == 0)
       h_conf_server(conf, sizeof(conf), "more", "aio.echo", h_free_port());
@@ -264,7 +247,7 @@ START_TEST(test_reload_lets_old_workers_finish_their_requests) {
   h_conf_server(conf, sizeof(conf), "slow", "testmod.slow", slow);
   h_start_ready(&p, conf, NULL);
   pid_t before[2];
-  two_workers(&p, before);
+  pu_workers(p.pid, before, 2);
 
   /* A request in progress in an old worker when the reload switches. */
   int fd = h_connect(slow, 5000);
@@ -282,7 +265,7 @@ START_TEST(test_reload_lets_old_workers_finish_their_requests) {
   ck_assert_int_eq(h_read_eof(fd, 5000), 0);
   close(fd);
   ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
-  ck_assert(!pu_pid_in(ask_pid(port), before, 2));
+  ck_assert(!pu_pid_in(pu_ask_pid(port), before, 2));
   h_stop_ok(&p);
 }
 END_TEST
@@ -332,7 +315,7 @@ START_TEST(test_reload_picks_up_a_rebuilt_module) {
   h_start_ready(&p, conf, &(struct h_opts){.dir = p.dir});
   ask_version(port, "v1\n");
   pid_t before[2];
-  two_workers(&p, before);
+  pu_workers(p.pid, before, 2);
 
   /* As a build does it: write beside, rename over. */
   copy_file(OPS_MODULE_V2, tmp);
@@ -351,11 +334,8 @@ END_TEST
 START_TEST(test_reload_applies_a_new_worker_count) {
   struct aio_proc p = {0};
   char conf[4096];
-  int port = h_free_port();
-  conf_whoami(conf, sizeof(conf), 2, port);
-  h_start_ready(&p, conf, NULL);
   pid_t before[2];
-  two_workers(&p, before);
+  int port = start_two(&p, conf, sizeof(conf), before);
 
   conf_whoami(conf, sizeof(conf), 3, port);
   ops_rewrite(&p, conf);
@@ -368,7 +348,7 @@ START_TEST(test_reload_applies_a_new_worker_count) {
   ck_assert_int_eq(json_integer_value(json_object_get(st, "workers")), 3);
   ck_assert_int_eq(json_array_size(json_object_get(st, "procs")), 3);
   json_decref(st);
-  ask_pid(port);
+  pu_ask_pid(port);
 
   pid_t three[3];
   ck_assert_int_eq(pu_live_children(p.pid, three, 3), 3);
@@ -384,7 +364,7 @@ START_TEST(test_reload_applies_a_new_worker_count) {
   ck_assert_int_eq(json_integer_value(json_object_get(st, "reloads")), 2);
   json_decref(st);
   for (int i = 0; i < 4; i++)
-    ask_pid(port);
+    pu_ask_pid(port);
   h_stop_ok(&p);
 }
 END_TEST
@@ -405,7 +385,7 @@ START_TEST(test_reload_fails_when_new_workers_cannot_start) {
   conf_ident(conf, sizeof(conf), port, "");
   h_start_ready(&p, conf, NULL);
   pid_t before[2];
-  two_workers(&p, before);
+  pu_workers(p.pid, before, 2);
 
   /* Valid, but every new worker's module init fails. */
   conf_ident(conf, sizeof(conf), port, "init_fail = yes\n");

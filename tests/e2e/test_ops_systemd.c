@@ -35,19 +35,10 @@ static void conf_server(char *out, size_t n, const char *name, int port,
   h_conf_server(out, n, name, protocol, port);
 }
 
-static pid_t ask_pid(int port) {
-  char buf[256];
-  int r = h_exchange_once(port, "who\n", "\n", buf, sizeof(buf), 5000);
-  ck_assert_msg(r == H_OK, "port %d: %s", port, h_result_name(r));
-  return pu_parse_pid(buf);
-}
-
 static void assert_workers_serve(const struct aio_proc *p, int port) {
   pid_t kids[2];
-  ck_assert_int_eq(pu_wait_live_children(p->pid, 2, 10000), 0);
-  ck_assert_int_eq(pu_live_children(p->pid, kids, 2), 2);
-  for (int i = 0; i < 6; i++)
-    ck_assert(pu_pid_in(ask_pid(port), kids, 2));
+  pu_workers(p->pid, kids, 2);
+  pu_assert_served_by(port, kids, 2, 6);
 }
 
 /* ---- sd_notify ------------------------------------------------------------
@@ -139,26 +130,42 @@ static unsigned long long mono_usec(void) {
          (unsigned long long)ts.tv_nsec / 1000u;
 }
 
+/* Start aio serving whoami in p->dir (or a fresh one) with NOTIFY_SOCKET
+ * naming ns, more variables from env (NULL-terminated, may be NULL) and
+ * the shell prefix, as systemd would. */
+static void start_notified(struct aio_proc *p, const struct notes *ns,
+                           const char *const *env, const char *shell) {
+  char notify[300], conf[4096];
+  snprintf(notify, sizeof(notify), "NOTIFY_SOCKET=%s", ns->path);
+  const char *all[8] = {notify};
+  for (int i = 0; env && env[i] && i < 6; i++)
+    all[i + 1] = env[i];
+  conf_server(conf, sizeof(conf), "who", h_free_port(), "testmod.whoami", NULL);
+  h_start_ready(p, conf,
+                &(struct h_opts){.dir = p->dir, .env = all, .shell = shell});
+}
+
+/* Wait for READY=1, which must carry MAINPID=pid; returns its index. */
+static int ready_note(struct notes *ns, pid_t pid) {
+  int ready = notes_until(ns, "READY=1", 5000);
+  ck_assert_int_ge(ready, 0);
+  char mainpid[32];
+  snprintf(mainpid, sizeof(mainpid), "MAINPID=%d", (int)pid);
+  ck_assert_msg(has_line(ns->msg[ready], mainpid), "READY without %s: %s",
+                mainpid, ns->msg[ready]);
+  return ready;
+}
+
 START_TEST(test_sd_notify_ready_reload_watchdog_stopping) {
   struct aio_proc p = {0};
   struct notes ns;
   h_tmpdir(p.dir, sizeof(p.dir));
   notes_open(&ns, p.dir);
-  char env_sock[300], conf[4096];
-  snprintf(env_sock, sizeof(env_sock), "NOTIFY_SOCKET=%s", ns.path);
-  const char *env[] = {env_sock, "WATCHDOG_USEC=400000", NULL};
-  struct h_opts o = {.dir = p.dir, .env = env, .shell = "WATCHDOG_PID=$$ "};
-  int port = h_free_port();
-  conf_server(conf, sizeof(conf), "who", port, "testmod.whoami", NULL);
-  h_start_ready(&p, conf, &o);
+  static const char *const env[] = {"WATCHDOG_USEC=400000", NULL};
+  start_notified(&p, &ns, env, "WATCHDOG_PID=$$ ");
 
   /* READY=1 with MAINPID, the first thing said, once ready. */
-  int ready = notes_until(&ns, "READY=1", 5000);
-  ck_assert_int_ge(ready, 0);
-  char mainpid[32];
-  snprintf(mainpid, sizeof(mainpid), "MAINPID=%d", (int)p.pid);
-  ck_assert_msg(has_line(ns.msg[ready], mainpid), "READY without %s: %s",
-                mainpid, ns.msg[ready]);
+  int ready = ready_note(&ns, p.pid);
   ck_assert_msg(has_line(ns.msg[ready], "READY=1"), "%s", ns.msg[ready]);
   ck_assert_ptr_nonnull(strstr(ns.msg[ready], "STATUS="));
   for (int i = 0; i < ready; i++)
@@ -212,16 +219,8 @@ START_TEST(test_sd_notify_abstract_socket) {
   struct aio_proc p = {0};
   struct notes ns;
   notes_open_abstract(&ns);
-  char env_sock[300], conf[4096], mainpid[32];
-  snprintf(env_sock, sizeof(env_sock), "NOTIFY_SOCKET=%s", ns.path);
-  const char *env[] = {env_sock, NULL};
-  struct h_opts o = {.env = env};
-  conf_server(conf, sizeof(conf), "who", h_free_port(), "testmod.whoami", NULL);
-  h_start_ready(&p, conf, &o);
-  int ready = notes_until(&ns, "READY=1", 5000);
-  ck_assert_int_ge(ready, 0);
-  snprintf(mainpid, sizeof(mainpid), "MAINPID=%d", (int)p.pid);
-  ck_assert_msg(has_line(ns.msg[ready], mainpid), "%s", ns.msg[ready]);
+  start_notified(&p, &ns, NULL, NULL);
+  ready_note(&ns, p.pid);
   /* No WATCHDOG_USEC: no pings. */
   ck_assert_int_eq(notes_until(&ns, "WATCHDOG=1", 500), -1);
   h_stop_ok(&p);
@@ -236,14 +235,10 @@ START_TEST(test_sd_notify_watchdog_is_for_the_named_pid_only) {
   struct notes ns;
   h_tmpdir(p.dir, sizeof(p.dir));
   notes_open(&ns, p.dir);
-  char env_sock[300], conf[4096];
-  snprintf(env_sock, sizeof(env_sock), "NOTIFY_SOCKET=%s", ns.path);
-  const char *env[] = {env_sock, "WATCHDOG_USEC=400000", "WATCHDOG_PID=1",
-                       NULL};
-  struct h_opts o = {.dir = p.dir, .env = env};
-  conf_server(conf, sizeof(conf), "who", h_free_port(), "testmod.whoami", NULL);
-  h_start_ready(&p, conf, &o);
-  ck_assert_int_ge(notes_until(&ns, "READY=1", 5000), 0);
+  static const char *const env[] = {"WATCHDOG_USEC=400000", "WATCHDOG_PID=1",
+                                    NULL};
+  start_notified(&p, &ns, env, NULL);
+  ready_note(&ns, p.pid);
   ck_assert_int_eq(notes_until(&ns, "WATCHDOG=1", 700), -1);
   h_stop_ok(&p);
   notes_close(&ns);
