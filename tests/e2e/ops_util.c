@@ -30,6 +30,19 @@ int ops_aio(const struct aio_proc *p, char *out, size_t n, ...) {
   return h_aio(p->dir, out, n, argv);
 }
 
+void ops_expect(const struct aio_proc *p, int want, char *out, size_t n, ...) {
+  const char *argv[24];
+  va_list ap;
+  va_start(ap, n);
+  conf_argv(argv, 24, p, ap);
+  va_end(ap);
+  int rc = h_aio(p->dir, out, n, argv);
+  char cmd[256] = "aio";
+  for (int i = 2; argv[i]; i++) /* after -c FILE */
+    snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), " %s", argv[i]);
+  ck_assert_msg(rc == want, "%s exited %d, want %d: %s", cmd, rc, want, out);
+}
+
 pid_t ops_aio_async(const struct aio_proc *p, const char *cmd_out, ...) {
   const char *argv[24];
   va_list ap;

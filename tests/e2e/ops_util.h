@@ -21,7 +21,11 @@
  * stdout and stderr. Returns the exit status. */
 int ops_aio(const struct aio_proc *p, char *out, size_t n, ...);
 
-/* The same in the background, stdout and stderr to cmd_out: returns the
+/* ops_aio, whose exit status must be want (the test fails with the
+ * output if not). */
+void ops_expect(const struct aio_proc *p, int want, char *out, size_t n, ...);
+
+/* ops_aio in the background, stdout and stderr to cmd_out: returns the
  * pid for h_aio_wait. */
 pid_t ops_aio_async(const struct aio_proc *p, const char *cmd_out, ...);
 

@@ -70,8 +70,7 @@ START_TEST(test_daemon_pidfile_lock_takeover_and_stop) {
   ck_assert_int_eq(mkdir(rundir, 0755), 0);
 
   /* Returns once ready: the port answers at once, no retry needed. */
-  int rc = ops_aio(&p, out, sizeof(out), "run", "-d", NULL);
-  ck_assert_msg(rc == 0, "aio run -d exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "run", "-d", NULL);
   pid_t d1 = read_pidfile(pidfile);
   ck_assert_int_gt(d1, 0);
   ck_assert(h_pid_alive(d1));
@@ -87,8 +86,7 @@ START_TEST(test_daemon_pidfile_lock_takeover_and_stop) {
   /* A second one on the same pidfile is refused and names the holder. */
   char holder[64];
   snprintf(holder, sizeof(holder), "pid %d holds the lock", (int)d1);
-  rc = ops_aio(&p, out, sizeof(out), "run", "-d", NULL);
-  ck_assert_msg(rc == 69, "second aio run -d exited %d: %s", rc, out);
+  ops_expect(&p, 69, out, sizeof(out), "run", "-d", NULL);
   ck_assert_msg(strstr(out, holder), "no '%s' in: %s", holder, out);
   ck_assert_int_eq(read_pidfile(pidfile), d1);
 
@@ -96,7 +94,7 @@ START_TEST(test_daemon_pidfile_lock_takeover_and_stop) {
   char elsewhere[128];
   h_tmpdir(elsewhere, sizeof(elsewhere));
   const char *status[] = {"-c", p.conf, "status", NULL};
-  rc = h_aio(elsewhere, out, sizeof(out), status);
+  int rc = h_aio(elsewhere, out, sizeof(out), status);
   ck_assert_msg(rc == 0, "aio status from %s exited %d: %s", elsewhere, rc,
                 out);
 
@@ -109,22 +107,18 @@ START_TEST(test_daemon_pidfile_lock_takeover_and_stop) {
   ck_assert_int_eq(read_pidfile(pidfile), d1);
 
   /* A new daemon takes the stale pidfile over. */
-  rc = ops_aio(&p, out, sizeof(out), "run", "-d", NULL);
-  ck_assert_msg(rc == 0, "aio run -d over a stale pidfile exited %d: %s", rc,
-                out);
+  ops_expect(&p, 0, out, sizeof(out), "run", "-d", NULL);
   pid_t d2 = read_pidfile(pidfile);
   ck_assert_int_gt(d2, 0);
   ck_assert_int_ne(d2, d1);
   assert_daemon_serves(d2, port);
 
   /* `aio stop` returns when it is gone, pidfile and socket removed. */
-  rc = ops_aio(&p, out, sizeof(out), "stop", NULL);
-  ck_assert_msg(rc == 0, "aio stop exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "stop", NULL);
   ck_assert(!h_pid_alive(d2));
   ck_assert_int_eq(access(pidfile, F_OK), -1);
   ck_assert_int_eq(access(sock, F_OK), -1);
-  rc = ops_aio(&p, out, sizeof(out), "status", NULL);
-  ck_assert_int_eq(rc, 69);
+  ops_expect(&p, 69, out, sizeof(out), "status", NULL);
 }
 END_TEST
 
@@ -155,19 +149,16 @@ START_TEST(test_start_refusals_name_their_exit_status) {
            "[aio]\nworkers = 1\n\n[server:echo]\nprotocol = aio.echo\n"
            "address = 127.0.0.1\nport = 0\n");
   h_start_ready(&p, conf, NULL);
-  int rc = ops_aio(&p, out, sizeof(out), "run", NULL);
-  ck_assert_msg(rc == 69, "a second aio run exited %d: %s", rc, out);
+  ops_expect(&p, 69, out, sizeof(out), "run", NULL);
   ck_assert_msg(strstr(out, "another aio master is running"), "%s", out);
   ck_assert_msg(!strstr(out, "worker 0 started"),
                 "the second master forked a worker: %s", out);
   ck_assert_int_eq(pu_live_children(p.pid, NULL, 0), 1);
 
   /* A pidfile that cannot be created. */
-  rc = ops_aio(&p, out, sizeof(out), "run", "--pidfile",
-               "/nonexistent-aio-dir/aio.pid", NULL);
-  ck_assert_msg(rc == 73, "aio run with an impossible pidfile exited %d: %s",
-                rc, out);
-  ck_assert_int_eq(ops_aio(&p, out, sizeof(out), "status", NULL), 0);
+  ops_expect(&p, 73, out, sizeof(out), "run", "--pidfile",
+             "/nonexistent-aio-dir/aio.pid", NULL);
+  ops_expect(&p, 0, out, sizeof(out), "status", NULL);
   h_stop_ok(&p);
 }
 END_TEST
@@ -249,8 +240,7 @@ START_TEST(test_status_reports_master_and_workers) {
   ck_assert_int_eq(ops_wait_connections(&p, 1, 5000), 0);
   close(fd);
 
-  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
-  ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
   long long deadline = h_now_ms() + 10000;
   for (;;) {
     st = ops_status(&p);
@@ -264,8 +254,7 @@ START_TEST(test_status_reports_master_and_workers) {
   json_decref(st);
 
   /* For humans: a summary, a header row, one row per worker. */
-  rc = ops_aio(&p, out, sizeof(out), "status", NULL);
-  ck_assert_msg(rc == 0, "aio status exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "status", NULL);
   ck_assert_msg(strstr(out, "SLOT") && strstr(out, "PID") &&
                     strstr(out, "STATE") && strstr(out, "RSS"),
                 "no header row in: %s", out);
@@ -296,9 +285,8 @@ START_TEST(test_emit_reaches_a_listener) {
              "\n[opsmod]\nout = %s\n\n[listen:ops]\nops-ping = opsmod.record\n",
              events);
   h_start_ready(&p, conf, &(struct h_opts){.dir = p.dir});
-  int rc = ops_aio(&p, out, sizeof(out), "emit", "ops-ping",
-                   "{\"n\": 7, \"who\": \"test\"}", NULL);
-  ck_assert_msg(rc == 0, "aio emit exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "emit", "ops-ping",
+             "{\"n\": 7, \"who\": \"test\"}", NULL);
   long long deadline = h_now_ms() + 5000;
   char *got = h_slurp(events);
   while (strstr(got, "\"ops-ping\"") == NULL && h_now_ms() < deadline) {
@@ -320,13 +308,10 @@ START_TEST(test_emit_reaches_a_listener) {
   free(got);
 
   /* No data is null; bad JSON is a usage error, and nothing is sent. */
-  rc = ops_aio(&p, out, sizeof(out), "emit", "ops-ping", NULL);
-  ck_assert_msg(rc == 0, "aio emit without data exited %d: %s", rc, out);
-  rc = ops_aio(&p, out, sizeof(out), "emit", "ops-ping", "{nope", NULL);
-  ck_assert_msg(rc == 64, "aio emit with bad JSON exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "emit", "ops-ping", NULL);
+  ops_expect(&p, 64, out, sizeof(out), "emit", "ops-ping", "{nope", NULL);
   ck_assert_ptr_nonnull(strstr(out, "not JSON"));
-  rc = ops_aio(&p, out, sizeof(out), "emit", NULL);
-  ck_assert_int_eq(rc, 64);
+  ops_expect(&p, 64, out, sizeof(out), "emit", NULL);
   deadline = h_now_ms() + 5000;
   int lines = 0;
   while (h_now_ms() < deadline) {
@@ -354,8 +339,7 @@ START_TEST(test_control_commands_without_a_master_exit_69) {
       {"reload", NULL, NULL}, {"stop", NULL, NULL},
       {"emit", "x", NULL},    {"scale", "3", NULL}};
   for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
-    int rc = ops_aio(&p, out, sizeof(out), cmds[i][0], cmds[i][1], NULL);
-    ck_assert_msg(rc == 69, "aio %s exited %d: %s", cmds[i][0], rc, out);
+    ops_expect(&p, 69, out, sizeof(out), cmds[i][0], cmds[i][1], NULL);
     ck_assert_msg(strstr(out, "no master is running"), "aio %s said: %s",
                   cmds[i][0], out);
   }
@@ -444,7 +428,7 @@ START_TEST(test_control_socket_survives_malformed_requests) {
   /* The master is unmoved: same workers, serving, answering status. */
   close(idle);
   char out[8192];
-  ck_assert_int_eq(ops_aio(&p, out, sizeof(out), "status", NULL), 0);
+  ops_expect(&p, 0, out, sizeof(out), "status", NULL);
   pid_t now[2];
   ck_assert_int_eq(pu_live_children(p.pid, now, 2), 2);
   ck_assert(pu_pid_in(now[0], before, 2) && pu_pid_in(now[1], before, 2));
@@ -470,8 +454,7 @@ START_TEST(test_stop_drains_and_stop_now_does_not) {
   ck_assert_int_eq(ops_wait_connections(&p, 1, 5000), 0); /* accepted */
   ck_assert_int_eq(h_send(fd, "sleep 600\n", 10), 0);
   long long t0 = h_now_ms();
-  int rc = ops_aio(&p, out, sizeof(out), "stop", NULL);
-  ck_assert_msg(rc == 0, "aio stop exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "stop", NULL);
   ck_assert_int_lt(h_now_ms() - t0, 4000);
   ck_assert_int_eq(h_recv_until(fd, buf, sizeof(buf), "\n", 1000), 5);
   ck_assert_str_eq(buf, "done\n");
@@ -487,8 +470,7 @@ START_TEST(test_stop_drains_and_stop_now_does_not) {
   ck_assert_int_eq(ops_wait_connections(&p, 1, 5000), 0);
   ck_assert_int_eq(h_send(fd, "sleep 8000\n", 11), 0);
   t0 = h_now_ms();
-  rc = ops_aio(&p, out, sizeof(out), "stop", "--now", NULL);
-  ck_assert_msg(rc == 0, "aio stop --now exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "stop", "--now", NULL);
   ck_assert_int_lt(h_now_ms() - t0, 4000);
   close(fd);
   ck_assert_int_eq(h_wait_exit(&p, 1000), 0);
@@ -499,8 +481,7 @@ START_TEST(test_scale_changes_the_worker_count) {
   struct aio_proc p;
   char out[4096];
   int port = start_whoami(&p, NULL);
-  int rc = ops_aio(&p, out, sizeof(out), "scale", "3", NULL);
-  ck_assert_msg(rc == 0, "aio scale 3 exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "scale", "3", NULL);
   ck_assert_ptr_nonnull(strstr(out, "workers: 3"));
   ck_assert_int_eq(pu_wait_live_children(p.pid, 3, 10000), 0);
   long long deadline = h_now_ms() + 10000;
@@ -519,10 +500,9 @@ START_TEST(test_scale_changes_the_worker_count) {
   }
   assert_status(&p, st, 3, 1, 0);
   json_decref(st);
-  ck_assert_int_eq(ops_aio(&p, out, sizeof(out), "scale", "0", NULL), 64);
-  ck_assert_int_eq(ops_aio(&p, out, sizeof(out), "scale", "x", NULL), 64);
-  rc = ops_aio(&p, out, sizeof(out), "scale", "1", NULL);
-  ck_assert_msg(rc == 0, "aio scale 1 exited %d: %s", rc, out);
+  ops_expect(&p, 64, out, sizeof(out), "scale", "0", NULL);
+  ops_expect(&p, 64, out, sizeof(out), "scale", "x", NULL);
+  ops_expect(&p, 0, out, sizeof(out), "scale", "1", NULL);
   ck_assert_int_eq(pu_wait_live_children(p.pid, 1, 10000), 0);
   for (int i = 0; i < 4; i++)
     pu_ask_pid(port);

@@ -66,8 +66,7 @@ START_TEST(test_reload_keeps_old_workers_on_bad_config) {
   ops_rewrite(&p, bad);
   char out[8192], where[64];
   snprintf(where, sizeof(where), "aio.conf:%d:", line);
-  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
-  ck_assert_msg(rc == 78, "aio reload exited %d: %s", rc, out);
+  ops_expect(&p, 78, out, sizeof(out), "reload", NULL);
   ck_assert_msg(strstr(out, where) && strstr(out, "nosuch"),
                 "no %s ... nosuch in: %s", where, out);
   ck_assert_msg(h_log_has(&p, where), "the log does not name %s", where);
@@ -128,8 +127,7 @@ START_TEST(test_reload_moves_a_changed_port) {
   conf_whoami(conf, sizeof(conf), 2, port2);
   ops_rewrite(&p, conf);
   char out[4096];
-  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
-  ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
   ck_assert_ptr_nonnull(strstr(out, "generation 2"));
   pid_t w = pu_ask_pid(port2);
   ck_assert(!pu_pid_in(w, before, 2));
@@ -255,8 +253,7 @@ START_TEST(test_reload_lets_old_workers_finish_their_requests) {
   ck_assert_int_eq(ops_wait_connections(&p, 1, 5000), 0); /* an old one's */
   ck_assert_int_eq(h_send(fd, "sleep 700\n", 10), 0);
   char out[4096];
-  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
-  ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
   char buf[256];
   int n = h_recv_until(fd, buf, sizeof(buf), "\n", 5000);
   ck_assert_msg(n > 0 && strcmp(buf, "done\n") == 0,
@@ -322,8 +319,7 @@ START_TEST(test_reload_picks_up_a_rebuilt_module) {
   ck_assert_int_eq(rename(tmp, so), 0);
   ask_version(port, "v1\n"); /* nothing changes before the reload */
   char out[4096];
-  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
-  ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
   ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
   for (int i = 0; i < 6; i++)
     ask_version(port, "v2\n");
@@ -340,8 +336,7 @@ START_TEST(test_reload_applies_a_new_worker_count) {
   conf_whoami(conf, sizeof(conf), 3, port);
   ops_rewrite(&p, conf);
   char out[4096];
-  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
-  ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
   ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
   ck_assert_int_eq(pu_wait_live_children(p.pid, 3, 10000), 0);
   json_t *st = ops_status(&p);
@@ -354,8 +349,7 @@ START_TEST(test_reload_applies_a_new_worker_count) {
   ck_assert_int_eq(pu_live_children(p.pid, three, 3), 3);
   conf_whoami(conf, sizeof(conf), 1, port);
   ops_rewrite(&p, conf);
-  rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
-  ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
   ck_assert_int_eq(h_wait_gone(three, 3, 10000), 0);
   ck_assert_int_eq(pu_wait_live_children(p.pid, 1, 10000), 0);
   st = ops_status(&p);
@@ -390,8 +384,7 @@ START_TEST(test_reload_fails_when_new_workers_cannot_start) {
   /* Valid, but every new worker's module init fails. */
   conf_ident(conf, sizeof(conf), port, "init_fail = yes\n");
   ops_rewrite(&p, conf);
-  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
-  ck_assert_msg(rc == 70, "aio reload exited %d: %s", rc, out);
+  ops_expect(&p, 70, out, sizeof(out), "reload", NULL);
   ck_assert_msg(strstr(out, "before it was ready"), "%s", out);
   ck_assert(h_log_has(&p, "reload failed"));
   assert_same_workers(&p, before, port);
@@ -403,7 +396,7 @@ START_TEST(test_reload_fails_when_new_workers_cannot_start) {
   conf_ident(conf, sizeof(conf), port, "");
   h_conf_server(conf, sizeof(conf), "taken", "aio.echo", busy_port);
   ops_rewrite(&p, conf);
-  rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
+  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
   close(busy);
   ck_assert_msg(rc == 69, "aio reload onto a taken port exited %d: %s", rc,
                 out);
@@ -414,8 +407,7 @@ START_TEST(test_reload_fails_when_new_workers_cannot_start) {
   json_decref(st);
   conf_ident(conf, sizeof(conf), port, "");
   ops_rewrite(&p, conf);
-  rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
-  ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
   h_stop_ok(&p);
 }
 END_TEST
@@ -445,15 +437,13 @@ START_TEST(test_reload_refuses_a_second_reload_in_flight) {
   h_tmpdir(p.dir, sizeof(p.dir));
   snprintf(first_out, sizeof(first_out), "%s/first.out", p.dir);
   pid_t first = start_slow_reload(&p, port, first_out);
-  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
-  ck_assert_msg(rc == 75, "a second aio reload exited %d: %s", rc, out);
+  ops_expect(&p, 75, out, sizeof(out), "reload", NULL);
   ck_assert_msg(strstr(out, "already in progress"), "%s", out);
-  rc = ops_aio(&p, out, sizeof(out), "scale", "3", NULL);
-  ck_assert_msg(rc == 75, "aio scale during a reload exited %d: %s", rc, out);
+  ops_expect(&p, 75, out, sizeof(out), "scale", "3", NULL);
   json_t *st = ops_status(&p);
   ck_assert(json_is_true(json_object_get(st, "reloading")));
   json_decref(st);
-  rc = h_aio_wait(first, 20000);
+  int rc = h_aio_wait(first, 20000);
   char *o = h_slurp(first_out);
   ck_assert_msg(rc == 0, "the first aio reload exited %d: %s", rc, o);
   free(o);

@@ -273,8 +273,7 @@ static void assert_activated(struct aio_proc *p, const int *ports, int n) {
   for (int round = 0; round < 2; round++) {
     if (round == 1) {
       char out[4096];
-      int rc = ops_aio(p, out, sizeof(out), "reload", NULL);
-      ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+      ops_expect(p, 0, out, sizeof(out), "reload", NULL);
     }
     ck_assert_int_eq(pu_wait_live_children(p->pid, 2, 10000), 0);
     for (int i = 0; i < n; i++) {
@@ -397,8 +396,7 @@ START_TEST(test_user_nobody_drops_worker_privileges) {
 
   /* A reload's workers drop too, and the low port stays served. */
   char out[4096];
-  int rc = ops_aio(&p, out, sizeof(out), "reload", NULL);
-  ck_assert_msg(rc == 0, "aio reload exited %d: %s", rc, out);
+  ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
   ck_assert_int_eq(h_wait_gone(kids, 2, 10000), 0);
   ck_assert_int_eq(pu_live_children(p.pid, kids, 2), 2);
   for (int i = 0; i < 2; i++)
@@ -445,7 +443,7 @@ START_TEST(test_user_nobody_workers_follow_a_rotated_log) {
   /* The workers got the word over the bus, before the stop a reload
    * sends them; draining, they log. */
   char out[4096];
-  ck_assert_int_eq(ops_aio(&p, out, sizeof(out), "reload", NULL), 0);
+  ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
   ck_assert_int_eq(h_wait_gone(kids, 2, 10000), 0);
   log = h_slurp(logf);
   char *old = h_slurp(rotated);
