@@ -19,15 +19,18 @@
 
 /* Run `aio -c p->conf ARGS...` in p->dir (NULL-terminated); out gets
  * stdout and stderr. Returns the exit status. */
-int ops_aio(const struct aio_proc *p, char *out, size_t n, ...);
+int ops_aio(const struct aio_proc *p, char *out, size_t n, ...)
+    __attribute__((sentinel));
 
 /* ops_aio, whose exit status must be want (the test fails with the
  * output if not). */
-void ops_expect(const struct aio_proc *p, int want, char *out, size_t n, ...);
+void ops_expect(const struct aio_proc *p, int want, char *out, size_t n, ...)
+    __attribute__((sentinel));
 
 /* ops_aio in the background, stdout and stderr to cmd_out: returns the
  * pid for h_aio_wait. */
-pid_t ops_aio_async(const struct aio_proc *p, const char *cmd_out, ...);
+pid_t ops_aio_async(const struct aio_proc *p, const char *cmd_out, ...)
+    __attribute__((sentinel));
 
 /* `aio status --json` parsed; new, or NULL (the test fails). */
 json_t *ops_status(const struct aio_proc *p);

@@ -6,6 +6,7 @@
  * reported as failures, and --tap / --xml write their reports.
  */
 #include <check.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +19,11 @@
 static char dir[128];
 static char out[OUT_MAX];
 
-/* A directory with aio.conf loading `modules` from `module_path`. */
-static void setup_conf(const char *modules, const char *module_path) {
+/* In a fresh directory with aio.conf loading `modules` from
+ * `module_path`, run `aio -c aio.conf test ARGS...` (NULL-terminated); it
+ * must exit with want. Its output is in out. */
+__attribute__((sentinel)) static void
+aio_test(const char *modules, const char *module_path, int want, ...) {
   char conf[1024];
   h_tmpdir(dir, sizeof(dir));
   snprintf(conf, sizeof(conf),
@@ -33,13 +37,19 @@ static void setup_conf(const char *modules, const char *module_path) {
            "port = 0\n",
            modules, module_path);
   ck_assert_int_eq(h_write(dir, "aio.conf", conf), 0);
-}
-
-static int run(const char *const *argv) {
+  const char *argv[16] = {"-c", "aio.conf", "test"};
+  int argc = 3;
+  va_list ap;
+  va_start(ap, want);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && argc < 15)
+    argv[argc++] = a;
+  va_end(ap);
+  argv[argc] = NULL;
   int rc = h_aio(dir, out, sizeof(out), argv);
   if (rc < 0)
     ck_abort_msg("aio did not exit within the deadline");
-  return rc;
+  ck_assert_msg(rc == want, "exit %d, want %d:\n%s", rc, want, out);
 }
 
 /* Returns a new copy of dir/name, or NULL. */
@@ -64,10 +74,7 @@ static int count(const char *hay, const char *needle) {
 }
 
 START_TEST(test_aio_test_runs_the_example_suite) {
-  setup_conf("addition", AIO_EXAMPLE_MODULES);
-  const char *argv[] = {"-c", "aio.conf", "test", NULL};
-  int rc = run(argv);
-  ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+  aio_test("addition", AIO_EXAMPLE_MODULES, 0, NULL);
   ck_assert_msg(strstr(out, "aio test: 1 module, 4 tests, 0 failed\n"),
                 "no summary line in:\n%s", out);
   /* The built-in module's tests run only when asked for. */
@@ -76,20 +83,14 @@ START_TEST(test_aio_test_runs_the_example_suite) {
 END_TEST
 
 START_TEST(test_aio_test_runs_builtin_suite_when_named) {
-  setup_conf("addition", AIO_EXAMPLE_MODULES);
-  const char *argv[] = {"-c", "aio.conf", "test", "aio", NULL};
-  int rc = run(argv);
-  ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+  aio_test("addition", AIO_EXAMPLE_MODULES, 0, "aio", NULL);
   ck_assert_msg(strstr(out, "aio test: 1 module, 7 tests, 0 failed\n"),
                 "no summary line in:\n%s", out);
 }
 END_TEST
 
 START_TEST(test_aio_test_unknown_module_is_a_usage_error) {
-  setup_conf("addition", AIO_EXAMPLE_MODULES);
-  const char *argv[] = {"-c", "aio.conf", "test", "nosuchmodule", NULL};
-  int rc = run(argv);
-  ck_assert_msg(rc == 64, "exit %d:\n%s", rc, out);
+  aio_test("addition", AIO_EXAMPLE_MODULES, 64, "nosuchmodule", NULL);
   ck_assert_msg(strstr(out, "unknown module 'nosuchmodule'"), "%s", out);
   /* It lists what the configuration has. */
   ck_assert_msg(strstr(out, " aio addition\n"), "%s", out);
@@ -97,19 +98,13 @@ START_TEST(test_aio_test_unknown_module_is_a_usage_error) {
 END_TEST
 
 START_TEST(test_aio_test_bad_configuration_exits_78) {
-  setup_conf("nosuchmodule", AIO_EXAMPLE_MODULES);
-  const char *argv[] = {"-c", "aio.conf", "test", NULL};
-  int rc = run(argv);
-  ck_assert_msg(rc == 78, "exit %d:\n%s", rc, out);
+  aio_test("nosuchmodule", AIO_EXAMPLE_MODULES, 78, NULL);
   ck_assert_msg(strstr(out, "module 'nosuchmodule' not found"), "%s", out);
 }
 END_TEST
 
 START_TEST(test_aio_test_reports_crashing_tests_as_failures) {
-  setup_conf("crashsuite", AIO_TEST_MODULES);
-  const char *argv[] = {"-c", "aio.conf", "test", "-v", NULL};
-  int rc = run(argv);
-  ck_assert_msg(rc == 1, "exit %d:\n%s", rc, out);
+  aio_test("crashsuite", AIO_TEST_MODULES, 1, "-v", NULL);
   ck_assert_msg(strstr(out, "aio test: 1 module, 4 tests, 3 failed\n"),
                 "no summary line in:\n%s", out);
   ck_assert_msg(strstr(out, "test_passes:0: Passed"), "%s", out);
@@ -120,11 +115,8 @@ START_TEST(test_aio_test_reports_crashing_tests_as_failures) {
 END_TEST
 
 START_TEST(test_aio_test_writes_tap_and_xml) {
-  setup_conf("crashsuite", AIO_TEST_MODULES);
-  const char *argv[] = {"-c",    "aio.conf", "test",  "--tap",
-                        "t.tap", "--xml",    "t.xml", NULL};
-  int rc = run(argv);
-  ck_assert_msg(rc == 1, "exit %d:\n%s", rc, out);
+  aio_test("crashsuite", AIO_TEST_MODULES, 1, "--tap", "t.tap", "--xml",
+           "t.xml", NULL);
 
   char *tap = slurp("t.tap");
   ck_assert_msg(tap != NULL, "no TAP file");
