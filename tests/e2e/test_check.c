@@ -16,13 +16,15 @@
 static char dir[128];
 static char out[65536];
 
-static int check_conf(const char *conf) {
+/* `aio check` of conf (in a fresh directory) must exit with want; its
+ * output is in out. */
+static void check_conf(const char *conf, int want) {
   h_tmpdir(dir, sizeof(dir));
   ck_assert_int_eq(h_write(dir, "aio.conf", conf), 0);
   const char *argv[] = {"-c", "aio.conf", "check", NULL};
   int rc = h_aio(dir, out, sizeof(out), argv);
   ck_assert_msg(rc >= 0, "aio check did not exit within the deadline");
-  return rc;
+  ck_assert_msg(rc == want, "exit %d, want %d:\n%s", rc, want, out);
 }
 
 static int count_lines(const char *s) {
@@ -35,18 +37,18 @@ static int count_lines(const char *s) {
 #define HAS(s) ck_assert_msg(strstr(out, s) != NULL, "no '%s' in:\n%s", s, out)
 
 START_TEST(test_check_good_config_is_ok) {
-  int rc = check_conf("[aio]\n"
-                      "modules = addition\n"
-                      "module_path = " AIO_EXAMPLE_MODULES "\n"
-                      "\n"
-                      "[server:addition]\n"
-                      "protocol = addition.protocol\n"
-                      "address = 127.0.0.1\n"
-                      "port = 8888\n"
-                      "\n"
-                      "[listen:x]\n"
-                      "addition-done = addition.on_done\n");
-  ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+  check_conf("[aio]\n"
+             "modules = addition\n"
+             "module_path = " AIO_EXAMPLE_MODULES "\n"
+             "\n"
+             "[server:addition]\n"
+             "protocol = addition.protocol\n"
+             "address = 127.0.0.1\n"
+             "port = 8888\n"
+             "\n"
+             "[listen:x]\n"
+             "addition-done = addition.on_done\n",
+             0);
   HAS("aio: configuration aio.conf is ok (1 server, 0 schedules, 1 "
       "listener)\n");
   ck_assert_int_eq(count_lines(out), 1);
@@ -56,28 +58,28 @@ END_TEST
 /* Values the settings refuse and references the loader refuses, in one
  * file: every one is listed, values first, then what the probe found. */
 START_TEST(test_check_lists_every_problem) {
-  int rc = check_conf("[aio]\n"                                 /* 1 */
-                      "modules = addition nosuchmod\n"          /* 2 */
-                      "module_path = " AIO_EXAMPLE_MODULES "\n" /* 3 */
-                      "workers = lots\n"                        /* 4 */
-                      "\n"                                      /* 5 */
-                      "[server:a]\n"                            /* 6 */
-                      "protocol = addition.nosuch\n"            /* 7 */
-                      "address = 127.0.0.1\n"                   /* 8 */
-                      "port = 99999\n"                          /* 9 */
-                      "\n"                                      /* 10 */
-                      "[server:b]\n"                            /* 11 */
-                      "protocol = addition.on_done\n"           /* 12 */
-                      "port = 7001\n"                           /* 13 */
-                      "\n"                                      /* 14 */
-                      "[schedule:t]\n"                          /* 15 */
-                      "every = 1\n"                             /* 16 */
-                      "func = addition.protocol\n"              /* 17 */
-                      "\n"                                      /* 18 */
-                      "[listen:x]\n"                            /* 19 */
-                      "sig = addition.tick\n"                   /* 20 */
-                      "other = othermissing.fn\n");             /* 21 */
-  ck_assert_msg(rc == 78, "exit %d:\n%s", rc, out);
+  check_conf("[aio]\n"                                 /* 1 */
+             "modules = addition nosuchmod\n"          /* 2 */
+             "module_path = " AIO_EXAMPLE_MODULES "\n" /* 3 */
+             "workers = lots\n"                        /* 4 */
+             "\n"                                      /* 5 */
+             "[server:a]\n"                            /* 6 */
+             "protocol = addition.nosuch\n"            /* 7 */
+             "address = 127.0.0.1\n"                   /* 8 */
+             "port = 99999\n"                          /* 9 */
+             "\n"                                      /* 10 */
+             "[server:b]\n"                            /* 11 */
+             "protocol = addition.on_done\n"           /* 12 */
+             "port = 7001\n"                           /* 13 */
+             "\n"                                      /* 14 */
+             "[schedule:t]\n"                          /* 15 */
+             "every = 1\n"                             /* 16 */
+             "func = addition.protocol\n"              /* 17 */
+             "\n"                                      /* 18 */
+             "[listen:x]\n"                            /* 19 */
+             "sig = addition.tick\n"                   /* 20 */
+             "other = othermissing.fn\n",              /* 21 */
+             78);
   HAS("aio.conf:4: [aio] workers: expected a whole number");
   HAS("aio.conf:9: [server:a] port: expected a whole number");
   HAS("module 'nosuchmod' not found");
@@ -99,14 +101,14 @@ END_TEST
 /* No value problems: a module that does not load does not hide the wrong
  * references into the modules that did. */
 START_TEST(test_check_missing_module_does_not_hide_symbol_problems) {
-  int rc = check_conf("[aio]\n"
-                      "modules = addition nosuchmod\n"
-                      "module_path = " AIO_EXAMPLE_MODULES "\n"
-                      "\n"
-                      "[server:a]\n"
-                      "protocol = addition.tick\n"
-                      "port = 7001\n");
-  ck_assert_msg(rc == 78, "exit %d:\n%s", rc, out);
+  check_conf("[aio]\n"
+             "modules = addition nosuchmod\n"
+             "module_path = " AIO_EXAMPLE_MODULES "\n"
+             "\n"
+             "[server:a]\n"
+             "protocol = addition.tick\n"
+             "port = 7001\n",
+             78);
   HAS("module 'nosuchmod' not found");
   HAS("aio.conf:6: addition.tick is declared with AIO_SCHEDULER, but it is "
       "used here as AIO_PROTOCOL");
@@ -116,11 +118,11 @@ END_TEST
 
 /* A file that does not parse is not interpreted further. */
 START_TEST(test_check_syntax_errors_stop_before_modules) {
-  int rc = check_conf("[aio]\n"
-                      "modules = nosuchmod\n"
-                      "this line is not an entry\n"
-                      "[server:a\n");
-  ck_assert_msg(rc == 78, "exit %d:\n%s", rc, out);
+  check_conf("[aio]\n"
+             "modules = nosuchmod\n"
+             "this line is not an entry\n"
+             "[server:a\n",
+             78);
   HAS("aio.conf:3: expected 'key = value'");
   HAS("aio.conf:4: section header has no closing ']'");
   ck_assert_msg(strstr(out, "nosuchmod") == NULL, "%s", out);
