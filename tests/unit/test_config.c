@@ -77,6 +77,31 @@ static void dump_diag(const struct diag *d) {
                   "expected t.conf:%d: ...%s...", (line), (needle));           \
   } while (0)
 
+/* text parsed as t.conf, which must raise no problem. Returns new. */
+static struct config *parse_ok(const char *text) {
+  struct diag d;
+  struct config *c = parse(text, &d);
+  if (d.n)
+    dump_diag(&d);
+  ck_assert_uint_eq(d.n, 0);
+  diag_close(&d);
+  return c;
+}
+
+/* parse_ok, then interpolated, also without a problem. Returns new. */
+static struct config *interp_ok(const char *text) {
+  struct config *c = parse_ok(text);
+  struct diag d;
+  diag_init(&d);
+  int rc = config_interpolate(c, &d);
+  if (rc || d.n)
+    dump_diag(&d);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_uint_eq(d.n, 0);
+  diag_close(&d);
+  return c;
+}
+
 /* settings-stage error: exactly one message at line. */
 static void expect_settings_error(const char *text, int line,
                                   const char *needle) {
@@ -100,9 +125,9 @@ static void expect_parse_error(const char *text, int line, const char *needle) {
 /* interpolation error: parses cleanly, one message at line. */
 static void expect_interp_error(const char *text, int line,
                                 const char *needle) {
+  struct config *c = parse_ok(text);
   struct diag d;
-  struct config *c = parse(text, &d);
-  ck_assert_uint_eq(d.n, 0);
+  diag_init(&d);
   ck_assert_int_eq(config_interpolate(c, &d), -1);
   ASSERT_ONE(&d, line, needle);
   config_free(c);
@@ -164,16 +189,12 @@ END_TEST
 /* ---- spellings ----------------------------------------------------------- */
 
 START_TEST(test_slash_spelling_is_colon) {
-  struct diag d;
-  struct config *c = parse("[schedule/x]\nevery = 2\n[aio/commands]\n"
-                           "hi = m.f\n",
-                           &d);
-  ck_assert_int_eq(d.n, 0);
+  struct config *c = parse_ok("[schedule/x]\nevery = 2\n[aio/commands]\n"
+                              "hi = m.f\n");
   ck_assert_str_eq(config_get(c, "schedule:x", "every"), "2");
   ck_assert_str_eq(config_get(c, "aio:commands", "hi"), "m.f");
   ck_assert_str_eq(config_get(c, "aio/commands", "hi"), "m.f");
   config_free(c);
-  diag_close(&d);
 }
 END_TEST
 
@@ -218,70 +239,53 @@ START_TEST(test_spellings_name_one_section) {
 END_TEST
 
 START_TEST(test_section_name_blanks_are_trimmed) {
-  struct diag d;
   struct config *c =
-      parse("[ aio ]\nworkers = 3\n[\tserver/x ]\nport = 1\n", &d);
-  ck_assert_uint_eq(d.n, 0);
+      parse_ok("[ aio ]\nworkers = 3\n[\tserver/x ]\nport = 1\n");
   ck_assert_str_eq(config_get(c, "aio", "workers"), "3");
   ck_assert_str_eq(config_get(c, "server:x", "port"), "1");
   config_free(c);
-  diag_close(&d);
 }
 END_TEST
 
 START_TEST(test_byte_order_mark_is_skipped) {
-  struct diag d;
-  struct config *c = parse("\xEF\xBB\xBF[aio]\nworkers = 3\n", &d);
-  ck_assert_uint_eq(d.n, 0);
+  struct config *c = parse_ok("\xEF\xBB\xBF[aio]\nworkers = 3\n");
   ck_assert_str_eq(config_get(c, "aio", "workers"), "3");
   config_free(c);
-  diag_close(&d);
 }
 END_TEST
 
 START_TEST(test_comments_and_colon_separator) {
-  struct diag d;
-  struct config *c = parse("; top\n# also\n[a]\nx: 1 ; trailing\n"
-                           "y = a;b\n  ; indented comment\nz = 2\n",
-                           &d);
-  ck_assert_uint_eq(d.n, 0);
+  struct config *c = parse_ok("; top\n# also\n[a]\nx: 1 ; trailing\n"
+                              "y = a;b\n  ; indented comment\nz = 2\n");
   ck_assert_str_eq(config_get(c, "a", "x"), "1");
   ck_assert_str_eq(config_get(c, "a", "y"), "a;b"); /* no blank before ; */
   ck_assert_str_eq(config_get(c, "a", "z"), "2");
   ck_assert_int_eq(config_entry(c, "a", "z")->line, 7);
   config_free(c);
-  diag_close(&d);
 }
 END_TEST
 
 /* ---- continuation lines ------------------------------------------------- */
 
 START_TEST(test_continuation_lines_join) {
-  struct diag d;
-  struct config *c = parse("[aio]\nmodules = a\n    b\n  c\n", &d);
-  ck_assert_int_eq(d.n, 0);
+  struct config *c = parse_ok("[aio]\nmodules = a\n    b\n  c\n");
   ck_assert_str_eq(config_get(c, "aio", "modules"), "a\nb\nc");
   config_free(c);
-  diag_close(&d);
-  c = parse("[aio]\nmodules =\n    a\n    b\n", &d);
+  c = parse_ok("[aio]\nmodules =\n    a\n    b\n");
   ck_assert_str_eq(config_get(c, "aio", "modules"), "a\nb");
   config_free(c);
-  diag_close(&d);
 }
 END_TEST
 
 START_TEST(test_continuation_parts_keep_their_lines) {
-  struct diag d;
-  struct config *c = parse("[a]\n"       /* 1 */
-                           "k =\n"       /* 2 */
-                           "    one\n"   /* 3 */
-                           "; comment\n" /* 4 */
-                           "\n"          /* 5 */
-                           "    two\n"   /* 6 */
-                           "    three\n" /* 7 */
-                           "j = x\n",    /* 8 */
-                           &d);
-  ck_assert_uint_eq(d.n, 0);
+  struct config *c = parse_ok("[a]\n"       /* 1 */
+                              "k =\n"       /* 2 */
+                              "    one\n"   /* 3 */
+                              "; comment\n" /* 4 */
+                              "\n"          /* 5 */
+                              "    two\n"   /* 6 */
+                              "    three\n" /* 7 */
+                              "j = x\n");   /* 8 */
   const struct config_entry *e = config_entry(c, "a", "k");
   ck_assert_str_eq(e->value, "one\ntwo\nthree");
   ck_assert_int_eq(e->line, 2);
@@ -292,7 +296,6 @@ START_TEST(test_continuation_parts_keep_their_lines) {
   e = config_entry(c, "a", "j");
   ck_assert_int_eq(config_entry_line(e, 0), 8);
   config_free(c);
-  diag_close(&d);
 }
 END_TEST
 
@@ -314,29 +317,21 @@ END_TEST
 /* ---- interpolation ------------------------------------------------------ */
 
 START_TEST(test_interpolation_resolves) {
-  struct diag d;
-  struct config *c =
-      parse("[a]\nhost = 127.0.0.1\nurl = http://${host}:${server:web:port}/\n"
-            "cost = $$5\n[server:web]\nport = 80\n",
-            &d);
-  ck_assert_int_eq(config_interpolate(c, &d), 0);
+  struct config *c = interp_ok(
+      "[a]\nhost = 127.0.0.1\nurl = http://${host}:${server:web:port}/\n"
+      "cost = $$5\n[server:web]\nport = 80\n");
   ck_assert_str_eq(config_get(c, "a", "url"), "http://127.0.0.1:80/");
   ck_assert_str_eq(config_get(c, "a", "cost"), "$5");
   config_free(c);
-  diag_close(&d);
 }
 END_TEST
 
 START_TEST(test_interpolation_chains_and_other_sections) {
-  struct diag d;
-  struct config *c = parse("[b]\nx = ${y}${y}\ny = ${c:z}\n"
-                           "[c]\nz = $$${w}\nw = ok\n"
-                           "[server/web]\nport = 81\n"
-                           "[d]\nslash = ${server:web:port}\n"
-                           "dollars = $$$$ and $$\n",
-                           &d);
-  ck_assert_int_eq(config_interpolate(c, &d), 0);
-  ck_assert_uint_eq(d.n, 0);
+  struct config *c = interp_ok("[b]\nx = ${y}${y}\ny = ${c:z}\n"
+                               "[c]\nz = $$${w}\nw = ok\n"
+                               "[server/web]\nport = 81\n"
+                               "[d]\nslash = ${server:web:port}\n"
+                               "dollars = $$$$ and $$\n");
   ck_assert_str_eq(config_get(c, "c", "z"), "$ok");
   ck_assert_str_eq(config_get(c, "b", "y"), "$ok");
   /* A $ that came from $$ is a literal: it is not interpolated again. */
@@ -344,7 +339,6 @@ START_TEST(test_interpolation_chains_and_other_sections) {
   ck_assert_str_eq(config_get(c, "d", "slash"), "81");
   ck_assert_str_eq(config_get(c, "d", "dollars"), "$$ and $");
   config_free(c);
-  diag_close(&d);
 }
 END_TEST
 
@@ -590,12 +584,9 @@ START_TEST(test_error_control_character) {
   expect_parse_error("[a]\nk = one\rtwo\n", 2, "control character 0x0d");
   expect_parse_error("[a]\n\x7f\x01\x02\n", 2, "control character 0x7f");
   /* CR LF line ends and tabs are text. */
-  struct diag d;
-  struct config *c = parse("[a]\r\nk =\tone\r\n", &d);
-  ck_assert_uint_eq(d.n, 0);
+  struct config *c = parse_ok("[a]\r\nk =\tone\r\n");
   ck_assert_str_eq(config_get(c, "a", "k"), "one");
   config_free(c);
-  diag_close(&d);
 }
 END_TEST
 
