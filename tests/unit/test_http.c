@@ -15,22 +15,44 @@ static long parse(const char *s, struct http_req *req) {
   return http_parse(s, strlen(s), req);
 }
 
-static void expect_bad(const char *s) {
+/* s is exactly one complete head; req gets what it says. */
+static void expect_whole(const char *s, struct http_req *req) {
+  ck_assert_msg(parse(s, req) == (long)strlen(s), "not one whole head: %s", s);
+}
+
+/* Every head of bad (NULL-terminated) is refused. */
+static void expect_bad(const char *const *bad) {
   struct http_req req;
-  ck_assert_msg(parse(s, &req) == HTTP_BAD, "not refused: %s", s);
+  for (; *bad; bad++)
+    ck_assert_msg(parse(*bad, &req) == HTTP_BAD, "not refused: %s", *bad);
+}
+
+/* s is a complete head whose connection persists (want 1) or not. */
+static void expect_keep_alive(const char *s, int want) {
+  struct http_req req;
+  ck_assert_msg(parse(s, &req) > 0, "not a complete head: %s", s);
+  ck_assert_msg(req.keep_alive == want, "keep_alive %d, want %d: %s",
+                req.keep_alive, want, s);
+}
+
+/* s is a complete head announcing a body of want bytes. */
+static void expect_body_len(const char *s, size_t want) {
+  struct http_req req;
+  ck_assert_msg(parse(s, &req) > 0, "not a complete head: %s", s);
+  ck_assert_msg(req.body_len == want, "body_len %zu, want %zu: %s",
+                req.body_len, want, s);
 }
 
 START_TEST(test_complete_head) {
   struct http_req req;
-  const char *s = "GET /index.html?q=1 HTTP/1.1\r\nHost: example\r\n"
-                  "Accept: */*\r\n\r\n";
-  ck_assert_int_eq(parse(s, &req), (long)strlen(s));
+  expect_whole("GET /index.html?q=1 HTTP/1.1\r\nHost: example\r\n"
+               "Accept: */*\r\n\r\n",
+               &req);
   ck_assert_int_eq(req.head, 0);
   ck_assert_int_eq(req.minor, 1);
   ck_assert_int_eq(req.keep_alive, 1);
   ck_assert_uint_eq(req.body_len, 0);
-  s = "HEAD / HTTP/1.1\r\n\r\n";
-  ck_assert_int_eq(parse(s, &req), (long)strlen(s));
+  expect_whole("HEAD / HTTP/1.1\r\n\r\n", &req);
   ck_assert_int_eq(req.head, 1);
   /* Methods are case-sensitive: "head" is some other method. */
   ck_assert_int_gt(parse("head / HTTP/1.1\r\n\r\n", &req), 0);
@@ -69,105 +91,76 @@ START_TEST(test_pipelined_heads) {
 END_TEST
 
 START_TEST(test_http10_keep_alive_rules) {
-  struct http_req req;
-  ck_assert_int_gt(parse("GET / HTTP/1.0\r\n\r\n", &req), 0);
-  ck_assert_int_eq(req.keep_alive, 0); /* 1.0 closes by default */
-  ck_assert_int_gt(
-      parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", &req), 0);
-  ck_assert_int_eq(req.keep_alive, 1);
-  ck_assert_int_gt(
-      parse("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n", &req),
-      0);
-  ck_assert_int_eq(req.keep_alive, 0);
-  ck_assert_int_gt(parse("GET / HTTP/1.1\r\n\r\n", &req), 0);
-  ck_assert_int_eq(req.keep_alive, 1); /* 1.1 persists by default */
-  ck_assert_int_gt(parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &req),
-                   0);
-  ck_assert_int_eq(req.keep_alive, 0);
+  expect_keep_alive("GET / HTTP/1.0\r\n\r\n", 0); /* 1.0 closes by default */
+  expect_keep_alive("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", 1);
+  expect_keep_alive("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+                    0);
+  expect_keep_alive("GET / HTTP/1.1\r\n\r\n", 1); /* 1.1 persists by default */
+  expect_keep_alive("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 0);
 }
 END_TEST
 
 START_TEST(test_close_wins_over_later_keep_alive) {
-  struct http_req req;
-  ck_assert_int_gt(parse("GET / HTTP/1.1\r\nConnection: close\r\n"
-                         "Connection: keep-alive\r\n\r\n",
-                         &req),
-                   0);
-  ck_assert_int_eq(req.keep_alive, 0);
-  ck_assert_int_gt(parse("GET / HTTP/1.0\r\nConnection: close\r\n"
-                         "Connection: keep-alive\r\n\r\n",
-                         &req),
-                   0);
-  ck_assert_int_eq(req.keep_alive, 0);
+  expect_keep_alive("GET / HTTP/1.1\r\nConnection: close\r\n"
+                    "Connection: keep-alive\r\n\r\n",
+                    0);
+  expect_keep_alive("GET / HTTP/1.0\r\nConnection: close\r\n"
+                    "Connection: keep-alive\r\n\r\n",
+                    0);
 }
 END_TEST
 
 START_TEST(test_connection_tokens) {
-  struct http_req req;
   /* A token is a whole list element, in any case, blanks around it. */
-  ck_assert_int_gt(parse("GET / HTTP/1.1\r\nconnection:  Upgrade ,\tCLOSE \r\n"
-                         "\r\n",
-                         &req),
-                   0);
-  ck_assert_int_eq(req.keep_alive, 0);
-  ck_assert_int_gt(parse("GET / HTTP/1.1\r\nConnection: closed\r\n\r\n", &req),
-                   0);
-  ck_assert_int_eq(req.keep_alive, 1);
-  ck_assert_int_gt(parse("GET / HTTP/1.1\r\nConnection: x-close\r\n\r\n", &req),
-                   0);
-  ck_assert_int_eq(req.keep_alive, 1);
-  ck_assert_int_gt(
-      parse("GET / HTTP/1.0\r\nConnection: ,,keep-alive,\r\n\r\n", &req), 0);
-  ck_assert_int_eq(req.keep_alive, 1);
-  ck_assert_int_gt(parse("GET / HTTP/1.0\r\nConnection:\r\n\r\n", &req), 0);
-  ck_assert_int_eq(req.keep_alive, 0);
+  expect_keep_alive("GET / HTTP/1.1\r\nconnection:  Upgrade ,\tCLOSE \r\n"
+                    "\r\n",
+                    0);
+  expect_keep_alive("GET / HTTP/1.1\r\nConnection: closed\r\n\r\n", 1);
+  expect_keep_alive("GET / HTTP/1.1\r\nConnection: x-close\r\n\r\n", 1);
+  expect_keep_alive("GET / HTTP/1.0\r\nConnection: ,,keep-alive,\r\n\r\n", 1);
+  expect_keep_alive("GET / HTTP/1.0\r\nConnection:\r\n\r\n", 0);
   /* Other headers that mention close do not count. */
-  ck_assert_int_gt(parse("GET / HTTP/1.1\r\nX-Connection: close\r\n\r\n", &req),
-                   0);
-  ck_assert_int_eq(req.keep_alive, 1);
+  expect_keep_alive("GET / HTTP/1.1\r\nX-Connection: close\r\n\r\n", 1);
 }
 END_TEST
 
 START_TEST(test_content_length) {
-  struct http_req req;
-  ck_assert_int_gt(parse("POST / HTTP/1.1\r\nContent-Length: 42\r\n\r\n", &req),
-                   0);
-  ck_assert_uint_eq(req.body_len, 42);
-  ck_assert_int_gt(
-      parse("POST / HTTP/1.1\r\ncontent-length:007 \r\n\r\n", &req), 0);
-  ck_assert_uint_eq(req.body_len, 7);
-  ck_assert_int_gt(parse("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", &req),
-                   0);
-  ck_assert_uint_eq(req.body_len, 0);
-  ck_assert_int_gt(
-      parse("POST / HTTP/1.1\r\nContent-Length: 999999999999999\r\n\r\n", &req),
-      0);
-  ck_assert_uint_eq(req.body_len, 999999999999999u);
+  expect_body_len("POST / HTTP/1.1\r\nContent-Length: 42\r\n\r\n", 42);
+  expect_body_len("POST / HTTP/1.1\r\ncontent-length:007 \r\n\r\n", 7);
+  expect_body_len("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 0);
+  expect_body_len("POST / HTTP/1.1\r\nContent-Length: 999999999999999\r\n\r\n",
+                  999999999999999u);
 }
 END_TEST
 
 START_TEST(test_content_length_refused) {
   /* Framing that two parsers could read differently is a smuggling risk. */
-  expect_bad("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n"
-             "\r\n");
-  expect_bad("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n"
-             "\r\n");
-  expect_bad("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n");
-  expect_bad("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n");
-  expect_bad("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n");
-  expect_bad("POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n");
-  expect_bad("POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n");
-  expect_bad("POST / HTTP/1.1\r\nContent-Length:\r\n\r\n");
-  expect_bad("POST / HTTP/1.1\r\nContent-Length: 1000000000000000\r\n\r\n");
-  expect_bad("POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\n");
+  static const char *const bad[] = {
+      "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n"
+      "\r\n",
+      "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n"
+      "\r\n",
+      "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+      "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+      "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+      "POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n",
+      "POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n",
+      "POST / HTTP/1.1\r\nContent-Length:\r\n\r\n",
+      "POST / HTTP/1.1\r\nContent-Length: 1000000000000000\r\n\r\n",
+      "POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\n",
+      NULL};
+  expect_bad(bad);
 }
 END_TEST
 
 START_TEST(test_transfer_encoding_refused) {
-  expect_bad("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
-  expect_bad("POST / HTTP/1.1\r\ntransfer-encoding: identity\r\n\r\n");
-  expect_bad("POST / HTTP/1.1\r\nContent-Length: 3\r\n"
-             "Transfer-Encoding: chunked\r\n\r\n");
+  static const char *const bad[] = {
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "POST / HTTP/1.1\r\ntransfer-encoding: identity\r\n\r\n",
+      "POST / HTTP/1.1\r\nContent-Length: 3\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n",
+      NULL};
+  expect_bad(bad);
 }
 END_TEST
 
@@ -194,53 +187,52 @@ END_TEST
 
 START_TEST(test_bare_lf) {
   struct http_req req;
-  const char *s = "GET / HTTP/1.1\nHost: x\nConnection: close\n\n";
-  ck_assert_int_eq(parse(s, &req), (long)strlen(s));
+  expect_whole("GET / HTTP/1.1\nHost: x\nConnection: close\n\n", &req);
   ck_assert_int_eq(req.keep_alive, 0);
-  s = "GET / HTTP/1.1\r\nHost: x\n\r\n";
-  ck_assert_int_eq(parse(s, &req), (long)strlen(s));
-  s = "GET / HTTP/1.1\n\n";
-  ck_assert_int_eq(parse(s, &req), (long)strlen(s));
+  expect_whole("GET / HTTP/1.1\r\nHost: x\n\r\n", &req);
+  expect_whole("GET / HTTP/1.1\n\n", &req);
 }
 END_TEST
 
 START_TEST(test_leading_empty_lines_tolerated) {
   struct http_req req;
-  const char *s = "\r\n\r\nGET / HTTP/1.1\r\n\r\n";
-  ck_assert_int_eq(parse(s, &req), (long)strlen(s));
+  expect_whole("\r\n\r\nGET / HTTP/1.1\r\n\r\n", &req);
   ck_assert_int_eq(req.minor, 1);
-  s = "\n\nGET / HTTP/1.1\n\n";
-  ck_assert_int_eq(parse(s, &req), (long)strlen(s));
+  expect_whole("\n\nGET / HTTP/1.1\n\n", &req);
   ck_assert_int_eq(parse("\r\n\r\n", &req), HTTP_NEED_MORE);
 }
 END_TEST
 
 START_TEST(test_malformed_request_lines) {
-  expect_bad("BOGUS\r\n\r\n");
-  expect_bad(" GET / HTTP/1.1\r\n\r\n");
-  expect_bad("GET  / HTTP/1.1\r\n\r\n");
-  expect_bad("GET / HTTP/1.1 \r\n\r\n");
-  expect_bad("GET /\r\n\r\n");
-  expect_bad("GET / HTTP/2.0\r\n\r\n");
-  expect_bad("GET / HTTP/1.10\r\n\r\n");
-  expect_bad("GET / http/1.1\r\n\r\n");
-  expect_bad("GET / HTTP/1.x\r\n\r\n");
-  expect_bad("G(T / HTTP/1.1\r\n\r\n");
-  expect_bad("GET /a\x7f HTTP/1.1\r\n\r\n");
-  expect_bad("GET / HTTP/1.1\rX\n\r\n");
+  static const char *const bad[] = {"BOGUS\r\n\r\n",
+                                    " GET / HTTP/1.1\r\n\r\n",
+                                    "GET  / HTTP/1.1\r\n\r\n",
+                                    "GET / HTTP/1.1 \r\n\r\n",
+                                    "GET /\r\n\r\n",
+                                    "GET / HTTP/2.0\r\n\r\n",
+                                    "GET / HTTP/1.10\r\n\r\n",
+                                    "GET / http/1.1\r\n\r\n",
+                                    "GET / HTTP/1.x\r\n\r\n",
+                                    "G(T / HTTP/1.1\r\n\r\n",
+                                    "GET /a\x7f HTTP/1.1\r\n\r\n",
+                                    "GET / HTTP/1.1\rX\n\r\n",
+                                    NULL};
+  expect_bad(bad);
 }
 END_TEST
 
 START_TEST(test_malformed_headers) {
-  expect_bad("GET / HTTP/1.1\r\nNoColon\r\n\r\n");
-  expect_bad("GET / HTTP/1.1\r\n: empty-name\r\n\r\n");
-  expect_bad("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n");
-  expect_bad("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n");
-  expect_bad("GET / HTTP/1.1\r\nHost: a\x01z\r\n\r\n");
-  expect_bad("GET / HTTP/1.1\r\nHost: a\x7fz\r\n\r\n");
-  expect_bad("GET / HTTP/1.1\r\nHost: a\rz\r\n\r\n");
-  /* A stray CR where the blank line should be hides what follows it. */
-  expect_bad("GET / HTTP/1.1\r\nHost: a\r\n\rX\n\n");
+  static const char *const bad[] = {
+      "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+      "GET / HTTP/1.1\r\n: empty-name\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+      "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\x01z\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\x7fz\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\rz\r\n\r\n",
+      /* A stray CR where the blank line should be hides what follows it. */
+      "GET / HTTP/1.1\r\nHost: a\r\n\rX\n\n", NULL};
+  expect_bad(bad);
   struct http_req req;
   ck_assert_int_gt(parse("GET / HTTP/1.1\r\nX: tab\there\r\n\r\n", &req), 0);
   ck_assert_int_gt(
