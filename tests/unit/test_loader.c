@@ -75,6 +75,15 @@ static int has_diag(const struct diag *d, int line, const char *n1,
                   "expected t.conf:%d: ...%s...", (line), (n1));               \
   } while (0)
 
+/* Exactly one problem, at line, naming n1 and n2. */
+static void assert_one_diag(const struct diag *d, int line, const char *n1,
+                            const char *n2) {
+  if (d->n != 1)
+    dump(d);
+  ck_assert_uint_eq(d->n, 1);
+  ASSERT_DIAG(d, line, n1, n2);
+}
+
 /* Load and check; the loading must succeed, the check must fail with
  * exactly one problem at line naming n1 and n2. */
 static void expect_check_error(const char *text, int line, const char *n1,
@@ -86,10 +95,7 @@ static void expect_check_error(const char *text, int line, const char *n1,
     dump(&f.d);
   ck_assert_int_eq(rc, 0);
   ck_assert_int_eq(loader_check(f.l, &f.s, &f.d), -1);
-  if (f.d.n != 1)
-    dump(&f.d);
-  ck_assert_uint_eq(f.d.n, 1);
-  ASSERT_DIAG(&f.d, line, n1, n2);
+  assert_one_diag(&f.d, line, n1, n2);
   teardown(&f);
 }
 
@@ -99,10 +105,7 @@ static void expect_load_error(const char *text, int line, const char *n1,
   struct fixture f;
   setup(&f, text);
   ck_assert_int_eq(loader_load_all(f.l, &f.s, &f.d), -1);
-  if (f.d.n != 1)
-    dump(&f.d);
-  ck_assert_uint_eq(f.d.n, 1);
-  ASSERT_DIAG(&f.d, line, n1, n2);
+  assert_one_diag(&f.d, line, n1, n2);
   teardown(&f);
 }
 
@@ -209,8 +212,7 @@ START_TEST(test_not_a_shared_object) {
   free(f.s.module_path[0]);
   f.s.module_path[0] = strdup(dir);
   ck_assert_int_eq(loader_load_all(f.l, &f.s, &f.d), -1);
-  ck_assert_uint_eq(f.d.n, 1);
-  ASSERT_DIAG(&f.d, 5, "module 'junk': cannot load ", path);
+  assert_one_diag(&f.d, 5, "module 'junk': cannot load ", path);
   teardown(&f);
   unlink(path);
   rmdir(dir);
