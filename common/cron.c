@@ -41,8 +41,8 @@ static int parse_num(const char **p, int field, int *out) {
 }
 
 /* One field into a bit set over [lo, hi]. */
-static int parse_field(const char *s, int field, int lo, int hi,
-                       uint64_t *bits, int *star) {
+static int parse_field(const char *s, int field, int lo, int hi, uint64_t *bits,
+                       int *star) {
   const char *p = s;
   *bits = 0;
   *star = 0;
@@ -148,6 +148,17 @@ static int day_matches(const struct cron *c, const struct tm *tm) {
   return dom || dow;
 }
 
+/* The start of the hour tm names (mktime normalizes fields that ran past
+ * their range), or t + 60 if that is not after t: the search must move
+ * on. */
+static time_t hour_start(struct tm *tm, time_t t) {
+  tm->tm_min = 0;
+  tm->tm_sec = 0;
+  tm->tm_isdst = -1;
+  time_t nt = mktime(tm);
+  return nt > t ? nt : t + 60;
+}
+
 time_t cron_next(const struct cron *c, time_t after) {
   struct tm tm;
   time_t t = after - after % 60 + 60;
@@ -160,21 +171,13 @@ time_t cron_next(const struct cron *c, time_t after) {
     localtime_r(&t, &tm);
     if (!((c->month >> (tm.tm_mon + 1)) & 1) || !day_matches(c, &tm)) {
       tm.tm_hour = 0;
-      tm.tm_min = 0;
-      tm.tm_sec = 0;
       tm.tm_mday += 1;
-      tm.tm_isdst = -1;
-      time_t nt = mktime(&tm);
-      t = nt > t ? nt : t + 60;
+      t = hour_start(&tm, t);
       continue;
     }
     if (!((c->hour >> tm.tm_hour) & 1)) {
-      tm.tm_min = 0;
-      tm.tm_sec = 0;
       tm.tm_hour += 1;
-      tm.tm_isdst = -1;
-      time_t nt = mktime(&tm);
-      t = nt > t ? nt : t + 60;
+      t = hour_start(&tm, t);
       continue;
     }
     if ((c->minute >> tm.tm_min) & 1)

@@ -200,17 +200,21 @@ uint64_t util_now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-int util_parse_long(const char *s, long min, long max, long *out) {
-  char *end;
-  errno = 0;
+/* s past its blanks (spaces and tabs). */
+static const char *skip_blanks(const char *s) {
   while (*s == ' ' || *s == '\t')
     s++;
+  return s;
+}
+
+int util_parse_long(const char *s, long min, long max, long *out) {
+  char *end;
+  s = skip_blanks(s);
   if (*s == '\0')
     return -1;
+  errno = 0;
   long v = strtol(s, &end, 10);
-  while (*end == ' ' || *end == '\t')
-    end++;
-  if (errno || *end != '\0' || v < min || v > max)
+  if (errno || *skip_blanks(end) != '\0' || v < min || v > max)
     return -1;
   *out = v;
   return 0;
@@ -218,15 +222,12 @@ int util_parse_long(const char *s, long min, long max, long *out) {
 
 int util_parse_double(const char *s, double min, double max, double *out) {
   char *end;
-  errno = 0;
-  while (*s == ' ' || *s == '\t')
-    s++;
+  s = skip_blanks(s);
   if (*s == '\0')
     return -1;
+  errno = 0;
   double v = strtod(s, &end);
-  while (*end == ' ' || *end == '\t')
-    end++;
-  if (errno || *end != '\0' || !isfinite(v) || v < min || v > max)
+  if (errno || *skip_blanks(end) != '\0' || !isfinite(v) || v < min || v > max)
     return -1;
   *out = v;
   return 0;
