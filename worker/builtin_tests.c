@@ -22,41 +22,40 @@
 #define HELLO_CLOSE                                                            \
   HELLO_HEAD "Content-Length: 14\r\nConnection: close\r\n\r\nHello, World!\n"
 
-START_TEST(test_echo_answers_what_it_got) {
-  int port = aio_test_serve("aio.echo");
+/* Serve protocol, send req and read until bytes have come (0: until the
+ * server closes), stop serving. Returns the answer (new). */
+static char *ask(const char *protocol, const char *req, size_t until) {
+  int port = aio_test_serve(protocol);
   ck_assert_int_gt(port, 0);
-  char *r = aio_test_exchange(port, "hello, echo\n", 12, T_MS);
+  char *r = aio_test_exchange(port, req, until, T_MS);
+  aio_test_stop();
   ck_assert_ptr_nonnull(r);
+  return r;
+}
+
+START_TEST(test_echo_answers_what_it_got) {
+  char *r = ask("aio.echo", "hello, echo\n", 12);
   ck_assert_str_eq(r, "hello, echo\n");
   free(r);
-  aio_test_stop();
 }
 END_TEST
 
 START_TEST(test_hello_answers_pipelined_requests_then_closes) {
-  int port = aio_test_serve("aio.hello");
-  ck_assert_int_gt(port, 0);
   /* Read until the server closes: the second request asks for it. */
-  char *r = aio_test_exchange(port,
-                              "GET / HTTP/1.1\r\nHost: t\r\n\r\n"
-                              "GET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
-                              0, T_MS);
-  ck_assert_ptr_nonnull(r);
+  char *r = ask("aio.hello",
+                "GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+                "GET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
+                0);
   ck_assert_str_eq(r, HELLO_KEEP HELLO_CLOSE);
   free(r);
-  aio_test_stop();
 }
 END_TEST
 
 START_TEST(test_hello_refuses_a_malformed_request) {
-  int port = aio_test_serve("aio.hello");
-  ck_assert_int_gt(port, 0);
-  char *r = aio_test_exchange(port, "NOT HTTP\r\n\r\n", 0, T_MS);
-  ck_assert_ptr_nonnull(r);
+  char *r = ask("aio.hello", "NOT HTTP\r\n\r\n", 0);
   ck_assert_msg(strncmp(r, "HTTP/1.1 400 Bad Request\r\n", 26) == 0, "got '%s'",
                 r);
   free(r);
-  aio_test_stop();
 }
 END_TEST
 
@@ -124,5 +123,7 @@ struct Suite *builtin_tests(void) {
   return s;
 }
 #else
-struct Suite *builtin_tests(void) { return NULL; }
+struct Suite *builtin_tests(void) {
+  return NULL;
+}
 #endif
