@@ -278,6 +278,18 @@ int h_stop(struct aio_proc *p, int sig, int timeout_ms) {
                               : 128 + WTERMSIG(p->status);
 }
 
+void h_assert_exit_status(struct aio_proc *p, int want) {
+  ck_assert_msg(p->exited, "aio has not exited");
+  int ok = WIFEXITED(p->status) && WEXITSTATUS(p->status) == want;
+  if (!ok)
+    h_dump_log(p);
+  ck_assert_msg(ok, "aio ended with status %#x, want exit status %d", p->status,
+                want);
+  if (p->ready_fd > 0)
+    close(p->ready_fd);
+  p->ready_fd = -1;
+}
+
 char *h_slurp(const char *path) {
   FILE *f = fopen(path, "r");
   if (f == NULL)

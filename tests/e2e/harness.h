@@ -82,6 +82,9 @@ int h_wait_ready(struct aio_proc *p, int timeout_ms);
 int h_wait_exit(struct aio_proc *p, int timeout_ms);
 /* Signal and wait; SIGKILL after timeout. Returns the exit status. */
 int h_stop(struct aio_proc *p, int sig, int timeout_ms);
+/* p has exited (h_wait_exit) with exit status want: the log and a
+ * failure if not. Closes its ready pipe. */
+void h_assert_exit_status(struct aio_proc *p, int want);
 /* Does the log contain s? h_wait_log waits for it. */
 int h_log_has(const struct aio_proc *p, const char *s);
 int h_wait_log(const struct aio_proc *p, const char *s, int timeout_ms);

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <aio.h> /* AIO_VERSION */
@@ -460,7 +459,7 @@ START_TEST(test_stop_drains_and_stop_now_does_not) {
   ck_assert_str_eq(buf, "done\n");
   close(fd);
   ck_assert_int_eq(h_wait_exit(&p, 1000), 0);
-  ck_assert(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 0);
+  h_assert_exit_status(&p, 0);
 
   /* --now: a long request does not hold it up. */
   memset(&p, 0, sizeof(p));

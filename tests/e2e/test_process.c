@@ -10,14 +10,10 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -226,12 +222,8 @@ START_TEST(test_term_lets_an_open_exchange_finish) {
   close(fd);
   ck_assert_int_eq(h_wait_exit(&p, 10000), 0);
   ck_assert_msg(h_now_ms() - t0 < 5000, "drain took %lld ms", h_now_ms() - t0);
-  if (!WIFEXITED(p.status) || WEXITSTATUS(p.status) != 0)
-    h_dump_log(&p);
-  ck_assert(WIFEXITED(p.status));
-  ck_assert_int_eq(WEXITSTATUS(p.status), 0);
+  h_assert_exit_status(&p, 0);
   ck_assert(h_log_has(&p, "graceful shutdown"));
-  close(p.ready_fd);
 }
 END_TEST
 
@@ -268,11 +260,7 @@ static void check_port_taken(int reuseport) {
   ck_assert_int_ne(h_wait_ready(&p, 10000), 0);
   ck_assert_int_eq(h_wait_exit(&p, 10000), 0);
   close(lfd);
-  close(p.ready_fd);
-  if (!WIFEXITED(p.status) || WEXITSTATUS(p.status) != 69)
-    h_dump_log(&p);
-  ck_assert(WIFEXITED(p.status));
-  ck_assert_int_eq(WEXITSTATUS(p.status), 69);
+  h_assert_exit_status(&p, 69);
   char where[64];
   snprintf(where, sizeof(where), "cannot listen on 127.0.0.1:%d", port);
   ck_assert_msg(h_log_has(&p, where), "the error does not name %s", where);

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -135,9 +134,7 @@ START_TEST(test_quit_ends_a_busy_connection_at_once) {
   ck_assert_int_eq(h_wait_exit(&p, 3000), 0);
   ck_assert(h_log_has(&p, "immediate shutdown"));
   ck_assert(!h_log_has(&p, "still running after"));
-  ck_assert(WIFEXITED(p.status));
-  ck_assert_int_eq(WEXITSTATUS(p.status), 0);
-  close(p.ready_fd);
+  h_assert_exit_status(&p, 0);
 }
 END_TEST
 
@@ -171,9 +168,7 @@ START_TEST(test_quit_after_term_does_not_wait_for_a_hung_drain) {
   ck_assert_msg(exited == 0, "QUIT after TERM waited for graceful_timeout");
   ck_assert_msg(h_now_ms() - t0 < 5000, "QUIT took %lld ms", h_now_ms() - t0);
   ck_assert(h_log_has(&p, "killing it"));
-  ck_assert(WIFEXITED(p.status));
-  ck_assert_int_eq(WEXITSTATUS(p.status), 0);
-  close(p.ready_fd);
+  h_assert_exit_status(&p, 0);
 }
 END_TEST
 
