@@ -178,20 +178,22 @@ int util_write_file_atomic(const char *path, const void *data, size_t len) {
   return err;
 }
 
-int util_set_cloexec(int fd, int on) {
-  int flags = fcntl(fd, F_GETFD);
+/* Turn flag on or off in the flags fcntl reads with get and writes with
+ * set. */
+static int fd_flag(int fd, int get, int set, int flag, int on) {
+  int flags = fcntl(fd, get);
   if (flags < 0)
     return -errno;
-  flags = on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC;
-  return fcntl(fd, F_SETFD, flags) < 0 ? -errno : 0;
+  flags = on ? flags | flag : flags & ~flag;
+  return fcntl(fd, set, flags) < 0 ? -errno : 0;
+}
+
+int util_set_cloexec(int fd, int on) {
+  return fd_flag(fd, F_GETFD, F_SETFD, FD_CLOEXEC, on);
 }
 
 int util_set_nonblock(int fd, int on) {
-  int flags = fcntl(fd, F_GETFL);
-  if (flags < 0)
-    return -errno;
-  flags = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
-  return fcntl(fd, F_SETFL, flags) < 0 ? -errno : 0;
+  return fd_flag(fd, F_GETFL, F_SETFL, O_NONBLOCK, on);
 }
 
 uint64_t util_now_ns(void) {
