@@ -52,6 +52,12 @@ pid_t ops_aio_async(const struct aio_proc *p, const char *cmd_out, ...) {
   return h_aio_async(p->dir, cmd_out, argv);
 }
 
+json_int_t ops_int(const json_t *o, const char *key) {
+  json_t *v = json_object_get(o, key);
+  ck_assert_msg(json_is_integer(v), "\"%s\" is not an integer", key);
+  return json_integer_value(v);
+}
+
 json_t *ops_status(const struct aio_proc *p) {
   char out[65536];
   int rc = ops_aio(p, out, sizeof(out), "status", "--json", NULL);

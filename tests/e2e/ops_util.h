@@ -32,6 +32,9 @@ void ops_expect(const struct aio_proc *p, int want, char *out, size_t n, ...)
 pid_t ops_aio_async(const struct aio_proc *p, const char *cmd_out, ...)
     __attribute__((sentinel));
 
+/* The integer member key of o (the test fails unless there is one). */
+json_int_t ops_int(const json_t *o, const char *key);
+
 /* `aio status --json` parsed; new, or NULL (the test fails). */
 json_t *ops_status(const struct aio_proc *p);
 

@@ -164,12 +164,6 @@ END_TEST
 
 /* ---- status -------------------------------------------------------------- */
 
-static json_int_t int_field(const json_t *o, const char *key) {
-  json_t *v = json_object_get(o, key);
-  ck_assert_msg(json_is_integer(v), "\"%s\" is not an integer", key);
-  return json_integer_value(v);
-}
-
 static double real_field(const json_t *o, const char *key) {
   json_t *v = json_object_get(o, key);
   ck_assert_msg(json_is_real(v), "\"%s\" is not a number", key);
@@ -186,14 +180,14 @@ static const char *str_field(const json_t *o, const char *key) {
  * generation gen. */
 static void assert_status(const struct aio_proc *p, json_t *st, int n, int gen,
                           int reloads) {
-  ck_assert_int_eq(int_field(st, "pid"), p->pid);
+  ck_assert_int_eq(ops_int(st, "pid"), p->pid);
   ck_assert_str_eq(str_field(st, "version"), AIO_VERSION);
   double up = real_field(st, "uptime");
   ck_assert(up >= 0 && up < 120);
   ck_assert_str_eq(str_field(st, "config"), p->conf);
-  ck_assert_int_eq(int_field(st, "generation"), gen);
-  ck_assert_int_eq(int_field(st, "workers"), n);
-  ck_assert_int_eq(int_field(st, "reloads"), reloads);
+  ck_assert_int_eq(ops_int(st, "generation"), gen);
+  ck_assert_int_eq(ops_int(st, "workers"), n);
+  ck_assert_int_eq(ops_int(st, "reloads"), reloads);
   json_t *procs = json_object_get(st, "procs");
   ck_assert(json_is_array(procs));
   ck_assert_int_eq(json_array_size(procs), n);
@@ -203,21 +197,21 @@ static void assert_status(const struct aio_proc *p, json_t *st, int n, int gen,
   size_t i;
   json_t *w;
   json_array_foreach(procs, i, w) {
-    json_int_t slot = int_field(w, "slot");
+    json_int_t slot = ops_int(w, "slot");
     ck_assert(slot >= 0 && slot < n);
     slots |= 1u << slot;
-    ck_assert_msg(pu_pid_in((pid_t)int_field(w, "pid"), kids, nk),
+    ck_assert_msg(pu_pid_in((pid_t)ops_int(w, "pid"), kids, nk),
                   "procs[%zu].pid %lld is not a child of the master", i,
-                  (long long)int_field(w, "pid"));
+                  (long long)ops_int(w, "pid"));
     ck_assert_str_eq(str_field(w, "state"), "ready");
-    ck_assert_int_eq(int_field(w, "generation"), gen);
+    ck_assert_int_eq(ops_int(w, "generation"), gen);
     double wup = real_field(w, "uptime");
     ck_assert(wup >= 0 && wup <= up + 0.5);
-    ck_assert_int_eq(int_field(w, "restarts"), 0);
-    ck_assert_int_ge(int_field(w, "connections"), 0);
-    ck_assert_int_gt(int_field(w, "rss"), 0);
-    ck_assert_int_gt(int_field(w, "private"), 0);
-    ck_assert_int_le(int_field(w, "private"), int_field(w, "rss"));
+    ck_assert_int_eq(ops_int(w, "restarts"), 0);
+    ck_assert_int_ge(ops_int(w, "connections"), 0);
+    ck_assert_int_gt(ops_int(w, "rss"), 0);
+    ck_assert_int_gt(ops_int(w, "private"), 0);
+    ck_assert_int_le(ops_int(w, "private"), ops_int(w, "rss"));
   }
   ck_assert_int_eq(slots, (1u << n) - 1); /* each slot once */
 }
@@ -297,12 +291,11 @@ START_TEST(test_emit_reaches_a_listener) {
   ck_assert_msg(rec, "no record in %s: %s", events, got);
   ck_assert_str_eq(json_string_value(json_object_get(rec, "sig")), "ops-ping");
   json_t *data = json_object_get(rec, "data");
-  ck_assert_int_eq(json_integer_value(json_object_get(data, "n")), 7);
+  ck_assert_int_eq(ops_int(data, "n"), 7);
   ck_assert_str_eq(json_string_value(json_object_get(data, "who")), "test");
   pid_t kids[2];
   ck_assert_int_eq(pu_live_children(p.pid, kids, 2), 2);
-  ck_assert(pu_pid_in((pid_t)json_integer_value(json_object_get(rec, "pid")),
-                      kids, 2));
+  ck_assert(pu_pid_in((pid_t)ops_int(rec, "pid"), kids, 2));
   json_decref(rec);
   free(got);
 

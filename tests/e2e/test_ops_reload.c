@@ -74,8 +74,8 @@ START_TEST(test_reload_keeps_old_workers_on_bad_config) {
   assert_same_workers(&p, before, port);
 
   json_t *st = ops_status(&p);
-  ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")), 1);
-  ck_assert_int_eq(json_integer_value(json_object_get(st, "reloads")), 0);
+  ck_assert_int_eq(ops_int(st, "generation"), 1);
+  ck_assert_int_eq(ops_int(st, "reloads"), 0);
   json_decref(st);
   h_stop_ok(&p);
 }
@@ -230,8 +230,7 @@ START_TEST(test_reload_keeps_an_unchanged_port_answering) {
                 "%d of %d exchanges failed across %d reloads (first: %s)",
                 failed, failed + done, NRELOADS, h_result_name(first));
   json_t *st = ops_status(&p);
-  ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")),
-                   1 + NRELOADS);
+  ck_assert_int_eq(ops_int(st, "generation"), 1 + NRELOADS);
   json_decref(st);
   h_stop_ok(&p);
 }
@@ -340,7 +339,7 @@ START_TEST(test_reload_applies_a_new_worker_count) {
   ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
   ck_assert_int_eq(pu_wait_live_children(p.pid, 3, 10000), 0);
   json_t *st = ops_status(&p);
-  ck_assert_int_eq(json_integer_value(json_object_get(st, "workers")), 3);
+  ck_assert_int_eq(ops_int(st, "workers"), 3);
   ck_assert_int_eq(json_array_size(json_object_get(st, "procs")), 3);
   json_decref(st);
   pu_ask_pid(port);
@@ -353,9 +352,9 @@ START_TEST(test_reload_applies_a_new_worker_count) {
   ck_assert_int_eq(h_wait_gone(three, 3, 10000), 0);
   ck_assert_int_eq(pu_wait_live_children(p.pid, 1, 10000), 0);
   st = ops_status(&p);
-  ck_assert_int_eq(json_integer_value(json_object_get(st, "workers")), 1);
-  ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")), 3);
-  ck_assert_int_eq(json_integer_value(json_object_get(st, "reloads")), 2);
+  ck_assert_int_eq(ops_int(st, "workers"), 1);
+  ck_assert_int_eq(ops_int(st, "generation"), 3);
+  ck_assert_int_eq(ops_int(st, "reloads"), 2);
   json_decref(st);
   for (int i = 0; i < 4; i++)
     pu_ask_pid(port);
@@ -403,7 +402,7 @@ START_TEST(test_reload_fails_when_new_workers_cannot_start) {
   assert_same_workers(&p, before, port);
 
   json_t *st = ops_status(&p);
-  ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")), 1);
+  ck_assert_int_eq(ops_int(st, "generation"), 1);
   json_decref(st);
   conf_ident(conf, sizeof(conf), port, "");
   ops_rewrite(&p, conf);
@@ -448,7 +447,7 @@ START_TEST(test_reload_refuses_a_second_reload_in_flight) {
   ck_assert_msg(rc == 0, "the first aio reload exited %d: %s", rc, o);
   free(o);
   st = ops_status(&p);
-  ck_assert_int_eq(json_integer_value(json_object_get(st, "generation")), 2);
+  ck_assert_int_eq(ops_int(st, "generation"), 2);
   ck_assert(json_is_false(json_object_get(st, "reloading")));
   json_decref(st);
   h_stop_ok(&p);
