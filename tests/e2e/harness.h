@@ -1,7 +1,9 @@
 /*
- * harness.h - end-to-end test helpers: write a config into a fresh
- * directory, start a real `aio run` with --ready-fd, talk to it over
- * loopback, and wait for conditions with deadlines (never sleep-and-hope).
+ * harness.h - end-to-end test helpers: build a config for the fixture
+ * modules, write it into a fresh directory, start a real `aio run` with
+ * --ready-fd (or another aio command), talk to it over loopback
+ * (harness_net.c), and wait for conditions with deadlines (never
+ * sleep-and-hope).
  */
 #ifndef AIO_TESTS_HARNESS_H
 #define AIO_TESTS_HARNESS_H
@@ -66,6 +68,15 @@ void h_start_ready(struct aio_proc *p, const char *conf_text,
 void h_assert_ready(struct aio_proc *p, int timeout_ms);
 /* TERM; aio must exit 0 within 15 s (the log and a failure if not). */
 void h_stop_ok(struct aio_proc *p);
+/* Wait for readiness. 0, or -1 after timeout_ms or if the process died. */
+int h_wait_ready(struct aio_proc *p, int timeout_ms);
+/* Wait for the process to exit; 0 with p->status set, or -1 on timeout. */
+int h_wait_exit(struct aio_proc *p, int timeout_ms);
+/* Signal and wait; SIGKILL after timeout. Returns the exit status. */
+int h_stop(struct aio_proc *p, int sig, int timeout_ms);
+/* p has exited (h_wait_exit) with exit status want: the log and a
+ * failure if not. Closes its ready pipe. */
+void h_assert_exit_status(struct aio_proc *p, int want);
 /* Run aio with argv (after the binary, NULL-terminated) in dir, for
  * commands other than run; out gets its stdout and stderr. Returns the
  * exit status, or -1 if it did not exit within 60 s. */
@@ -76,15 +87,7 @@ int h_aio(const char *dir, char *out, size_t outlen, const char *const *argv);
 pid_t h_aio_async(const char *dir, const char *out_path,
                   const char *const *argv);
 int h_aio_wait(pid_t pid, int timeout_ms);
-/* Wait for readiness. 0, or -1 after timeout_ms or if the process died. */
-int h_wait_ready(struct aio_proc *p, int timeout_ms);
-/* Wait for the process to exit; 0 with p->status set, or -1 on timeout. */
-int h_wait_exit(struct aio_proc *p, int timeout_ms);
-/* Signal and wait; SIGKILL after timeout. Returns the exit status. */
-int h_stop(struct aio_proc *p, int sig, int timeout_ms);
-/* p has exited (h_wait_exit) with exit status want: the log and a
- * failure if not. Closes its ready pipe. */
-void h_assert_exit_status(struct aio_proc *p, int want);
+
 /* Does the log contain s? h_wait_log waits for it. */
 int h_log_has(const struct aio_proc *p, const char *s);
 int h_wait_log(const struct aio_proc *p, const char *s, int timeout_ms);
