@@ -36,7 +36,7 @@ void app_close(struct app *a);
 
 /* For the probe child and `aio test`: load modules and check references in
  * this process (runs user code). 0 or -1. */
-int app_load_in_process(struct app *a, const char *path,
-                        struct loader *l, struct diag *d);
+int app_load_in_process(struct app *a, const char *path, struct loader *l,
+                        struct diag *d);
 
 #endif

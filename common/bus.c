@@ -10,10 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *const bus_names[BUS_TYPE_COUNT] = {
-    [BUS_NONE] = "none",
+static const char *const bus_names[BUS_TYPE_COUNT] = {[BUS_NONE] = "none",
 #define BUS_NAME(e, s) [BUS_##e] = s,
-    BUS_MESSAGES(BUS_NAME)
+                                                      BUS_MESSAGES(BUS_NAME)
 #undef BUS_NAME
 };
 
@@ -251,8 +250,8 @@ int bus_out_str(struct bus_out *o, const char *s) {
 
 int bus_out_int(struct bus_out *o, long long v) {
   char num[24], *p = num + sizeof(num);
-  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v
-                               : (unsigned long long)v;
+  unsigned long long u =
+      v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
   do
     *--p = (char)('0' + u % 10);
   while ((u /= 10) != 0);

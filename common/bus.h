@@ -20,16 +20,17 @@
 #define BUS_MAX_EMIT (BUS_MAX_FRAME - 4096)
 
 /* X(enum, wire name) */
-#define BUS_MESSAGES(X)                                                       \
-  X(READY, "ready")         /* worker: serving; {slot, gen} */              \
-  X(HEARTBEAT, "heartbeat") /* worker: alive; {conns} */                     \
-  X(EMIT, "emit")           /* worker: aio_emit(); {signal, data, seq} */    \
-  X(DELIVER, "deliver")     /* master: run listeners; {signal, data, id, listeners} */ \
-  X(DELIVERED, "delivered") /* worker: a deliver finished; {id} */           \
-  X(RUN, "run")             /* master: run a job; {job, id, fn, run, ...} */ \
-  X(DONE, "done")           /* worker: job finished; {id, ok} */             \
-  X(STOP, "stop")           /* master: drain and exit; {graceful} */         \
-  X(REOPEN, "reopen")       /* master: reopen log files */                   \
+#define BUS_MESSAGES(X)                                                        \
+  X(READY, "ready")         /* worker: serving; {slot, gen} */                 \
+  X(HEARTBEAT, "heartbeat") /* worker: alive; {conns} */                       \
+  X(EMIT, "emit")           /* worker: aio_emit(); {signal, data, seq} */      \
+  X(DELIVER,                                                                   \
+    "deliver") /* master: run listeners; {signal, data, id, listeners} */      \
+  X(DELIVERED, "delivered") /* worker: a deliver finished; {id} */             \
+  X(RUN, "run")             /* master: run a job; {job, id, fn, run, ...} */   \
+  X(DONE, "done")           /* worker: job finished; {id, ok} */               \
+  X(STOP, "stop")           /* master: drain and exit; {graceful} */           \
+  X(REOPEN, "reopen")       /* master: reopen log files */                     \
   X(STATUS, "status")       /* master asks, worker answers; {conns, rss} */
 
 enum bus_type {

@@ -313,8 +313,7 @@ static int handler(void *user, const char *section, const char *name,
   if (st->cont) {
     if (!st->has_prev || st->last_sec < 0)
       return 1; /* continues an entry that was refused */
-    struct config_entry *e =
-        &cfg->sections[st->last_sec].entries[st->last_ent];
+    struct config_entry *e = &cfg->sections[st->last_sec].entries[st->last_ent];
     if (*e->value == '\0') {
       /* "key =" then the value on the next lines: part 0 is here. */
       char *v = strdup(value);
@@ -339,8 +338,8 @@ static int handler(void *user, const char *section, const char *name,
   st->has_prev = 1;
   st->last_sec = -1;
   if (*section == '\0') {
-    diag_add(st->d, st->origin, st->lineno,
-             "'%s' is outside any [section]", name);
+    diag_add(st->d, st->origin, st->lineno, "'%s' is outside any [section]",
+             name);
     return 1;
   }
   struct config_section *s = section_get(cfg, section, st->origin, st->lineno);
@@ -349,8 +348,8 @@ static int handler(void *user, const char *section, const char *name,
   struct config_entry *e = entry_find(s, name);
   if (e && e->layer == st->layer) {
     diag_add(st->d, st->origin, st->lineno,
-             "duplicate key '%s' in [%s] (first set at line %d)", name,
-             s->name, e->line);
+             "duplicate key '%s' in [%s] (first set at line %d)", name, s->name,
+             e->line);
     return 1;
   }
   char *v = strdup(value);
@@ -486,15 +485,14 @@ static int interp_ref(struct config *cfg, struct config_section *sec,
     return -1;
   }
   if (te->state == 1) {
-    diag_add(d, e->file, e->line,
-             "[%s] %s: interpolation cycle through ${%s}", sec->name, e->key,
-             ref);
+    diag_add(d, e->file, e->line, "[%s] %s: interpolation cycle through ${%s}",
+             sec->name, e->key, ref);
     return -1;
   }
   if (depth >= INTERP_MAX_DEPTH) {
     diag_add(d, e->file, e->line,
-             "[%s] %s: references nested more than %d deep", sec->name,
-             e->key, INTERP_MAX_DEPTH);
+             "[%s] %s: references nested more than %d deep", sec->name, e->key,
+             INTERP_MAX_DEPTH);
     return -1;
   }
   if (interp_entry(cfg, ts, te, d, depth + 1))
@@ -740,8 +738,8 @@ int config_write_value(const char *path, const char *section, const char *key,
     size_t llen = next_line(p, line, sizeof(line));
     enum wline kind = line_kind(line, open);
     if (kind == W_HEADER) {
-      in_section = line_is_header(line, name, sizeof(name)) &&
-                   strcmp(name, canon) == 0;
+      in_section =
+          line_is_header(line, name, sizeof(name)) && strcmp(name, canon) == 0;
       open = 0;
     } else if (kind == W_ENTRY) {
       open = 1;

@@ -18,11 +18,11 @@
 
 struct config_entry {
   char *key;
-  char *value; /* raw, then interpolated by config_interpolate() */
+  char *value;      /* raw, then interpolated by config_interpolate() */
   const char *file; /* borrowed from config->files */
   int line;
-  int layer; /* which parse call set it */
-  int state; /* interpolation: 0 raw, 1 in progress, 2 done */
+  int layer;  /* which parse call set it */
+  int state;  /* interpolation: 0 raw, 1 in progress, 2 done */
   int *lines; /* the line of each '\n'-separated part of the value (a value
                * continued over indented lines has one part per line) */
   size_t nlines;

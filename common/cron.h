@@ -4,8 +4,8 @@
 #ifndef AIO_COMMON_CRON_H
 #define AIO_COMMON_CRON_H
 
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 struct cron {

@@ -12,10 +12,9 @@
 #include "config.h"
 #include "util.h"
 
-static const char *const ctl_names[] = {
-    [CTL_NONE] = "none",
+static const char *const ctl_names[] = {[CTL_NONE] = "none",
 #define CTL_NAME(e, s) [CTL_##e] = s,
-    CTL_COMMANDS(CTL_NAME)
+                                        CTL_COMMANDS(CTL_NAME)
 #undef CTL_NAME
 };
 

@@ -15,11 +15,11 @@
 #define CTL_MAX_REQUEST (64 * 1024)
 
 /* X(enum, name) */
-#define CTL_COMMANDS(X)                                                       \
-  X(STATUS, "status")                                                         \
-  X(RELOAD, "reload")                                                         \
-  X(STOP, "stop")                                                             \
-  X(EMIT, "emit")                                                             \
+#define CTL_COMMANDS(X)                                                        \
+  X(STATUS, "status")                                                          \
+  X(RELOAD, "reload")                                                          \
+  X(STOP, "stop")                                                              \
+  X(EMIT, "emit")                                                              \
   X(SCALE, "scale")
 
 enum ctl_cmd {

@@ -44,7 +44,9 @@ const char *loader_kind_name(aio_kind_t kind) {
   return "an unknown kind";
 }
 
-struct loader *loader_new(void) { return calloc(1, sizeof(struct loader)); }
+struct loader *loader_new(void) {
+  return calloc(1, sizeof(struct loader));
+}
 
 void loader_free(struct loader *l) {
   if (l == NULL)
@@ -116,8 +118,8 @@ static struct loader_module *add_module(struct loader *l, const char *name) {
 }
 
 struct loader_module *loader_load(struct loader *l, const struct settings *s,
-                                  const char *name, const char *file,
-                                  int line, struct diag *d) {
+                                  const char *name, const char *file, int line,
+                                  struct diag *d) {
   struct loader_module *m = loader_find_module(l, name);
   if (m)
     return m;
@@ -249,8 +251,8 @@ const aio_decl_t *loader_resolve(struct loader *l, const struct ref *ref,
                  loader_kind_name(kind), ref->symbol);
       else
         diag_add(d, ref->file, ref->line,
-                 "%s: module '%s' (%s) has no symbol '%s'", ref->text,
-                 m->name, m->path, ref->symbol);
+                 "%s: module '%s' (%s) has no symbol '%s'", ref->text, m->name,
+                 m->path, ref->symbol);
       return NULL;
     }
   }

@@ -37,12 +37,11 @@ void loader_free(struct loader *l);
 /* Load every module in s->modules and every module a reference names,
  * built-in first. Problems (missing file, dlopen error, no AIO_MODULE, wrong
  * API version) go to d. 0 or -1. */
-int loader_load_all(struct loader *l, const struct settings *s,
-                    struct diag *d);
+int loader_load_all(struct loader *l, const struct settings *s, struct diag *d);
 /* Load one module by name. Returns it (borrowed) or NULL. */
 struct loader_module *loader_load(struct loader *l, const struct settings *s,
-                                  const char *name, const char *file,
-                                  int line, struct diag *d);
+                                  const char *name, const char *file, int line,
+                                  struct diag *d);
 struct loader_module *loader_find_module(const struct loader *l,
                                          const char *name);
 

@@ -7,11 +7,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/time.h>
 #include <time.h>
-#include <stdlib.h>
 #include <unistd.h>
 
 static int log_level_cur = AIO_LOG_INFO;
@@ -122,12 +122,12 @@ void log_vwrite(int level, const char *fmt, va_list ap) {
   log_emit(level, NULL, fmt, ap);
 }
 
-#define LOG_FN(name, level)                                                   \
-  void name(const char *fmt, ...) {                                           \
-    va_list ap;                                                               \
-    va_start(ap, fmt);                                                        \
-    log_vwrite(level, fmt, ap);                                               \
-    va_end(ap);                                                               \
+#define LOG_FN(name, level)                                                    \
+  void name(const char *fmt, ...) {                                            \
+    va_list ap;                                                                \
+    va_start(ap, fmt);                                                         \
+    log_vwrite(level, fmt, ap);                                                \
+    va_end(ap);                                                                \
   }
 LOG_FN(log_debug, AIO_LOG_DEBUG)
 LOG_FN(log_info, AIO_LOG_INFO)

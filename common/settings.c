@@ -7,10 +7,10 @@
 #include "settings.h"
 
 #include <arpa/inet.h>
-#include <grp.h>
-#include <pwd.h>
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -21,27 +21,26 @@
 #include "log.h"
 #include "util.h"
 
-const char settings_builtin_defaults[] =
-    "[aio]\n"
-    "modules =\n"
-    "module_path =\n"
-    "workers = auto\n"
-    "timeout = 30\n"
-    "graceful_timeout = 30\n"
-    "log_level = info\n"
-    "log_file =\n"
-    "pidfile =\n"
-    "control =\n"
-    "user =\n"
-    "group =\n"
-    "max_restarts = 5\n"
-    "restart_window = 60\n"
-    "max_connections = 10000\n"
-    "write_limit = 4194304\n";
+const char settings_builtin_defaults[] = "[aio]\n"
+                                         "modules =\n"
+                                         "module_path =\n"
+                                         "workers = auto\n"
+                                         "timeout = 30\n"
+                                         "graceful_timeout = 30\n"
+                                         "log_level = info\n"
+                                         "log_file =\n"
+                                         "pidfile =\n"
+                                         "control =\n"
+                                         "user =\n"
+                                         "group =\n"
+                                         "max_restarts = 5\n"
+                                         "restart_window = 60\n"
+                                         "max_connections = 10000\n"
+                                         "write_limit = 4194304\n";
 
 static const char *const builtin_commands[] = {
-    "run", "config", "test", "check", "reload", "stop",
-    "status", "emit", "scale", "help", "version"};
+    "run",    "config", "test",  "check", "reload", "stop",
+    "status", "emit",   "scale", "help",  "version"};
 
 int settings_is_builtin_command(const char *name) {
   for (size_t i = 0; i < UTIL_ARRAY_LEN(builtin_commands); i++)
@@ -114,8 +113,8 @@ static void rd_fail(struct reader *r, const char *key, const char *fmt,
   if (e)
     diag_add(r->d, e->file, e->line, "[%s] %s: %s", r->sec->name, key, msg);
   else
-    diag_add(r->d, r->sec->file, r->sec->line, "[%s] %s: %s", r->sec->name,
-             key, msg);
+    diag_add(r->d, r->sec->file, r->sec->line, "[%s] %s: %s", r->sec->name, key,
+             msg);
   r->failed = 1;
 }
 
@@ -531,8 +530,7 @@ int settings_load(struct settings *s, const struct config *cfg,
     r.failed = 0; /* "needs a protocol" is about this section only */
     if (prefix(sec->name, "server:", &rest)) {
       if (*rest == '\0') {
-        diag_add(d, sec->file, sec->line, "[%s] has no server name",
-                 sec->name);
+        diag_add(d, sec->file, sec->line, "[%s] has no server name", sec->name);
         continue;
       }
       load_server(s, &r, rest);

@@ -72,7 +72,7 @@ struct settings {
   size_t nmodules;
   const char *modules_file; /* where [aio] modules was set (borrowed) */
   int *module_lines;        /* the line that names each of modules */
-  char **module_path; /* absolute or relative to the config's directory */
+  char **module_path;       /* absolute or relative to the config's directory */
   size_t npath;
   char *config_dir;
   char *pidfile;
@@ -81,8 +81,8 @@ struct settings {
   int drop_privileges; /* user or group set: workers run as uid/gid */
   uid_t uid;
   gid_t gid;
-  int max_restarts;      /* crashes of a slot within restart_window ... */
-  double restart_window; /* ... after which it is not respawned */
+  int max_restarts;       /* crashes of a slot within restart_window ... */
+  double restart_window;  /* ... after which it is not respawned */
   size_t max_connections; /* per worker */
   size_t write_limit;     /* per connection, bytes queued before -ENOBUFS */
 
@@ -98,8 +98,7 @@ struct settings {
 
 /* Fill s from cfg; every problem goes to d. 0 or -1. s must be closed with
  * settings_close() either way. */
-int settings_load(struct settings *s, const struct config *cfg,
-                  struct diag *d);
+int settings_load(struct settings *s, const struct config *cfg, struct diag *d);
 void settings_close(struct settings *s);
 
 /* Parse "module.symbol" into r (new strings). 0 or -1 with a message. */

@@ -15,8 +15,8 @@
 #ifndef AIO_H
 #define AIO_H
 
-#include <stddef.h>
 #include <jansson.h>
+#include <stddef.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -203,26 +203,25 @@ typedef struct aio_decl_s {
 } aio_decl_t;
 
 #define AIO__DECL_NAME(sym) aio__decl_##sym
-#define AIO__STR(x) #x
 
 /* A wrong function type is a compile error, not a warning. */
-#define AIO__CHECK_FN(fn, type, what)                                         \
-  _Static_assert(_Generic(&(fn), type *: 1, default: 0),                     \
+#define AIO__CHECK_FN(fn, type, what)                                          \
+  _Static_assert(_Generic(&(fn), type * : 1, default : 0),                     \
                  #fn " must have type " #type " to be declared " what)
 
-#define AIO__DECL(sym, kindv, member, value)                                  \
-  AIO_EXPORT extern const aio_decl_t AIO__DECL_NAME(sym);                     \
-  const aio_decl_t AIO__DECL_NAME(sym) = {AIO_DECL_MAGIC, AIO_API_VERSION,    \
-                                          kindv, #sym, {.member = value}}
+#define AIO__DECL(sym, kindv, member, value)                                   \
+  AIO_EXPORT extern const aio_decl_t AIO__DECL_NAME(sym);                      \
+  const aio_decl_t AIO__DECL_NAME(sym) = {                                     \
+      AIO_DECL_MAGIC, AIO_API_VERSION, kindv, #sym, {.member = value}}
 
 /* AIO_MODULE(.name = "foo", .init = ..., .defaults = "...", .tests = ...) */
-#define AIO_MODULE(...)                                                       \
-  static const aio_module_t aio__module_def = {__VA_ARGS__};                  \
+#define AIO_MODULE(...)                                                        \
+  static const aio_module_t aio__module_def = {__VA_ARGS__};                   \
   AIO__DECL(aio_module, AIO_KIND_MODULE, module, &aio__module_def)
 
 #if defined(__GNUC__)
-#define AIO__STRICT_BEGIN                                                     \
-  _Pragma("GCC diagnostic push")                                              \
+#define AIO__STRICT_BEGIN                                                      \
+  _Pragma("GCC diagnostic push")                                               \
       _Pragma("GCC diagnostic error \"-Wincompatible-pointer-types\"")
 #define AIO__STRICT_END _Pragma("GCC diagnostic pop")
 #else
@@ -232,24 +231,24 @@ typedef struct aio_decl_s {
 
 /* AIO_PROTOCOL(sym, .connection_made = ..., .data_received = ...) defines the
  * protocol `sym`; the config names it `module.sym`. */
-#define AIO_PROTOCOL(sym, ...)                                                \
-  AIO__STRICT_BEGIN                                                           \
-  static const aio_protocol_t sym = {__VA_ARGS__};                            \
-  AIO__STRICT_END                                                             \
+#define AIO_PROTOCOL(sym, ...)                                                 \
+  AIO__STRICT_BEGIN                                                            \
+  static const aio_protocol_t sym = {__VA_ARGS__};                             \
+  AIO__STRICT_END                                                              \
   AIO__DECL(sym, AIO_KIND_PROTOCOL, protocol, &sym)
 
 /* Each of these follows the definition of a function of the right type. */
-#define AIO_FACTORY(fn)                                                       \
-  AIO__CHECK_FN(fn, aio_factory_fn, "AIO_FACTORY");                           \
+#define AIO_FACTORY(fn)                                                        \
+  AIO__CHECK_FN(fn, aio_factory_fn, "AIO_FACTORY");                            \
   AIO__DECL(fn, AIO_KIND_FACTORY, factory, fn)
-#define AIO_LISTENER(fn)                                                      \
-  AIO__CHECK_FN(fn, aio_listener_fn, "AIO_LISTENER");                         \
+#define AIO_LISTENER(fn)                                                       \
+  AIO__CHECK_FN(fn, aio_listener_fn, "AIO_LISTENER");                          \
   AIO__DECL(fn, AIO_KIND_LISTENER, listener, fn)
-#define AIO_SCHEDULER(fn)                                                     \
-  AIO__CHECK_FN(fn, aio_scheduler_fn, "AIO_SCHEDULER");                       \
+#define AIO_SCHEDULER(fn)                                                      \
+  AIO__CHECK_FN(fn, aio_scheduler_fn, "AIO_SCHEDULER");                        \
   AIO__DECL(fn, AIO_KIND_SCHEDULER, scheduler, fn)
-#define AIO_COMMAND(fn)                                                       \
-  AIO__CHECK_FN(fn, aio_command_fn, "AIO_COMMAND");                           \
+#define AIO_COMMAND(fn)                                                        \
+  AIO__CHECK_FN(fn, aio_command_fn, "AIO_COMMAND");                            \
   AIO__DECL(fn, AIO_KIND_COMMAND, command, fn)
 
 #ifdef __cplusplus

@@ -38,8 +38,8 @@ int cli_check(const char *config_path, int argc, char **argv) {
     printf("aio: configuration %s is ok (%zu server%s, %zu schedule%s, %zu "
            "listener%s)\n",
            path, app.s.nservers, app.s.nservers == 1 ? "" : "s",
-           app.s.nschedules, app.s.nschedules == 1 ? "" : "s",
-           app.s.nlisteners, app.s.nlisteners == 1 ? "" : "s");
+           app.s.nschedules, app.s.nschedules == 1 ? "" : "s", app.s.nlisteners,
+           app.s.nlisteners == 1 ? "" : "s");
   }
   app_close(&app);
   diag_close(&d);

@@ -18,8 +18,8 @@
 
 #include "app.h"
 #include "cli.h"
-#include "ctl.h"
 #include "config.h"
+#include "ctl.h"
 #include "util.h"
 
 /* The reply to one request, or NULL after printing why. *code gets the
@@ -52,8 +52,8 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
   snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock ? sock : "");
   if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
     fprintf(stderr,
-            "aio: no master is running for %s (control socket %s: %s)\n",
-            path, sock ? sock : "?", strerror(errno));
+            "aio: no master is running for %s (control socket %s: %s)\n", path,
+            sock ? sock : "?", strerror(errno));
     *code = EXIT_UNAVAILABLE;
     goto out;
   }
@@ -141,8 +141,8 @@ static void print_status(json_t *r) {
          (long long)json_integer_value(json_object_get(r, "reloads")),
          json_integer_value(json_object_get(r, "reloads")) == 1 ? "" : "s",
          json_string_value(json_object_get(r, "config")));
-  printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %s\n", "SLOT", "PID",
-         "STATE", "GEN", "UPTIME", "RESTARTS", "CONNS", "RSS", "PRIVATE");
+  printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %s\n", "SLOT", "PID", "STATE",
+         "GEN", "UPTIME", "RESTARTS", "CONNS", "RSS", "PRIVATE");
   size_t i;
   json_t *w;
   json_array_foreach(json_object_get(r, "procs"), i, w) {
@@ -157,8 +157,8 @@ static void print_status(json_t *r) {
            (long long)json_integer_value(json_object_get(w, "slot")),
            (long long)json_integer_value(json_object_get(w, "pid")),
            json_string_value(json_object_get(w, "state")),
-           (long long)json_integer_value(json_object_get(w, "generation")),
-           up, (long long)json_integer_value(json_object_get(w, "restarts")),
+           (long long)json_integer_value(json_object_get(w, "generation")), up,
+           (long long)json_integer_value(json_object_get(w, "restarts")),
            (long long)json_integer_value(json_object_get(w, "connections")),
            rss, priv);
   }
@@ -225,8 +225,8 @@ int cli_control(const char *config_path, int argc, char **argv) {
         return EXIT_USAGE;
       }
     }
-    req = json_pack("{s:s,s:s,s:o}", "cmd", "emit", "signal", argv[1],
-                    "data", data);
+    req = json_pack("{s:s,s:s,s:o}", "cmd", "emit", "signal", argv[1], "data",
+                    data);
   } else if (strcmp(cmd, "scale") == 0 && argc == 2) {
     long n;
     if (util_parse_long(argv[1], 1, 1024, &n)) {

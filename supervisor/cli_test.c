@@ -84,8 +84,9 @@ int cli_test(const char *config_path, int argc, char **argv) {
     goto out;
   for (int i = optind; i < argc; i++)
     if (loader_find_module(l, argv[i]) == NULL) {
-      fprintf(stderr, "aio test: unknown module '%s'; the configuration "
-                      "has:",
+      fprintf(stderr,
+              "aio test: unknown module '%s'; the configuration "
+              "has:",
               argv[i]);
       for (size_t j = 0; j < l->n; j++)
         fprintf(stderr, " %s", l->mods[j].name);

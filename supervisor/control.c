@@ -150,8 +150,8 @@ static json_t *status_reply(struct master *m) {
                   "pid", (int)p->pid, "state", wproc_state_names[p->state],
                   "generation", (int)p->g->id, "uptime",
                   (double)(now - p->started_ms) / 1000.0, "restarts",
-                  (int)p->restarts, "connections", (json_int_t)p->conns,
-                  "rss", (json_int_t)rss, "private", (json_int_t)priv));
+                  (int)p->restarts, "connections", (json_int_t)p->conns, "rss",
+                  (json_int_t)rss, "private", (json_int_t)priv));
   }
   long long rss, priv;
   proc_memory(getpid(), &rss, &priv);
@@ -208,8 +208,8 @@ static void handle(struct client *c, const char *line, size_t len) {
       client_reply(c, busy_reply("the master is shutting down"));
     } else {
       master_scale(m, (size_t)req.workers);
-      client_reply(c, json_pack("{s:b,s:i}", "ok", 1, "workers",
-                                (int)m->nslots));
+      client_reply(c,
+                   json_pack("{s:b,s:i}", "ok", 1, "workers", (int)m->nslots));
     }
     break;
   default:
@@ -226,8 +226,7 @@ static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = sizeof(slab);
 }
 
-static void on_client_read(uv_stream_t *s, ssize_t nread,
-                           const uv_buf_t *buf) {
+static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   struct client *c = s->data;
   if (nread == 0)
     return;
@@ -378,8 +377,8 @@ void control_reload_done(struct master *m, int code, json_t *errors) {
       continue;
     c->waiting_reload = 0;
     if (code == 0)
-      client_reply(c, json_pack("{s:b,s:i}", "ok", 1, "generation",
-                                (int)m->gen->id));
+      client_reply(
+          c, json_pack("{s:b,s:i}", "ok", 1, "generation", (int)m->gen->id));
     else
       client_reply(c, json_pack("{s:b,s:s,s:o,s:i}", "ok", 0, "error",
                                 "reload failed", "errors",

@@ -2,14 +2,14 @@
 #define _GNU_SOURCE
 #include "generation.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -177,8 +177,7 @@ static int fd_matches(int fd, const struct server_conf *sc) {
     return strcmp(host, "::") == 0 || strcmp(host, "0.0.0.0") == 0;
   unsigned char a[16], b[16];
   int fam = strchr(sc->address, ':') ? AF_INET6 : AF_INET;
-  return inet_pton(fam, sc->address, a) == 1 &&
-         inet_pton(fam, host, b) == 1 &&
+  return inet_pton(fam, sc->address, a) == 1 && inet_pton(fam, host, b) == 1 &&
          memcmp(a, b, fam == AF_INET6 ? 16 : 4) == 0;
 }
 
@@ -236,8 +235,7 @@ static int bind_shared(struct generation *g, size_t i,
 
 /* Does another slot of g hold a socket for server i? Then binding joins
  * our own SO_REUSEPORT group; otherwise the address is new to us. */
-static int bound_elsewhere(const struct generation *g, size_t slot,
-                           size_t i) {
+static int bound_elsewhere(const struct generation *g, size_t slot, size_t i) {
   for (size_t k = 0; k < g->nslots_fds; k++)
     if (k != slot && g->fds[k] && g->fds[k][i] >= 0)
       return 1;

@@ -21,30 +21,31 @@
 #include "util.h"
 
 static void usage(FILE *out) {
-  fprintf(out,
-          "usage: aio [-c FILE] COMMAND [ARGS]\n"
-          "\n"
-          "Runs network services written as C plugins, as named in an INI\n"
-          "file (default: aio.conf, etc/aio.conf, /etc/aio.conf).\n"
-          "\n"
-          "commands:\n"
-          "  run       serve the configuration (master and workers)\n"
-          "  config    print the effective configuration, or get/set a value\n"
-          "  check     validate the configuration and its modules, like nginx -t\n"
-          "  test      run the tests of the configured modules\n"
-          "  reload    reload the running master (like SIGHUP), report errors\n"
-          "  stop      stop the running master (--now: immediately)\n"
-          "  status    show the master and its workers (--json)\n"
-          "  emit      deliver SIGNAL [JSON] to the running listeners\n"
-          "  scale     set the number of workers of the running master\n"
-          "  emit      deliver SIGNAL [JSON] to the running listeners\n"
-          "  scale     set the number of workers of the running master\n"
-          "  COMMAND   a command mapped in [aio:commands]\n"
-          "\n"
-          "options:\n"
-          "  -c, --config FILE  the configuration file\n"
-          "  -h, --help         this help (aio COMMAND --help for a command)\n"
-          "  -V, --version      print the version\n");
+  fprintf(
+      out,
+      "usage: aio [-c FILE] COMMAND [ARGS]\n"
+      "\n"
+      "Runs network services written as C plugins, as named in an INI\n"
+      "file (default: aio.conf, etc/aio.conf, /etc/aio.conf).\n"
+      "\n"
+      "commands:\n"
+      "  run       serve the configuration (master and workers)\n"
+      "  config    print the effective configuration, or get/set a value\n"
+      "  check     validate the configuration and its modules, like nginx -t\n"
+      "  test      run the tests of the configured modules\n"
+      "  reload    reload the running master (like SIGHUP), report errors\n"
+      "  stop      stop the running master (--now: immediately)\n"
+      "  status    show the master and its workers (--json)\n"
+      "  emit      deliver SIGNAL [JSON] to the running listeners\n"
+      "  scale     set the number of workers of the running master\n"
+      "  emit      deliver SIGNAL [JSON] to the running listeners\n"
+      "  scale     set the number of workers of the running master\n"
+      "  COMMAND   a command mapped in [aio:commands]\n"
+      "\n"
+      "options:\n"
+      "  -c, --config FILE  the configuration file\n"
+      "  -h, --help         this help (aio COMMAND --help for a command)\n"
+      "  -V, --version      print the version\n");
 }
 
 /* An absolute path for a file that may not exist yet. Returns new. */
@@ -70,17 +71,18 @@ char *cli_config_path(const char *given) {
 }
 
 static void run_usage(FILE *out) {
-  fprintf(out,
-          "usage: aio [-c FILE] run [-d] [--pidfile PATH] [--ready-fd N]\n"
-          "\n"
-          "Serve the configuration: in the foreground, logging to stderr\n"
-          "(or [aio] log_file), unless -d.\n"
-          "\n"
-          "  -d, --daemon     detach; returns once every worker serves (exit\n"
-          "                   0) or the start failed (its exit status)\n"
-          "  --pidfile PATH   write and lock PATH (default: [aio] pidfile)\n"
-          "  --ready-fd N     write a newline to fd N once every worker serves\n"
-          "                   (s6-style readiness notification)\n");
+  fprintf(
+      out,
+      "usage: aio [-c FILE] run [-d] [--pidfile PATH] [--ready-fd N]\n"
+      "\n"
+      "Serve the configuration: in the foreground, logging to stderr\n"
+      "(or [aio] log_file), unless -d.\n"
+      "\n"
+      "  -d, --daemon     detach; returns once every worker serves (exit\n"
+      "                   0) or the start failed (its exit status)\n"
+      "  --pidfile PATH   write and lock PATH (default: [aio] pidfile)\n"
+      "  --ready-fd N     write a newline to fd N once every worker serves\n"
+      "                   (s6-style readiness notification)\n");
 }
 
 static int cmd_run(const char *config_path, int argc, char **argv) {
@@ -222,8 +224,7 @@ static int cmd_plugin(const char *config_path, int argc, char **argv) {
     char *found = config_search(&d);
     diag_close(&d);
     if (found == NULL) {
-      fprintf(stderr, "aio: unknown command '%s' (see aio --help)\n",
-              argv[0]);
+      fprintf(stderr, "aio: unknown command '%s' (see aio --help)\n", argv[0]);
       return EXIT_USAGE;
     }
     free(found);
@@ -301,8 +302,8 @@ int main(int argc, char **argv) {
     return cli_check(config_path, cargc, cargv);
   if (strcmp(cmd, "test") == 0)
     return cli_test(config_path, cargc, cargv);
-  static const char *const control_cmds[] = {"reload", "stop", "status",
-                                              "emit", "scale"};
+  static const char *const control_cmds[] = {"reload", "stop", "status", "emit",
+                                             "scale"};
   for (size_t i = 0; i < UTIL_ARRAY_LEN(control_cmds); i++)
     if (strcmp(cmd, control_cmds[i]) == 0)
       return cli_control(config_path, cargc, cargv);

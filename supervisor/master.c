@@ -13,8 +13,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "log.h"
 #include "generation.h"
+#include "log.h"
 #include "sockets.h"
 #include "util.h"
 
@@ -111,8 +111,7 @@ static void slot_crashed(struct master *m, struct slot *s) {
   s->state = SLOT_BACKOFF;
   s->respawn_at_ms = now + delay;
   log_warnx("worker %d crashed %u times in %.0f s: respawning in %llu ms",
-            s->index, recent, set->restart_window,
-            (unsigned long long)delay);
+            s->index, recent, set->restart_window, (unsigned long long)delay);
 }
 
 /* ---- process bookkeeping ---------------------------------------------- */
@@ -163,8 +162,8 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
   reload_worker_exited(m, p, how);
   router_worker_gone(m, p);
   sched_worker_gone(m, p);
-  json_t *data = json_pack("{s:i,s:i,s:s}", "slot", p->slot, "pid",
-                           (int)p->pid, "status", how);
+  json_t *data = json_pack("{s:i,s:i,s:s}", "slot", p->slot, "pid", (int)p->pid,
+                           "status", how);
   if (WIFEXITED(status))
     json_object_set_new(data, "exit_code", json_integer(WEXITSTATUS(status)));
   if (WIFSIGNALED(status))
@@ -311,7 +310,8 @@ void master_begin_stop(struct master *m, int how) {
   /* A generation that is not serving yet has nothing to drain. */
   reload_cancel(m, "the master is shutting down");
   sched_stop(m);
-  notify_send("STOPPING=1\nSTATUS=%s shutdown", how == 1 ? "graceful" : "immediate");
+  notify_send("STOPPING=1\nSTATUS=%s shutdown",
+              how == 1 ? "graceful" : "immediate");
   control_close(m);
   router_emit(m, "aio-stopping", NULL);
   for (struct wproc *p = m->procs; p; p = p->next)
@@ -367,8 +367,8 @@ static void announce_ready(struct master *m) {
       return;
   }
   m->announced = 1;
-  log_info("ready: %zu worker%s serving (generation %u) in %llu ms",
-           m->nslots, m->nslots == 1 ? "" : "s", m->gen->id,
+  log_info("ready: %zu worker%s serving (generation %u) in %llu ms", m->nslots,
+           m->nslots == 1 ? "" : "s", m->gen->id,
            (unsigned long long)(uv_now(m->loop) - m->start_ms));
   if (m->ready_fd >= 0) {
     ssize_t r;
@@ -421,8 +421,7 @@ static void on_tick(uv_timer_t *t) {
                now - p->last_hb_ms > timeout) {
       log_error("worker %d (pid %d) silent for %llu ms (timeout %.1f s): "
                 "killing it",
-                p->slot, (int)p->pid,
-                (unsigned long long)(now - p->last_hb_ms),
+                p->slot, (int)p->pid, (unsigned long long)(now - p->last_hb_ms),
                 m->gen->app.s.timeout);
       kill(p->pid, SIGKILL);
       p->last_hb_ms = UINT64_MAX; /* in the future: killed once */
@@ -457,7 +456,8 @@ static void on_watchdog(uv_timer_t *t) {
   notify_send("WATCHDOG=1");
 }
 
-/* ---- signals --------------------------------------------------------------- */
+/* ---- signals ---------------------------------------------------------------
+ */
 
 static void on_signal(uv_signal_t *h, int signum) {
   struct master *m = h->data;
@@ -510,9 +510,8 @@ static void on_signal(uv_signal_t *h, int signum) {
   }
 }
 
-static const int master_signals[] = {SIGCHLD, SIGTERM, SIGINT,
-                                     SIGQUIT, SIGHUP,  SIGUSR1,
-                                     SIGTTIN, SIGTTOU, SIGUSR2};
+static const int master_signals[] = {SIGCHLD, SIGTERM, SIGINT,  SIGQUIT, SIGHUP,
+                                     SIGUSR1, SIGTTIN, SIGTTOU, SIGUSR2};
 
 static void close_walk(uv_handle_t *h, void *arg) {
   (void)arg;
@@ -575,9 +574,8 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
     char where[160];
     sockets_describe(&m->gen->app.s.servers[i], m->gen->ports[i], where,
                      sizeof(where));
-    log_info("[server:%s] listening on %s (%s)",
-             m->gen->app.s.servers[i].name, where,
-             m->gen->app.s.servers[i].handler.text);
+    log_info("[server:%s] listening on %s (%s)", m->gen->app.s.servers[i].name,
+             where, m->gen->app.s.servers[i].handler.text);
   }
   router_emit(m, "aio-starting", NULL);
   for (size_t i = 0; i < m->nslots; i++) {

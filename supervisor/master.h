@@ -15,10 +15,10 @@
 #include "bus.h"
 
 /* X(enum, name): a worker process's lifecycle, in order. */
-#define WPROC_STATES(X)                                                       \
-  X(STARTING, "starting") /* forked, not yet ready */                        \
-  X(READY, "ready")       /* serving */                                      \
-  X(DRAINING, "draining") /* told to stop; finishing connections */          \
+#define WPROC_STATES(X)                                                        \
+  X(STARTING, "starting") /* forked, not yet ready */                          \
+  X(READY, "ready")       /* serving */                                        \
+  X(DRAINING, "draining") /* told to stop; finishing connections */            \
   X(DEAD, "dead")         /* reaped */
 
 enum wproc_state {
@@ -28,11 +28,11 @@ enum wproc_state {
 };
 
 /* X(enum, name): a slot's lifecycle. */
-#define SLOT_STATES(X)                                                        \
-  X(IDLE, "idle")         /* no worker wanted (retired) */                   \
-  X(RUNNING, "running")   /* a worker is starting or serving */              \
-  X(BACKOFF, "backoff")   /* crashed; respawn when the timer fires */        \
-  X(FAILED, "failed")     /* crash loop: not respawned */
+#define SLOT_STATES(X)                                                         \
+  X(IDLE, "idle")       /* no worker wanted (retired) */                       \
+  X(RUNNING, "running") /* a worker is starting or serving */                  \
+  X(BACKOFF, "backoff") /* crashed; respawn when the timer fires */            \
+  X(FAILED, "failed")   /* crash loop: not respawned */
 
 enum slot_state {
 #define SLOT_ENUM(e, s) SLOT_##e,
@@ -65,12 +65,12 @@ struct wproc {
   int bus_open;
   uint64_t started_ms, ready_ms, last_hb_ms, stop_deadline_ms;
   long conns;
-  unsigned restarts; /* of its slot when it was spawned */
-  struct delivery *pending; /* sent, not yet acknowledged, oldest first */
+  unsigned restarts;             /* of its slot when it was spawned */
+  struct delivery *pending;      /* sent, not yet acknowledged, oldest first */
   struct delivery *pending_last; /* its tail, NULL when empty */
   uint64_t sent;                 /* deliver frames sent to it */
   struct bus_mark *mark;         /* shared: what it was doing when it died */
-  json_int_t running_job;   /* job id in flight, or 0 */
+  json_int_t running_job;        /* job id in flight, or 0 */
   struct wproc *next;
 };
 
@@ -79,7 +79,7 @@ struct slot {
   int index;
   enum slot_state state;
   struct wproc *cur;
-  struct wproc *next; /* the new generation's worker during a reload */
+  struct wproc *next;    /* the new generation's worker during a reload */
   uint64_t crash_ms[64]; /* recent crash times, ring */
   unsigned ncrash;
   unsigned restarts;
@@ -93,10 +93,10 @@ struct slot {
 struct generation {
   unsigned id;
   struct app app;
-  int *ports;   /* actual port per server (port 0 resolved) */
-  int **fds;    /* fds[slot][server], each owned by this generation */
-  int *shared;  /* per server: the one socket of a unix or activated
-                   server (slots hold dups), or -1 */
+  int *ports;     /* actual port per server (port 0 resolved) */
+  int **fds;      /* fds[slot][server], each owned by this generation */
+  int *shared;    /* per server: the one socket of a unix or activated
+                     server (slots hold dups), or -1 */
   int *activated; /* per server: came from socket activation */
   size_t nslots_fds;
   int refs;
@@ -123,7 +123,7 @@ struct master {
   uv_signal_t sig[9];
   uv_timer_t tick;
   uv_prepare_t bus_flush; /* writes every worker's queued frames */
-  int stopping;   /* 0, or 1 graceful / 2 immediate */
+  int stopping;           /* 0, or 1 graceful / 2 immediate */
   uint64_t stop_deadline_ms;
   int ready_fd;   /* --ready-fd, -1 when none or used */
   int *daemon_fd; /* -d: tells the waiting parent 'R'eady; -1 when used */
@@ -136,10 +136,10 @@ struct master {
   struct generation *next_gen; /* being started by a reload */
   uint64_t reload_deadline_ms;
   uint64_t reload_started_ms;
-  unsigned reloads;            /* successful reloads so far */
-  struct control *ctl;         /* the control socket, or NULL */
-  uv_timer_t watchdog;         /* sd_notify WATCHDOG=1 */
-  char *pidfile;               /* written and locked by daemon.c */
+  unsigned reloads;     /* successful reloads so far */
+  struct control *ctl;  /* the control socket, or NULL */
+  uv_timer_t watchdog;  /* sd_notify WATCHDOG=1 */
+  char *pidfile;        /* written and locked by daemon.c */
   struct sched *scheds; /* one per [schedule:NAME] of the current config */
   size_t nscheds;
   size_t rr; /* round-robin cursor for job dispatch */
@@ -177,8 +177,7 @@ void master_scale(struct master *m, size_t n);
 int reload_start(struct master *m, char **why);
 /* A worker of the reload's generation is ready / exited. */
 void reload_worker_ready(struct master *m, struct wproc *p);
-void reload_worker_exited(struct master *m, struct wproc *p,
-                          const char *how);
+void reload_worker_exited(struct master *m, struct wproc *p, const char *how);
 void reload_tick(struct master *m, uint64_t now);
 /* Abandon a reload in flight (the master is stopping): kill its workers,
  * keep the old generation, answer its clients with why. */

@@ -30,23 +30,21 @@ void notify_init(void) {
     memcpy(notify_addr.sun_path, path, strlen(path));
     if (path[0] == '@')
       notify_addr.sun_path[0] = '\0'; /* abstract namespace */
-    notify_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
-                             strlen(path));
+    notify_len =
+        (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
   }
   const char *wd = getenv("WATCHDOG_USEC"), *wp = getenv("WATCHDOG_PID");
   long usec, pid;
   if (wd && util_parse_long(wd, 1, 1L << 62, &usec) == 0 &&
-      (wp == NULL || (util_parse_long(wp, 1, 1L << 30, &pid) == 0 &&
-                      pid == (long)getpid())))
+      (wp == NULL ||
+       (util_parse_long(wp, 1, 1L << 30, &pid) == 0 && pid == (long)getpid())))
     watchdog_usec = (uint64_t)usec;
   unsetenv("NOTIFY_SOCKET");
   unsetenv("WATCHDOG_USEC");
   unsetenv("WATCHDOG_PID");
 }
 
-uint64_t notify_watchdog_usec(void) {
-  return notify_len ? watchdog_usec : 0;
-}
+uint64_t notify_watchdog_usec(void) { return notify_len ? watchdog_usec : 0; }
 
 int notify_send(const char *fmt, ...) {
   if (notify_len == 0)

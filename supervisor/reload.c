@@ -34,8 +34,7 @@
  * broken configuration from a taken address or a module that fails. */
 static void reload_fail(struct master *m, int code, const char *why,
                         json_t *errors) {
-  log_error("reload failed: %s; still serving generation %u", why,
-            m->gen->id);
+  log_error("reload failed: %s; still serving generation %u", why, m->gen->id);
   if (!m->stopping) /* systemd heard STOPPING=1 last */
     notify_send("READY=1\nSTATUS=reload failed: %s", why);
   if (errors == NULL) {
@@ -129,9 +128,9 @@ int reload_start(struct master *m, char **why) {
   g->refs = 1; /* the master's */
   size_t n = (size_t)g->app.s.workers;
   for (size_t i = 0; i < n; i++) {
-    int err = master_slot_get(m, i) ? generation_bind_slot(g, i, m->gen,
-                                                            &m->act)
-                                    : -ENOMEM;
+    int err = master_slot_get(m, i)
+                  ? generation_bind_slot(g, i, m->gen, &m->act)
+                  : -ENOMEM;
     if (err) {
       char msg[256];
       snprintf(msg, sizeof(msg), "cannot bind the new sockets: %s",
@@ -191,8 +190,8 @@ static void commit(struct master *m) {
   log_info("reloaded: generation %u, %zu worker%s, in %llu ms", g->id, n,
            n == 1 ? "" : "s",
            (unsigned long long)(uv_now(m->loop) - m->reload_started_ms));
-  notify_send("READY=1\nSTATUS=serving generation %u with %zu workers",
-              g->id, n);
+  notify_send("READY=1\nSTATUS=serving generation %u with %zu workers", g->id,
+              n);
   control_reload_done(m, 0, NULL);
   json_t *data = json_pack("{s:b,s:i}", "ok", 1, "generation", (int)g->id);
   router_emit(m, "aio-reloaded", data);
@@ -212,8 +211,7 @@ void reload_worker_ready(struct master *m, struct wproc *p) {
   commit(m);
 }
 
-void reload_worker_exited(struct master *m, struct wproc *p,
-                          const char *how) {
+void reload_worker_exited(struct master *m, struct wproc *p, const char *how) {
   if (m->next_gen == NULL || p->g != m->next_gen)
     return;
   for (size_t i = 0; i < m->slots_cap; i++)

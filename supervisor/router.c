@@ -101,10 +101,10 @@ static char *encode_deliver(struct master *m, const char *signal,
 
 /* A ready worker of the current generation, lowest slot first; NULL when
  * none. */
-static struct wproc *any_ready(struct master *m, const struct wproc *not) {
+static struct wproc *any_ready(struct master *m, const struct wproc * not ) {
   struct wproc *best = NULL;
   for (struct wproc *p = m->procs; p; p = p->next)
-    if (p != not && p->state == WPROC_READY && p->g == m->gen &&
+    if (p != not &&p->state == WPROC_READY && p->g == m->gen &&
         (best == NULL || p->slot < best->slot))
       best = p;
   return best;
@@ -115,8 +115,8 @@ static void backlog_add(json_t **backlog, char *frame, size_t len,
                         json_int_t id, unsigned gen) {
   if (*backlog == NULL)
     *backlog = json_array();
-  json_array_append_new(*backlog, json_pack("[I,s%,i]", id, frame, len,
-                                            (int)gen));
+  json_array_append_new(*backlog,
+                        json_pack("[I,s%,i]", id, frame, len, (int)gen));
   free(frame);
 }
 
@@ -137,10 +137,9 @@ static size_t match(const struct generation *g, const char *signal,
  * backlog for the next worker). Listener indices are those of the
  * generation that will run them, which a reload can make differ from the
  * emitter's. */
-static void deliver_kind(struct master *m, struct wproc *to,
-                         json_t **backlog, const char *signal,
-                         const json_t *data, const struct bus_span *raw,
-                         int broadcast) {
+static void deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
+                         const char *signal, const json_t *data,
+                         const struct bus_span *raw, int broadcast) {
   struct generation *g = to ? to->g : m->gen;
   size_t local[32], *idx = local, n, len;
   if (g->app.s.nlisteners > 32 &&
@@ -178,8 +177,7 @@ static void route(struct master *m, struct wproc *from, const char *signal,
     /* A slot starting, respawning or not forked yet (aio-starting is
      * emitted before the first fork) keeps it for its next worker. */
     if (sl->state != SLOT_FAILED)
-      deliver_kind(m,
-                   sl->cur && sl->cur->state == WPROC_READY ? sl->cur : NULL,
+      deliver_kind(m, sl->cur && sl->cur->state == WPROC_READY ? sl->cur : NULL,
                    &sl->backlog, signal, data, raw, 1);
   }
 }
@@ -188,8 +186,7 @@ static void route(struct master *m, struct wproc *from, const char *signal,
  * another generation gets it made again for its own listener list (a new
  * id), or not at all when that list has no listener of its kind. */
 static void hand_over(struct master *m, struct wproc *to, char *frame,
-                      size_t len, json_int_t id, int broadcast,
-                      unsigned gen) {
+                      size_t len, json_int_t id, int broadcast, unsigned gen) {
   if (gen == to->g->id) {
     send_delivery(to, frame, len, id, broadcast);
     return;
@@ -207,8 +204,8 @@ void router_emit(struct master *m, const char *signal, json_t *data) {
   route(m, NULL, signal, data, NULL);
 }
 
-static void flush_backlog(struct master *m, json_t **backlog,
-                          struct wproc *to, int broadcast) {
+static void flush_backlog(struct master *m, json_t **backlog, struct wproc *to,
+                          int broadcast) {
   if (*backlog == NULL)
     return;
   size_t i;
@@ -248,8 +245,7 @@ static void drain_dead(struct wproc *p) {
 
 /* Was d the delivery in hand when p died? The shared mark says exactly;
  * without one, the oldest unacknowledged delivery is the best guess. */
-static int in_hand(const struct wproc *p, const struct delivery *d,
-                   int first) {
+static int in_hand(const struct wproc *p, const struct delivery *d, int first) {
   if (p->state != WPROC_DEAD || p->m->stopping)
     return 0;
   return p->mark ? d->n != 0 && d->n == p->mark->in_hand : first;

@@ -33,8 +33,8 @@ struct sched {
   struct cron cron;
   time_t cron_at; /* the minute a cron timer is armed for */
   uv_timer_t timer;
-  uint64_t base_ns;  /* start + offset */
-  long long k;       /* the next run number (1-based) */
+  uint64_t base_ns; /* start + offset */
+  long long k;      /* the next run number (1-based) */
   struct inflight inflight[SCHED_MAX_INFLIGHT];
   size_t ninflight;
   long long skipped;
@@ -92,8 +92,8 @@ static int dispatch(struct sched *sc, int which, long long run,
 }
 
 static uint64_t due_ns(const struct sched *sc, long long k) {
-  return sc->base_ns + (uint64_t)llround((double)(k - 1) *
-                                         sc->conf->every * 1e9);
+  return sc->base_ns +
+         (uint64_t)llround((double)(k - 1) * sc->conf->every * 1e9);
 }
 
 static void arm(struct sched *sc);
@@ -157,8 +157,8 @@ static void arm(struct sched *sc) {
     sc->cron_at = next;
     /* From now to the minute, in ms rounded up: not up to a second late
      * as whole seconds would be. */
-    delay_ms = (uint64_t)(next - ts.tv_sec) * 1000 -
-               (uint64_t)ts.tv_nsec / 1000000;
+    delay_ms =
+        (uint64_t)(next - ts.tv_sec) * 1000 - (uint64_t)ts.tv_nsec / 1000000;
   }
   uv_timer_start(&sc->timer, on_timer, delay_ms, 0);
 }
@@ -183,8 +183,8 @@ int sched_start(struct master *m) {
       cron_parse(&sc->cron, sc->conf->cron, err, sizeof(err));
     }
     /* The first run is due one period (plus offset) after the start. */
-    sc->base_ns = now + (uint64_t)llround((sc->conf->offset +
-                                           sc->conf->every) * 1e9);
+    sc->base_ns =
+        now + (uint64_t)llround((sc->conf->offset + sc->conf->every) * 1e9);
     uv_timer_init(m->loop, &sc->timer);
     sc->timer.data = sc;
     arm(sc);

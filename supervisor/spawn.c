@@ -6,8 +6,8 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
-#include <grp.h>
 #include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,8 +96,8 @@ static void on_proc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   int err = router_feed(p, buf->base, (size_t)nread);
   if (err) {
-    log_error("worker %d pid %d sent a bad bus frame (%s); killing it",
-              p->slot, (int)p->pid, strerror(-err < 0 ? 0 : -err));
+    log_error("worker %d pid %d sent a bad bus frame (%s); killing it", p->slot,
+              (int)p->pid, strerror(-err < 0 ? 0 : -err));
     uv_read_stop(s);
     /* Nothing more is read from or written to a channel that said
      * nonsense; what it had pending goes to other workers when it is
@@ -154,8 +154,8 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     free(keep);
     if (drop_privileges(&g->app.s))
       _exit(1);
-    _exit(worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index],
-                     p->mark));
+    _exit(
+        worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index], p->mark));
   }
   close(sv[1]);
   /* Its mark is for it alone: workers forked later do not inherit it. */

@@ -129,8 +129,7 @@ long http_parse(const char *buf, size_t len, struct http_req *req) {
       }
       req->body_len = v;
       seen_len = 1;
-    } else if (nlen == 17 &&
-               strncasecmp(name, "transfer-encoding", 17) == 0) {
+    } else if (nlen == 17 && strncasecmp(name, "transfer-encoding", 17) == 0) {
       return HTTP_BAD; /* chunked bodies are not for a hello responder */
     }
   }

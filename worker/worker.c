@@ -368,7 +368,8 @@ static int resolve_all(struct worker *w, struct diag *d) {
         loader_resolve(w->loader, &s->listeners[i].fn, AIO_KIND_LISTENER, d);
   for (size_t i = 0; i < s->nschedules; i++) {
     const struct schedule_conf *sc = &s->schedules[i];
-    w->jobs[i * 3] = loader_resolve(w->loader, &sc->func, AIO_KIND_SCHEDULER, d);
+    w->jobs[i * 3] =
+        loader_resolve(w->loader, &sc->func, AIO_KIND_SCHEDULER, d);
     if (sc->has_cb)
       w->jobs[i * 3 + 1] =
           loader_resolve(w->loader, &sc->cb, AIO_KIND_SCHEDULER, d);
@@ -381,10 +382,9 @@ static int resolve_all(struct worker *w, struct diag *d) {
     sv->w = w;
     sv->conf = &s->servers[i];
     sv->fd = -1;
-    sv->decl = loader_resolve(w->loader, &sv->conf->handler,
-                              sv->conf->is_factory ? AIO_KIND_FACTORY
-                                                   : AIO_KIND_PROTOCOL,
-                              d);
+    sv->decl = loader_resolve(
+        w->loader, &sv->conf->handler,
+        sv->conf->is_factory ? AIO_KIND_FACTORY : AIO_KIND_PROTOCOL, d);
   }
   w->nservers = s->nservers;
   return diag_failed(d) ? -1 : 0;

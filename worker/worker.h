@@ -49,7 +49,7 @@ struct worker {
   uint64_t emit_seq;
   const aio_decl_t **listeners; /* resolved s.listeners, same order */
   const aio_decl_t **jobs;      /* 3 per schedule: func, cb, err */
-  char readbuf[64 * 1024]; /* shared: data_received runs to completion */
+  char readbuf[64 * 1024];      /* shared: data_received runs to completion */
 };
 
 /* The worker this thread serves: the worker process's own in its (only)

@@ -76,8 +76,8 @@ static void add_data(aio_conn_t *conn, const char *data, size_t len) {
                 ? snprintf(out, sizeof(out), "%lld\n", sum)
                 : snprintf(out, sizeof(out), "error: expected N + N ...\n");
     aio_write(conn, out, (size_t)n);
-    json_t *data_ = json_pack("{s:s,s:I}", "line", l->buf, "sum",
-                              (json_int_t)sum);
+    json_t *data_ =
+        json_pack("{s:s,s:I}", "line", l->buf, "sum", (json_int_t)sum);
     aio_emit("addition-done", data_);
     json_decref(data_);
   }
@@ -88,8 +88,8 @@ static void add_lost(aio_conn_t *conn, int status) {
   free(aio_conn_get_data(conn));
 }
 
-AIO_PROTOCOL(protocol, .connection_made = add_made,
-             .data_received = add_data, .connection_lost = add_lost);
+AIO_PROTOCOL(protocol, .connection_made = add_made, .data_received = add_data,
+             .connection_lost = add_lost);
 
 /* A listener: [listen:addition] addition-done = addition.on_done */
 static void on_done(const aio_signal_t *signal) {
@@ -113,8 +113,7 @@ static int add(int argc, char **argv) {
     errno = 0;
     long long v = strtoll(argv[i], &end, 10);
     if (end == argv[i] || *end != '\0' || errno) {
-      fprintf(stderr, "aio %s: '%s' is not a whole number\n", argv[0],
-              argv[i]);
+      fprintf(stderr, "aio %s: '%s' is not a whole number\n", argv[0], argv[i]);
       return 64;
     }
     sum += v;
@@ -145,8 +144,8 @@ START_TEST(test_error_reply_and_next_line_still_served) {
   static const char want[] = "error: expected N + N ...\n-3\n";
   int port = aio_test_serve("addition.protocol");
   ck_assert_int_gt(port, 0);
-  char *r = aio_test_exchange(port, "two + two\n-1 + -2\n", sizeof(want) - 1,
-                              T_MS);
+  char *r =
+      aio_test_exchange(port, "two + two\n-1 + -2\n", sizeof(want) - 1, T_MS);
   ck_assert_ptr_nonnull(r);
   ck_assert_str_eq(r, want);
   free(r);
@@ -191,8 +190,7 @@ static struct Suite *addition_tests(void) {
 #define ADDITION_TESTS NULL
 #endif
 
-AIO_MODULE(.name = "addition",
-           .description = "adds up lines like '2 + 2 + 3'",
+AIO_MODULE(.name = "addition", .description = "adds up lines like '2 + 2 + 3'",
            .defaults = "[addition]\n"
                        "max_line = 1024\n",
            .tests = ADDITION_TESTS);

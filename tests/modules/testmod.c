@@ -118,8 +118,8 @@ static void stream_lost(aio_conn_t *c, int status) {
   (void)status;
   free(aio_conn_get_data(c));
 }
-AIO_PROTOCOL(stream, .data_received = stream_data,
-             .write_drained = stream_pump, .connection_lost = stream_lost);
+AIO_PROTOCOL(stream, .data_received = stream_data, .write_drained = stream_pump,
+             .connection_lost = stream_lost);
 
 /* A plain function that is not declared: the loader must refuse it. It is
  * exported (modules build with hidden visibility), so the loader can tell
