@@ -9,21 +9,6 @@
 #include <string.h>
 #include <unistd.h>
 
-void rec_start_aio(struct aio_proc *p, const char *conf_text) {
-  ck_assert_int_eq(h_start(p, conf_text, NULL), 0);
-  if (h_wait_ready(p, 10000) != 0) {
-    h_dump_log(p);
-    ck_abort_msg("aio did not become ready");
-  }
-}
-
-void rec_stop_aio(struct aio_proc *p) {
-  int rc = h_stop(p, SIGTERM, 10000);
-  if (rc != 0)
-    h_dump_log(p);
-  ck_assert_int_eq(rc, 0);
-}
-
 json_t *rec_load(const char *path) {
   json_t *all = json_array();
   FILE *f = fopen(path, "r");

@@ -1,6 +1,6 @@
 /*
- * records.h - what the bus and schedule suites share: start and stop aio,
- * and read the JSON-lines records that tests/modules/busmod.c appends (one
+ * records.h - what the bus and schedule suites share: read the
+ * JSON-lines records that tests/modules/busmod.c appends (one
  * object per line: "pid", "sig"/"fn", data, monotonic ns), waiting for them
  * with deadlines.
  */
@@ -11,12 +11,6 @@
 #include <stddef.h>
 
 #include "harness.h"
-
-/* Start aio on conf_text and wait until it serves (the log and a failure
- * if it does not). */
-void rec_start_aio(struct aio_proc *p, const char *conf_text);
-/* TERM, and it must exit 0 (the log if not). */
-void rec_stop_aio(struct aio_proc *p);
 
 /* Every complete record in path, in file order. Returns new (an empty
  * array when the file does not exist yet). */

@@ -65,10 +65,10 @@ static void start(int workers) {
   snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
   port = h_free_port();
   conf_text(conf, sizeof(conf), workers, "");
-  rec_start_aio(&P, conf);
+  h_start_ready(&P, conf, NULL);
 }
 
-static void stop(void) { rec_stop_aio(&P); }
+static void stop(void) { h_stop_ok(&P); }
 
 /* Read until n lines arrived or timeout. Returns the line count. */
 static int read_lines(int fd, char *buf, size_t cap, int n, int timeout_ms) {

@@ -41,10 +41,10 @@ static void start(const char *schedule, const char *busmod_extra) {
            "\n"
            "%s\n",
            AIO_TEST_MODULES, out_path, busmod_extra, schedule);
-  rec_start_aio(&P, conf);
+  h_start_ready(&P, conf, NULL);
 }
 
-static void stop(void) { rec_stop_aio(&P); }
+static void stop(void) { h_stop_ok(&P); }
 
 static json_t *wait_fn(const char *fn, size_t n, int timeout_ms) {
   json_t *recs = rec_wait(out_path, "fn", fn, n, timeout_ms);
