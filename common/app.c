@@ -133,6 +133,8 @@ static void probe_child(const char *path, int fd) {
   _exit(d.n ? 78 : 0);
 }
 
+void (*app_wait_hook)(void);
+
 static int probe(const char *path, json_t **defaults, struct diag *d) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0) {
@@ -161,8 +163,15 @@ static int probe(const char *path, json_t **defaults, struct diag *d) {
       break;
     }
     struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-    int r = poll(&pfd, 1, (int)(deadline - now));
+    /* Wake at least once a second for the caller's keep-alive (the
+     * master's systemd watchdog must not starve behind a slow module). */
+    uint64_t wait = deadline - now < 1000 ? deadline - now : 1000;
+    int r = poll(&pfd, 1, (int)wait);
+    if (r == 0 && app_wait_hook)
+      app_wait_hook();
     if (r < 0 && errno == EINTR)
+      continue;
+    if (r == 0 && util_now_ms() < deadline)
       continue;
     if (r == 0) {
       timed_out = 1;

@@ -28,6 +28,9 @@ int app_load_plain(struct app *a, const char *path, struct diag *d);
 /* The full pipeline: app_load_plain, then the probe child for module
  * defaults and symbol checks, then the final build. 0 or -1. */
 int app_load(struct app *a, const char *path, struct diag *d);
+/* Called about once a second while app_load waits for its probe child
+ * (the master sends its sd_notify WATCHDOG=1 from here). NULL: none. */
+extern void (*app_wait_hook)(void);
 /* app_load for `aio check`: when values are refused, still load the
  * modules (in the probe child) and check every reference that could be
  * read, so one run lists every problem. 0 or -1. */

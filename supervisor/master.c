@@ -456,6 +456,11 @@ static void on_watchdog(uv_timer_t *t) {
   notify_send("WATCHDOG=1");
 }
 
+/* While a reload's probe child loads modules the loop does not turn: keep
+ * the watchdog fed from the wait itself, or a module that is slow to load
+ * would get the whole service killed by systemd. */
+static void watchdog_during_wait(void) { notify_send("WATCHDOG=1"); }
+
 /* ---- signals ---------------------------------------------------------------
  */
 
@@ -588,8 +593,10 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
     log_error("cannot start the schedules: out of memory");
   uint64_t wd = notify_watchdog_usec();
   uv_timer_init(m->loop, &m->watchdog);
-  if (wd)
+  if (wd) {
     uv_timer_start(&m->watchdog, on_watchdog, wd / 2000, wd / 2000);
+    app_wait_hook = watchdog_during_wait;
+  }
   uv_prepare_init(m->loop, &m->bus_flush);
   m->bus_flush.data = m;
   uv_prepare_start(&m->bus_flush, on_bus_flush);

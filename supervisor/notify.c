@@ -59,7 +59,9 @@ int notify_send(const char *fmt, ...) {
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
-  ssize_t r = sendto(fd, buf, (size_t)n, MSG_NOSIGNAL,
+  /* Never block the master on a notify socket nobody reads: a datagram
+   * that does not fit is dropped (systemd reads at once). */
+  ssize_t r = sendto(fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT,
                      (struct sockaddr *)&notify_addr, notify_len);
   int err = r < 0 ? -errno : 0;
   close(fd);

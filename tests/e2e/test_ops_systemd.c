@@ -215,6 +215,50 @@ START_TEST(test_sd_notify_ready_reload_watchdog_stopping) {
 }
 END_TEST
 
+/* A reload waits for its probe child, which loads the modules: a module
+ * slow to load must not starve systemd's watchdog (WatchdogSec would kill
+ * the whole service). */
+START_TEST(test_sd_notify_watchdog_fed_while_a_reload_loads_modules) {
+  struct aio_proc p = {0};
+  struct notes ns;
+  h_tmpdir(p.dir, sizeof(p.dir));
+  notes_open(&ns, p.dir);
+  char flag[300], slow_env[340], notify[300], conf[4096];
+  snprintf(flag, sizeof(flag), "%s/slow", p.dir);
+  snprintf(slow_env, sizeof(slow_env), "AIO_TEST_SLOW_LOAD=%s", flag);
+  snprintf(notify, sizeof(notify), "NOTIFY_SOCKET=%s", ns.path);
+  const char *env[] = {notify, "WATCHDOG_USEC=400000", slow_env, NULL};
+  h_conf(conf, sizeof(conf), "testmod slowload", "workers = 1\n");
+  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", h_free_port());
+  h_start_ready(
+      &p, conf,
+      &(struct h_opts){.dir = p.dir, .env = env, .shell = "WATCHDOG_PID=$$ "});
+  ready_note(&ns, p.pid);
+  ck_assert_int_eq(h_write(p.dir, "slow", "1"), 0);
+  while (notes_recv(&ns, 0) >= 0)
+    ;
+  /* Read the datagrams while the reload runs, as systemd does: a unix
+   * datagram queue holds only a few, and the master drops what does not
+   * fit rather than block. */
+  char out_path[300];
+  snprintf(out_path, sizeof(out_path), "%s/reload.out", p.dir);
+  pid_t r = ops_aio_async(&p, out_path, "reload", NULL);
+  int reloading = notes_until(&ns, "RELOADING=1", 5000);
+  ck_assert_int_ge(reloading, 0);
+  int ready = notes_until(&ns, "READY=1", 15000);
+  ck_assert_int_eq(h_aio_wait(r, 15000), 0);
+  ck_assert_int_gt(ready, reloading);
+  int pings = 0;
+  for (int i = reloading + 1; i < ready; i++)
+    pings += has_line(ns.msg[i], "WATCHDOG=1");
+  /* 2.5 s in the probe: about one ping a second from the wait itself;
+   * without it the loop owes the timer one overdue ping at most. */
+  ck_assert_msg(pings >= 2, "%d WATCHDOG=1 during a 2.5 s module load", pings);
+  h_stop_ok(&p);
+  notes_close(&ns);
+}
+END_TEST
+
 START_TEST(test_sd_notify_abstract_socket) {
   struct aio_proc p = {0};
   struct notes ns;
@@ -465,6 +509,7 @@ static Suite *suite(void) {
   tcase_set_timeout(tc, 90);
   tcase_add_test(tc, test_sd_notify_ready_reload_watchdog_stopping);
   tcase_add_test(tc, test_sd_notify_abstract_socket);
+  tcase_add_test(tc, test_sd_notify_watchdog_fed_while_a_reload_loads_modules);
   tcase_add_test(tc, test_sd_notify_watchdog_is_for_the_named_pid_only);
   tcase_add_test(tc, test_socket_activation_by_name);
   tcase_add_test(tc, test_socket_activation_by_address);
