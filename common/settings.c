@@ -38,6 +38,72 @@ const char settings_builtin_defaults[] = "[aio]\n"
                                          "max_connections = 10000\n"
                                          "write_limit = 4194304\n";
 
+/* Edit distance, capped: enough to suggest "workers" for "worker". */
+static size_t distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b), row[64];
+  if (la >= 63 || lb >= 63)
+    return 64;
+  for (size_t j = 0; j <= lb; j++)
+    row[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best)
+        best = up + 1;
+      if (row[j - 1] + 1 < best)
+        best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[lb];
+}
+
+size_t settings_unknown_keys(const struct config *cfg, struct diag *warn) {
+  const struct config_section *aio = config_section(cfg, "aio");
+  size_t count = 0;
+  for (size_t i = 0; aio && i < aio->n; i++) {
+    const struct config_entry *e = &aio->entries[i];
+    /* The known keys are exactly those of the built-in layer. */
+    const char *best = NULL;
+    size_t best_d = 3, klen = strlen(e->key);
+    int known = 0;
+    for (const char *p = settings_builtin_defaults; *p && !known;) {
+      p += strspn(p, "\n");
+      size_t n = strcspn(p, " =\n");
+      char key[64];
+      if (n > 0 && n < sizeof(key) && p[0] != '[') {
+        memcpy(key, p, n);
+        key[n] = '\0';
+        known = n == klen && memcmp(key, e->key, n) == 0;
+        /* A prefix counts as close: "graceful" for "graceful_timeout". */
+        size_t dd = klen >= 4 && strncmp(key, e->key, klen) == 0
+                        ? 1
+                        : distance(e->key, key);
+        if (dd < best_d) {
+          best_d = dd;
+          best = strstr(settings_builtin_defaults, key);
+        }
+      }
+      p += strcspn(p, "\n");
+    }
+    if (known)
+      continue;
+    count++;
+    if (best)
+      diag_add(warn, e->file, e->line,
+               "unknown key '%s' in [aio] is ignored; did you mean '%.*s'?",
+               e->key, (int)strcspn(best, " ="), best);
+    else
+      diag_add(warn, e->file, e->line, "unknown key '%s' in [aio] is ignored",
+               e->key);
+  }
+  return count;
+}
+
 static const char *const builtin_commands[] = {
     "run",    "config", "test",  "check", "reload", "stop",
     "status", "emit",   "scale", "help",  "version"};

@@ -35,6 +35,12 @@ int cli_check(const char *config_path, int argc, char **argv) {
             d.n == 1 ? "" : "s");
     rc = EXIT_CONFIG;
   } else {
+    struct diag warn;
+    diag_init(&warn);
+    settings_unknown_keys(app.cfg, &warn);
+    for (size_t i = 0; i < warn.n; i++)
+      fprintf(stderr, "warning: %s\n", warn.msgs[i]);
+    diag_close(&warn);
     printf("aio: configuration %s is ok (%zu server%s, %zu schedule%s, %zu "
            "listener%s)\n",
            path, app.s.nservers, app.s.nservers == 1 ? "" : "s",

@@ -185,6 +185,12 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
   if (pid_fd >= 0 && daemon_pidfile_write(pid_fd, getpid()) < 0)
     log_warn("cannot write pidfile %s", pidpath);
   log_set_role("master", -1);
+  struct diag warn;
+  diag_init(&warn);
+  settings_unknown_keys(app.cfg, &warn);
+  for (size_t i = 0; i < warn.n; i++)
+    log_warnx("%s", warn.msgs[i]);
+  diag_close(&warn);
   rc = master_run(&app, path, ready_fd, &daemon_fd);
   if (pid_fd >= 0) {
     /* Gone before the waiting parent of -d hears of a failed start, so

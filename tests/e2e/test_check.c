@@ -55,6 +55,30 @@ START_TEST(test_check_good_config_is_ok) {
 }
 END_TEST
 
+/* A typo in an [aio] key would be ignored in silence: it is a warning
+ * naming the line and the key it likely meant, and the config still
+ * passes. */
+START_TEST(test_check_warns_about_unknown_aio_keys) {
+  check_conf("[aio]\n"
+             "worker = 4\n"       /* 2 */
+             "graceful = 3\n"     /* 3 */
+             "frobnicate = yes\n" /* 4 */
+             "workers = 2\n"
+             "\n"
+             "[server:echo]\n"
+             "protocol = aio.echo\n"
+             "port = 8888\n",
+             0);
+  HAS("warning: aio.conf:2: unknown key 'worker' in [aio] is ignored; did "
+      "you mean 'workers'?\n");
+  HAS("warning: aio.conf:3: unknown key 'graceful' in [aio] is ignored; did "
+      "you mean 'graceful_timeout'?\n");
+  HAS("warning: aio.conf:4: unknown key 'frobnicate' in [aio] is ignored\n");
+  HAS("aio: configuration aio.conf is ok (1 server");
+  ck_assert_int_eq(count_lines(out), 4);
+}
+END_TEST
+
 /* Values the settings refuse and references the loader refuses, in one
  * file: every one is listed, values first, then what the probe found. */
 START_TEST(test_check_lists_every_problem) {
@@ -135,6 +159,7 @@ static Suite *suite(void) {
   TCase *tc = tcase_create("cli");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_check_good_config_is_ok);
+  tcase_add_test(tc, test_check_warns_about_unknown_aio_keys);
   tcase_add_test(tc, test_check_lists_every_problem);
   tcase_add_test(tc, test_check_missing_module_does_not_hide_symbol_problems);
   tcase_add_test(tc, test_check_syntax_errors_stop_before_modules);
