@@ -30,8 +30,8 @@
 
 static void conf_server(char *out, size_t n, const char *name, int port,
                         const char *protocol, const char *aio_extra) {
-  h_conf(out, n, "testmod opsmod", "workers = 2\ngraceful_timeout = 5\n%s",
-         aio_extra ? aio_extra : "");
+  h_conf(out, n, "testmod opsmod slowload",
+         "workers = 2\ngraceful_timeout = 5\n%s", aio_extra ? aio_extra : "");
   h_conf_server(out, n, name, protocol, port);
 }
 
@@ -223,16 +223,10 @@ START_TEST(test_sd_notify_watchdog_fed_while_a_reload_loads_modules) {
   struct notes ns;
   h_tmpdir(p.dir, sizeof(p.dir));
   notes_open(&ns, p.dir);
-  char flag[300], slow_env[340], notify[300], conf[4096];
-  snprintf(flag, sizeof(flag), "%s/slow", p.dir);
-  snprintf(slow_env, sizeof(slow_env), "AIO_TEST_SLOW_LOAD=%s", flag);
-  snprintf(notify, sizeof(notify), "NOTIFY_SOCKET=%s", ns.path);
-  const char *env[] = {notify, "WATCHDOG_USEC=400000", slow_env, NULL};
-  h_conf(conf, sizeof(conf), "testmod slowload", "workers = 1\n");
-  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", h_free_port());
-  h_start_ready(
-      &p, conf,
-      &(struct h_opts){.dir = p.dir, .env = env, .shell = "WATCHDOG_PID=$$ "});
+  char slow_env[340];
+  snprintf(slow_env, sizeof(slow_env), "AIO_TEST_SLOW_LOAD=%s/slow", p.dir);
+  const char *env[] = {"WATCHDOG_USEC=400000", slow_env, NULL};
+  start_notified(&p, &ns, env, "WATCHDOG_PID=$$ ");
   ready_note(&ns, p.pid);
   ck_assert_int_eq(h_write(p.dir, "slow", "1"), 0);
   while (notes_recv(&ns, 0) >= 0)
