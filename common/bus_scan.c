@@ -26,11 +26,15 @@ struct key {
   size_t n;
 };
 
+/* Keys held without a malloc: a bus frame rarely has more open at once. */
+#define SCAN_LOCAL_KEYS 32
+
 struct scan {
   const char *p, *end;
   int depth;
   struct key *keys; /* of the objects open now, innermost last */
   size_t nkeys, cap;
+  struct key local[SCAN_LOCAL_KEYS]; /* keys, until there are more */
 };
 
 /* Scan results: 0, or one of these (negated errno values for callers). */
@@ -85,12 +89,31 @@ static size_t utf8_seq(const unsigned char *p, const unsigned char *end) {
   return n;
 }
 
+/* Does any byte of the 8 at p need a look: a control, '"', '\\', or one
+ * >= 0x80 (UTF-8)? The usual SWAR tests for a byte below n or equal to c;
+ * they may report a byte that needs none, never miss one. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+static int word_special(const char *p) {
+  uint64_t x;
+  memcpy(&x, p, 8);
+  uint64_t q = x ^ (ONES * '"'), b = x ^ (ONES * '\\');
+  uint64_t below20 = (x - ONES * 0x20) & ~x;
+  uint64_t zq = (q - ONES) & ~q, zb = (b - ONES) & ~b;
+  return ((below20 | zq | zb) & HIGHS) != 0 || (x & HIGHS) != 0;
+}
+
 /* A string at s->p (on its quote). body and n: the bytes between the
  * quotes; esc: whether there is an escape among them. */
 static int scan_string(struct scan *s, const char **body, size_t *n, int *esc) {
   const char *p = s->p + 1, *end = s->end;
   *esc = 0;
   while (p < end) {
+    /* Plain ASCII eight bytes at a time. */
+    while (end - p >= 8 && !word_special(p))
+      p += 8;
+    if (p >= end)
+      break;
     unsigned char c = (unsigned char)*p;
     if (c == '"') {
       *body = s->p + 1;
@@ -219,18 +242,20 @@ static int key_cmp(const void *a, const void *b) {
 }
 
 /* Are two of the keys from `from` on equal? (Unescaped keys only, so raw
- * bytes compare as jansson's decoded ones.) */
+ * bytes compare as jansson's decoded ones.) Hashes are made only for the
+ * sort, which only large objects need. */
 static int has_duplicate(struct key *k, size_t n) {
   if (n < 2)
     return 0;
   if (n <= 8) {
     for (size_t i = 0; i < n; i++)
       for (size_t j = i + 1; j < n; j++)
-        if (k[i].hash == k[j].hash && k[i].n == k[j].n &&
-            memcmp(k[i].p, k[j].p, k[i].n) == 0)
+        if (k[i].n == k[j].n && memcmp(k[i].p, k[j].p, k[i].n) == 0)
           return 1;
     return 0;
   }
+  for (size_t i = 0; i < n; i++)
+    k[i].hash = fnv1a(k[i].p, k[i].n);
   qsort(k, n, sizeof(*k), key_cmp); /* this object's keys are not used again */
   for (size_t i = 1; i < n; i++)
     if (key_cmp(&k[i - 1], &k[i]) == 0)
@@ -276,6 +301,8 @@ static int scan_array(struct scan *s) {
 static void note_member(struct bus_frame *f, const char *key, size_t n,
                         const char *v, size_t vn) {
   struct bus_span sp = {v, vn};
+  if (n > 9) /* "listeners", the longest */
+    return;
 #define MEMBER(name)                                                           \
   if (n == sizeof(#name) - 1 && memcmp(key, #name, n) == 0)                    \
     f->name = sp;
@@ -305,14 +332,17 @@ static int scan_object(struct scan *s, struct bus_frame *top) {
     if (esc)
       return SLOW; /* only decoding can tell "a" from "\u0061" */
     if (s->nkeys == s->cap) {
-      size_t cap = s->cap ? s->cap * 2 : 32;
-      struct key *k = realloc(s->keys, cap * sizeof(*k));
+      size_t cap = s->cap * 2;
+      struct key *k = s->keys == s->local ? malloc(cap * sizeof(*k))
+                                          : realloc(s->keys, cap * sizeof(*k));
       if (k == NULL)
         return -ENOMEM;
+      if (s->keys == s->local)
+        memcpy(k, s->local, sizeof(s->local));
       s->keys = k;
       s->cap = cap;
     }
-    s->keys[s->nkeys++] = (struct key){fnv1a(key, n), key, n};
+    s->keys[s->nkeys++] = (struct key){0, key, n};
     skip_ws(s);
     if (s->p >= s->end || *s->p != ':')
       return BAD;
@@ -373,7 +403,13 @@ static int plain_string(struct bus_span *sp) {
 
 int bus_scan(const char *data, size_t len, struct bus_frame *f) {
   memset(f, 0, sizeof(*f));
-  struct scan s = {.p = data, .end = data + len};
+  struct scan s;
+  s.p = data;
+  s.end = data + len;
+  s.depth = 0;
+  s.keys = s.local;
+  s.nkeys = 0;
+  s.cap = SCAN_LOCAL_KEYS;
   skip_ws(&s);
   int rc = BAD;
   if (s.p < s.end && (*s.p == '{' || *s.p == '['))
@@ -381,7 +417,8 @@ int bus_scan(const char *data, size_t len, struct bus_frame *f) {
   skip_ws(&s);
   if (rc == 0 && s.p != s.end)
     rc = BAD; /* "end of file expected" */
-  free(s.keys);
+  if (s.keys != s.local)
+    free(s.keys);
   if (rc)
     return rc;
   if (f->t.p == NULL || f->t.p[0] != '"')
@@ -405,6 +442,18 @@ int bus_span_int(const struct bus_span *sp, json_int_t *v) {
   char num[24], *end;
   if (sp->p == NULL || sp->n == 0 || sp->n >= sizeof(num))
     return -1;
+  if (sp->n <= 18 && (sp->n == 1 || sp->p[0] != '0')) {
+    /* Plain digits, as the ids and seqs of the hot frames are: no
+     * overflow is possible, so no strtoll. */
+    long long x = 0;
+    size_t i = 0;
+    while (i < sp->n && is_digit(sp->p[i]))
+      x = x * 10 + (sp->p[i++] - '0');
+    if (i == sp->n) {
+      *v = (json_int_t)x;
+      return 0;
+    }
+  }
   memcpy(num, sp->p, sp->n);
   num[sp->n] = '\0';
   errno = 0;
