@@ -148,8 +148,9 @@ char *bus_encode(const json_t *msg, size_t *len) {
 static int out_reserve(struct bus_out *o, size_t more) {
   if (o->len + more <= o->cap)
     return 0;
-  if (o->off > 0) {
-    /* Reuse the written front before growing. */
+  if (o->off > 0 && o->off >= o->len - o->off) {
+    /* Reuse the written front before growing, when it is at least as
+     * large as what must move: each byte is moved O(1) times. */
     memmove(o->buf, o->buf + o->off, o->len - o->off);
     o->len -= o->off;
     o->off = 0;
@@ -169,7 +170,7 @@ static int out_reserve(struct bus_out *o, size_t more) {
 
 static int out_append(const char *data, size_t n, void *arg) {
   struct bus_out *o = arg;
-  if (out_reserve(o, n))
+  if (o->len + n > o->cap && out_reserve(o, n))
     return -1;
   memcpy(o->buf + o->len, data, n);
   o->len += n;
@@ -191,7 +192,14 @@ int bus_out_add(struct bus_out *o, const json_t *msg) {
   return 0;
 }
 
-int bus_out_raw(struct bus_out *o, const char *s, size_t n) {
+static int out_char(struct bus_out *o, char c) {
+  if (o->len == o->cap && out_reserve(o, 1))
+    return -ENOMEM;
+  o->buf[o->len++] = c;
+  return 0;
+}
+
+int bus_out_raw_grow(struct bus_out *o, const char *s, size_t n) {
   return out_append(s, n, o) ? -ENOMEM : 0;
 }
 
@@ -220,15 +228,36 @@ static int utf8_valid(const unsigned char *s) {
   return 1;
 }
 
+/* Bytes a JSON string cannot hold as they are: controls, DEL, '"', '\\';
+ * and bytes >= 0x80, which need the UTF-8 check. */
+static int plain_byte(unsigned char c) {
+  return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+}
+
 int bus_out_str(struct bus_out *o, const char *s) {
   static const char hex[] = "0123456789abcdef";
-  if (!utf8_valid((const unsigned char *)s))
+  size_t n = strlen(s), i = 0;
+  while (i < n && plain_byte((unsigned char)s[i]))
+    i++;
+  if (i == n) { /* the common case: printable ASCII, copied as it is */
+    if (out_reserve(o, n + 2))
+      return -ENOMEM;
+    char *p = o->buf + o->len;
+    *p++ = '"';
+    memcpy(p, s, n);
+    p[n] = '"';
+    o->len += n + 2;
+    return 0;
+  }
+  if (!utf8_valid((const unsigned char *)s + i))
     return -EINVAL;
-  if (out_reserve(o, 2 + 6 * strlen(s)))
+  if (out_reserve(o, 2 + 6 * n))
     return -ENOMEM;
   char *p = o->buf + o->len;
   *p++ = '"';
-  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+  memcpy(p, s, i);
+  p += i;
+  for (const unsigned char *c = (const unsigned char *)s + i; *c; c++) {
     if (*c == '"' || *c == '\\') {
       *p++ = '\\';
       *p++ = (char)*c;
@@ -249,15 +278,22 @@ int bus_out_str(struct bus_out *o, const char *s) {
 }
 
 int bus_out_int(struct bus_out *o, long long v) {
-  char num[24], *p = num + sizeof(num);
   unsigned long long u =
       v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+  size_t n = 1 + (v < 0);
+  for (unsigned long long x = u; x >= 10; x /= 10)
+    n++;
+  if (o->cap - o->len < n && out_reserve(o, n))
+    return -ENOMEM;
+  /* Written in place, from the last digit back. */
+  char *p = o->buf + o->len + n;
   do
     *--p = (char)('0' + u % 10);
   while ((u /= 10) != 0);
   if (v < 0)
     *--p = '-';
-  return bus_out_raw(o, p, (size_t)(num + sizeof(num) - p));
+  o->len += n;
+  return 0;
 }
 
 /* What the master's check accepts is nested at most this deep (jansson's
@@ -273,28 +309,28 @@ static int out_value(struct bus_out *o, const json_t *v, int depth) {
     return -EINVAL;
   switch (json_typeof(v)) {
   case JSON_OBJECT:
-    err = bus_out_raw(o, "{", 1);
+    err = out_char(o, '{');
     i = 0;
     json_object_foreach((json_t *)v, key, m) {
       if (!err && i++ > 0)
-        err = bus_out_raw(o, ",", 1);
+        err = out_char(o, ',');
       if (!err)
         err = bus_out_str(o, key);
       if (!err)
-        err = bus_out_raw(o, ":", 1);
+        err = out_char(o, ':');
       if (!err)
         err = out_value(o, m, depth + 1);
     }
-    return err ? err : bus_out_raw(o, "}", 1);
+    return err ? err : out_char(o, '}');
   case JSON_ARRAY:
-    err = bus_out_raw(o, "[", 1);
+    err = out_char(o, '[');
     json_array_foreach(v, i, m) {
       if (!err && i > 0)
-        err = bus_out_raw(o, ",", 1);
+        err = out_char(o, ',');
       if (!err)
         err = out_value(o, m, depth + 1);
     }
-    return err ? err : bus_out_raw(o, "]", 1);
+    return err ? err : out_char(o, ']');
   case JSON_STRING:
     /* Length-counted: a string holding NUL is not sent as its prefix. */
     if (memchr(json_string_value(v), '\0', json_string_length(v)))
@@ -319,9 +355,46 @@ int bus_out_json(struct bus_out *o, const json_t *v) {
   return v ? out_value(o, v, 1) : bus_out_raw(o, "null", 4);
 }
 
+json_t *bus_json_copy(const json_t *v) {
+  size_t i;
+  const char *key;
+  json_t *m, *c, *out;
+  switch (json_typeof(v)) {
+  case JSON_OBJECT:
+    if ((out = json_object()) == NULL)
+      return NULL;
+    json_object_foreach((json_t *)v, key, m) {
+      if ((c = bus_json_copy(m)) == NULL ||
+          json_object_set_new_nocheck(out, key, c) != 0) {
+        json_decref(out);
+        return NULL;
+      }
+    }
+    return out;
+  case JSON_ARRAY:
+    if ((out = json_array()) == NULL)
+      return NULL;
+    json_array_foreach(v, i, m) {
+      if ((c = bus_json_copy(m)) == NULL || json_array_append_new(out, c)) {
+        json_decref(out);
+        return NULL;
+      }
+    }
+    return out;
+  case JSON_STRING:
+    return json_stringn_nocheck(json_string_value(v), json_string_length(v));
+  case JSON_INTEGER:
+    return json_integer(json_integer_value(v));
+  case JSON_REAL:
+    return json_real(json_real_value(v));
+  default: /* true, false, null: jansson's singletons */
+    return (json_t *)v;
+  }
+}
+
 int bus_out_end(struct bus_out *o, size_t start, int err) {
   if (err == 0)
-    err = bus_out_raw(o, "\n", 1);
+    err = out_char(o, '\n');
   if (err == 0 && o->len - start > BUS_MAX_FRAME)
     err = -EMSGSIZE;
   if (err)

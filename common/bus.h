@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* The largest frame either side accepts, newline included. */
 #define BUS_MAX_FRAME (256 * 1024)
@@ -26,7 +27,7 @@
   X(EMIT, "emit")           /* worker: aio_emit(); {signal, data, seq} */      \
   X(DELIVER,                                                                   \
     "deliver") /* master: run listeners; {signal, data, id, listeners} */      \
-  X(DELIVERED, "delivered") /* worker: a deliver finished; {id} */             \
+  X(DELIVERED, "delivered") /* worker: deliveries finished; {id, seq} */       \
   X(RUN, "run")             /* master: run a job; {job, id, fn, run, ...} */   \
   X(DONE, "done")           /* worker: job finished; {id, ok} */               \
   X(STOP, "stop")           /* master: drain and exit; {graceful} */           \
@@ -101,13 +102,16 @@ json_t *bus_msg(enum bus_type t);
 char *bus_encode(const json_t *msg, size_t *len);
 
 /* One page shared by the master and one worker (MAP_SHARED, made before
- * the fork), written only by the worker: which deliver frame it was in
- * when it died, whatever killed it, without a write(2) per delivery.
- * Deliver frames are counted from 1 in the order the master sent them;
- * the worker handles them in that order. */
+ * the fork), written only by the worker: which delivery it was in when it
+ * died, whatever killed it, without a write(2) per delivery. Two streams,
+ * each handled in order: deliver frames, counted from 1 in the order the
+ * master sent them; and the worker's own emits that it runs itself (its
+ * once-per-emit listeners), by their emit seq. */
 struct bus_mark {
-  volatile uint64_t done;    /* deliver frames finished */
-  volatile uint64_t in_hand; /* the one whose listeners run, 0 between */
+  volatile uint64_t done;          /* deliver frames finished */
+  volatile uint64_t in_hand;       /* the one whose listeners run, 0 between */
+  volatile uint64_t local_done;    /* own emits: every seq up to it finished */
+  volatile uint64_t local_in_hand; /* the own emit whose listeners run, or 0 */
 };
 
 /* A new shared mark, zeroed, or NULL when mmap fails. */
@@ -131,12 +135,25 @@ int bus_out_add(struct bus_out *o, const json_t *msg);
  * json_t tree per frame: start = o->len; the pieces; bus_out_end(o,
  * start). Pieces return 0 or -ENOMEM; bus_out_end checks the size and,
  * on any error, takes the partial frame back out. */
-int bus_out_raw(struct bus_out *o, const char *s, size_t n);
+int bus_out_raw_grow(struct bus_out *o, const char *s, size_t n);
+/* Inline, so that pieces of a known size are copied without a call. */
+static inline int bus_out_raw(struct bus_out *o, const char *s, size_t n) {
+  if (o->cap - o->len < n)
+    return bus_out_raw_grow(o, s, n);
+  memcpy(o->buf + o->len, s, n);
+  o->len += n;
+  return 0;
+}
 /* s as a JSON string; -EINVAL when s is not valid UTF-8. */
 int bus_out_str(struct bus_out *o, const char *s);
 int bus_out_int(struct bus_out *o, long long v);
 /* Any JSON value, compact; NULL is null. */
 int bus_out_json(struct bus_out *o, const json_t *v);
+/* A copy of v, which bus_out_json() accepted (so it has no cycle and is
+ * nested within the limit): new, or NULL when out of memory. jansson's
+ * json_deep_copy() also guards against cycles, with a hash table entry
+ * per object, which costs more than the copy; here that is settled. */
+json_t *bus_json_copy(const json_t *v);
 /* Ends the frame with its newline. err: the first piece's error, if any.
  * Returns 0, or err, -EMSGSIZE or -ENOMEM with the frame removed. */
 int bus_out_end(struct bus_out *o, size_t start, int err);

@@ -111,9 +111,17 @@ typedef struct aio_signal_s {
 
 typedef void aio_listener_fn(const aio_signal_t *signal);
 
-/* Emit a signal to its listeners (through the master). Does not steal
- * `data` (which may be NULL). Returns 0 or a negative errno. */
+/* Emit a signal to its listeners. Does not steal `data` (NULL is JSON
+ * null): the listeners get a copy of it as it is now. Returns 0 or a
+ * negative errno (-EINVAL, -EMSGSIZE, -EPIPE, -ENOMEM; see docs/bus.md).
+ * Once-per-emit listeners run in this worker, after the current callback
+ * returns, in emit order; broadcast ones through the master. */
 AIO_EXPORT int aio_emit(const char *signal, json_t *data);
+/* The same, stealing the reference to `data` (also on error), like
+ * jansson's json_object_set_new(): this worker's listeners get that very
+ * value, with no copy, so it must not be changed afterwards. For data made
+ * only to be emitted: aio_emit_new("order-paid", json_pack(...)). */
+AIO_EXPORT int aio_emit_new(const char *signal, json_t *data);
 
 /* ---- schedulers -------------------------------------------------------- */
 

@@ -57,6 +57,7 @@ void generation_free(struct generation *g, const struct generation *keep) {
   free(g->ports);
   free(g->shared);
   free(g->activated);
+  json_decref(g->sigmap);
   app_close(&g->app);
   free(g);
 }

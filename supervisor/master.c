@@ -120,6 +120,7 @@ static void on_bus_closed(uv_handle_t *h) {
   struct wproc *p = h->data;
   bus_reader_close(&p->rd);
   bus_out_close(&p->out);
+  free(p->journal.buf);
   struct generation *g = p->g;
   if (--g->refs == 0 && g != p->m->gen)
     generation_free(g, p->m->gen);

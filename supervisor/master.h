@@ -53,6 +53,15 @@ struct delivery {
   struct delivery *next;
 };
 
+/* A worker's own emits whose once-per-emit listeners it runs itself: the
+ * emit frames, back to back, kept until it says they finished (or, if it
+ * dies first, redelivered from here). Records are struct jrec headers
+ * followed by the frame, 8-byte aligned. */
+struct journal {
+  char *buf;
+  size_t head, len, cap; /* records live in buf[head, len) */
+};
+
 struct wproc {
   struct master *m;
   struct generation *g;
@@ -69,6 +78,8 @@ struct wproc {
   struct delivery *pending;      /* sent, not yet acknowledged, oldest first */
   struct delivery *pending_last; /* its tail, NULL when empty */
   uint64_t sent;                 /* deliver frames sent to it */
+  uint64_t emits;                /* emit frames received from it (its seq) */
+  struct journal journal;        /* its emits it runs itself, unfinished */
   struct bus_mark *mark;         /* shared: what it was doing when it died */
   json_int_t running_job;        /* job id in flight, or 0 */
   struct wproc *next;
@@ -100,6 +111,7 @@ struct generation {
   int *activated; /* per server: came from socket activation */
   size_t nslots_fds;
   int refs;
+  json_t *sigmap; /* signal -> SIG_ONCE | SIG_BROADCAST; made by the router */
 };
 
 struct sched;

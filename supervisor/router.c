@@ -2,14 +2,16 @@
  * router.c - the master's side of the signal bus: frames from workers, and
  * delivery of emitted signals to listeners.
  *
- * Routing: a signal emitted by a worker is delivered, for its once-per-emit
- * listeners, to the emitting worker itself (per-emitter affinity): frames on
- * one socketpair are handled in order, so a listener never sees emit k+1
- * before emit k. Broadcast listeners get one delivery per live worker. Each
- * delivery is kept until the worker acknowledges it; if the worker dies,
- * those it finished (its shared bus_mark says which) are forgotten, the one
- * it was handling is dropped (it may be what killed it), and the rest go
- * to another live worker, or for broadcast to the slot's successor.
+ * Routing: a signal emitted by a worker is handled, for its once-per-emit
+ * listeners, by the emitting worker itself (per-emitter affinity), which
+ * runs them in emit order without waiting for us: we keep its emit frame
+ * in the worker's journal until it says the listeners finished. Signals of
+ * the master go to a ready worker as deliver frames, and broadcast
+ * listeners get one deliver frame per live worker, kept until acknowledged.
+ * If a worker dies, what it finished (its shared bus_mark says which) is
+ * forgotten, the one it was handling is dropped (it may be what killed it),
+ * and the rest go to another live worker, or for broadcast to the slot's
+ * successor.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -20,9 +22,75 @@
 #include "master.h"
 #include "util.h"
 
-static int proc_live(const struct wproc *p) {
-  return p->state == WPROC_READY || p->state == WPROC_STARTING;
+/* ---- the journal of a worker's own emits ------------------------------ */
+
+struct jrec {
+  uint64_t seq;
+  uint32_t len; /* of the frame that follows */
+  uint32_t pad;
+};
+
+#define JREC_SIZE(n) ((sizeof(struct jrec) + (n) + 7) & ~(size_t)7)
+
+static int journal_add(struct journal *j, uint64_t seq, const char *frame,
+                       size_t len) {
+  size_t need = JREC_SIZE(len);
+  if (j->head == j->len)
+    j->head = j->len = 0;
+  if (j->len + need > j->cap && j->head > 0) {
+    /* Slide the live records down before growing. */
+    memmove(j->buf, j->buf + j->head, j->len - j->head);
+    j->len -= j->head;
+    j->head = 0;
+  }
+  if (j->len + need > j->cap) {
+    size_t cap = j->cap ? j->cap : 64 * 1024;
+    while (cap < j->len + need)
+      cap *= 2;
+    char *nb = realloc(j->buf, cap);
+    if (nb == NULL)
+      return -ENOMEM;
+    j->buf = nb;
+    j->cap = cap;
+  }
+  struct jrec r = {.seq = seq, .len = (uint32_t)len};
+  memcpy(j->buf + j->len, &r, sizeof(r));
+  memcpy(j->buf + j->len + sizeof(r), frame, len);
+  j->len += need;
+  return 0;
 }
+
+/* The oldest record, or NULL when the journal is empty; *frame its text. */
+static const struct jrec *journal_first(const struct journal *j,
+                                        const char **frame) {
+  if (j->head == j->len)
+    return NULL;
+  const struct jrec *r = (const struct jrec *)(j->buf + j->head);
+  *frame = j->buf + j->head + sizeof(*r);
+  return r;
+}
+
+static void journal_pop(struct journal *j) {
+  const struct jrec *r = (const struct jrec *)(j->buf + j->head);
+  j->head += JREC_SIZE(r->len);
+}
+
+/* The worker finished every emit up to seq: forget them. */
+static void journal_ack(struct journal *j, uint64_t seq) {
+  const char *frame;
+  const struct jrec *r;
+  while ((r = journal_first(j, &frame)) && r->seq <= seq)
+    journal_pop(j);
+  if (j->head > 0 && j->head == j->len)
+    j->head = j->len = 0;
+}
+
+static void journal_free(struct journal *j) {
+  free(j->buf);
+  memset(j, 0, sizeof(*j));
+}
+
+/* ---- deliveries -------------------------------------------------------- */
 
 /* Queue frame (stolen), made for p's generation, for p and keep it until
  * acknowledged. */
@@ -158,20 +226,41 @@ static void deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
     free(idx);
 }
 
-/* Route one signal from `from` (NULL: the master). Its data is the JSON
- * text raw when given, else data. */
+#define SIG_ONCE 1
+#define SIG_BROADCAST 2
+
+/* Which kinds of listener generation g has for signal: SIG_ONCE,
+ * SIG_BROADCAST, both or neither. From a map made at first use: every
+ * emit asks. */
+static int sig_kinds(struct generation *g, const char *signal) {
+  const struct settings *s = &g->app.s;
+  if (g->sigmap == NULL && (g->sigmap = json_object()) != NULL)
+    for (size_t i = 0; i < s->nlisteners; i++) {
+      const char *name = s->listeners[i].signal;
+      json_int_t k = json_integer_value(json_object_get(g->sigmap, name));
+      k |= s->listeners[i].broadcast ? SIG_BROADCAST : SIG_ONCE;
+      json_object_set_new(g->sigmap, name, json_integer(k));
+    }
+  if (g->sigmap == NULL) { /* out of memory: the list itself */
+    int k = 0;
+    for (size_t i = 0; i < s->nlisteners; i++)
+      if (strcmp(s->listeners[i].signal, signal) == 0)
+        k |= s->listeners[i].broadcast ? SIG_BROADCAST : SIG_ONCE;
+    return k;
+  }
+  return (int)json_integer_value(json_object_get(g->sigmap, signal));
+}
+
+/* Route one signal from the master, or the broadcast part of a worker's
+ * emit (from: the emitter, which runs the once-per-emit part itself). Its
+ * data is the JSON text raw when given, else data. */
 static void route(struct master *m, struct wproc *from, const char *signal,
                   const json_t *data, const struct bus_span *raw) {
-  /* Once per emit: on the emitter itself, so one emitter's signals are
-   * handled in emit order. */
-  struct wproc *to = (from && proc_live(from)) ? from : any_ready(m, NULL);
-  deliver_kind(m, to, &m->backlog, signal, data, raw, 0);
+  if (from == NULL)
+    deliver_kind(m, any_ready(m, NULL), &m->backlog, signal, data, raw, 0);
   /* Broadcast: each slot's worker. Unless a reload is under way, they all
    * run the current generation, so one look at its list says if any. */
-  int any = m->next_gen != NULL;
-  for (size_t i = 0; !any && i < m->gen->app.s.nlisteners; i++)
-    any = m->gen->app.s.listeners[i].broadcast &&
-          strcmp(m->gen->app.s.listeners[i].signal, signal) == 0;
+  int any = m->next_gen != NULL || (sig_kinds(m->gen, signal) & SIG_BROADCAST);
   for (size_t i = 0; any && i < m->nslots; i++) {
     struct slot *sl = &m->slots[i];
     /* A slot starting, respawning or not forked yet (aio-starting is
@@ -243,12 +332,45 @@ static void drain_dead(struct wproc *p) {
   }
 }
 
-/* Was d the delivery in hand when p died? The shared mark says exactly;
- * without one, the oldest unacknowledged delivery is the best guess. */
-static int in_hand(const struct wproc *p, const struct delivery *d, int first) {
-  if (p->state != WPROC_DEAD || p->m->stopping)
-    return 0;
-  return p->mark ? d->n != 0 && d->n == p->mark->in_hand : first;
+/* Did p die with its listeners running, the delivery numbered n of a
+ * stream whose number in hand the mark gives? A clean exit or our own
+ * shutdown has none. */
+static int died_in_hand(const struct wproc *p, uint64_t n, uint64_t in_hand) {
+  return p->state == WPROC_DEAD && !p->m->stopping && n != 0 && n == in_hand;
+}
+
+/* Hand a once-per-emit delivery of signal (its data the JSON text raw) to
+ * a ready worker other than p, or keep it for the next one. */
+static void redeliver_once(struct master *m, struct wproc *p,
+                           const char *signal, const struct bus_span *raw) {
+  struct wproc *to = any_ready(m, p);
+  deliver_kind(m, to, &m->backlog, signal, NULL, raw, 0);
+}
+
+/* p's own emits it had not finished: all but the one in hand go to
+ * another worker, in emit order. */
+static void journal_redeliver(struct master *m, struct wproc *p) {
+  uint64_t done = p->mark->local_done, hand = p->mark->local_in_hand;
+  const struct jrec *r;
+  const char *frame;
+  while ((r = journal_first(&p->journal, &frame))) {
+    struct bus_frame f;
+    char signal[BUS_MAX_SIGNAL + 1];
+    /* Checked when it came; only its members are found again here. */
+    if (r->seq > done && bus_scan(frame, r->len, &f) == 0 && f.signal.p &&
+        f.signal.n <= BUS_MAX_SIGNAL) {
+      memcpy(signal, f.signal.p, f.signal.n);
+      signal[f.signal.n] = '\0';
+      if (died_in_hand(p, r->seq, hand))
+        log_warnx("signal '%s' (emit %llu) was being handled by worker %d "
+                  "when it died; not redelivered",
+                  signal, (unsigned long long)r->seq, p->slot);
+      else
+        redeliver_once(m, p, signal, f.data.p ? &f.data : NULL);
+    }
+    journal_pop(&p->journal);
+  }
+  journal_free(&p->journal);
 }
 
 void router_worker_gone(struct master *m, struct wproc *p) {
@@ -257,13 +379,12 @@ void router_worker_gone(struct master *m, struct wproc *p) {
   p->pending = NULL;
   p->pending_last = NULL;
   struct slot *sl = (size_t)p->slot < m->slots_cap ? &m->slots[p->slot] : NULL;
-  uint64_t done = p->mark ? p->mark->done : 0;
-  int first = 1;
+  uint64_t done = p->mark->done, hand = p->mark->in_hand;
   for (; d; d = next) {
     next = d->next;
     if (d->n != 0 && d->n <= done) {
       /* Finished; only its acknowledgement died with the worker. */
-    } else if (in_hand(p, d, first)) {
+    } else if (died_in_hand(p, d->n, hand)) {
       /* Redelivering it could kill the next worker the same way. */
       json_t *msg = json_loadb(d->frame, d->len, 0, NULL);
       log_warnx("signal '%s' (delivery %lld) was being handled by worker %d "
@@ -284,10 +405,10 @@ void router_worker_gone(struct master *m, struct wproc *p) {
         backlog_add(&m->backlog, d->frame, d->len, d->id, d->gen);
       d->frame = NULL;
     }
-    first = 0;
     free(d->frame);
     free(d);
   }
+  journal_redeliver(m, p);
   bus_mark_free(p->mark);
   p->mark = NULL;
 }
@@ -302,12 +423,34 @@ static void worker_became_ready(struct master *m, struct wproc *p) {
   master_worker_ready(m, p);
 }
 
-static int on_emit(struct wproc *p, json_t *msg) {
-  const char *signal = json_string_value(json_object_get(msg, "signal"));
-  if (signal == NULL || *signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL)
+/* An emit from p, its frame text whole: seq must follow the last one.
+ * When p's own list has once-per-emit listeners for it, p runs them
+ * itself, and the frame is kept until p says they finished; broadcast
+ * listeners get it from us. */
+static int on_emit(struct wproc *p, const char *frame, size_t len,
+                   const char *signal, json_int_t seq, const json_t *data,
+                   const struct bus_span *raw) {
+  if (seq != (json_int_t)p->emits + 1)
     return -EBADMSG;
-  route(p->m, p, signal, json_object_get(msg, "data"), NULL);
+  p->emits++;
+  if ((sig_kinds(p->g, signal) & SIG_ONCE) &&
+      journal_add(&p->journal, p->emits, frame, len) != 0)
+    log_warnx("signal '%s' from worker %d: out of memory; not kept for "
+              "redelivery",
+              signal, p->slot);
+  route(p->m, p, signal, data, raw);
   return 0;
+}
+
+static int on_emit_msg(struct wproc *p, const char *frame, size_t len,
+                       json_t *msg) {
+  const char *signal = json_string_value(json_object_get(msg, "signal"));
+  json_t *seq = json_object_get(msg, "seq");
+  if (signal == NULL || *signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL ||
+      !json_is_integer(seq))
+    return -EBADMSG;
+  return on_emit(p, frame, len, signal, json_integer_value(seq),
+                 json_object_get(msg, "data"), NULL);
 }
 
 /* "delivered" is cumulative: the worker handles deliveries in the order
@@ -330,11 +473,26 @@ static int ack_upto(struct wproc *p, json_int_t id) {
   return 0;
 }
 
-static int on_delivered(struct wproc *p, json_t *msg) {
-  json_t *idv = json_object_get(msg, "id");
-  if (!json_is_integer(idv))
+/* "delivered": deliver frames up to id and/or own emits up to seq are
+ * finished; at least one, and only what was sent or emitted. */
+static int on_ack(struct wproc *p, int has_id, json_int_t id, int has_seq,
+                  json_int_t seq) {
+  if (!has_id && !has_seq)
     return -EBADMSG;
-  return ack_upto(p, json_integer_value(idv));
+  if (has_seq) {
+    if (seq < 1 || (uint64_t)seq > p->emits)
+      return -EBADMSG;
+    journal_ack(&p->journal, (uint64_t)seq);
+  }
+  return has_id ? ack_upto(p, id) : 0;
+}
+
+static int on_delivered(struct wproc *p, json_t *msg) {
+  json_t *idv = json_object_get(msg, "id"), *seqv = json_object_get(msg, "seq");
+  if ((idv && !json_is_integer(idv)) || (seqv && !json_is_integer(seqv)))
+    return -EBADMSG;
+  return on_ack(p, idv != NULL, json_integer_value(idv), seqv != NULL,
+                json_integer_value(seqv));
 }
 
 /* One frame from a worker. emit and delivered, nearly all the traffic, are
@@ -348,14 +506,19 @@ static int on_line(struct wproc *p, const char *frame, size_t len, int dead) {
     char signal[BUS_MAX_SIGNAL + 1];
     if (f.signal.p == NULL || f.signal.n == 0 || f.signal.n > BUS_MAX_SIGNAL)
       return -EBADMSG;
+    json_int_t seq;
+    if (bus_span_int(&f.seq, &seq))
+      return -EBADMSG;
     memcpy(signal, f.signal.p, f.signal.n);
     signal[f.signal.n] = '\0';
-    route(p->m, p, signal, NULL, f.data.p ? &f.data : NULL);
-    return 0;
+    return on_emit(p, frame, len, signal, seq, NULL, f.data.p ? &f.data : NULL);
   }
   if (err == 0 && f.type == BUS_DELIVERED) {
-    json_int_t id;
-    return bus_span_int(&f.id, &id) ? -EBADMSG : ack_upto(p, id);
+    json_int_t id = 0, seq = 0;
+    if ((f.id.p && bus_span_int(&f.id, &id)) ||
+        (f.seq.p && bus_span_int(&f.seq, &seq)))
+      return -EBADMSG;
+    return on_ack(p, f.id.p != NULL, id, f.seq.p != NULL, seq);
   }
   if (err && err != -EAGAIN)
     return err;
@@ -364,7 +527,9 @@ static int on_line(struct wproc *p, const char *frame, size_t len, int dead) {
   if (msg == NULL)
     return err;
   int rc = 0;
-  if (!dead || (t != BUS_READY && t != BUS_HEARTBEAT && t != BUS_STATUS))
+  if (t == BUS_EMIT)
+    rc = on_emit_msg(p, frame, len, msg);
+  else if (!dead || (t != BUS_READY && t != BUS_HEARTBEAT && t != BUS_STATUS))
     rc = router_frame(p, t, msg);
   json_decref(msg);
   return rc;
@@ -400,8 +565,6 @@ int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {
     p->last_hb_ms = uv_now(m->loop);
     p->conns = (long)json_integer_value(json_object_get(msg, "conns"));
     return 0;
-  case BUS_EMIT:
-    return on_emit(p, msg);
   case BUS_DELIVERED:
     return on_delivered(p, msg);
   case BUS_DONE:

@@ -118,8 +118,15 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     close(sv[1]);
     return -ENOMEM;
   }
-  /* Without it (mmap failed) the master guesses the delivery in hand. */
+  /* What the worker was doing when it died: without it, neither side
+   * could tell which delivery to redeliver. */
   p->mark = bus_mark_new();
+  if (p->mark == NULL) {
+    close(sv[0]);
+    close(sv[1]);
+    free(p);
+    return -ENOMEM;
+  }
   pid_t master_pid = getpid();
   pid_t pid = fork();
   if (pid < 0) {
@@ -159,8 +166,7 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
   }
   close(sv[1]);
   /* Its mark is for it alone: workers forked later do not inherit it. */
-  if (p->mark)
-    madvise(p->mark, sizeof(*p->mark), MADV_DONTFORK);
+  madvise(p->mark, sizeof(*p->mark), MADV_DONTFORK);
   p->m = m;
   p->g = g;
   g->refs++;

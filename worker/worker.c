@@ -71,7 +71,7 @@ static void on_bus_prepare(uv_prepare_t *h) { bus_flush(h->data, 0); }
 void worker_bus_sync(struct worker *w) {
   /* Acknowledgements may wait: the mark tells the master which deliveries
    * were finished. */
-  if (w && (w->out_urgent || (w->mark == NULL && bus_out_pending(&w->out))))
+  if (w && w->out_urgent)
     bus_flush(w, BUS_SYNC_FLUSH_MS);
 }
 
@@ -109,10 +109,14 @@ static void worker_finish(struct worker *w, int code) {
   uv_stop(&w->loop);
 }
 
-void worker_conn_gone(struct worker *w) {
-  if (w->draining && w->nconns == 0)
+/* A drain ends when the last connection has closed and the worker's own
+ * emits have run. */
+static void drain_check(struct worker *w) {
+  if (w->draining && w->nconns == 0 && w->lq_head == w->lq_len)
     worker_finish(w, 0);
 }
+
+void worker_conn_gone(struct worker *w) { drain_check(w); }
 
 static void on_drain_tick(uv_timer_t *t) {
   struct worker *w = t->data;
@@ -131,10 +135,9 @@ static void start_drain(struct worker *w) {
   for (size_t i = 0; i < w->nservers; i++)
     if (w->servers[i].udp)
       aio_close(w->servers[i].udp);
-  if (w->nconns == 0) {
-    worker_finish(w, 0);
+  drain_check(w);
+  if (w->stopping)
     return;
-  }
   uv_timer_start(&w->drain_timer, on_drain_tick, 100, 100);
 }
 
@@ -197,8 +200,7 @@ static void run_listeners(struct worker *w, json_int_t id, const char *name,
                           json_t *data, const json_int_t *ks, size_t nk) {
   aio_signal_t sig = {.name = name, .data = data};
   uint64_t n = ++w->delivers;
-  if (w->mark)
-    w->mark->in_hand = n;
+  w->mark->in_hand = n;
   for (size_t i = 0; i < nk; i++) {
     json_int_t k = ks[i];
     if (k < 0 || (size_t)k >= w->app->s.nlisteners || !w->listeners[k]) {
@@ -208,10 +210,8 @@ static void run_listeners(struct worker *w, json_int_t id, const char *name,
     worker_bus_sync(w);
     w->listeners[k]->u.listener(&sig);
   }
-  if (w->mark) {
-    w->mark->done = n;
-    w->mark->in_hand = 0;
-  }
+  w->mark->done = n;
+  w->mark->in_hand = 0;
   /* Acknowledged with the rest of this read: one frame for all of them. */
   w->ack_id = id;
 }
@@ -261,15 +261,121 @@ static int deliver_text(struct worker *w, const struct bus_frame *f) {
   return 0;
 }
 
-/* "delivered" is cumulative: it covers every delivery before it too. */
+/* "delivered" is cumulative: it covers every delivery before it too, and
+ * every own emit up to seq. */
 static void send_ack(struct worker *w) {
-  if (w->ack_id == 0)
+  if (w->ack_id == 0 && w->local_ack == 0)
     return;
   json_t *ack = bus_msg(BUS_DELIVERED);
-  json_object_set_new(ack, "id", json_integer(w->ack_id));
+  if (w->ack_id)
+    json_object_set_new(ack, "id", json_integer(w->ack_id));
+  if (w->local_ack)
+    json_object_set_new(ack, "seq", json_integer((json_int_t)w->local_ack));
   bus_queue(w, ack, 0);
   json_decref(ack);
   w->ack_id = 0;
+  w->local_ack = 0;
+}
+
+/* ---- own emits, run here ----------------------------------------------- */
+
+#define NO_NEXT ((size_t)-1)
+
+/* Index the once-per-emit listeners by signal: what aio_emit() runs here. */
+static int index_once(struct worker *w) {
+  const struct settings *s = &w->app->s;
+  w->once_map = json_object();
+  w->once_next = malloc((s->nlisteners + 1) * sizeof(*w->once_next));
+  if (w->once_map == NULL || w->once_next == NULL)
+    return -1;
+  size_t *last = calloc(s->nlisteners + 1, sizeof(*last));
+  if (last == NULL)
+    return -1;
+  for (size_t i = 0; i < s->nlisteners; i++) {
+    w->once_next[i] = NO_NEXT;
+    if (s->listeners[i].broadcast)
+      continue;
+    json_t *first = json_object_get(w->once_map, s->listeners[i].signal);
+    if (first == NULL) {
+      json_object_set_new(w->once_map, s->listeners[i].signal,
+                          json_integer((json_int_t)i));
+    } else {
+      w->once_next[last[json_integer_value(first)]] = i;
+    }
+    /* last[f]: the last listener so far of the signal whose first is f. */
+    last[first ? json_integer_value(first) : (json_int_t)i] = i;
+  }
+  free(last);
+  return 0;
+}
+
+static void run_local(struct worker *w, const struct local_item *it) {
+  aio_signal_t sig = {.name = w->app->s.listeners[it->first].signal,
+                      .data = it->data};
+  w->mark->local_in_hand = it->seq;
+  for (size_t k = it->first; k != NO_NEXT; k = w->once_next[k]) {
+    /* The emits behind this one reach the master before a listener that
+     * could kill us: they are redelivered, not lost. */
+    worker_bus_sync(w);
+    w->listeners[k]->u.listener(&sig);
+  }
+  w->mark->local_done = it->seq;
+  w->mark->local_in_hand = 0;
+  w->local_ack = it->seq;
+}
+
+/* Run the own emits queued so far; those their listeners emit wait for
+ * the next turn of the loop, so I/O is not starved. */
+static void on_local_idle(uv_idle_t *h) {
+  struct worker *w = h->data;
+  size_t n = w->lq_len - w->lq_head;
+  for (size_t i = 0; i < n; i++) {
+    struct local_item it = w->lq[w->lq_head++]; /* lq may move meanwhile */
+    run_local(w, &it);
+    json_decref(it.data);
+  }
+  if (w->lq_head == w->lq_len) {
+    w->lq_head = w->lq_len = 0;
+    uv_idle_stop(h);
+  }
+  send_ack(w);
+  drain_check(w);
+}
+
+static int local_push(struct worker *w, uint64_t seq, size_t first,
+                      json_t *data) {
+  if (w->lq_len == w->lq_cap) {
+    if (w->lq_head > 0) {
+      memmove(w->lq, w->lq + w->lq_head,
+              (w->lq_len - w->lq_head) * sizeof(*w->lq));
+      w->lq_len -= w->lq_head;
+      w->lq_head = 0;
+    }
+    if (w->lq_len == w->lq_cap) {
+      size_t cap = w->lq_cap ? w->lq_cap * 2 : 256;
+      struct local_item *nq = realloc(w->lq, cap * sizeof(*nq));
+      if (nq == NULL)
+        return -ENOMEM;
+      w->lq = nq;
+      w->lq_cap = cap;
+    }
+  }
+  w->lq[w->lq_len++] = (struct local_item){seq, first, data};
+  if (!uv_is_active((uv_handle_t *)&w->lq_idle))
+    uv_idle_start(&w->lq_idle, on_local_idle);
+  return 0;
+}
+
+static void local_free(struct worker *w) {
+  for (size_t i = w->lq_head; i < w->lq_len; i++)
+    json_decref(w->lq[i].data);
+  free(w->lq);
+  w->lq = NULL;
+  w->lq_head = w->lq_len = w->lq_cap = 0;
+  json_decref(w->once_map);
+  w->once_map = NULL;
+  free(w->once_next);
+  w->once_next = NULL;
 }
 
 static int on_frame(void *arg, enum bus_type t, json_t *msg) {
@@ -387,6 +493,10 @@ static int resolve_all(struct worker *w, struct diag *d) {
         sv->conf->is_factory ? AIO_KIND_FACTORY : AIO_KIND_PROTOCOL, d);
   }
   w->nservers = s->nservers;
+  if (index_once(w)) {
+    diag_add(d, NULL, 0, "out of memory");
+    return -1;
+  }
   return diag_failed(d) ? -1 : 0;
 }
 
@@ -448,6 +558,8 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
     goto out;
   }
   w->bus_room.data = w;
+  uv_idle_init(&w->loop, &w->lq_idle);
+  w->lq_idle.data = w;
   uv_prepare_init(&w->loop, &w->bus_prep);
   w->bus_prep.data = w;
   uv_prepare_start(&w->bus_prep, on_bus_prepare);
@@ -491,6 +603,7 @@ out:
   bus_out_close(&w->out);
   bus_reader_close(&w->rd);
   loader_free(w->loader);
+  local_free(w);
   free(w->listeners);
   free(w->jobs);
   free(w->servers);
@@ -523,18 +636,27 @@ const char *aio_config_get(const char *section, const char *key) {
   return config_get(a->cfg, section, key);
 }
 
-int aio_emit(const char *signal, json_t *data) {
+/* aio_emit() and aio_emit_new(): steal says data is ours to keep. */
+static int emit(const char *signal, json_t *data, int steal) {
   struct worker *w = worker_self;
-  if (signal == NULL || *signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL)
-    return -EINVAL;
-  if (w == NULL || w->in_test)
-    return testing_emit(signal, data);
-  if (!w->bus_open)
-    return -EPIPE;
+  int err;
+  if (signal == NULL || *signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL) {
+    err = -EINVAL;
+    goto out;
+  }
+  if (w == NULL || w->in_test) {
+    err = testing_emit(signal, data);
+    goto out;
+  }
+  if (!w->bus_open) {
+    err = -EPIPE;
+    goto out;
+  }
   /* Encoded straight into the queue: no json_t for the frame itself. */
   struct bus_out *o = &w->out;
   size_t start = o->len;
-  int err = bus_out_raw(o, "{\"t\":\"emit\",\"signal\":", 21);
+  uint64_t seq = w->emit_seq + 1;
+  err = bus_out_raw(o, "{\"t\":\"emit\",\"signal\":", 21);
   if (!err)
     err = bus_out_str(o, signal);
   if (!err)
@@ -544,7 +666,7 @@ int aio_emit(const char *signal, json_t *data) {
   if (!err)
     err = bus_out_raw(o, ",\"seq\":", 7);
   if (!err)
-    err = bus_out_int(o, (long long)w->emit_seq + 1);
+    err = bus_out_int(o, (long long)seq);
   if (!err)
     err = bus_out_raw(o, "}", 1);
   err = bus_out_end(o, start, err);
@@ -553,8 +675,33 @@ int aio_emit(const char *signal, json_t *data) {
     err = -EMSGSIZE;
   }
   if (err)
-    return err;
-  w->emit_seq++;
+    goto out;
+  /* Our once-per-emit listeners run here, on what was emitted: a value
+   * of our own, which later changes to the caller's cannot reach. */
+  json_t *first = json_object_get(w->once_map, signal);
+  if (first) {
+    json_t *mine = data == NULL ? json_null()
+                   : steal      ? data
+                                : bus_json_copy(data);
+    steal = 0;
+    if (mine == NULL ||
+        local_push(w, seq, (size_t)json_integer_value(first), mine)) {
+      json_decref(mine);
+      o->len = start;
+      err = -ENOMEM;
+      goto out;
+    }
+  }
+  w->emit_seq = seq;
   bus_queued(w, 1);
-  return 0;
+out:
+  if (steal)
+    json_decref(data);
+  return err;
+}
+
+int aio_emit(const char *signal, json_t *data) { return emit(signal, data, 0); }
+
+int aio_emit_new(const char *signal, json_t *data) {
+  return emit(signal, data, 1);
 }

@@ -17,6 +17,13 @@
 struct wserver;
 struct loader;
 
+/* An own emit whose listeners run here. */
+struct local_item {
+  uint64_t seq;
+  size_t first; /* its first listener: w->listeners[first] */
+  json_t *data; /* owned */
+};
+
 struct worker {
   uv_loop_t loop;
   int slot;
@@ -32,9 +39,18 @@ struct worker {
   uv_poll_t bus_room;    /* on a dup of bus_fd: the socket has room again */
   int bus_room_fd;
   int out_urgent;        /* out holds more than acknowledgements */
-  struct bus_mark *mark; /* shared with the master; NULL if mmap failed */
+  struct bus_mark *mark; /* shared with the master */
   uint64_t delivers;     /* deliver frames received */
   json_int_t ack_id;     /* the last delivery finished, not yet acknowledged */
+  /* Own emits with once-per-emit listeners here are run here, in emit
+   * order, from lq[lq_head, lq_len); the master keeps their frames until
+   * local_ack says they finished. */
+  json_t *once_map;  /* signal -> its first once-per-emit listener */
+  size_t *once_next; /* per listener: the next one of its signal, or -1 */
+  struct local_item *lq;
+  size_t lq_head, lq_len, lq_cap;
+  uv_idle_t lq_idle;
+  uint64_t local_ack; /* the last own emit finished, not yet acknowledged */
   uv_timer_t heartbeat;
   uv_timer_t drain_timer;
   uv_async_t sig_async; /* woken by the TERM/QUIT handler */

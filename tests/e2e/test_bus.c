@@ -50,6 +50,7 @@ static void conf_text(char *conf, size_t n, int workers, const char *first) {
            "bus-bcast = busmod.record broadcast\n"
            "bus-bfence = busmod.record broadcast\n"
            "crash-sig = busmod.crash\n"
+           "bus-chain = busmod.chain\n"
            "\n"
            "[listen:lifecycle]\n"
            "aio-starting = busmod.record broadcast\n"
@@ -359,8 +360,10 @@ END_TEST
 
 /* Emits of one protocol callback reach the kernel before the worker runs
  * the next one, so a callback that kills the worker does not take them
- * along. The worker is held busy so that both connections' data are read
- * in the same loop iteration, with no end-of-iteration flush between. */
+ * along, although their listeners (on this worker) had not run yet. The
+ * worker is held busy so that both connections' data are read in the same
+ * loop iteration: no end-of-iteration flush, and no turn of the queue of
+ * its own signals, between the two callbacks. */
 START_TEST(test_bus_emits_survive_a_later_callback_crash) {
   start(1);
   int hold = h_connect(port, 5000), a = h_connect(port, 5000),
@@ -374,6 +377,10 @@ START_TEST(test_bus_emits_survive_a_later_callback_crash) {
   ck_assert_int_eq(ask_pid(a), victim);
   ck_assert_int_eq(ask_pid(hold), victim);
   ck_assert_int_eq(h_send(hold, "busy 300\n", 9), 0);
+  /* It says "busy" before it spins: a and b arrive while it spins. */
+  char said[16];
+  ck_assert_int_eq(read_lines(hold, said, sizeof(said), 1, 5000), 1);
+  ck_assert_str_eq(said, "busy\n");
   ck_assert_int_eq(h_send(a, "emit bus-once pre 300\n", 22), 0);
   ck_assert_int_eq(h_send(b, "die\n", 4), 0);
   json_t *recs = rec_wait(out_path, "sig", "bus-once", 300, 10000);
@@ -391,11 +398,12 @@ START_TEST(test_bus_emits_survive_a_later_callback_crash) {
 }
 END_TEST
 
-/* After a reload the listener list can differ: a signal emitted by a
- * worker of the old generation (still finishing a connection) runs the
- * new generation's listeners, by the new list's numbering. Here the new
- * list starts with a listener that kills its worker, so numbering by the
- * old list would run it instead of the recorder. */
+/* After a reload the listener list can differ. A worker of the old
+ * generation (still finishing a connection) runs its own emits with its
+ * own list: the code that emitted is the code that listens. What it leaves
+ * unfinished when it dies goes to the new generation, numbered by the new
+ * list. Here the new list starts with a listener that kills its worker,
+ * so numbering by the old list would run it instead of the recorder. */
 START_TEST(test_bus_reload_delivers_by_the_receivers_listener_list) {
   start(1);
   int fd = h_connect(port, 5000);
@@ -413,22 +421,111 @@ START_TEST(test_bus_reload_delivers_by_the_receivers_listener_list) {
     h_dump_log(&P);
     ck_abort_msg("no reload");
   }
-  /* The old worker drains: it still answers the open connection. */
+  /* The old worker drains: it still answers the open connection, and
+   * runs what it emits itself. */
   ask(fd, "emit bus-once late 5; emit bus-fence late 1", reply, sizeof(reply));
   json_t *fence = rec_wait(out_path, "sig", "bus-fence", 1, 5000);
   if (fence == NULL)
     h_dump_log(&P);
   ck_assert_ptr_nonnull(fence);
+  json_decref(fence);
   json_t *all = rec_load(out_path);
   json_t *late = tagged(all, "bus-once", "late");
   assert_seq_once_in_order(late, 5, "emitted by the old generation");
-  ck_assert_int_eq(count_pid(late, old), 0);
-  ck_assert_int_eq(h_log_count(&P, "killed by signal"), 0);
+  ck_assert_int_eq(count_pid(late, old), 5);
   json_decref(late);
+  json_decref(all);
+  /* Now it dies in a listener: the emits behind it go to the new worker. */
+  const char *line = "emit crash-sig x 1; emit bus-once orphan 5; "
+                     "emit bus-fence orphan 1\n";
+  ck_assert_int_eq(h_send(fd, line, strlen(line)), 0);
+  fence = rec_wait(out_path, "sig", "bus-fence", 2, 5000);
+  if (fence == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(fence);
+  pid_t heir = (pid_t)rec_int(json_array_get(fence, 1), "pid");
+  ck_assert_int_ne(heir, old);
+  all = rec_load(out_path);
+  json_t *orphan = tagged(all, "bus-once", "orphan");
+  assert_seq_once_in_order(orphan, 5, "left by the dead old worker");
+  ck_assert_int_eq(count_pid(orphan, heir), 5);
+  json_t *crash = rec_where(all, "sig", "crash-sig");
+  ck_assert_int_eq(json_array_size(crash), 1);
+  ck_assert_int_eq(rec_int(json_array_get(crash, 0), "pid"), old);
+  /* Only the old worker was killed: the heir ran the recorder. */
+  ck_assert_int_eq(h_log_count(&P, "killed by signal"), 1);
+  ck_assert(h_pid_alive(heir));
+  json_decref(crash);
+  json_decref(orphan);
   json_decref(all);
   json_decref(fence);
   close(fd);
   stop();
+}
+END_TEST
+
+/* aio_emit() hands the listeners the data as it was at the emit, whatever
+ * the caller does with its object afterwards; aio_emit_new() takes the
+ * object over. Either way, once per emit and in order. */
+START_TEST(test_bus_emit_copies_and_emit_new_takes_over) {
+  start(1);
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  pid_t pid = ask_pid(fd);
+  char reply[128];
+  ask(fd, "reuse bus-once r 50; emitnew bus-once n 50; emit bus-fence f 1",
+      reply, sizeof(reply));
+  ck_assert_str_eq(reply, "emitted 50\nemitted 50\nemitted 1\n");
+  json_t *fence = rec_wait(out_path, "sig", "bus-fence", 1, 5000);
+  if (fence == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(fence);
+  json_t *all = rec_load(out_path);
+  json_t *reused = tagged(all, "bus-once", "r");
+  json_t *taken = tagged(all, "bus-once", "n");
+  json_t *changed = tagged(all, "bus-once", "changed after the emit");
+  assert_seq_once_in_order(reused, 50, "one object, changed after each emit");
+  assert_seq_once_in_order(taken, 50, "aio_emit_new");
+  ck_assert_int_eq(json_array_size(changed), 0);
+  ck_assert_int_eq(count_pid(reused, pid), 50);
+  ck_assert_int_eq(count_pid(taken, pid), 50);
+  json_decref(changed);
+  json_decref(taken);
+  json_decref(reused);
+  json_decref(all);
+  json_decref(fence);
+  close(fd);
+  stop();
+}
+END_TEST
+
+/* A worker told to stop finishes the signals it emitted and runs itself
+ * before it exits, even with no connection left to wait for: here a
+ * chain of listeners, each link emitted by the one before, which spans
+ * many turns of the loop, with the stop arriving in the middle. */
+START_TEST(test_bus_drain_runs_own_emits_first) {
+  start(1);
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  char reply[64];
+  ask(fd, "chain c 15 30", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "emitted 1\n");
+  close(fd);
+  json_t *first = rec_wait(out_path, "sig", "bus-chain", 1, 5000);
+  ck_assert_ptr_nonnull(first);
+  json_decref(first);
+  stop(); /* TERM: drain, then exit 0 */
+  json_t *all = rec_load(out_path);
+  json_t *links = tagged(all, "bus-chain", "c");
+  assert_seq_once_in_order(links, 15, "links of the chain");
+  /* aio-stopping reached the worker mid-chain: the drain began there. */
+  json_t *stopping = rec_where(all, "sig", "aio-stopping");
+  ck_assert_int_eq(json_array_size(stopping), 1);
+  ck_assert_int_lt(rec_int(json_array_get(stopping, 0), "t"),
+                   rec_int(json_array_get(links, 14), "t"));
+  json_decref(stopping);
+  json_decref(links);
+  json_decref(all);
 }
 END_TEST
 
@@ -443,6 +540,9 @@ START_TEST(test_bus_bad_frame_costs_only_that_worker) {
       {"unknown", "(Protocol error); killing it"},
       {"wrongway", "(Protocol error); killing it"},
       {"oversize", "(Message too long); killing it"},
+      {"badseq", "(Bad message); killing it"},
+      {"badack", "(Bad message); killing it"},
+      {"emptyack", "(Bad message); killing it"},
   };
   start(2);
   for (size_t j = 0; j < sizeof(junk) / sizeof(junk[0]); j++) {
@@ -523,6 +623,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_crashing_listener_loses_no_other_delivery);
   tcase_add_test(tc, test_bus_emits_survive_a_later_callback_crash);
   tcase_add_test(tc, test_bus_reload_delivers_by_the_receivers_listener_list);
+  tcase_add_test(tc, test_bus_emit_copies_and_emit_new_takes_over);
+  tcase_add_test(tc, test_bus_drain_runs_own_emits_first);
   tcase_add_test(tc, test_bus_bad_frame_costs_only_that_worker);
   tcase_add_test(tc, test_bus_listener_spelling_checked);
   suite_add_tcase(s, tc);

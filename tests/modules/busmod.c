@@ -66,6 +66,25 @@ static void record(const aio_signal_t *sig) {
 
 AIO_LISTENER(record);
 
+/* A chain: records, holds the loop for data.ms, and emits the next link
+ * (data.seq + 1) until data.n. Each link runs in a later turn of the
+ * loop than the one that emitted it, so a chain spans many turns. */
+static void chain(const aio_signal_t *sig) {
+  record(sig);
+  long long seq = json_integer_value(json_object_get(sig->data, "seq"));
+  long long n = json_integer_value(json_object_get(sig->data, "n"));
+  long long ms = json_integer_value(json_object_get(sig->data, "ms"));
+  long long until = mono_ns() + ms * 1000000LL;
+  while (mono_ns() < until)
+    ;
+  if (seq < n)
+    aio_emit_new(sig->name, json_pack("{s:O,s:I,s:I,s:I}", "tag",
+                                      json_object_get(sig->data, "tag"), "seq",
+                                      (json_int_t)seq + 1, "n", (json_int_t)n,
+                                      "ms", (json_int_t)ms));
+}
+AIO_LISTENER(chain);
+
 /* Records, then kills its worker: the delivery in hand when it died. */
 static void crash(const aio_signal_t *sig) {
   record(sig);
@@ -186,6 +205,13 @@ static int junk(const char *kind) {
   const char *s = strcmp(kind, "garbage") == 0     ? "this is not json\n"
                   : strcmp(kind, "unknown") == 0   ? "{\"t\":\"bogus\"}\n"
                   : strcmp(kind, "notobject") == 0 ? "[\"t\",\"emit\"]\n"
+                  /* an emit out of sequence */
+                  : strcmp(kind, "badseq") == 0
+                      ? "{\"t\":\"emit\",\"signal\":\"x\",\"seq\":999999999}\n"
+                  /* acknowledging own emits never made, or nothing */
+                  : strcmp(kind, "badack") == 0
+                      ? "{\"t\":\"delivered\",\"seq\":999999999}\n"
+                  : strcmp(kind, "emptyack") == 0 ? "{\"t\":\"delivered\"}\n"
                   /* a master-to-worker message, from a worker */
                   : strcmp(kind, "wrongway") == 0
                       ? "{\"t\":\"run\",\"id\":1,\"job\":0,\"which\":0}\n"
@@ -196,11 +222,14 @@ static int junk(const char *kind) {
   return 0;
 }
 
-/* One command: "pid", "emit SIGNAL TAG N", "junk KIND", "busy MS" (hold
- * the loop), "die". */
+/* One command: "pid", "emit SIGNAL TAG N", "emitnew SIGNAL TAG N" (with
+ * aio_emit_new), "reuse SIGNAL TAG N" (one object, changed after each
+ * emit and renamed at the end: listeners must see each emit as it was),
+ * "chain TAG N MS" (see chain), "junk KIND", "busy MS" (say "busy", hold the
+ * loop, say "idle"), "die". */
 static void command(aio_conn_t *c, char *cmd) {
   char out[128], sig[128], tag[64], kind[32];
-  int n;
+  int n, i_ms;
   while (*cmd == ' ')
     cmd++;
   if (strcmp(cmd, "pid") == 0) {
@@ -209,6 +238,7 @@ static void command(aio_conn_t *c, char *cmd) {
     raise(SIGKILL);
     return;
   } else if (sscanf(cmd, "busy %d", &n) == 1) {
+    aio_write(c, "busy\n", 5); /* before the spin: the client knows */
     long long until = mono_ns() + (long long)n * 1000000LL;
     while (mono_ns() < until)
       ;
@@ -222,6 +252,29 @@ static void command(aio_conn_t *c, char *cmd) {
       ok += aio_emit(sig, data) == 0;
       json_decref(data);
     }
+    n = snprintf(out, sizeof(out), "emitted %d\n", ok);
+  } else if (sscanf(cmd, "emitnew %127s %63s %d", sig, tag, &n) == 3) {
+    int ok = 0;
+    for (int i = 1; i <= n; i++)
+      ok += aio_emit_new(sig, json_pack("{s:s,s:i,s:i,s:I}", "tag", tag, "seq",
+                                        i, "from", (int)getpid(), "t",
+                                        (json_int_t)mono_ns())) == 0;
+    n = snprintf(out, sizeof(out), "emitted %d\n", ok);
+  } else if (sscanf(cmd, "reuse %127s %63s %d", sig, tag, &n) == 3) {
+    int ok = 0;
+    json_t *data =
+        json_pack("{s:s,s:i,s:i}", "tag", tag, "seq", 0, "from", (int)getpid());
+    for (int i = 1; i <= n; i++) {
+      json_object_set_new(data, "seq", json_integer(i));
+      ok += aio_emit(sig, data) == 0;
+    }
+    json_object_set_new(data, "tag", json_string("changed after the emit"));
+    json_decref(data);
+    n = snprintf(out, sizeof(out), "emitted %d\n", ok);
+  } else if (sscanf(cmd, "chain %63s %d %d", tag, &n, &i_ms) == 3) {
+    int ok =
+        aio_emit_new("bus-chain", json_pack("{s:s,s:i,s:i,s:i}", "tag", tag,
+                                            "seq", 1, "n", n, "ms", i_ms)) == 0;
     n = snprintf(out, sizeof(out), "emitted %d\n", ok);
   } else if (sscanf(cmd, "junk %31s", kind) == 1) {
     n = snprintf(out, sizeof(out), "%s\n", junk(kind) ? "no junk" : "junked");
