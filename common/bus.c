@@ -20,11 +20,15 @@ const char *bus_type_name(enum bus_type t) {
   return (t > BUS_NONE && t < BUS_TYPE_COUNT) ? bus_names[t] : "none";
 }
 
-enum bus_type bus_type_parse(const char *name) {
+enum bus_type bus_type_parsen(const char *name, size_t n) {
   for (int t = BUS_NONE + 1; t < BUS_TYPE_COUNT; t++)
-    if (strcmp(bus_names[t], name) == 0)
+    if (strncmp(bus_names[t], name, n) == 0 && bus_names[t][n] == '\0')
       return (enum bus_type)t;
   return BUS_NONE;
+}
+
+enum bus_type bus_type_parse(const char *name) {
+  return bus_type_parsen(name, strlen(name));
 }
 
 json_t *bus_decode(const char *data, size_t len, enum bus_type *t, int *err) {
@@ -277,19 +281,45 @@ int bus_out_str(struct bus_out *o, const char *s) {
   return 0;
 }
 
+/* "00" to "99": integers are written two digits at a time. */
+static const char digit_pairs[] = "00010203040506070809"
+                                  "10111213141516171819"
+                                  "20212223242526272829"
+                                  "30313233343536373839"
+                                  "40414243444546474849"
+                                  "50515253545556575859"
+                                  "60616263646566676869"
+                                  "70717273747576777879"
+                                  "80818283848586878889"
+                                  "90919293949596979899";
+
 int bus_out_int(struct bus_out *o, long long v) {
   unsigned long long u =
       v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-  size_t n = 1 + (v < 0);
-  for (unsigned long long x = u; x >= 10; x /= 10)
-    n++;
+  /* Digits: 2 per factor of 100, and 1 or 2 for the leading group. */
+  size_t n = (size_t)(v < 0) + 1;
+  unsigned long long lead = u;
+  while (lead >= 100) {
+    lead /= 100;
+    n += 2;
+  }
+  n += lead >= 10;
   if (o->cap - o->len < n && out_reserve(o, n))
     return -ENOMEM;
-  /* Written in place, from the last digit back. */
+  /* Written in place, from the last digits back. */
   char *p = o->buf + o->len + n;
-  do
-    *--p = (char)('0' + u % 10);
-  while ((u /= 10) != 0);
+  while (u >= 100) {
+    unsigned k = (unsigned)(u % 100) * 2;
+    u /= 100;
+    *--p = digit_pairs[k + 1];
+    *--p = digit_pairs[k];
+  }
+  if (u >= 10) {
+    *--p = digit_pairs[u * 2 + 1];
+    *--p = digit_pairs[u * 2];
+  } else {
+    *--p = (char)('0' + u);
+  }
   if (v < 0)
     *--p = '-';
   o->len += n;

@@ -44,6 +44,8 @@ enum bus_type {
 
 const char *bus_type_name(enum bus_type t);
 enum bus_type bus_type_parse(const char *name); /* BUS_NONE when unknown */
+/* The same for name[0, n), which need not be NUL-terminated. */
+enum bus_type bus_type_parsen(const char *name, size_t n);
 
 /* Incremental line splitter. */
 struct bus_reader {

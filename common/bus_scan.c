@@ -109,9 +109,13 @@ static int scan_string(struct scan *s, const char **body, size_t *n, int *esc) {
   const char *p = s->p + 1, *end = s->end;
   *esc = 0;
   while (p < end) {
-    /* Plain ASCII eight bytes at a time. */
+    /* Plain ASCII eight bytes at a time, then byte by byte up to the
+     * byte that needs a look. */
     while (end - p >= 8 && !word_special(p))
       p += 8;
+    while (p < end && (unsigned char)*p >= 0x20 && (unsigned char)*p < 0x80 &&
+           *p != '"' && *p != '\\')
+      p++;
     if (p >= end)
       break;
     unsigned char c = (unsigned char)*p;
@@ -429,12 +433,7 @@ int bus_scan(const char *data, size_t len, struct bus_frame *f) {
     f->signal.p = NULL; /* not a string: as absent */
   else if (f->signal.p && plain_string(&f->signal))
     return SLOW;
-  char name[16];
-  if (f->t.n >= sizeof(name))
-    return -EPROTO;
-  memcpy(name, f->t.p, f->t.n);
-  name[f->t.n] = '\0';
-  f->type = bus_type_parse(name);
+  f->type = bus_type_parsen(f->t.p, f->t.n);
   return f->type == BUS_NONE ? -EPROTO : 0;
 }
 

@@ -6,6 +6,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,6 +266,75 @@ START_TEST(test_bus_out_json_round_trips_and_refuses) {
 }
 END_TEST
 
+/* bus_out_int writes what printf does, two digits at a time. */
+START_TEST(test_bus_out_int_matches_printf) {
+  static const long long edges[] = {0,
+                                    1,
+                                    9,
+                                    10,
+                                    11,
+                                    99,
+                                    100,
+                                    101,
+                                    999,
+                                    -1,
+                                    -9,
+                                    -10,
+                                    -99,
+                                    -100,
+                                    -101,
+                                    LLONG_MAX,
+                                    LLONG_MIN,
+                                    1000000000000000000LL,
+                                    999999999999999999LL,
+                                    -999999999999999999LL};
+  struct bus_out o = {0};
+  char want[32];
+  for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]) + 400000; i++) {
+    long long v = i < sizeof(edges) / sizeof(edges[0])
+                      ? edges[i]
+                      : (long long)i - 200000 -
+                            (long long)(sizeof(edges) / sizeof(edges[0]));
+    o.len = 0;
+    ck_assert_int_eq(bus_out_int(&o, v), 0);
+    int n = snprintf(want, sizeof(want), "%lld", v);
+    ck_assert_msg(o.len == (size_t)n && memcmp(o.buf, want, o.len) == 0,
+                  "%s written as %.*s", want, (int)o.len, o.buf);
+  }
+  /* Powers of ten and their neighbours, where the digit count changes. */
+  for (long long p = 1; p <= LLONG_MAX / 10; p *= 10)
+    for (long long d = -1; d <= 1; d++) {
+      o.len = 0;
+      ck_assert_int_eq(bus_out_int(&o, p + d), 0);
+      int n = snprintf(want, sizeof(want), "%lld", p + d);
+      ck_assert_msg(o.len == (size_t)n && memcmp(o.buf, want, o.len) == 0,
+                    "%s written as %.*s", want, (int)o.len, o.buf);
+    }
+  bus_out_close(&o);
+}
+END_TEST
+
+/* bus_json_copy gives an equal value that shares nothing mutable. */
+START_TEST(test_bus_json_copy_is_equal_and_separate) {
+  json_t *v =
+      json_loads("{\"a\":[1,-2,3.25,true,false,null,{\"x\":\"caf\u00e9\"}],"
+                 "\"b\":{\"c\":[]},\"d\":\"\"}",
+                 0, NULL);
+  ck_assert_ptr_nonnull(v);
+  json_t *c = bus_json_copy(v);
+  ck_assert_ptr_nonnull(c);
+  ck_assert(json_equal(v, c));
+  ck_assert_ptr_ne(c, v);
+  json_array_append_new(json_object_get(v, "a"), json_integer(7));
+  json_object_set_new(json_object_get(json_object_get(v, "b"), "c"), "y",
+                      json_true());
+  ck_assert_int_eq(json_array_size(json_object_get(c, "a")), 7);
+  ck_assert(json_is_array(json_object_get(json_object_get(c, "b"), "c")));
+  json_decref(v);
+  json_decref(c);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("bus_scan");
   TCase *tc = tcase_create("scan");
@@ -273,6 +343,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_scan_agrees_on_depth);
   tcase_add_test(tc, test_bus_scan_agrees_on_mutations);
   tcase_add_test(tc, test_bus_out_json_round_trips_and_refuses);
+  tcase_add_test(tc, test_bus_out_int_matches_printf);
+  tcase_add_test(tc, test_bus_json_copy_is_equal_and_separate);
   suite_add_tcase(s, tc);
   return s;
 }
