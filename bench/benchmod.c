@@ -7,7 +7,8 @@
  * time. The once-per-emit listener `on_sig` runs on the emitting worker and
  * records emit-to-listener latency. When a worker's COUNT have arrived it
  * writes DIR/lat.PID (int64 ns each) and DIR/res.PID ("count first_emit_ns
- * last_recv_ns"), DIR being `[bench] out`. WINDOW 1 is a ping-pong: the
+ * last_recv_ns cpu_ns", the last the worker's CPU time during the burst),
+ * DIR being `[bench] out`. WINDOW 1 is a ping-pong: the
  * unloaded latency.
  */
 #include <fcntl.h>
@@ -15,11 +16,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include <aio.h>
+
+/* This process's user + system CPU time so far. */
+static int64_t cpu_ns(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 +
+         ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
 
 static int64_t mono_ns(void) {
   struct timespec ts;
@@ -29,18 +39,26 @@ static int64_t mono_ns(void) {
 
 static struct {
   long count, window, emitted, received;
-  int64_t first_emit, last_recv;
+  int64_t first_emit, last_recv, cpu_start;
   int64_t *lat;
   uv_idle_t idle;
   int idle_init;
 } B;
 
 /* Data made only to be emitted: aio_emit_new() takes it over, so the
- * listener here gets it without a copy (aio_emit() would copy it). */
+ * listener here gets it without a copy (aio_emit() would copy it). Built
+ * member by member: json_pack("{s:I,s:I}") costs about 0.14 us more per
+ * message here (parsing its format), which is the module's time, not the
+ * bus's. */
 static void emit_one(void) {
-  if (aio_emit_new("bench-sig",
-                   json_pack("{s:I,s:I}", "t", (json_int_t)mono_ns(), "i",
-                             (json_int_t)B.emitted)) == 0)
+  json_t *d = json_object();
+  if (d == NULL ||
+      json_object_set_new_nocheck(d, "t", json_integer(mono_ns())) ||
+      json_object_set_new_nocheck(d, "i", json_integer(B.emitted))) {
+    json_decref(d);
+    return;
+  }
+  if (aio_emit_new("bench-sig", d) == 0)
     B.emitted++;
 }
 
@@ -53,6 +71,7 @@ static void on_idle(uv_idle_t *h) {
 }
 
 static void write_results(void) {
+  int64_t cpu = cpu_ns() - B.cpu_start;
   const char *dir = aio_config_get("bench", "out");
   char path[512];
   if (dir == NULL)
@@ -75,8 +94,9 @@ static void write_results(void) {
   char tmp[512], line[128];
   snprintf(tmp, sizeof(tmp), "%s/res.%d.tmp", dir, (int)getpid());
   snprintf(path, sizeof(path), "%s/res.%d", dir, (int)getpid());
-  int n = snprintf(line, sizeof(line), "%ld %lld %lld\n", B.received,
-                   (long long)B.first_emit, (long long)B.last_recv);
+  int n =
+      snprintf(line, sizeof(line), "%ld %lld %lld %lld\n", B.received,
+               (long long)B.first_emit, (long long)B.last_recv, (long long)cpu);
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd >= 0) {
     if (write(fd, line, (size_t)n) == n)
@@ -92,6 +112,7 @@ static void start(long count, long window) {
   B.window = window < 1 ? 1 : window;
   B.emitted = B.received = 0;
   B.first_emit = mono_ns();
+  B.cpu_start = cpu_ns();
   if (!B.idle_init) {
     uv_idle_init(aio_loop(), &B.idle);
     B.idle_init = 1;

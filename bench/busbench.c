@@ -4,10 +4,13 @@
  * messages per sender with at most WINDOW of them in flight (WINDOW 1 is a
  * ping-pong: unloaded latency), stamps each with CLOCK_MONOTONIC, and
  * prints one line: mode, senders, messages, seconds, msgs/s, p50 and p99 of
- * send-to-receive latency in microseconds.
+ * send-to-receive latency in microseconds, and the CPU time (user +
+ * system) per message of every process of the system measured: the
+ * sender and relay for raw; the clients and redis-server (INFO cpu) for
+ * redis; the master (/proc) and the workers (getrusage) for aio.
  *
  *   busbench freeport
- *   busbench raw COUNT WINDOW                 socketpair relay, no JSON
+ *   busbench raw PAIRS COUNT WINDOW           socketpair relay, no JSON
  *   busbench redis PORT PAIRS COUNT WINDOW    PUBLISH / SUBSCRIBE
  *   busbench aio AIO MODDIR WORKERS COUNT WINDOW
  *
@@ -29,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -44,6 +48,20 @@ static int64_t mono_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static int64_t tv_ns(struct timeval tv) {
+  return (int64_t)tv.tv_sec * 1000000000 + (int64_t)tv.tv_usec * 1000;
+}
+
+static int64_t rusage_ns(const struct rusage *ru) {
+  return tv_ns(ru->ru_utime) + tv_ns(ru->ru_stime);
+}
+
+static int64_t self_cpu_ns(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return rusage_ns(&ru);
+}
+
 static void die(const char *what) {
   perror(what);
   exit(1);
@@ -55,13 +73,14 @@ static int cmp64(const void *a, const void *b) {
 }
 
 static void report(const char *mode, int senders, int64_t *lat, long n,
-                   int64_t t0, int64_t t1) {
+                   int64_t t0, int64_t t1, int64_t cpu) {
   double secs = (double)(t1 - t0) / 1e9;
   qsort(lat, (size_t)n, sizeof(*lat), cmp64);
   double p50 = n ? (double)lat[n / 2] / 1e3 : 0;
   double p99 = n ? (double)lat[n * 99 / 100] / 1e3 : 0;
-  printf("%-8s %7d %9ld %8.3f %11.0f %9.1f %9.1f\n", mode, senders, n, secs,
-         secs > 0 ? (double)n / secs : 0, p50, p99);
+  printf("%-8s %7d %9ld %8.3f %11.0f %9.1f %9.1f %9.2f\n", mode, senders, n,
+         secs, secs > 0 ? (double)n / secs : 0, p50, p99,
+         n ? (double)cpu / 1e3 / (double)n : 0);
   fflush(stdout);
 }
 
@@ -98,7 +117,9 @@ static void write_all(int fd, const char *p, size_t n) {
 
 /* ---- raw socketpair relay ----------------------------------------------- */
 
-static int run_raw(long count, long window) {
+/* One sender and its relay. Writes the latencies to lat_fd; span gets the
+ * start, the end and the CPU time of both processes. */
+static int raw_pair(long count, long window, int lat_fd, int64_t *span) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
     die("socketpair");
@@ -117,6 +138,7 @@ static int run_raw(long count, long window) {
   char out[1 << 16], in[1 << 16];
   size_t inlen = 0;
   long sent = 0, got = 0;
+  int64_t cpu0 = self_cpu_ns();
   int64_t t0 = mono_ns(), deadline = t0 + (int64_t)DEADLINE_S * 1000000000;
   while (got < count && mono_ns() < deadline) {
     /* Fill the window in one write, as the bus batches a loop's frames. */
@@ -145,12 +167,15 @@ static int run_raw(long count, long window) {
     inlen -= (size_t)(p - in);
     memmove(in, p, inlen);
   }
-  int64_t t1 = mono_ns();
+  span[0] = t0;
+  span[1] = mono_ns();
+  span[2] = self_cpu_ns() - cpu0;
   close(fd);
-  waitpid(relay, NULL, 0);
-  if (got < count)
-    fprintf(stderr, "raw: only %ld of %ld in %d s\n", got, count, DEADLINE_S);
-  report("raw", 1, lat, got, t0, t1);
+  struct rusage ru;
+  if (wait4(relay, NULL, 0, &ru) == relay)
+    span[2] += rusage_ns(&ru);
+  ssize_t w = write(lat_fd, lat, (size_t)got * sizeof(*lat));
+  (void)w;
   free(lat);
   return got < count;
 }
@@ -217,6 +242,7 @@ static int redis_pair(int port, int id, long count, long window, int lat_fd,
   int64_t *lat = calloc((size_t)count, sizeof(*lat));
   char *out = malloc((size_t)window * 160 + 256);
   long sent = 0, got = 0;
+  int64_t cpu0 = self_cpu_ns();
   int64_t t0 = mono_ns(), deadline = t0 + (int64_t)DEADLINE_S * 1000000000;
   while (got < count && mono_ns() < deadline) {
     size_t olen = 0;
@@ -256,6 +282,7 @@ static int redis_pair(int port, int id, long count, long window, int lat_fd,
   }
   span[0] = t0;
   span[1] = mono_ns();
+  span[2] = self_cpu_ns() - cpu0;
   ssize_t w = write(lat_fd, lat, (size_t)got * sizeof(*lat));
   (void)w;
   free(lat);
@@ -267,7 +294,7 @@ static int redis_pair(int port, int id, long count, long window, int lat_fd,
 
 /* Merge what the senders wrote: lat.* files and spans, into one report. */
 static int merge(const char *mode, const char *dir, int senders, long count,
-                 const int64_t *t0s, const int64_t *t1s) {
+                 const int64_t *t0s, const int64_t *t1s, int64_t cpu) {
   int64_t *all = calloc((size_t)senders * (size_t)count + 1, sizeof(*all));
   long n = 0;
   int64_t t0 = INT64_MAX, t1 = 0;
@@ -288,25 +315,56 @@ static int merge(const char *mode, const char *dir, int senders, long count,
   if (n < (long)senders * count)
     fprintf(stderr, "%s: only %ld of %ld delivered\n", mode, n,
             (long)senders * count);
-  report(mode, senders, all, n, t0, t1);
+  report(mode, senders, all, n, t0, t1, cpu);
   free(all);
   return n < (long)senders * count;
 }
 
-static int run_redis(int port, int pairs, long count, long window) {
+/* redis-server's own CPU time (INFO cpu), or -1. */
+static int64_t redis_cpu_ns(int port) {
+  int fd = connect_port(port);
+  if (fd < 0)
+    return -1;
+  write_all(fd, "*2\r\n$4\r\nINFO\r\n$3\r\ncpu\r\n", 23);
+  char buf[4096];
+  size_t len = 0;
+  int64_t total = -1;
+  while (len < sizeof(buf) - 1) {
+    ssize_t r = read(fd, buf + len, sizeof(buf) - 1 - len);
+    if (r <= 0)
+      break;
+    len += (size_t)r;
+    buf[len] = '\0';
+    const char *u = strstr(buf, "used_cpu_user:"),
+               *sy = strstr(buf, "used_cpu_sys:");
+    if (u && sy && strchr(u, '\n') && strchr(sy, '\n')) {
+      total = (int64_t)((atof(u + 14) + atof(sy + 13)) * 1e9);
+      break;
+    }
+  }
+  close(fd);
+  return total;
+}
+
+/* Fork `pairs` senders, each running raw_pair or redis_pair, and merge
+ * what they measured. port: redis's, 0 for raw. */
+static int run_pairs(const char *mode, int port, int pairs, long count,
+                     long window) {
   char dir[] = "/tmp/busbench-XXXXXX";
   if (mkdtemp(dir) == NULL)
     die("mkdtemp");
   int spans[2];
   if (pipe(spans) < 0)
     die("pipe");
+  int64_t server0 = port ? redis_cpu_ns(port) : 0;
   for (int i = 0; i < pairs; i++) {
     if (fork() == 0) {
       char path[512];
       snprintf(path, sizeof(path), "%s/lat.%d", dir, i);
       int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      int64_t span[3] = {i, 0, 0};
-      int rc = redis_pair(port, i, count, window, fd, span + 1);
+      int64_t span[4] = {i, 0, 0, 0};
+      int rc = port ? redis_pair(port, i, count, window, fd, span + 1)
+                    : raw_pair(count, window, fd, span + 1);
       close(fd);
       if (write(spans[1], span, sizeof(span)) != sizeof(span))
         rc = 1;
@@ -314,15 +372,21 @@ static int run_redis(int port, int pairs, long count, long window) {
     }
   }
   close(spans[1]);
-  int64_t t0s[64] = {0}, t1s[64] = {0}, span[3];
+  int64_t t0s[64] = {0}, t1s[64] = {0}, span[4], cpu = 0;
   while (read(spans[0], span, sizeof(span)) == sizeof(span))
     if (span[0] >= 0 && span[0] < 64) {
       t0s[span[0]] = span[1];
       t1s[span[0]] = span[2];
+      cpu += span[3];
     }
   while (wait(NULL) > 0)
     ;
-  int rc = merge("redis", dir, pairs, count, t0s, t1s);
+  if (port) {
+    int64_t server1 = redis_cpu_ns(port);
+    if (server0 >= 0 && server1 >= server0)
+      cpu += server1 - server0;
+  }
+  int rc = merge(mode, dir, pairs, count, t0s, t1s, cpu);
   rmdir(dir);
   return rc;
 }
@@ -353,6 +417,28 @@ static int list_res(const char *dir, int *pids, int max) {
   if (d)
     closedir(d);
   return n;
+}
+
+/* A process's user + system CPU time from /proc/PID/stat, or 0. */
+static int64_t proc_cpu_ns(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0)
+    return 0;
+  buf[n] = '\0';
+  const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+  unsigned long long ut = 0, st = 0;
+  if (p == NULL || sscanf(p + 2,
+                          "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+                          "%llu %llu",
+                          &ut, &st) != 2)
+    return 0;
+  return (int64_t)(ut + st) * (1000000000 / sysconf(_SC_CLK_TCK));
 }
 
 static int run_aio(const char *aio, const char *moddir, int workers, long count,
@@ -395,6 +481,7 @@ static int run_aio(const char *aio, const char *moddir, int workers, long count,
   }
   int fd = connect_port(port);
   char cmd[64];
+  int64_t master0 = proc_cpu_ns(pid);
   int n = snprintf(cmd, sizeof(cmd), "go %ld %ld\n", count, window);
   write_all(fd, cmd, (size_t)n);
   /* Wait for every worker's res file. */
@@ -405,15 +492,17 @@ static int run_aio(const char *aio, const char *moddir, int workers, long count,
   close(fd);
   /* lat.PID becomes lat.I for merge(); res.PID gives the span. */
   int64_t t0s[64] = {0}, t1s[64] = {0};
+  int64_t cpu = proc_cpu_ns(pid) - master0;
   for (int i = 0; i < done; i++) {
     char path[700], to[700];
     long got;
-    long long a, b;
+    long long a, b, used;
     snprintf(path, sizeof(path), "%s/res.%d", dir, pids[i]);
     FILE *r = fopen(path, "r");
-    if (r && fscanf(r, "%ld %lld %lld", &got, &a, &b) == 3) {
+    if (r && fscanf(r, "%ld %lld %lld %lld", &got, &a, &b, &used) == 4) {
       t0s[i] = a;
       t1s[i] = b;
+      cpu += used;
     }
     if (r)
       fclose(r);
@@ -424,7 +513,7 @@ static int run_aio(const char *aio, const char *moddir, int workers, long count,
   }
   kill(pid, SIGTERM);
   waitpid(pid, NULL, 0);
-  int rc = merge("aio", dir, workers, count, t0s, t1s);
+  int rc = merge("aio", dir, workers, count, t0s, t1s, cpu);
   if (rc == 0) {
     unlink(conf);
     unlink(log);
@@ -441,15 +530,15 @@ int main(int argc, char **argv) {
     printf("%d\n", free_port());
     return 0;
   }
-  if (argc == 4 && strcmp(argv[1], "raw") == 0)
-    return run_raw(atol(argv[2]), atol(argv[3]));
+  if (argc == 5 && strcmp(argv[1], "raw") == 0)
+    return run_pairs("raw", 0, atoi(argv[2]), atol(argv[3]), atol(argv[4]));
   if (argc == 6 && strcmp(argv[1], "redis") == 0)
-    return run_redis(atoi(argv[2]), atoi(argv[3]), atol(argv[4]),
+    return run_pairs("redis", atoi(argv[2]), atoi(argv[3]), atol(argv[4]),
                      atol(argv[5]));
   if (argc == 7 && strcmp(argv[1], "aio") == 0)
     return run_aio(argv[2], argv[3], atoi(argv[4]), atol(argv[5]),
                    atol(argv[6]));
-  fprintf(stderr, "usage: busbench freeport | raw COUNT WINDOW |\n"
+  fprintf(stderr, "usage: busbench freeport | raw PAIRS COUNT WINDOW |\n"
                   "       redis PORT PAIRS COUNT WINDOW |\n"
                   "       aio AIO MODDIR WORKERS COUNT WINDOW\n");
   return 64;
