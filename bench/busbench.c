@@ -12,7 +12,7 @@
  *   busbench freeport
  *   busbench raw PAIRS COUNT WINDOW           socketpair relay, no JSON
  *   busbench redis PORT PAIRS COUNT WINDOW    PUBLISH / SUBSCRIBE
- *   busbench aio AIO MODDIR WORKERS COUNT WINDOW
+ *   busbench aio AIO MODDIR WORKERS COUNT WINDOW [broadcast]
  *
  * raw mirrors the bus's path without the bus: a sender writes ~90-byte
  * lines to a relay process over a socketpair, the relay writes back what
@@ -441,8 +441,10 @@ static int64_t proc_cpu_ns(pid_t pid) {
   return (int64_t)(ut + st) * (1000000000 / sysconf(_SC_CLK_TCK));
 }
 
+/* bcast: the listener is declared broadcast, so every signal goes through
+ * the master and comes back as a deliver frame (with 1 worker: once). */
 static int run_aio(const char *aio, const char *moddir, int workers, long count,
-                   long window) {
+                   long window, int bcast) {
   char dir[] = "/tmp/busbench-XXXXXX", conf[640], log[640];
   if (mkdtemp(dir) == NULL)
     die("mkdtemp");
@@ -456,8 +458,8 @@ static int run_aio(const char *aio, const char *moddir, int workers, long count,
           "[server:driver]\nprotocol = benchmod.driver\n"
           "address = 127.0.0.1\nport = %d\n\n"
           "[listen:bench]\nbench-go = benchmod.go broadcast\n"
-          "bench-sig = benchmod.on_sig\n",
-          moddir, workers, dir, port);
+          "bench-sig = benchmod.on_sig%s\n",
+          moddir, workers, dir, port, bcast ? " broadcast" : "");
   fclose(f);
   int ready[2];
   if (pipe(ready) < 0)
@@ -513,7 +515,7 @@ static int run_aio(const char *aio, const char *moddir, int workers, long count,
   }
   kill(pid, SIGTERM);
   waitpid(pid, NULL, 0);
-  int rc = merge("aio", dir, workers, count, t0s, t1s, cpu);
+  int rc = merge(bcast ? "aio-bc" : "aio", dir, workers, count, t0s, t1s, cpu);
   if (rc == 0) {
     unlink(conf);
     unlink(log);
@@ -535,11 +537,12 @@ int main(int argc, char **argv) {
   if (argc == 6 && strcmp(argv[1], "redis") == 0)
     return run_pairs("redis", atoi(argv[2]), atoi(argv[3]), atol(argv[4]),
                      atol(argv[5]));
-  if (argc == 7 && strcmp(argv[1], "aio") == 0)
+  if ((argc == 7 || (argc == 8 && strcmp(argv[7], "broadcast") == 0)) &&
+      strcmp(argv[1], "aio") == 0)
     return run_aio(argv[2], argv[3], atoi(argv[4]), atol(argv[5]),
-                   atol(argv[6]));
+                   atol(argv[6]), argc == 8);
   fprintf(stderr, "usage: busbench freeport | raw PAIRS COUNT WINDOW |\n"
                   "       redis PORT PAIRS COUNT WINDOW |\n"
-                  "       aio AIO MODDIR WORKERS COUNT WINDOW\n");
+                  "       aio AIO MODDIR WORKERS COUNT WINDOW [broadcast]\n");
   return 64;
 }

@@ -466,13 +466,90 @@ void bus_out_close(struct bus_out *o) {
   memset(o, 0, sizeof(*o));
 }
 
+/* The mark's page, then the ring. */
+#define MARK_PAGE 4096
+#define MAPPING_SIZE (MARK_PAGE + BUS_RING_SIZE)
+
+_Static_assert(sizeof(struct bus_mark) <= MARK_PAGE, "the mark fits its page");
+
 struct bus_mark *bus_mark_new(void) {
-  void *p = mmap(NULL, sizeof(struct bus_mark), PROT_READ | PROT_WRITE,
+  void *p = mmap(NULL, MAPPING_SIZE, PROT_READ | PROT_WRITE,
                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   return p == MAP_FAILED ? NULL : p;
 }
 
 void bus_mark_free(struct bus_mark *m) {
   if (m)
-    munmap(m, sizeof(*m));
+    munmap(m, MAPPING_SIZE);
+}
+
+static char *ring_base(const struct bus_mark *m) {
+  return (char *)m + MARK_PAGE;
+}
+
+struct ring_rec {
+  uint64_t seq; /* 0: the rest of the ring up to its end is unused */
+  uint32_t len; /* of the frame that follows */
+  uint32_t pad;
+};
+
+#define RING_REC(n) ((sizeof(struct ring_rec) + (n) + 7) & ~(size_t)7)
+
+int bus_ring_put(struct bus_mark *m, uint64_t seq, const char *frame,
+                 size_t len, uint64_t *end) {
+  uint64_t head = m->ring_head, tail = m->ring_tail;
+  size_t need = RING_REC(len), at = (size_t)(tail % BUS_RING_SIZE);
+  size_t skip = BUS_RING_SIZE - at < need ? BUS_RING_SIZE - at : 0;
+  if (seq == 0 || len > BUS_MAX_FRAME ||
+      BUS_RING_SIZE - (tail - head) < skip + need)
+    return -ENOSPC;
+  char *base = ring_base(m);
+  if (skip) { /* a record never wraps: mark the rest unused, start over */
+    struct ring_rec pad = {0, 0, 0};
+    if (skip >= sizeof(pad)) /* less than a header left says so itself */
+      memcpy(base + at, &pad, sizeof(pad));
+    at = 0;
+  }
+  struct ring_rec r = {seq, (uint32_t)len, 0};
+  memcpy(base + at, &r, sizeof(r));
+  memcpy(base + at + sizeof(r), frame, len);
+  *end = tail + skip + need;
+  m->ring_tail = *end; /* published last: the record is whole */
+  return 0;
+}
+
+int bus_ring_next(const struct bus_mark *m, uint64_t *pos, uint64_t *seq,
+                  const char **frame, size_t *len) {
+  uint64_t head = m->ring_head, tail = m->ring_tail;
+  /* Counters from a dead, untrusted worker: inside [head, tail], aligned,
+   * and no more than the ring apart. */
+  if (tail - head > BUS_RING_SIZE || *pos - head > tail - head ||
+      (*pos & 7) != 0)
+    return -1;
+  const char *base = ring_base(m);
+  while (*pos != tail) {
+    size_t at = (size_t)(*pos % BUS_RING_SIZE), room = BUS_RING_SIZE - at;
+    struct ring_rec r = {0, 0, 0};
+    if (room >= sizeof(r))
+      memcpy(&r, base + at, sizeof(r));
+    if (r.seq == 0) { /* unused up to the end */
+      if (room > tail - *pos)
+        return -1;
+      *pos += room;
+      continue;
+    }
+    if (r.len > BUS_MAX_FRAME || RING_REC(r.len) > room ||
+        RING_REC(r.len) > tail - *pos)
+      return -1;
+    *seq = r.seq;
+    *frame = base + at + sizeof(r);
+    *len = r.len;
+    *pos += RING_REC(r.len);
+    return 1;
+  }
+  return 0;
+}
+
+void bus_mark_dontfork(struct bus_mark *m) {
+  madvise(m, MAPPING_SIZE, MADV_DONTFORK);
 }

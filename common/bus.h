@@ -103,22 +103,51 @@ json_t *bus_msg(enum bus_type t);
  * would exceed BUS_MAX_FRAME. */
 char *bus_encode(const json_t *msg, size_t *len);
 
-/* One page shared by the master and one worker (MAP_SHARED, made before
- * the fork), written only by the worker: which delivery it was in when it
- * died, whatever killed it, without a write(2) per delivery. Two streams,
- * each handled in order: deliver frames, counted from 1 in the order the
- * master sent them; and the worker's own emits that it runs itself (its
- * once-per-emit listeners), by their emit seq. */
+/* One mapping shared by the master and one worker (MAP_SHARED, made before
+ * the fork), written only by the worker and read by the master only once
+ * the worker is dead: what it was doing when it died, whatever killed it,
+ * without a system call per signal.
+ *
+ * The mark: which delivery it was in. Two streams, each handled in order:
+ * deliver frames, counted from 1 in the order the master sent them; and
+ * the worker's own emits that it runs itself (its once-per-emit
+ * listeners), by their emit seq.
+ *
+ * The ring: the emit frames of own signals the worker has not finished
+ * and did not send to the master (BUS_RING_SIZE bytes after the mark's
+ * page, records in seq order). The master needs them only if the worker
+ * dies, to redeliver what it had not run; it checks every record then as
+ * it checks a frame from the socket. */
 struct bus_mark {
   volatile uint64_t done;          /* deliver frames finished */
   volatile uint64_t in_hand;       /* the one whose listeners run, 0 between */
   volatile uint64_t local_done;    /* own emits: every seq up to it finished */
   volatile uint64_t local_in_hand; /* the own emit whose listeners run, or 0 */
+  volatile uint64_t ring_head;     /* byte counters: records live in */
+  volatile uint64_t ring_tail;     /* [head, tail), mod BUS_RING_SIZE */
 };
 
-/* A new shared mark, zeroed, or NULL when mmap fails. */
+#define BUS_RING_SIZE (1024 * 1024)
+
+/* A new shared mark and ring, zeroed, or NULL when mmap fails. */
 struct bus_mark *bus_mark_new(void);
 void bus_mark_free(struct bus_mark *m);
+/* Not inherited by processes forked later (madvise MADV_DONTFORK). */
+void bus_mark_dontfork(struct bus_mark *m);
+
+/* Worker: keep frame (without its newline), emit seq, in the ring. 0 and
+ * *end, the counter to release up to once its listeners ran; or -ENOSPC. */
+int bus_ring_put(struct bus_mark *m, uint64_t seq, const char *frame,
+                 size_t len, uint64_t *end);
+/* Worker: the records up to end are finished. */
+static inline void bus_ring_release(struct bus_mark *m, uint64_t end) {
+  m->ring_head = end;
+}
+/* Master, after the worker died: the record at *pos (start at
+ * m->ring_head), moving *pos past it. 1 with *seq, *frame and *len set; 0
+ * at the end; -1 when the ring says nonsense (read no further). */
+int bus_ring_next(const struct bus_mark *m, uint64_t *pos, uint64_t *seq,
+                  const char **frame, size_t *len);
 
 /* Frames waiting to be written, back to back in one buffer, so that many
  * frames leave in one write(2): a socketpair charges every write a

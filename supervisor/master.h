@@ -78,7 +78,7 @@ struct wproc {
   struct delivery *pending;      /* sent, not yet acknowledged, oldest first */
   struct delivery *pending_last; /* its tail, NULL when empty */
   uint64_t sent;                 /* deliver frames sent to it */
-  uint64_t emits;                /* emit frames received from it (its seq) */
+  uint64_t emits;                /* the seq of its last emit frame received */
   struct journal journal;        /* its emits it runs itself, unfinished */
   struct bus_mark *mark;         /* shared: what it was doing when it died */
   json_int_t running_job;        /* job id in flight, or 0 */

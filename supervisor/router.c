@@ -258,9 +258,12 @@ static void route(struct master *m, struct wproc *from, const char *signal,
                   const json_t *data, const struct bus_span *raw) {
   if (from == NULL)
     deliver_kind(m, any_ready(m, NULL), &m->backlog, signal, data, raw, 0);
-  /* Broadcast: each slot's worker. Unless a reload is under way, they all
-   * run the current generation, so one look at its list says if any. */
-  int any = m->next_gen != NULL || (sig_kinds(m->gen, signal) & SIG_BROADCAST);
+  /* Broadcast: each slot's worker, if the emitter's list (for the
+   * master's own signals: any list, during a reload) has a broadcast
+   * listener; each receiver runs those of its own list. */
+  int any =
+      from ? (sig_kinds(from->g, signal) & SIG_BROADCAST)
+           : m->next_gen != NULL || (sig_kinds(m->gen, signal) & SIG_BROADCAST);
   for (size_t i = 0; any && i < m->nslots; i++) {
     struct slot *sl = &m->slots[i];
     /* A slot starting, respawning or not forked yet (aio-starting is
@@ -347,29 +350,55 @@ static void redeliver_once(struct master *m, struct wproc *p,
   deliver_kind(m, to, &m->backlog, signal, NULL, raw, 0);
 }
 
-/* p's own emits it had not finished: all but the one in hand go to
- * another worker, in emit order. */
-static void journal_redeliver(struct master *m, struct wproc *p) {
-  uint64_t done = p->mark->local_done, hand = p->mark->local_in_hand;
-  const struct jrec *r;
-  const char *frame;
-  while ((r = journal_first(&p->journal, &frame))) {
-    struct bus_frame f;
-    char signal[BUS_MAX_SIGNAL + 1];
-    /* Checked when it came; only its members are found again here. */
-    if (r->seq > done && bus_scan(frame, r->len, &f) == 0 && f.signal.p &&
-        f.signal.n <= BUS_MAX_SIGNAL) {
-      memcpy(signal, f.signal.p, f.signal.n);
-      signal[f.signal.n] = '\0';
-      if (died_in_hand(p, r->seq, hand))
-        log_warnx("signal '%s' (emit %llu) was being handled by worker %d "
-                  "when it died; not redelivered",
-                  signal, (unsigned long long)r->seq, p->slot);
-      else
-        redeliver_once(m, p, signal, f.data.p ? &f.data : NULL);
-    }
-    journal_pop(&p->journal);
+/* One own emit of p that it had not finished when it died (frame: the
+ * emit frame, from the journal or from p's ring): redelivered, unless it
+ * is the one in hand. A frame from the ring was never checked: it is
+ * checked here like any frame from a worker, and dropped if bad. */
+static void own_emit_gone(struct master *m, struct wproc *p, uint64_t seq,
+                          const char *frame, size_t len) {
+  struct bus_frame f;
+  char signal[BUS_MAX_SIGNAL + 1];
+  if (bus_scan(frame, len, &f) != 0 || f.type != BUS_EMIT ||
+      f.signal.p == NULL || f.signal.n == 0 || f.signal.n > BUS_MAX_SIGNAL) {
+    log_warnx("worker %d left an unreadable signal (emit %llu); dropped",
+              p->slot, (unsigned long long)seq);
+    return;
   }
+  memcpy(signal, f.signal.p, f.signal.n);
+  signal[f.signal.n] = '\0';
+  if (died_in_hand(p, seq, p->mark->local_in_hand))
+    log_warnx("signal '%s' (emit %llu) was being handled by worker %d "
+              "when it died; not redelivered",
+              signal, (unsigned long long)seq, p->slot);
+  else
+    redeliver_once(m, p, signal, f.data.p ? &f.data : NULL);
+}
+
+/* p's own emits it had not finished, from its journal (sent to us) and
+ * its ring (not sent), merged back into emit order: all but the one in
+ * hand go to another worker. */
+static void own_emits_redeliver(struct master *m, struct wproc *p) {
+  uint64_t done = p->mark->local_done, pos = p->mark->ring_head, rseq = 0;
+  const char *jframe, *rframe = NULL;
+  size_t rlen = 0;
+  const struct jrec *r = journal_first(&p->journal, &jframe);
+  int ring = bus_ring_next(p->mark, &pos, &rseq, &rframe, &rlen);
+  while (r || ring == 1) {
+    if (r && (ring != 1 || r->seq < rseq)) {
+      if (r->seq > done)
+        own_emit_gone(m, p, r->seq, jframe, r->len);
+      journal_pop(&p->journal);
+      r = journal_first(&p->journal, &jframe);
+    } else {
+      if (rseq > done)
+        own_emit_gone(m, p, rseq, rframe, rlen);
+      ring = bus_ring_next(p->mark, &pos, &rseq, &rframe, &rlen);
+    }
+  }
+  if (ring < 0)
+    log_warnx("worker %d left a damaged signal ring; what remains in it "
+              "is dropped",
+              p->slot);
   journal_free(&p->journal);
 }
 
@@ -408,7 +437,7 @@ void router_worker_gone(struct master *m, struct wproc *p) {
     free(d->frame);
     free(d);
   }
-  journal_redeliver(m, p);
+  own_emits_redeliver(m, p);
   bus_mark_free(p->mark);
   p->mark = NULL;
 }
@@ -430,9 +459,11 @@ static void worker_became_ready(struct master *m, struct wproc *p) {
 static int on_emit(struct wproc *p, const char *frame, size_t len,
                    const char *signal, json_int_t seq, const json_t *data,
                    const struct bus_span *raw) {
-  if (seq != (json_int_t)p->emits + 1)
+  /* Emits a worker keeps in its ring do not come here: seqs grow, with
+   * gaps. */
+  if (seq <= (json_int_t)p->emits)
     return -EBADMSG;
-  p->emits++;
+  p->emits = (uint64_t)seq;
   if ((sig_kinds(p->g, signal) & SIG_ONCE) &&
       journal_add(&p->journal, p->emits, frame, len) != 0)
     log_warnx("signal '%s' from worker %d: out of memory; not kept for "

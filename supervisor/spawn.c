@@ -166,7 +166,7 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
   }
   close(sv[1]);
   /* Its mark is for it alone: workers forked later do not inherit it. */
-  madvise(p->mark, sizeof(*p->mark), MADV_DONTFORK);
+  bus_mark_dontfork(p->mark);
   p->m = m;
   p->g = g;
   g->refs++;

@@ -281,29 +281,43 @@ static void send_ack(struct worker *w) {
 
 #define NO_NEXT ((size_t)-1)
 
-/* Index the once-per-emit listeners by signal: what aio_emit() runs here. */
-static int index_once(struct worker *w) {
+/* What w->sigmap says of a signal: which kinds of listener this worker's
+ * list has for it, and its first once-per-emit listener. */
+#define SIG_ONCE 1
+#define SIG_BROADCAST 2
+#define SIG_VALUE(first, kinds) ((((json_int_t)(first) + 1) << 2) | (kinds))
+#define SIG_KINDS(v) ((int)((v)&3))
+#define SIG_FIRST(v) ((size_t)(((v) >> 2) - 1))
+
+/* Index the listeners by signal: what aio_emit() runs here, and whether
+ * the master must hear of it for broadcast listeners. */
+static int index_listeners(struct worker *w) {
   const struct settings *s = &w->app->s;
-  w->once_map = json_object();
+  w->sigmap = json_object();
   w->once_next = malloc((s->nlisteners + 1) * sizeof(*w->once_next));
-  if (w->once_map == NULL || w->once_next == NULL)
-    return -1;
   size_t *last = calloc(s->nlisteners + 1, sizeof(*last));
-  if (last == NULL)
+  if (w->sigmap == NULL || w->once_next == NULL || last == NULL) {
+    free(last);
     return -1;
+  }
   for (size_t i = 0; i < s->nlisteners; i++) {
+    const char *name = s->listeners[i].signal;
+    json_int_t v = json_integer_value(json_object_get(w->sigmap, name));
     w->once_next[i] = NO_NEXT;
-    if (s->listeners[i].broadcast)
-      continue;
-    json_t *first = json_object_get(w->once_map, s->listeners[i].signal);
-    if (first == NULL) {
-      json_object_set_new(w->once_map, s->listeners[i].signal,
-                          json_integer((json_int_t)i));
+    if (s->listeners[i].broadcast) {
+      v |= SIG_BROADCAST;
+    } else if (!(SIG_KINDS(v) & SIG_ONCE)) {
+      v = SIG_VALUE(i, SIG_KINDS(v) | SIG_ONCE);
+      last[i] = i;
     } else {
-      w->once_next[last[json_integer_value(first)]] = i;
+      /* last[f]: the last listener so far of the signal whose first is f */
+      w->once_next[last[SIG_FIRST(v)]] = i;
+      last[SIG_FIRST(v)] = i;
     }
-    /* last[f]: the last listener so far of the signal whose first is f. */
-    last[first ? json_integer_value(first) : (json_int_t)i] = i;
+    if (json_object_set_new(w->sigmap, name, json_integer(v))) {
+      free(last);
+      return -1;
+    }
   }
   free(last);
   return 0;
@@ -321,7 +335,10 @@ static void run_local(struct worker *w, const struct local_item *it) {
   }
   w->mark->local_done = it->seq;
   w->mark->local_in_hand = 0;
-  w->local_ack = it->seq;
+  if (it->ring_end)
+    bus_ring_release(w->mark, it->ring_end);
+  else
+    w->local_ack = it->seq; /* the master keeps it until told */
 }
 
 /* Run the own emits queued so far; those their listeners emit wait for
@@ -343,7 +360,7 @@ static void on_local_idle(uv_idle_t *h) {
 }
 
 static int local_push(struct worker *w, uint64_t seq, size_t first,
-                      json_t *data) {
+                      json_t *data, uint64_t ring_end) {
   if (w->lq_len == w->lq_cap) {
     if (w->lq_head > 0) {
       memmove(w->lq, w->lq + w->lq_head,
@@ -360,7 +377,7 @@ static int local_push(struct worker *w, uint64_t seq, size_t first,
       w->lq_cap = cap;
     }
   }
-  w->lq[w->lq_len++] = (struct local_item){seq, first, data};
+  w->lq[w->lq_len++] = (struct local_item){seq, first, data, ring_end};
   if (!uv_is_active((uv_handle_t *)&w->lq_idle))
     uv_idle_start(&w->lq_idle, on_local_idle);
   return 0;
@@ -372,8 +389,8 @@ static void local_free(struct worker *w) {
   free(w->lq);
   w->lq = NULL;
   w->lq_head = w->lq_len = w->lq_cap = 0;
-  json_decref(w->once_map);
-  w->once_map = NULL;
+  json_decref(w->sigmap);
+  w->sigmap = NULL;
   free(w->once_next);
   w->once_next = NULL;
 }
@@ -493,7 +510,7 @@ static int resolve_all(struct worker *w, struct diag *d) {
         sv->conf->is_factory ? AIO_KIND_FACTORY : AIO_KIND_PROTOCOL, d);
   }
   w->nservers = s->nservers;
-  if (index_once(w)) {
+  if (index_listeners(w)) {
     diag_add(d, NULL, 0, "out of memory");
     return -1;
   }
@@ -676,24 +693,39 @@ static int emit(const char *signal, json_t *data, int steal) {
   }
   if (err)
     goto out;
-  /* Our once-per-emit listeners run here, on what was emitted: a value
-   * of our own, which later changes to the caller's cannot reach. */
-  json_t *first = json_object_get(w->once_map, signal);
-  if (first) {
+  json_int_t v = json_integer_value(json_object_get(w->sigmap, signal));
+  int kinds = SIG_KINDS(v);
+  if (kinds == 0) {
+    /* Checked and encoded like any other, so that whether a listener is
+     * configured does not change what aio_emit() accepts. */
+    o->len = start;
+    log_debug("aio_emit('%s'): no listener", signal);
+    goto out;
+  }
+  uint64_t ring_end = 0, ring_tail = w->mark->ring_tail;
+  if (kinds == SIG_ONCE && bus_ring_put(w->mark, seq, o->buf + start,
+                                        o->len - start - 1, &ring_end) == 0)
+    /* Only our own listeners: the master hears of it only if we die
+     * before they ran, from the ring. */
+    o->len = start;
+  if (kinds & SIG_ONCE) {
+    /* They run here, on what was emitted: a value of our own, which later
+     * changes to the caller's cannot reach. */
     json_t *mine = data == NULL ? json_null()
                    : steal      ? data
                                 : bus_json_copy(data);
     steal = 0;
-    if (mine == NULL ||
-        local_push(w, seq, (size_t)json_integer_value(first), mine)) {
+    if (mine == NULL || local_push(w, seq, SIG_FIRST(v), mine, ring_end)) {
       json_decref(mine);
+      w->mark->ring_tail = ring_tail; /* take the record back */
       o->len = start;
       err = -ENOMEM;
       goto out;
     }
   }
   w->emit_seq = seq;
-  bus_queued(w, 1);
+  if (!ring_end)
+    bus_queued(w, 1);
 out:
   if (steal)
     json_decref(data);

@@ -20,8 +20,9 @@ struct loader;
 /* An own emit whose listeners run here. */
 struct local_item {
   uint64_t seq;
-  size_t first; /* its first listener: w->listeners[first] */
-  json_t *data; /* owned */
+  size_t first;      /* its first listener: w->listeners[first] */
+  json_t *data;      /* owned */
+  uint64_t ring_end; /* in the ring up to here; 0: kept by the master */
 };
 
 struct worker {
@@ -45,7 +46,7 @@ struct worker {
   /* Own emits with once-per-emit listeners here are run here, in emit
    * order, from lq[lq_head, lq_len); the master keeps their frames until
    * local_ack says they finished. */
-  json_t *once_map;  /* signal -> its first once-per-emit listener */
+  json_t *sigmap;    /* signal -> its listeners here (worker.c, SIG_*) */
   size_t *once_next; /* per listener: the next one of its signal, or -1 */
   struct local_item *lq;
   size_t lq_head, lq_len, lq_cap;

@@ -358,6 +358,43 @@ START_TEST(test_bus_crashing_listener_loses_no_other_delivery) {
 }
 END_TEST
 
+/* A worker keeps the signals only its own listeners hear in a ring it
+ * shares with the master; when the ring is full, it sends them to the
+ * master instead. A worker that dies with both kinds pending loses none:
+ * the master merges the two back into emit order. Here the first signal
+ * kills its worker, and 2500 signals of 600 bytes (1.5 MB, more than the
+ * ring's 1 MiB) wait behind it. */
+START_TEST(test_bus_crash_with_ring_full_loses_nothing) {
+  start(2);
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  pid_t victim = ask_pid(fd);
+  const char *line = "emit crash-sig x 1; emitbig bus-once big 2500 600; "
+                     "emit bus-fence f 1\n";
+  ck_assert_int_eq(h_send(fd, line, strlen(line)), 0);
+  json_t *fence = rec_wait(out_path, "sig", "bus-fence", 1, 20000);
+  if (fence == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(fence);
+  pid_t heir = (pid_t)rec_int(json_array_get(fence, 0), "pid");
+  ck_assert_int_ne(heir, victim);
+  json_t *all = rec_load(out_path);
+  json_t *big = tagged(all, "bus-once", "big");
+  assert_seq_once_in_order(big, 2500, "behind the crash, ring and socket");
+  ck_assert_int_eq(count_pid(big, heir), 2500);
+  json_t *crash = rec_where(all, "sig", "crash-sig");
+  ck_assert_int_eq(json_array_size(crash), 1);
+  ck_assert_int_eq(rec_int(json_array_get(crash, 0), "pid"), victim);
+  ck_assert(h_log_has(&P, "not redelivered"));
+  json_decref(crash);
+  json_decref(big);
+  json_decref(all);
+  json_decref(fence);
+  close(fd);
+  stop();
+}
+END_TEST
+
 /* Emits of one protocol callback reach the kernel before the worker runs
  * the next one, so a callback that kills the worker does not take them
  * along, although their listeners (on this worker) had not run yet. The
@@ -622,6 +659,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_lifecycle_signals_arrive);
   tcase_add_test(tc, test_bus_crashing_listener_loses_no_other_delivery);
   tcase_add_test(tc, test_bus_emits_survive_a_later_callback_crash);
+  tcase_add_test(tc, test_bus_crash_with_ring_full_loses_nothing);
   tcase_add_test(tc, test_bus_reload_delivers_by_the_receivers_listener_list);
   tcase_add_test(tc, test_bus_emit_copies_and_emit_new_takes_over);
   tcase_add_test(tc, test_bus_drain_runs_own_emits_first);

@@ -205,9 +205,9 @@ static int junk(const char *kind) {
   const char *s = strcmp(kind, "garbage") == 0     ? "this is not json\n"
                   : strcmp(kind, "unknown") == 0   ? "{\"t\":\"bogus\"}\n"
                   : strcmp(kind, "notobject") == 0 ? "[\"t\",\"emit\"]\n"
-                  /* an emit out of sequence */
+                  /* an emit whose seq does not grow */
                   : strcmp(kind, "badseq") == 0
-                      ? "{\"t\":\"emit\",\"signal\":\"x\",\"seq\":999999999}\n"
+                      ? "{\"t\":\"emit\",\"signal\":\"x\",\"seq\":0}\n"
                   /* acknowledging own emits never made, or nothing */
                   : strcmp(kind, "badack") == 0
                       ? "{\"t\":\"delivered\",\"seq\":999999999}\n"
@@ -223,10 +223,10 @@ static int junk(const char *kind) {
 }
 
 /* One command: "pid", "emit SIGNAL TAG N", "emitnew SIGNAL TAG N" (with
- * aio_emit_new), "reuse SIGNAL TAG N" (one object, changed after each
- * emit and renamed at the end: listeners must see each emit as it was),
- * "chain TAG N MS" (see chain), "junk KIND", "busy MS" (say "busy", hold the
- * loop, say "idle"), "die". */
+ * aio_emit_new), "emitbig SIGNAL TAG N BYTES" (each padded), "reuse SIGNAL TAG
+ * N" (one object, changed after each emit and renamed at the end: listeners
+ * must see each emit as it was), "chain TAG N MS" (see chain), "junk KIND",
+ * "busy MS" (say "busy", hold the loop, say "idle"), "die". */
 static void command(aio_conn_t *c, char *cmd) {
   char out[128], sig[128], tag[64], kind[32];
   int n, i_ms;
@@ -251,6 +251,21 @@ static void command(aio_conn_t *c, char *cmd) {
                     (int)getpid(), "t", (json_int_t)mono_ns());
       ok += aio_emit(sig, data) == 0;
       json_decref(data);
+    }
+    n = snprintf(out, sizeof(out), "emitted %d\n", ok);
+  } else if (sscanf(cmd, "emitbig %127s %63s %d %d", sig, tag, &n, &i_ms) ==
+             4) {
+    /* Like emit, each with i_ms bytes of padding. */
+    char *pad = malloc((size_t)i_ms + 1);
+    int ok = 0;
+    if (pad) {
+      memset(pad, 'x', (size_t)i_ms);
+      pad[i_ms] = '\0';
+      for (int i = 1; i <= n; i++)
+        ok += aio_emit_new(sig,
+                           json_pack("{s:s,s:i,s:i,s:s}", "tag", tag, "seq", i,
+                                     "from", (int)getpid(), "pad", pad)) == 0;
+      free(pad);
     }
     n = snprintf(out, sizeof(out), "emitted %d\n", ok);
   } else if (sscanf(cmd, "emitnew %127s %63s %d", sig, tag, &n) == 3) {

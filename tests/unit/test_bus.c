@@ -302,6 +302,79 @@ START_TEST(test_encode_refuses_oversize) {
 }
 END_TEST
 
+/* The ring keeps records in order across many laps, refuses what does not
+ * fit, and gives back exactly what is between head and tail. */
+START_TEST(test_ring_wraps_and_keeps_order) {
+  struct bus_mark *m = bus_mark_new();
+  ck_assert_ptr_nonnull(m);
+  char frame[3000];
+  uint64_t next = 1, oldest = 1; /* seqs in the ring: [oldest, next) */
+  uint64_t ends[4096] = {0};
+  for (int step = 0; step < 20000; step++) {
+    size_t len = 1 + (size_t)(step * 7919) % sizeof(frame);
+    memset(frame, 'a' + (int)(next % 26), len);
+    uint64_t end;
+    int rc = bus_ring_put(m, next, frame, len, &end);
+    if (rc == -ENOSPC || (step % 3 == 0 && oldest < next)) {
+      /* Finish the oldest few, as a worker's listeners do. */
+      for (int k = 0; k < 3 && oldest < next; k++)
+        bus_ring_release(m, ends[oldest++ % 4096]);
+      if (rc == -ENOSPC)
+        continue;
+    }
+    ck_assert_int_eq(rc, 0);
+    ends[next++ % 4096] = end;
+    ck_assert_uint_le(m->ring_tail - m->ring_head, BUS_RING_SIZE);
+    if (step % 997 == 0) {
+      /* What the master would read now: oldest..next-1, whole, in order. */
+      uint64_t pos = m->ring_head, seq, want = oldest;
+      const char *f;
+      size_t n;
+      int r;
+      while ((r = bus_ring_next(m, &pos, &seq, &f, &n)) == 1) {
+        ck_assert_uint_eq(seq, want);
+        ck_assert_int_eq(f[0], 'a' + (int)(seq % 26));
+        ck_assert_int_eq(f[n - 1], 'a' + (int)(seq % 26));
+        want++;
+      }
+      ck_assert_int_eq(r, 0);
+      ck_assert_uint_eq(want, next);
+    }
+  }
+  ck_assert_uint_gt(m->ring_tail, 4 * (uint64_t)BUS_RING_SIZE); /* laps */
+  bus_mark_free(m);
+}
+END_TEST
+
+/* A frame larger than the ring's free room is refused whole; damaged
+ * counters (a dead worker's, untrusted) stop the reader. */
+START_TEST(test_ring_refuses_and_detects_damage) {
+  struct bus_mark *m = bus_mark_new();
+  ck_assert_ptr_nonnull(m);
+  static char big[BUS_MAX_FRAME];
+  memset(big, 'x', sizeof(big));
+  uint64_t end, pos, seq;
+  const char *f;
+  size_t n;
+  int stored = 0;
+  while (bus_ring_put(m, (uint64_t)stored + 1, big, sizeof(big), &end) == 0)
+    stored++;
+  ck_assert_int_eq(stored, BUS_RING_SIZE / (int)(sizeof(big) + 16));
+  ck_assert_int_eq(bus_ring_put(m, 99, big, BUS_MAX_FRAME + 1, &end), -ENOSPC);
+  m->ring_tail = m->ring_head + BUS_RING_SIZE + 8; /* more than the ring */
+  pos = m->ring_head;
+  ck_assert_int_eq(bus_ring_next(m, &pos, &seq, &f, &n), -1);
+  m->ring_tail = 24; /* inside a record */
+  pos = 0;
+  ck_assert_int_eq(bus_ring_next(m, &pos, &seq, &f, &n), -1);
+  m->ring_tail = 8;
+  m->ring_head = 0;
+  pos = 4; /* misaligned */
+  ck_assert_int_eq(bus_ring_next(m, &pos, &seq, &f, &n), -1);
+  bus_mark_free(m);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("bus");
   TCase *tc = tcase_create("framing");
@@ -320,6 +393,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_decode_reports_type_and_error);
   tcase_add_test(tc, test_encode_round_trips_one_line);
   tcase_add_test(tc, test_encode_refuses_oversize);
+  tcase_add_test(tc, test_ring_wraps_and_keeps_order);
+  tcase_add_test(tc, test_ring_refuses_and_detects_damage);
   suite_add_tcase(s, tc);
   return s;
 }
