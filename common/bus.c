@@ -33,8 +33,11 @@ enum bus_type bus_type_parse(const char *name) {
 
 json_t *bus_decode(const char *data, size_t len, enum bus_type *t, int *err) {
   json_error_t jerr;
-  /* JSON_REJECT_DUPLICATES: a frame that says two things is not trusted. */
-  json_t *msg = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+  /* JSON_REJECT_DUPLICATES: a frame that says two things is not trusted.
+   * A NUL byte is refused first: jansson lets one pass after a number or
+   * a literal ("true\0}"), which bus_scan() does not. */
+  json_t *msg = memchr(data, '\0', len) ? NULL
+                : json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
   if (msg == NULL || !json_is_object(msg)) {
     json_decref(msg);
     *err = -EBADMSG;

@@ -5,7 +5,11 @@
  * The input, after its first byte, is fed to a bus_reader twice: at once,
  * and in chunks whose sizes come from the first byte. Both must yield the
  * same frames and the same final status, and every frame must survive an
- * encode/decode round trip unchanged.
+ * encode/decode round trip unchanged. bus_scan(), the master's check of a
+ * frame without a tree, must agree with jansson on the input and on every
+ * line of it. And the input, laid in a dead worker's ring with counters
+ * taken from it, must be read back by bus_ring_next() without a read
+ * outside the ring.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -15,6 +19,7 @@
 #include <string.h>
 
 #include "bus.h"
+#include "bus_agree.h"
 
 #define MAX_FRAMES 256
 
@@ -76,6 +81,50 @@ static void seen_free(struct seen *s) {
     free(s->frames[i]);
 }
 
+static void check_scan(const char *buf, size_t len) {
+  const char *why = bus_scan_disagrees(buf, len);
+  if (why) {
+    fprintf(stderr, "bus_scan and jansson disagree (%s): %.*s\n", why, (int)len,
+            buf);
+    abort();
+  }
+}
+
+/* The input as a dead worker's ring: head from its first bytes, the rest
+ * written from there on (wrapping), tail no further than what was written.
+ * Whatever the bytes say, the reader stays inside the ring. */
+static void check_ring(const uint8_t *data, size_t size) {
+  static struct bus_mark *m;
+  if (m == NULL && (m = bus_mark_new()) == NULL)
+    abort();
+  if (size < 12)
+    return;
+  uint64_t head = 0;
+  memcpy(&head, data, 8);
+  head &= ~(uint64_t)7;
+  uint32_t span;
+  memcpy(&span, data + 8, 4);
+  data += 12;
+  size -= 12;
+  char *ring = (char *)m + 4096;
+  for (size_t i = 0; i < size + 64; i++) /* 64: no stale header past it */
+    ring[(head + i) % BUS_RING_SIZE] = i < size ? (char)data[i] : 0;
+  m->ring_head = head;
+  m->ring_tail = head + (span % (size + 1));
+  if (span & 0x80000000u)
+    m->ring_tail = head + span; /* lies: must be refused, not followed */
+  uint64_t pos = head, seq;
+  const char *frame;
+  size_t len;
+  for (int i = 0; i < 100000 && bus_ring_next(m, &pos, &seq, &frame, &len) == 1;
+       i++) {
+    if (frame < ring || frame + len > ring + BUS_RING_SIZE ||
+        len > BUS_MAX_FRAME)
+      abort();
+    check_scan(frame, len); /* what the master does with it */
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1)
     return 0;
@@ -89,6 +138,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if ((one == NULL) == (err == 0))
     abort();
   json_decref(one);
+  check_scan((const char *)data, size);
+  for (const uint8_t *p = data, *end = data + size, *nl; p < end; p = nl + 1) {
+    nl = memchr(p, '\n', (size_t)(end - p));
+    if (nl == NULL)
+      nl = end;
+    check_scan((const char *)p, (size_t)(nl - p));
+  }
+  check_ring(data, size);
 
   struct seen whole = {.stop_at = size && data[size - 1] % 4 == 0 ? 1 : -1};
   struct seen parts = {.stop_at = whole.stop_at};

@@ -12,59 +12,11 @@
 #include <string.h>
 
 #include "bus.h"
+#include "bus_agree.h"
 #include "check_main.h"
 
-/* 0 when they agree (or bus_scan deferred), else a description. */
-static const char *disagree(const char *buf, size_t len) {
-  static char why[256];
-  struct bus_frame f;
-  int rs = bus_scan(buf, len, &f);
-  if (rs == -EAGAIN)
-    return NULL;
-  enum bus_type t = BUS_NONE;
-  int rd = 0;
-  json_t *msg = bus_decode(buf, len, &t, &rd);
-  if (rs != rd) {
-    snprintf(why, sizeof(why), "bus_scan %d, bus_decode %d", rs, rd);
-    json_decref(msg);
-    return why;
-  }
-  if (msg == NULL)
-    return NULL;
-  const char *bad = NULL;
-  if (f.type != t)
-    bad = "type";
-  const json_t *sig = json_object_get(msg, "signal");
-  if (json_is_string(sig) != (f.signal.p != NULL) ||
-      (f.signal.p &&
-       (json_string_length(sig) != f.signal.n ||
-        memcmp(json_string_value(sig), f.signal.p, f.signal.n) != 0)))
-    bad = "signal";
-  static const char *const keys[] = {"data", "id", "seq", "listeners"};
-  const struct bus_span *spans[] = {&f.data, &f.id, &f.seq, &f.listeners};
-  for (size_t i = 0; i < 4 && !bad; i++) {
-    json_t *want = json_object_get(msg, keys[i]);
-    if ((want == NULL) != (spans[i]->p == NULL)) {
-      bad = keys[i];
-      break;
-    }
-    if (want == NULL)
-      continue;
-    json_t *got = json_loadb(spans[i]->p, spans[i]->n, JSON_DECODE_ANY, NULL);
-    json_t *built = bus_span_json(spans[i]);
-    if (!json_equal(got, want) || !json_equal(built, want))
-      bad = keys[i];
-    json_decref(got);
-    json_decref(built);
-  }
-  json_decref(msg);
-  if (bad)
-    snprintf(why, sizeof(why), "member %s differs", bad);
-  return bad ? why : NULL;
-}
-
 static void check_agree(const char *s) {
-  const char *why = disagree(s, strlen(s));
+  const char *why = bus_scan_disagrees(s, strlen(s));
   ck_assert_msg(why == NULL, "%s: %s", s, why);
 }
 
@@ -143,7 +95,7 @@ START_TEST(test_bus_scan_agrees_on_edge_cases) {
     check_agree(cases[i]);
   /* A NUL byte inside a frame. */
   const char nul[] = "{\"t\":\"emit\",\"data\":\"a\0b\"}";
-  ck_assert_ptr_null(disagree(nul, sizeof(nul) - 1));
+  ck_assert_ptr_null(bus_scan_disagrees(nul, sizeof(nul) - 1));
 }
 END_TEST
 
@@ -163,7 +115,7 @@ START_TEST(test_bus_scan_agrees_on_depth) {
       for (int i = 0; i < n; i++)
         buf[len++] = ']';
       buf[len++] = '}';
-      const char *why = disagree(buf, len);
+      const char *why = bus_scan_disagrees(buf, len);
       ck_assert_msg(why == NULL, "depth %d%s: %s", n, scalar ? "+1" : "", why);
       free(buf);
     }
@@ -217,7 +169,7 @@ START_TEST(test_bus_scan_agrees_on_mutations) {
         }
       }
     }
-    const char *why = disagree(buf, len);
+    const char *why = bus_scan_disagrees(buf, len);
     ck_assert_msg(why == NULL, "%.*s: %s", (int)len, buf, why);
   }
 }
