@@ -342,14 +342,6 @@ static int died_in_hand(const struct wproc *p, uint64_t n, uint64_t in_hand) {
   return p->state == WPROC_DEAD && !p->m->stopping && n != 0 && n == in_hand;
 }
 
-/* Hand a once-per-emit delivery of signal (its data the JSON text raw) to
- * a ready worker other than p, or keep it for the next one. */
-static void redeliver_once(struct master *m, struct wproc *p,
-                           const char *signal, const struct bus_span *raw) {
-  struct wproc *to = any_ready(m, p);
-  deliver_kind(m, to, &m->backlog, signal, NULL, raw, 0);
-}
-
 /* One own emit of p that it had not finished when it died (frame: the
  * emit frame, from the journal or from p's ring): redelivered, unless it
  * is the one in hand. A frame from the ring was never checked: it is
@@ -357,21 +349,37 @@ static void redeliver_once(struct master *m, struct wproc *p,
 static void own_emit_gone(struct master *m, struct wproc *p, uint64_t seq,
                           const char *frame, size_t len) {
   struct bus_frame f;
-  char signal[BUS_MAX_SIGNAL + 1];
-  if (bus_scan(frame, len, &f) != 0 || f.type != BUS_EMIT ||
-      f.signal.p == NULL || f.signal.n == 0 || f.signal.n > BUS_MAX_SIGNAL) {
+  char name[BUS_MAX_SIGNAL + 1];
+  const char *signal = NULL;
+  const struct bus_span *raw = NULL;
+  json_t *msg = NULL;
+  int rc = bus_scan(frame, len, &f);
+  if (rc == 0 && f.type == BUS_EMIT && f.signal.p && f.signal.n > 0 &&
+      f.signal.n <= BUS_MAX_SIGNAL) {
+    memcpy(name, f.signal.p, f.signal.n);
+    name[f.signal.n] = '\0';
+    signal = name;
+    raw = f.data.p ? &f.data : NULL;
+  } else if (rc == -EAGAIN) { /* an escape in a key: jansson decides */
+    enum bus_type t;
+    msg = bus_decode(frame, len, &t, &rc);
+    signal = msg && t == BUS_EMIT
+                 ? json_string_value(json_object_get(msg, "signal"))
+                 : NULL;
+    if (signal && (*signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL))
+      signal = NULL;
+  }
+  if (signal == NULL)
     log_warnx("worker %d left an unreadable signal (emit %llu); dropped",
               p->slot, (unsigned long long)seq);
-    return;
-  }
-  memcpy(signal, f.signal.p, f.signal.n);
-  signal[f.signal.n] = '\0';
-  if (died_in_hand(p, seq, p->mark->local_in_hand))
+  else if (died_in_hand(p, seq, p->mark->local_in_hand))
     log_warnx("signal '%s' (emit %llu) was being handled by worker %d "
               "when it died; not redelivered",
               signal, (unsigned long long)seq, p->slot);
   else
-    redeliver_once(m, p, signal, f.data.p ? &f.data : NULL);
+    deliver_kind(m, any_ready(m, p), &m->backlog, signal,
+                 msg ? json_object_get(msg, "data") : NULL, raw, 0);
+  json_decref(msg);
 }
 
 /* p's own emits it had not finished, from its journal (sent to us) and

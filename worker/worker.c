@@ -328,8 +328,9 @@ static void run_local(struct worker *w, const struct local_item *it) {
                       .data = it->data};
   w->mark->local_in_hand = it->seq;
   for (size_t k = it->first; k != NO_NEXT; k = w->once_next[k]) {
-    /* The emits behind this one reach the master before a listener that
-     * could kill us: they are redelivered, not lost. */
+    /* The emits behind this one are where the master finds them before a
+     * listener that could kill us runs (the ring, or written to the
+     * socket here): they are redelivered, not lost. */
     worker_bus_sync(w);
     w->listeners[k]->u.listener(&sig);
   }

@@ -355,7 +355,8 @@ START_TEST(test_bus_crashing_listener_loses_no_other_delivery) {
   /* One callback emits all of it, so it is all queued before the crash
    * listener runs. */
   json_t *all = crash_mid_line("emit bus-once before 200; emit crash-sig x 1; "
-                               "emit bus-once after 200; emit bus-fence f 1\n",
+                               "emit bus-once after 200; emitodd bus-once odd "
+                               "3; emit bus-fence f 1\n",
                                &victim, &heir);
   json_t *before = tagged(all, "bus-once", "before");
   json_t *after = tagged(all, "bus-once", "after");
@@ -363,6 +364,12 @@ START_TEST(test_bus_crashing_listener_loses_no_other_delivery) {
   assert_seq_once_in_order(after, 200, "after the crash");
   ck_assert_int_eq(count_pid(before, victim), 200);
   ck_assert_int_eq(count_pid(after, heir), 200);
+  /* Frames the master's fast check cannot settle (an escaped key) are
+   * redelivered as well. */
+  json_t *odd = tagged(all, "bus-once", "odd");
+  assert_seq_once_in_order(odd, 3, "with an escaped key");
+  ck_assert_int_eq(count_pid(odd, heir), 3);
+  json_decref(odd);
   json_decref(before);
   json_decref(after);
   json_decref(all);
