@@ -146,22 +146,23 @@ static json_t *status_reply(struct master *m) {
     proc_memory(p->pid, &rss, &priv);
     json_array_append_new(
         workers,
-        json_pack("{s:i,s:i,s:s,s:i,s:f,s:i,s:I,s:I,s:I}", "slot", p->slot,
+        json_pack("{s:i,s:i,s:s,s:i,s:f,s:i,s:I,s:I,s:I,s:o}", "slot", p->slot,
                   "pid", (int)p->pid, "state", wproc_state_names[p->state],
                   "generation", (int)p->g->id, "uptime",
                   (double)(now - p->started_ms) / 1000.0, "restarts",
                   (int)p->restarts, "connections", (json_int_t)p->conns, "rss",
-                  (json_int_t)rss, "private", (json_int_t)priv));
+                  (json_int_t)rss, "private", (json_int_t)priv, "bus",
+                  router_proc_status(p)));
   }
   long long rss, priv;
   proc_memory(getpid(), &rss, &priv);
-  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:b,s:I,s:o}", "ok", 1,
+  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:o}", "ok", 1,
                    "pid", (int)getpid(), "version", AIO_VERSION, "uptime",
                    (double)(now - m->start_ms) / 1000.0, "config",
                    m->config_path, "generation", (int)m->gen->id, "workers",
                    (int)m->nslots, "reloads", (int)m->reloads, "reloading",
-                   m->next_gen != NULL, "rss", (json_int_t)rss, "procs",
-                   workers);
+                   m->next_gen != NULL, "rss", (json_int_t)rss, "backlog",
+                   (json_int_t)router_backlog(m), "procs", workers);
 }
 
 static void handle(struct client *c, const char *line, size_t len) {

@@ -217,6 +217,13 @@ int sched_done(struct master *m, struct wproc *p, json_t *msg);
 void sched_worker_gone(struct master *m, struct wproc *p);
 /* Emit a lifecycle signal from the master. */
 void router_emit(struct master *m, const char *signal, json_t *data);
+/* What the bus holds for p, for `aio status`: {"pending": deliver frames
+ * not yet acknowledged, "journal": its own signals kept here until it
+ * ran them, "ring_bytes": bytes of its own signals waiting in its ring}.
+ * Returns new. */
+json_t *router_proc_status(const struct wproc *p);
+/* Signals kept for workers not ready yet. */
+size_t router_backlog(const struct master *m);
 /* Called when p became ready. */
 void master_worker_ready(struct master *m, struct wproc *p);
 

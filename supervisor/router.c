@@ -612,3 +612,33 @@ int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {
     return -EPROTO;
   }
 }
+
+json_t *router_proc_status(const struct wproc *p) {
+  json_int_t pending = 0, journal = 0, ring = 0;
+  for (const struct delivery *d = p->pending; d; d = d->next)
+    pending++;
+  for (size_t at = p->journal.head; at < p->journal.len;) {
+    const struct jrec *r = (const struct jrec *)(p->journal.buf + at);
+    journal++;
+    at += JREC_SIZE(r->len);
+  }
+  /* The worker moves the counters as it goes: a snapshot in which head
+   * did not move while tail was read. */
+  for (int tries = 0; p->mark && tries < 100; tries++) {
+    uint64_t head = p->mark->ring_head, tail = p->mark->ring_tail;
+    if (p->mark->ring_head == head && tail - head <= BUS_RING_SIZE) {
+      ring = (json_int_t)(tail - head);
+      break;
+    }
+    ring = -1;
+  }
+  return json_pack("{s:I,s:I,s:I}", "pending", pending, "journal", journal,
+                   "ring_bytes", ring);
+}
+
+size_t router_backlog(const struct master *m) {
+  size_t n = json_array_size(m->backlog);
+  for (size_t i = 0; i < m->nslots && i < m->slots_cap; i++)
+    n += json_array_size(m->slots[i].backlog);
+  return n;
+}

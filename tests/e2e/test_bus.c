@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "ops_util.h"
 #include "process_util.h"
 #include "records.h"
 
@@ -568,6 +569,47 @@ START_TEST(test_bus_drain_runs_own_emits_first) {
 }
 END_TEST
 
+/* `aio status --json` shows what the bus holds for each worker: here the
+ * links of a chain of listeners waiting in the worker's ring while it
+ * runs them, then nothing once they have run. */
+START_TEST(test_bus_status_shows_signals_waiting) {
+  start(1);
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  char reply[64];
+  ask(fd, "chain w 40 50", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "emitted 1\n");
+  long long seen = 0, deadline = h_now_ms() + 1500;
+  while (seen <= 0 && h_now_ms() < deadline) {
+    json_t *st = ops_status(&P);
+    ck_assert_int_ge(ops_int(st, "backlog"), 0);
+    json_t *bus =
+        json_object_get(json_array_get(json_object_get(st, "procs"), 0), "bus");
+    ck_assert_int_ge(ops_int(bus, "pending"), 0);
+    ck_assert_int_ge(ops_int(bus, "journal"), 0);
+    seen = ops_int(bus, "ring_bytes");
+    json_decref(st);
+  }
+  ck_assert_msg(seen > 0, "the chain never showed in the ring");
+  json_t *links = rec_wait(out_path, "sig", "bus-chain", 40, 10000);
+  ck_assert_ptr_nonnull(links);
+  json_decref(links);
+  deadline = h_now_ms() + 2000;
+  while (seen != 0 && h_now_ms() < deadline) {
+    json_t *st = ops_status(&P);
+    seen = ops_int(
+        json_object_get(json_array_get(json_object_get(st, "procs"), 0), "bus"),
+        "ring_bytes");
+    json_decref(st);
+    if (seen != 0)
+      usleep(20000);
+  }
+  ck_assert_int_eq(seen, 0);
+  close(fd);
+  stop();
+}
+END_TEST
+
 /* A worker that writes junk on its bus is killed and replaced; the master
  * and the other worker carry on, and the bus still delivers exactly once. */
 START_TEST(test_bus_bad_frame_costs_only_that_worker) {
@@ -665,6 +707,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_reload_delivers_by_the_receivers_listener_list);
   tcase_add_test(tc, test_bus_emit_copies_and_emit_new_takes_over);
   tcase_add_test(tc, test_bus_drain_runs_own_emits_first);
+  tcase_add_test(tc, test_bus_status_shows_signals_waiting);
   tcase_add_test(tc, test_bus_bad_frame_costs_only_that_worker);
   tcase_add_test(tc, test_bus_listener_spelling_checked);
   suite_add_tcase(s, tc);

@@ -212,7 +212,12 @@ static void assert_status(const struct aio_proc *p, json_t *st, int n, int gen,
     ck_assert_int_gt(ops_int(w, "rss"), 0);
     ck_assert_int_gt(ops_int(w, "private"), 0);
     ck_assert_int_le(ops_int(w, "private"), ops_int(w, "rss"));
+    json_t *bus = json_object_get(w, "bus");
+    ck_assert_int_ge(ops_int(bus, "pending"), 0);
+    ck_assert_int_ge(ops_int(bus, "journal"), 0);
+    ck_assert_int_ge(ops_int(bus, "ring_bytes"), 0);
   }
+  ck_assert_int_ge(ops_int(st, "backlog"), 0);
   ck_assert_int_eq(slots, (1u << n) - 1); /* each slot once */
 }
 
