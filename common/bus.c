@@ -20,9 +20,15 @@ const char *bus_type_name(enum bus_type t) {
   return (t > BUS_NONE && t < BUS_TYPE_COUNT) ? bus_names[t] : "none";
 }
 
+static const size_t bus_name_lens[BUS_TYPE_COUNT] = {
+#define BUS_LEN(e, s) [BUS_##e] = sizeof(s) - 1,
+    BUS_MESSAGES(BUS_LEN)
+#undef BUS_LEN
+};
+
 enum bus_type bus_type_parsen(const char *name, size_t n) {
   for (int t = BUS_NONE + 1; t < BUS_TYPE_COUNT; t++)
-    if (strncmp(bus_names[t], name, n) == 0 && bus_names[t][n] == '\0')
+    if (bus_name_lens[t] == n && memcmp(bus_names[t], name, n) == 0)
       return (enum bus_type)t;
   return BUS_NONE;
 }
@@ -36,8 +42,9 @@ json_t *bus_decode(const char *data, size_t len, enum bus_type *t, int *err) {
   /* JSON_REJECT_DUPLICATES: a frame that says two things is not trusted.
    * A NUL byte is refused first: jansson lets one pass after a number or
    * a literal ("true\0}"), which bus_scan() does not. */
-  json_t *msg = memchr(data, '\0', len) ? NULL
-                : json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+  json_t *msg = memchr(data, '\0', len)
+                    ? NULL
+                    : json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
   if (msg == NULL || !json_is_object(msg)) {
     json_decref(msg);
     *err = -EBADMSG;
