@@ -552,14 +552,20 @@ END_TEST
  * before it exits, even with no connection left to wait for: here a
  * chain of listeners, each link emitted by the one before, which spans
  * many turns of the loop, with the stop arriving in the middle. */
-START_TEST(test_bus_drain_runs_own_emits_first) {
+/* Start 1 worker and a chain of listeners ("chain TAG N MS", see
+ * busmod.c); returns the connection that asked for it. */
+static int start_chain(const char *cmd) {
   start(1);
   int fd = h_connect(port, 5000);
   ck_assert_int_ge(fd, 0);
   char reply[64];
-  ask(fd, "chain c 15 30", reply, sizeof(reply));
+  ask(fd, cmd, reply, sizeof(reply));
   ck_assert_str_eq(reply, "emitted 1\n");
-  close(fd);
+  return fd;
+}
+
+START_TEST(test_bus_drain_runs_own_emits_first) {
+  close(start_chain("chain c 15 30"));
   json_t *first = rec_wait(out_path, "sig", "bus-chain", 1, 5000);
   ck_assert_ptr_nonnull(first);
   json_decref(first);
@@ -582,12 +588,7 @@ END_TEST
  * links of a chain of listeners waiting in the worker's ring while it
  * runs them, then nothing once they have run. */
 START_TEST(test_bus_status_shows_signals_waiting) {
-  start(1);
-  int fd = h_connect(port, 5000);
-  ck_assert_int_ge(fd, 0);
-  char reply[64];
-  ask(fd, "chain w 40 50", reply, sizeof(reply));
-  ck_assert_str_eq(reply, "emitted 1\n");
+  int fd = start_chain("chain w 40 50");
   long long seen = 0, deadline = h_now_ms() + 1500;
   while (seen <= 0 && h_now_ms() < deadline) {
     json_t *st = ops_status(&P);
