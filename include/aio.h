@@ -161,8 +161,12 @@ AIO_EXPORT void aio_log(int level, const char *fmt, ...) AIO_PRINTF(2, 3);
  * While `aio test` runs, aio_config_get() answers from its configuration
  * and aio_emit() runs the configured listeners of the signal at once. */
 AIO_EXPORT int aio_test_serve(const char *protocol);
-/* Stop every server aio_test_serve() started: each open connection gets its
- * connection_lost, the thread is joined. Also done at exit. */
+/* The same on an ephemeral 127.0.0.1 UDP port, for a protocol with
+ * datagram_received. Returns the port or a negative errno as above. */
+AIO_EXPORT int aio_test_serve_udp(const char *protocol);
+/* Stop every server aio_test_serve() and aio_test_serve_udp() started: each
+ * open connection gets its connection_lost, the thread is joined. Also done at
+ * exit. */
 AIO_EXPORT void aio_test_stop(void);
 /* Connect to 127.0.0.1:port, send `request`, read until `expect_len` bytes
  * arrived (0: until the peer closes) or the peer closed or `timeout_ms`
@@ -170,6 +174,12 @@ AIO_EXPORT void aio_test_stop(void);
  * possibly empty, or NULL when it could not connect or send. */
 AIO_EXPORT char *aio_test_exchange(int port, const char *request,
                                    size_t expect_len, int timeout_ms);
+/* Send `request` (NULL: empty) as one datagram to 127.0.0.1:port and wait
+ * up to `timeout_ms` for one datagram back. Returns a new NUL-terminated
+ * string (free it) of the answer, empty when none came in time, or NULL
+ * when it could not send or nothing listens on the port. */
+AIO_EXPORT char *aio_test_datagram(int port, const char *request,
+                                   int timeout_ms);
 
 /* ---- declarations ------------------------------------------------------ */
 

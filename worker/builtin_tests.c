@@ -4,6 +4,7 @@
  * loopback, as a module's own suite would.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -59,9 +60,28 @@ START_TEST(test_hello_refuses_a_malformed_request) {
 }
 END_TEST
 
+/* aio.echo over UDP: each datagram comes back as it went. */
+START_TEST(test_echo_answers_datagrams) {
+  int port = aio_test_serve_udp("aio.echo");
+  ck_assert_int_gt(port, 0);
+  for (int i = 0; i < 3; i++) {
+    char req[32];
+    snprintf(req, sizeof(req), "datagram %d", i);
+    char *r = aio_test_datagram(port, req, T_MS);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_str_eq(r, req);
+    free(r);
+  }
+  aio_test_stop();
+  /* Nothing listens any more: refused, not an empty answer. */
+  ck_assert_ptr_null(aio_test_datagram(port, "late", T_MS));
+}
+END_TEST
+
 START_TEST(test_serve_refuses_what_is_not_a_protocol) {
   ck_assert_int_lt(aio_test_serve("aio.nosuch"), 0);
   ck_assert_int_lt(aio_test_serve("no dot"), 0);
+  ck_assert_int_lt(aio_test_serve_udp("aio.nosuch"), 0);
 }
 END_TEST
 
@@ -111,6 +131,7 @@ struct Suite *builtin_tests(void) {
   Suite *s = suite_create("aio");
   TCase *tc = tcase_create("builtin");
   tcase_add_test(tc, test_echo_answers_what_it_got);
+  tcase_add_test(tc, test_echo_answers_datagrams);
   tcase_add_test(tc, test_hello_answers_pipelined_requests_then_closes);
   tcase_add_test(tc, test_hello_refuses_a_malformed_request);
   tcase_add_test(tc, test_serve_refuses_what_is_not_a_protocol);

@@ -32,7 +32,7 @@ struct udpreq {
 };
 
 static void conn_link(aio_conn_t *c) {
-  struct worker *w = worker_self;
+  struct worker *w = c->srv->w;
   c->next = w->conns;
   if (w->conns)
     w->conns->prev = c;
@@ -41,7 +41,7 @@ static void conn_link(aio_conn_t *c) {
 }
 
 static void conn_unlink(aio_conn_t *c) {
-  struct worker *w = worker_self;
+  struct worker *w = c->srv->w;
   if (c->prev)
     c->prev->next = c->next;
   else

@@ -172,16 +172,17 @@ static const aio_decl_t *resolve(const char *text, struct ref *ref) {
   return decl;
 }
 
-/* A listening socket on 127.0.0.1 and a port the kernel picked. */
-static int listen_loopback(int *port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+/* A listening TCP socket, or a bound UDP one, on 127.0.0.1 and a port the
+ * kernel picked. */
+static int listen_loopback(int *port, int udp) {
+  int fd = socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
   struct sockaddr_in sa = {.sin_family = AF_INET,
                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t slen = sizeof(sa);
   if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-      listen(fd, SOMAXCONN) < 0 ||
+      (!udp && listen(fd, SOMAXCONN) < 0) ||
       getsockname(fd, (struct sockaddr *)&sa, &slen) < 0) {
     int err = -errno;
     close(fd);
@@ -220,7 +221,12 @@ static int tserver_start(struct tserver *t, int fd) {
   t->srv.w = w;
   t->srv.conf = &t->conf;
   t->srv.fd = fd;
+  /* A UDP endpoint is made (and its connection_made run) here, before the
+   * thread: as in a worker, that code sees its worker and loop. */
+  struct worker *caller = worker_self;
+  worker_self = w;
   err = server_start(&t->srv);
+  worker_self = caller;
   if (err && !t->srv.listening)
     close(fd); /* libuv did not adopt it */
   if (err == 0)
@@ -244,7 +250,7 @@ static int tserver_start(struct tserver *t, int fd) {
   return err;
 }
 
-int aio_test_serve(const char *protocol) {
+static int test_serve(const char *protocol, int udp) {
   if (protocol == NULL)
     return -EINVAL;
   pthread_mutex_lock(&T.lock);
@@ -267,7 +273,7 @@ int aio_test_serve(const char *protocol) {
     rc = t->conf.handler.text ? -ENOENT : -EINVAL;
     goto out;
   }
-  int port = 0, fd = listen_loopback(&port);
+  int port = 0, fd = listen_loopback(&port, udp);
   if (fd < 0) {
     rc = fd;
     log_error("aio_test_serve(\"%s\"): cannot listen on 127.0.0.1: %s",
@@ -275,7 +281,7 @@ int aio_test_serve(const char *protocol) {
     goto out;
   }
   t->conf.name = (char *)server_name(protocol);
-  t->conf.type = SERVER_TCP;
+  t->conf.type = udp ? SERVER_UDP : SERVER_TCP;
   t->conf.address = "127.0.0.1";
   t->conf.port = port;
   t->conf.backlog = SOMAXCONN;
@@ -299,6 +305,10 @@ out:
   pthread_mutex_unlock(&T.lock);
   return rc;
 }
+
+int aio_test_serve(const char *protocol) { return test_serve(protocol, 0); }
+
+int aio_test_serve_udp(const char *protocol) { return test_serve(protocol, 1); }
 
 void aio_test_stop(void) {
   pthread_mutex_lock(&T.lock);
@@ -396,6 +406,48 @@ char *aio_test_exchange(int port, const char *request, size_t expect_len,
       util_buf_add(&b, chunk, (size_t)n);
     else if (n == 0 || (errno != EINTR && errno != EAGAIN))
       break; /* the peer closed (or reset): what arrived is the answer */
+  }
+  close(fd);
+  if (b.failed) {
+    free(b.data);
+    return NULL;
+  }
+  return b.data;
+}
+
+char *aio_test_datagram(int port, const char *request, int timeout_ms) {
+  if (port <= 0 || port > 65535)
+    return NULL;
+  uint64_t deadline =
+      util_now_ms() + (timeout_ms > 0 ? (uint64_t)timeout_ms : 0);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    return NULL;
+  /* Connected: only the server's answers are read, and an ICMP "port
+   * unreachable" (no server) fails the receive at once. */
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_port = htons((uint16_t)port),
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  const char *req = request ? request : "";
+  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+      send(fd, req, strlen(req), MSG_NOSIGNAL) < 0) {
+    close(fd);
+    return NULL;
+  }
+  char datagram[65536]; /* the largest a UDP datagram can be */
+  struct util_buf b = {0};
+  util_buf_add(&b, "", 0);
+  while (!b.failed && wait_fd(fd, POLLIN, deadline) == 1) {
+    ssize_t n = recv(fd, datagram, sizeof(datagram), 0);
+    if (n >= 0) {
+      util_buf_add(&b, datagram, (size_t)n);
+      break; /* one datagram is the answer */
+    }
+    if (errno != EINTR && errno != EAGAIN) {
+      close(fd);
+      free(b.data);
+      return NULL; /* refused: nothing listens there */
+    }
   }
   close(fd);
   if (b.failed) {
