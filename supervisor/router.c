@@ -460,15 +460,14 @@ static void worker_became_ready(struct master *m, struct wproc *p) {
   master_worker_ready(m, p);
 }
 
-/* An emit from p, its frame text whole: seq must follow the last one.
- * When p's own list has once-per-emit listeners for it, p runs them
+/* An emit from p, its frame text whole: its seq must be greater than the
+ * last. When p's own list has once-per-emit listeners for it, p runs them
  * itself, and the frame is kept until p says they finished; broadcast
  * listeners get it from us. */
 static int on_emit(struct wproc *p, const char *frame, size_t len,
                    const char *signal, json_int_t seq, const json_t *data,
                    const struct bus_span *raw) {
-  /* Emits a worker keeps in its ring do not come here: seqs grow, with
-   * gaps. */
+  /* The emits a worker keeps in its ring do not come here: gaps. */
   if (seq <= (json_int_t)p->emits)
     return -EBADMSG;
   p->emits = (uint64_t)seq;

@@ -44,14 +44,16 @@ struct worker {
   uint64_t delivers;     /* deliver frames received */
   json_int_t ack_id;     /* the last delivery finished, not yet acknowledged */
   /* Own emits with once-per-emit listeners here are run here, in emit
-   * order, from lq[lq_head, lq_len); the master keeps their frames until
-   * local_ack says they finished. */
+   * order, from lq[lq_head, lq_len). Their frames wait in the ring of
+   * w->mark, released as they finish, or, when they went to the master,
+   * in its journal until local_ack says they finished. */
   json_t *sigmap;    /* signal -> its listeners here (worker.c, SIG_*) */
   size_t *once_next; /* per listener: the next one of its signal, or -1 */
   struct local_item *lq;
   size_t lq_head, lq_len, lq_cap;
   uv_idle_t lq_idle;
-  uint64_t local_ack; /* the last own emit finished, not yet acknowledged */
+  uint64_t local_ack; /* the last journaled own emit finished, not yet
+                         acknowledged */
   uv_timer_t heartbeat;
   uv_timer_t drain_timer;
   uv_async_t sig_async; /* woken by the TERM/QUIT handler */
