@@ -159,18 +159,12 @@ char *bus_encode(const json_t *msg, size_t *len) {
   return line;
 }
 
+/* Room for `more` bytes: the buffer only grows here, so a frame being
+ * built keeps its offset (callers remember where it started). The written
+ * front is reused by bus_out_flush(), between frames. */
 static int out_reserve(struct bus_out *o, size_t more) {
   if (o->len + more <= o->cap)
     return 0;
-  if (o->off > 0 && o->off >= o->len - o->off) {
-    /* Reuse the written front before growing, when it is at least as
-     * large as what must move: each byte is moved O(1) times. */
-    memmove(o->buf, o->buf + o->off, o->len - o->off);
-    o->len -= o->off;
-    o->off = 0;
-    if (o->len + more <= o->cap)
-      return 0;
-  }
   size_t cap = o->cap ? o->cap : 16384;
   while (cap < o->len + more)
     cap *= 2;
@@ -448,6 +442,16 @@ static long long now_ms(void) {
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* What is left unwritten moves to the front when the written part is at
+ * least as large: each byte moves O(1) times. */
+static void out_compact(struct bus_out *o) {
+  if (o->off > 0 && o->off >= o->len - o->off) {
+    memmove(o->buf, o->buf + o->off, o->len - o->off);
+    o->len -= o->off;
+    o->off = 0;
+  }
+}
+
 int bus_out_flush(struct bus_out *o, int fd, int timeout_ms) {
   long long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
   while (o->off < o->len) {
@@ -458,14 +462,20 @@ int bus_out_flush(struct bus_out *o, int fd, int timeout_ms) {
     }
     if (n < 0 && errno == EINTR)
       continue;
-    if (n < 0 && errno != EAGAIN)
+    if (n < 0 && errno != EAGAIN) {
+      out_compact(o);
       return -errno;
+    }
     long long left = deadline - now_ms();
-    if (left <= 0)
+    if (left <= 0) {
+      out_compact(o);
       return -EAGAIN;
+    }
     struct pollfd p = {.fd = fd, .events = POLLOUT};
-    if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
+    if (poll(&p, 1, (int)left) < 0 && errno != EINTR) {
+      out_compact(o);
       return -errno;
+    }
   }
   o->off = o->len = 0;
   return 0;

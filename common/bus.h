@@ -164,7 +164,8 @@ int bus_out_add(struct bus_out *o, const json_t *msg);
 
 /* Build a frame in place, for the hot frames (emit, deliver), without a
  * json_t tree per frame: start = o->len; the pieces; bus_out_end(o,
- * start). Pieces return 0 or -ENOMEM; bus_out_end checks the size and,
+ * start). Offsets stay valid while a frame is built: only
+ * bus_out_flush() moves what is buffered. Pieces return 0 or -ENOMEM; bus_out_end checks the size and,
  * on any error, takes the partial frame back out. */
 int bus_out_raw_grow(struct bus_out *o, const char *s, size_t n);
 /* Inline, so that pieces of a known size are copied without a call. */

@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "bus.h"
 #include "check_main.h"
@@ -302,6 +304,59 @@ START_TEST(test_encode_refuses_oversize) {
 }
 END_TEST
 
+/* A frame is built at offsets that stay put: a buffer partly written to
+ * the socket only grows while a frame is added, and what is left moves to
+ * the front only in bus_out_flush(), between frames. */
+START_TEST(test_out_offsets_stay_while_a_frame_is_built) {
+  struct bus_out o = {0};
+  char piece[4096];
+  memset(piece, 'p', sizeof(piece));
+  for (int i = 0; i < 4; i++)
+    ck_assert_int_eq(bus_out_raw(&o, piece, sizeof(piece)), 0);
+  o.off = o.len - 100; /* as if most of it had been written */
+  size_t start = o.len, cap = o.cap;
+  size_t flen = 4 << 20; /* more than a socketpair's buffer takes */
+  char *frame = malloc(flen);
+  ck_assert_ptr_nonnull(frame);
+  memset(frame, 'f', flen);
+  ck_assert_int_eq(bus_out_raw(&o, frame, flen), 0);
+  ck_assert_uint_gt(o.cap, cap); /* it grew */
+  ck_assert_uint_eq(o.off, 4 * sizeof(piece) - 100);
+  ck_assert_uint_eq(o.len - start, flen);
+  ck_assert(memcmp(o.buf + start, frame, flen) == 0);
+  free(frame);
+  /* Flushes that cannot finish keep the rest whole, moving it to the
+   * front once the written part is at least as large; the peer gets every
+   * byte, in order. */
+  int sv[2];
+  ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  size_t total = bus_out_pending(&o), got = 0, fs = 0;
+  int moved = 0, rc;
+  static char in[65536];
+  while ((rc = bus_out_flush(&o, sv[0], 0)) == -EAGAIN) {
+    ck_assert(o.off < o.len - o.off); /* else it would have moved */
+    moved |= o.off == 0;
+    ssize_t n;
+    while ((n = read(sv[1], in, sizeof(in))) > 0) {
+      for (ssize_t i = 0; i < n; i++, got++)
+        fs += in[i] == 'f';
+    }
+  }
+  ck_assert_int_eq(rc, 0);
+  ck_assert(moved);
+  ssize_t n;
+  while ((n = read(sv[1], in, sizeof(in))) > 0) {
+    for (ssize_t i = 0; i < n; i++, got++)
+      fs += in[i] == 'f';
+  }
+  ck_assert_uint_eq(got, total);
+  ck_assert_uint_eq(fs, flen);
+  close(sv[0]);
+  close(sv[1]);
+  bus_out_close(&o);
+}
+END_TEST
+
 /* The ring keeps records in order across many laps, refuses what does not
  * fit, and gives back exactly what is between head and tail. */
 START_TEST(test_ring_wraps_and_keeps_order) {
@@ -393,6 +448,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_decode_reports_type_and_error);
   tcase_add_test(tc, test_encode_round_trips_one_line);
   tcase_add_test(tc, test_encode_refuses_oversize);
+  tcase_add_test(tc, test_out_offsets_stay_while_a_frame_is_built);
   tcase_add_test(tc, test_ring_wraps_and_keeps_order);
   tcase_add_test(tc, test_ring_refuses_and_detects_damage);
   suite_add_tcase(s, tc);
