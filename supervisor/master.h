@@ -77,6 +77,8 @@ struct wproc {
   unsigned restarts;             /* of its slot when it was spawned */
   struct delivery *pending;      /* sent, not yet acknowledged, oldest first */
   struct delivery *pending_last; /* its tail, NULL when empty */
+  size_t npending;               /* how many */
+  size_t pending_warned;         /* the count last warned about, or 0 */
   uint64_t sent;                 /* deliver frames sent to it */
   uint64_t emits;                /* the seq of its last emit frame received */
   struct journal journal;        /* its emits it runs itself, unfinished */

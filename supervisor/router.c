@@ -116,6 +116,15 @@ static void send_delivery(struct wproc *p, char *frame, size_t len,
   else
     p->pending = d;
   p->pending_last = d;
+  /* Nothing bounds this queue (docs/bus.md): say so when it grows by each
+   * power of ten from 10 000, so that a listener falling behind is seen. */
+  if (++p->npending >= 10000 &&
+      (p->pending_warned == 0 || p->npending >= p->pending_warned * 10)) {
+    p->pending_warned = p->npending;
+    log_warnx("worker %d pid %d has %zu signal deliveries waiting: its "
+              "listeners fall behind",
+              p->slot, (int)p->pid, p->npending);
+  }
 }
 
 /* Where deliver frames are built: a frame is encoded once, straight from
@@ -415,6 +424,7 @@ void router_worker_gone(struct master *m, struct wproc *p) {
   struct delivery *d = p->pending, *next;
   p->pending = NULL;
   p->pending_last = NULL;
+  p->npending = 0;
   struct slot *sl = (size_t)p->slot < m->slots_cap ? &m->slots[p->slot] : NULL;
   uint64_t done = p->mark->done, hand = p->mark->in_hand;
   for (; d; d = next) {
@@ -504,10 +514,16 @@ static int ack_upto(struct wproc *p, json_int_t id) {
     next = d->next;
     free(d->frame);
     free(d);
+    p->npending--;
   }
   p->pending = rest;
   if (rest == NULL)
     p->pending_last = NULL;
+  if (p->pending_warned && p->npending < 1000) {
+    log_info("worker %d pid %d caught up: %zu signal deliveries waiting",
+             p->slot, (int)p->pid, p->npending);
+    p->pending_warned = 0;
+  }
   return 0;
 }
 
@@ -614,8 +630,7 @@ int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {
 
 json_t *router_proc_status(const struct wproc *p) {
   json_int_t pending = 0, journal = 0, ring = 0;
-  for (const struct delivery *d = p->pending; d; d = d->next)
-    pending++;
+  pending = (json_int_t)p->npending;
   for (size_t at = p->journal.head; at < p->journal.len;) {
     const struct jrec *r = (const struct jrec *)(p->journal.buf + at);
     journal++;

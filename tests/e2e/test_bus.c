@@ -620,6 +620,49 @@ START_TEST(test_bus_status_shows_signals_waiting) {
 }
 END_TEST
 
+/* Deliveries the master holds for a worker are not bounded, but they are
+ * not silent either: a worker held busy while another floods it with
+ * broadcast signals draws a warning past 10 000 waiting, then gets every
+ * one of them, in order, and an "caught up" line. */
+START_TEST(test_bus_warns_when_a_worker_falls_behind) {
+  start(2);
+  int fds[2];
+  pid_t pids[2];
+  conn_per_worker(2, fds, pids);
+  char said[16];
+  ck_assert_int_eq(h_send(fds[1], "busy 3000\n", 10), 0);
+  ck_assert_int_eq(read_lines(fds[1], said, sizeof(said), 1, 5000), 1);
+  ck_assert_str_eq(said, "busy\n");
+  const char *flood = "emit bus-bcast flood 15000; emit bus-bfence fl 1\n";
+  ck_assert_int_eq(h_send(fds[0], flood, strlen(flood)), 0);
+  if (h_wait_log(&P, "signal deliveries waiting: its listeners fall behind",
+                 5000)) {
+    h_dump_log(&P);
+    ck_abort_msg("no warning while worker %d was busy", (int)pids[1]);
+  }
+  json_t *fences = rec_wait(out_path, "sig", "bus-bfence", 2, 30000);
+  ck_assert_ptr_nonnull(fences);
+  json_decref(fences);
+  json_t *all = rec_load(out_path),
+         *flooded = tagged(all, "bus-bcast", "flood");
+  for (int k = 0; k < 2; k++) {
+    json_t *mine = json_array();
+    size_t i;
+    json_t *r;
+    json_array_foreach(flooded, i, r) if (rec_int(r, "pid") == pids[k])
+        json_array_append(mine, r);
+    assert_seq_once_in_order(mine, 15000, k ? "the busy worker" : "emitter");
+    json_decref(mine);
+  }
+  json_decref(flooded);
+  json_decref(all);
+  ck_assert_int_eq(h_wait_log(&P, "caught up", 5000), 0);
+  close(fds[0]);
+  close(fds[1]);
+  stop();
+}
+END_TEST
+
 /* A worker that writes junk on its bus is killed and replaced; the master
  * and the other worker carry on, and the bus still delivers exactly once. */
 START_TEST(test_bus_bad_frame_costs_only_that_worker) {
@@ -718,6 +761,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_emit_copies_and_emit_new_takes_over);
   tcase_add_test(tc, test_bus_drain_runs_own_emits_first);
   tcase_add_test(tc, test_bus_status_shows_signals_waiting);
+  tcase_add_test(tc, test_bus_warns_when_a_worker_falls_behind);
   tcase_add_test(tc, test_bus_bad_frame_costs_only_that_worker);
   tcase_add_test(tc, test_bus_listener_spelling_checked);
   suite_add_tcase(s, tc);
