@@ -407,6 +407,15 @@ START_TEST(test_bus_crash_with_ring_full_loses_nothing) {
 }
 END_TEST
 
+/* Start 1 worker; returns a connection to it, its pid in *pid. */
+static int start_one(pid_t *pid) {
+  start(1);
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  *pid = ask_pid(fd);
+  return fd;
+}
+
 /* Emits of one protocol callback reach the kernel before the worker runs
  * the next one, so a callback that kills the worker does not take them
  * along, although their listeners (on this worker) had not run yet. The
@@ -454,10 +463,8 @@ END_TEST
  * list. Here the new list starts with a listener that kills its worker,
  * so numbering by the old list would run it instead of the recorder. */
 START_TEST(test_bus_reload_delivers_by_the_receivers_listener_list) {
-  start(1);
-  int fd = h_connect(port, 5000);
-  ck_assert_int_ge(fd, 0);
-  pid_t old = ask_pid(fd);
+  pid_t old;
+  int fd = start_one(&old);
   char conf[4096], reply[64];
   conf_text(conf, sizeof(conf), 1,
             "[listen:first]\nbus-shift = busmod.crash\n\n");
@@ -517,10 +524,8 @@ END_TEST
  * the caller does with its object afterwards; aio_emit_new() takes the
  * object over. Either way, once per emit and in order. */
 START_TEST(test_bus_emit_copies_and_emit_new_takes_over) {
-  start(1);
-  int fd = h_connect(port, 5000);
-  ck_assert_int_ge(fd, 0);
-  pid_t pid = ask_pid(fd);
+  pid_t pid;
+  int fd = start_one(&pid);
   char reply[128];
   ask(fd, "reuse bus-once r 50; emitnew bus-once n 50; emit bus-fence f 1",
       reply, sizeof(reply));
@@ -555,9 +560,8 @@ END_TEST
 /* Start 1 worker and a chain of listeners ("chain TAG N MS", see
  * busmod.c); returns the connection that asked for it. */
 static int start_chain(const char *cmd) {
-  start(1);
-  int fd = h_connect(port, 5000);
-  ck_assert_int_ge(fd, 0);
+  pid_t pid;
+  int fd = start_one(&pid);
   char reply[64];
   ask(fd, cmd, reply, sizeof(reply));
   ck_assert_str_eq(reply, "emitted 1\n");
