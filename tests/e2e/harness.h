@@ -112,7 +112,8 @@ int h_wait_gone(const pid_t *pids, int n, int timeout_ms);
 
 /* ---- loopback (harness_net.c) ---- */
 
-/* A free loopback port (TCP and UDP), found by binding port 0. */
+/* A free loopback port (TCP and UDP), never the same one twice in one
+ * process, from below the ephemeral range (harness_net.c says why). */
 int h_free_port(void);
 /* A listening TCP socket on 127.0.0.1:*port (0: any free; *port is set),
  * with SO_REUSEPORT if asked. The fd, or -1. */

@@ -34,23 +34,39 @@ static struct sockaddr_in loopback(int port) {
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 }
 
+/* Ports are handed out from below the kernel's ephemeral range
+ * (32768-60999 on Linux), so no port the kernel picks for a connect() or a
+ * bind(0) elsewhere can be one we hand out. Within one process a counter
+ * walks the range and never hands a port out twice (bind 0, close, bind 0
+ * may give the same port back, which once made CI fail); each process
+ * starts at an offset drawn from its pid, so the suites ctest runs side by
+ * side walk different parts of the range, and a port still taken by
+ * someone else is skipped by the bind check. */
+enum { PORT_LO = 20000, PORT_SPAN = 12000 };
+
 int h_free_port(void) {
+  static pid_t owner;
+  static unsigned next;
+  if (owner != getpid()) { /* a forked Check case starts its own walk */
+    owner = getpid();
+    next = ((unsigned)owner * 997u) % PORT_SPAN;
+  }
   /* A port free for both TCP and UDP. */
-  for (int tries = 0; tries < 50; tries++) {
+  for (int tries = 0; tries < PORT_SPAN; tries++) {
+    int port = PORT_LO + (int)(next++ % PORT_SPAN);
+    struct sockaddr_in sin = loopback(port);
     int t = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = loopback(0);
-    socklen_t sl = sizeof(sin);
-    if (bind(t, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
-        getsockname(t, (struct sockaddr *)&sin, &sl) < 0) {
-      close(t);
-      continue;
+    int ok = t >= 0 && bind(t, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+    if (ok) {
+      int u = socket(AF_INET, SOCK_DGRAM, 0);
+      ok = u >= 0 && bind(u, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+      if (u >= 0)
+        close(u);
     }
-    int u = socket(AF_INET, SOCK_DGRAM, 0);
-    int ok = bind(u, (struct sockaddr *)&sin, sizeof(sin)) == 0;
-    close(u);
-    close(t);
+    if (t >= 0)
+      close(t);
     if (ok)
-      return ntohs(sin.sin_port);
+      return port;
   }
   abort();
 }
