@@ -1,21 +1,25 @@
 /*
  * loader.c - module resolution and declaration checks (see loader.h).
  * A name `foo` is foo.so in each [aio] module_path directory (relative to
- * the config file's directory), then in the install directory.
+ * the config file's directory), then in the install directory: the
+ * modules directory of the prefix the running aio binary was installed in
+ * (BINDIR/../LIBDIR/aio/modules, from /proc/self/exe), so an install to any
+ * prefix, or a moved one, finds its own modules and never another's.
  */
 #define _GNU_SOURCE
 #include "loader.h"
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "util.h"
 
-#ifndef AIO_MODULE_DIR
-#define AIO_MODULE_DIR "/usr/local/lib/aio/modules"
+#ifndef AIO_BIN_TO_MODULES
+#define AIO_BIN_TO_MODULES "../lib/aio/modules"
 #endif
 
 #define BUILTIN_NAME "aio"
@@ -83,12 +87,34 @@ static int valid_module_name(const char *name) {
   return 1;
 }
 
+/* The install's module directory into buf, from where the running binary
+ * is; "" when /proc/self/exe cannot be read. Returns buf. */
+static const char *install_module_dir(char *buf, size_t size) {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) {
+    buf[0] = '\0';
+    return buf;
+  }
+  exe[n] = '\0';
+  char *slash = strrchr(exe, '/');
+  if (slash)
+    *slash = '\0';
+  if ((size_t)snprintf(buf, size, "%s/%s", exe, AIO_BIN_TO_MODULES) >= size)
+    buf[0] = '\0';
+  return buf;
+}
+
 /* Returns new path of the first existing candidate, or NULL; `tried` gets
  * the places looked at, for the message. */
 static char *find_module_file(const struct settings *s, const char *name,
                               struct util_buf *tried) {
+  char installed[4200];
+  install_module_dir(installed, sizeof(installed));
   for (size_t i = 0; i <= s->npath; i++) {
-    const char *dir = i < s->npath ? s->module_path[i] : AIO_MODULE_DIR;
+    const char *dir = i < s->npath ? s->module_path[i] : installed;
+    if (*dir == '\0')
+      continue;
     char *path;
     if (i < s->npath && dir[0] != '/')
       path = util_asprintf("%s/%s/%s.so", s->config_dir ? s->config_dir : ".",
