@@ -11,6 +11,12 @@
  * does not include uv.h (which needs POSIX feature macros); aio_loop() and
  * aio_server_t.loop use the forward-declared struct uv_loop_s, which is the
  * same type as uv_loop_t for a module that includes uv.h itself.
+ *
+ * It also compiles as C++17 (g++ -std=c++17 -Wall -Wextra): every macro
+ * below has a C++ branch, and a module written in C++ loads like one in C
+ * (tests/install_module.sh builds and serves one). In C++ the designated
+ * initializers of AIO_MODULE and AIO_PROTOCOL must come in the order of
+ * the struct's members, as C++20 requires.
  */
 #ifndef AIO_H
 #define AIO_H
@@ -19,6 +25,14 @@
 #include <stddef.h>
 
 #ifdef __cplusplus
+/* The type check of AIO_FACTORY and friends, without <type_traits> (a
+ * template cannot have C linkage, so it stands before extern "C"). */
+template <class A, class B> struct aio__same_type {
+  static const bool value = false;
+};
+template <class A> struct aio__same_type<A, A> {
+  static const bool value = true;
+};
 extern "C" {
 #endif
 
@@ -223,21 +237,51 @@ typedef struct aio_decl_s {
 #define AIO__DECL_NAME(sym) aio__decl_##sym
 
 /* A wrong function type is a compile error, not a warning. */
+#ifdef __cplusplus
+#define AIO__CHECK_FN(fn, type, what)                                          \
+  static_assert(aio__same_type<decltype(&(fn)), type *>::value,                \
+                #fn " must have type " #type " to be declared " what)
+#else
 #define AIO__CHECK_FN(fn, type, what)                                          \
   _Static_assert(_Generic(&(fn), type * : 1, default : 0),                     \
                  #fn " must have type " #type " to be declared " what)
+#endif
 
+#ifdef __cplusplus
+/* C++17 has no designated initializer for a union's other members: the
+ * record is filled by one small function per kind (run when the module is
+ * loaded, before the loader reads it). */
+#define AIO__MAKE_DECL(member, type)                                           \
+  static inline aio_decl_t aio__decl_##member(aio_kind_t kind,                 \
+                                              const char *symbol, type value) { \
+    aio_decl_t d = {AIO_DECL_MAGIC, AIO_API_VERSION, kind, symbol, {}};        \
+    d.u.member = value;                                                        \
+    return d;                                                                  \
+  }
+AIO__MAKE_DECL(module, const aio_module_t *)
+AIO__MAKE_DECL(protocol, const aio_protocol_t *)
+AIO__MAKE_DECL(factory, aio_factory_fn *)
+AIO__MAKE_DECL(listener, aio_listener_fn *)
+AIO__MAKE_DECL(scheduler, aio_scheduler_fn *)
+AIO__MAKE_DECL(command, aio_command_fn *)
+#define AIO__DECL(sym, kindv, member, value)                                   \
+  AIO_EXPORT extern const aio_decl_t AIO__DECL_NAME(sym);                      \
+  const aio_decl_t AIO__DECL_NAME(sym) = aio__decl_##member(kindv, #sym, value)
+#else
 #define AIO__DECL(sym, kindv, member, value)                                   \
   AIO_EXPORT extern const aio_decl_t AIO__DECL_NAME(sym);                      \
   const aio_decl_t AIO__DECL_NAME(sym) = {                                     \
       AIO_DECL_MAGIC, AIO_API_VERSION, kindv, #sym, {.member = value}}
+#endif
 
-/* AIO_MODULE(.name = "foo", .init = ..., .defaults = "...", .tests = ...) */
-#define AIO_MODULE(...)                                                        \
-  static const aio_module_t aio__module_def = {__VA_ARGS__};                   \
-  AIO__DECL(aio_module, AIO_KIND_MODULE, module, &aio__module_def)
-
-#if defined(__GNUC__)
+#if defined(__GNUC__) && defined(__cplusplus)
+/* g++ -Wextra warns of every member a designated initializer leaves out,
+ * which is the point of naming only the callbacks one has. */
+#define AIO__STRICT_BEGIN                                                      \
+  _Pragma("GCC diagnostic push")                                               \
+      _Pragma("GCC diagnostic ignored \"-Wmissing-field-initializers\"")
+#define AIO__STRICT_END _Pragma("GCC diagnostic pop")
+#elif defined(__GNUC__)
 #define AIO__STRICT_BEGIN                                                      \
   _Pragma("GCC diagnostic push")                                               \
       _Pragma("GCC diagnostic error \"-Wincompatible-pointer-types\"")
@@ -246,6 +290,13 @@ typedef struct aio_decl_s {
 #define AIO__STRICT_BEGIN
 #define AIO__STRICT_END
 #endif
+
+/* AIO_MODULE(.name = "foo", .init = ..., .defaults = "...", .tests = ...) */
+#define AIO_MODULE(...)                                                        \
+  AIO__STRICT_BEGIN                                                            \
+  static const aio_module_t aio__module_def = {__VA_ARGS__};                   \
+  AIO__STRICT_END                                                              \
+  AIO__DECL(aio_module, AIO_KIND_MODULE, module, &aio__module_def)
 
 /* AIO_PROTOCOL(sym, .connection_made = ..., .data_received = ...) defines the
  * protocol `sym`; the config names it `module.sym`. */

@@ -28,17 +28,45 @@ esac
 # shellcheck disable=SC2086 # the flags are words
 cc -std=c11 -Wall -Wextra -pedantic -Werror -fPIC -shared \
   -o "$moduledir/addition.so" "$src/examples/addition/addition.c" $flags
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# The same for a module in C++ (aio.h's macros have a C++ branch).
+# shellcheck disable=SC2086
+c++ -std=c++17 -Wall -Wextra -Werror -fPIC -shared \
+  -o "$moduledir/cxxmod.so" "$src/tests/modules/cxxmod.cc" $flags
+ports=$(python3 -c '
+import socket
+a, b = socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+print(a.getsockname()[1], b.getsockname()[1])')
+read -r port cxxport <<<"$ports"
 cat >"$prefix/aio.conf" <<CONF
 [aio]
-modules = addition
+modules = addition cxxmod
 workers = 1
 control = aio.sock
+
+[aio:commands]
+shout = cxxmod.shout
 
 [server:addition]
 protocol = addition.protocol
 address = 127.0.0.1
 port = $port
+
+[server:upper]
+protocol = cxxmod.upper_proto
+address = 127.0.0.1
+port = $cxxport
+
+[server:raw]
+factory = cxxmod.raw_server
+path = raw.sock
+
+[schedule:tick]
+every = 3600
+func = cxxmod.tick
+
+[listen:cxx]
+seen = cxxmod.on_seen
 CONF
 "$prefix/bin/aio" -c "$prefix/aio.conf" check
 exec 9>"$prefix/ready"
@@ -46,14 +74,20 @@ exec 9>"$prefix/ready"
 pid=$!
 exec 9>&-
 for _ in $(seq 200); do [ -s "$prefix/ready" ] && break; sleep 0.025; done
-answer=$(python3 - "$port" <<'PY'
+ask() { # PORT LINE: the first answer to LINE
+  python3 - "$1" "$2" <<'PY'
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-s.sendall(b"2 + 2 + 3\n")
+s.sendall(sys.argv[2].encode() + b"\n")
 print(s.recv(64).decode().strip())
 PY
-)
+}
+answer=$(ask "$port" "2 + 2 + 3")
+cxx_answer=$(ask "$cxxport" "from c++")
 kill -TERM "$pid"
 wait "$pid"
-echo "answer: $answer"
-[ "$answer" = 7 ]
+shout_status=0
+shout=$("$prefix/bin/aio" -c "$prefix/aio.conf" shout loud) || shout_status=$?
+echo "answer: $answer; C++ module: '$cxx_answer'; aio shout: '$shout' (exit $shout_status)"
+[ "$answer" = 7 ] && [ "$cxx_answer" = "FROM C++" ] && [ "$shout" = LOUD ] &&
+  [ "$shout_status" = 3 ]
