@@ -38,6 +38,17 @@ const char settings_builtin_defaults[] = "[aio]\n"
                                          "max_connections = 10000\n"
                                          "write_limit = 4194304\n";
 
+static const char *const builtin_commands[] = {
+    "run",    "config", "test",  "check", "reload", "stop",
+    "status", "emit",   "scale", "help",  "version"};
+
+int settings_is_builtin_command(const char *name) {
+  for (size_t i = 0; i < UTIL_ARRAY_LEN(builtin_commands); i++)
+    if (strcmp(name, builtin_commands[i]) == 0)
+      return 1;
+  return 0;
+}
+
 /* Edit distance, capped: enough to suggest "workers" for "worker". */
 static size_t distance(const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b), row[64];
@@ -62,9 +73,29 @@ static size_t distance(const char *a, const char *b) {
   return row[lb];
 }
 
+/* The Python runner's README maps its own commands ("run =
+ * aio.app.cmd.cmd_run", "test = aio.app.testing.cmd.cmd_test"): a file
+ * copied from it must work, so such a line is ignored with a warning. */
+static size_t builtin_command_warnings(const struct config *cfg,
+                                       struct diag *warn) {
+  const struct config_section *cmds = config_section(cfg, "aio:commands");
+  size_t count = 0;
+  for (size_t i = 0; cmds && i < cmds->n; i++) {
+    const struct config_entry *e = &cmds->entries[i];
+    if (!settings_is_builtin_command(e->key))
+      continue;
+    count++;
+    diag_add(warn, e->file, e->line,
+             "[aio:commands] '%s' is ignored: '%s' is a built-in command of "
+             "aio and cannot be remapped",
+             e->key, e->key);
+  }
+  return count;
+}
+
 size_t settings_unknown_keys(const struct config *cfg, struct diag *warn) {
   const struct config_section *aio = config_section(cfg, "aio");
-  size_t count = 0;
+  size_t count = builtin_command_warnings(cfg, warn);
   for (size_t i = 0; aio && i < aio->n; i++) {
     const struct config_entry *e = &aio->entries[i];
     /* The known keys are exactly those of the built-in layer. */
@@ -102,17 +133,6 @@ size_t settings_unknown_keys(const struct config *cfg, struct diag *warn) {
                e->key);
   }
   return count;
-}
-
-static const char *const builtin_commands[] = {
-    "run",    "config", "test",  "check", "reload", "stop",
-    "status", "emit",   "scale", "help",  "version"};
-
-int settings_is_builtin_command(const char *name) {
-  for (size_t i = 0; i < UTIL_ARRAY_LEN(builtin_commands); i++)
-    if (strcmp(name, builtin_commands[i]) == 0)
-      return 1;
-  return 0;
 }
 
 void settings_ref_close(struct ref *r) {
@@ -536,14 +556,8 @@ static void load_listen(struct settings *s, struct reader *r) {
 static void load_commands(struct settings *s, struct reader *r) {
   for (size_t i = 0; i < r->sec->n; i++) {
     const struct config_entry *e = &r->sec->entries[i];
-    if (settings_is_builtin_command(e->key)) {
-      diag_add(r->d, e->file, e->line,
-               "[aio:commands] '%s' is a built-in command and cannot be "
-               "remapped",
-               e->key);
-      r->failed = 1;
-      continue;
-    }
+    if (settings_is_builtin_command(e->key))
+      continue; /* ignored, with a warning (settings_unknown_keys) */
     if (util_grow((void **)&s->commands, &(size_t){s->ncommands},
                   s->ncommands + 1, sizeof(*s->commands)))
       return;

@@ -108,10 +108,11 @@ void settings_ref_close(struct ref *r);
 
 /* [aio] keys that aio does not know (a typo such as "worker = 4" would
  * otherwise be ignored in silence): one "FILE:LINE: ..." warning each in
- * warn, with the known key it most likely meant. Returns the count. */
+ * warn, with the known key it most likely meant; and [aio:commands] lines
+ * that name a built-in command, which are ignored. Returns the count. */
 size_t settings_unknown_keys(const struct config *cfg, struct diag *warn);
 
-/* Names of built-in commands, which [aio:commands] may not take. */
+/* Names of built-in commands, which [aio:commands] cannot remap. */
 int settings_is_builtin_command(const char *name);
 
 #endif

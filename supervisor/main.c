@@ -38,14 +38,33 @@ static void usage(FILE *out) {
       "  status    show the master and its workers (--json)\n"
       "  emit      deliver SIGNAL [JSON] to the running listeners\n"
       "  scale     set the number of workers of the running master\n"
-      "  emit      deliver SIGNAL [JSON] to the running listeners\n"
-      "  scale     set the number of workers of the running master\n"
       "  COMMAND   a command mapped in [aio:commands]\n"
       "\n"
       "options:\n"
-      "  -c, --config FILE  the configuration file\n"
+      "  -c, --config FILE  the configuration file (also after COMMAND)\n"
       "  -h, --help         this help (aio COMMAND --help for a command)\n"
       "  -V, --version      print the version\n");
+}
+
+/* The help, then the commands that the configuration (the one named, or the
+ * one found) maps in [aio:commands]; a file that cannot be read or has
+ * errors just lists none: help is no place for configuration errors. */
+static void help(FILE *out, const char *config_path) {
+  usage(out);
+  struct diag d;
+  diag_init(&d);
+  char *path = config_path ? strdup(config_path) : config_search(&d);
+  struct app app;
+  if (path && app_load_plain(&app, path, &d) == 0 && app.s.ncommands) {
+    fprintf(out, "\ncommands mapped in %s:\n", path);
+    for (size_t i = 0; i < app.s.ncommands; i++)
+      fprintf(out, "  %-9s %s\n", app.s.commands[i].name,
+              app.s.commands[i].fn.text);
+  }
+  if (path)
+    app_close(&app);
+  free(path);
+  diag_close(&d);
 }
 
 /* An absolute path for a file that may not exist yet. Returns new. */
@@ -269,13 +288,42 @@ out:
   return rc;
 }
 
+/* `-c FILE` may also come after a built-in command (`aio config -c x`, as
+ * with most tools): take it out of the command's arguments, before "--".
+ * 0, or -1 when the option has no argument. */
+static int take_config_option(int *argc, char **argv, const char **path) {
+  int out = 1;
+  for (int i = 1; i < *argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) {
+      while (i < *argc)
+        argv[out++] = argv[i++];
+      break;
+    }
+    if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+      if (i + 1 >= *argc)
+        return -1;
+      *path = argv[++i];
+    } else if (strncmp(a, "--config=", 9) == 0) {
+      *path = a + 9;
+    } else if (strncmp(a, "-c", 2) == 0) {
+      *path = a + 2;
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  argv[out] = NULL;
+  *argc = out;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option opts[] = {{"config", required_argument, 0, 'c'},
                                        {"help", no_argument, 0, 'h'},
                                        {"version", no_argument, 0, 'V'},
                                        {0, 0, 0, 0}};
   const char *config_path = NULL;
-  int c;
+  int c, want_help = 0;
   /* '+': options after the command belong to the command. */
   while ((c = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
     switch (c) {
@@ -283,8 +331,8 @@ int main(int argc, char **argv) {
       config_path = optarg;
       break;
     case 'h':
-      usage(stdout);
-      return 0;
+      want_help = 1;
+      break;
     case 'V':
       printf("aio %s (plugin API %d)\n", AIO_VERSION, AIO_API_VERSION);
       return 0;
@@ -293,6 +341,10 @@ int main(int argc, char **argv) {
       return EXIT_USAGE;
     }
   }
+  if (want_help) {
+    help(stdout, config_path);
+    return 0;
+  }
   if (optind >= argc) {
     usage(stderr);
     return EXIT_USAGE;
@@ -300,6 +352,15 @@ int main(int argc, char **argv) {
   const char *cmd = argv[optind];
   int cargc = argc - optind;
   char **cargv = argv + optind;
+  static const char *const builtins[] = {"run",    "config", "check",
+                                         "test",   "reload", "stop",
+                                         "status", "emit",   "scale"};
+  for (size_t i = 0; i < UTIL_ARRAY_LEN(builtins); i++)
+    if (strcmp(cmd, builtins[i]) == 0 &&
+        take_config_option(&cargc, cargv, &config_path)) {
+      fprintf(stderr, "aio %s: -c needs a FILE\n", cmd);
+      return EXIT_USAGE;
+    }
   if (strcmp(cmd, "run") == 0)
     return cmd_run(config_path, cargc, cargv);
   if (strcmp(cmd, "config") == 0)
@@ -314,7 +375,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, control_cmds[i]) == 0)
       return cli_control(config_path, cargc, cargv);
   if (strcmp(cmd, "help") == 0) {
-    usage(stdout);
+    help(stdout, config_path);
     return 0;
   }
   if (strcmp(cmd, "version") == 0) {

@@ -79,6 +79,65 @@ START_TEST(test_check_warns_about_unknown_aio_keys) {
 }
 END_TEST
 
+/* The Python runner's README starts with this section; copied as it is,
+ * each line is a warning at its line and everything else works. */
+START_TEST(test_check_python_readme_commands_are_warnings) {
+  static const char conf[] = "[aio:commands]\n"
+                             "run = aio.app.cmd.cmd_run\n"           /* 2 */
+                             "test = aio.app.testing.cmd.cmd_test\n" /* 3 */
+                             "\n"
+                             "[server:echo]\n"
+                             "protocol = aio.echo\n"
+                             "port = 8888\n";
+  check_conf(conf, 0);
+  HAS("warning: aio.conf:2: [aio:commands] 'run' is ignored: 'run' is a "
+      "built-in command of aio and cannot be remapped\n");
+  HAS("warning: aio.conf:3: [aio:commands] 'test' is ignored: 'test' is a "
+      "built-in command of aio and cannot be remapped\n");
+  HAS("aio: configuration aio.conf is ok (1 server");
+  /* aio config and aio test read the same file and work too. */
+  const char *cfg[] = {"-c", "aio.conf",         "config",
+                       "-g", "server:echo:port", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), cfg), 0);
+  HAS("8888");
+  const char *test[] = {"-c", "aio.conf", "test", NULL};
+  int rc = h_aio(dir, out, sizeof(out), test);
+  ck_assert_msg(rc == 0, "aio test exit %d:\n%s", rc, out);
+}
+END_TEST
+
+/* aio --help lists each built-in command once, and the commands the
+ * configuration maps; -c FILE works after a built-in command too. */
+START_TEST(test_help_lists_mapped_commands_and_c_after_command) {
+  check_conf("[aio]\n"
+             "modules = addition\n"
+             "module_path = " AIO_EXAMPLE_MODULES "\n"
+             "[aio:commands]\n"
+             "add = addition.add\n",
+             0);
+  const char *h[] = {"-c", "aio.conf", "--help", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), h), 0);
+  const char *emit = strstr(out, "  emit ");
+  ck_assert_ptr_nonnull(emit);
+  ck_assert_ptr_null(strstr(emit + 1, "  emit "));
+  ck_assert_ptr_null(strstr(strstr(out, "  scale ") + 1, "  scale "));
+  HAS("commands mapped in aio.conf:\n  add       addition.add\n");
+  const char *late[] = {"config", "-c", "aio.conf", "-g", "aio:modules", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), late), 0);
+  HAS("addition");
+  const char *eq[] = {"check", "--config=aio.conf", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), eq), 0);
+  HAS("is ok");
+  const char *bare[] = {"check", "-c", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), bare), 64);
+  HAS("-c needs a FILE");
+  /* A mapped command's own arguments are its own: -c is not taken. */
+  const char *add[] = {"-c", "aio.conf", "add", "2", "3", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), add), 0);
+  HAS("5");
+}
+END_TEST
+
 /* Values the settings refuse and references the loader refuses, in one
  * file: every one is listed, values first, then what the probe found. */
 START_TEST(test_check_lists_every_problem) {
@@ -160,6 +219,8 @@ static Suite *suite(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_check_good_config_is_ok);
   tcase_add_test(tc, test_check_warns_about_unknown_aio_keys);
+  tcase_add_test(tc, test_check_python_readme_commands_are_warnings);
+  tcase_add_test(tc, test_help_lists_mapped_commands_and_c_after_command);
   tcase_add_test(tc, test_check_lists_every_problem);
   tcase_add_test(tc, test_check_missing_module_does_not_hide_symbol_problems);
   tcase_add_test(tc, test_check_syntax_errors_stop_before_modules);
