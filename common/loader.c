@@ -131,6 +131,54 @@ static char *find_module_file(const struct settings *s, const char *name,
   return NULL;
 }
 
+/* "module not found", with what helps: a dotted name (a Python-style path
+ * such as my.example.ServerProtocol) is one file name, my.example.so, so
+ * say how the reference was split, and name a module that does exist for
+ * one of its parts. */
+static void not_found(const struct settings *s, const char *name,
+                      const char *tried, const char *file, int line,
+                      struct diag *d) {
+  struct util_buf hint = {0};
+  if (strchr(name, '.')) {
+    util_buf_printf(&hint,
+                    "; a reference is split at its last dot, and a module "
+                    "name is one file name: '%s' means %s.so, not a "
+                    "directory path",
+                    name, name);
+    char *parts = strdup(name);
+    for (char *save = NULL, *p = parts ? strtok_r(parts, ".", &save) : NULL; p;
+         p = strtok_r(NULL, ".", &save)) {
+      struct util_buf ignored = {0};
+      char *found =
+          valid_module_name(p) ? find_module_file(s, p, &ignored) : NULL;
+      free(ignored.data);
+      if (found) {
+        util_buf_printf(&hint, "; did you mean module '%s' (%s)?", p, found);
+        free(found);
+        break;
+      }
+    }
+    free(parts);
+  }
+  diag_add(d, file, line,
+           "module '%s' not found (looked for %s); set [aio] module_path to "
+           "the directory of %s.so%s",
+           name, tried, name, hint.data ? hint.data : "");
+  free(hint.data);
+}
+
+/* Two files may not declare one AIO_MODULE name: `aio test`, logs and
+ * status name modules by it. The module already loaded under that name,
+ * or NULL. */
+static const struct loader_module *same_declared_name(const struct loader *l,
+                                                      const char *declared) {
+  for (size_t i = 0; i < l->n; i++)
+    if (l->mods[i].def && l->mods[i].def->name &&
+        strcmp(l->mods[i].def->name, declared) == 0)
+      return &l->mods[i];
+  return NULL;
+}
+
 static struct loader_module *add_module(struct loader *l, const char *name) {
   if (util_grow((void **)&l->mods, &l->cap, l->n + 1, sizeof(*l->mods)))
     return NULL;
@@ -162,9 +210,7 @@ struct loader_module *loader_load(struct loader *l, const struct settings *s,
   struct util_buf tried = {0};
   char *path = find_module_file(s, name, &tried);
   if (path == NULL) {
-    diag_add(d, file, line,
-             "module '%s' not found (looked for %s); set [aio] module_path",
-             name, tried.data ? tried.data : name);
+    not_found(s, name, tried.data ? tried.data : name, file, line, d);
     free(tried.data);
     return NULL;
   }
@@ -193,6 +239,19 @@ struct loader_module *loader_load(struct loader *l, const struct settings *s,
              "module '%s' (%s) was built for aio API version %u, this aio "
              "speaks version %u: rebuild it against this aio.h",
              name, path, decl->api_version, AIO_API_VERSION);
+    dlclose(h);
+    free(path);
+    return NULL;
+  }
+  const char *declared = decl->u.module->name ? decl->u.module->name : "";
+  const struct loader_module *twin = same_declared_name(l, declared);
+  if (twin) {
+    diag_add(d, file, line,
+             "module '%s' (%s) declares AIO_MODULE(.name = \"%s\"), which "
+             "module '%s' (%s) already declares: give each module a name of "
+             "its own",
+             name, path, declared, twin->name,
+             twin->path ? twin->path : "built in");
     dlclose(h);
     free(path);
     return NULL;

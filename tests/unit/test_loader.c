@@ -193,6 +193,28 @@ START_TEST(test_missing_module_in_modules_names_its_line) {
 }
 END_TEST
 
+/* A Python-style dotted path: the message says how it was split and names
+ * the module that does exist for one of its parts. */
+START_TEST(test_dotted_module_name_says_how_it_was_split) {
+  expect_load_error("[server:a]\nport = 1\nprotocol = my.testmod.whoami\n", 5,
+                    "module 'my.testmod' not found",
+                    "a module name is one file name: 'my.testmod' means "
+                    "my.testmod.so, not a directory path; did you mean "
+                    "module 'testmod' (" AIO_TEST_MODULES "/testmod.so)?");
+}
+END_TEST
+
+START_TEST(test_two_files_may_not_declare_one_module_name) {
+  expect_load_error("modules = testmod\n"
+                    "    twinmod\n",
+                    4,
+                    "module 'twinmod' (" AIO_TEST_MODULES "/twinmod.so) "
+                    "declares AIO_MODULE(.name = \"testmod\"), which "
+                    "module 'testmod' (",
+                    "already declares");
+}
+END_TEST
+
 START_TEST(test_invalid_module_name) {
   expect_load_error("[listen:x]\nsig = .hidden.fn\n", 4,
                     "'.hidden' is not a valid module name", NULL);
@@ -404,6 +426,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_missing_module_relative_path_is_from_config_dir);
   tcase_add_test(tc, test_missing_module_in_modules_names_its_line);
   tcase_add_test(tc, test_invalid_module_name);
+  tcase_add_test(tc, test_dotted_module_name_says_how_it_was_split);
+  tcase_add_test(tc, test_two_files_may_not_declare_one_module_name);
   tcase_add_test(tc, test_not_a_shared_object);
   tcase_add_test(tc, test_missing_symbol);
   tcase_add_test(tc, test_undeclared_symbol);
