@@ -525,6 +525,19 @@ static void add_listener(struct settings *s, struct reader *r,
     r->failed = 1;
     return;
   }
+  /* As the Python runner's set of listeners: one function runs once per
+   * signal, however often it is named. */
+  for (size_t i = 0; i < s->nlisteners; i++) {
+    const struct listener_conf *o = &s->listeners[i];
+    if (strcmp(o->signal, e->key) == 0 && strcmp(o->fn.text, w[0]) == 0) {
+      diag_add(&s->warnings, e->file, line,
+               "[%s] %s: %s is already a listener of '%s' (%s:%d); it runs "
+               "once, as named there",
+               r->sec->name, e->key, w[0], e->key,
+               o->fn.file ? o->fn.file : "?", o->fn.line);
+      return;
+    }
+  }
   if (util_grow((void **)&s->listeners, &(size_t){s->nlisteners},
                 s->nlisteners + 1, sizeof(*s->listeners)))
     return;
@@ -651,7 +664,15 @@ int settings_load(struct settings *s, const struct config *cfg,
   return d->n == before ? 0 : -1;
 }
 
+void settings_warnings(const struct settings *s, const struct config *cfg,
+                       struct diag *warn) {
+  settings_unknown_keys(cfg, warn);
+  for (size_t i = 0; i < s->warnings.n; i++)
+    diag_add_raw(warn, s->warnings.msgs[i]);
+}
+
 void settings_close(struct settings *s) {
+  diag_close(&s->warnings);
   free(s->log_file);
   util_strv_free(s->modules, s->nmodules);
   free(s->module_lines);

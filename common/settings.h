@@ -94,6 +94,9 @@ struct settings {
   size_t nlisteners;
   struct command_conf *commands;
   size_t ncommands;
+  /* What is ignored but does not stop a start (a listener named twice for
+   * one signal): "FILE:LINE: ..." each, for settings_warnings(). */
+  struct diag warnings;
 };
 
 /* Fill s from cfg; every problem goes to d. 0 or -1. s must be closed with
@@ -111,6 +114,11 @@ void settings_ref_close(struct ref *r);
  * warn, with the known key it most likely meant; and [aio:commands] lines
  * that name a built-in command, which are ignored. Returns the count. */
 size_t settings_unknown_keys(const struct config *cfg, struct diag *warn);
+
+/* Every warning of a configuration, for `aio check` and `aio run`: the
+ * unknown keys and ignored commands of cfg, then those s recorded. */
+void settings_warnings(const struct settings *s, const struct config *cfg,
+                       struct diag *warn);
 
 /* Names of built-in commands, which [aio:commands] cannot remap. */
 int settings_is_builtin_command(const char *name);

@@ -37,7 +37,7 @@ int cli_check(const char *config_path, int argc, char **argv) {
   } else {
     struct diag warn;
     diag_init(&warn);
-    settings_unknown_keys(app.cfg, &warn);
+    settings_warnings(&app.s, app.cfg, &warn);
     for (size_t i = 0; i < warn.n; i++)
       fprintf(stderr, "warning: %s\n", warn.msgs[i]);
     diag_close(&warn);

@@ -206,7 +206,7 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
   log_set_role("master", -1);
   struct diag warn;
   diag_init(&warn);
-  settings_unknown_keys(app.cfg, &warn);
+  settings_warnings(&app.s, app.cfg, &warn);
   for (size_t i = 0; i < warn.n; i++)
     log_warnx("%s", warn.msgs[i]);
   diag_close(&warn);

@@ -906,6 +906,39 @@ START_TEST(test_error_bad_cron) {
 }
 END_TEST
 
+/* One function named twice for one signal (in two [listen:*] sections, or
+ * twice in one) runs once, with a warning at the second; the same
+ * function for another signal is another listener. */
+START_TEST(test_listener_named_twice_runs_once) {
+  struct settings st;
+  struct diag d, warn;
+  struct config *c;
+  ck_assert_int_eq(load_keep("[listen:a]\n"
+                             "done = m.on_done\n" /* 2 */
+                             "other = m.on_done\n"
+                             "[listen:b]\n"
+                             "done = m.on_done broadcast\n" /* 5 */
+                             "    m.more\n",
+                             &st, &d, &c),
+                   0);
+  ck_assert_uint_eq(d.n, 0);
+  ck_assert_uint_eq(st.nlisteners, 3);
+  ck_assert_str_eq(st.listeners[0].signal, "done");
+  ck_assert_int_eq(st.listeners[0].broadcast, 0);
+  ck_assert_str_eq(st.listeners[1].signal, "other");
+  ck_assert_str_eq(st.listeners[2].fn.text, "m.more");
+  diag_init(&warn);
+  settings_warnings(&st, c, &warn);
+  ASSERT_ONE(&warn, 5,
+             "[listen:b] done: m.on_done is already a listener of 'done' "
+             "(t.conf:2); it runs once");
+  diag_close(&warn);
+  diag_close(&d);
+  settings_close(&st);
+  config_free(c);
+}
+END_TEST
+
 /* The Python runner's README maps run and test in [aio:commands]: such a
  * line is ignored with a warning at its line, and the rest of the section
  * still counts. */
@@ -1049,6 +1082,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_error_schedule_without_timing);
   tcase_add_test(tc, test_error_bad_cron);
   tcase_add_test(tc, test_remap_builtin_command_is_ignored_with_a_warning);
+  tcase_add_test(tc, test_listener_named_twice_runs_once);
   tcase_add_test(tc, test_error_listener_format_on_its_line);
   tcase_add_test(tc, test_error_module_name_with_slash);
   tcase_add_test(tc, test_error_unnamed_server_and_schedule);
