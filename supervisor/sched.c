@@ -2,12 +2,14 @@
  * sched.c - [schedule:NAME] timers in the master. The k-th run of an
  * `every` schedule is due at start + offset + k * every on the monotonic
  * clock, whatever earlier runs took, so there is no cumulative drift. Each
- * run goes to one ready worker (round robin); by default a run is skipped,
+ * run goes to one ready worker, the least busy with runs (round robin among
+ * equals); by default a run is skipped,
  * and logged, while the previous one has not reported done. A run whose
  * worker dies counts as failed.
  */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -47,16 +49,37 @@ struct sched_grave {
   size_t left;
 };
 
-static struct wproc *pick_worker(struct master *m) {
+/* Runs in flight on p, over every schedule. */
+static size_t runs_on(const struct master *m, const struct wproc *p) {
   size_t n = 0;
-  for (struct wproc *p = m->procs; p; p = p->next)
-    if (p->state == WPROC_READY && p->g == m->gen)
-      n++;
+  for (size_t s = 0; s < m->nscheds; s++)
+    for (size_t i = 0; i < m->scheds[s].ninflight; i++)
+      n += m->scheds[s].inflight[i].p == p;
+  return n;
+}
+
+/* The ready worker of the current generation with the fewest runs in
+ * flight, so a long job on one worker does not hold up the runs of other
+ * schedules dealt to it while another worker is idle. Among the least
+ * busy, the turn goes round (m->rr), so idle workers share the runs. */
+static struct wproc *pick_worker(struct master *m) {
+  size_t least = SIZE_MAX, n = 0;
+  for (struct wproc *p = m->procs; p; p = p->next) {
+    if (p->state != WPROC_READY || p->g != m->gen)
+      continue;
+    size_t busy = runs_on(m, p);
+    if (busy < least) {
+      least = busy;
+      n = 0;
+    }
+    n += busy == least;
+  }
   if (n == 0)
     return NULL;
   size_t want = m->rr++ % n, i = 0;
   for (struct wproc *p = m->procs; p; p = p->next)
-    if (p->state == WPROC_READY && p->g == m->gen && i++ == want)
+    if (p->state == WPROC_READY && p->g == m->gen && runs_on(m, p) == least &&
+        i++ == want)
       return p;
   return NULL;
 }

@@ -166,6 +166,45 @@ START_TEST(test_sched_long_run_skips_instead_of_stacking) {
 }
 END_TEST
 
+/* A long job holds one worker: the runs of another schedule go to the idle
+ * worker, on time, instead of being dealt round robin to the busy one and
+ * then skipped as "still in progress" behind it. */
+START_TEST(test_sched_runs_go_to_a_worker_not_running_a_job) {
+  start("[schedule:slow]\nevery = 0.5\nfunc = busmod.slow\n"
+        "[schedule:tick]\nevery = 0.1\nfunc = busmod.tick\n",
+        "slow_ms = 1500\n");
+  json_t *slows = wait_fn("slow", 1, 8000);
+  const json_t *sl = json_array_get(slows, 0);
+  long long s0 = rec_int(sl, "start"), s1 = rec_int(sl, "end");
+  long long slow_pid = rec_int(sl, "pid");
+  /* Every tick that started while the slow run held its worker. */
+  json_t *ticks = wait_fn("tick", 1, 8000);
+  for (int tries = 0; tries < 100; tries++) {
+    const json_t *last = json_array_get(ticks, json_array_size(ticks) - 1);
+    if (rec_int(last, "start") >= s1)
+      break;
+    json_decref(ticks);
+    ticks = wait_fn("tick", json_array_size(ticks) + 1, 8000);
+  }
+  size_t during = 0;
+  for (size_t i = 0; i < json_array_size(ticks); i++) {
+    const json_t *t = json_array_get(ticks, i);
+    if (rec_int(t, "start") < s0 || rec_int(t, "start") > s1)
+      continue;
+    during++;
+    ck_assert_msg(rec_int(t, "pid") != slow_pid,
+                  "tick run %lld went to the worker running the slow job",
+                  rec_int(t, "run"));
+  }
+  /* 1.5 s at one tick per 0.1 s: about 15; round robin gave 1 or 2. */
+  ck_assert_msg(during >= 10, "only %zu ticks ran during the 1.5 s slow run",
+                during);
+  json_decref(ticks);
+  json_decref(slows);
+  stop();
+}
+END_TEST
+
 START_TEST(test_sched_run_whose_worker_dies_fails_and_err_runs_elsewhere) {
   start("[schedule:die]\nevery = 0.3\nfunc = busmod.die\n"
         "cb = busmod.on_cb\nerr = busmod.on_err\n",
@@ -230,6 +269,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_sched_every_fires_on_a_drift_free_grid);
   tcase_add_test(tc, test_sched_cb_after_success_err_after_failure);
   tcase_add_test(tc, test_sched_long_run_skips_instead_of_stacking);
+  tcase_add_test(tc, test_sched_runs_go_to_a_worker_not_running_a_job);
   tcase_add_test(tc,
                  test_sched_run_whose_worker_dies_fails_and_err_runs_elsewhere);
   tcase_add_test(tc, test_sched_cron_checked_by_aio_check);
