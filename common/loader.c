@@ -371,22 +371,36 @@ const aio_decl_t *loader_resolve(struct loader *l, const struct ref *ref,
 
 /* A reference that did not parse was reported by the settings, one into a
  * module that did not load by loader_load_all: each problem once. */
-static void check_ref(struct loader *l, const struct ref *r, aio_kind_t kind,
-                      struct diag *d, int *skipped) {
+static const aio_decl_t *check_ref(struct loader *l, const struct ref *r,
+                                   aio_kind_t kind, struct diag *d,
+                                   int *skipped) {
   if (r->module == NULL || loader_find_module(l, r->module) == NULL) {
     *skipped = 1;
-    return;
+    return NULL;
   }
-  loader_resolve(l, r, kind, d);
+  return loader_resolve(l, r, kind, d);
+}
+
+/* A UDP server hands every datagram to datagram_received: a protocol
+ * without one would take them all and answer none. */
+static void check_server(struct loader *l, const struct server_conf *sv,
+                         struct diag *d, int *skipped) {
+  const aio_decl_t *decl = check_ref(
+      l, &sv->handler, sv->is_factory ? AIO_KIND_FACTORY : AIO_KIND_PROTOCOL, d,
+      skipped);
+  if (decl && !sv->is_factory && sv->type == SERVER_UDP &&
+      decl->u.protocol->datagram_received == NULL)
+    diag_add(d, sv->handler.file, sv->handler.line,
+             "[server:%s] is a UDP server, but protocol %s has no "
+             "datagram_received",
+             sv->name, sv->handler.text);
 }
 
 int loader_check(struct loader *l, const struct settings *s, struct diag *d) {
   size_t before = d->n;
   int skipped = 0;
   for (size_t i = 0; i < s->nservers; i++)
-    check_ref(l, &s->servers[i].handler,
-              s->servers[i].is_factory ? AIO_KIND_FACTORY : AIO_KIND_PROTOCOL,
-              d, &skipped);
+    check_server(l, &s->servers[i], d, &skipped);
   for (size_t i = 0; i < s->nschedules; i++) {
     const struct schedule_conf *sc = &s->schedules[i];
     check_ref(l, &sc->func, AIO_KIND_SCHEDULER, d, &skipped);

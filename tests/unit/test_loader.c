@@ -215,6 +215,22 @@ START_TEST(test_two_files_may_not_declare_one_module_name) {
 }
 END_TEST
 
+START_TEST(test_udp_server_needs_datagram_received) {
+  expect_check_error("[server:u]\nport = 1\ntype = udp\n"
+                     "protocol = aio.hello\n",
+                     6,
+                     "[server:u] is a UDP server, but protocol aio.hello "
+                     "has no datagram_received",
+                     NULL);
+  /* aio.echo has one: no problem. */
+  struct fixture f;
+  setup(&f, "[server:u]\nport = 1\ntype = udp\nprotocol = aio.echo\n");
+  ck_assert_int_eq(loader_load_all(f.l, &f.s, &f.d), 0);
+  ck_assert_int_eq(loader_check(f.l, &f.s, &f.d), 0);
+  teardown(&f);
+}
+END_TEST
+
 START_TEST(test_invalid_module_name) {
   expect_load_error("[listen:x]\nsig = .hidden.fn\n", 4,
                     "'.hidden' is not a valid module name", NULL);
@@ -426,6 +442,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_missing_module_relative_path_is_from_config_dir);
   tcase_add_test(tc, test_missing_module_in_modules_names_its_line);
   tcase_add_test(tc, test_invalid_module_name);
+  tcase_add_test(tc, test_udp_server_needs_datagram_received);
   tcase_add_test(tc, test_dotted_module_name_says_how_it_was_split);
   tcase_add_test(tc, test_two_files_may_not_declare_one_module_name);
   tcase_add_test(tc, test_not_a_shared_object);
