@@ -157,7 +157,10 @@ typedef int aio_command_fn(int argc, char **argv);
 
 AIO_EXPORT struct uv_loop_s *aio_loop(void);
 /* The interpolated value of SECTION:KEY, or NULL. Borrowed: valid until the
- * worker exits. */
+ * worker exits. Safe from any thread of the worker (the configuration never
+ * changes under a running worker: a reload starts new workers), and in an
+ * AIO_COMMAND, where the whole configuration, module defaults included, is
+ * there. */
 AIO_EXPORT const char *aio_config_get(const char *section, const char *key);
 
 enum { AIO_LOG_DEBUG = 0, AIO_LOG_INFO, AIO_LOG_WARN, AIO_LOG_ERROR };

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "master.h"
 #include "util.h"
+#include "worker.h"
 
 static void usage(FILE *out) {
   fprintf(
@@ -275,7 +276,11 @@ static int cmd_plugin(const char *config_path, int argc, char **argv) {
       diag_print(&d, stderr);
       goto out;
     }
+    /* The whole configuration, module defaults included, is readable
+     * from the command (aio_config_get). */
+    worker_set_process_app(&app);
     rc = decl->u.command(argc, argv);
+    worker_set_process_app(NULL);
     goto out;
   }
   fprintf(stderr, "aio: unknown command '%s' (see aio --help)\n", argv[0]);

@@ -138,6 +138,30 @@ START_TEST(test_help_lists_mapped_commands_and_c_after_command) {
 }
 END_TEST
 
+/* A mapped command reads the whole configuration, module defaults
+ * included, and so does a thread of its own. */
+START_TEST(test_command_reads_the_configuration) {
+  check_conf("[aio]\n"
+             "modules = testmod baddecl\n"
+             "module_path = " AIO_TEST_MODULES "\n"
+             "[aio:commands]\n"
+             "confget = testmod.confget_cmd\n"
+             "[mine]\n"
+             "colour = blue\n",
+             0);
+  const char *user[] = {"-c", "aio.conf", "confget", "mine", "colour", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), user), 0);
+  HAS("command: blue\nthread: blue\n");
+  const char *none[] = {"-c", "aio.conf", "confget", "mine", "nosuch", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), none), 0);
+  HAS("command: -\nthread: -\n");
+  const char *dflt[] = {"-c",      "aio.conf", "confget",
+                        "baddecl", "greeting", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), dflt), 0);
+  HAS("command: hello from the module\nthread: hello from the module\n");
+}
+END_TEST
+
 /* Values the settings refuse and references the loader refuses, in one
  * file: every one is listed, values first, then what the probe found. */
 START_TEST(test_check_lists_every_problem) {
@@ -221,6 +245,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_check_warns_about_unknown_aio_keys);
   tcase_add_test(tc, test_check_python_readme_commands_are_warnings);
   tcase_add_test(tc, test_help_lists_mapped_commands_and_c_after_command);
+  tcase_add_test(tc, test_command_reads_the_configuration);
   tcase_add_test(tc, test_check_lists_every_problem);
   tcase_add_test(tc, test_check_missing_module_does_not_hide_symbol_problems);
   tcase_add_test(tc, test_check_syntax_errors_stop_before_modules);

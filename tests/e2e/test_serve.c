@@ -177,6 +177,28 @@ START_TEST(test_config_may_refer_to_module_defaults) {
 }
 END_TEST
 
+/* A protocol's own thread reads the configuration (module defaults
+ * included) with aio_config_get(), not only the loop's thread. */
+START_TEST(test_config_readable_from_a_module_thread) {
+  struct aio_proc p;
+  char conf[2048], buf[256];
+  int port = h_free_port();
+  h_conf(conf, sizeof(conf), "testmod baddecl", "workers = 1\n");
+  h_conf_add(conf, sizeof(conf), "[mine]\ncolour = blue\n");
+  h_conf_server(conf, sizeof(conf), "conf", "testmod.confget", port);
+  h_start_ready(&p, conf, NULL);
+  ck_assert_int_eq(
+      h_exchange_once(port, "mine colour\n", "\n", buf, sizeof(buf), 5000),
+      H_OK);
+  ck_assert_str_eq(buf, "blue\n");
+  ck_assert_int_eq(
+      h_exchange_once(port, "baddecl greeting\n", "\n", buf, sizeof(buf), 5000),
+      H_OK);
+  ck_assert_str_eq(buf, "hello from the module\n");
+  h_stop_ok(&p);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("e2e_serve");
   TCase *tc = tcase_create("serve");
@@ -186,6 +208,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_hello_keepalive_pipelining_close);
   tcase_add_test(tc, test_mapped_command_runs_module_function);
   tcase_add_test(tc, test_config_may_refer_to_module_defaults);
+  tcase_add_test(tc, test_config_readable_from_a_module_thread);
   suite_add_tcase(s, tc);
   return s;
 }

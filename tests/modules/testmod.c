@@ -5,6 +5,7 @@
  * what they saw in files named by the config.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,5 +136,52 @@ AIO_SCHEDULER(job);
 
 static void listener(const aio_signal_t *sig) { (void)sig; }
 AIO_LISTENER(listener);
+
+/* aio_config_get() off the loop thread: a line "SECTION KEY" is answered
+ * with the value as a thread of the module's own reads it ("-" for NULL). */
+struct conf_query {
+  char section[64], key[64];
+  const char *value;
+};
+
+static void *conf_thread(void *arg) {
+  struct conf_query *q = arg;
+  q->value = aio_config_get(q->section, q->key);
+  return NULL;
+}
+
+static const char *conf_on_thread(const char *section, const char *key) {
+  struct conf_query q = {.value = NULL};
+  snprintf(q.section, sizeof(q.section), "%s", section);
+  snprintf(q.key, sizeof(q.key), "%s", key);
+  pthread_t t;
+  if (pthread_create(&t, NULL, conf_thread, &q) != 0)
+    return "(no thread)";
+  pthread_join(t, NULL);
+  return q.value;
+}
+
+static void confget_data(aio_conn_t *c, const char *data, size_t len) {
+  char line[160], section[64], key[64], out[512];
+  snprintf(line, sizeof(line), "%.*s", (int)(len < 159 ? len : 159), data);
+  if (sscanf(line, "%63s %63s", section, key) != 2)
+    return;
+  const char *v = conf_on_thread(section, key);
+  int n = snprintf(out, sizeof(out), "%s\n", v ? v : "-");
+  aio_write(c, out, (size_t)n);
+}
+AIO_PROTOCOL(confget, .data_received = confget_data);
+
+/* `aio confget SECTION KEY`: the value read in the command and on a thread
+ * of its own, "-" for NULL. */
+static int confget_cmd(int argc, char **argv) {
+  if (argc != 3)
+    return 64;
+  const char *here = aio_config_get(argv[1], argv[2]);
+  const char *there = conf_on_thread(argv[1], argv[2]);
+  printf("command: %s\nthread: %s\n", here ? here : "-", there ? there : "-");
+  return 0;
+}
+AIO_COMMAND(confget_cmd);
 
 AIO_MODULE(.name = "testmod", .description = "test fixtures");
