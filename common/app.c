@@ -51,6 +51,12 @@ static int build(struct app *a, const char *path, json_t *defaults,
   return (rc || d->n != before) ? -2 : 0;
 }
 
+static const struct app *process_app;
+
+void app_set_process(const struct app *a) { process_app = a; }
+
+const struct app *app_process(void) { return process_app; }
+
 static void reset(struct app *a) {
   settings_close(&a->s);
   config_free(a->cfg);
@@ -102,7 +108,9 @@ int app_load_in_process(struct app *a, const char *path, struct loader *l,
    * one run lists everything (what could not be read is not checked). */
   int loaded = loader_load_all(l, &a->s, d);
   int checked = loader_check(l, &a->s, d);
-  return (rc || loaded || checked) ? -1 : 0;
+  /* The modules' own checks read values: only once aio's are good. */
+  int hooks = rc == 0 && loaded == 0 ? loader_run_checks(l, a, d) : 0;
+  return (rc || loaded || checked || hooks) ? -1 : 0;
 }
 
 /* The child: do the real work and write {"defaults": [...], "errors": [...]}

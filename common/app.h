@@ -37,6 +37,13 @@ extern void (*app_wait_hook)(void);
 int app_check(struct app *a, const char *path, struct diag *d);
 void app_close(struct app *a);
 
+/* The configuration this process runs (a worker's, a mapped command's, the
+ * one a probe child checks), which aio_config_get() answers from on any
+ * thread: set before a module's thread can exist and not changed while one
+ * may read it, so reading it needs no lock. Borrowed; NULL: none. */
+void app_set_process(const struct app *a);
+const struct app *app_process(void);
+
 /* For the probe child and `aio test`: load modules and check references in
  * this process (runs user code). 0 or -1. */
 int app_load_in_process(struct app *a, const char *path, struct loader *l,

@@ -11,11 +11,16 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "app.h"
+#include "config.h"
+#include "log.h"
 #include "util.h"
 
 #ifndef AIO_BIN_TO_MODULES
@@ -48,6 +53,48 @@ const char *loader_kind_name(aio_kind_t kind) {
   return "an unknown kind";
 }
 
+/* The sizes of the structs a module hands over, in the first aio.h that
+ * recorded sizes (API 2.0): a declaration may be that small, and no
+ * larger than this aio's own. */
+#define MODULE_SIZE_2_0 offsetof(aio_module_t, check)
+#define PROTOCOL_SIZE_2_0 sizeof(aio_protocol_t)
+
+/* Whether a declaration made for API version v (and sizeof its struct,
+ * where it has one) can be used by this aio: 0, or -1 with the reason in
+ * why ("was built for ...: what to do"). */
+static int api_refusal(unsigned v, unsigned size, size_t min, size_t max,
+                       char *why, size_t n) {
+  unsigned major = v >> 16, minor = v & 0xffff;
+  if (major != AIO_API_MAJOR) {
+    char was[32];
+    if (major == 0)
+      snprintf(was, sizeof(was), "%u", v); /* before major.minor */
+    else
+      snprintf(was, sizeof(was), "%u.%u", major, minor);
+    snprintf(why, n,
+             "was built for aio API version %s, this aio speaks version "
+             "%d.%d: rebuild it against this aio's aio.h",
+             was, AIO_API_MAJOR, AIO_API_MINOR);
+    return -1;
+  }
+  if (minor > AIO_API_MINOR) {
+    snprintf(why, n,
+             "was built for aio API version %u.%u, newer than this aio's "
+             "%d.%d: rebuild it against this aio's aio.h, or run it with a "
+             "newer aio",
+             major, minor, AIO_API_MAJOR, AIO_API_MINOR);
+    return -1;
+  }
+  if (max && (size < min || size > max)) {
+    snprintf(why, n,
+             "has a declaration of %u bytes, which no aio.h of API version "
+             "%u.%u makes (%zu to %zu): it is damaged or forged",
+             size, major, minor, min, max);
+    return -1;
+  }
+  return 0;
+}
+
 struct loader *loader_new(void) {
   return calloc(1, sizeof(struct loader));
 }
@@ -64,9 +111,15 @@ void loader_free(struct loader *l) {
     if (m->handle && getenv("AIO_NO_DLCLOSE") == NULL)
       dlclose(m->handle);
     free(m->name);
+    if (m->handle)
+      free((void *)m->def);
     free(m->path);
   }
   free(l->mods);
+  for (struct loader_resolved *r = l->resolved, *next; r; r = next) {
+    next = r->next;
+    free(r);
+  }
   free(l);
 }
 
@@ -234,16 +287,23 @@ struct loader_module *loader_load(struct loader *l, const struct settings *s,
     free(path);
     return NULL;
   }
-  if (decl->api_version != AIO_API_VERSION) {
-    diag_add(d, file, line,
-             "module '%s' (%s) was built for aio API version %u, this aio "
-             "speaks version %u: rebuild it against this aio.h",
-             name, path, decl->api_version, AIO_API_VERSION);
+  char why[300];
+  if (api_refusal(decl->api_version, decl->size, MODULE_SIZE_2_0,
+                  sizeof(aio_module_t), why, sizeof(why))) {
+    diag_add(d, file, line, "module '%s' (%s) %s", name, path, why);
     dlclose(h);
     free(path);
     return NULL;
   }
-  const char *declared = decl->u.module->name ? decl->u.module->name : "";
+  aio_module_t *def = calloc(1, sizeof(*def));
+  if (def == NULL) {
+    diag_add(d, file, line, "out of memory");
+    dlclose(h);
+    free(path);
+    return NULL;
+  }
+  memcpy(def, decl->u.module, decl->size);
+  const char *declared = def->name ? def->name : "";
   const struct loader_module *twin = same_declared_name(l, declared);
   if (twin) {
     diag_add(d, file, line,
@@ -252,12 +312,14 @@ struct loader_module *loader_load(struct loader *l, const struct settings *s,
              "its own",
              name, path, declared, twin->name,
              twin->path ? twin->path : "built in");
+    free(def);
     dlclose(h);
     free(path);
     return NULL;
   }
   m = add_module(l, name);
   if (m == NULL) {
+    free(def);
     dlclose(h);
     free(path);
     diag_add(d, file, line, "out of memory");
@@ -265,7 +327,7 @@ struct loader_module *loader_load(struct loader *l, const struct settings *s,
   }
   m->path = path;
   m->handle = h;
-  m->def = decl->u.module;
+  m->def = def;
   return m;
 }
 
@@ -303,6 +365,29 @@ static const aio_decl_t *builtin_lookup(const char *symbol) {
     if (strcmp(builtin_decls[i]->symbol, symbol) == 0)
       return builtin_decls[i];
   return NULL;
+}
+
+/* decl (a module's protocol, checked) as this aio's whole aio_protocol_t,
+ * made once per declaration. Borrowed, valid until loader_free. */
+static const aio_decl_t *whole_protocol(struct loader *l,
+                                        const aio_decl_t *decl,
+                                        const struct ref *ref, struct diag *d) {
+  for (struct loader_resolved *r = l->resolved; r; r = r->next)
+    if (r->orig == decl)
+      return &r->decl;
+  struct loader_resolved *r = calloc(1, sizeof(*r));
+  if (r == NULL) {
+    diag_add(d, ref->file, ref->line, "out of memory");
+    return NULL;
+  }
+  r->orig = decl;
+  r->decl = *decl;
+  memcpy(&r->protocol, decl->u.protocol, decl->size);
+  r->decl.u.protocol = &r->protocol;
+  r->decl.size = sizeof(r->protocol);
+  r->next = l->resolved;
+  l->resolved = r;
+  return &r->decl;
 }
 
 const aio_decl_t *loader_resolve(struct loader *l, const struct ref *ref,
@@ -348,11 +433,12 @@ const aio_decl_t *loader_resolve(struct loader *l, const struct ref *ref,
              ref->text, ref->symbol, m->name);
     return NULL;
   }
-  if (decl->api_version != AIO_API_VERSION) {
-    diag_add(d, ref->file, ref->line,
-             "%s: declared for aio API version %u, this aio speaks %u: "
-             "rebuild module '%s'",
-             ref->text, decl->api_version, AIO_API_VERSION, m->name);
+  char why[300];
+  int proto = decl->kind == AIO_KIND_PROTOCOL;
+  if (api_refusal(decl->api_version, decl->size, proto ? PROTOCOL_SIZE_2_0 : 0,
+                  proto ? sizeof(aio_protocol_t) : 0, why, sizeof(why))) {
+    diag_add(d, ref->file, ref->line, "%s: module '%s' %s", ref->text, m->name,
+             why);
     return NULL;
   }
   if (decl->kind != kind) {
@@ -366,7 +452,7 @@ const aio_decl_t *loader_resolve(struct loader *l, const struct ref *ref,
              ref->text);
     return NULL;
   }
-  return decl;
+  return proto && m->handle ? whole_protocol(l, decl, ref, d) : decl;
 }
 
 /* A reference that did not parse was reported by the settings, one into a
@@ -414,6 +500,68 @@ int loader_check(struct loader *l, const struct settings *s, struct diag *d) {
   for (size_t i = 0; i < s->ncommands; i++)
     check_ref(l, &s->commands[i].fn, AIO_KIND_COMMAND, d, &skipped);
   return d->n == before && !skipped ? 0 : -1;
+}
+
+/* The check hook in progress: where its problems go. Hooks run one at a
+ * time on the thread that runs loader_run_checks. */
+static struct {
+  const struct app *app;
+  struct diag *d;
+  const char *module;
+  int reported;
+} checking;
+
+void aio_check_error(const char *section, const char *key, const char *fmt,
+                     ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt ? fmt : "", ap);
+  va_end(ap);
+  if (section == NULL)
+    section = "";
+  if (checking.d == NULL) {
+    log_error("[%s]%s%s: %s", section, key ? " " : "", key ? key : "", msg);
+    return;
+  }
+  const struct config *cfg = checking.app ? checking.app->cfg : NULL;
+  const struct config_section *sec = cfg ? config_section(cfg, section) : NULL;
+  const struct config_entry *e =
+      sec && key ? config_entry(cfg, section, key) : NULL;
+  const char *file = e ? e->file : sec ? sec->file : checking.app->path;
+  int line = e ? e->line : sec ? sec->line : 0;
+  if (e == NULL && file && file[0] == '<') {
+    /* The section was opened by a module's defaults: a key that is missing
+     * belongs in the user's file, at no line of it in particular. */
+    file = checking.app->path;
+    line = 0;
+  }
+  diag_add(checking.d, file, line, "[%s]%s%s: %s (module %s)", section,
+           key ? " " : "", key ? key : "", msg, checking.module);
+  checking.reported++;
+}
+
+int loader_run_checks(struct loader *l, const struct app *a, struct diag *d) {
+  size_t before = d->n;
+  const struct app *was = app_process();
+  app_set_process(a); /* the hook reads with aio_config_get() */
+  for (size_t i = 0; i < l->n; i++) {
+    const struct loader_module *m = &l->mods[i];
+    if (m->def == NULL || m->def->check == NULL)
+      continue;
+    checking.app = a;
+    checking.d = d;
+    checking.module = m->name;
+    checking.reported = 0;
+    int n = m->def->check();
+    if (n > 0 && checking.reported == 0)
+      diag_add(d, a->path, 0,
+               "module '%s': its check found %d problem%s it did not name",
+               m->name, n, n == 1 ? "" : "s");
+    checking.d = NULL;
+  }
+  app_set_process(was);
+  return d->n == before ? 0 : -1;
 }
 
 int loader_init(struct loader *l, struct diag *d) {

@@ -1,8 +1,9 @@
 /*
  * loader.h - find, dlopen and check plugin modules. A `module.symbol`
  * reference resolves only to a symbol declared with the AIO_* macro of the
- * kind the config needs, for this API version; anything else is refused
- * with the config file, line, module and symbol named.
+ * kind the config needs, for this API's major version and a minor no newer
+ * than this aio's; anything else is refused with the config file, line,
+ * module and symbol named.
  */
 #ifndef AIO_COMMON_LOADER_H
 #define AIO_COMMON_LOADER_H
@@ -15,13 +16,26 @@ struct loader_module {
   char *name;
   char *path;   /* NULL for the built-in module */
   void *handle; /* dlopen handle, NULL for the built-in module */
+  /* This aio's whole aio_module_t: a copy of the module's, whose members
+   * past what its (older) aio.h had are NULL. */
   const aio_module_t *def;
   int initialised;
+};
+
+/* A protocol declaration as this aio sees it: the module's record, with
+ * u.protocol pointing at a whole aio_protocol_t copied from the module's
+ * (members its older aio.h did not have are NULL). */
+struct loader_resolved {
+  struct loader_resolved *next;
+  const aio_decl_t *orig;
+  aio_decl_t decl;
+  aio_protocol_t protocol;
 };
 
 struct loader {
   struct loader_module *mods;
   size_t n, cap;
+  struct loader_resolved *resolved;
 };
 
 /* The built-in `aio` module (worker/builtin.c), and its tests
@@ -54,6 +68,11 @@ const aio_decl_t *loader_resolve(struct loader *l, const struct ref *ref,
  * reference into a module that did not load (or that did not parse) is
  * not reported again, but still fails the check. 0 or -1. */
 int loader_check(struct loader *l, const struct settings *s, struct diag *d);
+
+/* Run each module's check hook (aio_module_t.check) against a's final
+ * configuration; every problem it reports goes to d. 0 or -1. */
+struct app;
+int loader_run_checks(struct loader *l, const struct app *a, struct diag *d);
 
 /* Call each module's init (in load order); 0, or -1 naming the module. */
 int loader_init(struct loader *l, struct diag *d);

@@ -36,7 +36,16 @@ template <class A> struct aio__same_type<A, A> {
 extern "C" {
 #endif
 
-#define AIO_API_VERSION 1
+/* The plugin API's version, major.minor. A module built against major M
+ * and minor N loads in any aio of major M and minor >= N: a minor only adds
+ * (functions, and members at the end of aio_module_t and aio_protocol_t,
+ * which read as NULL for a module whose aio.h did not have them). Another
+ * major, or a newer minor than this aio's, is refused with a message that
+ * says which. 2.0 gave every declaration the size of its struct; 2.1 added
+ * aio_module_t.check. */
+#define AIO_API_MAJOR 2
+#define AIO_API_MINOR 1
+#define AIO_API_VERSION ((AIO_API_MAJOR << 16) | AIO_API_MINOR)
 #define AIO_VERSION "0.1.0"
 
 /* "AIO\1": every declaration record starts with this, so the loader can tell
@@ -218,9 +227,25 @@ typedef struct aio_module_s {
   void (*fini)(void);
   /* INI text layered under the user's file (above the built-in defaults). */
   const char *defaults;
-  /* Check suite for `aio test`. */
+  /* Check suite for `aio test`: the Check library's (check.h) Suite, so a
+   * module with tests links Check; one without leaves this NULL. */
   struct Suite *(*tests)(void);
+  /* (API 2.1) Checks the module's own configuration, in `aio check`, at the
+   * start and at every reload, with the configuration final (module
+   * defaults included): report each problem with aio_check_error() and
+   * return how many there were. A problem fails the check, the start or the
+   * reload like one of aio's own. Runs in a short-lived child before init,
+   * so it must only read (aio_config_get) and start nothing. */
+  int (*check)(void);
 } aio_module_t;
+
+/* In a module's check hook: one problem with [section] key, reported as
+ * "FILE:LINE: [section] key: message" at the line that sets the key (the
+ * section's line when key is NULL or not set; the file alone when the
+ * section is not there either). Outside a check hook it is logged as an
+ * error instead. */
+AIO_EXPORT void aio_check_error(const char *section, const char *key,
+                                const char *fmt, ...) AIO_PRINTF(3, 4);
 
 typedef struct aio_decl_s {
   unsigned magic;       /* AIO_DECL_MAGIC */
@@ -235,6 +260,9 @@ typedef struct aio_decl_s {
     aio_scheduler_fn *scheduler;
     aio_command_fn *command;
   } u;
+  /* sizeof the struct u points to (aio_module_t, aio_protocol_t) in the
+   * aio.h the module was built with; 0 for a function. */
+  unsigned size;
 } aio_decl_t;
 
 #define AIO__DECL_NAME(sym) aio__decl_##sym
@@ -255,9 +283,9 @@ typedef struct aio_decl_s {
  * record is filled by one small function per kind (run when the module is
  * loaded, before the loader reads it). */
 #define AIO__MAKE_DECL(member, type)                                           \
-  static inline aio_decl_t aio__decl_##member(aio_kind_t kind,                 \
-                                              const char *symbol, type value) { \
-    aio_decl_t d = {AIO_DECL_MAGIC, AIO_API_VERSION, kind, symbol, {}};        \
+  static inline aio_decl_t aio__decl_##member(                                 \
+      aio_kind_t kind, const char *symbol, type value, unsigned size) {        \
+    aio_decl_t d = {AIO_DECL_MAGIC, AIO_API_VERSION, kind, symbol, {}, size};  \
     d.u.member = value;                                                        \
     return d;                                                                  \
   }
@@ -267,14 +295,15 @@ AIO__MAKE_DECL(factory, aio_factory_fn *)
 AIO__MAKE_DECL(listener, aio_listener_fn *)
 AIO__MAKE_DECL(scheduler, aio_scheduler_fn *)
 AIO__MAKE_DECL(command, aio_command_fn *)
-#define AIO__DECL(sym, kindv, member, value)                                   \
+#define AIO__DECL(sym, kindv, member, value, size)                             \
   AIO_EXPORT extern const aio_decl_t AIO__DECL_NAME(sym);                      \
-  const aio_decl_t AIO__DECL_NAME(sym) = aio__decl_##member(kindv, #sym, value)
+  const aio_decl_t AIO__DECL_NAME(sym) =                                       \
+      aio__decl_##member(kindv, #sym, value, size)
 #else
-#define AIO__DECL(sym, kindv, member, value)                                   \
+#define AIO__DECL(sym, kindv, member, value, size)                             \
   AIO_EXPORT extern const aio_decl_t AIO__DECL_NAME(sym);                      \
   const aio_decl_t AIO__DECL_NAME(sym) = {                                     \
-      AIO_DECL_MAGIC, AIO_API_VERSION, kindv, #sym, {.member = value}}
+      AIO_DECL_MAGIC, AIO_API_VERSION, kindv, #sym, {.member = value}, size}
 #endif
 
 #if defined(__GNUC__) && defined(__cplusplus)
@@ -299,7 +328,8 @@ AIO__MAKE_DECL(command, aio_command_fn *)
   AIO__STRICT_BEGIN                                                            \
   static const aio_module_t aio__module_def = {__VA_ARGS__};                   \
   AIO__STRICT_END                                                              \
-  AIO__DECL(aio_module, AIO_KIND_MODULE, module, &aio__module_def)
+  AIO__DECL(aio_module, AIO_KIND_MODULE, module, &aio__module_def,             \
+            (unsigned)sizeof(aio_module_t))
 
 /* AIO_PROTOCOL(sym, .connection_made = ..., .data_received = ...) defines the
  * protocol `sym`; the config names it `module.sym`. */
@@ -307,21 +337,22 @@ AIO__MAKE_DECL(command, aio_command_fn *)
   AIO__STRICT_BEGIN                                                            \
   static const aio_protocol_t sym = {__VA_ARGS__};                             \
   AIO__STRICT_END                                                              \
-  AIO__DECL(sym, AIO_KIND_PROTOCOL, protocol, &sym)
+  AIO__DECL(sym, AIO_KIND_PROTOCOL, protocol, &sym,                            \
+            (unsigned)sizeof(aio_protocol_t))
 
 /* Each of these follows the definition of a function of the right type. */
 #define AIO_FACTORY(fn)                                                        \
   AIO__CHECK_FN(fn, aio_factory_fn, "AIO_FACTORY");                            \
-  AIO__DECL(fn, AIO_KIND_FACTORY, factory, fn)
+  AIO__DECL(fn, AIO_KIND_FACTORY, factory, fn, 0)
 #define AIO_LISTENER(fn)                                                       \
   AIO__CHECK_FN(fn, aio_listener_fn, "AIO_LISTENER");                          \
-  AIO__DECL(fn, AIO_KIND_LISTENER, listener, fn)
+  AIO__DECL(fn, AIO_KIND_LISTENER, listener, fn, 0)
 #define AIO_SCHEDULER(fn)                                                      \
   AIO__CHECK_FN(fn, aio_scheduler_fn, "AIO_SCHEDULER");                        \
-  AIO__DECL(fn, AIO_KIND_SCHEDULER, scheduler, fn)
+  AIO__DECL(fn, AIO_KIND_SCHEDULER, scheduler, fn, 0)
 #define AIO_COMMAND(fn)                                                        \
   AIO__CHECK_FN(fn, aio_command_fn, "AIO_COMMAND");                            \
-  AIO__DECL(fn, AIO_KIND_COMMAND, command, fn)
+  AIO__DECL(fn, AIO_KIND_COMMAND, command, fn, 0)
 
 #ifdef __cplusplus
 }

@@ -19,7 +19,6 @@
 #include "log.h"
 #include "master.h"
 #include "util.h"
-#include "worker.h"
 
 static void usage(FILE *out) {
   fprintf(
@@ -278,9 +277,9 @@ static int cmd_plugin(const char *config_path, int argc, char **argv) {
     }
     /* The whole configuration, module defaults included, is readable
      * from the command (aio_config_get). */
-    worker_set_process_app(&app);
+    app_set_process(&app);
     rc = decl->u.command(argc, argv);
-    worker_set_process_app(NULL);
+    app_set_process(NULL);
     goto out;
   }
   fprintf(stderr, "aio: unknown command '%s' (see aio --help)\n", argv[0]);
@@ -339,7 +338,8 @@ int main(int argc, char **argv) {
       want_help = 1;
       break;
     case 'V':
-      printf("aio %s (plugin API %d)\n", AIO_VERSION, AIO_API_VERSION);
+      printf("aio %s (plugin API %d.%d)\n", AIO_VERSION, AIO_API_MAJOR,
+             AIO_API_MINOR);
       return 0;
     default:
       usage(stderr);
@@ -384,7 +384,8 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(cmd, "version") == 0) {
-    printf("aio %s (plugin API %d)\n", AIO_VERSION, AIO_API_VERSION);
+    printf("aio %s (plugin API %d.%d)\n", AIO_VERSION, AIO_API_MAJOR,
+           AIO_API_MINOR);
     return 0;
   }
   return cmd_plugin(config_path, cargc, cargv);

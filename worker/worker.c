@@ -23,13 +23,6 @@
 
 _Thread_local struct worker *worker_self;
 
-/* The configuration this process runs (a worker's, or a mapped command's),
- * for the threads of a module that have no worker_self: set before any of
- * them can exist and never changed after, so reading it needs no lock. */
-static const struct app *process_app;
-
-void worker_set_process_app(const struct app *app) { process_app = app; }
-
 /* The signal handler's target: the process's worker, whichever thread the
  * kernel picks to run the handler (a module may start threads of its own). */
 static struct worker *signal_worker;
@@ -601,7 +594,7 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
   memset(w, 0, sizeof(*w));
   worker_self = w;
   signal_worker = w;
-  process_app = app;
+  app_set_process(app);
   w->slot = slot;
   w->gen = gen;
   w->app = app;
@@ -723,9 +716,9 @@ uv_loop_t *aio_loop(void) { return worker_self ? &worker_self->loop : NULL; }
 
 const char *aio_config_get(const char *section, const char *key) {
   /* Outside a worker, `aio test` answers from the configuration it runs. */
-  const struct app *a = worker_self   ? worker_self->app
-                        : process_app ? process_app
-                                      : testing_app();
+  const struct app *a = worker_self     ? worker_self->app
+                        : app_process() ? app_process()
+                                        : testing_app();
   if (a == NULL || a->cfg == NULL || section == NULL || key == NULL)
     return NULL;
   return config_get(a->cfg, section, key);

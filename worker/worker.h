@@ -80,11 +80,6 @@ extern _Thread_local struct worker *worker_self;
 
 /* Serve until told to stop. fds[i] is this slot's socket for server i.
  * Returns the process exit status. */
-/* The configuration aio_config_get() answers from on threads with no
- * worker_self (a module's own, libuv's pool) and in a mapped command:
- * borrowed, valid until the process exits. worker_run sets its own. */
-void worker_set_process_app(const struct app *app);
-
 int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
                const int *fds, struct bus_mark *mark);
 

@@ -162,6 +162,39 @@ START_TEST(test_command_reads_the_configuration) {
 }
 END_TEST
 
+/* A module's check hook adds its problems to aio check's, at the lines of
+ * the keys, and fails aio run the same way; good values pass. */
+START_TEST(test_module_check_hook_reports_with_file_and_line) {
+  static const char head[] = "[aio]\n"
+                             "modules = checkmod\n"
+                             "module_path = " AIO_TEST_MODULES "\n"
+                             "[server:e]\n"
+                             "protocol = checkmod.echo_checked\n"
+                             "port = 8888\n"
+                             "[checkmod]\n";
+  char conf[1024];
+  snprintf(conf, sizeof(conf), "%scolour = mauve\nlevel = 11\n", head);
+  check_conf(conf, 78);
+  HAS("aio.conf:8: [checkmod] colour: 'mauve' is not a colour (red, green or "
+      "blue) (module checkmod)\n");
+  HAS("aio.conf:9: [checkmod] level: '11' is not a whole number from 1 to 10 "
+      "(module checkmod)\n");
+  HAS("2 problems");
+  const char *run[] = {"-c", "aio.conf", "run", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), run), 78);
+  HAS("aio.conf:8: [checkmod] colour: 'mauve'");
+  /* A required key that is missing: at the section's line, or the file
+   * when a module's defaults opened the section. */
+  snprintf(conf, sizeof(conf), "%s", head);
+  check_conf(conf, 78);
+  HAS("aio.conf: [checkmod] colour: is required (module checkmod)\n");
+  /* level comes from the module's defaults. */
+  snprintf(conf, sizeof(conf), "%scolour = blue\n", head);
+  check_conf(conf, 0);
+  HAS("is ok");
+}
+END_TEST
+
 /* Values the settings refuse and references the loader refuses, in one
  * file: every one is listed, values first, then what the probe found. */
 START_TEST(test_check_lists_every_problem) {
@@ -246,6 +279,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_check_python_readme_commands_are_warnings);
   tcase_add_test(tc, test_help_lists_mapped_commands_and_c_after_command);
   tcase_add_test(tc, test_command_reads_the_configuration);
+  tcase_add_test(tc, test_module_check_hook_reports_with_file_and_line);
   tcase_add_test(tc, test_check_lists_every_problem);
   tcase_add_test(tc, test_check_missing_module_does_not_hide_symbol_problems);
   tcase_add_test(tc, test_check_syntax_errors_stop_before_modules);

@@ -196,8 +196,10 @@ START_TEST(test_sched_runs_go_to_a_worker_not_running_a_job) {
                   "tick run %lld went to the worker running the slow job",
                   rec_int(t, "run"));
   }
-  /* 1.5 s at one tick per 0.1 s: about 15; round robin gave 1 or 2. */
-  ck_assert_msg(during >= 10, "only %zu ticks ran during the 1.5 s slow run",
+  /* 1.5 s at one tick per 0.1 s: about 15 (fewer on a loaded machine,
+   * whose master skips due times it was late for); round robin gave 1 or
+   * 2, the rest skipped behind the run stuck on the busy worker. */
+  ck_assert_msg(during >= 5, "only %zu ticks ran during the 1.5 s slow run",
                 during);
   json_decref(ticks);
   json_decref(slows);

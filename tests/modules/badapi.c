@@ -8,5 +8,6 @@
 static const aio_module_t badapi_def = {.name = "badapi"};
 
 AIO_EXPORT extern const aio_decl_t aio__decl_aio_module;
-const aio_decl_t aio__decl_aio_module = {
-    AIO_DECL_MAGIC, 0, AIO_KIND_MODULE, "aio_module", {.module = &badapi_def}};
+const aio_decl_t aio__decl_aio_module = {AIO_DECL_MAGIC,          0,
+                                         AIO_KIND_MODULE,         "aio_module",
+                                         {.module = &badapi_def}, 0};

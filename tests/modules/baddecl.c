@@ -13,8 +13,12 @@ static const aio_protocol_t proto = {.data_received = on_data};
 
 #define BADDECL(sym, magic, version, name)                                     \
   AIO_EXPORT extern const aio_decl_t aio__decl_##sym;                          \
-  const aio_decl_t aio__decl_##sym = {                                         \
-      magic, version, AIO_KIND_PROTOCOL, name, {.protocol = &proto}}
+  const aio_decl_t aio__decl_##sym = {magic,                                   \
+                                      version,                                 \
+                                      AIO_KIND_PROTOCOL,                       \
+                                      name,                                    \
+                                      {.protocol = &proto},                    \
+                                      (unsigned)sizeof(aio_protocol_t)}
 
 BADDECL(stale, AIO_DECL_MAGIC, 0, "stale");
 BADDECL(nomagic, 0x12345678u, AIO_API_VERSION, "nomagic");

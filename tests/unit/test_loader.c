@@ -3,7 +3,9 @@
  * refusal names the config file and line of the reference, the module and
  * the symbol; a good reference resolves to its declaration. The fixtures
  * are in tests/modules: testmod (good, plus an undeclared function),
- * badapi (AIO_MODULE for API version 0), nomodule (no AIO_MODULE), baddecl
+ * badapi (AIO_MODULE for API version 0), api20mod (built against the API
+ * 2.0 header), apinewmod (against one from the future), nomodule (no
+ * AIO_MODULE), baddecl
  * (stale, forged and misnamed declarations, and module defaults).
  */
 #define _GNU_SOURCE
@@ -307,8 +309,44 @@ START_TEST(test_module_built_for_old_api) {
   expect_load_error("[server:a]\nport = 1\nprotocol = badapi.proto\n", 5,
                     "module 'badapi' (" AIO_TEST_MODULES
                     "/badapi.so) was built for aio API version 0, this aio "
-                    "speaks version 1",
-                    "rebuild it against this aio.h");
+                    "speaks version 2.",
+                    "rebuild it against this aio's aio.h");
+}
+END_TEST
+
+/* Built against the frozen API 2.0 header, whose aio_module_t ends before
+ * `check`: it loads, and what it lacks reads as NULL (ASan would catch a
+ * read past the module's own struct). */
+START_TEST(test_module_of_an_older_minor_loads) {
+  struct fixture f;
+  setup(&f, "[server:a]\nport = 1\nprotocol = api20mod.old\n");
+  ck_assert_int_eq(loader_load_all(f.l, &f.s, &f.d), 0);
+  ck_assert_int_eq(loader_check(f.l, &f.s, &f.d), 0);
+  struct loader_module *m = loader_find_module(f.l, "api20mod");
+  ck_assert_ptr_nonnull(m);
+  ck_assert_str_eq(m->def->name, "api20mod");
+  ck_assert_ptr_null(m->def->check);
+  const aio_decl_t *decl =
+      loader_resolve(f.l, &f.s.servers[0].handler, AIO_KIND_PROTOCOL, &f.d);
+  ck_assert_ptr_nonnull(decl);
+  ck_assert_ptr_nonnull(decl->u.protocol->data_received);
+  ck_assert_uint_eq(decl->size, sizeof(aio_protocol_t));
+  /* Resolved twice, one record. */
+  ck_assert_ptr_eq(decl, loader_resolve(f.l, &f.s.servers[0].handler,
+                                        AIO_KIND_PROTOCOL, &f.d));
+  teardown(&f);
+}
+END_TEST
+
+START_TEST(test_module_of_a_newer_minor_is_refused) {
+  char want[160];
+  snprintf(want, sizeof(want),
+           "was built for aio API version 2.99, newer than this aio's %d.%d",
+           AIO_API_MAJOR, AIO_API_MINOR);
+  expect_load_error("[server:a]\nport = 1\nprotocol = apinewmod.proto\n", 5,
+                    want,
+                    "rebuild it against this aio's aio.h, or run it with a "
+                    "newer aio");
 }
 END_TEST
 
@@ -322,9 +360,9 @@ END_TEST
 
 START_TEST(test_symbol_declared_for_old_api) {
   expect_check_error("[server:a]\nport = 1\nprotocol = baddecl.stale\n", 5,
-                     "baddecl.stale: declared for aio API version 0, this "
-                     "aio speaks 1",
-                     "rebuild module 'baddecl'");
+                     "baddecl.stale: module 'baddecl' was built for aio API "
+                     "version 0, this aio speaks version 2.",
+                     "rebuild it against this aio's aio.h");
 }
 END_TEST
 
@@ -450,6 +488,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_undeclared_symbol);
   tcase_add_test(tc, test_wrong_kind);
   tcase_add_test(tc, test_module_built_for_old_api);
+  tcase_add_test(tc, test_module_of_an_older_minor_loads);
+  tcase_add_test(tc, test_module_of_a_newer_minor_is_refused);
   tcase_add_test(tc, test_module_without_aio_module);
   tcase_add_test(tc, test_symbol_declared_for_old_api);
   tcase_add_test(tc, test_forged_declarations);

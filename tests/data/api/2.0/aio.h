@@ -1,0 +1,348 @@
+/*
+ * aio.h - the one public header for aio plugin authors.
+ *
+ * [tests/data/api/2.0: this is the header of plugin API 2.0, kept as it was
+ * so that a module built against it is tested against every later aio.]
+ *
+ * A module is a shared object that declares itself once with AIO_MODULE()
+ * and declares every symbol the configuration may name with the macro of its
+ * kind: AIO_PROTOCOL, AIO_FACTORY, AIO_LISTENER, AIO_SCHEDULER, AIO_COMMAND.
+ * Each declaration records the kind and the API version beside the symbol,
+ * so the loader refuses a wrong or stale symbol instead of calling it.
+ *
+ * This header stands alone under `cc -std=c11 -Wall -Wextra -pedantic`: it
+ * does not include uv.h (which needs POSIX feature macros); aio_loop() and
+ * aio_server_t.loop use the forward-declared struct uv_loop_s, which is the
+ * same type as uv_loop_t for a module that includes uv.h itself.
+ *
+ * It also compiles as C++17 (g++ -std=c++17 -Wall -Wextra): every macro
+ * below has a C++ branch, and a module written in C++ loads like one in C
+ * (tests/install_module.sh builds and serves one). In C++ the designated
+ * initializers of AIO_MODULE and AIO_PROTOCOL must come in the order of
+ * the struct's members, as C++20 requires.
+ */
+#ifndef AIO_H
+#define AIO_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+/* The type check of AIO_FACTORY and friends, without <type_traits> (a
+ * template cannot have C linkage, so it stands before extern "C"). */
+template <class A, class B> struct aio__same_type {
+  static const bool value = false;
+};
+template <class A> struct aio__same_type<A, A> {
+  static const bool value = true;
+};
+extern "C" {
+#endif
+
+/* The plugin API's version, major.minor. A module built against major M
+ * and minor N loads in any aio of major M and minor >= N: a minor only adds
+ * (functions, and members at the end of aio_module_t and aio_protocol_t,
+ * which read as NULL for a module whose aio.h did not have them). Another
+ * major, or a newer minor than this aio's, is refused with a message that
+ * says which. 2.0 gave every declaration the size of its struct. */
+#define AIO_API_MAJOR 2
+#define AIO_API_MINOR 0
+#define AIO_API_VERSION ((AIO_API_MAJOR << 16) | AIO_API_MINOR)
+#define AIO_VERSION "0.1.0"
+
+/* "AIO\1": every declaration record starts with this, so the loader can tell
+ * a declaration from an unrelated symbol that happens to share its name. */
+#define AIO_DECL_MAGIC 0x41494f01u
+
+#if defined(__GNUC__)
+#define AIO_EXPORT __attribute__((visibility("default")))
+#define AIO_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define AIO_EXPORT
+#define AIO_PRINTF(f, a)
+#endif
+
+struct uv_loop_s;
+struct sockaddr;
+struct Suite; /* Check's Suite, for AIO_MODULE(.tests = ...) */
+
+/* ---- connections and protocols ---------------------------------------- */
+
+/* One accepted stream connection (TCP or unix socket), or the endpoint of a
+ * UDP server. Owned by the runner: valid from connection_made until
+ * connection_lost returns. */
+typedef struct aio_conn_s aio_conn_t;
+
+typedef struct aio_protocol_s {
+  /* A stream connection was accepted (or the UDP endpoint opened). */
+  void (*connection_made)(aio_conn_t *conn);
+  /* Bytes arrived. `data` is borrowed for the duration of the call. */
+  void (*data_received)(aio_conn_t *conn, const char *data, size_t len);
+  /* The peer shut down its writing side. The connection is closed after
+   * this returns unless the callback called aio_write() and wants to finish
+   * (aio_close() is then the protocol's job). */
+  void (*eof_received)(aio_conn_t *conn);
+  /* The connection is gone; `status` is 0 or a negative errno. Free the
+   * per-connection data here. */
+  void (*connection_lost)(aio_conn_t *conn, int status);
+  /* UDP: one datagram from `addr` (borrowed for the call). */
+  void (*datagram_received)(aio_conn_t *conn, const char *data, size_t len,
+                            const struct sockaddr *addr);
+  /* Everything queued has been written (called only after aio_write() had
+   * to queue): the moment to resume a transfer that got -ENOBUFS. */
+  void (*write_drained)(aio_conn_t *conn);
+} aio_protocol_t;
+
+/* Queue `len` bytes for the peer (copied; never blocks). Returns 0, or
+ * -ENOTCONN when the connection is closing, or -ENOBUFS, sending none of
+ * it, when it would take what is queued past [aio] write_limit (the peer is
+ * not reading; see docs/plugins.md). */
+AIO_EXPORT int aio_write(aio_conn_t *conn, const void *data, size_t len);
+/* Close after the queued writes have been flushed. Idempotent. */
+AIO_EXPORT void aio_close(aio_conn_t *conn);
+/* Send one datagram to `addr` on a UDP endpoint. 0 or a negative errno. */
+AIO_EXPORT int aio_sendto(aio_conn_t *conn, const void *data, size_t len,
+                          const struct sockaddr *addr);
+AIO_EXPORT void aio_conn_set_data(aio_conn_t *conn, void *data);
+AIO_EXPORT void *aio_conn_get_data(const aio_conn_t *conn);
+/* The `[server:NAME]` this connection belongs to (borrowed). */
+AIO_EXPORT const char *aio_conn_server(const aio_conn_t *conn);
+/* Non-zero once the worker is draining (reload, shutdown): a protocol with
+ * keep-alive should finish the request in hand and then close. */
+AIO_EXPORT int aio_conn_draining(const aio_conn_t *conn);
+
+/* ---- servers with a factory ------------------------------------------- */
+
+typedef struct aio_server_s {
+  const char *name;    /* NAME of [server:NAME] */
+  const char *address; /* as configured, "" for all interfaces */
+  int port;            /* 0 for a unix socket */
+  const char *path;    /* unix socket path, or NULL */
+  int fd;              /* the listening (or UDP) socket the runner prepared */
+  int udp;             /* non-zero for a datagram socket */
+  struct uv_loop_s *loop; /* the worker's loop */
+} aio_server_t;
+
+/* A factory takes over the prepared socket (e.g. uv_tcp_open + uv_listen).
+ * Return 0, or non-zero to fail the worker's start. */
+typedef int aio_factory_fn(aio_server_t *server);
+
+/* ---- signals ----------------------------------------------------------- */
+
+typedef struct aio_signal_s {
+  const char *name; /* the signal name */
+  json_t *data;     /* borrowed for the call; json_incref to keep it */
+} aio_signal_t;
+
+typedef void aio_listener_fn(const aio_signal_t *signal);
+
+/* Emit a signal to its listeners. Does not steal `data` (NULL is JSON
+ * null): the listeners get a copy of it as it is now. Returns 0 or a
+ * negative errno (-EINVAL, -EMSGSIZE, -EPIPE, -ENOMEM; see docs/bus.md).
+ * Once-per-emit listeners run in this worker, after the current callback
+ * returns, in emit order; broadcast ones through the master. */
+AIO_EXPORT int aio_emit(const char *signal, json_t *data);
+/* The same, stealing the reference to `data` (also on error), like
+ * jansson's json_object_set_new(): this worker's listeners get that very
+ * value, with no copy, so it must not be changed afterwards. For data made
+ * only to be emitted: aio_emit_new("order-paid", json_pack(...)). */
+AIO_EXPORT int aio_emit_new(const char *signal, json_t *data);
+
+/* ---- schedulers -------------------------------------------------------- */
+
+typedef struct aio_event_s {
+  const char *name; /* NAME of [schedule:NAME] */
+  long long run;    /* 1 for the first run, 2 for the next ... */
+} aio_event_t;
+
+/* Return 0 on success, non-zero on failure (the schedule's `err` runs). */
+typedef int aio_scheduler_fn(aio_event_t *event);
+
+/* ---- commands ---------------------------------------------------------- */
+
+/* An extra `aio NAME ...` command mapped in [aio:commands]. argv[0] is the
+ * command name. The return value is the exit status. */
+typedef int aio_command_fn(int argc, char **argv);
+
+/* ---- the runtime ------------------------------------------------------- */
+
+AIO_EXPORT struct uv_loop_s *aio_loop(void);
+/* The interpolated value of SECTION:KEY, or NULL. Borrowed: valid until the
+ * worker exits. Safe from any thread of the worker (the configuration never
+ * changes under a running worker: a reload starts new workers), and in an
+ * AIO_COMMAND, where the whole configuration, module defaults included, is
+ * there. */
+AIO_EXPORT const char *aio_config_get(const char *section, const char *key);
+
+enum { AIO_LOG_DEBUG = 0, AIO_LOG_INFO, AIO_LOG_WARN, AIO_LOG_ERROR };
+AIO_EXPORT void aio_log(int level, const char *fmt, ...) AIO_PRINTF(2, 3);
+
+/* ---- testing helpers (for AIO_MODULE(.tests = ...)) --------------------- */
+
+/* Serve the AIO_PROTOCOL named `module.symbol` (e.g. "aio.echo") on an
+ * ephemeral 127.0.0.1 TCP port in a background thread of the test process,
+ * with an event loop of its own (aio_loop() there is that loop). Call it in
+ * a test or a checked fixture: `aio test` runs each test in a child process,
+ * and a server started in an unchecked fixture would not be in it. Returns
+ * the port, or -EINVAL (not a module.symbol), -ENOENT (no such protocol;
+ * logged), -ENOTSUP (not under `aio test`) or another negative errno.
+ * While `aio test` runs, aio_config_get() answers from its configuration
+ * and aio_emit() runs the configured listeners of the signal at once. */
+AIO_EXPORT int aio_test_serve(const char *protocol);
+/* The same on an ephemeral 127.0.0.1 UDP port, for a protocol with
+ * datagram_received. Returns the port or a negative errno as above. */
+AIO_EXPORT int aio_test_serve_udp(const char *protocol);
+/* Stop every server aio_test_serve() and aio_test_serve_udp() started: each
+ * open connection gets its connection_lost, the thread is joined. Also done at
+ * exit. */
+AIO_EXPORT void aio_test_stop(void);
+/* Connect to 127.0.0.1:port, send `request`, read until `expect_len` bytes
+ * arrived (0: until the peer closes) or the peer closed or `timeout_ms`
+ * passed. Returns a new NUL-terminated string (free it) of what arrived,
+ * possibly empty, or NULL when it could not connect or send. */
+AIO_EXPORT char *aio_test_exchange(int port, const char *request,
+                                   size_t expect_len, int timeout_ms);
+/* Send `request` (NULL: empty) as one datagram to 127.0.0.1:port and wait
+ * up to `timeout_ms` for one datagram back. Returns a new NUL-terminated
+ * string (free it) of the answer, empty when none came in time, or NULL
+ * when it could not send or nothing listens on the port. */
+AIO_EXPORT char *aio_test_datagram(int port, const char *request,
+                                   int timeout_ms);
+
+/* ---- declarations ------------------------------------------------------ */
+
+typedef enum aio_kind {
+  AIO_KIND_MODULE = 1,
+  AIO_KIND_PROTOCOL,
+  AIO_KIND_FACTORY,
+  AIO_KIND_LISTENER,
+  AIO_KIND_SCHEDULER,
+  AIO_KIND_COMMAND
+} aio_kind_t;
+
+typedef struct aio_module_s {
+  const char *name;
+  const char *description;
+  /* Called after the module is loaded in a worker (or in `aio test`); non-zero
+   * fails the start. */
+  int (*init)(void);
+  void (*fini)(void);
+  /* INI text layered under the user's file (above the built-in defaults). */
+  const char *defaults;
+  /* Check suite for `aio test`: the Check library's (check.h) Suite, so a
+   * module with tests links Check; one without leaves this NULL. */
+  struct Suite *(*tests)(void);
+} aio_module_t;
+
+
+typedef struct aio_decl_s {
+  unsigned magic;       /* AIO_DECL_MAGIC */
+  unsigned api_version; /* AIO_API_VERSION the module was built with */
+  aio_kind_t kind;
+  const char *symbol; /* the name the config uses after the module's dot */
+  union {
+    const aio_module_t *module;
+    const aio_protocol_t *protocol;
+    aio_factory_fn *factory;
+    aio_listener_fn *listener;
+    aio_scheduler_fn *scheduler;
+    aio_command_fn *command;
+  } u;
+  /* sizeof the struct u points to (aio_module_t, aio_protocol_t) in the
+   * aio.h the module was built with; 0 for a function. */
+  unsigned size;
+} aio_decl_t;
+
+#define AIO__DECL_NAME(sym) aio__decl_##sym
+
+/* A wrong function type is a compile error, not a warning. */
+#ifdef __cplusplus
+#define AIO__CHECK_FN(fn, type, what)                                          \
+  static_assert(aio__same_type<decltype(&(fn)), type *>::value,                \
+                #fn " must have type " #type " to be declared " what)
+#else
+#define AIO__CHECK_FN(fn, type, what)                                          \
+  _Static_assert(_Generic(&(fn), type * : 1, default : 0),                     \
+                 #fn " must have type " #type " to be declared " what)
+#endif
+
+#ifdef __cplusplus
+/* C++17 has no designated initializer for a union's other members: the
+ * record is filled by one small function per kind (run when the module is
+ * loaded, before the loader reads it). */
+#define AIO__MAKE_DECL(member, type)                                           \
+  static inline aio_decl_t aio__decl_##member(                                 \
+      aio_kind_t kind, const char *symbol, type value, unsigned size) {        \
+    aio_decl_t d = {AIO_DECL_MAGIC, AIO_API_VERSION, kind, symbol, {}, size};  \
+    d.u.member = value;                                                        \
+    return d;                                                                  \
+  }
+AIO__MAKE_DECL(module, const aio_module_t *)
+AIO__MAKE_DECL(protocol, const aio_protocol_t *)
+AIO__MAKE_DECL(factory, aio_factory_fn *)
+AIO__MAKE_DECL(listener, aio_listener_fn *)
+AIO__MAKE_DECL(scheduler, aio_scheduler_fn *)
+AIO__MAKE_DECL(command, aio_command_fn *)
+#define AIO__DECL(sym, kindv, member, value, size)                             \
+  AIO_EXPORT extern const aio_decl_t AIO__DECL_NAME(sym);                      \
+  const aio_decl_t AIO__DECL_NAME(sym) =                                       \
+      aio__decl_##member(kindv, #sym, value, size)
+#else
+#define AIO__DECL(sym, kindv, member, value, size)                             \
+  AIO_EXPORT extern const aio_decl_t AIO__DECL_NAME(sym);                      \
+  const aio_decl_t AIO__DECL_NAME(sym) = {                                     \
+      AIO_DECL_MAGIC, AIO_API_VERSION, kindv, #sym, {.member = value}, size}
+#endif
+
+#if defined(__GNUC__) && defined(__cplusplus)
+/* g++ -Wextra warns of every member a designated initializer leaves out,
+ * which is the point of naming only the callbacks one has. */
+#define AIO__STRICT_BEGIN                                                      \
+  _Pragma("GCC diagnostic push")                                               \
+      _Pragma("GCC diagnostic ignored \"-Wmissing-field-initializers\"")
+#define AIO__STRICT_END _Pragma("GCC diagnostic pop")
+#elif defined(__GNUC__)
+#define AIO__STRICT_BEGIN                                                      \
+  _Pragma("GCC diagnostic push")                                               \
+      _Pragma("GCC diagnostic error \"-Wincompatible-pointer-types\"")
+#define AIO__STRICT_END _Pragma("GCC diagnostic pop")
+#else
+#define AIO__STRICT_BEGIN
+#define AIO__STRICT_END
+#endif
+
+/* AIO_MODULE(.name = "foo", .init = ..., .defaults = "...", .tests = ...) */
+#define AIO_MODULE(...)                                                        \
+  AIO__STRICT_BEGIN                                                            \
+  static const aio_module_t aio__module_def = {__VA_ARGS__};                   \
+  AIO__STRICT_END                                                              \
+  AIO__DECL(aio_module, AIO_KIND_MODULE, module, &aio__module_def,             \
+            (unsigned)sizeof(aio_module_t))
+
+/* AIO_PROTOCOL(sym, .connection_made = ..., .data_received = ...) defines the
+ * protocol `sym`; the config names it `module.sym`. */
+#define AIO_PROTOCOL(sym, ...)                                                 \
+  AIO__STRICT_BEGIN                                                            \
+  static const aio_protocol_t sym = {__VA_ARGS__};                             \
+  AIO__STRICT_END                                                              \
+  AIO__DECL(sym, AIO_KIND_PROTOCOL, protocol, &sym,                            \
+            (unsigned)sizeof(aio_protocol_t))
+
+/* Each of these follows the definition of a function of the right type. */
+#define AIO_FACTORY(fn)                                                        \
+  AIO__CHECK_FN(fn, aio_factory_fn, "AIO_FACTORY");                            \
+  AIO__DECL(fn, AIO_KIND_FACTORY, factory, fn, 0)
+#define AIO_LISTENER(fn)                                                       \
+  AIO__CHECK_FN(fn, aio_listener_fn, "AIO_LISTENER");                          \
+  AIO__DECL(fn, AIO_KIND_LISTENER, listener, fn, 0)
+#define AIO_SCHEDULER(fn)                                                      \
+  AIO__CHECK_FN(fn, aio_scheduler_fn, "AIO_SCHEDULER");                        \
+  AIO__DECL(fn, AIO_KIND_SCHEDULER, scheduler, fn, 0)
+#define AIO_COMMAND(fn)                                                        \
+  AIO__CHECK_FN(fn, aio_command_fn, "AIO_COMMAND");                            \
+  AIO__DECL(fn, AIO_KIND_COMMAND, command, fn, 0)
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AIO_H */
