@@ -11,21 +11,34 @@
 #include <stdio.h>
 
 #include "diag.h"
+#include "strmap.h"
 
 /* inih's line buffer (INI_MAX_LINE in Debian's build): longer lines are
  * refused with a message rather than silently split. */
 #define CONFIG_MAX_LINE 200
+/* The longest value, whether continued over lines or interpolated: far
+ * beyond any real one (a path, a port, a list of modules), small enough
+ * that no value costs the master more than this. Past it, FILE:LINE of
+ * the key and exit 78. */
+#define CONFIG_MAX_VALUE (64 * 1024)
+/* What interpolation may add to one configuration in all, over every
+ * value: 256 values at the cap. A fixed bound rather than a multiple of
+ * the file's size, so that what a file may cost the master does not
+ * depend on its padding; real files substitute a few bytes per ${...}. */
+#define CONFIG_MAX_EXPANSION (16 * 1024 * 1024)
 
 struct config_entry {
   char *key;
   char *value;      /* raw, then interpolated by config_interpolate() */
+  size_t vlen;      /* strlen(value) */
+  size_t vcap;      /* bytes allocated for value */
   const char *file; /* borrowed from config->files */
   int line;
   int layer;  /* which parse call set it */
   int state;  /* interpolation: 0 raw, 1 in progress, 2 done */
   int *lines; /* the line of each '\n'-separated part of the value (a value
                * continued over indented lines has one part per line) */
-  size_t nlines;
+  size_t nlines, lcap;
 };
 
 struct config_section {
@@ -36,9 +49,14 @@ struct config_section {
   size_t n, cap;
 };
 
+/* Sections and their entries are arrays in the order they were first
+ * written (the order `aio config` prints), with an index beside them for
+ * lookups: a section by name (namespace 0), a key by section index + 1 and
+ * name. */
 struct config {
   struct config_section *sections;
   size_t n, cap;
+  struct strmap index;
   char **files; /* every origin name parsed, owned */
   size_t nfiles;
   char *path; /* the user's file, or NULL */
