@@ -104,9 +104,21 @@ int config_dump_section(const struct config *cfg, const char *section,
  * lists the places looked at. */
 char *config_search(struct diag *d);
 
+/* A check of the file as config_write_value() would leave it, written at
+ * tmp in the directory of path's target (relative names resolve the
+ * same); problems go to d named after path. 0, or -1 to refuse. */
+typedef int (*config_check_fn)(const char *tmp, const char *path, void *arg,
+                               struct diag *d);
+
 /* Set SECTION:KEY = VALUE in the file at `path` in place, keeping comments
- * and layout (atomic rename). 0 or -1 with a message in d. */
+ * and layout (config_write.c): through a symlink to its target, keeping
+ * its mode and owner, under an exclusive flock(2) of the file held across
+ * the read-modify-write. Refused, with the file untouched: a file the
+ * caller may not write, or with no write permission at all (even for
+ * root); a result that does not parse or would not read VALUE back; a
+ * result `check` (may be NULL) refuses. 0 or -1 with a message in d. */
 int config_write_value(const char *path, const char *section, const char *key,
-                       const char *value, struct diag *d);
+                       const char *value, config_check_fn check, void *arg,
+                       struct diag *d);
 
 #endif

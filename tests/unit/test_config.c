@@ -1155,9 +1155,12 @@ START_TEST(test_write_value_keeps_layout) {
   close(fd);
   struct diag d;
   diag_init(&d);
-  ck_assert_int_eq(config_write_value(path, "aio", "modules", "c", &d), 0);
-  ck_assert_int_eq(config_write_value(path, "aio", "new", "1", &d), 0);
-  ck_assert_int_eq(config_write_value(path, "server/x", "port", "9", &d), 0);
+  ck_assert_int_eq(
+      config_write_value(path, "aio", "modules", "c", NULL, NULL, &d), 0);
+  ck_assert_int_eq(config_write_value(path, "aio", "new", "1", NULL, NULL, &d),
+                   0);
+  ck_assert_int_eq(
+      config_write_value(path, "server/x", "port", "9", NULL, NULL, &d), 0);
   FILE *f = fopen(path, "r");
   char buf[1024];
   size_t n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -1166,6 +1169,42 @@ START_TEST(test_write_value_keeps_layout) {
   ck_assert_str_eq(buf, "# top comment\n[aio]\nworkers = 2 ; two\n"
                         "modules = c\nnew = 1\n\n[other]\nk = v\n"
                         "\n[server/x]\nport = 9\n");
+  unlink(path);
+  diag_close(&d);
+}
+END_TEST
+
+/* A check that records where it was called and refuses. */
+static char checked_tmp[256];
+static int refuse_check(const char *tmp, const char *path, void *arg,
+                        struct diag *d) {
+  snprintf(checked_tmp, sizeof(checked_tmp), "%s", tmp);
+  ck_assert_ptr_eq(arg, checked_tmp);
+  diag_add(d, path, 1, "refused by the check");
+  return -1;
+}
+
+START_TEST(test_write_value_refusals_leave_the_file_alone) {
+  static const char text[] = "[a]\nk = v\n";
+  const char *path = temp_file(text, strlen(text));
+  struct diag d;
+  diag_init(&d);
+  /* An inline comment would cut the value short. */
+  ck_assert_int_eq(config_write_value(path, "a", "k", "x ; y", NULL, NULL, &d),
+                   -1);
+  ck_assert_uint_eq(d.n, 1);
+  ck_assert_ptr_nonnull(strstr(d.msgs[0], "'x ; y' would read back as 'x'"));
+  /* The caller's check sees the new file beside the old one, and its
+   * refusal leaves nothing behind. */
+  ck_assert_int_eq(
+      config_write_value(path, "a", "k", "w", refuse_check, checked_tmp, &d),
+      -1);
+  ck_assert_uint_eq(d.n, 2);
+  ck_assert_int_eq(strncmp(checked_tmp, "/tmp/.aio-conf-", 15), 0);
+  ck_assert_int_eq(access(checked_tmp, F_OK), -1);
+  char *now = util_read_file(path, 1 << 20, NULL);
+  ck_assert_str_eq(now, text);
+  free(now);
   unlink(path);
   diag_close(&d);
 }
@@ -1242,6 +1281,7 @@ static Suite *suite(void) {
 
   tc = tcase_create("writer");
   tcase_add_test(tc, test_write_value_keeps_layout);
+  tcase_add_test(tc, test_write_value_refusals_leave_the_file_alone);
   suite_add_tcase(s, tc);
   return s;
 }
