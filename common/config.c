@@ -470,6 +470,14 @@ int config_parse_file(struct config *cfg, const char *path, struct diag *d) {
     fclose(st.fp);
     return -1;
   }
+  if (sb.st_size > CONFIG_MAX_FILE) {
+    diag_add(d, path, 0,
+             "larger than 16 MiB (%lld bytes; %d is the limit of a "
+             "configuration file)",
+             (long long)sb.st_size, CONFIG_MAX_FILE);
+    fclose(st.fp);
+    return -1;
+  }
   st.origin = config_add_origin(cfg, path);
   if (st.origin == NULL) {
     fclose(st.fp);

@@ -26,6 +26,9 @@
  * the file's size, so that what a file may cost the master does not
  * depend on its padding; real files substitute a few bytes per ${...}. */
 #define CONFIG_MAX_EXPANSION (16 * 1024 * 1024)
+/* The largest configuration file read: real ones are kilobytes, and what
+ * a file costs in memory is a multiple of its size. */
+#define CONFIG_MAX_FILE (16 * 1024 * 1024)
 
 struct config_entry {
   char *key;

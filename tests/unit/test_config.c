@@ -640,6 +640,35 @@ START_TEST(test_error_unreadable_file) {
 }
 END_TEST
 
+START_TEST(test_error_file_too_large) {
+  const char *path = temp_file("[a]\nk = v\n", 10);
+  ck_assert_int_eq(truncate(path, CONFIG_MAX_FILE), 0); /* sparse, NULs */
+  struct config *c = config_new();
+  struct diag d;
+  diag_init(&d);
+  /* At the limit it is read (and its NUL bytes refused)... */
+  ck_assert_int_eq(config_parse_file(c, path, &d), -1);
+  ck_assert_ptr_nonnull(strstr(d.msgs[0], "NUL byte"));
+  config_free(c);
+  diag_close(&d);
+  /* ...one byte more is not read at all. */
+  ck_assert_int_eq(truncate(path, CONFIG_MAX_FILE + 1), 0);
+  c = config_new();
+  diag_init(&d);
+  ck_assert_int_eq(config_parse_file(c, path, &d), -1);
+  ck_assert_uint_eq(d.n, 1);
+  char want[256];
+  snprintf(want, sizeof(want),
+           "%s: larger than 16 MiB (16777217 bytes; 16777216 is the limit of "
+           "a configuration file)",
+           path);
+  ck_assert_str_eq(d.msgs[0], want);
+  config_free(c);
+  diag_close(&d);
+  unlink(path);
+}
+END_TEST
+
 START_TEST(test_file_records_path_and_dir) {
   const char *text = "[aio]\nworkers = 2\n";
   const char *path = temp_file(text, strlen(text));
@@ -1245,6 +1274,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_error_control_character);
   tcase_add_test(tc, test_error_nul_byte);
   tcase_add_test(tc, test_error_unreadable_file);
+  tcase_add_test(tc, test_error_file_too_large);
   tcase_add_test(tc, test_file_records_path_and_dir);
   suite_add_tcase(s, tc);
 
