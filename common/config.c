@@ -302,6 +302,21 @@ static char *reader(char *str, int num, void *stream) {
   return str;
 }
 
+/* Room for one more entry in s. Most sections hold a handful of keys, so
+ * the first allocation is for one (util_grow's four would be most of the
+ * memory of a file of many small sections). 0 or -ENOMEM. */
+static int section_grow(struct config_section *s) {
+  if (s->n < s->cap)
+    return 0;
+  size_t cap = s->cap ? s->cap * 2 : 1;
+  struct config_entry *e = realloc(s->entries, cap * sizeof(*e));
+  if (e == NULL)
+    return -ENOMEM;
+  s->entries = e;
+  s->cap = cap;
+  return 0;
+}
+
 /* Record the line of a new part of e's value. 0 or -ENOMEM. */
 static int entry_add_line(struct config_entry *e, int line) {
   if (util_grow((void **)&e->lines, &e->lcap, e->nlines + 1, sizeof(*e->lines)))
@@ -399,7 +414,7 @@ static int handler(void *user, const char *section, const char *name,
     return 1;
   }
   if (e == NULL) {
-    if (util_grow((void **)&s->entries, &s->cap, s->n + 1, sizeof(*s->entries)))
+    if (section_grow(s))
       return 0;
     e = &s->entries[s->n];
     memset(e, 0, sizeof(*e));
@@ -472,7 +487,7 @@ int config_parse_file(struct config *cfg, const char *path, struct diag *d) {
   }
   if (sb.st_size > CONFIG_MAX_FILE) {
     diag_add(d, path, 0,
-             "larger than 16 MiB (%lld bytes; %d is the limit of a "
+             "larger than 8 MiB (%lld bytes; %d is the limit of a "
              "configuration file)",
              (long long)sb.st_size, CONFIG_MAX_FILE);
     fclose(st.fp);

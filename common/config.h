@@ -26,9 +26,11 @@
  * the file's size, so that what a file may cost the master does not
  * depend on its padding; real files substitute a few bytes per ${...}. */
 #define CONFIG_MAX_EXPANSION (16 * 1024 * 1024)
-/* The largest configuration file read: real ones are kilobytes, and what
- * a file costs in memory is a multiple of its size. */
-#define CONFIG_MAX_FILE (16 * 1024 * 1024)
+/* The largest configuration file read. Real ones are kilobytes; what a
+ * file costs in memory is about 25 times its size at worst (the shortest
+ * distinct keys: 260 bytes each), so this bounds a file at ~200 MB while
+ * leaving room for 100 000 sections. */
+#define CONFIG_MAX_FILE (8 * 1024 * 1024)
 
 struct config_entry {
   char *key;

@@ -20,9 +20,6 @@
 
 #include "util.h"
 
-/* Larger than any configuration file aio reads back in one piece. */
-#define WRITE_MAX_FILE (16u << 20)
-
 static int line_is_header(const char *line, char *name, size_t n) {
   while (*line == ' ' || *line == '\t')
     line++;
@@ -308,7 +305,7 @@ int config_write_value(const char *path, const char *section, const char *key,
   }
   if (may_write(path, target, &sb, d))
     goto done;
-  text = util_read_fd(fd, WRITE_MAX_FILE, NULL);
+  text = util_read_fd(fd, CONFIG_MAX_FILE, NULL);
   if (text == NULL) {
     diag_add(d, path, 0, "cannot read: %s", strerror(errno));
     goto done;

@@ -659,7 +659,7 @@ START_TEST(test_error_file_too_large) {
   ck_assert_uint_eq(d.n, 1);
   char want[256];
   snprintf(want, sizeof(want),
-           "%s: larger than 16 MiB (16777217 bytes; 16777216 is the limit of "
+           "%s: larger than 8 MiB (8388609 bytes; 8388608 is the limit of "
            "a configuration file)",
            path);
   ck_assert_str_eq(d.msgs[0], want);
