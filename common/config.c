@@ -55,6 +55,7 @@ void config_free(struct config *cfg) {
     free(s->name);
   }
   free(cfg->sections);
+  strmap_close(&cfg->index);
   for (size_t i = 0; i < cfg->nfiles; i++)
     free(cfg->files[i]);
   free(cfg->files);
@@ -82,10 +83,8 @@ static struct config_section *section_find(const struct config *cfg,
                                            const char *name) {
   char canon[256];
   config_canonical_section(name, canon, sizeof(canon));
-  for (size_t i = 0; i < cfg->n; i++)
-    if (strcmp(cfg->sections[i].name, canon) == 0)
-      return &cfg->sections[i];
-  return NULL;
+  size_t i = strmap_get(&cfg->index, 0, canon);
+  return i == STRMAP_NONE ? NULL : &cfg->sections[i];
 }
 
 static struct config_section *section_get(struct config *cfg, const char *name,
@@ -101,20 +100,27 @@ static struct config_section *section_get(struct config *cfg, const char *name,
   s = &cfg->sections[cfg->n];
   memset(s, 0, sizeof(*s));
   s->name = strdup(canon);
-  if (s->name == NULL)
+  if (s->name == NULL || strmap_put(&cfg->index, 0, s->name, cfg->n)) {
+    free(s->name);
     return NULL;
+  }
   s->file = file;
   s->line = line;
   cfg->n++;
   return s;
 }
 
-static struct config_entry *entry_find(const struct config_section *s,
+/* The index namespace of s's keys. */
+static size_t entry_ns(const struct config *cfg,
+                       const struct config_section *s) {
+  return (size_t)(s - cfg->sections) + 1;
+}
+
+static struct config_entry *entry_find(const struct config *cfg,
+                                       const struct config_section *s,
                                        const char *key) {
-  for (size_t i = 0; i < s->n; i++)
-    if (strcmp(s->entries[i].key, key) == 0)
-      return &s->entries[i];
-  return NULL;
+  size_t i = strmap_get(&cfg->index, entry_ns(cfg, s), key);
+  return i == STRMAP_NONE ? NULL : &s->entries[i];
 }
 
 const struct config_section *config_section(const struct config *cfg,
@@ -125,7 +131,7 @@ const struct config_section *config_section(const struct config *cfg,
 const struct config_entry *config_entry(const struct config *cfg,
                                         const char *section, const char *key) {
   const struct config_section *s = section_find(cfg, section);
-  return s ? entry_find(s, key) : NULL;
+  return s ? entry_find(cfg, s, key) : NULL;
 }
 
 int config_entry_line(const struct config_entry *e, size_t part) {
@@ -296,43 +302,98 @@ static char *reader(char *str, int num, void *stream) {
   return str;
 }
 
+/* Room for one more entry in s. Most sections hold a handful of keys, so
+ * the first allocation is for one (util_grow's four would be most of the
+ * memory of a file of many small sections). 0 or -ENOMEM. */
+static int section_grow(struct config_section *s) {
+  if (s->n < s->cap)
+    return 0;
+  size_t cap = s->cap ? s->cap * 2 : 1;
+  struct config_entry *e = realloc(s->entries, cap * sizeof(*e));
+  if (e == NULL)
+    return -ENOMEM;
+  s->entries = e;
+  s->cap = cap;
+  return 0;
+}
+
 /* Record the line of a new part of e's value. 0 or -ENOMEM. */
 static int entry_add_line(struct config_entry *e, int line) {
-  int *l = realloc(e->lines, (e->nlines + 1) * sizeof(*l));
-  if (l == NULL)
+  if (util_grow((void **)&e->lines, &e->lcap, e->nlines + 1, sizeof(*e->lines)))
     return -ENOMEM;
-  e->lines = l;
   e->lines[e->nlines++] = line;
   return 0;
+}
+
+/* Replace e's value with a copy of value. 0 or -ENOMEM. */
+static int entry_set_value(struct config_entry *e, const char *value) {
+  size_t len = strlen(value);
+  char *v = strdup(value);
+  if (v == NULL)
+    return -ENOMEM;
+  free(e->value);
+  e->value = v;
+  e->vlen = len;
+  e->vcap = len + 1;
+  return 0;
+}
+
+/* A continuation line: append "\n" and part to e's value, growing it
+ * geometrically, so that a value continued over many lines costs linear
+ * time and not a copy of the whole value per line. 0, -ENOMEM, or -EFBIG
+ * past CONFIG_MAX_VALUE (e unchanged). */
+static int entry_append(struct config_entry *e, const char *part) {
+  size_t len = strlen(part);
+  if (e->vlen + 1 + len > CONFIG_MAX_VALUE)
+    return -EFBIG;
+  if (e->vlen + 1 + len + 1 > e->vcap) {
+    size_t cap = e->vcap * 2;
+    while (cap < e->vlen + 1 + len + 1)
+      cap *= 2;
+    char *v = realloc(e->value, cap);
+    if (v == NULL)
+      return -ENOMEM;
+    e->value = v;
+    e->vcap = cap;
+  }
+  e->value[e->vlen++] = '\n';
+  memcpy(e->value + e->vlen, part, len + 1);
+  e->vlen += len;
+  return 0;
+}
+
+/* A continuation line of the entry the parse left open. 1 to go on, 0
+ * (out of memory) to stop inih. */
+static int handle_continuation(struct parse_state *st, const char *value) {
+  if (!st->has_prev || st->last_sec < 0)
+    return 1; /* continues an entry that was refused */
+  struct config_section *s = &st->cfg->sections[st->last_sec];
+  struct config_entry *e = &s->entries[st->last_ent];
+  if (*e->value == '\0') {
+    /* "key =" then the value on the next lines: part 0 is here. */
+    if (entry_set_value(e, value))
+      return 0;
+    e->lines[e->nlines - 1] = st->lineno;
+    return 1;
+  }
+  int rc = entry_append(e, value);
+  if (rc == -EFBIG) {
+    diag_add(st->d, e->file, e->line,
+             "[%s] %s: the value is longer than 64 KiB (%d bytes, the limit "
+             "of one value) at line %d",
+             s->name, e->key, CONFIG_MAX_VALUE, st->lineno);
+    st->last_sec = -1; /* its further lines are dropped, not reported */
+    return 1;
+  }
+  return rc == 0 && entry_add_line(e, st->lineno) == 0;
 }
 
 static int handler(void *user, const char *section, const char *name,
                    const char *value) {
   struct parse_state *st = user;
   struct config *cfg = st->cfg;
-  if (st->cont) {
-    if (!st->has_prev || st->last_sec < 0)
-      return 1; /* continues an entry that was refused */
-    struct config_entry *e = &cfg->sections[st->last_sec].entries[st->last_ent];
-    if (*e->value == '\0') {
-      /* "key =" then the value on the next lines: part 0 is here. */
-      char *v = strdup(value);
-      if (v == NULL)
-        return 0;
-      free(e->value);
-      e->value = v;
-      e->lines[e->nlines - 1] = st->lineno;
-      return 1;
-    }
-    char *joined = util_asprintf("%s\n%s", e->value, value);
-    if (joined == NULL || entry_add_line(e, st->lineno)) {
-      free(joined);
-      return 0;
-    }
-    free(e->value);
-    e->value = joined;
-    return 1;
-  }
+  if (st->cont)
+    return handle_continuation(st, value);
   /* Until told otherwise, indented lines after this one continue an entry
    * that is not kept. */
   st->has_prev = 1;
@@ -345,34 +406,28 @@ static int handler(void *user, const char *section, const char *name,
   struct config_section *s = section_get(cfg, section, st->origin, st->lineno);
   if (s == NULL)
     return 0;
-  struct config_entry *e = entry_find(s, name);
+  struct config_entry *e = entry_find(cfg, s, name);
   if (e && e->layer == st->layer) {
     diag_add(st->d, st->origin, st->lineno,
              "duplicate key '%s' in [%s] (first set at line %d)", name, s->name,
              e->line);
     return 1;
   }
-  char *v = strdup(value);
-  if (v == NULL)
-    return 0;
   if (e == NULL) {
-    if (util_grow((void **)&s->entries, &s->cap, s->n + 1,
-                  sizeof(*s->entries))) {
-      free(v);
+    if (section_grow(s))
       return 0;
-    }
-    e = &s->entries[s->n++];
+    e = &s->entries[s->n];
     memset(e, 0, sizeof(*e));
     e->key = strdup(name);
-    if (e->key == NULL) {
-      s->n--;
-      free(v);
+    if (e->key == NULL ||
+        strmap_put(&cfg->index, entry_ns(cfg, s), e->key, s->n)) {
+      free(e->key);
       return 0;
     }
-  } else {
-    free(e->value);
+    s->n++;
   }
-  e->value = v;
+  if (entry_set_value(e, value))
+    return 0;
   e->file = st->origin;
   e->line = st->lineno;
   e->layer = st->layer;
@@ -430,6 +485,14 @@ int config_parse_file(struct config *cfg, const char *path, struct diag *d) {
     fclose(st.fp);
     return -1;
   }
+  if (sb.st_size > CONFIG_MAX_FILE) {
+    diag_add(d, path, 0,
+             "larger than 8 MiB (%lld bytes; %d is the limit of a "
+             "configuration file)",
+             (long long)sb.st_size, CONFIG_MAX_FILE);
+    fclose(st.fp);
+    return -1;
+  }
   st.origin = config_add_origin(cfg, path);
   if (st.origin == NULL) {
     fclose(st.fp);
@@ -455,12 +518,55 @@ int config_parse_file(struct config *cfg, const char *path, struct diag *d) {
  * is either a mistake or hostile, and recursion must stay bounded. */
 #define INTERP_MAX_DEPTH 32
 
-static int interp_entry(struct config *cfg, struct config_section *sec,
-                        struct config_entry *e, struct diag *d, int depth);
+/* One config_interpolate() run. Each value is expanded once and kept
+ * (memoized), so the work is linear in what is produced, and what is
+ * produced is capped as it grows: a value at CONFIG_MAX_VALUE, all
+ * substitutions together at CONFIG_MAX_EXPANSION. A bomb (each key twice
+ * the next) is refused after at most 128 KiB of work instead of the
+ * gigabytes it asks for. */
+struct interp {
+  struct config *cfg;
+  struct diag *d;
+  size_t total; /* bytes substituted for references so far */
+  int over;     /* the total was refused: stop */
+};
 
-static int interp_ref(struct config *cfg, struct config_section *sec,
+static int interp_entry(struct interp *ip, struct config_section *sec,
+                        struct config_entry *e, int depth);
+
+/* Add len bytes to the value of e being built in out. A reference's
+ * bytes count towards the total. 0 or -1 (reported). */
+static int interp_add(struct interp *ip, const struct config_section *sec,
+                      const struct config_entry *e, struct util_buf *out,
+                      const char *data, size_t len, int is_ref) {
+  if (out->len + len > CONFIG_MAX_VALUE) {
+    diag_add(ip->d, e->file, e->line,
+             "[%s] %s: the interpolated value would be longer than 64 KiB "
+             "(%d bytes, the limit of one value)",
+             sec->name, e->key, CONFIG_MAX_VALUE);
+    return -1;
+  }
+  if (is_ref && ip->total + len > CONFIG_MAX_EXPANSION) {
+    diag_add(ip->d, e->file, e->line,
+             "[%s] %s: interpolation would produce more than 16 MiB (%d "
+             "bytes, the limit of all values together)",
+             sec->name, e->key, CONFIG_MAX_EXPANSION);
+    ip->over = 1;
+    return -1;
+  }
+  if (util_buf_add(out, data, len)) {
+    diag_add(ip->d, e->file, e->line, "[%s] %s: out of memory", sec->name,
+             e->key);
+    return -1;
+  }
+  if (is_ref)
+    ip->total += len;
+  return 0;
+}
+
+static int interp_ref(struct interp *ip, struct config_section *sec,
                       struct config_entry *e, const char *ref,
-                      struct util_buf *out, struct diag *d, int depth) {
+                      struct util_buf *out, int depth) {
   char secname[256];
   const char *key = ref;
   struct config_section *ts = sec;
@@ -468,40 +574,41 @@ static int interp_ref(struct config *cfg, struct config_section *sec,
   if (colon) {
     size_t len = (size_t)(colon - ref);
     if (len == 0 || len >= sizeof(secname)) {
-      diag_add(d, e->file, e->line, "bad reference ${%s} in [%s] %s", ref,
+      diag_add(ip->d, e->file, e->line, "bad reference ${%s} in [%s] %s", ref,
                sec->name, e->key);
       return -1;
     }
     memcpy(secname, ref, len);
     secname[len] = '\0';
     key = colon + 1;
-    ts = section_find(cfg, secname);
+    ts = section_find(ip->cfg, secname);
   }
-  struct config_entry *te = ts ? entry_find(ts, key) : NULL;
+  struct config_entry *te = ts ? entry_find(ip->cfg, ts, key) : NULL;
   if (te == NULL) {
-    diag_add(d, e->file, e->line,
+    diag_add(ip->d, e->file, e->line,
              "[%s] %s refers to ${%s}, but there is no key '%s' in [%s]",
              sec->name, e->key, ref, key, colon ? secname : sec->name);
     return -1;
   }
   if (te->state == 1) {
-    diag_add(d, e->file, e->line, "[%s] %s: interpolation cycle through ${%s}",
-             sec->name, e->key, ref);
+    diag_add(ip->d, e->file, e->line,
+             "[%s] %s: interpolation cycle through ${%s}", sec->name, e->key,
+             ref);
     return -1;
   }
   if (depth >= INTERP_MAX_DEPTH) {
-    diag_add(d, e->file, e->line,
+    diag_add(ip->d, e->file, e->line,
              "[%s] %s: references nested more than %d deep", sec->name, e->key,
              INTERP_MAX_DEPTH);
     return -1;
   }
-  if (interp_entry(cfg, ts, te, d, depth + 1))
+  if (interp_entry(ip, ts, te, depth + 1))
     return -1;
-  return util_buf_add(out, te->value, strlen(te->value));
+  return interp_add(ip, sec, e, out, te->value, te->vlen, 1);
 }
 
-static int interp_entry(struct config *cfg, struct config_section *sec,
-                        struct config_entry *e, struct diag *d, int depth) {
+static int interp_entry(struct interp *ip, struct config_section *sec,
+                        struct config_entry *e, int depth) {
   if (e->state == 2)
     return 0;
   if (e->state == 3)
@@ -517,19 +624,19 @@ static int interp_entry(struct config *cfg, struct config_section *sec,
   while (*p && rc == 0) {
     const char *dollar = strchr(p, '$');
     if (dollar == NULL) {
-      rc = util_buf_add(&out, p, strlen(p));
+      rc = interp_add(ip, sec, e, &out, p, strlen(p), 0);
       break;
     }
-    rc = util_buf_add(&out, p, (size_t)(dollar - p));
+    rc = interp_add(ip, sec, e, &out, p, (size_t)(dollar - p), 0);
     if (rc)
       break;
     if (dollar[1] == '$') {
-      rc = util_buf_add(&out, "$", 1);
+      rc = interp_add(ip, sec, e, &out, "$", 1, 0);
       p = dollar + 2;
     } else if (dollar[1] == '{') {
       const char *end = strchr(dollar + 2, '}');
       if (end == NULL) {
-        diag_add(d, e->file, e->line, "[%s] %s: '${' has no closing '}'",
+        diag_add(ip->d, e->file, e->line, "[%s] %s: '${' has no closing '}'",
                  sec->name, e->key);
         rc = -1;
         break;
@@ -537,26 +644,28 @@ static int interp_entry(struct config *cfg, struct config_section *sec,
       char ref[512];
       size_t len = (size_t)(end - dollar - 2);
       if (len == 0 || len >= sizeof(ref)) {
-        diag_add(d, e->file, e->line, "[%s] %s: bad reference", sec->name,
+        diag_add(ip->d, e->file, e->line, "[%s] %s: bad reference", sec->name,
                  e->key);
         rc = -1;
         break;
       }
       memcpy(ref, dollar + 2, len);
       ref[len] = '\0';
-      rc = interp_ref(cfg, sec, e, ref, &out, d, depth);
+      rc = interp_ref(ip, sec, e, ref, &out, depth);
       p = end + 1;
     } else {
-      diag_add(d, e->file, e->line,
+      diag_add(ip->d, e->file, e->line,
                "[%s] %s: '$' must be followed by '{' or '$' (write $$ for a "
                "literal $)",
                sec->name, e->key);
       rc = -1;
     }
   }
-  if (rc == 0 && util_buf_add(&out, "", 1) == 0) {
+  if (rc == 0 && interp_add(ip, sec, e, &out, "", 0, 0) == 0) {
     free(e->value);
     e->value = out.data;
+    e->vlen = out.len;
+    e->vcap = out.cap;
     e->state = 2;
     return 0;
   }
@@ -566,11 +675,12 @@ static int interp_entry(struct config *cfg, struct config_section *sec,
 }
 
 int config_interpolate(struct config *cfg, struct diag *d) {
+  struct interp ip = {.cfg = cfg, .d = d};
   int rc = 0;
-  for (size_t i = 0; i < cfg->n; i++) {
+  for (size_t i = 0; i < cfg->n && !ip.over; i++) {
     struct config_section *s = &cfg->sections[i];
-    for (size_t j = 0; j < s->n; j++)
-      if (interp_entry(cfg, s, &s->entries[j], d, 0))
+    for (size_t j = 0; j < s->n && !ip.over; j++)
+      if (interp_entry(&ip, s, &s->entries[j], 0))
         rc = -1;
   }
   return rc;
@@ -615,182 +725,4 @@ char *config_search(struct diag *d) {
            "no configuration file found (looked for aio.conf, etc/aio.conf, "
            "/etc/aio.conf); give one with -c FILE");
   return NULL;
-}
-
-/* ---- writing one value in place ----------------------------------------- */
-
-static int line_is_header(const char *line, char *name, size_t n) {
-  while (*line == ' ' || *line == '\t')
-    line++;
-  if (*line != '[')
-    return 0;
-  const char *end = strchr(line, ']');
-  if (end == NULL)
-    return 0;
-  char raw[256];
-  size_t len = (size_t)(end - line - 1);
-  if (len >= sizeof(raw))
-    len = sizeof(raw) - 1;
-  memcpy(raw, line + 1, len);
-  raw[len] = '\0';
-  config_canonical_section(raw, name, n);
-  return 1;
-}
-
-/* What the reader (classify() and inih) makes of a line, given whether an
- * entry is open for continuation: an indented line continues that entry,
- * whatever it looks like, and blank lines and comments do not close it. */
-enum wline { W_BLANK, W_CONT, W_HEADER, W_ENTRY };
-
-static enum wline line_kind(const char *line, int open) {
-  const char *p = line;
-  while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
-    p++;
-  if (*p == '\0' || *p == ';' || *p == '#')
-    return W_BLANK;
-  if (p > line && open)
-    return W_CONT;
-  return *p == '[' ? W_HEADER : W_ENTRY;
-}
-
-/* For a W_ENTRY line (which may be indented when no entry is open). */
-static int line_has_key(const char *line, const char *key) {
-  line += strspn(line, " \t\r");
-  size_t klen = strlen(key);
-  if (strncmp(line, key, klen) != 0)
-    return 0;
-  const char *p = line + klen;
-  while (*p == ' ' || *p == '\t')
-    p++;
-  return *p == '=' || *p == ':';
-}
-
-/* Copy the line at p (up to and including '\n') into line, bounded. */
-static size_t next_line(const char *p, char *line, size_t n) {
-  const char *nl = strchr(p, '\n');
-  size_t llen = nl ? (size_t)(nl - p + 1) : strlen(p);
-  size_t cl = llen < n - 1 ? llen : n - 1;
-  memcpy(line, p, cl);
-  line[cl] = '\0';
-  return llen;
-}
-
-/* Past the continuation lines of the entry that ended before p; blank
- * lines and comments go with them only when a continuation follows. */
-static const char *skip_value(const char *p, char *line, size_t n) {
-  for (const char *q = p; *q;) {
-    size_t llen = next_line(q, line, n);
-    enum wline k = line_kind(line, 1);
-    q += llen;
-    if (k == W_CONT)
-      p = q;
-    else if (k != W_BLANK)
-      break;
-  }
-  return p;
-}
-
-/* Would an entry inserted at p take the next line as its continuation? */
-static int continues_at(const char *p, char *line, size_t n) {
-  while (*p) {
-    p += next_line(p, line, n);
-    enum wline k = line_kind(line, 1);
-    if (k != W_BLANK)
-      return k == W_CONT;
-  }
-  return 0;
-}
-
-int config_write_value(const char *path, const char *section, const char *key,
-                       const char *value, struct diag *d) {
-  char canon[256], name[256], line[4096];
-  if (!*section || strpbrk(section, "[]\n") || strlen(section) >= 200) {
-    diag_add(d, NULL, 0, "bad section name '%s'", section);
-    return -1;
-  }
-  if (!*key || strpbrk(key, "=:[]\n;# \t")) {
-    diag_add(d, NULL, 0, "bad key '%s'", key);
-    return -1;
-  }
-  config_canonical_section(section, canon, sizeof(canon));
-
-  size_t len;
-  char *text = util_read_file(path, 1 << 24, &len);
-  if (text == NULL) {
-    diag_add(d, path, 0, "cannot read: %s", strerror(errno));
-    return -1;
-  }
-  /* The new entry as text, continuation lines indented. */
-  struct util_buf entry = {0};
-  util_buf_printf(&entry, "%s = ", key);
-  for (const char *v = value; *v; v++) {
-    util_buf_add(&entry, v, 1);
-    if (*v == '\n')
-      util_buf_add(&entry, "    ", 4);
-  }
-  util_buf_add(&entry, "\n", 1);
-
-  struct util_buf out = {0};
-  const char *p = text;
-  int in_section = 0, done = 0, open = 0;
-  size_t insert_off = (size_t)-1; /* after the section's last non-blank line */
-  while (*p) {
-    size_t llen = next_line(p, line, sizeof(line));
-    enum wline kind = line_kind(line, open);
-    if (kind == W_HEADER) {
-      in_section =
-          line_is_header(line, name, sizeof(name)) && strcmp(name, canon) == 0;
-      open = 0;
-    } else if (kind == W_ENTRY) {
-      open = 1;
-    }
-    if (kind == W_ENTRY && in_section && !done && line_has_key(line, key)) {
-      util_buf_add(&out, entry.data, entry.len);
-      p = skip_value(p + llen, line, sizeof(line));
-      done = 1;
-      continue;
-    }
-    util_buf_add(&out, p, llen);
-    if (in_section && line[strspn(line, " \t\r\n")] != '\0')
-      insert_off = out.len;
-    p += llen;
-  }
-  if (!done) {
-    struct util_buf spliced = {0};
-    /* A section with no entry yet, followed by an indented line: our entry
-     * would swallow that line, so the section is opened again at the end. */
-    if (insert_off != (size_t)-1 && !out.failed &&
-        continues_at(out.data + insert_off, line, sizeof(line)))
-      insert_off = (size_t)-1;
-    if (insert_off != (size_t)-1) {
-      util_buf_add(&spliced, out.data, insert_off);
-      if (insert_off > 0 && out.data[insert_off - 1] != '\n')
-        util_buf_add(&spliced, "\n", 1);
-      util_buf_add(&spliced, entry.data, entry.len);
-      util_buf_add(&spliced, out.data + insert_off, out.len - insert_off);
-    } else {
-      util_buf_add(&spliced, out.data, out.len);
-      if (out.len && out.data[out.len - 1] != '\n')
-        util_buf_add(&spliced, "\n", 1);
-      util_buf_printf(&spliced, "%s[%s]\n", out.len ? "\n" : "", section);
-      util_buf_add(&spliced, entry.data, entry.len);
-    }
-    free(out.data);
-    out = spliced;
-  }
-  int failed = out.failed || entry.failed;
-  free(entry.data);
-  free(text);
-  if (failed) {
-    free(out.data);
-    diag_add(d, path, 0, "out of memory");
-    return -1;
-  }
-  int rc = util_write_file_atomic(path, out.data, out.len);
-  free(out.data);
-  if (rc) {
-    diag_add(d, path, 0, "cannot write: %s", strerror(-rc));
-    return -1;
-  }
-  return 0;
 }

@@ -11,21 +11,39 @@
 #include <stdio.h>
 
 #include "diag.h"
+#include "strmap.h"
 
 /* inih's line buffer (INI_MAX_LINE in Debian's build): longer lines are
  * refused with a message rather than silently split. */
 #define CONFIG_MAX_LINE 200
+/* The longest value, whether continued over lines or interpolated: far
+ * beyond any real one (a path, a port, a list of modules), small enough
+ * that no value costs the master more than this. Past it, FILE:LINE of
+ * the key and exit 78. */
+#define CONFIG_MAX_VALUE (64 * 1024)
+/* What interpolation may add to one configuration in all, over every
+ * value: 256 values at the cap. A fixed bound rather than a multiple of
+ * the file's size, so that what a file may cost the master does not
+ * depend on its padding; real files substitute a few bytes per ${...}. */
+#define CONFIG_MAX_EXPANSION (16 * 1024 * 1024)
+/* The largest configuration file read. Real ones are kilobytes; what a
+ * file costs in memory is about 25 times its size at worst (the shortest
+ * distinct keys: 260 bytes each), so this bounds a file at ~200 MB while
+ * leaving room for 100 000 sections. */
+#define CONFIG_MAX_FILE (8 * 1024 * 1024)
 
 struct config_entry {
   char *key;
   char *value;      /* raw, then interpolated by config_interpolate() */
+  size_t vlen;      /* strlen(value) */
+  size_t vcap;      /* bytes allocated for value */
   const char *file; /* borrowed from config->files */
   int line;
   int layer;  /* which parse call set it */
   int state;  /* interpolation: 0 raw, 1 in progress, 2 done */
   int *lines; /* the line of each '\n'-separated part of the value (a value
                * continued over indented lines has one part per line) */
-  size_t nlines;
+  size_t nlines, lcap;
 };
 
 struct config_section {
@@ -36,9 +54,14 @@ struct config_section {
   size_t n, cap;
 };
 
+/* Sections and their entries are arrays in the order they were first
+ * written (the order `aio config` prints), with an index beside them for
+ * lookups: a section by name (namespace 0), a key by section index + 1 and
+ * name. */
 struct config {
   struct config_section *sections;
   size_t n, cap;
+  struct strmap index;
   char **files; /* every origin name parsed, owned */
   size_t nfiles;
   char *path; /* the user's file, or NULL */
@@ -86,9 +109,21 @@ int config_dump_section(const struct config *cfg, const char *section,
  * lists the places looked at. */
 char *config_search(struct diag *d);
 
+/* A check of the file as config_write_value() would leave it, written at
+ * tmp in the directory of path's target (relative names resolve the
+ * same); problems go to d named after path. 0, or -1 to refuse. */
+typedef int (*config_check_fn)(const char *tmp, const char *path, void *arg,
+                               struct diag *d);
+
 /* Set SECTION:KEY = VALUE in the file at `path` in place, keeping comments
- * and layout (atomic rename). 0 or -1 with a message in d. */
+ * and layout (config_write.c): through a symlink to its target, keeping
+ * its mode and owner, under an exclusive flock(2) of the file held across
+ * the read-modify-write. Refused, with the file untouched: a file the
+ * caller may not write, or with no write permission at all (even for
+ * root); a result that does not parse or would not read VALUE back; a
+ * result `check` (may be NULL) refuses. 0 or -1 with a message in d. */
 int config_write_value(const char *path, const char *section, const char *key,
-                       const char *value, struct diag *d);
+                       const char *value, config_check_fn check, void *arg,
+                       struct diag *d);
 
 #endif

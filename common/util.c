@@ -101,10 +101,7 @@ void util_buf_consume(struct util_buf *b, size_t n) {
     b->data[b->len] = '\0';
 }
 
-char *util_read_file(const char *path, size_t max, size_t *len) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return NULL;
+char *util_read_fd(int fd, size_t max, size_t *len) {
   struct util_buf b = {0};
   char chunk[8192];
   for (;;) {
@@ -113,7 +110,6 @@ char *util_read_file(const char *path, size_t max, size_t *len) {
       continue;
     if (n < 0) {
       int e = errno;
-      close(fd);
       free(b.data);
       errno = e;
       return NULL;
@@ -121,14 +117,12 @@ char *util_read_file(const char *path, size_t max, size_t *len) {
     if (n == 0)
       break;
     if (b.len + (size_t)n > max) {
-      close(fd);
       free(b.data);
       errno = EFBIG;
       return NULL;
     }
     util_buf_add(&b, chunk, (size_t)n);
   }
-  close(fd);
   if (util_buf_add(&b, "", 0) || b.failed) {
     free(b.data);
     errno = ENOMEM;
@@ -139,42 +133,130 @@ char *util_read_file(const char *path, size_t max, size_t *len) {
   return b.data;
 }
 
-int util_write_file_atomic(const char *path, const void *data, size_t len) {
-  char *tmp = util_asprintf("%s.XXXXXX", path);
-  if (tmp == NULL)
-    return -ENOMEM;
-  int fd = mkostemp(tmp, O_CLOEXEC);
-  if (fd < 0) {
-    int e = -errno;
-    free(tmp);
-    return e;
-  }
+char *util_read_file(const char *path, size_t max, size_t *len) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return NULL;
+  char *data = util_read_fd(fd, max, len);
+  int e = errno;
+  close(fd);
+  errno = e;
+  return data;
+}
+
+static void atomic_close(struct util_atomic *a) {
+  if (a->fd >= 0)
+    close(a->fd);
+  free(a->tmp);
+  free(a->target);
+  memset(a, 0, sizeof(*a));
+  a->fd = -1;
+}
+
+int util_atomic_open(struct util_atomic *a, const char *path) {
+  memset(a, 0, sizeof(*a));
+  a->fd = -1;
   struct stat sb;
-  if (stat(path, &sb) == 0)
-    fchmod(fd, sb.st_mode & 07777);
+  int exists = 1;
+  /* Write through a symlink to what it names; replacing the link itself
+   * with a regular file would cut it off from its target. */
+  a->target = realpath(path, NULL);
+  if (a->target == NULL) {
+    if (errno != ENOENT)
+      return -errno;
+    exists = 0;
+    a->target = strdup(path);
+  }
+  char *dir = a->target ? util_dirname(a->target) : NULL;
+  const char *base = a->target ? strrchr(a->target, '/') : NULL;
+  base = base ? base + 1 : a->target;
+  a->tmp = dir ? util_asprintf("%s/.%s.XXXXXX", dir, base) : NULL;
+  free(dir);
+  int err = -ENOMEM;
+  if (a->tmp == NULL)
+    goto fail;
+  if (exists && stat(a->target, &sb) < 0) {
+    err = -errno;
+    goto fail;
+  }
+  a->fd = mkostemp(a->tmp, O_CLOEXEC);
+  if (a->fd < 0) {
+    err = -errno;
+    free(a->tmp);
+    a->tmp = NULL;
+    goto fail;
+  }
+  if (exists) {
+    /* Owner first: fchown may clear set-id bits that fchmod then sets. */
+    if ((sb.st_uid != geteuid() || sb.st_gid != getegid()) &&
+        fchown(a->fd, sb.st_uid, sb.st_gid) < 0) {
+      err = -errno;
+      goto fail;
+    }
+    if (fchmod(a->fd, sb.st_mode & 07777) < 0) {
+      err = -errno;
+      goto fail;
+    }
+  }
+  return 0;
+fail:
+  util_atomic_abort(a);
+  return err;
+}
+
+int util_atomic_write(struct util_atomic *a, const void *data, size_t len) {
   const char *p = data;
-  size_t left = len;
-  int err = 0;
-  while (left > 0) {
-    ssize_t n = write(fd, p, left);
+  while (len > 0) {
+    ssize_t n = write(a->fd, p, len);
     if (n < 0 && errno == EINTR)
       continue;
-    if (n < 0) {
-      err = -errno;
-      break;
-    }
+    if (n < 0)
+      return -errno;
     p += n;
-    left -= (size_t)n;
+    len -= (size_t)n;
   }
-  if (err == 0 && fsync(fd) < 0)
+  return 0;
+}
+
+int util_atomic_commit(struct util_atomic *a) {
+  int err = 0;
+  if (fsync(a->fd) < 0)
     err = -errno;
-  if (close(fd) < 0 && err == 0)
+  if (close(a->fd) < 0 && err == 0)
     err = -errno;
-  if (err == 0 && rename(tmp, path) < 0)
+  a->fd = -1;
+  if (err == 0 && rename(a->tmp, a->target) < 0)
     err = -errno;
-  if (err)
-    unlink(tmp);
-  free(tmp);
+  if (err) {
+    util_atomic_abort(a);
+    return err;
+  }
+  /* The rename is durable once the directory is. */
+  char *dir = util_dirname(a->target);
+  int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  free(dir);
+  atomic_close(a);
+  return 0;
+}
+
+void util_atomic_abort(struct util_atomic *a) {
+  if (a->tmp)
+    unlink(a->tmp);
+  atomic_close(a);
+}
+
+int util_write_file_atomic(const char *path, const void *data, size_t len) {
+  struct util_atomic a;
+  int err = util_atomic_open(&a, path);
+  if (err == 0)
+    err = util_atomic_write(&a, data, len);
+  if (err == 0)
+    return util_atomic_commit(&a);
+  util_atomic_abort(&a);
   return err;
 }
 

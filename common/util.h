@@ -32,7 +32,30 @@ void util_buf_consume(struct util_buf *b, size_t n);
 /* Returns new NUL-terminated contents (free), or NULL with errno set;
  * EFBIG when larger than max. */
 char *util_read_file(const char *path, size_t max, size_t *len);
-/* Write via a temporary file and rename, keeping the mode. 0 or -errno. */
+/* The same from an open fd, read to its end (the fd stays open). */
+char *util_read_fd(int fd, size_t max, size_t *len);
+/* A file being replaced: the new contents go to a temporary file beside
+ * the target, which takes its place on commit (rename), so a reader sees
+ * the old file or the new one, never half of either. */
+struct util_atomic {
+  int fd;       /* the temporary file, -1 when closed */
+  char *tmp;    /* its path (new) */
+  char *target; /* the file it replaces, symlinks resolved (new) */
+};
+/* Start replacing path. A symlink stays one: the file it leads to is
+ * replaced (the temporary file is made in that file's directory). A file
+ * that exists keeps its mode, owner and group: -EPERM when they cannot be
+ * kept (another user's file, as non-root). Nothing is left behind on
+ * error. 0 or -errno. */
+int util_atomic_open(struct util_atomic *a, const char *path);
+/* Append len bytes. 0 or -errno. */
+int util_atomic_write(struct util_atomic *a, const void *data, size_t len);
+/* fsync, rename over the target, fsync its directory; a is closed either
+ * way. 0 or -errno. */
+int util_atomic_commit(struct util_atomic *a);
+/* Remove the temporary file and close a. No-op on a closed one. */
+void util_atomic_abort(struct util_atomic *a);
+/* The whole of the above with data. 0 or -errno. */
 int util_write_file_atomic(const char *path, const void *data, size_t len);
 
 int util_set_cloexec(int fd, int on);

@@ -1,6 +1,7 @@
 /*
  * cli_config.c - `aio config`: print the effective configuration, get one
- * value or section (-g), or set a value in the user's file in place (-s).
+ * value or section (-g), or set a value in the user's file in place (-s),
+ * only when the file as it would be passes what `aio check` checks.
  */
 #define _GNU_SOURCE
 #include <getopt.h>
@@ -11,6 +12,7 @@
 #include "app.h"
 #include "cli.h"
 #include "config.h"
+#include "util.h"
 
 static void config_usage(FILE *out) {
   fprintf(out,
@@ -21,9 +23,11 @@ static void config_usage(FILE *out) {
           "(defaults, module defaults and the file, interpolated).\n"
           "  -g SECTION:KEY  print one value; -g SECTION prints its keys\n"
           "  -s SECTION:KEY VALUE  set a value in the configuration file,\n"
-          "                  keeping its comments and layout\n"
+          "                  keeping its comments and layout, when the file\n"
+          "                  still passes `aio check` (exit 78 if not, the\n"
+          "                  file untouched)\n"
           "  -f FILE         read or write FILE as it is (no defaults, no\n"
-          "                  interpolation)\n");
+          "                  interpolation; -s checks only that it parses)\n");
 }
 
 /* "server:web:port" -> section "server:web", key "port". */
@@ -34,6 +38,51 @@ static int split_ref(const char *ref, char **section, char **key) {
   *section = strndup(ref, (size_t)(colon - ref));
   *key = strdup(colon + 1);
   return (*section && *key) ? 0 : -1;
+}
+
+/* A copy of msg with every tmp replaced by path. New, or NULL. */
+static char *rename_in(const char *msg, const char *tmp, const char *path) {
+  struct util_buf b = {0};
+  size_t tlen = strlen(tmp);
+  for (const char *p = msg, *hit; *p; p = hit + tlen) {
+    hit = strstr(p, tmp);
+    if (hit == NULL) {
+      util_buf_add(&b, p, strlen(p));
+      break;
+    }
+    util_buf_add(&b, p, (size_t)(hit - p));
+    util_buf_add(&b, path, strlen(path));
+  }
+  util_buf_add(&b, "", 0);
+  if (b.failed) {
+    free(b.data);
+    return NULL;
+  }
+  return b.data;
+}
+
+/* config_write_value's check for -s: the whole of `aio check` (values,
+ * interpolation, module defaults, modules and symbols in the probe
+ * child) on the file as it would be, its problems named after the real
+ * file rather than the temporary one. */
+static int check_new_file(const char *tmp, const char *path, void *arg,
+                          struct diag *d) {
+  (void)arg;
+  struct diag mine;
+  struct app app;
+  diag_init(&mine);
+  int rc = app_check(&app, tmp, &mine);
+  app_close(&app);
+  for (size_t i = 0; i < mine.n; i++) {
+    char *msg = rename_in(mine.msgs[i], tmp, path);
+    diag_add_raw(d, msg ? msg : mine.msgs[i]);
+    free(msg);
+  }
+  if (rc)
+    diag_add(d, path, 0,
+             "not changed: the new value would not pass `aio check`");
+  diag_close(&mine);
+  return rc ? -1 : 0;
 }
 
 int cli_config(const char *config_path, int argc, char **argv) {
@@ -83,7 +132,8 @@ int cli_config(const char *config_path, int argc, char **argv) {
     if (split_ref(set, &section, &key)) {
       fprintf(stderr, "aio config: -s takes SECTION:KEY, not '%s'\n", set);
       rc = EXIT_USAGE;
-    } else if (config_write_value(path, section, key, argv[optind], &d)) {
+    } else if (config_write_value(path, section, key, argv[optind],
+                                  file ? NULL : check_new_file, NULL, &d)) {
       diag_print(&d, stderr);
       rc = EXIT_CONFIG;
     }

@@ -93,7 +93,8 @@ static void check_write(const uint8_t *data, size_t size, size_t which) {
   struct diag d;
   diag_init(&d);
   const char *sec = writes[which].section, *key = writes[which].key;
-  if (config_write_value(wpath, sec, key, writes[which].value, &d) != 0)
+  if (config_write_value(wpath, sec, key, writes[which].value, NULL, NULL,
+                         &d) != 0)
     abort(); /* the file parsed; writing one value into it cannot fail */
   diag_close(&d);
   struct config *cfg = NULL;

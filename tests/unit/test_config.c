@@ -9,13 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "aio.h"
 #include "check_main.h"
 #include "config.h"
 #include "settings.h"
+#include "util.h"
 
 static struct config *parse(const char *text, struct diag *d) {
   struct config *c = config_new();
@@ -637,6 +640,35 @@ START_TEST(test_error_unreadable_file) {
 }
 END_TEST
 
+START_TEST(test_error_file_too_large) {
+  const char *path = temp_file("[a]\nk = v\n", 10);
+  ck_assert_int_eq(truncate(path, CONFIG_MAX_FILE), 0); /* sparse, NULs */
+  struct config *c = config_new();
+  struct diag d;
+  diag_init(&d);
+  /* At the limit it is read (and its NUL bytes refused)... */
+  ck_assert_int_eq(config_parse_file(c, path, &d), -1);
+  ck_assert_ptr_nonnull(strstr(d.msgs[0], "NUL byte"));
+  config_free(c);
+  diag_close(&d);
+  /* ...one byte more is not read at all. */
+  ck_assert_int_eq(truncate(path, CONFIG_MAX_FILE + 1), 0);
+  c = config_new();
+  diag_init(&d);
+  ck_assert_int_eq(config_parse_file(c, path, &d), -1);
+  ck_assert_uint_eq(d.n, 1);
+  char want[256];
+  snprintf(want, sizeof(want),
+           "%s: larger than 8 MiB (8388609 bytes; 8388608 is the limit of "
+           "a configuration file)",
+           path);
+  ck_assert_str_eq(d.msgs[0], want);
+  config_free(c);
+  diag_close(&d);
+  unlink(path);
+}
+END_TEST
+
 START_TEST(test_file_records_path_and_dir) {
   const char *text = "[aio]\nworkers = 2\n";
   const char *path = temp_file(text, strlen(text));
@@ -1000,6 +1032,195 @@ START_TEST(test_error_unnamed_server_and_schedule) {
 }
 END_TEST
 
+/* ---- hostile sizes --------------------------------------------------------
+ */
+
+/* Generous: the check is against the seconds (and gigabytes) of the
+ * quadratic or exponential behaviour, not a benchmark; ASan included. */
+#define HOSTILE_DEADLINE_MS 5000
+
+/* Without ASan (which reserves terabytes of address space), a test that
+ * would blow up dies of ENOMEM instead of taking the machine with it. */
+static void limit_memory(void) {
+#if !defined(__SANITIZE_ADDRESS__)
+  struct rlimit rl = {.rlim_cur = 512u << 20, .rlim_max = 512u << 20};
+  ck_assert_int_eq(setrlimit(RLIMIT_AS, &rl), 0);
+#endif
+}
+
+/* The interpolation bomb of issue 12: 29 keys, each ${next}${next}, so
+ * k0 would be 10 * 2^28 bytes. Returns new text; *cap_line gets the line
+ * of the first key whose value passes 64 KiB (k15: 81920 bytes). */
+static char *bomb_text(int *cap_line) {
+  struct util_buf b = {0};
+  util_buf_printf(&b, "[bomb]\n");
+  for (int i = 0; i < 28; i++)
+    util_buf_printf(&b, "k%d = ${k%d}${k%d}\n", i, i + 1, i + 1);
+  util_buf_printf(&b, "k28 = 0123456789\n");
+  ck_assert(!b.failed);
+  *cap_line = 2 + 15;
+  return b.data;
+}
+
+START_TEST(test_interpolation_bomb_is_refused_at_the_value_cap) {
+  limit_memory();
+  int line;
+  char *text = bomb_text(&line);
+  uint64_t t0 = util_now_ms();
+  expect_interp_error(text, line,
+                      "[bomb] k15: the interpolated value would be longer "
+                      "than 64 KiB");
+  ck_assert_uint_lt(util_now_ms() - t0, HOSTILE_DEADLINE_MS);
+  free(text);
+}
+END_TEST
+
+START_TEST(test_interpolation_total_is_capped) {
+  /* Each value stays within 64 KiB, but 300 copies of a 64 KiB value
+   * would be 19 MB: refused once, past 16 MiB in all. */
+  limit_memory();
+  struct util_buf b = {0};
+  util_buf_printf(&b, "[a]\nb0 = 0123456789abcdef\n");
+  for (int i = 1; i <= 12; i++) /* b12: 16 * 2^12 = 65536 bytes, the cap */
+    util_buf_printf(&b, "b%d = ${b%d}${b%d}\n", i, i - 1, i - 1);
+  util_buf_printf(&b, "[many]\n");
+  for (int i = 0; i < 300; i++)
+    util_buf_printf(&b, "x%d = ${a:b12}\n", i);
+  ck_assert(!b.failed);
+  struct config *c = parse_ok(b.data);
+  struct diag d;
+  diag_init(&d);
+  ck_assert_int_eq(config_interpolate(c, &d), -1);
+  if (d.n != 1)
+    dump_diag(&d);
+  ck_assert_uint_eq(d.n, 1);
+  ck_assert_msg(strstr(d.msgs[0], "more than 16 MiB") != NULL, "%s", d.msgs[0]);
+  /* 16 MiB is 256 copies: the key that passes it is one of the last. */
+  int at = 0;
+  ck_assert_int_eq(sscanf(d.msgs[0], "t.conf:%d:", &at), 1);
+  ck_assert_int_gt(at, 15 + 250);
+  ck_assert_int_lt(at, 15 + 260);
+  config_free(c);
+  diag_close(&d);
+  free(b.data);
+}
+END_TEST
+
+START_TEST(test_value_of_exactly_the_cap_is_kept) {
+  /* 64 KiB from continuation lines: a part of 128 bytes, 511 of 127 and
+   * the 511 newlines between them. */
+  struct util_buf b = {0};
+  char part[129];
+  memset(part, 'v', sizeof(part) - 1);
+  part[sizeof(part) - 1] = '\0';
+  util_buf_printf(&b, "[a]\nk = %s\n", part);
+  for (int i = 1; i < 512; i++)
+    util_buf_printf(&b, "    %s\n", part + 1);
+  ck_assert(!b.failed);
+  struct config *c = interp_ok(b.data);
+  ck_assert_uint_eq(strlen(config_get(c, "a", "k")), 65536);
+  config_free(c);
+  /* One part more is refused, at the key's line. */
+  util_buf_printf(&b, "    w\n");
+  expect_parse_error(b.data, 2,
+                     "[a] k: the value is longer than 64 KiB (65536 bytes, "
+                     "the limit of one value) at line 514");
+  free(b.data);
+}
+END_TEST
+
+/* b's text parsed as t.conf within the deadline. Returns new. */
+static struct config *parse_hostile(const struct util_buf *b, struct diag *d) {
+  ck_assert(!b->failed);
+  uint64_t t0 = util_now_ms();
+  struct config *c = parse(b->data, d);
+  ck_assert_uint_lt(util_now_ms() - t0, HOSTILE_DEADLINE_MS);
+  return c;
+}
+
+START_TEST(test_many_sections_parse_in_linear_time) {
+  enum { N = 100000 };
+  struct util_buf b = {0};
+  for (int i = 0; i < N; i++)
+    util_buf_printf(&b, "[s%d]\nk = %d\n", i, i);
+  /* The first section again: the same section, so a duplicate there. */
+  util_buf_printf(&b, "[s0]\nk = again\n");
+  struct diag d;
+  struct config *c = parse_hostile(&b, &d);
+  ASSERT_ONE(&d, 2 * N + 2, "duplicate key 'k' in [s0] (first set at line 2)");
+  ck_assert_uint_eq(c->n, N);
+  ck_assert_str_eq(c->sections[0].name, "s0");
+  ck_assert_str_eq(c->sections[N - 1].name, "s99999");
+  ck_assert_str_eq(config_get(c, "s54321", "k"), "54321");
+  ck_assert_ptr_null(config_get(c, "s100000", "k"));
+  config_free(c);
+  diag_close(&d);
+  free(b.data);
+}
+END_TEST
+
+START_TEST(test_many_keys_parse_in_linear_time) {
+  enum { N = 100000 };
+  struct util_buf b = {0};
+  util_buf_printf(&b, "[a]\n");
+  for (int i = 0; i < N; i++)
+    util_buf_printf(&b, "k%d = %d\n", i, i);
+  util_buf_printf(&b, "k5 = again\n");
+  struct diag d;
+  struct config *c = parse_hostile(&b, &d);
+  ASSERT_ONE(&d, N + 2, "duplicate key 'k5' in [a] (first set at line 7)");
+  const struct config_section *s = config_section(c, "a");
+  ck_assert_uint_eq(s->n, N);
+  ck_assert_str_eq(s->entries[0].key, "k0");
+  ck_assert_str_eq(s->entries[N - 1].key, "k99999");
+  ck_assert_str_eq(config_get(c, "a", "k77777"), "77777");
+  /* A lower layer's key replaced by a higher one keeps its place. */
+  ck_assert_int_eq(
+      config_parse_string(c, "[a]\nk3 = top\nnew = 1\n", "user", &d), 0);
+  ck_assert_str_eq(s->entries[3].value, "top");
+  ck_assert_str_eq(s->entries[N].key, "new");
+  config_free(c);
+  diag_close(&d);
+  free(b.data);
+}
+END_TEST
+
+START_TEST(test_many_continuation_lines_parse_in_linear_time) {
+  /* A million continuation lines: 1000 keys of 1000 lines, each within
+   * the value cap, then one key of a million, refused at the cap. */
+  limit_memory();
+  struct util_buf b = {0};
+  util_buf_printf(&b, "[a]\n");
+  for (int k = 0; k < 1000; k++) {
+    util_buf_printf(&b, "k%d = first\n", k);
+    for (int i = 0; i < 1000; i++)
+      util_buf_add(&b, "  x\n", 4);
+  }
+  ck_assert(!b.failed);
+  uint64_t t0 = util_now_ms();
+  struct config *c = parse_ok(b.data);
+  ck_assert_uint_lt(util_now_ms() - t0, HOSTILE_DEADLINE_MS);
+  const struct config_entry *e = config_entry(c, "a", "k999");
+  ck_assert_uint_eq(strlen(e->value), 5 + 2 * 1000);
+  ck_assert_uint_eq(e->nlines, 1001);
+  ck_assert_int_eq(config_entry_line(e, 1000), 1 + 999 * 1001 + 1001);
+  config_free(c);
+
+  b.len = 0;
+  util_buf_printf(&b, "[a]\nk = first\n");
+  for (int i = 0; i < 1000000; i++)
+    util_buf_add(&b, "  x\n", 4);
+  util_buf_printf(&b, "j = after\n");
+  struct diag d;
+  c = parse_hostile(&b, &d);
+  ASSERT_ONE(&d, 2, "[a] k: the value is longer than 64 KiB");
+  ck_assert_int_eq(config_entry(c, "a", "j")->line, 1000003);
+  config_free(c);
+  diag_close(&d);
+  free(b.data);
+}
+END_TEST
+
 /* ---- writing ------------------------------------------------------------- */
 
 START_TEST(test_write_value_keeps_layout) {
@@ -1011,9 +1232,12 @@ START_TEST(test_write_value_keeps_layout) {
   close(fd);
   struct diag d;
   diag_init(&d);
-  ck_assert_int_eq(config_write_value(path, "aio", "modules", "c", &d), 0);
-  ck_assert_int_eq(config_write_value(path, "aio", "new", "1", &d), 0);
-  ck_assert_int_eq(config_write_value(path, "server/x", "port", "9", &d), 0);
+  ck_assert_int_eq(
+      config_write_value(path, "aio", "modules", "c", NULL, NULL, &d), 0);
+  ck_assert_int_eq(config_write_value(path, "aio", "new", "1", NULL, NULL, &d),
+                   0);
+  ck_assert_int_eq(
+      config_write_value(path, "server/x", "port", "9", NULL, NULL, &d), 0);
   FILE *f = fopen(path, "r");
   char buf[1024];
   size_t n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -1022,6 +1246,42 @@ START_TEST(test_write_value_keeps_layout) {
   ck_assert_str_eq(buf, "# top comment\n[aio]\nworkers = 2 ; two\n"
                         "modules = c\nnew = 1\n\n[other]\nk = v\n"
                         "\n[server/x]\nport = 9\n");
+  unlink(path);
+  diag_close(&d);
+}
+END_TEST
+
+/* A check that records where it was called and refuses. */
+static char checked_tmp[256];
+static int refuse_check(const char *tmp, const char *path, void *arg,
+                        struct diag *d) {
+  snprintf(checked_tmp, sizeof(checked_tmp), "%s", tmp);
+  ck_assert_ptr_eq(arg, checked_tmp);
+  diag_add(d, path, 1, "refused by the check");
+  return -1;
+}
+
+START_TEST(test_write_value_refusals_leave_the_file_alone) {
+  static const char text[] = "[a]\nk = v\n";
+  const char *path = temp_file(text, strlen(text));
+  struct diag d;
+  diag_init(&d);
+  /* An inline comment would cut the value short. */
+  ck_assert_int_eq(config_write_value(path, "a", "k", "x ; y", NULL, NULL, &d),
+                   -1);
+  ck_assert_uint_eq(d.n, 1);
+  ck_assert_ptr_nonnull(strstr(d.msgs[0], "'x ; y' would read back as 'x'"));
+  /* The caller's check sees the new file beside the old one, and its
+   * refusal leaves nothing behind. */
+  ck_assert_int_eq(
+      config_write_value(path, "a", "k", "w", refuse_check, checked_tmp, &d),
+      -1);
+  ck_assert_uint_eq(d.n, 2);
+  ck_assert_int_eq(strncmp(checked_tmp, "/tmp/.aio-conf-", 15), 0);
+  ck_assert_int_eq(access(checked_tmp, F_OK), -1);
+  char *now = util_read_file(path, 1 << 20, NULL);
+  ck_assert_str_eq(now, text);
+  free(now);
   unlink(path);
   diag_close(&d);
 }
@@ -1062,6 +1322,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_error_control_character);
   tcase_add_test(tc, test_error_nul_byte);
   tcase_add_test(tc, test_error_unreadable_file);
+  tcase_add_test(tc, test_error_file_too_large);
   tcase_add_test(tc, test_file_records_path_and_dir);
   suite_add_tcase(s, tc);
 
@@ -1088,8 +1349,18 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_error_unnamed_server_and_schedule);
   suite_add_tcase(s, tc);
 
+  tc = tcase_create("hostile");
+  tcase_add_test(tc, test_interpolation_bomb_is_refused_at_the_value_cap);
+  tcase_add_test(tc, test_interpolation_total_is_capped);
+  tcase_add_test(tc, test_value_of_exactly_the_cap_is_kept);
+  tcase_add_test(tc, test_many_sections_parse_in_linear_time);
+  tcase_add_test(tc, test_many_keys_parse_in_linear_time);
+  tcase_add_test(tc, test_many_continuation_lines_parse_in_linear_time);
+  suite_add_tcase(s, tc);
+
   tc = tcase_create("writer");
   tcase_add_test(tc, test_write_value_keeps_layout);
+  tcase_add_test(tc, test_write_value_refusals_leave_the_file_alone);
   suite_add_tcase(s, tc);
   return s;
 }
