@@ -20,6 +20,20 @@
 #define PROBE_TIMEOUT_MS 30000
 #define PROBE_MAX_OUTPUT (16u << 20)
 
+/* Whether msg ("FILE:LINE: ...") is at the place of one of d's messages
+ * from..to. */
+static int same_place(const struct diag *d, size_t from, size_t to,
+                      const char *msg) {
+  for (size_t i = from; i < to; i++) {
+    const char *m = d->msgs[i];
+    const char *colon = strchr(m, ':');
+    colon = colon ? strchr(colon + 1, ':') : NULL;
+    if (colon && strncmp(m, msg, (size_t)(colon - m + 1)) == 0)
+      return 1;
+  }
+  return 0;
+}
+
 /* defaults: JSON array of [module, text] pairs, or NULL. Returns 0, -1
  * when the layers did not parse (syntax), or -2 when interpolation or
  * values were refused. Lenient (the first pass, before the modules and so
@@ -45,8 +59,19 @@ static int build(struct app *a, const char *path, json_t *defaults,
   }
   if (config_parse_file(a->cfg, path, d) || d->n != before)
     return -1;
-  if (config_interpolate(a->cfg, d) && !lenient)
+  if (config_interpolate(a->cfg, d) && !lenient) {
+    /* Still read the values, so one run lists every problem; a value that
+     * could not be interpolated is reported once, by interpolation. */
+    size_t interp_end = d->n;
+    struct diag values;
+    diag_init(&values);
+    settings_load(&a->s, a->cfg, &values);
+    for (size_t k = 0; k < values.n; k++)
+      if (!same_place(d, before, interp_end, values.msgs[k]))
+        diag_add_raw(d, values.msgs[k]);
+    diag_close(&values);
     return -2;
+  }
   int rc = settings_load(&a->s, a->cfg, d);
   return (rc || d->n != before) ? -2 : 0;
 }

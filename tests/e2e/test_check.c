@@ -195,6 +195,30 @@ START_TEST(test_module_check_hook_reports_with_file_and_line) {
 }
 END_TEST
 
+/* Interpolation errors do not hide the other problems: values are still
+ * read, and a value that could not be interpolated is reported once. */
+START_TEST(test_check_lists_interpolation_and_value_problems) {
+  check_conf("[aio]\n"
+             "workers = lots\n" /* 2 */
+             "[a]\n"
+             "x = ${nowhere:key}\n" /* 4 */
+             "[server:s]\n"
+             "protocol = aio.echo\n"
+             "port = ${a:nokey}\n" /* 7 */
+             "[server:t]\n"
+             "protocol = aio.echo\n"
+             "port = 99999\n", /* 10 */
+             78);
+  HAS("aio.conf:2: [aio] workers: expected a whole number");
+  HAS("aio.conf:4: [a] x refers to ${nowhere:key}, but there is no key "
+      "'key' in [nowhere]\n");
+  HAS("aio.conf:7: [server:s] port refers to ${a:nokey}");
+  HAS("aio.conf:10: [server:t] port: expected a whole number");
+  HAS("4 problems");
+  ck_assert_int_eq(count_lines(out), 5);
+}
+END_TEST
+
 /* Values the settings refuse and references the loader refuses, in one
  * file: every one is listed, values first, then what the probe found. */
 START_TEST(test_check_lists_every_problem) {
@@ -281,6 +305,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_command_reads_the_configuration);
   tcase_add_test(tc, test_module_check_hook_reports_with_file_and_line);
   tcase_add_test(tc, test_check_lists_every_problem);
+  tcase_add_test(tc, test_check_lists_interpolation_and_value_problems);
   tcase_add_test(tc, test_check_missing_module_does_not_hide_symbol_problems);
   tcase_add_test(tc, test_check_syntax_errors_stop_before_modules);
   suite_add_tcase(s, tc);
