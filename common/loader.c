@@ -520,31 +520,48 @@ void aio_check_error(const char *section, const char *key, const char *fmt,
   va_end(ap);
   if (section == NULL)
     section = "";
-  if (checking.d == NULL) {
-    log_error("[%s]%s%s: %s", section, key ? " " : "", key ? key : "", msg);
-    return;
-  }
-  const struct config *cfg = checking.app ? checking.app->cfg : NULL;
+  const struct app *a = checking.d ? checking.app : app_process();
+  const struct config *cfg = a ? a->cfg : NULL;
   const struct config_section *sec = cfg ? config_section(cfg, section) : NULL;
   const struct config_entry *e =
       sec && key ? config_entry(cfg, section, key) : NULL;
-  const char *file = e ? e->file : sec ? sec->file : checking.app->path;
+  const char *file = e ? e->file : sec ? sec->file : a ? a->path : NULL;
   int line = e ? e->line : sec ? sec->line : 0;
   if (e == NULL && file && file[0] == '<') {
     /* The section was opened by a module's defaults: a key that is missing
      * belongs in the user's file, at no line of it in particular. */
-    file = checking.app->path;
+    file = a->path;
     line = 0;
+  }
+  if (checking.d == NULL) {
+    char where[600] = "";
+    if (file && line > 0)
+      snprintf(where, sizeof(where), "%s:%d: ", file, line);
+    else if (file)
+      snprintf(where, sizeof(where), "%s: ", file);
+    log_error("%s[%s]%s%s: %s", where, section, key ? " " : "", key ? key : "",
+              msg);
+    return;
   }
   diag_add(checking.d, file, line, "[%s]%s%s: %s (module %s)", section,
            key ? " " : "", key ? key : "", msg, checking.module);
   checking.reported++;
 }
 
+static struct loader *process_loader;
+
+void loader_set_process(struct loader *l) { process_loader = l; }
+
+struct loader *loader_process(void) {
+  return process_loader;
+}
+
 int loader_run_checks(struct loader *l, const struct app *a, struct diag *d) {
   size_t before = d->n;
   const struct app *was = app_process();
+  struct loader *was_l = loader_process();
   app_set_process(a); /* the hook reads with aio_config_get() */
+  loader_set_process(l);
   for (size_t i = 0; i < l->n; i++) {
     const struct loader_module *m = &l->mods[i];
     if (m->def == NULL || m->def->check == NULL)
@@ -561,6 +578,7 @@ int loader_run_checks(struct loader *l, const struct app *a, struct diag *d) {
     checking.d = NULL;
   }
   app_set_process(was);
+  loader_set_process(was_l);
   return d->n == before ? 0 : -1;
 }
 

@@ -74,6 +74,11 @@ int loader_check(struct loader *l, const struct settings *s, struct diag *d);
 struct app;
 int loader_run_checks(struct loader *l, const struct app *a, struct diag *d);
 
+/* The loader of the modules this process runs, for aio_modules(): set by
+ * the worker, `aio test` and a mapped command. Borrowed; NULL: none. */
+void loader_set_process(struct loader *l);
+struct loader *loader_process(void);
+
 /* Call each module's init (in load order); 0, or -1 naming the module. */
 int loader_init(struct loader *l, struct diag *d);
 

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -345,4 +347,88 @@ void util_strv_free(char **v, size_t n) {
   for (size_t i = 0; i < n; i++)
     free(v[i]);
   free(v);
+}
+
+int util_parse_bool(const char *s, int *out) {
+  static const char *const yes[] = {"1", "yes", "true", "on"};
+  static const char *const no[] = {"0", "no", "false", "off"};
+  char word[8];
+  s = skip_blanks(s);
+  size_t n = strcspn(s, " \t");
+  if (n == 0 || n >= sizeof(word) || *skip_blanks(s + n) != '\0')
+    return -1;
+  memcpy(word, s, n);
+  word[n] = '\0';
+  for (size_t i = 0; i < UTIL_ARRAY_LEN(yes); i++) {
+    if (strcasecmp(word, yes[i]) == 0)
+      return *out = 1, 0;
+    if (strcasecmp(word, no[i]) == 0)
+      return *out = 0, 0;
+  }
+  return -1;
+}
+
+/* The number at the start of s and where its unit starts (blanks
+ * skipped), or -1. */
+static int leading_number(const char *s, double *v, const char **unit) {
+  char *end;
+  s = skip_blanks(s);
+  if (*s == '\0' || *s == '-' || *s == '+')
+    return -1;
+  errno = 0;
+  *v = strtod(s, &end);
+  if (errno || end == s || !isfinite(*v))
+    return -1;
+  *unit = skip_blanks(end);
+  return 0;
+}
+
+/* The unit word (letters only) and what follows it must be all of s. */
+static int unit_is(const char *unit, const char *name) {
+  size_t n = strlen(name);
+  return strncasecmp(unit, name, n) == 0 && *skip_blanks(unit + n) == '\0';
+}
+
+int util_parse_duration(const char *s, double *out) {
+  static const struct {
+    const char *name;
+    double seconds;
+  } units[] = {{"ms", 1e-3}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}};
+  double v;
+  const char *unit;
+  if (leading_number(s, &v, &unit))
+    return -1;
+  if (*unit == '\0')
+    return *out = v, 0;
+  for (size_t i = 0; i < UTIL_ARRAY_LEN(units); i++)
+    if (unit_is(unit, units[i].name))
+      return *out = v * units[i].seconds, 0;
+  return -1;
+}
+
+int util_parse_size(const char *s, unsigned long long *out) {
+  static const char letters[] = "kmgt";
+  double v;
+  const char *unit;
+  if (leading_number(s, &v, &unit))
+    return -1;
+  int shift = 0;
+  if (*unit != '\0') {
+    const char *p = strchr(letters, tolower((unsigned char)*unit));
+    if (p == NULL) {
+      if (!unit_is(unit, "b"))
+        return -1;
+    } else {
+      const char *rest = unit + 1;
+      if (*skip_blanks(rest) != '\0' && !unit_is(rest, "b") &&
+          !unit_is(rest, "ib"))
+        return -1;
+      shift = 10 * (int)(p - letters + 1);
+    }
+  }
+  double bytes = ldexp(v, shift);
+  if (bytes >= 0x1p64 || bytes != floor(bytes))
+    return -1;
+  *out = (unsigned long long)bytes;
+  return 0;
 }

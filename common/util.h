@@ -68,6 +68,14 @@ static inline uint64_t util_now_ms(void) { return util_now_ns() / 1000000u; }
 /* Parse a whole string as a number in [min, max]. 0 or -1. */
 int util_parse_long(const char *s, long min, long max, long *out);
 int util_parse_double(const char *s, double min, double max, double *out);
+/* "yes/no, true/false, on/off, 1/0" (any case): 0 with *out set, or -1. */
+int util_parse_bool(const char *s, int *out);
+/* Seconds, fractions allowed, with an optional unit: ms, s, m, h, d
+ * ("250ms", "1.5", "2m"). 0 with *out in seconds, or -1. */
+int util_parse_duration(const char *s, double *out);
+/* Bytes, with an optional binary unit K, M, G, T (also KB/KiB and the
+ * like, any case): "4096", "64K", "256M". 0, or -1 (bad or overflow). */
+int util_parse_size(const char *s, unsigned long long *out);
 
 /* Split s on whitespace and commas into a new array of new strings;
  * returns the count or -ENOMEM. util_strv_free frees. */

@@ -42,7 +42,8 @@ extern "C" {
  * which read as NULL for a module whose aio.h did not have them). Another
  * major, or a newer minor than this aio's, is refused with a message that
  * says which. 2.0 gave every declaration the size of its struct; 2.1 added
- * aio_module_t.check. */
+ * aio_module_t.check, the typed config getters and iterators, and
+ * aio_modules(). */
 #define AIO_API_MAJOR 2
 #define AIO_API_MINOR 1
 #define AIO_API_VERSION ((AIO_API_MAJOR << 16) | AIO_API_MINOR)
@@ -171,6 +172,50 @@ AIO_EXPORT struct uv_loop_s *aio_loop(void);
  * AIO_COMMAND, where the whole configuration, module defaults included, is
  * there. */
 AIO_EXPORT const char *aio_config_get(const char *section, const char *key);
+
+/* (API 2.1) Typed values of [section] key under aio's own rules, so a
+ * module reads its keys the way aio reads its own: *out gets the value, or
+ * dflt when the key is not set (or empty). Returns 0, or -EINVAL when the
+ * value is set but does not parse (*out = dflt); that problem is reported
+ * as "FILE:LINE: [section] key: ..." through aio_check_error() in a check
+ * hook (so it fails the check), in the log elsewhere.
+ *   int:      a whole number ("-3", "42")
+ *   double:   a number ("0.25")
+ *   bool:     yes/no, true/false, on/off, 1/0
+ *   duration: seconds, with an optional unit ms, s, m, h, d ("250ms", "2m")
+ *   size:     bytes, with an optional unit K, M, G, T (powers of 1024,
+ *             "64K", "256M"). */
+AIO_EXPORT int aio_config_int(const char *section, const char *key,
+                              long long dflt, long long *out);
+AIO_EXPORT int aio_config_double(const char *section, const char *key,
+                                 double dflt, double *out);
+AIO_EXPORT int aio_config_bool(const char *section, const char *key, int dflt,
+                               int *out);
+AIO_EXPORT int aio_config_duration(const char *section, const char *key,
+                                   double dflt, double *seconds);
+AIO_EXPORT int aio_config_size(const char *section, const char *key,
+                               size_t dflt, size_t *bytes);
+
+/* (API 2.1) Every section whose name starts with prefix ("job:" for each
+ * [job:NAME], "" for all), in file order, then every key of one section
+ * with its interpolated value. A callback that returns non-zero stops the
+ * walk, and that value is returned; else 0. Names and values are borrowed
+ * for the call. Section names are as aio spells them: [job/x] is "job:x". */
+typedef int aio_config_section_fn(const char *section, void *arg);
+typedef int aio_config_key_fn(const char *key, const char *value, void *arg);
+AIO_EXPORT int aio_config_sections(const char *prefix,
+                                   aio_config_section_fn *fn, void *arg);
+AIO_EXPORT int aio_config_keys(const char *section, aio_config_key_fn *fn,
+                               void *arg);
+
+/* (API 2.1) The modules this process loaded, built-in "aio" first, in load
+ * order, as the Python runner's aio.app.modules: name (as [aio] modules
+ * names it), its AIO_MODULE description (or ""), and the file it came from
+ * ("" for the built-in one). Stops and returns a non-zero callback value;
+ * else 0. Strings are borrowed for the call. */
+typedef int aio_module_fn(const char *name, const char *description,
+                          const char *file, void *arg);
+AIO_EXPORT int aio_modules(aio_module_fn *fn, void *arg);
 
 enum { AIO_LOG_DEBUG = 0, AIO_LOG_INFO, AIO_LOG_WARN, AIO_LOG_ERROR };
 AIO_EXPORT void aio_log(int level, const char *fmt, ...) AIO_PRINTF(2, 3);

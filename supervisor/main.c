@@ -278,7 +278,9 @@ static int cmd_plugin(const char *config_path, int argc, char **argv) {
     /* The whole configuration, module defaults included, is readable
      * from the command (aio_config_get). */
     app_set_process(&app);
+    loader_set_process(l);
     rc = decl->u.command(argc, argv);
+    loader_set_process(NULL);
     app_set_process(NULL);
     goto out;
   }

@@ -78,6 +78,7 @@ int testing_attach(struct app *app, struct loader *l) {
   diag_close(&d);
   T.app = app;
   T.loader = l;
+  loader_set_process(l);
   return rc;
 }
 
@@ -87,6 +88,7 @@ void testing_detach(void) {
   T.listeners = NULL;
   T.app = NULL;
   T.loader = NULL;
+  loader_set_process(NULL);
 }
 
 const struct app *testing_app(void) { return T.app; }

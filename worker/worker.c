@@ -618,6 +618,7 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
     return 1;
   }
   w->loader = loader_new();
+  loader_set_process(w->loader);
   if (w->loader == NULL || loader_load_all(w->loader, &app->s, &d) ||
       resolve_all(w, &d) || loader_init(w->loader, &d)) {
     for (size_t i = 0; i < d.n; i++)
@@ -713,16 +714,6 @@ void worker_close_loop(struct worker *w) {
 /* ---- the runtime API that is not about connections --------------------- */
 
 uv_loop_t *aio_loop(void) { return worker_self ? &worker_self->loop : NULL; }
-
-const char *aio_config_get(const char *section, const char *key) {
-  /* Outside a worker, `aio test` answers from the configuration it runs. */
-  const struct app *a = worker_self     ? worker_self->app
-                        : app_process() ? app_process()
-                                        : testing_app();
-  if (a == NULL || a->cfg == NULL || section == NULL || key == NULL)
-    return NULL;
-  return config_get(a->cfg, section, key);
-}
 
 /* aio_emit() and aio_emit_new(): steal says data is ours to keep. */
 static int emit(const char *signal, json_t *data, int steal) {

@@ -177,8 +177,8 @@ START_TEST(test_module_check_hook_reports_with_file_and_line) {
   check_conf(conf, 78);
   HAS("aio.conf:8: [checkmod] colour: 'mauve' is not a colour (red, green or "
       "blue) (module checkmod)\n");
-  HAS("aio.conf:9: [checkmod] level: '11' is not a whole number from 1 to 10 "
-      "(module checkmod)\n");
+  HAS("aio.conf:9: [checkmod] level: 11 is not from 1 to 10 (module "
+      "checkmod)\n");
   HAS("2 problems");
   const char *run[] = {"-c", "aio.conf", "run", NULL};
   ck_assert_int_eq(h_aio(dir, out, sizeof(out), run), 78);
@@ -188,6 +188,18 @@ START_TEST(test_module_check_hook_reports_with_file_and_line) {
   snprintf(conf, sizeof(conf), "%s", head);
   check_conf(conf, 78);
   HAS("aio.conf: [checkmod] colour: is required (module checkmod)\n");
+  /* The typed getters report what does not parse, at its line. */
+  snprintf(conf, sizeof(conf),
+           "%scolour = red\nlevel = many\nstrict = perhaps\n"
+           "patience = 3 fortnights\nbuffer = 12Q\n",
+           head);
+  check_conf(conf, 78);
+  HAS("aio.conf:9: [checkmod] level: expected a whole number, not 'many' "
+      "(module checkmod)\n");
+  HAS("aio.conf:10: [checkmod] strict: expected yes/no");
+  HAS("aio.conf:11: [checkmod] patience: expected a duration");
+  HAS("aio.conf:12: [checkmod] buffer: expected a size in bytes");
+  HAS("4 problems");
   /* level comes from the module's defaults. */
   snprintf(conf, sizeof(conf), "%scolour = blue\n", head);
   check_conf(conf, 0);
@@ -216,6 +228,39 @@ START_TEST(test_check_lists_interpolation_and_value_problems) {
   HAS("aio.conf:10: [server:t] port: expected a whole number");
   HAS("4 problems");
   ck_assert_int_eq(count_lines(out), 5);
+}
+END_TEST
+
+/* A module walks the configuration (every [job:*] section and its keys),
+ * reads typed values and lists the loaded modules, as aio.app.modules. */
+START_TEST(test_module_walks_the_configuration_and_the_modules) {
+  check_conf("[aio]\n"
+             "modules = checkmod\n"
+             "module_path = " AIO_TEST_MODULES "\n"
+             "[aio:commands]\n"
+             "dump = checkmod.dump\n"
+             "[checkmod]\n"
+             "colour = green\n"
+             "strict = on\n"
+             "patience = 250ms\n"
+             "buffer = 64K\n"
+             "[job:b]\n"
+             "when = ${checkmod:colour} later\n"
+             "[other]\n"
+             "x = 1\n"
+             "[job/a]\n"
+             "when = now\n",
+             0);
+  const char *argv[] = {"-c", "aio.conf", "dump", "job:", NULL};
+  ck_assert_int_eq(h_aio(dir, out, sizeof(out), argv), 0);
+  ck_assert_str_eq(out, "strict 1 patience 0.25 buffer 65536\n"
+                        "[job:b]\n"
+                        "  when = green later\n"
+                        "[job:a]\n"
+                        "  when = now\n"
+                        "module aio: built-in protocols: echo (TCP/UDP), "
+                        "hello (HTTP/1.1) (built in)\n"
+                        "module checkmod: checks its own keys (file)\n");
 }
 END_TEST
 
@@ -304,6 +349,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_help_lists_mapped_commands_and_c_after_command);
   tcase_add_test(tc, test_command_reads_the_configuration);
   tcase_add_test(tc, test_module_check_hook_reports_with_file_and_line);
+  tcase_add_test(tc, test_module_walks_the_configuration_and_the_modules);
   tcase_add_test(tc, test_check_lists_every_problem);
   tcase_add_test(tc, test_check_lists_interpolation_and_value_problems);
   tcase_add_test(tc, test_check_missing_module_does_not_hide_symbol_problems);

@@ -926,6 +926,47 @@ START_TEST(test_error_schedule_without_timing) {
 }
 END_TEST
 
+/* The parsers behind the typed getters of the plugin API. */
+START_TEST(test_util_parse_bool_duration_size) {
+  int b = -1;
+  ck_assert_int_eq(util_parse_bool(" Yes ", &b), 0);
+  ck_assert_int_eq(b, 1);
+  ck_assert_int_eq(util_parse_bool("off", &b), 0);
+  ck_assert_int_eq(b, 0);
+  ck_assert_int_eq(util_parse_bool("maybe", &b), -1);
+  ck_assert_int_eq(util_parse_bool("", &b), -1);
+  double d = 0;
+  ck_assert_int_eq(util_parse_duration("1.5", &d), 0);
+  ck_assert_double_eq(d, 1.5);
+  ck_assert_int_eq(util_parse_duration("250ms", &d), 0);
+  ck_assert_double_eq_tol(d, 0.25, 1e-12);
+  ck_assert_int_eq(util_parse_duration("2 m", &d), 0);
+  ck_assert_double_eq(d, 120);
+  ck_assert_int_eq(util_parse_duration("1d", &d), 0);
+  ck_assert_double_eq(d, 86400);
+  ck_assert_int_eq(util_parse_duration("-1", &d), -1);
+  ck_assert_int_eq(util_parse_duration("3 fortnights", &d), -1);
+  ck_assert_int_eq(util_parse_duration("5sec", &d), -1);
+  unsigned long long z = 0;
+  ck_assert_int_eq(util_parse_size("4096", &z), 0);
+  ck_assert_uint_eq(z, 4096);
+  ck_assert_int_eq(util_parse_size("64K", &z), 0);
+  ck_assert_uint_eq(z, 65536);
+  ck_assert_int_eq(util_parse_size("256MiB", &z), 0);
+  ck_assert_uint_eq(z, 256ull << 20);
+  ck_assert_int_eq(util_parse_size("1.5 kb", &z), 0);
+  ck_assert_uint_eq(z, 1536);
+  ck_assert_int_eq(util_parse_size("2T", &z), 0);
+  ck_assert_uint_eq(z, 2ull << 40);
+  ck_assert_int_eq(util_parse_size("10b", &z), 0);
+  ck_assert_uint_eq(z, 10);
+  ck_assert_int_eq(util_parse_size("0.3", &z), -1);
+  ck_assert_int_eq(util_parse_size("12Q", &z), -1);
+  ck_assert_int_eq(util_parse_size("16777216T", &z), -1); /* 2^64 */
+  ck_assert_int_eq(util_parse_size("-1", &z), -1);
+}
+END_TEST
+
 START_TEST(test_error_bad_cron) {
   expect_settings_error("[schedule:t]\nfunc = m.f\ncron = 61 * * * *\n", 3,
                         "[schedule:t] cron: bad minute (0-59) field '61'");
@@ -1342,6 +1383,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_error_bad_reference);
   tcase_add_test(tc, test_error_schedule_without_timing);
   tcase_add_test(tc, test_error_bad_cron);
+  tcase_add_test(tc, test_util_parse_bool_duration_size);
   tcase_add_test(tc, test_remap_builtin_command_is_ignored_with_a_warning);
   tcase_add_test(tc, test_listener_named_twice_runs_once);
   tcase_add_test(tc, test_error_listener_format_on_its_line);
