@@ -15,6 +15,9 @@
 /* Levels are the public AIO_LOG_* values. */
 int log_level_parse(const char *name); /* -1 when unknown */
 void log_set_level(int level);
+enum { LOG_FORMAT_TEXT = 0, LOG_FORMAT_JSON };
+int log_format_parse(const char *name); /* -1 when unknown */
+void log_set_format(int format);
 int log_get_level(void);
 /* role is copied; slot < 0 means no slot ("master"). */
 void log_set_role(const char *role, int slot);

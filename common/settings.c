@@ -29,6 +29,7 @@ const char settings_builtin_defaults[] = "[aio]\n"
                                          "graceful_timeout = 30\n"
                                          "log_level = info\n"
                                          "log_file =\n"
+                                         "log_format = text\n"
                                          "pidfile =\n"
                                          "control =\n"
                                          "user =\n"
@@ -379,6 +380,15 @@ static void load_aio(struct settings *s, struct reader *r) {
     if (s->log_level < 0) {
       rd_fail(r, "log_level", "expected debug, info, warn or error%s", "");
       s->log_level = AIO_LOG_INFO;
+    }
+  }
+  const char *lf = rd_str(r, "log_format");
+  s->log_format = LOG_FORMAT_TEXT;
+  if (lf && *lf) {
+    s->log_format = log_format_parse(lf);
+    if (s->log_format < 0) {
+      rd_fail(r, "log_format", "expected text or json%s", "");
+      s->log_format = LOG_FORMAT_TEXT;
     }
   }
   load_modules(s, r);

@@ -68,6 +68,7 @@ struct settings {
   double graceful_timeout; /* drain time on stop and reload */
   char *log_file;
   int log_level;
+  int log_format; /* LOG_FORMAT_TEXT or LOG_FORMAT_JSON (log.h) */
   char **modules;
   size_t nmodules;
   const char *modules_file; /* where [aio] modules was set (borrowed) */

@@ -181,6 +181,7 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
     }
   }
   log_set_level(app.s.log_level);
+  log_set_format(app.s.log_format);
   if (app.s.log_file) {
     int err = log_open(app.s.log_file);
     if (err) {
