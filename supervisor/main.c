@@ -18,6 +18,7 @@
 #include "loader.h"
 #include "log.h"
 #include "master.h"
+#include "proctitle.h"
 #include "util.h"
 
 static void usage(FILE *out) {
@@ -369,8 +370,13 @@ int main(int argc, char **argv) {
       fprintf(stderr, "aio %s: -c needs a FILE\n", cmd);
       return EXIT_USAGE;
     }
-  if (strcmp(cmd, "run") == 0)
+  if (strcmp(cmd, "run") == 0) {
+    /* The master and its workers show what they are in ps; the title
+     * takes argv's memory once the master runs (cmd_run copies what it
+     * keeps of the arguments before that). */
+    proctitle_init(argc, argv);
     return cmd_run(config_path, cargc, cargv);
+  }
   if (strcmp(cmd, "config") == 0)
     return cli_config(config_path, cargc, cargv);
   if (strcmp(cmd, "check") == 0)

@@ -15,6 +15,7 @@
 
 #include "generation.h"
 #include "log.h"
+#include "proctitle.h"
 #include "sockets.h"
 #include "util.h"
 
@@ -548,6 +549,7 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
   m->gen->refs = 1;
   log_info("aio %s starting: %s, %d worker%s", AIO_VERSION, config_path,
            m->gen->app.s.workers, m->gen->app.s.workers == 1 ? "" : "s");
+  proctitle_set("aio: master (generation 1) %s", config_path);
   signal(SIGPIPE, SIG_IGN);
   for (size_t i = 0; i < UTIL_ARRAY_LEN(master_signals); i++) {
     uv_signal_init(m->loop, &m->sig[i]);

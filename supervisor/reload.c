@@ -24,6 +24,7 @@
 #include "generation.h"
 #include "log.h"
 #include "master.h"
+#include "proctitle.h"
 #include "util.h"
 
 /* The longest a new generation may take to report ready before the reload
@@ -187,6 +188,7 @@ static void commit(struct master *m) {
     generation_free(old, m->gen);
   sched_restart(m);
   m->reloads++;
+  proctitle_set("aio: master (generation %u) %s", g->id, m->config_path);
   log_info("reloaded: generation %u, %zu worker%s, in %llu ms", g->id, n,
            n == 1 ? "" : "s",
            (unsigned long long)(uv_now(m->loop) - m->reload_started_ms));

@@ -17,6 +17,7 @@
 #include "conn.h"
 #include "loader.h"
 #include "log.h"
+#include "proctitle.h"
 #include "server.h"
 #include "testing.h"
 #include "util.h"
@@ -600,6 +601,7 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
   w->app = app;
   w->mark = mark;
   log_set_role("worker", slot);
+  proctitle_set("aio: worker %d (generation %u)", slot, gen);
   /* Workers never outlive the master, even one killed with SIGKILL. */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1 && getenv("AIO_ALLOW_ORPHAN") == NULL)

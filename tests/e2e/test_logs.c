@@ -1,11 +1,14 @@
 /*
- * test_logs.c - what aio writes to its log: with [aio] log_format = json,
- * every line of master and workers is one JSON object (time in RFC 3339
- * with milliseconds, level, role, slot for a worker, pid, msg), escaped by
- * jansson whatever the message quotes.
+ * test_logs.c - what aio tells an operator about itself: with [aio]
+ * log_format = json, every line of master and workers is one JSON object
+ * (time in RFC 3339 with milliseconds, level, role, slot for a worker, pid,
+ * msg), escaped by jansson whatever the message quotes; and ps shows each
+ * process for what it is, with its generation.
  */
 #include <check.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,11 +66,72 @@ START_TEST(test_json_log_is_one_object_per_line) {
 }
 END_TEST
 
+/* /proc/PID/cmdline as ps shows it (NULs as spaces), into buf. */
+static const char *cmdline(pid_t pid, char *buf, size_t n) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+  buf[0] = '\0';
+  int fd = open(path, O_RDONLY);
+  if (fd < 0)
+    return buf;
+  ssize_t r = read(fd, buf, n - 1);
+  close(fd);
+  if (r < 0)
+    r = 0;
+  buf[r] = '\0';
+  for (ssize_t i = 0; i < r; i++)
+    if (buf[i] == '\0')
+      buf[i] = ' ';
+  while (r > 0 && buf[r - 1] == ' ')
+    buf[--r] = '\0';
+  return buf;
+}
+
+/* Every child of the master shows "aio: worker N (generation G)". */
+static void assert_workers_titled(pid_t master, unsigned gen) {
+  pid_t kids[8];
+  int n = h_children(master, kids, 8), titled = 0;
+  char buf[512], want[64];
+  for (int i = 0; i < n; i++) {
+    cmdline(kids[i], buf, sizeof(buf));
+    snprintf(want, sizeof(want), "(generation %u)", gen);
+    if (strncmp(buf, "aio: worker ", 12) == 0 && strstr(buf, want))
+      titled++;
+  }
+  ck_assert_msg(titled == 2, "%d of %d children titled for generation %u",
+                titled, n, gen);
+}
+
+START_TEST(test_ps_shows_master_and_workers_with_generation) {
+  struct aio_proc p;
+  char conf[2048], buf[512], want[512];
+  int port = h_free_port();
+  h_conf(conf, sizeof(conf), "testmod", "workers = 2\n");
+  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", port);
+  h_start_ready(&p, conf, NULL);
+  snprintf(want, sizeof(want), "aio: master (generation 1) %s", p.conf);
+  ck_assert_str_eq(cmdline(p.pid, buf, sizeof(buf)), want);
+  ck_assert_int_eq(h_wait_children(p.pid, 2, 5000), 0);
+  assert_workers_titled(p.pid, 1);
+  pid_t old[8];
+  int nold = h_children(p.pid, old, 8);
+  kill(p.pid, SIGHUP);
+  ck_assert_int_eq(h_wait_log(&p, "reloaded: generation 2", 15000), 0);
+  snprintf(want, sizeof(want), "aio: master (generation 2) %s", p.conf);
+  ck_assert_str_eq(cmdline(p.pid, buf, sizeof(buf)), want);
+  /* Once the old generation has drained away, only the new one is left. */
+  ck_assert_int_eq(h_wait_gone(old, nold, 15000), 0);
+  assert_workers_titled(p.pid, 2);
+  h_stop_ok(&p);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("e2e_logs");
   TCase *tc = tcase_create("logs");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_json_log_is_one_object_per_line);
+  tcase_add_test(tc, test_ps_shows_master_and_workers_with_generation);
   suite_add_tcase(s, tc);
   return s;
 }
