@@ -325,6 +325,7 @@ static void resolve_user(struct settings *s, struct reader *r) {
       s->uid = (uid_t)id;
     } else {
       rd_fail(r, "user", "no such user '%s'", s->user);
+      s->ids_unknown = 1;
     }
     s->drop_privileges = 1;
   }
@@ -335,8 +336,10 @@ static void resolve_user(struct settings *s, struct reader *r) {
       s->gid = gr->gr_gid;
     else if (util_parse_long(s->group, 0, 1L << 30, &id) == 0)
       s->gid = (gid_t)id;
-    else
+    else {
       rd_fail(r, "group", "no such group '%s'", s->group);
+      s->ids_unknown = 1;
+    }
     s->drop_privileges = 1;
   }
 }

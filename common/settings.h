@@ -79,6 +79,8 @@ struct settings {
   char *control;
   char *user, *group;
   int drop_privileges; /* user or group set: workers run as uid/gid */
+  int ids_unknown;     /* user or group not found: uid/gid are not what
+                        * was asked for, so no user code may run */
   uid_t uid;
   gid_t gid;
   int max_restarts;       /* crashes of a slot within restart_window ... */
