@@ -31,6 +31,7 @@ const char settings_builtin_defaults[] = "[aio]\n"
                                          "log_file =\n"
                                          "pidfile =\n"
                                          "control =\n"
+                                         "control_timeout = 5\n"
                                          "user =\n"
                                          "group =\n"
                                          "max_restarts = 5\n"
@@ -368,6 +369,7 @@ static void load_aio(struct settings *s, struct reader *r) {
   rd_words(r, "module_path", &s->module_path, &s->npath);
   s->pidfile = rd_dup(r, "pidfile");
   s->control = rd_dup(r, "control");
+  s->control_timeout = rd_double(r, "control_timeout", 0.1, 3600, 5);
   s->user = rd_dup(r, "user");
   s->group = rd_dup(r, "group");
   resolve_user(s, r);

@@ -61,7 +61,11 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
   struct util_buf out = {0};
   util_buf_printf(&out, "%s\n", line ? line : "{}");
   free(line);
-  if (send(fd, out.data, out.len, MSG_NOSIGNAL) != (ssize_t)out.len) {
+  /* EPIPE: the master may have answered and closed at once (busy, too
+   * many clients); its answer is read below. */
+  int sent = send(fd, out.data, out.len, MSG_NOSIGNAL) == (ssize_t)out.len;
+  int cut = !sent && errno == EPIPE;
+  if (!sent && !cut) {
     fprintf(stderr, "aio: cannot talk to the master: %s\n", strerror(errno));
     free(out.data);
     *code = EXIT_UNAVAILABLE;
@@ -90,7 +94,10 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
   }
   reply = in.data ? json_loads(in.data, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
   free(in.data);
-  if (!json_is_object(reply)) {
+  if (reply == NULL && cut) {
+    fprintf(stderr, "aio: cannot talk to the master: %s\n", strerror(EPIPE));
+    *code = EXIT_UNAVAILABLE;
+  } else if (!json_is_object(reply)) {
     fprintf(stderr, "aio: the master sent no valid answer\n");
     json_decref(reply);
     reply = NULL;
@@ -141,6 +148,15 @@ static void print_status(json_t *r) {
          (long long)json_integer_value(json_object_get(r, "reloads")),
          json_integer_value(json_object_get(r, "reloads")) == 1 ? "" : "s",
          json_string_value(json_object_get(r, "config")));
+  json_t *ctl = json_object_get(r, "control");
+  if (ctl)
+    printf("control: %lld client%s, %lld refused, %lld dropped (unread "
+           "replies), %lld paused\n",
+           (long long)json_integer_value(json_object_get(ctl, "clients")),
+           json_integer_value(json_object_get(ctl, "clients")) == 1 ? "" : "s",
+           (long long)json_integer_value(json_object_get(ctl, "refused")),
+           (long long)json_integer_value(json_object_get(ctl, "dropped")),
+           (long long)json_integer_value(json_object_get(ctl, "paused")));
   printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %s\n", "SLOT", "PID", "STATE",
          "GEN", "UPTIME", "RESTARTS", "CONNS", "RSS", "PRIVATE");
   size_t i;

@@ -5,6 +5,13 @@
  * `aio stop`, `aio status`, `aio emit` and `aio scale` are its clients.
  * A malformed request gets an error reply; a client that sends more than
  * CTL_MAX_REQUEST without a newline is cut off.
+ *
+ * Bounded: a client is read only while its replies drain. Past
+ * CONTROL_QUEUE_MAX bytes of replies waiting, reading it stops until they
+ * are written; one that has not read for [aio] control_timeout while
+ * replies wait is dropped; a loop turn answers at most CONTROL_BATCH
+ * requests of a client; past CONTROL_MAX_CLIENTS connections, more are
+ * refused. Each refusal is counted in `aio status`.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,10 +31,27 @@
 #include "master.h"
 #include "util.h"
 
+/* Replies waiting to be written to one client before it is read no more
+ * (a status reply is about 1 KiB, more with many workers). */
+#define CONTROL_QUEUE_MAX (64 * 1024)
+/* Requests of one client answered in one loop turn. */
+#define CONTROL_BATCH 16
+/* Connections at once; more are answered busy and closed. */
+#define CONTROL_MAX_CLIENTS 64
+/* How often slow readers are looked for. */
+#define CONTROL_SWEEP_MS 500
+/* An input buffer above this is given back once empty. */
+#define CONTROL_IN_KEEP (16 * 1024)
+
 struct client {
   uv_pipe_t h;
   struct control *ctl;
-  struct util_buf in;
+  struct util_buf in;   /* received, not yet handled (bounded: reading stops
+                           while whole requests wait in it) */
+  uint64_t progress_ms; /* last sign of life: a read, replies drained (or
+                           beginning to wait) */
+  int reading;
+  int full;           /* not read until its replies drain */
   int waiting_reload; /* answer when the reload finishes */
   int closing;
   struct client *next;
@@ -35,11 +59,24 @@ struct client {
 
 struct control {
   uv_pipe_t server;
+  uv_timer_t sweep; /* drops clients that do not read their replies */
+  uv_idle_t pump;   /* answers the requests left over from a turn */
   struct master *m;
   char *path;
   struct client *clients;
-  int server_closed; /* freed when the server and every client are */
+  size_t nclients;
+  uint64_t refused; /* connections past CONTROL_MAX_CLIENTS */
+  uint64_t dropped; /* clients that did not read for control_timeout */
+  uint64_t paused;  /* times a client was not read for its replies */
+  int handles;      /* open: server, sweep, pump; freed with the last */
 };
+
+static void control_release(struct control *ctl) {
+  if (--ctl->handles == 0 && ctl->clients == NULL) {
+    free(ctl->path);
+    free(ctl);
+  }
+}
 
 static void on_client_closed(uv_handle_t *h) {
   struct client *c = h->data;
@@ -49,9 +86,10 @@ static void on_client_closed(uv_handle_t *h) {
       *cc = c->next;
       break;
     }
+  ctl->nclients--;
   free(c->in.data);
   free(c);
-  if (ctl->server_closed && ctl->clients == NULL) {
+  if (ctl->handles == 0 && ctl->clients == NULL) {
     free(ctl->path);
     free(ctl);
   }
@@ -64,6 +102,13 @@ static void client_close(struct client *c) {
   uv_close((uv_handle_t *)&c->h, on_client_closed);
 }
 
+static size_t client_queued(const struct client *c) {
+  return uv_stream_get_write_queue_size((const uv_stream_t *)&c->h);
+}
+
+static void client_pump(struct client *c);
+static void on_pump(uv_idle_t *h);
+
 struct reply {
   uv_write_t req;
   char *line;
@@ -71,9 +116,15 @@ struct reply {
 
 static void on_reply_written(uv_write_t *req, int status) {
   struct reply *r = (struct reply *)req;
-  (void)status;
+  struct client *c = req->handle->data;
   free(r->line);
   free(r);
+  if (status < 0 || c->closing)
+    return;
+  c->progress_ms = uv_now(c->ctl->m->loop);
+  /* Drained below half: take its next requests. */
+  if (client_queued(c) <= CONTROL_QUEUE_MAX / 2)
+    client_pump(c);
 }
 
 /* Send a reply (steals it). */
@@ -94,6 +145,8 @@ static void client_reply(struct client *c, json_t *reply) {
   }
   line[n] = '\n';
   r->line = line;
+  if (client_queued(c) == 0)
+    c->progress_ms = uv_now(c->ctl->m->loop);
   uv_buf_t b = uv_buf_init(line, (unsigned)(n + 1));
   if (uv_write(&r->req, (uv_stream_t *)&c->h, &b, 1, on_reply_written)) {
     free(line);
@@ -138,6 +191,13 @@ static const char *const wproc_state_names[] = {
 #undef WPROC_NAME
 };
 
+/* The control socket's own bounds, as counted since the start. */
+static json_t *control_status(const struct control *ctl) {
+  return json_pack("{s:I,s:I,s:I,s:I}", "clients", (json_int_t)ctl->nclients,
+                   "refused", (json_int_t)ctl->refused, "dropped",
+                   (json_int_t)ctl->dropped, "paused", (json_int_t)ctl->paused);
+}
+
 static json_t *status_reply(struct master *m) {
   uint64_t now = uv_now(m->loop);
   json_t *workers = json_array();
@@ -156,13 +216,14 @@ static json_t *status_reply(struct master *m) {
   }
   long long rss, priv;
   proc_memory(getpid(), &rss, &priv);
-  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:o}", "ok", 1,
-                   "pid", (int)getpid(), "version", AIO_VERSION, "uptime",
-                   (double)(now - m->start_ms) / 1000.0, "config",
+  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:o,s:o}",
+                   "ok", 1, "pid", (int)getpid(), "version", AIO_VERSION,
+                   "uptime", (double)(now - m->start_ms) / 1000.0, "config",
                    m->config_path, "generation", (int)m->gen->id, "workers",
                    (int)m->nslots, "reloads", (int)m->reloads, "reloading",
                    m->next_gen != NULL, "rss", (json_int_t)rss, "backlog",
-                   (json_int_t)router_backlog(m), "procs", workers);
+                   (json_int_t)router_backlog(m), "control",
+                   control_status(m->ctl), "procs", workers);
 }
 
 static void handle(struct client *c, const char *line, size_t len) {
@@ -227,6 +288,65 @@ static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = sizeof(slab);
 }
 
+static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void client_read(struct client *c, int on) {
+  if (c->reading == on || c->closing)
+    return;
+  c->reading = on;
+  if (on)
+    uv_read_start((uv_stream_t *)&c->h, on_client_alloc, on_client_read);
+  else
+    uv_read_stop((uv_stream_t *)&c->h);
+}
+
+/* Answer up to CONTROL_BATCH of the requests c has sent, while its replies
+ * are below the bound; then read more only if nothing is left to do. */
+static void client_pump(struct client *c) {
+  size_t off = 0;
+  int done = 0;
+  char *nl;
+  while (!c->closing && done < CONTROL_BATCH &&
+         client_queued(c) <= CONTROL_QUEUE_MAX &&
+         (nl = memchr(c->in.data + off, '\n', c->in.len - off)) != NULL) {
+    size_t len = (size_t)(nl - (c->in.data + off));
+    handle(c, c->in.data + off, len);
+    off += len + 1;
+    done++;
+  }
+  if (c->closing)
+    return;
+  util_buf_consume(&c->in, off);
+  if (c->in.len == 0 && c->in.cap > CONTROL_IN_KEEP) {
+    free(c->in.data); /* a burst's buffer is given back */
+    c->in = (struct util_buf){0};
+  }
+  if (c->in.len > CTL_MAX_REQUEST) {
+    client_reply(c, error_reply("request too large"));
+    client_close(c);
+    return;
+  }
+  int full = client_queued(c) > CONTROL_QUEUE_MAX;
+  int more = c->in.len && memchr(c->in.data, '\n', c->in.len) != NULL;
+  if (full && !c->full)
+    c->ctl->paused++;
+  c->full = full;
+  /* Full: on_reply_written resumes. More whole requests: the pump does,
+   * next turn. */
+  client_read(c, !full && !more);
+  if (more && !full)
+    uv_idle_start(&c->ctl->pump, on_pump);
+}
+
+static void on_pump(uv_idle_t *h) {
+  struct control *ctl = h->data;
+  uv_idle_stop(h); /* client_pump starts it again while work is left */
+  for (struct client *c = ctl->clients; c; c = c->next)
+    if (!c->closing && !c->reading && c->in.len &&
+        client_queued(c) <= CONTROL_QUEUE_MAX)
+      client_pump(c);
+}
+
 static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   struct client *c = s->data;
   if (nread == 0)
@@ -239,14 +359,24 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     client_close(c);
     return;
   }
-  char *nl;
-  while (!c->closing && (nl = memchr(c->in.data, '\n', c->in.len)) != NULL) {
-    size_t len = (size_t)(nl - c->in.data);
-    handle(c, c->in.data, len);
-    util_buf_consume(&c->in, len + 1);
-  }
-  if (c->in.len > CTL_MAX_REQUEST) {
-    client_reply(c, error_reply("request too large"));
+  c->progress_ms = uv_now(c->ctl->m->loop);
+  client_pump(c);
+}
+
+/* A client that leaves its replies unread for control_timeout is gone:
+ * it would otherwise hold its queue, and its place, for ever. */
+static void on_sweep(uv_timer_t *t) {
+  struct control *ctl = t->data;
+  uint64_t now = uv_now(ctl->m->loop);
+  uint64_t limit = (uint64_t)(ctl->m->gen->app.s.control_timeout * 1000);
+  for (struct client *c = ctl->clients; c; c = c->next) {
+    size_t q = client_queued(c);
+    if (c->closing || q == 0 || now - c->progress_ms < limit)
+      continue;
+    log_warnx("control: dropped a client that read none of its replies for "
+              "%.1f s (%zu bytes waiting)",
+              (double)(now - c->progress_ms) / 1000.0, q);
+    ctl->dropped++;
     client_close(c);
   }
 }
@@ -259,6 +389,24 @@ static int peer_allowed(int fd) {
   return cr.uid == 0 || cr.uid == geteuid();
 }
 
+/* At the bound, a client silent for control_timeout with nothing waiting
+ * (no reply, no reload) makes room. 1 when one was closed. */
+static int evict_idle(struct control *ctl) {
+  uint64_t now = uv_now(ctl->m->loop);
+  uint64_t limit = (uint64_t)(ctl->m->gen->app.s.control_timeout * 1000);
+  struct client *oldest = NULL;
+  for (struct client *c = ctl->clients; c; c = c->next)
+    if (!c->closing && !c->waiting_reload && client_queued(c) == 0 &&
+        now - c->progress_ms >= limit &&
+        (oldest == NULL || c->progress_ms < oldest->progress_ms))
+      oldest = c;
+  if (oldest == NULL)
+    return 0;
+  ctl->dropped++;
+  client_close(oldest);
+  return 1;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   struct control *ctl = server->data;
   if (status < 0)
@@ -267,10 +415,12 @@ static void on_connection(uv_stream_t *server, int status) {
   if (c == NULL)
     return;
   c->ctl = ctl;
+  c->progress_ms = uv_now(ctl->m->loop);
   uv_pipe_init(ctl->m->loop, &c->h, 0);
   c->h.data = c;
   c->next = ctl->clients;
   ctl->clients = c;
+  ctl->nclients++;
   if (uv_accept(server, (uv_stream_t *)&c->h)) {
     client_close(c);
     return;
@@ -281,7 +431,17 @@ static void on_connection(uv_stream_t *server, int status) {
     client_close(c);
     return;
   }
-  uv_read_start((uv_stream_t *)&c->h, on_client_alloc, on_client_read);
+  if (ctl->nclients > CONTROL_MAX_CLIENTS && !evict_idle(ctl)) {
+    /* Accepted only to say so: left in the backlog, it would wait. */
+    if (ctl->refused++ == 0)
+      log_warnx("control: more than %d clients at once; refusing more "
+                "(counted in aio status)",
+                CONTROL_MAX_CLIENTS);
+    client_reply(c, busy_reply("too many control clients; try again"));
+    client_close(c);
+    return;
+  }
+  client_read(c, 1);
 }
 
 /* Is someone answering on path? */
@@ -337,19 +497,18 @@ int control_open(struct master *m) {
     return err;
   }
   chmod(ctl->path, 0600);
+  ctl->handles = 3;
+  uv_timer_init(m->loop, &ctl->sweep);
+  ctl->sweep.data = ctl;
+  uv_timer_start(&ctl->sweep, on_sweep, CONTROL_SWEEP_MS, CONTROL_SWEEP_MS);
+  uv_idle_init(m->loop, &ctl->pump);
+  ctl->pump.data = ctl;
   m->ctl = ctl;
   log_info("control socket %s", ctl->path);
   return 0;
 }
 
-static void on_server_closed(uv_handle_t *h) {
-  struct control *ctl = h->data;
-  ctl->server_closed = 1;
-  if (ctl->clients == NULL) {
-    free(ctl->path);
-    free(ctl);
-  }
-}
+static void on_handle_closed(uv_handle_t *h) { control_release(h->data); }
 
 void control_close(struct master *m) {
   struct control *ctl = m->ctl;
@@ -367,7 +526,9 @@ void control_close(struct master *m) {
     }
     client_close(c);
   }
-  uv_close((uv_handle_t *)&ctl->server, on_server_closed);
+  uv_close((uv_handle_t *)&ctl->server, on_handle_closed);
+  uv_close((uv_handle_t *)&ctl->sweep, on_handle_closed);
+  uv_close((uv_handle_t *)&ctl->pump, on_handle_closed);
 }
 
 void control_reload_done(struct master *m, int code, json_t *errors) {
