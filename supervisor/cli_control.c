@@ -47,7 +47,18 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
     diag_close(&d);
   }
   json_t *reply = NULL;
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = -1;
+  char why[256];
+  int err = sock ? ctl_socket_dir(sock, 0, why, sizeof(why)) : 0;
+  if (err && err != -ENOENT) {
+    fprintf(stderr,
+            "aio: refusing the control socket %s: %s (someone else may "
+            "have made it to take over the control socket)\n",
+            sock, why);
+    *code = EXIT_NOPERM;
+    goto out;
+  }
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_un sun = {.sun_family = AF_UNIX};
   snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock ? sock : "");
   if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
@@ -55,6 +66,16 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
             "aio: no master is running for %s (control socket %s: %s)\n", path,
             sock ? sock : "?", strerror(errno));
     *code = EXIT_UNAVAILABLE;
+    goto out;
+  }
+  /* Before a byte is sent: a request may say stop, and the reply is
+   * believed. */
+  if (ctl_peer_trusted(fd, why, sizeof(why))) {
+    fprintf(stderr,
+            "aio: refusing to talk to the control socket %s: %s; it is not "
+            "your master (someone else may have taken the path)\n",
+            sock, why);
+    *code = EXIT_NOPERM;
     goto out;
   }
   char *line = json_dumps(req, JSON_COMPACT);
@@ -217,7 +238,8 @@ int cli_control(const char *config_path, int argc, char **argv) {
            "       aio [-c FILE] emit SIGNAL [JSON]\n"
            "       aio [-c FILE] scale N\n"
            "\nTalk to the running master of the configuration over its "
-           "control socket.\nExit 69 when no master is running.\n");
+           "control socket.\nExit 69 when no master is running, 77 when the "
+           "socket is served by\nanother user than yours or root.\n");
     return 0;
   }
   if (strcmp(cmd, "reload") == 0 && argc == 1) {

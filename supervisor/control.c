@@ -71,11 +71,14 @@ struct control {
   int handles;      /* open: server, sweep, pump; freed with the last */
 };
 
+static void control_free(struct control *ctl) {
+  free(ctl->path);
+  free(ctl);
+}
+
 static void control_release(struct control *ctl) {
-  if (--ctl->handles == 0 && ctl->clients == NULL) {
-    free(ctl->path);
-    free(ctl);
-  }
+  if (--ctl->handles == 0 && ctl->clients == NULL)
+    control_free(ctl);
 }
 
 static void on_client_closed(uv_handle_t *h) {
@@ -89,10 +92,8 @@ static void on_client_closed(uv_handle_t *h) {
   ctl->nclients--;
   free(c->in.data);
   free(c);
-  if (ctl->handles == 0 && ctl->clients == NULL) {
-    free(ctl->path);
-    free(ctl);
-  }
+  if (ctl->handles == 0 && ctl->clients == NULL)
+    control_free(ctl);
 }
 
 static void client_close(struct client *c) {
@@ -381,14 +382,6 @@ static void on_sweep(uv_timer_t *t) {
   }
 }
 
-static int peer_allowed(int fd) {
-  struct ucred cr;
-  socklen_t len = sizeof(cr);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
-    return 0;
-  return cr.uid == 0 || cr.uid == geteuid();
-}
-
 /* At the bound, a client silent for control_timeout with nothing waiting
  * (no reply, no reload) makes room. 1 when one was closed. */
 static int evict_idle(struct control *ctl) {
@@ -426,7 +419,9 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   uv_os_fd_t fd;
-  if (uv_fileno((uv_handle_t *)&c->h, &fd) || !peer_allowed(fd)) {
+  char why[160];
+  if (uv_fileno((uv_handle_t *)&c->h, &fd) ||
+      ctl_peer_trusted(fd, why, sizeof(why))) {
     log_warnx("control: refused a client of another user");
     client_close(c);
     return;
@@ -444,16 +439,20 @@ static void on_connection(uv_stream_t *server, int status) {
   client_read(c, 1);
 }
 
-/* Is someone answering on path? */
-static int path_in_use(const char *path) {
+/* Is someone answering on path? 0: nobody; -EADDRINUSE: a master of ours
+ * (or root's); -EPERM: another user, who has taken the path (why says
+ * who). */
+static int path_in_use(const char *path, char *why, size_t n) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return 0;
   struct sockaddr_un sun = {.sun_family = AF_UNIX};
   snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-  int r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+  int rc = 0;
+  if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
+    rc = ctl_peer_trusted(fd, why, n) == -EPERM ? -EPERM : -EADDRINUSE;
   close(fd);
-  return r == 0;
+  return rc;
 }
 
 int control_open(struct master *m) {
@@ -464,26 +463,39 @@ int control_open(struct master *m) {
   ctl->path = ctl_socket_path(&m->gen->app.s, m->config_path);
   if (ctl->path == NULL || strlen(ctl->path) >= 108) {
     log_error("control socket path is too long: %s", ctl->path);
-    free(ctl->path);
-    free(ctl);
+    control_free(ctl);
     return -ENAMETOOLONG;
   }
-  if (path_in_use(ctl->path)) {
+  char why[256];
+  int err = ctl_socket_dir(ctl->path, 1, why, sizeof(why));
+  if (err) {
+    log_error("control socket directory refused: %s; remove it (someone "
+              "else may have made it to take over the control socket), or "
+              "set [aio] control",
+              why);
+    control_free(ctl);
+    return err == -EPERM ? -EPERM : err;
+  }
+  err = path_in_use(ctl->path, why, sizeof(why));
+  if (err == -EPERM) {
+    log_error("the control socket %s answers, but %s: someone else has "
+              "taken the path; not starting (set [aio] control elsewhere)",
+              ctl->path, why);
+    control_free(ctl);
+    return -EPERM;
+  }
+  if (err) {
     log_error("another aio master is running on this configuration "
               "(control socket %s answers); not starting a second one",
               ctl->path);
-    free(ctl->path);
-    free(ctl);
+    control_free(ctl);
     return -EADDRINUSE;
   }
-  if (strncmp(ctl->path, "/run/aio/", 9) == 0)
-    mkdir("/run/aio", 0755); /* the default for root; systemd's
-                                RuntimeDirectory=aio makes it too */
   unlink(ctl->path);
   uv_pipe_init(m->loop, &ctl->server, 0);
   ctl->server.data = ctl;
   mode_t old = umask(0177); /* the socket is created 0600 */
-  int err = uv_pipe_bind(&ctl->server, ctl->path);
+  err = uv_pipe_bind(&ctl->server, ctl->path);
   umask(old);
   if (err == 0)
     err = uv_listen((uv_stream_t *)&ctl->server, 16, on_connection);
@@ -492,8 +504,7 @@ int control_open(struct master *m) {
               uv_strerror(err));
     uv_close((uv_handle_t *)&ctl->server, NULL);
     uv_run(m->loop, UV_RUN_NOWAIT);
-    free(ctl->path);
-    free(ctl);
+    control_free(ctl);
     return err;
   }
   chmod(ctl->path, 0600);
