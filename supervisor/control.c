@@ -307,7 +307,7 @@ static void client_pump(struct client *c) {
   size_t off = 0;
   int done = 0;
   char *nl;
-  while (!c->closing && done < CONTROL_BATCH &&
+  while (!c->closing && done < CONTROL_BATCH && off < c->in.len &&
          client_queued(c) <= CONTROL_QUEUE_MAX &&
          (nl = memchr(c->in.data + off, '\n', c->in.len - off)) != NULL) {
     size_t len = (size_t)(nl - (c->in.data + off));
