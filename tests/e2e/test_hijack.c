@@ -385,6 +385,16 @@ static void victim_dir(char *dir, size_t n, const char *conf) {
   ck_assert_int_eq(h_write(dir, "aio.conf", conf), 0);
 }
 
+/* The victim's aio run, in dir, must exit 77 saying want. */
+static void assert_victim_refused(const char *dir, const char *conf,
+                                  const char *want) {
+  struct aio_proc p;
+  start_as_victim(&p, dir, conf);
+  ck_assert_int_eq(h_wait_exit(&p, 15000), 0);
+  h_assert_exit_status(&p, 77);
+  ck_assert_msg(h_log_has(&p, want), "no '%s' in the log", want);
+}
+
 #define SKIP_WITHOUT_USERS(name)                                               \
   do {                                                                         \
     if (!have_users) {                                                         \
@@ -408,14 +418,10 @@ START_TEST(test_squatted_control_socket_directory_is_refused) {
    * its own) and the socket in it. */
   struct squat sq;
   squat_start(&sq, strcmp(sockdir, "/tmp") ? sockdir : NULL, sock);
-  struct aio_proc p;
-  start_as_victim(&p, dir, conf);
-  ck_assert_int_eq(h_wait_exit(&p, 15000), 0);
-  h_assert_exit_status(&p, 77);
   char want[256];
   snprintf(want, sizeof(want), "%s belongs to uid %u", sockdir,
            (unsigned)squatter.uid);
-  ck_assert_msg(h_log_has(&p, want), "no '%s' in the log", want);
+  assert_victim_refused(dir, conf, want);
   /* The squatter heard nothing: the master did not connect to it. */
   ck_assert_int_eq(squat_received(&sq, 0), -1);
   squat_stop(&sq);
@@ -426,11 +432,8 @@ START_TEST(test_squatted_control_socket_directory_is_refused) {
   ck_assert_ptr_nonnull(mkdtemp(target));
   ck_assert_int_eq(chown(target, squatter.uid, squatter.gid), 0);
   ck_assert_int_eq(symlink(target, sockdir), 0);
-  start_as_victim(&p, dir, conf);
-  ck_assert_int_eq(h_wait_exit(&p, 15000), 0);
-  h_assert_exit_status(&p, 77);
   snprintf(want, sizeof(want), "%s is a symbolic link", sockdir);
-  ck_assert_msg(h_log_has(&p, want), "no '%s' in the log", want);
+  assert_victim_refused(dir, conf, want);
   ck_assert_int_eq(unlink(sockdir), 0);
   ck_assert_int_eq(sh("rm -rf '%s'", target), 0);
 
@@ -438,14 +441,12 @@ START_TEST(test_squatted_control_socket_directory_is_refused) {
   ck_assert_int_eq(mkdir(sockdir, 0777), 0);
   ck_assert_int_eq(chmod(sockdir, 0777), 0);
   ck_assert_int_eq(chown(sockdir, victim.uid, victim.gid), 0);
-  start_as_victim(&p, dir, conf);
-  ck_assert_int_eq(h_wait_exit(&p, 15000), 0);
-  h_assert_exit_status(&p, 77);
   snprintf(want, sizeof(want), "%s has mode 0777", sockdir);
-  ck_assert_msg(h_log_has(&p, want), "no '%s' in the log", want);
+  assert_victim_refused(dir, conf, want);
   ck_assert_int_eq(rmdir(sockdir), 0);
 
   /* Nobody there: aio makes it, 0700 and the victim's, and serves. */
+  struct aio_proc p;
   start_as_victim(&p, dir, conf);
   h_assert_ready(&p, 15000);
   struct stat st;
