@@ -186,9 +186,7 @@ int ctl_peer_trusted(int fd, char *err, size_t n) {
   }
   if (cr.uid == 0 || cr.uid == geteuid())
     return 0;
-  snprintf(err, n,
-           "it is served by uid %d (pid %d), not by this user (uid %d) or "
-           "root",
+  snprintf(err, n, "uid %d (pid %d), not this user (uid %d) or root",
            (int)cr.uid, (int)cr.pid, (int)geteuid());
   return -EPERM;
 }

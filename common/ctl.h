@@ -65,7 +65,8 @@ char *ctl_socket_path_lenient(const char *config_path);
 int ctl_socket_dir(const char *path, int create, char *err, size_t n);
 
 /* Is the other end of the connected unix socket fd our own euid or root?
- * 0, or -EPERM (or -errno) with a message in err naming its uid and pid. */
+ * 0, or -EPERM (or -errno) with err saying who it is ("uid N (pid P),
+ * not this user (uid U) or root"). */
 int ctl_peer_trusted(int fd, char *err, size_t n);
 
 #endif

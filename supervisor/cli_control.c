@@ -72,8 +72,9 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
    * believed. */
   if (ctl_peer_trusted(fd, why, sizeof(why))) {
     fprintf(stderr,
-            "aio: refusing to talk to the control socket %s: %s; it is not "
-            "your master (someone else may have taken the path)\n",
+            "aio: refusing to talk to the control socket %s: it is served "
+            "by %s; it is not your master (someone else may have taken the "
+            "path)\n",
             sock, why);
     *code = EXIT_NOPERM;
     goto out;

@@ -419,10 +419,10 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   uv_os_fd_t fd;
-  char why[160];
+  char why[160] = "unknown credentials";
   if (uv_fileno((uv_handle_t *)&c->h, &fd) ||
       ctl_peer_trusted(fd, why, sizeof(why))) {
-    log_warnx("control: refused a client of another user");
+    log_warnx("control: refused a client of %s", why);
     client_close(c);
     return;
   }
@@ -474,11 +474,11 @@ int control_open(struct master *m) {
               "set [aio] control",
               why);
     control_free(ctl);
-    return err == -EPERM ? -EPERM : err;
+    return err;
   }
   err = path_in_use(ctl->path, why, sizeof(why));
   if (err == -EPERM) {
-    log_error("the control socket %s answers, but %s: someone else has "
+    log_error("the control socket %s answers for %s: someone else has "
               "taken the path; not starting (set [aio] control elsewhere)",
               ctl->path, why);
     control_free(ctl);
