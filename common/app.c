@@ -177,6 +177,8 @@ static void probe_child(const char *path, const struct settings *first,
       break;
     off += (size_t)n;
   }
+  free(s);
+  json_decref(out);
   /* _exit: no module destructors, no atexit handlers of the parent. */
   _exit(d.n ? 78 : 0);
 }
