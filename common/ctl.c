@@ -101,41 +101,47 @@ static uint64_t fnv1a(const char *s) {
   return h;
 }
 
-/* May dir hold a control socket of ours? A directory (not a symbolic link:
- * opened O_NOFOLLOW, then checked through the fd) owned by the euid with
- * none of the mode bits in forbid. 0, -ENOENT when missing, or -EPERM (or
- * another -errno) with a message naming dir and what is wrong. */
+/* May dir hold a control socket of ours? A directory (not a symbolic link)
+ * owned by the euid with none of the mode bits in forbid. Looked at with
+ * lstat, then opened O_NOFOLLOW and checked again through the descriptor,
+ * so what is checked is what was looked at. 0, -ENOENT when missing, or
+ * -EPERM (or another -errno) with a message naming dir and what is
+ * wrong. */
 static int dir_trusted(const char *dir, mode_t forbid, char *err, size_t n) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    int e = errno;
-    struct stat lst;
-    if (e == ENOENT)
+  struct stat lst, st;
+  if (lstat(dir, &lst) < 0) {
+    if (errno == ENOENT)
       return -ENOENT;
-    if (lstat(dir, &lst) == 0 && S_ISLNK(lst.st_mode))
-      snprintf(err, n, "%s is a symbolic link", dir);
-    else if (e == ENOTDIR)
-      snprintf(err, n, "%s is not a directory", dir);
-    else
-      snprintf(err, n, "cannot open %s: %s", dir, strerror(e));
-    return e == ENOTDIR || e == ELOOP ? -EPERM : -e;
+    snprintf(err, n, "cannot stat %s: %s", dir, strerror(errno));
+    return -errno;
   }
-  struct stat st;
-  int rc = fstat(fd, &st) < 0 ? -errno : 0;
-  close(fd);
-  if (rc)
-    snprintf(err, n, "cannot stat %s: %s", dir, strerror(-rc));
-  else if (st.st_uid != geteuid())
+  int fd = -1, rc = -EPERM;
+  if (S_ISLNK(lst.st_mode)) {
+    snprintf(err, n, "%s is a symbolic link", dir);
+  } else if (!S_ISDIR(lst.st_mode)) {
+    snprintf(err, n, "%s is not a directory", dir);
+  } else if (lst.st_uid != geteuid()) {
     snprintf(err, n, "%s belongs to uid %d, not to this user (uid %d)", dir,
-             (int)st.st_uid, (int)geteuid());
-  else if (st.st_mode & forbid)
+             (int)lst.st_uid, (int)geteuid());
+  } else if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) <
+                 0 ||
+             fstat(fd, &st) < 0) {
+    rc = -errno;
+    snprintf(err, n, "cannot open %s: %s", dir, strerror(errno));
+  } else if (st.st_dev != lst.st_dev || st.st_ino != lst.st_ino ||
+             st.st_uid != geteuid()) {
+    snprintf(err, n, "%s was replaced while it was checked", dir);
+  } else if (st.st_mode & forbid) {
     snprintf(err, n, "%s has mode %04o: others may %s it", dir,
              (unsigned)(st.st_mode & 07777),
              (st.st_mode & forbid & 022) ? "create or replace sockets in"
                                          : "look into");
-  else
-    return 0;
-  return rc ? rc : -EPERM;
+  } else {
+    rc = 0;
+  }
+  if (fd >= 0)
+    close(fd);
+  return rc;
 }
 
 /* The directory of the default socket path when no XDG_RUNTIME_DIR: per

@@ -468,11 +468,14 @@ int control_open(struct master *m) {
   }
   char why[256];
   int err = ctl_socket_dir(ctl->path, 1, why, sizeof(why));
-  if (err) {
+  if (err == -EPERM)
     log_error("control socket directory refused: %s; remove it (someone "
               "else may have made it to take over the control socket), or "
               "set [aio] control",
               why);
+  else if (err)
+    log_error("control socket directory: %s", why);
+  if (err) {
     control_free(ctl);
     return err;
   }

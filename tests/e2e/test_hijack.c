@@ -426,8 +426,15 @@ START_TEST(test_squatted_control_socket_directory_is_refused) {
   ck_assert_int_eq(squat_received(&sq, 0), -1);
   squat_stop(&sq);
 
-  /* A symbolic link in its place, to a directory of the squatter's. */
+  /* The squatter's, closed to the victim: still named, not "cannot
+   * open". */
   ck_assert_int_eq(sh("rm -rf '%s'", sockdir), 0);
+  ck_assert_int_eq(mkdir(sockdir, 0700), 0);
+  ck_assert_int_eq(chown(sockdir, squatter.uid, squatter.gid), 0);
+  assert_victim_refused(dir, conf, want);
+  ck_assert_int_eq(rmdir(sockdir), 0);
+
+  /* A symbolic link in its place, to a directory of the squatter's. */
   char target[] = "/tmp/aio-squat-XXXXXX";
   ck_assert_ptr_nonnull(mkdtemp(target));
   ck_assert_int_eq(chown(target, squatter.uid, squatter.gid), 0);
