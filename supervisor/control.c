@@ -34,8 +34,9 @@
 /* Replies waiting to be written to one client before it is read no more
  * (a status reply is about 1 KiB, more with many workers). */
 #define CONTROL_QUEUE_MAX (64 * 1024)
-/* Requests of one client answered in one loop turn. */
-#define CONTROL_BATCH 16
+/* Requests of one client answered in one loop turn (a status reply reads
+ * /proc for every worker: a few of them are already a slice). */
+#define CONTROL_BATCH 8
 /* Connections at once; more are answered busy and closed. */
 #define CONTROL_MAX_CLIENTS 64
 /* How often slow readers are looked for. */
@@ -123,9 +124,12 @@ static void on_reply_written(uv_write_t *req, int status) {
   if (status < 0 || c->closing)
     return;
   c->progress_ms = uv_now(c->ctl->m->loop);
-  /* Drained below half: take its next requests. */
-  if (client_queued(c) <= CONTROL_QUEUE_MAX / 2)
-    client_pump(c);
+  /* Drained below half: its next requests, on the pump's turn (many
+   * writes complete in one turn, and each must not answer a batch). */
+  if (c->full && client_queued(c) <= CONTROL_QUEUE_MAX / 2) {
+    c->full = 0;
+    uv_idle_start(&c->ctl->pump, on_pump);
+  }
 }
 
 /* Send a reply (steals it). */
@@ -343,8 +347,7 @@ static void on_pump(uv_idle_t *h) {
   struct control *ctl = h->data;
   uv_idle_stop(h); /* client_pump starts it again while work is left */
   for (struct client *c = ctl->clients; c; c = c->next)
-    if (!c->closing && !c->reading && c->in.len &&
-        client_queued(c) <= CONTROL_QUEUE_MAX)
+    if (!c->closing && !c->reading && !c->full)
       client_pump(c);
 }
 
