@@ -12,13 +12,31 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "loader.h"
+#include "log.h"
 #include "util.h"
 
 /* Loading a module must not take longer than this; a constructor that
  * hangs would otherwise hang the start or a reload. */
 #define PROBE_TIMEOUT_MS 30000
 #define PROBE_MAX_OUTPUT (16u << 20)
+/* The user's file as the probe child reads it before dropping privileges. */
+#define PROBE_MAX_CONFIG (16u << 20)
+
+/* The user's file into cfg: from text when given (the probe child read it
+ * while it could: the file may be readable by root alone, and the modules
+ * are loaded as [aio] user), else from path. */
+static int parse_user_file(struct config *cfg, const char *path,
+                           const char *text, struct diag *d) {
+  if (text == NULL)
+    return config_parse_file(cfg, path, d);
+  if (cfg->path == NULL) {
+    cfg->path = strdup(path);
+    cfg->dir = util_dirname(path);
+  }
+  return config_parse_string(cfg, text, path, d);
+}
 
 /* Whether msg ("FILE:LINE: ...") is at the place of one of d's messages
  * from..to. */
@@ -39,8 +57,8 @@ static int same_place(const struct diag *d, size_t from, size_t to,
  * values were refused. Lenient (the first pass, before the modules and so
  * their defaults are known): settings are read even when interpolation
  * failed, for the module list; the caller throws those messages away. */
-static int build(struct app *a, const char *path, json_t *defaults,
-                 struct diag *d, int lenient) {
+static int build(struct app *a, const char *path, const char *text,
+                 json_t *defaults, struct diag *d, int lenient) {
   size_t before = d->n;
   a->cfg = config_new();
   if (a->cfg == NULL) {
@@ -57,7 +75,7 @@ static int build(struct app *a, const char *path, json_t *defaults,
     config_parse_string(a->cfg, json_string_value(json_array_get(pair, 1)),
                         origin, d);
   }
-  if (config_parse_file(a->cfg, path, d) || d->n != before)
+  if (parse_user_file(a->cfg, path, text, d) || d->n != before)
     return -1;
   if (config_interpolate(a->cfg, d) && !lenient) {
     /* Still read the values, so one run lists every problem; a value that
@@ -91,7 +109,7 @@ static void reset(struct app *a) {
 int app_load_plain(struct app *a, const char *path, struct diag *d) {
   memset(a, 0, sizeof(*a));
   a->path = strdup(path);
-  return build(a, path, NULL, d, 0) ? -1 : 0;
+  return build(a, path, NULL, NULL, d, 0) ? -1 : 0;
 }
 
 static json_t *gather_defaults(const struct loader *l) {
@@ -105,15 +123,17 @@ static json_t *gather_defaults(const struct loader *l) {
   return arr;
 }
 
-int app_load_in_process(struct app *a, const char *path, struct loader *l,
-                        struct diag *d) {
+/* app_load_in_process, with the user's file already read into text (may
+ * be NULL: read it from path). */
+static int load_in_process(struct app *a, const char *path, const char *text,
+                           struct loader *l, struct diag *d) {
   memset(a, 0, sizeof(*a));
   a->path = strdup(path);
   /* First pass: which modules? Their defaults may define keys the file
    * refers to, so only a syntax error counts yet. */
   struct diag first;
   diag_init(&first);
-  int rc = build(a, path, NULL, &first, 1);
+  int rc = build(a, path, text, NULL, &first, 1);
   if (rc == -1) {
     for (size_t i = 0; i < first.n; i++)
       diag_add_raw(d, first.msgs[i]);
@@ -125,7 +145,7 @@ int app_load_in_process(struct app *a, const char *path, struct loader *l,
   json_t *defaults = gather_defaults(l);
   reset(a);
   /* The real pass, with every layer. */
-  rc = build(a, path, defaults, d, 0);
+  rc = build(a, path, text, defaults, d, 0);
   json_decref(defaults);
   if (rc == -1)
     return -1;
@@ -138,14 +158,42 @@ int app_load_in_process(struct app *a, const char *path, struct loader *l,
   return (rc || loaded || checked || hooks) ? -1 : 0;
 }
 
+int app_load_in_process(struct app *a, const char *path, struct loader *l,
+                        struct diag *d) {
+  return load_in_process(a, path, NULL, l, d);
+}
+
 /* The child: do the real work and write {"defaults": [...], "errors": [...]}
- * on fd. */
-static void probe_child(const char *path, int fd) {
+ * on fd. Module constructors run here, so the child holds no more than a
+ * worker would: only fd and stdio (the listening, control and bus sockets
+ * and the locked pidfile of a master are closed), and the [aio] user and
+ * group of s, the settings of the first pass. */
+static void probe_child(const char *path, const struct settings *first,
+                        int fd) {
+  int keep[] = {fd, log_fd()};
+  child_close_fds_except(keep, UTIL_ARRAY_LEN(keep));
   struct diag d;
   struct app a;
   struct loader *l = loader_new();
   diag_init(&d);
-  app_load_in_process(&a, path, l, &d);
+  /* Read while root: the file may be readable by root alone. */
+  size_t textlen;
+  char *text = util_read_file(path, PROBE_MAX_CONFIG, &textlen);
+  if (first->drop_privileges && first->ids_unknown) {
+    /* Not as root in place of a user that does not exist: list the
+     * problems the configuration has without any module. */
+    app_load_plain(&a, path, &d);
+  } else if (geteuid() == 0 && child_drop_privileges(first)) {
+    diag_add(&d, path, 0,
+             "cannot switch to [aio] user/group (uid %d gid %d) to load the "
+             "modules",
+             (int)first->uid, (int)first->gid);
+  } else {
+    /* Not root, there is nothing to give up (and a worker refuses a
+     * foreign user itself). */
+    load_in_process(&a, path, text, l, &d);
+  }
+  free(text);
   json_t *out = json_object();
   json_object_set_new(out, "defaults", gather_defaults(l));
   json_t *errs = json_array();
@@ -162,13 +210,16 @@ static void probe_child(const char *path, int fd) {
       break;
     off += (size_t)n;
   }
+  free(s);
+  json_decref(out);
   /* _exit: no module destructors, no atexit handlers of the parent. */
   _exit(d.n ? 78 : 0);
 }
 
 void (*app_wait_hook)(void);
 
-static int probe(const char *path, json_t **defaults, struct diag *d) {
+static int probe(const char *path, const struct settings *s, json_t **defaults,
+                 struct diag *d) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0) {
     diag_add(d, path, 0, "cannot check modules: pipe: %s", strerror(errno));
@@ -183,7 +234,7 @@ static int probe(const char *path, json_t **defaults, struct diag *d) {
   }
   if (pid == 0) {
     close(p[0]);
-    probe_child(path, p[1]);
+    probe_child(path, s, p[1]);
   }
   close(p[1]);
   struct util_buf out = {0};
@@ -264,19 +315,23 @@ int app_load(struct app *a, const char *path, struct diag *d) {
   /* A syntax error needs no module loaded to be reported. */
   struct diag first;
   diag_init(&first);
-  int rc = build(a, path, NULL, &first, 1);
+  int rc = build(a, path, NULL, NULL, &first, 1);
   if (rc == -1)
     for (size_t i = 0; i < first.n; i++)
       diag_add_raw(d, first.msgs[i]);
   diag_close(&first);
-  reset(a);
-  if (rc == -1)
+  if (rc == -1) {
+    reset(a);
     return -1;
-  /* The probe child does the full load and lists every problem. */
+  }
+  /* The probe child does the full load and lists every problem, as the
+   * user the first pass named. */
   json_t *defaults = NULL;
-  if (probe(path, &defaults, d))
+  rc = probe(path, &a->s, &defaults, d);
+  reset(a);
+  if (rc)
     return -1;
-  rc = build(a, path, defaults, d, 0);
+  rc = build(a, path, NULL, defaults, d, 0);
   json_decref(defaults);
   return rc ? -1 : 0;
 }

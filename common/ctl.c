@@ -2,11 +2,15 @@
 #define _GNU_SOURCE
 #include "ctl.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -97,6 +101,102 @@ static uint64_t fnv1a(const char *s) {
   return h;
 }
 
+/* May dir hold a control socket of ours? A directory (not a symbolic link)
+ * owned by the euid with none of the mode bits in forbid. Looked at with
+ * lstat, then opened O_NOFOLLOW and checked again through the descriptor,
+ * so what is checked is what was looked at. 0, -ENOENT when missing, or
+ * -EPERM (or another -errno) with a message naming dir and what is
+ * wrong. */
+static int dir_trusted(const char *dir, mode_t forbid, char *err, size_t n) {
+  struct stat lst, st;
+  if (lstat(dir, &lst) < 0) {
+    if (errno == ENOENT)
+      return -ENOENT;
+    snprintf(err, n, "cannot stat %s: %s", dir, strerror(errno));
+    return -errno;
+  }
+  int fd = -1, rc = -EPERM;
+  if (S_ISLNK(lst.st_mode)) {
+    snprintf(err, n, "%s is a symbolic link", dir);
+  } else if (!S_ISDIR(lst.st_mode)) {
+    snprintf(err, n, "%s is not a directory", dir);
+  } else if (lst.st_uid != geteuid()) {
+    snprintf(err, n, "%s belongs to uid %d, not to this user (uid %d)", dir,
+             (int)lst.st_uid, (int)geteuid());
+  } else if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) <
+                 0 ||
+             fstat(fd, &st) < 0) {
+    rc = -errno;
+    snprintf(err, n, "cannot open %s: %s", dir, strerror(errno));
+  } else if (st.st_dev != lst.st_dev || st.st_ino != lst.st_ino ||
+             st.st_uid != geteuid()) {
+    snprintf(err, n, "%s was replaced while it was checked", dir);
+  } else if (st.st_mode & forbid) {
+    snprintf(err, n, "%s has mode %04o: others may %s it", dir,
+             (unsigned)(st.st_mode & 07777),
+             (st.st_mode & forbid & 022) ? "create or replace sockets in"
+                                         : "look into");
+  } else {
+    rc = 0;
+  }
+  if (fd >= 0)
+    close(fd);
+  return rc;
+}
+
+/* The directory of the default socket path when no XDG_RUNTIME_DIR: per
+ * user in /tmp, or /run/aio for root. Returns new. */
+static char *default_dir(void) {
+  if (geteuid() == 0)
+    return strdup("/run/aio");
+  return util_asprintf("/tmp/aio-%u", (unsigned)geteuid());
+}
+
+static const char *usable_xdg(void) {
+  const char *xdg = getenv("XDG_RUNTIME_DIR");
+  char err[16];
+  /* Not one another user owns (sudo -E keeps the invoking user's). */
+  if (xdg && *xdg == '/' && dir_trusted(xdg, 077, err, sizeof(err)) == 0)
+    return xdg;
+  return NULL;
+}
+
+int ctl_socket_dir(const char *path, int create, char *err, size_t n) {
+  char *dir = util_dirname(path);
+  char *own = default_dir();
+  int rc = 0;
+  if (dir && own && strcmp(dir, own) == 0) {
+    /* /run/aio may be systemd's RuntimeDirectory=aio (0755); the one in
+     * /tmp is private. */
+    int root = geteuid() == 0;
+    if (create && mkdir(dir, root ? 0755 : 0700) < 0 && errno != EEXIST) {
+      rc = -errno;
+      snprintf(err, n, "cannot create %s: %s", dir, strerror(errno));
+    } else {
+      rc = dir_trusted(dir, root ? 022 : 077, err, n);
+      if (rc == -ENOENT)
+        snprintf(err, n, "%s does not exist", dir);
+    }
+  }
+  free(dir);
+  free(own);
+  return rc;
+}
+
+int ctl_peer_trusted(int fd, char *err, size_t n) {
+  struct ucred cr;
+  socklen_t len = sizeof(cr);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+    snprintf(err, n, "cannot read its credentials: %s", strerror(errno));
+    return -errno;
+  }
+  if (cr.uid == 0 || cr.uid == geteuid())
+    return 0;
+  snprintf(err, n, "uid %d (pid %d), not this user (uid %d) or root",
+           (int)cr.uid, (int)cr.pid, (int)geteuid());
+  return -EPERM;
+}
+
 static char *socket_path(const char *control, const char *pidfile,
                          const char *config_path) {
   if (control && *control)
@@ -111,13 +211,15 @@ static char *socket_path(const char *control, const char *pidfile,
   if (realpath(config_path, abs) == NULL)
     snprintf(abs, sizeof(abs), "%s", config_path);
   uint64_t h = fnv1a(abs);
-  const char *xdg = getenv("XDG_RUNTIME_DIR");
-  if (xdg && *xdg == '/')
+  const char *xdg = usable_xdg();
+  if (xdg)
     return util_asprintf("%s/aio-%016llx.sock", xdg, (unsigned long long)h);
-  if (geteuid() == 0)
-    return util_asprintf("/run/aio/aio-%016llx.sock", (unsigned long long)h);
-  return util_asprintf("/tmp/aio-%u-%016llx.sock", (unsigned)geteuid(),
-                       (unsigned long long)h);
+  char *dir = default_dir();
+  char *path =
+      dir ? util_asprintf("%s/aio-%016llx.sock", dir, (unsigned long long)h)
+          : NULL;
+  free(dir);
+  return path;
 }
 
 char *ctl_socket_path(const struct settings *s, const char *config_path) {

@@ -46,11 +46,27 @@ const char *ctl_cmd_name(enum ctl_cmd c);
 
 /* Where the control socket of this configuration lives: [aio] control, or
  * beside [aio] pidfile (foo.pid -> foo.sock), or a per-config path under
- * $XDG_RUNTIME_DIR, /run/aio (root) or /tmp. Returns new. */
+ * $XDG_RUNTIME_DIR (when it is the user's own, mode 0700), /run/aio (root)
+ * or /tmp/aio-UID. Returns new. */
 char *ctl_socket_path(const struct settings *s, const char *config_path);
 /* The same for a configuration file that may be broken (a client must still
  * find the master that runs the last good one): only [aio] control and
  * pidfile are read, leniently. Returns new. */
 char *ctl_socket_path_lenient(const char *config_path);
+
+/* When path is in a default directory of aio's (/tmp/aio-UID, /run/aio),
+ * make sure nobody else can put a socket there: create it when asked (the
+ * master: 0700 in /tmp, 0755 for /run/aio) and check that it is a
+ * directory, not a symbolic link, owned by the euid, with no group or
+ * other bits (no write bits for /run/aio). Other paths are the operator's
+ * choice and are not checked. 0; -ENOENT when it does not exist (and
+ * create is 0); -EPERM when it is not trusted, or another -errno; err
+ * names the directory and what is wrong. */
+int ctl_socket_dir(const char *path, int create, char *err, size_t n);
+
+/* Is the other end of the connected unix socket fd our own euid or root?
+ * 0, or -EPERM (or -errno) with err saying who it is ("uid N (pid P),
+ * not this user (uid U) or root"). */
+int ctl_peer_trusted(int fd, char *err, size_t n);
 
 #endif

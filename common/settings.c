@@ -32,6 +32,7 @@ const char settings_builtin_defaults[] = "[aio]\n"
                                          "log_format = text\n"
                                          "pidfile =\n"
                                          "control =\n"
+                                         "control_timeout = 5\n"
                                          "user =\n"
                                          "group =\n"
                                          "max_restarts = 5\n"
@@ -346,6 +347,7 @@ static void resolve_user(struct settings *s, struct reader *r) {
       s->uid = (uid_t)id;
     } else {
       rd_fail(r, "user", "no such user '%s'", s->user);
+      s->ids_unknown = 1;
     }
     s->drop_privileges = 1;
   }
@@ -356,8 +358,10 @@ static void resolve_user(struct settings *s, struct reader *r) {
       s->gid = gr->gr_gid;
     else if (util_parse_long(s->group, 0, 1L << 30, &id) == 0)
       s->gid = (gid_t)id;
-    else
+    else {
       rd_fail(r, "group", "no such group '%s'", s->group);
+      s->ids_unknown = 1;
+    }
     s->drop_privileges = 1;
   }
 }
@@ -395,6 +399,7 @@ static void load_aio(struct settings *s, struct reader *r) {
   rd_words(r, "module_path", &s->module_path, &s->npath);
   s->pidfile = rd_dup(r, "pidfile");
   s->control = rd_dup(r, "control");
+  s->control_timeout = rd_double(r, "control_timeout", 0.1, 3600, 5);
   s->user = rd_dup(r, "user");
   s->group = rd_dup(r, "group");
   resolve_user(s, r);

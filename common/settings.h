@@ -78,8 +78,12 @@ struct settings {
   char *config_dir;
   char *pidfile;
   char *control;
+  double control_timeout; /* a control client that reads none of its
+                             replies this long is dropped */
   char *user, *group;
   int drop_privileges; /* user or group set: workers run as uid/gid */
+  int ids_unknown;     /* user or group not found: uid/gid are not what
+                        * was asked for, so no user code may run */
   uid_t uid;
   gid_t gid;
   int max_restarts;       /* crashes of a slot within restart_window ... */

@@ -10,6 +10,7 @@
 #define EXIT_OSERR 71       /* EX_OSERR: fork, socket, bind failed */
 #define EXIT_CANTCREAT 73   /* EX_CANTCREAT: pidfile, log file */
 #define EXIT_TEMPFAIL 75    /* EX_TEMPFAIL: reload refused, try again */
+#define EXIT_NOPERM 77      /* EX_NOPERM: control socket of another user */
 #define EXIT_CONFIG 78      /* EX_CONFIG: configuration error */
 
 /* config_path may be NULL (search). Each returns an exit status. */

@@ -47,7 +47,18 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
     diag_close(&d);
   }
   json_t *reply = NULL;
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = -1;
+  char why[256];
+  int err = sock ? ctl_socket_dir(sock, 0, why, sizeof(why)) : 0;
+  if (err && err != -ENOENT) {
+    fprintf(stderr,
+            "aio: refusing the control socket %s: %s (someone else may "
+            "have made it to take over the control socket)\n",
+            sock, why);
+    *code = EXIT_NOPERM;
+    goto out;
+  }
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_un sun = {.sun_family = AF_UNIX};
   snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock ? sock : "");
   if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
@@ -57,11 +68,26 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
     *code = EXIT_UNAVAILABLE;
     goto out;
   }
+  /* Before a byte is sent: a request may say stop, and the reply is
+   * believed. */
+  if (ctl_peer_trusted(fd, why, sizeof(why))) {
+    fprintf(stderr,
+            "aio: refusing to talk to the control socket %s: it is served "
+            "by %s; it is not your master (someone else may have taken the "
+            "path)\n",
+            sock, why);
+    *code = EXIT_NOPERM;
+    goto out;
+  }
   char *line = json_dumps(req, JSON_COMPACT);
   struct util_buf out = {0};
   util_buf_printf(&out, "%s\n", line ? line : "{}");
   free(line);
-  if (send(fd, out.data, out.len, MSG_NOSIGNAL) != (ssize_t)out.len) {
+  /* EPIPE: the master may have answered and closed at once (busy, too
+   * many clients); its answer is read below. */
+  int sent = send(fd, out.data, out.len, MSG_NOSIGNAL) == (ssize_t)out.len;
+  int cut = !sent && errno == EPIPE;
+  if (!sent && !cut) {
     fprintf(stderr, "aio: cannot talk to the master: %s\n", strerror(errno));
     free(out.data);
     *code = EXIT_UNAVAILABLE;
@@ -90,7 +116,10 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
   }
   reply = in.data ? json_loads(in.data, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
   free(in.data);
-  if (!json_is_object(reply)) {
+  if (reply == NULL && cut) {
+    fprintf(stderr, "aio: cannot talk to the master: %s\n", strerror(EPIPE));
+    *code = EXIT_UNAVAILABLE;
+  } else if (!json_is_object(reply)) {
     fprintf(stderr, "aio: the master sent no valid answer\n");
     json_decref(reply);
     reply = NULL;
@@ -141,6 +170,15 @@ static void print_status(json_t *r) {
          (long long)json_integer_value(json_object_get(r, "reloads")),
          json_integer_value(json_object_get(r, "reloads")) == 1 ? "" : "s",
          json_string_value(json_object_get(r, "config")));
+  json_t *ctl = json_object_get(r, "control");
+  if (ctl)
+    printf("control: %lld client%s, %lld refused, %lld dropped (unread "
+           "replies), %lld paused\n",
+           (long long)json_integer_value(json_object_get(ctl, "clients")),
+           json_integer_value(json_object_get(ctl, "clients")) == 1 ? "" : "s",
+           (long long)json_integer_value(json_object_get(ctl, "refused")),
+           (long long)json_integer_value(json_object_get(ctl, "dropped")),
+           (long long)json_integer_value(json_object_get(ctl, "paused")));
   printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %s\n", "SLOT", "PID", "STATE",
          "GEN", "UPTIME", "RESTARTS", "CONNS", "RSS", "PRIVATE");
   size_t i;
@@ -201,7 +239,8 @@ int cli_control(const char *config_path, int argc, char **argv) {
            "       aio [-c FILE] emit SIGNAL [JSON]\n"
            "       aio [-c FILE] scale N\n"
            "\nTalk to the running master of the configuration over its "
-           "control socket.\nExit 69 when no master is running.\n");
+           "control socket.\nExit 69 when no master is running, 77 when the "
+           "socket is served by\nanother user than yours or root.\n");
     return 0;
   }
   if (strcmp(cmd, "reload") == 0 && argc == 1) {

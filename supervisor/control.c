@@ -5,6 +5,13 @@
  * `aio stop`, `aio status`, `aio emit` and `aio scale` are its clients.
  * A malformed request gets an error reply; a client that sends more than
  * CTL_MAX_REQUEST without a newline is cut off.
+ *
+ * Bounded: a client is read only while its replies drain. Past
+ * CONTROL_QUEUE_MAX bytes of replies waiting, reading it stops until they
+ * are written; one that has not read for [aio] control_timeout while
+ * replies wait is dropped; a loop turn answers at most CONTROL_BATCH
+ * requests of a client; past CONTROL_MAX_CLIENTS connections, more are
+ * refused. Each refusal is counted in `aio status`.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,10 +31,28 @@
 #include "master.h"
 #include "util.h"
 
+/* Replies waiting to be written to one client before it is read no more
+ * (a status reply is about 1 KiB, more with many workers). */
+#define CONTROL_QUEUE_MAX (64 * 1024)
+/* Requests of one client answered in one loop turn (a status reply reads
+ * /proc for every worker: a few of them are already a slice). */
+#define CONTROL_BATCH 8
+/* Connections at once; more are answered busy and closed. */
+#define CONTROL_MAX_CLIENTS 64
+/* How often slow readers are looked for. */
+#define CONTROL_SWEEP_MS 500
+/* An input buffer above this is given back once empty. */
+#define CONTROL_IN_KEEP (16 * 1024)
+
 struct client {
   uv_pipe_t h;
   struct control *ctl;
-  struct util_buf in;
+  struct util_buf in;   /* received, not yet handled (bounded: reading stops
+                           while whole requests wait in it) */
+  uint64_t progress_ms; /* last sign of life: a read, replies drained (or
+                           beginning to wait) */
+  int reading;
+  int full;           /* not read until its replies drain */
   int waiting_reload; /* answer when the reload finishes */
   int closing;
   struct client *next;
@@ -35,11 +60,27 @@ struct client {
 
 struct control {
   uv_pipe_t server;
+  uv_timer_t sweep; /* drops clients that do not read their replies */
+  uv_idle_t pump;   /* answers the requests left over from a turn */
   struct master *m;
   char *path;
   struct client *clients;
-  int server_closed; /* freed when the server and every client are */
+  size_t nclients;
+  uint64_t refused; /* connections past CONTROL_MAX_CLIENTS */
+  uint64_t dropped; /* clients that did not read for control_timeout */
+  uint64_t paused;  /* times a client was not read for its replies */
+  int handles;      /* open: server, sweep, pump; freed with the last */
 };
+
+static void control_free(struct control *ctl) {
+  free(ctl->path);
+  free(ctl);
+}
+
+static void control_release(struct control *ctl) {
+  if (--ctl->handles == 0 && ctl->clients == NULL)
+    control_free(ctl);
+}
 
 static void on_client_closed(uv_handle_t *h) {
   struct client *c = h->data;
@@ -49,12 +90,11 @@ static void on_client_closed(uv_handle_t *h) {
       *cc = c->next;
       break;
     }
+  ctl->nclients--;
   free(c->in.data);
   free(c);
-  if (ctl->server_closed && ctl->clients == NULL) {
-    free(ctl->path);
-    free(ctl);
-  }
+  if (ctl->handles == 0 && ctl->clients == NULL)
+    control_free(ctl);
 }
 
 static void client_close(struct client *c) {
@@ -64,6 +104,13 @@ static void client_close(struct client *c) {
   uv_close((uv_handle_t *)&c->h, on_client_closed);
 }
 
+static size_t client_queued(const struct client *c) {
+  return uv_stream_get_write_queue_size((const uv_stream_t *)&c->h);
+}
+
+static void client_pump(struct client *c);
+static void on_pump(uv_idle_t *h);
+
 struct reply {
   uv_write_t req;
   char *line;
@@ -71,9 +118,18 @@ struct reply {
 
 static void on_reply_written(uv_write_t *req, int status) {
   struct reply *r = (struct reply *)req;
-  (void)status;
+  struct client *c = req->handle->data;
   free(r->line);
   free(r);
+  if (status < 0 || c->closing)
+    return;
+  c->progress_ms = uv_now(c->ctl->m->loop);
+  /* Drained below half: its next requests, on the pump's turn (many
+   * writes complete in one turn, and each must not answer a batch). */
+  if (c->full && client_queued(c) <= CONTROL_QUEUE_MAX / 2) {
+    c->full = 0;
+    uv_idle_start(&c->ctl->pump, on_pump);
+  }
 }
 
 /* Send a reply (steals it). */
@@ -94,6 +150,8 @@ static void client_reply(struct client *c, json_t *reply) {
   }
   line[n] = '\n';
   r->line = line;
+  if (client_queued(c) == 0)
+    c->progress_ms = uv_now(c->ctl->m->loop);
   uv_buf_t b = uv_buf_init(line, (unsigned)(n + 1));
   if (uv_write(&r->req, (uv_stream_t *)&c->h, &b, 1, on_reply_written)) {
     free(line);
@@ -138,6 +196,13 @@ static const char *const wproc_state_names[] = {
 #undef WPROC_NAME
 };
 
+/* The control socket's own bounds, as counted since the start. */
+static json_t *control_status(const struct control *ctl) {
+  return json_pack("{s:I,s:I,s:I,s:I}", "clients", (json_int_t)ctl->nclients,
+                   "refused", (json_int_t)ctl->refused, "dropped",
+                   (json_int_t)ctl->dropped, "paused", (json_int_t)ctl->paused);
+}
+
 static json_t *status_reply(struct master *m) {
   uint64_t now = uv_now(m->loop);
   json_t *workers = json_array();
@@ -156,13 +221,14 @@ static json_t *status_reply(struct master *m) {
   }
   long long rss, priv;
   proc_memory(getpid(), &rss, &priv);
-  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:o}", "ok", 1,
-                   "pid", (int)getpid(), "version", AIO_VERSION, "uptime",
-                   (double)(now - m->start_ms) / 1000.0, "config",
+  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:o,s:o}",
+                   "ok", 1, "pid", (int)getpid(), "version", AIO_VERSION,
+                   "uptime", (double)(now - m->start_ms) / 1000.0, "config",
                    m->config_path, "generation", (int)m->gen->id, "workers",
                    (int)m->nslots, "reloads", (int)m->reloads, "reloading",
                    m->next_gen != NULL, "rss", (json_int_t)rss, "backlog",
-                   (json_int_t)router_backlog(m), "procs", workers);
+                   (json_int_t)router_backlog(m), "control",
+                   control_status(m->ctl), "procs", workers);
 }
 
 static void handle(struct client *c, const char *line, size_t len) {
@@ -227,6 +293,64 @@ static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = sizeof(slab);
 }
 
+static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void client_read(struct client *c, int on) {
+  if (c->reading == on || c->closing)
+    return;
+  c->reading = on;
+  if (on)
+    uv_read_start((uv_stream_t *)&c->h, on_client_alloc, on_client_read);
+  else
+    uv_read_stop((uv_stream_t *)&c->h);
+}
+
+/* Answer up to CONTROL_BATCH of the requests c has sent, while its replies
+ * are below the bound; then read more only if nothing is left to do. */
+static void client_pump(struct client *c) {
+  size_t off = 0;
+  int done = 0;
+  char *nl;
+  while (!c->closing && done < CONTROL_BATCH && off < c->in.len &&
+         client_queued(c) <= CONTROL_QUEUE_MAX &&
+         (nl = memchr(c->in.data + off, '\n', c->in.len - off)) != NULL) {
+    size_t len = (size_t)(nl - (c->in.data + off));
+    handle(c, c->in.data + off, len);
+    off += len + 1;
+    done++;
+  }
+  if (c->closing)
+    return;
+  util_buf_consume(&c->in, off);
+  if (c->in.len == 0 && c->in.cap > CONTROL_IN_KEEP) {
+    free(c->in.data); /* a burst's buffer is given back */
+    c->in = (struct util_buf){0};
+  }
+  if (c->in.len > CTL_MAX_REQUEST) {
+    client_reply(c, error_reply("request too large"));
+    client_close(c);
+    return;
+  }
+  int full = client_queued(c) > CONTROL_QUEUE_MAX;
+  int more = c->in.len && memchr(c->in.data, '\n', c->in.len) != NULL;
+  if (full && !c->full)
+    c->ctl->paused++;
+  c->full = full;
+  /* Full: on_reply_written resumes. More whole requests: the pump does,
+   * next turn. */
+  client_read(c, !full && !more);
+  if (more && !full)
+    uv_idle_start(&c->ctl->pump, on_pump);
+}
+
+static void on_pump(uv_idle_t *h) {
+  struct control *ctl = h->data;
+  uv_idle_stop(h); /* client_pump starts it again while work is left */
+  for (struct client *c = ctl->clients; c; c = c->next)
+    if (!c->closing && !c->reading && !c->full)
+      client_pump(c);
+}
+
 static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   struct client *c = s->data;
   if (nread == 0)
@@ -239,24 +363,44 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     client_close(c);
     return;
   }
-  char *nl;
-  while (!c->closing && (nl = memchr(c->in.data, '\n', c->in.len)) != NULL) {
-    size_t len = (size_t)(nl - c->in.data);
-    handle(c, c->in.data, len);
-    util_buf_consume(&c->in, len + 1);
-  }
-  if (c->in.len > CTL_MAX_REQUEST) {
-    client_reply(c, error_reply("request too large"));
+  c->progress_ms = uv_now(c->ctl->m->loop);
+  client_pump(c);
+}
+
+/* A client that leaves its replies unread for control_timeout is gone:
+ * it would otherwise hold its queue, and its place, for ever. */
+static void on_sweep(uv_timer_t *t) {
+  struct control *ctl = t->data;
+  uint64_t now = uv_now(ctl->m->loop);
+  uint64_t limit = (uint64_t)(ctl->m->gen->app.s.control_timeout * 1000);
+  for (struct client *c = ctl->clients; c; c = c->next) {
+    size_t q = client_queued(c);
+    if (c->closing || q == 0 || now - c->progress_ms < limit)
+      continue;
+    log_warnx("control: dropped a client that read none of its replies for "
+              "%.1f s (%zu bytes waiting)",
+              (double)(now - c->progress_ms) / 1000.0, q);
+    ctl->dropped++;
     client_close(c);
   }
 }
 
-static int peer_allowed(int fd) {
-  struct ucred cr;
-  socklen_t len = sizeof(cr);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+/* At the bound, a client silent for control_timeout with nothing waiting
+ * (no reply, no reload) makes room. 1 when one was closed. */
+static int evict_idle(struct control *ctl) {
+  uint64_t now = uv_now(ctl->m->loop);
+  uint64_t limit = (uint64_t)(ctl->m->gen->app.s.control_timeout * 1000);
+  struct client *oldest = NULL;
+  for (struct client *c = ctl->clients; c; c = c->next)
+    if (!c->closing && !c->waiting_reload && client_queued(c) == 0 &&
+        now - c->progress_ms >= limit &&
+        (oldest == NULL || c->progress_ms < oldest->progress_ms))
+      oldest = c;
+  if (oldest == NULL)
     return 0;
-  return cr.uid == 0 || cr.uid == geteuid();
+  ctl->dropped++;
+  client_close(oldest);
+  return 1;
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -267,33 +411,51 @@ static void on_connection(uv_stream_t *server, int status) {
   if (c == NULL)
     return;
   c->ctl = ctl;
+  c->progress_ms = uv_now(ctl->m->loop);
   uv_pipe_init(ctl->m->loop, &c->h, 0);
   c->h.data = c;
   c->next = ctl->clients;
   ctl->clients = c;
+  ctl->nclients++;
   if (uv_accept(server, (uv_stream_t *)&c->h)) {
     client_close(c);
     return;
   }
   uv_os_fd_t fd;
-  if (uv_fileno((uv_handle_t *)&c->h, &fd) || !peer_allowed(fd)) {
-    log_warnx("control: refused a client of another user");
+  char why[160] = "unknown credentials";
+  if (uv_fileno((uv_handle_t *)&c->h, &fd) ||
+      ctl_peer_trusted(fd, why, sizeof(why))) {
+    log_warnx("control: refused a client of %s", why);
     client_close(c);
     return;
   }
-  uv_read_start((uv_stream_t *)&c->h, on_client_alloc, on_client_read);
+  if (ctl->nclients > CONTROL_MAX_CLIENTS && !evict_idle(ctl)) {
+    /* Accepted only to say so: left in the backlog, it would wait. */
+    if (ctl->refused++ == 0)
+      log_warnx("control: more than %d clients at once; refusing more "
+                "(counted in aio status)",
+                CONTROL_MAX_CLIENTS);
+    client_reply(c, busy_reply("too many control clients; try again"));
+    client_close(c);
+    return;
+  }
+  client_read(c, 1);
 }
 
-/* Is someone answering on path? */
-static int path_in_use(const char *path) {
+/* Is someone answering on path? 0: nobody; -EADDRINUSE: a master of ours
+ * (or root's); -EPERM: another user, who has taken the path (why says
+ * who). */
+static int path_in_use(const char *path, char *why, size_t n) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return 0;
   struct sockaddr_un sun = {.sun_family = AF_UNIX};
   snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-  int r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+  int rc = 0;
+  if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
+    rc = ctl_peer_trusted(fd, why, n) == -EPERM ? -EPERM : -EADDRINUSE;
   close(fd);
-  return r == 0;
+  return rc;
 }
 
 int control_open(struct master *m) {
@@ -304,26 +466,42 @@ int control_open(struct master *m) {
   ctl->path = ctl_socket_path(&m->gen->app.s, m->config_path);
   if (ctl->path == NULL || strlen(ctl->path) >= 108) {
     log_error("control socket path is too long: %s", ctl->path);
-    free(ctl->path);
-    free(ctl);
+    control_free(ctl);
     return -ENAMETOOLONG;
   }
-  if (path_in_use(ctl->path)) {
+  char why[256];
+  int err = ctl_socket_dir(ctl->path, 1, why, sizeof(why));
+  if (err == -EPERM)
+    log_error("control socket directory refused: %s; remove it (someone "
+              "else may have made it to take over the control socket), or "
+              "set [aio] control",
+              why);
+  else if (err)
+    log_error("control socket directory: %s", why);
+  if (err) {
+    control_free(ctl);
+    return err;
+  }
+  err = path_in_use(ctl->path, why, sizeof(why));
+  if (err == -EPERM) {
+    log_error("the control socket %s answers for %s: someone else has "
+              "taken the path; not starting (set [aio] control elsewhere)",
+              ctl->path, why);
+    control_free(ctl);
+    return -EPERM;
+  }
+  if (err) {
     log_error("another aio master is running on this configuration "
               "(control socket %s answers); not starting a second one",
               ctl->path);
-    free(ctl->path);
-    free(ctl);
+    control_free(ctl);
     return -EADDRINUSE;
   }
-  if (strncmp(ctl->path, "/run/aio/", 9) == 0)
-    mkdir("/run/aio", 0755); /* the default for root; systemd's
-                                RuntimeDirectory=aio makes it too */
   unlink(ctl->path);
   uv_pipe_init(m->loop, &ctl->server, 0);
   ctl->server.data = ctl;
   mode_t old = umask(0177); /* the socket is created 0600 */
-  int err = uv_pipe_bind(&ctl->server, ctl->path);
+  err = uv_pipe_bind(&ctl->server, ctl->path);
   umask(old);
   if (err == 0)
     err = uv_listen((uv_stream_t *)&ctl->server, 16, on_connection);
@@ -332,24 +510,22 @@ int control_open(struct master *m) {
               uv_strerror(err));
     uv_close((uv_handle_t *)&ctl->server, NULL);
     uv_run(m->loop, UV_RUN_NOWAIT);
-    free(ctl->path);
-    free(ctl);
+    control_free(ctl);
     return err;
   }
   chmod(ctl->path, 0600);
+  ctl->handles = 3;
+  uv_timer_init(m->loop, &ctl->sweep);
+  ctl->sweep.data = ctl;
+  uv_timer_start(&ctl->sweep, on_sweep, CONTROL_SWEEP_MS, CONTROL_SWEEP_MS);
+  uv_idle_init(m->loop, &ctl->pump);
+  ctl->pump.data = ctl;
   m->ctl = ctl;
   log_info("control socket %s", ctl->path);
   return 0;
 }
 
-static void on_server_closed(uv_handle_t *h) {
-  struct control *ctl = h->data;
-  ctl->server_closed = 1;
-  if (ctl->clients == NULL) {
-    free(ctl->path);
-    free(ctl);
-  }
-}
+static void on_handle_closed(uv_handle_t *h) { control_release(h->data); }
 
 void control_close(struct master *m) {
   struct control *ctl = m->ctl;
@@ -367,7 +543,9 @@ void control_close(struct master *m) {
     }
     client_close(c);
   }
-  uv_close((uv_handle_t *)&ctl->server, on_server_closed);
+  uv_close((uv_handle_t *)&ctl->server, on_handle_closed);
+  uv_close((uv_handle_t *)&ctl->sweep, on_handle_closed);
+  uv_close((uv_handle_t *)&ctl->pump, on_handle_closed);
 }
 
 void control_reload_done(struct master *m, int code, json_t *errors) {

@@ -13,10 +13,52 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* The pidfile is written as root into directories others may write to
+ * (/tmp, a shared run directory): never through a symbolic link, and only
+ * into a plain file of our own that has no other name, or another user
+ * could have it overwrite a file of their choosing. */
+static int pidfile_trusted(int fd, const char *path, char *msg, size_t n) {
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    snprintf(msg, n, "cannot stat pidfile %s: %s", path, strerror(errno));
+    return 0;
+  }
+  if (!S_ISREG(st.st_mode))
+    snprintf(msg, n, "pidfile %s is not a regular file; refusing it", path);
+  else if (st.st_uid != geteuid())
+    snprintf(msg, n,
+             "pidfile %s belongs to uid %d, not to this user (uid %d); "
+             "refusing it (remove it, or use another pidfile)",
+             path, (int)st.st_uid, (int)geteuid());
+  else if (st.st_nlink != 1)
+    snprintf(msg, n,
+             "pidfile %s has %d hard links; refusing to write through them "
+             "(remove it, or use another pidfile)",
+             path, (int)st.st_nlink);
+  else
+    return 1;
+  return 0;
+}
+
 int daemon_pidfile_lock(const char *path, char *msg, size_t n) {
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  /* O_NOFOLLOW: a symbolic link as the last component is refused (ELOOP),
+   * also when O_CREAT would create its target. O_EXCL is not wanted: a
+   * stale pidfile is taken over under the lock below. */
+  int fd =
+      open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == ELOOP) {
+    snprintf(msg, n,
+             "pidfile %s is a symbolic link; refusing to follow it (remove "
+             "it, or set pidfile to the real path)",
+             path);
+    return -2;
+  }
   if (fd < 0) {
     snprintf(msg, n, "cannot open pidfile %s: %s", path, strerror(errno));
+    return -2;
+  }
+  if (!pidfile_trusted(fd, path, msg, n)) {
+    close(fd);
     return -2;
   }
   if (flock(fd, LOCK_EX | LOCK_NB) < 0) {

@@ -562,7 +562,7 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
    * fork anything. */
   int rc = control_open(m);
   if (rc) {
-    m->exit_code = rc == -EADDRINUSE ? 69 : 71;
+    m->exit_code = rc == -EADDRINUSE ? 69 : rc == -EPERM ? 77 : 71;
     goto out;
   }
   /* Bind everything before the first fork: a bad address fails the start

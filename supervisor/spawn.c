@@ -5,9 +5,7 @@
  * master's loop.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
-#include <grp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,66 +14,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "log.h"
 #include "master.h"
 #include "util.h"
 #include "worker.h"
-
-static int kept(int fd, const int *keep, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (keep[i] == fd)
-      return 1;
-  return 0;
-}
-
-/* Close every descriptor above stderr that is not in keep. */
-static void close_fds_except(const int *keep, size_t n) {
-  DIR *d = opendir("/proc/self/fd");
-  if (d == NULL) {
-    for (int fd = 3; fd < 65536; fd++)
-      if (!kept(fd, keep, n))
-        close(fd);
-    return;
-  }
-  int dfd = dirfd(d);
-  int *doomed = NULL;
-  size_t nd = 0, cap = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL) {
-    long fd;
-    if (util_parse_long(e->d_name, 3, 1 << 30, &fd) || fd == dfd ||
-        kept((int)fd, keep, n))
-      continue;
-    if (util_grow((void **)&doomed, &cap, nd + 1, sizeof(int)) == 0)
-      doomed[nd++] = (int)fd;
-  }
-  closedir(d);
-  for (size_t i = 0; i < nd; i++)
-    close(doomed[i]);
-  free(doomed);
-}
-
-/* [aio] user/group: workers serve the sockets the master bound (a port
- * below 1024 included) without root. */
-static int drop_privileges(const struct settings *s) {
-  if (!s->drop_privileges)
-    return 0;
-  if (geteuid() != 0) {
-    if (s->uid == geteuid() && s->gid == getegid())
-      return 0;
-    log_error("[aio] user/group need the master to run as root");
-    return -1;
-  }
-  if (setgroups(0, NULL) < 0 || setgid(s->gid) < 0 || setuid(s->uid) < 0) {
-    log_warn("cannot switch to uid %d gid %d", (int)s->uid, (int)s->gid);
-    return -1;
-  }
-  if (s->uid != 0 && setuid(0) == 0) {
-    log_error("privileges could be regained after dropping them");
-    return -1;
-  }
-  return 0;
-}
 
 static void on_proc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;
@@ -157,9 +100,9 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     keep[nk++] = log_fd();
     for (size_t i = 0; i < nserv; i++)
       keep[nk++] = g->fds[s->index][i];
-    close_fds_except(keep, nk);
+    child_close_fds_except(keep, nk);
     free(keep);
-    if (drop_privileges(&g->app.s))
+    if (child_drop_privileges(&g->app.s))
       _exit(1);
     _exit(
         worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index], p->mark));

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <aio.h> /* AIO_VERSION */
@@ -434,6 +435,201 @@ START_TEST(test_control_socket_survives_malformed_requests) {
 }
 END_TEST
 
+/* ---- the control socket's bounds ------------------------------------------
+ */
+
+/* VmRSS of pid in kB, or -1. */
+static long rss_kb(pid_t pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "re");
+  long kb = -1;
+  while (f && fgets(line, sizeof(line), f))
+    if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+      break;
+  if (f)
+    fclose(f);
+  return kb;
+}
+
+/* The "control" counter key of `aio status --json` (-1 when absent). */
+static long long control_counter(const struct aio_proc *p, const char *key) {
+  json_t *st = ops_status(p);
+  json_t *v = json_object_get(json_object_get(st, "control"), key);
+  long long n = json_is_integer(v) ? json_integer_value(v) : -1;
+  json_decref(st);
+  return n;
+}
+
+/* A status request of another client on sock must be answered within 1 s
+ * (the master's answer, timed without the start of an aio process, which
+ * is slow under ASan on a loaded machine). Returns the time it took in ms;
+ * *control gets the reply's "control" counter key (-1 when absent). */
+static long long timed_status(const char *sock, const char *key,
+                              long long *control) {
+  static const char req[] = "{\"cmd\":\"status\"}\n";
+  char buf[16384];
+  long long t0 = h_now_ms();
+  int n = ops_raw_request(sock, req, sizeof(req) - 1, buf, sizeof(buf), 5000);
+  long long ms = h_now_ms() - t0;
+  ck_assert_msg(n > 0 && strstr(buf, "\"ok\":true"), "status got: %.200s", buf);
+  ck_assert_msg(ms < 1000,
+                "status took %lld ms beside a client that does not read", ms);
+  json_t *r = json_loads(buf, JSON_DISABLE_EOF_CHECK, NULL);
+  json_t *v = json_object_get(json_object_get(r, "control"), key);
+  *control = json_is_integer(v) ? json_integer_value(v) : -1;
+  json_decref(r);
+  return ms;
+}
+
+#define HOSTILE_REQUESTS 100000
+
+/* What the master's RSS may keep after the hostile client is gone. ASan's
+ * allocator never gives back what it mapped (nor its shadow), so there
+ * RSS stays where it peaked, and only the bound during the attack holds. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_AFTER_SLACK_KB (16 * 1024)
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_AFTER_SLACK_KB (16 * 1024)
+#endif
+#endif
+#ifndef RSS_AFTER_SLACK_KB
+#define RSS_AFTER_SLACK_KB (4 * 1024)
+#endif
+
+/* A child that pipelines HOSTILE_REQUESTS status requests on path and
+ * never reads a reply; it stays connected until killed. */
+static pid_t start_hostile_client(const char *path) {
+  int fd = h_connect_unix(path, 5000);
+  ck_assert_int_ge(fd, 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    static const char req[] = "{\"cmd\":\"status\"}\n";
+    size_t one = sizeof(req) - 1, per = 1000;
+    char *chunk = malloc(one * per);
+    for (size_t i = 0; chunk && i < per; i++)
+      memcpy(chunk + i * one, req, one);
+    for (int sent = 0; chunk && sent < HOSTILE_REQUESTS; sent += (int)per)
+      if (h_send(fd, chunk, one * per) < 0)
+        break; /* dropped by the master */
+    for (;;)
+      pause();
+  }
+  close(fd);
+  return pid;
+}
+
+START_TEST(test_control_client_that_never_reads_is_bounded) {
+  struct aio_proc p;
+  char sock[256], conf[4096], asan[512];
+  /* Under ASan freed memory waits in a quarantine (256 MB by default), and
+   * RSS would measure that, not what the master holds: keep it small. */
+  const char *given = getenv("ASAN_OPTIONS");
+  snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s%squarantine_size_mb=1",
+           given ? given : "", given && *given ? ":" : "");
+  const char *env[] = {asan, NULL};
+  conf_whoami(conf, sizeof(conf), h_free_port(),
+              "control = ctl.sock\ncontrol_timeout = 2\n");
+  h_start_ready(&p, conf, &(struct h_opts){.env = env});
+  snprintf(sock, sizeof(sock), "%s/ctl.sock", p.dir);
+  long long n;
+  long long idle_ms = timed_status(sock, "paused", &n);
+  ck_assert_int_eq(n, 0);
+  long idle = rss_kb(p.pid);
+  ck_assert_int_gt(idle, 0);
+
+  long long t0 = h_now_ms(), paused_at = -1, dropped_at = -1;
+  pid_t hostile = start_hostile_client(sock);
+  /* Until it is dropped: memory stays bounded, others are served, and it
+   * is not read while its replies wait (paused). */
+  long peak = idle, worst_ms = 0;
+  int statuses = 0;
+  while (dropped_at < 0 && h_now_ms() - t0 < 20000) {
+    long long ms = timed_status(sock, paused_at < 0 ? "paused" : "dropped", &n);
+    worst_ms = ms > worst_ms ? (long)ms : worst_ms;
+    statuses++;
+    if (paused_at < 0 && n >= 1) {
+      paused_at = h_now_ms() - t0;
+      /* `aio status` itself works beside it. */
+      char out[16384];
+      ops_expect(&p, 0, out, sizeof(out), "status", NULL);
+    } else if (paused_at >= 0 && n >= 1) {
+      dropped_at = h_now_ms() - t0;
+    }
+    long r = rss_kb(p.pid);
+    peak = r > peak ? r : peak;
+    ck_assert_msg(r - idle < 16 * 1024,
+                  "master RSS %ld kB, %ld kB at idle, beside a client that "
+                  "does not read",
+                  r, idle);
+    usleep(10 * 1000); /* a sample every 10 ms or so is plenty */
+  }
+  ck_assert_msg(paused_at >= 0, "the client that does not read was still "
+                                "read after 20 s");
+  /* Dropped once it has left its replies unread for control_timeout (2 s),
+   * give or take a sweep (0.5 s) and a loaded machine. */
+  ck_assert_msg(dropped_at >= 0 && dropped_at - paused_at < 2000 + 3000,
+                "the client that does not read was not dropped within "
+                "control_timeout + 3 s of being paused (paused at %lld ms, "
+                "dropped at %lld ms)",
+                paused_at, dropped_at);
+  ck_assert_int_eq(h_wait_log(&p, "dropped a client", 5000), 0);
+  ck_assert_int_eq(control_counter(&p, "clients"), 1); /* this status */
+  long after = rss_kb(p.pid);
+  fprintf(stderr,
+          "test_control_client_that_never_reads_is_bounded: RSS %ld kB idle, "
+          "%ld kB peak, %ld kB after; status %lld ms alone, %d beside it, "
+          "the slowest %ld ms; paused at %lld ms, dropped at %lld ms\n",
+          idle, peak, after, idle_ms, statuses, worst_ms, paused_at,
+          dropped_at);
+  ck_assert_int_lt(after - idle, RSS_AFTER_SLACK_KB);
+  kill(hostile, SIGKILL);
+  waitpid(hostile, NULL, 0);
+  h_stop_ok(&p);
+}
+END_TEST
+
+START_TEST(test_control_clients_are_bounded) {
+  struct aio_proc p;
+  char sock[256], out[8192];
+  start_whoami(&p, "control = ctl.sock\ncontrol_timeout = 3\n");
+  snprintf(sock, sizeof(sock), "%s/ctl.sock", p.dir);
+  /* 64 silent clients fill the table (accepted in order, before the
+   * status below)... */
+  long long t0 = h_now_ms();
+  int fds[64];
+  for (int i = 0; i < 64; i++) {
+    fds[i] = h_connect_unix(sock, 5000);
+    ck_assert_int_ge(fds[i], 0);
+  }
+  /* ...so one more is refused at once, busy (75)... */
+  int rc = ops_aio(&p, out, sizeof(out), "status", NULL);
+  if (h_now_ms() - t0 < 2500) {
+    ck_assert_msg(rc == 75, "aio status exited %d past 64 clients: %s", rc,
+                  out);
+    ck_assert_msg(strstr(out, "too many control clients"), "%s", out);
+  }
+  /* ...until one of them has been silent for control_timeout and makes
+   * room. */
+  long long deadline = h_now_ms() + 3000 + 5000;
+  while ((rc = ops_aio(&p, out, sizeof(out), "status", "--json", NULL)) == 75 &&
+         h_now_ms() < deadline)
+    usleep(100 * 1000);
+  ck_assert_msg(rc == 0, "aio status exited %d: %s", rc, out);
+  json_t *st = json_loads(out, 0, NULL);
+  json_t *ctl = json_object_get(st, "control");
+  ck_assert_int_ge(ops_int(ctl, "refused"), 1);
+  ck_assert_int_ge(ops_int(ctl, "dropped"), 1);
+  ck_assert_int_le(ops_int(ctl, "clients"), 64);
+  json_decref(st);
+  for (int i = 0; i < 64; i++)
+    close(fds[i]);
+  h_stop_ok(&p);
+}
+END_TEST
+
 /* ---- stop and scale ------------------------------------------------------ */
 
 START_TEST(test_stop_drains_and_stop_now_does_not) {
@@ -518,6 +714,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_emit_reaches_a_listener);
   tcase_add_test(tc, test_control_commands_without_a_master_exit_69);
   tcase_add_test(tc, test_control_socket_survives_malformed_requests);
+  tcase_add_test(tc, test_control_client_that_never_reads_is_bounded);
+  tcase_add_test(tc, test_control_clients_are_bounded);
   tcase_add_test(tc, test_stop_drains_and_stop_now_does_not);
   tcase_add_test(tc, test_scale_changes_the_worker_count);
   suite_add_tcase(s, tc);
