@@ -10,7 +10,9 @@
 
 extern char **environ;
 
-static char **env_copy; /* the environment, moved (freed at exit) */
+static char **env_copy;  /* the environment, moved: what environ was */
+static char **env_owned; /* every string of it, also those unsetenv()
+                            takes out of environ later (freed at exit) */
 static char *title_start; /* argv[0] */
 static size_t title_room; /* bytes from argv[0] to the end of the last
                              contiguous argv/environ string */
@@ -20,10 +22,11 @@ static size_t title_room; /* bytes from argv[0] to the end of the last
 static void free_env(void) {
   if (environ == env_copy)
     environ = NULL;
-  for (size_t i = 0; env_copy[i]; i++)
-    free(env_copy[i]);
+  for (size_t i = 0; env_owned[i]; i++)
+    free(env_owned[i]);
+  free(env_owned);
   free(env_copy);
-  env_copy = NULL;
+  env_owned = env_copy = NULL;
 }
 
 void proctitle_init(int argc, char **argv) {
@@ -38,19 +41,25 @@ void proctitle_init(int argc, char **argv) {
   while (environ && environ[n])
     n++;
   char **copy = calloc(n + 1, sizeof(*copy));
-  if (copy == NULL)
+  char **owned = calloc(n + 1, sizeof(*owned));
+  if (copy == NULL || owned == NULL) {
+    free(copy);
+    free(owned);
     return;
+  }
   for (size_t i = 0; i < n; i++) {
     if (environ[i] == end)
       end = environ[i] + strlen(environ[i]) + 1;
-    copy[i] = strdup(environ[i]);
+    copy[i] = owned[i] = strdup(environ[i]);
     if (copy[i] == NULL) {
       while (i-- > 0)
         free(copy[i]);
       free(copy);
+      free(owned);
       return;
     }
   }
+  env_owned = owned;
   env_copy = copy;
   environ = copy;
   atexit(free_env);
