@@ -18,6 +18,7 @@
 #include "loader.h"
 #include "log.h"
 #include "master.h"
+#include "rlimit.h"
 #include "util.h"
 
 static void usage(FILE *out) {
@@ -191,6 +192,7 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
   for (size_t i = 0; i < warn.n; i++)
     log_warnx("%s", warn.msgs[i]);
   diag_close(&warn);
+  rlimit_nofile_fit(&app.s);
   rc = master_run(&app, path, ready_fd, &daemon_fd);
   if (pid_fd >= 0) {
     /* Gone before the waiting parent of -d hears of a failed start, so
