@@ -167,26 +167,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_parse(exact, size);
   free(exact);
 
-  aio_conn_t whole, parts, slow;
+  aio_conn_t whole, parts, slow, slow_whole;
   serve(data, size, size ? size : 1, 0, &whole);
   serve(data, size, chunk, 0, &parts);
   serve(data, size, chunk, 1, &slow);
-  const aio_conn_t *other[] = {&parts, &slow};
-  for (size_t i = 0; i < 2; i++) {
+  serve(data, size, size ? size : 1, 1, &slow_whole);
+  const aio_conn_t *other[] = {&parts, &slow, &slow_whole};
+  const char *how[] = {"in reads of", "to a slow peer in reads of",
+                       "to a slow peer in one read of"};
+  size_t sizes[] = {chunk, chunk, size};
+  for (size_t i = 0; i < 3; i++) {
     const aio_conn_t *o = other[i];
     if (whole.closed != o->closed || whole.len != o->len ||
         (whole.len && memcmp(whole.out, o->out, whole.len) != 0)) {
       fprintf(stderr,
-              "aio.hello answers differ: one read %zu bytes%s, reads of %zu%s: "
-              "%zu bytes%s\n",
-              whole.len, whole.closed ? " and close" : "", chunk,
-              o->slow ? " to a slow peer" : "", o->len,
-              o->closed ? " and close" : "");
+              "aio.hello answers differ: one read %zu bytes%s, %s %zu: %zu "
+              "bytes%s\n",
+              whole.len, whole.closed ? " and close" : "", how[i], sizes[i],
+              o->len, o->closed ? " and close" : "");
       abort();
     }
   }
   free(whole.out);
   free(parts.out);
   free(slow.out);
+  free(slow_whole.out);
   return 0;
 }
