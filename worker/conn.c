@@ -59,14 +59,19 @@ static void conn_unlink(aio_conn_t *c) {
 
 aio_conn_t *conn_new_stream(struct wserver *srv, int fd) {
   aio_conn_t *c = calloc(1, sizeof(*c));
-  if (c == NULL)
+  if (c == NULL) {
+    log_warnx("[server:%s] out of memory for a new connection",
+              srv->conf->name);
+    close(fd);
     return NULL;
+  }
   c->srv = srv;
   c->proto = srv->decl->u.protocol;
   uv_loop_t *loop = &srv->w->loop;
   int err = srv->conf->type == SERVER_UNIX ? uv_pipe_init(loop, &c->h.pipe, 0)
                                            : uv_tcp_init(loop, &c->h.tcp);
   if (err) {
+    close(fd);
     free(c);
     return NULL;
   }
@@ -77,6 +82,8 @@ aio_conn_t *conn_new_stream(struct wserver *srv, int fd) {
   err = srv->conf->type == SERVER_UNIX ? uv_pipe_open(&c->h.pipe, fd)
                                        : uv_tcp_open(&c->h.tcp, fd);
   if (err) {
+    log_warnx("[server:%s] cannot take a new connection: %s", srv->conf->name,
+              uv_strerror(err));
     close(fd); /* not the handle's yet */
     conn_abort(c, err);
     return NULL;

@@ -54,7 +54,8 @@ struct aio_conn_s {
 };
 
 /* A new connection of srv on the accepted socket fd (stolen: closed on
- * failure too). NULL when it cannot be made (out of memory). */
+ * failure too). NULL when it cannot be made: out of memory, or libuv
+ * refused the socket (logged). */
 struct aio_conn_s *conn_new_stream(struct wserver *srv, int fd);
 /* Start it: connection_made, then reading and the timeouts. */
 void conn_start(struct aio_conn_s *c);

@@ -131,10 +131,8 @@ static void take(struct wserver *s, int fd) {
     return;
   }
   aio_conn_t *c = conn_new_stream(s, fd);
-  if (c == NULL) {
-    log_warnx("[server:%s] out of memory for a connection", s->conf->name);
+  if (c == NULL)
     return;
-  }
   if (s->conf->type == SERVER_TCP)
     uv_tcp_nodelay(&c->h.tcp, 1);
   conn_start(c);
