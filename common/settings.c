@@ -11,6 +11,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -38,7 +39,8 @@ const char settings_builtin_defaults[] = "[aio]\n"
                                          "max_restarts = 5\n"
                                          "restart_window = 60\n"
                                          "max_connections = 10000\n"
-                                         "write_limit = 4194304\n";
+                                         "write_limit = 4194304\n"
+                                         "rlimit_nofile =\n";
 
 static const char *const builtin_commands[] = {
     "run",    "config", "test",  "check", "reload", "stop",
@@ -409,6 +411,34 @@ static void load_aio(struct settings *s, struct reader *r) {
       (size_t)rd_long(r, "max_connections", 1, 10000000, 10000);
   s->write_limit =
       (size_t)rd_long(r, "write_limit", 4096, 1L << 30, 4 * 1024 * 1024);
+  s->rlimit_nofile = rd_long(r, "rlimit_nofile", 0, 1L << 30, 0);
+}
+
+/* The timeouts of a stream server: what closes connections that hold a
+ * worker's descriptors and memory without doing anything. A UDP or a
+ * factory server has no connections of the runner's to time out, so a
+ * timeout written there would be ignored in silence: refused instead. */
+static void load_timeouts(struct server_conf *sv, struct reader *r) {
+  static const struct {
+    const char *key;
+    size_t offset;
+    double dflt;
+  } keys[] = {
+      {"idle_timeout", offsetof(struct server_conf, idle_timeout),
+       SETTINGS_IDLE_TIMEOUT},
+      {"send_timeout", offsetof(struct server_conf, send_timeout),
+       SETTINGS_SEND_TIMEOUT},
+      {"header_timeout", offsetof(struct server_conf, header_timeout),
+       SETTINGS_HEADER_TIMEOUT},
+  };
+  for (size_t i = 0; i < UTIL_ARRAY_LEN(keys); i++) {
+    double *v = (double *)((char *)sv + keys[i].offset);
+    *v = rd_double(r, keys[i].key, 0, 604800, keys[i].dflt);
+    const char *text = rd_str(r, keys[i].key);
+    if (text && *text && (sv->type == SERVER_UDP || sv->is_factory))
+      rd_fail(r, keys[i].key, "%s has no connections of aio's to time out",
+              sv->is_factory ? "a server with a factory" : "a udp server");
+  }
 }
 
 static int valid_address(const char *a) {
@@ -483,6 +513,7 @@ static void load_server(struct settings *s, struct reader *r,
       rd_fail(r, "address", "'%s' is not an IPv4 or IPv6 address", a);
   }
   sv->backlog = (int)rd_long(r, "backlog", 1, 65535, 511);
+  load_timeouts(sv, r);
 }
 
 static void load_schedule(struct settings *s, struct reader *r,

@@ -26,6 +26,11 @@ struct ref {
 
 enum server_type { SERVER_TCP, SERVER_UDP, SERVER_UNIX };
 
+/* The [server:NAME] timeouts' defaults, in seconds (0 turns one off). */
+#define SETTINGS_IDLE_TIMEOUT 60.0
+#define SETTINGS_SEND_TIMEOUT 60.0
+#define SETTINGS_HEADER_TIMEOUT 10.0
+
 struct server_conf {
   char *name;
   struct ref handler; /* protocol or factory */
@@ -35,6 +40,10 @@ struct server_conf {
   int port;
   char *path; /* unix */
   int backlog;
+  /* Stream servers with a protocol, seconds, 0: off. */
+  double idle_timeout;   /* no byte either way: closed */
+  double send_timeout;   /* queued output that does not move: reset */
+  double header_timeout; /* aio.hello: a request head takes longer: 408 */
   const char *file;
   int line;
 };
@@ -90,6 +99,7 @@ struct settings {
   double restart_window;  /* ... after which it is not respawned */
   size_t max_connections; /* per worker */
   size_t write_limit;     /* per connection, bytes queued before -ENOBUFS */
+  long rlimit_nofile;     /* at least this RLIMIT_NOFILE; 0: what is needed */
 
   struct server_conf *servers;
   size_t nservers;

@@ -42,8 +42,8 @@ extern "C" {
  * which read as NULL for a module whose aio.h did not have them). Another
  * major, or a newer minor than this aio's, is refused with a message that
  * says which. 2.0 gave every declaration the size of its struct; 2.1 added
- * aio_module_t.check, the typed config getters and iterators, and
- * aio_modules(). */
+ * aio_module_t.check, the typed config getters and iterators,
+ * aio_modules(), and the connection timeouts and reading controls. */
 #define AIO_API_MAJOR 2
 #define AIO_API_MINOR 1
 #define AIO_API_VERSION ((AIO_API_MAJOR << 16) | AIO_API_MINOR)
@@ -88,7 +88,8 @@ typedef struct aio_protocol_s {
   void (*datagram_received)(aio_conn_t *conn, const char *data, size_t len,
                             const struct sockaddr *addr);
   /* Everything queued has been written (called only after aio_write() had
-   * to queue): the moment to resume a transfer that got -ENOBUFS. */
+   * to queue): the moment to resume a transfer that got -ENOBUFS, or
+   * reading paused with aio_conn_pause_reading(). */
   void (*write_drained)(aio_conn_t *conn);
 } aio_protocol_t;
 
@@ -109,6 +110,51 @@ AIO_EXPORT const char *aio_conn_server(const aio_conn_t *conn);
 /* Non-zero once the worker is draining (reload, shutdown): a protocol with
  * keep-alive should finish the request in hand and then close. */
 AIO_EXPORT int aio_conn_draining(const aio_conn_t *conn);
+
+/* ---- timeouts (stream connections; docs/plugins.md) -------------------- */
+
+/* The timeouts a stream connection has from the start, from its server's
+ * [server:NAME] idle_timeout and send_timeout, and that a protocol may
+ * change for one connection with aio_conn_set_timeout(). */
+typedef enum aio_timeout {
+  /* Not a byte read, and not a byte written, for that long: the
+   * connection is closed after what is queued (connection_lost gets
+   * -ETIMEDOUT). The keep-alive time of a request/response protocol. */
+  AIO_TIMEOUT_IDLE = 1,
+  /* Output waits and the peer takes none of it for that long: the
+   * connection is reset and the output dropped (-ETIMEDOUT). */
+  AIO_TIMEOUT_SEND
+} aio_timeout_t;
+
+/* Set one timeout of conn, in seconds (fractions allowed, 0: off). 0, or
+ * -EINVAL (a UDP endpoint, an unknown kind, seconds negative, not finite
+ * or over a year), or -ENOTCONN when the connection is closing. */
+AIO_EXPORT int aio_conn_set_timeout(aio_conn_t *conn, aio_timeout_t which,
+                                    double seconds);
+
+/* What runs when a connection's deadline passes. */
+typedef void aio_timeout_fn(aio_conn_t *conn);
+/* A deadline `seconds` from now, which traffic does not move: when it
+ * passes, fn(conn) runs once (fn NULL: the connection is closed with
+ * -ETIMEDOUT). A new call replaces the deadline; 0 clears it. For "the
+ * request must have arrived by then" (aio.hello's header_timeout).
+ * Returns as aio_conn_set_timeout(). */
+AIO_EXPORT int aio_conn_set_deadline(aio_conn_t *conn, double seconds,
+                                     aio_timeout_fn *fn);
+
+/* ---- flow control (docs/plugins.md) ------------------------------------ */
+
+/* Bytes that aio_write() queued on conn and the peer has not taken yet. */
+AIO_EXPORT size_t aio_conn_queued(const aio_conn_t *conn);
+/* How many more bytes aio_write() takes now: [aio] write_limit minus
+ * aio_conn_queued(). */
+AIO_EXPORT size_t aio_conn_write_room(const aio_conn_t *conn);
+/* No data_received (nor eof_received) for conn until
+ * aio_conn_resume_reading(): for a protocol that has more to answer than
+ * it wants to queue (resume it from write_drained). The runner's own pause
+ * for a peer that does not read is separate and goes on meanwhile. */
+AIO_EXPORT void aio_conn_pause_reading(aio_conn_t *conn);
+AIO_EXPORT void aio_conn_resume_reading(aio_conn_t *conn);
 
 /* ---- servers with a factory ------------------------------------------- */
 

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "master.h"
 #include "proctitle.h"
+#include "rlimit.h"
 #include "util.h"
 
 static void usage(FILE *out) {
@@ -212,6 +213,7 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
   for (size_t i = 0; i < warn.n; i++)
     log_warnx("%s", warn.msgs[i]);
   diag_close(&warn);
+  rlimit_nofile_fit(&app.s);
   rc = master_run(&app, path, ready_fd, &daemon_fd);
   if (pid_fd >= 0) {
     /* Gone before the waiting parent of -d hears of a failed start, so

@@ -7,13 +7,19 @@
  * stops reading from that peer, so a protocol that writes in answer to what
  * it reads cannot be made to buffer without bound. A protocol that writes
  * on its own is stopped by [aio] write_limit: a write that would take the
- * queue past it returns -ENOBUFS and sends nothing.
+ * queue past it returns -ENOBUFS and sends nothing. A protocol may also
+ * pause reading itself (aio_conn_pause_reading): reading runs while
+ * neither pause holds.
+ *
+ * The timeouts are timeout.c's: reads and writes here only record when
+ * they happened.
  */
 #include "conn.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "server.h"
@@ -51,26 +57,45 @@ static void conn_unlink(aio_conn_t *c) {
   w->nconns--;
 }
 
-aio_conn_t *conn_new_stream(struct wserver *srv) {
+aio_conn_t *conn_new_stream(struct wserver *srv, int fd) {
   aio_conn_t *c = calloc(1, sizeof(*c));
-  if (c == NULL)
+  if (c == NULL) {
+    log_warnx("[server:%s] out of memory for a new connection",
+              srv->conf->name);
+    close(fd);
     return NULL;
+  }
   c->srv = srv;
   c->proto = srv->decl->u.protocol;
-  int err = srv->conf->type == SERVER_UNIX
-                ? uv_pipe_init(&srv->w->loop, &c->h.pipe, 0)
-                : uv_tcp_init(&srv->w->loop, &c->h.tcp);
+  uv_loop_t *loop = &srv->w->loop;
+  int err = srv->conf->type == SERVER_UNIX ? uv_pipe_init(loop, &c->h.pipe, 0)
+                                           : uv_tcp_init(loop, &c->h.tcp);
   if (err) {
+    close(fd);
     free(c);
     return NULL;
   }
   c->h.handle.data = c;
+  conn_timer_init(c);
+  c->handles = 2;
   conn_link(c);
+  err = srv->conf->type == SERVER_UNIX ? uv_pipe_open(&c->h.pipe, fd)
+                                       : uv_tcp_open(&c->h.tcp, fd);
+  if (err) {
+    log_warnx("[server:%s] cannot take a new connection: %s", srv->conf->name,
+              uv_strerror(err));
+    close(fd); /* not the handle's yet */
+    conn_abort(c, err);
+    return NULL;
+  }
   return c;
 }
 
+/* One of c's handles has closed; the last one ends the connection. */
 static void on_closed(uv_handle_t *h) {
   aio_conn_t *c = h->data;
+  if (--c->handles > 0)
+    return;
   int status = c->lost_status;
   if (c->made && c->proto->connection_lost) {
     worker_bus_sync(worker_self);
@@ -87,6 +112,8 @@ static void conn_close_now(aio_conn_t *c, int status) {
   c->closing = 1;
   c->lost_status = status;
   uv_close(&c->h.handle, on_closed);
+  if (!c->udp)
+    uv_close((uv_handle_t *)&c->timer, on_closed);
 }
 
 void conn_abort(aio_conn_t *c, int status) { conn_close_now(c, status); }
@@ -94,7 +121,7 @@ void conn_abort(aio_conn_t *c, int status) { conn_close_now(c, status); }
 static void on_shutdown(uv_shutdown_t *req, int status) {
   aio_conn_t *c = req->handle->data;
   (void)status;
-  conn_close_now(c, 0);
+  conn_close_now(c, c->lost_status);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -104,10 +131,30 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = sizeof(worker_self->readbuf);
 }
 
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Read while the connection wants to and neither the runner nor the
+ * protocol has paused it. */
+static void conn_read_update(aio_conn_t *c) {
+  int want = c->made && !c->closing && !c->paused && !c->user_paused;
+  if (want == c->reading)
+    return;
+  if (want) {
+    int err = uv_read_start(&c->h.stream, on_alloc, on_read);
+    if (err) {
+      conn_close_now(c, err);
+      return;
+    }
+  } else {
+    uv_read_stop(&c->h.stream);
+  }
+  c->reading = (unsigned)want;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   aio_conn_t *c = s->data;
   if (nread > 0) {
-    c->last_active = uv_now(s->loop);
+    c->last_io = uv_now(s->loop);
     if (!c->closing && c->proto->data_received) {
       worker_bus_sync(worker_self);
       c->proto->data_received(c, buf->base, (size_t)nread);
@@ -118,6 +165,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   if (nread == UV_EOF) {
     uv_read_stop(s);
+    c->reading = 0;
     if (!c->closing && c->proto->eof_received) {
       worker_bus_sync(worker_self);
       c->proto->eof_received(c);
@@ -130,16 +178,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 void conn_start(aio_conn_t *c) {
   c->made = 1;
-  c->last_active = uv_now(c->h.handle.loop);
+  c->last_io = uv_now(c->h.handle.loop);
   if (c->proto->connection_made) {
     worker_bus_sync(worker_self);
     c->proto->connection_made(c);
   }
-  if (!c->closing) {
-    int err = uv_read_start(&c->h.stream, on_alloc, on_read);
-    if (err)
-      conn_close_now(c, err);
-  }
+  conn_read_update(c);
+  conn_timer_arm(c);
 }
 
 static void on_written(uv_write_t *req, int status) {
@@ -151,10 +196,11 @@ static void on_written(uv_write_t *req, int status) {
     conn_close_now(c, status);
     return;
   }
+  c->last_io = uv_now(c->h.handle.loop);
   if (c->queued == 0 && !c->closing) {
     if (c->paused) {
       c->paused = 0;
-      uv_read_start(&c->h.stream, on_alloc, on_read);
+      conn_read_update(c);
     }
     if (c->proto->write_drained)
       c->proto->write_drained(c);
@@ -175,7 +221,6 @@ int aio_write(aio_conn_t *c, const void *data, size_t len) {
    * drop) bytes the peer already has. */
   if (c->queued + len > c->srv->w->app->s.write_limit)
     return -ENOBUFS;
-  c->last_active = uv_now(c->h.handle.loop);
   size_t done = 0;
   if (c->queued == 0) {
     /* The common case: the kernel takes it all, nothing is allocated. */
@@ -187,6 +232,9 @@ int aio_write(aio_conn_t *c, const void *data, size_t len) {
       conn_close_now(c, n);
       return n;
     }
+    if (done > 0)
+      c->last_io = uv_now(c->h.handle.loop);
+    c->out_total += done;
     if (done == len)
       return 0;
   }
@@ -204,11 +252,15 @@ int aio_write(aio_conn_t *c, const void *data, size_t len) {
     conn_close_now(c, err);
     return err;
   }
+  c->out_total += rest;
+  int started = c->queued == 0;
   c->queued += rest;
   if (c->queued > CONN_PAUSE_BYTES && !c->paused) {
     c->paused = 1;
-    uv_read_stop(&c->h.stream);
+    conn_read_update(c);
   }
+  if (started)
+    conn_timer_queue_began(c);
   return 0;
 }
 
@@ -220,10 +272,33 @@ void aio_close(aio_conn_t *c) {
     conn_close_now(c, 0);
     return;
   }
-  uv_read_stop(&c->h.stream);
+  conn_read_update(c);
   /* Shutdown waits for queued writes, then sends FIN. */
   if (uv_shutdown(&c->sreq, &c->h.stream, on_shutdown) != 0)
-    conn_close_now(c, 0);
+    conn_close_now(c, c->lost_status);
+}
+
+size_t aio_conn_queued(const aio_conn_t *c) { return c ? c->queued : 0; }
+
+size_t aio_conn_write_room(const aio_conn_t *c) {
+  if (c == NULL || c->udp || c->closing)
+    return 0;
+  size_t limit = c->srv->w->app->s.write_limit;
+  return c->queued < limit ? limit - c->queued : 0;
+}
+
+void aio_conn_pause_reading(aio_conn_t *c) {
+  if (c == NULL || c->udp)
+    return;
+  c->user_paused = 1;
+  conn_read_update(c);
+}
+
+void aio_conn_resume_reading(aio_conn_t *c) {
+  if (c == NULL || c->udp)
+    return;
+  c->user_paused = 0;
+  conn_read_update(c);
 }
 
 void aio_conn_set_data(aio_conn_t *c, void *data) {
@@ -255,7 +330,7 @@ static void on_udp_read(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   }
   if (addr == NULL || c->closing)
     return;
-  c->last_active = uv_now(h->loop);
+  c->last_io = uv_now(h->loop);
   if (c->proto->datagram_received) {
     worker_bus_sync(worker_self);
     c->proto->datagram_received(c, buf->base, (size_t)nread, addr);
@@ -275,6 +350,7 @@ int conn_open_udp(struct wserver *srv, int fd) {
     return err;
   }
   c->h.handle.data = c;
+  c->handles = 1;
   conn_link(c);
   err = uv_udp_open(&c->h.udp, fd);
   if (err == 0) {
@@ -327,7 +403,7 @@ void conn_sweep_idle(uint64_t now, uint64_t idle_ms) {
       aio_close(c);
       continue;
     }
-    if (!c->closing && c->queued == 0 && now - c->last_active >= idle_ms)
+    if (!c->closing && c->queued == 0 && now - c->last_io >= idle_ms)
       aio_close(c);
   }
 }

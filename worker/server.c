@@ -1,43 +1,184 @@
 /*
  * server.c - a worker's side of one [server:NAME]: adopt the socket the
  * master bound for this slot and serve it with the configured protocol, or
- * hand it to the configured factory.
+ * hand it to the configured factory; and count what the server refused or
+ * timed out, in lines a flood cannot multiply.
+ *
+ * Accepting is ours, not libuv's: at EMFILE libuv's uv_accept path (the
+ * "emfile trick" in src/unix/stream.c) accepts every waiting connection
+ * with a reserve descriptor and closes it, unseen. Here accept(2) running
+ * out of descriptors pauses accepting for a moment instead: open
+ * connections go on being served, and the new ones wait in the listen
+ * queue for a descriptor to free up (nginx does the same).
  */
+#define _GNU_SOURCE /* accept4 */
 #include "server.h"
 
 #include <errno.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "conn.h"
 #include "log.h"
 #include "worker.h"
 
-static void on_connection(uv_stream_t *ls, int status) {
-  struct wserver *s = ls->data;
-  if (status < 0) {
-    log_warnx("[server:%s] accept: %s", s->conf->name, uv_strerror(status));
+/* ---- counting ------------------------------------------------------------ */
+
+static const int event_warns[] = {
+#define SERVER_WARN(e, warn) warn,
+    SERVER_EVENTS(SERVER_WARN)
+#undef SERVER_WARN
+};
+
+static unsigned long long fd_limit(void) {
+  struct rlimit rl;
+  return getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long long)rl.rlim_cur
+                                            : 0;
+}
+
+/* The first of a warning since SERVER_TALLY_MS: said at once. */
+static void say_first(struct wserver *s, enum server_event e) {
+  const char *name = s->conf->name;
+  if (e == SERVER_OVER_MAX_CONNECTIONS)
+    log_warnx("[server:%s] over max_connections (%zu): closing new "
+              "connections (one line per %d s says how many)",
+              name, s->w->app->s.max_connections, SERVER_TALLY_MS / 1000);
+  else
+    log_warnx("[server:%s] accept: %s: not accepting for %d ms, new "
+              "connections wait in the listen queue (%zu open, "
+              "RLIMIT_NOFILE %llu; one line per %d s says how often)",
+              name, strerror(s->accept_err), SERVER_ACCEPT_PAUSE_MS,
+              s->w->nconns, fd_limit(), SERVER_TALLY_MS / 1000);
+}
+
+/* What happened since the last line, one line per kind of warning and one
+ * for the timeouts. */
+static void say_unsaid(struct wserver *s, uint64_t now) {
+  const char *name = s->conf->name;
+  int secs = SERVER_TALLY_MS / 1000;
+  if (s->unsaid[SERVER_OVER_MAX_CONNECTIONS])
+    log_warnx("[server:%s] over max_connections (%zu): closed %llu new "
+              "connections in the last %d s (%llu since start)",
+              name, s->w->app->s.max_connections,
+              (unsigned long long)s->unsaid[SERVER_OVER_MAX_CONNECTIONS], secs,
+              (unsigned long long)s->count[SERVER_OVER_MAX_CONNECTIONS]);
+  if (s->unsaid[SERVER_ACCEPT_PAUSED])
+    log_warnx("[server:%s] accept paused %llu times in the last %d s (%llu "
+              "since start; last: %s; %zu open, RLIMIT_NOFILE %llu)",
+              name, (unsigned long long)s->unsaid[SERVER_ACCEPT_PAUSED], secs,
+              (unsigned long long)s->count[SERVER_ACCEPT_PAUSED],
+              strerror(s->accept_err), s->w->nconns, fd_limit());
+  if (s->unsaid[SERVER_IDLE_TIMEOUT] || s->unsaid[SERVER_SEND_TIMEOUT] ||
+      s->unsaid[SERVER_DEADLINE])
+    log_info("[server:%s] connections timed out in the last %d s: %llu idle, "
+             "%llu send, %llu deadline (since start: %llu, %llu, %llu)",
+             name, secs, (unsigned long long)s->unsaid[SERVER_IDLE_TIMEOUT],
+             (unsigned long long)s->unsaid[SERVER_SEND_TIMEOUT],
+             (unsigned long long)s->unsaid[SERVER_DEADLINE],
+             (unsigned long long)s->count[SERVER_IDLE_TIMEOUT],
+             (unsigned long long)s->count[SERVER_SEND_TIMEOUT],
+             (unsigned long long)s->count[SERVER_DEADLINE]);
+  for (int e = 0; e < SERVER_NEVENTS; e++)
+    if (s->unsaid[e]) {
+      s->unsaid[e] = 0;
+      s->said_at[e] = now;
+    }
+}
+
+static void on_tally(uv_timer_t *t) {
+  struct wserver *s = t->data;
+  say_unsaid(s, uv_now(t->loop));
+}
+
+void server_count(struct wserver *s, enum server_event e) {
+  uint64_t now = uv_now(&s->w->loop);
+  s->count[e]++;
+  if (event_warns[e] &&
+      (s->said_at[e] == 0 || now - s->said_at[e] >= SERVER_TALLY_MS)) {
+    say_first(s, e);
+    s->said_at[e] = now;
     return;
   }
-  aio_conn_t *c = conn_new_stream(s);
-  if (c == NULL) {
-    log_warnx("[server:%s] out of memory for a connection", s->conf->name);
+  s->unsaid[e]++;
+  if (s->timers && !uv_is_active((uv_handle_t *)&s->tally))
+    uv_timer_start(&s->tally, on_tally, SERVER_TALLY_MS, 0);
+}
+
+/* ---- accepting ----------------------------------------------------------- */
+
+static void on_acceptable(uv_poll_t *h, int status, int events);
+
+static void on_resume(uv_timer_t *t) {
+  struct wserver *s = t->data;
+  if (s->listening)
+    uv_poll_start(&s->accept_poll, UV_READABLE, on_acceptable);
+}
+
+static void pause_accepting(struct wserver *s, int err) {
+  s->accept_err = err;
+  uv_poll_stop(&s->accept_poll);
+  uv_timer_start(&s->resume, on_resume, SERVER_ACCEPT_PAUSE_MS, 0);
+  server_count(s, SERVER_ACCEPT_PAUSED);
+}
+
+/* Serve the accepted socket fd (ours to close). */
+static void take(struct wserver *s, int fd) {
+  if (s->w->nconns >= s->w->app->s.max_connections) {
+    close(fd);
+    server_count(s, SERVER_OVER_MAX_CONNECTIONS);
     return;
   }
-  int err = uv_accept(ls, &c->h.stream);
-  if (err) {
-    conn_abort(c, err);
+  aio_conn_t *c = conn_new_stream(s, fd);
+  if (c == NULL)
     return;
-  }
-  if (s->w->nconns > s->w->app->s.max_connections) {
-    log_warnx("[server:%s] over max_connections (%zu): closing a new "
-              "connection",
-              s->conf->name, s->w->app->s.max_connections);
-    conn_abort(c, -EMFILE);
-    return;
-  }
   if (s->conf->type == SERVER_TCP)
     uv_tcp_nodelay(&c->h.tcp, 1);
   conn_start(c);
+}
+
+static void on_acceptable(uv_poll_t *h, int status, int events) {
+  struct wserver *s = h->data;
+  (void)events;
+  if (status < 0) {
+    log_warnx("[server:%s] listening socket: %s", s->conf->name,
+              uv_strerror(status));
+    pause_accepting(s, -status);
+    return;
+  }
+  for (int i = 0; i < SERVER_ACCEPT_SLICE && s->listening; i++) {
+    int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      take(s, fd);
+      continue;
+    }
+    switch (errno) {
+    case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+    case EWOULDBLOCK:
+#endif
+      return;
+    case EINTR:
+    case ECONNABORTED:
+    /* Errors of the connection, not of the socket: accept(2) says to
+     * retry. */
+    case EPROTO:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+    case ENETDOWN:
+    case EPERM: /* a firewall's verdict */
+      continue;
+    default:
+      /* EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: wait a moment. */
+      pause_accepting(s, errno);
+      return;
+    }
+  }
 }
 
 int server_start(struct wserver *s) {
@@ -66,33 +207,43 @@ int server_start(struct wserver *s) {
       log_error("[server:%s] udp: %s", sc->name, uv_strerror(err));
     return err;
   }
-  if (sc->type == SERVER_UNIX) {
-    err = uv_pipe_init(loop, &s->h.pipe, 0);
-    if (err == 0)
-      err = uv_pipe_open(&s->h.pipe, s->fd);
-  } else {
-    err = uv_tcp_init(loop, &s->h.tcp);
-    if (err == 0)
-      err = uv_tcp_open(&s->h.tcp, s->fd);
-  }
+  uv_timer_init(loop, &s->resume);
+  uv_timer_init(loop, &s->tally);
+  s->resume.data = s->tally.data = s;
+  s->timers = 1;
+  /* The master listens already; uv_poll_init makes fd non-blocking. */
+  err = uv_poll_init(loop, &s->accept_poll, s->fd);
   if (err) {
-    log_error("[server:%s] cannot adopt socket: %s", sc->name,
+    log_error("[server:%s] cannot watch the socket: %s", sc->name,
               uv_strerror(err));
     return err;
   }
-  s->h.handle.data = s;
+  s->accept_poll.data = s;
   s->listening = 1;
-  err = uv_listen(&s->h.stream, sc->backlog, on_connection);
+  err = uv_poll_start(&s->accept_poll, UV_READABLE, on_acceptable);
   if (err)
-    log_error("[server:%s] listen: %s", sc->name, uv_strerror(err));
+    log_error("[server:%s] cannot watch the socket: %s", sc->name,
+              uv_strerror(err));
   return err;
 }
 
+static void on_poll_closed(uv_handle_t *h) {
+  struct wserver *s = h->data;
+  close(s->fd);
+  s->fd = -1;
+}
+
 void server_stop_accepting(struct wserver *s) {
+  if (s->timers) {
+    uv_timer_stop(&s->resume);
+    /* What was counted and not said yet, before the worker goes. */
+    say_unsaid(s, uv_now(&s->w->loop));
+    uv_timer_stop(&s->tally);
+  }
   if (!s->listening)
     return;
   s->listening = 0;
   /* Closing our descriptor only: the master holds the socket, so what
    * waits in its accept queue is served by this slot's next worker. */
-  uv_close(&s->h.handle, NULL);
+  uv_close((uv_handle_t *)&s->accept_poll, on_poll_closed);
 }

@@ -144,6 +144,7 @@ static void *serve_thread(void *arg) {
   pthread_mutex_lock(&T.lock);
   t->closing = 1;
   pthread_mutex_unlock(&T.lock);
+  server_stop_accepting(&t->srv); /* and its socket with it */
   worker_close_loop(&t->w);
   worker_self = NULL;
   return NULL;
@@ -195,14 +196,15 @@ static int listen_loopback(int *port, int udp) {
 }
 
 /* The [server:NAME] of the configuration that serves this protocol, so that
- * aio_conn_server() and lookups by that name work as in production. */
-static const char *server_name(const char *protocol) {
+ * aio_conn_server() and lookups by that name work, and its timeouts apply,
+ * as in production. NULL when there is none. */
+static const struct server_conf *configured(const char *protocol) {
   const struct settings *s = &T.app->s;
   for (size_t i = 0; i < s->nservers; i++)
     if (!s->servers[i].is_factory && s->servers[i].handler.text &&
         strcmp(s->servers[i].handler.text, protocol) == 0)
-      return s->servers[i].name;
-  return "test";
+      return &s->servers[i];
+  return NULL;
 }
 
 /* Start t's server on fd and its thread. 0 or a negative errno; on failure
@@ -282,7 +284,11 @@ static int test_serve(const char *protocol, int udp) {
               protocol, strerror(-fd));
     goto out;
   }
-  t->conf.name = (char *)server_name(protocol);
+  const struct server_conf *sc = configured(protocol);
+  t->conf.name = sc ? sc->name : (char *)"test";
+  t->conf.idle_timeout = sc ? sc->idle_timeout : SETTINGS_IDLE_TIMEOUT;
+  t->conf.send_timeout = sc ? sc->send_timeout : SETTINGS_SEND_TIMEOUT;
+  t->conf.header_timeout = sc ? sc->header_timeout : SETTINGS_HEADER_TIMEOUT;
   t->conf.type = udp ? SERVER_UDP : SERVER_TCP;
   t->conf.address = "127.0.0.1";
   t->conf.port = port;

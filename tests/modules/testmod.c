@@ -122,6 +122,40 @@ static void stream_lost(aio_conn_t *c, int status) {
 AIO_PROTOCOL(stream, .data_received = stream_data, .write_drained = stream_pump,
              .connection_lost = stream_lost);
 
+/* A protocol that sets its own timeouts, one command per read: "idle MS"
+ * and "send MS" call aio_conn_set_timeout(); "deadline MS" sets a deadline
+ * that answers "deadline\n" and closes, "deadline-close MS" one with no
+ * callback (the runner closes); "bad" asks for a negative timeout. Each
+ * answers "ok R\n" with what the call returned; anything else "?\n". */
+static void timer_deadline(aio_conn_t *c) {
+  aio_write(c, "deadline\n", 9);
+  aio_close(c);
+}
+
+static void timer_data(aio_conn_t *c, const char *data, size_t len) {
+  char cmd[64], out[32];
+  snprintf(cmd, sizeof(cmd), "%.*s", (int)len, data);
+  double s = strtod(strchr(cmd, ' ') ? strchr(cmd, ' ') : "0", NULL) / 1000;
+  int r;
+  if (strncmp(cmd, "idle ", 5) == 0)
+    r = aio_conn_set_timeout(c, AIO_TIMEOUT_IDLE, s);
+  else if (strncmp(cmd, "send ", 5) == 0)
+    r = aio_conn_set_timeout(c, AIO_TIMEOUT_SEND, s);
+  else if (strncmp(cmd, "deadline ", 9) == 0)
+    r = aio_conn_set_deadline(c, s, timer_deadline);
+  else if (strncmp(cmd, "deadline-close ", 15) == 0)
+    r = aio_conn_set_deadline(c, s, NULL);
+  else if (strncmp(cmd, "bad", 3) == 0)
+    r = aio_conn_set_timeout(c, AIO_TIMEOUT_IDLE, -1);
+  else {
+    aio_write(c, "?\n", 2);
+    return;
+  }
+  int n = snprintf(out, sizeof(out), "ok %d\n", r);
+  aio_write(c, out, (size_t)n);
+}
+AIO_PROTOCOL(timer, .data_received = timer_data);
+
 /* A plain function that is not declared: the loader must refuse it. It is
  * exported (modules build with hidden visibility), so the loader can tell
  * "exists but undeclared" from "no such symbol". */
