@@ -31,7 +31,7 @@ enum wproc_state {
 #define SLOT_STATES(X)                                                         \
   X(IDLE, "idle")       /* no worker wanted (retired) */                       \
   X(RUNNING, "running") /* a worker is starting or serving */                  \
-  X(BACKOFF, "backoff") /* crashed; respawn when the timer fires */            \
+  X(BACKOFF, "backoff") /* crashed or could not start; retry at the timer */   \
   X(FAILED, "failed")   /* crash loop: not respawned */
 
 enum slot_state {
@@ -96,7 +96,14 @@ struct slot {
   uint64_t crash_ms[64]; /* recent crash times, ring */
   unsigned ncrash;
   unsigned restarts;
+  unsigned start_failures; /* starts that failed before the fork (EMFILE,
+                              EAGAIN, ENOMEM...), all told */
+  unsigned failed_starts;  /* of them, in a row: their backoff */
+  unsigned lonely;         /* slow retries in a row as the last slot trying,
+                              once no worker serves (0: not lonely) */
   uint64_t respawn_at_ms;
+  char why[160];   /* how its last worker went, or why it could not
+                      start ("" when fine) */
   json_t *backlog; /* broadcast deliveries for this slot's next worker,
                      [id, frame, generation] each */
 };
@@ -142,6 +149,9 @@ struct master {
   int ready_fd;   /* --ready-fd, -1 when none or used */
   int *daemon_fd; /* -d: tells the waiting parent 'R'eady; -1 when used */
   int announced;  /* first generation reported ready */
+  int unserved;   /* after the start: no worker serves (the last slot
+                     left is crash-looping); what `aio status` shows */
+  uint64_t unserved_since_ms;
   uint64_t start_ms;
   json_int_t next_id;
   json_t *backlog; /* deliveries waiting for any ready worker,
@@ -186,6 +196,11 @@ struct slot *master_slot_get(struct master *m, size_t index);
 void master_proc_stop(struct master *m, struct wproc *p, int graceful);
 void master_begin_stop(struct master *m, int how);
 void master_scale(struct master *m, size_t n);
+/* For `aio status`: adds "serving" (ready workers of the serving
+ * generation), "start_failures", "problem" (why no worker serves, or
+ * null) and "slots" (state, restarts, start_failures, why, retry_in of
+ * each) to reply. */
+void master_status(struct master *m, json_t *reply);
 
 /* reload.c: start a reload; 0, or -1 with *why set (new string). */
 int reload_start(struct master *m, char **why);

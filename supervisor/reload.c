@@ -172,6 +172,7 @@ static void commit(struct master *m) {
   m->gen = g;
   m->next_gen = NULL;
   m->nslots = n;
+  m->unserved = 0; /* every slot has a ready worker of g */
   for (size_t i = 0; i < top; i++) {
     struct slot *s = &m->slots[i];
     struct wproc *was = s->cur;
