@@ -28,7 +28,8 @@ struct client {
   uv_pipe_t h;
   struct control *ctl;
   struct util_buf in;
-  int waiting_reload; /* answer when the reload finishes */
+  unsigned waiting_reload; /* answer when the reload of this number
+                              (master's reload_serial) finishes; 0: none */
   int closing;
   struct client *next;
 };
@@ -156,16 +157,13 @@ static json_t *status_reply(struct master *m) {
   }
   long long rss, priv;
   proc_memory(getpid(), &rss, &priv);
-  json_t *r = json_pack(
-      "{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:o}", "ok", 1, "pid",
-      (int)getpid(), "version", AIO_VERSION, "uptime",
-      (double)(now - m->start_ms) / 1000.0, "config", m->config_path,
-      "generation", (int)m->gen->id, "workers", (int)m->nslots, "reloads",
-      (int)m->reloads, "reloading", m->next_gen != NULL, "rss", (json_int_t)rss,
-      "backlog", (json_int_t)router_backlog(m), "procs", workers);
-  if (r)
-    master_status(m, r);
-  return r;
+  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:o}", "ok", 1,
+                   "pid", (int)getpid(), "version", AIO_VERSION, "uptime",
+                   (double)(now - m->start_ms) / 1000.0, "config",
+                   m->config_path, "generation", (int)m->gen->id, "workers",
+                   (int)m->nslots, "reloads", (int)m->reloads, "reloading",
+                   m->next_gen != NULL, "rss", (json_int_t)rss, "backlog",
+                   (json_int_t)router_backlog(m), "procs", workers);
 }
 
 static void handle(struct client *c, const char *line, size_t len) {
@@ -178,13 +176,18 @@ static void handle(struct client *c, const char *line, size_t len) {
   }
   log_debug("control: %s", ctl_cmd_name(req.cmd));
   switch (req.cmd) {
-  case CTL_STATUS:
-    client_reply(c, status_reply(m));
+  case CTL_STATUS: {
+    json_t *r = status_reply(m);
+    master_status(m, r); /* the slots, and what the service lacks */
+    client_reply(c, r);
     break;
+  }
   case CTL_RELOAD: {
     char *why = NULL;
-    c->waiting_reload = 1;
-    if (reload_start(m, &why)) {
+    /* The reload that starts now, or the one queued after the reload in
+     * flight: either way the next number. */
+    c->waiting_reload = m->reload_serial + 1;
+    if (reload_start(m, &why) < 0) {
       /* reload_start has already answered waiters when it failed after
        * starting; answer here when it refused to start at all. */
       if (c->waiting_reload) {
@@ -377,8 +380,8 @@ void control_reload_done(struct master *m, int code, json_t *errors) {
   if (m->ctl == NULL)
     return;
   for (struct client *c = m->ctl->clients; c; c = c->next) {
-    if (!c->waiting_reload)
-      continue;
+    if (!c->waiting_reload || c->waiting_reload > m->reload_serial)
+      continue; /* waits for the queued reload */
     c->waiting_reload = 0;
     if (code == 0)
       client_reply(

@@ -548,6 +548,8 @@ static void start_tick(struct master *m, uint64_t now) {
 }
 
 void master_status(struct master *m, json_t *reply) {
+  if (reply == NULL)
+    return;
   uint64_t now = uv_now(m->loop);
   json_t *slots = json_array();
   size_t serving = 0;
@@ -590,6 +592,7 @@ void master_status(struct master *m, json_t *reply) {
   json_object_set_new(reply, "serving", json_integer((json_int_t)serving));
   json_object_set_new(reply, "start_failures", json_integer(failures));
   json_object_set_new(reply, "problem", problem);
+  json_object_set_new(reply, "reload_queued", json_boolean(m->reload_queued));
   json_object_set_new(reply, "slots", slots);
 }
 
@@ -673,7 +676,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     break;
   case SIGHUP: {
     char *why = NULL;
-    if (reload_start(m, &why) && why)
+    if (reload_start(m, &why) < 0 && why)
       log_warnx("SIGHUP: not reloaded: %s", why);
     free(why);
     break;

@@ -160,6 +160,10 @@ struct master {
   struct generation *next_gen; /* being started by a reload */
   uint64_t reload_deadline_ms;
   uint64_t reload_started_ms;
+  /* Reloads begun so far: `aio reload` waits for reload_serial + 1. */
+  unsigned reload_serial;
+  /* A reload was asked for during one: it runs when that one is over. */
+  int reload_queued;
   unsigned reloads;     /* successful reloads so far */
   struct control *ctl;  /* the control socket, or NULL */
   uv_timer_t watchdog;  /* sd_notify WATCHDOG=1 */
@@ -198,11 +202,13 @@ void master_begin_stop(struct master *m, int how);
 void master_scale(struct master *m, size_t n);
 /* For `aio status`: adds "serving" (ready workers of the serving
  * generation), "start_failures", "problem" (why no worker serves, or
- * null) and "slots" (state, restarts, start_failures, why, retry_in of
- * each) to reply. */
+ * null), "reload_queued" and "slots" (state, restarts, start_failures,
+ * why, retry_in of each) to reply. */
 void master_status(struct master *m, json_t *reply);
 
-/* reload.c: start a reload; 0, or -1 with *why set (new string). */
+/* reload.c: start a reload; 0, 1 when one is in flight (this one is
+ * queued to run after it, coalesced with any other such request), or -1
+ * with *why set (new string). */
 int reload_start(struct master *m, char **why);
 /* A worker of the reload's generation is ready / exited. */
 void reload_worker_ready(struct master *m, struct wproc *p);

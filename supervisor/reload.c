@@ -12,6 +12,8 @@
  *
  * A new worker that dies or is not ready in time aborts the reload: the new
  * workers are killed and the old ones go on serving as if nothing happened.
+ * A reload asked for while one is in flight is queued: one more reload
+ * runs after it, however many requests came meanwhile.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -68,6 +70,7 @@ static void abort_next(struct master *m, int code, const char *why) {
 }
 
 void reload_cancel(struct master *m, const char *why) {
+  m->reload_queued = 0; /* its waiters hear of the shutdown */
   if (m->next_gen)
     abort_next(m, EXIT_TEMPFAIL, why);
 }
@@ -79,9 +82,15 @@ int reload_start(struct master *m, char **why) {
     return -1;
   }
   if (m->next_gen) {
-    *why = strdup("a reload is already in progress");
-    return -1;
+    /* The configuration may have changed since this reload read it: one
+     * more reload after it, however many requests came meanwhile, as a
+     * process manager that sent them expects. */
+    log_info("reload requested during a reload: %s",
+             m->reload_queued ? "already queued" : "queued");
+    m->reload_queued = 1;
+    return 1;
   }
+  m->reload_serial++;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   notify_send("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
@@ -227,4 +236,13 @@ void reload_worker_exited(struct master *m, struct wproc *p, const char *how) {
 void reload_tick(struct master *m, uint64_t now) {
   if (m->next_gen && now >= m->reload_deadline_ms)
     abort_next(m, EXIT_SOFTWARE, "the new workers were not ready in time");
+  /* From the tick rather than where the last reload ended: that is deep
+   * in reaping or in a worker's frame, and a reload blocks on its probe. */
+  if (m->next_gen == NULL && m->reload_queued && !m->stopping) {
+    m->reload_queued = 0;
+    log_info("running the reload queued during the last one");
+    char *why = NULL;
+    reload_start(m, &why); /* a failure is logged and answered there */
+    free(why);
+  }
 }

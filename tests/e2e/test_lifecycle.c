@@ -6,7 +6,8 @@
  * factory fails, init hangs past start_timeout) ends `aio run` with 70
  * instead of a master serving nothing; a running service that loses its
  * last worker to a crash loop says so and retries slowly until the cause
- * goes away.
+ * goes away; HUPs that arrive during a reload are coalesced into one more
+ * reload instead of being thrown away.
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -422,6 +423,74 @@ START_TEST(test_losing_the_last_worker_retries_slowly_and_recovers) {
 }
 END_TEST
 
+/* ---- 3. HUPs during a reload ------------------------------------------- */
+
+START_TEST(test_hups_during_a_reload_make_one_more_reload) {
+  struct aio_proc p = {0};
+  char conf[4096];
+  int port = h_free_port(), port2 = h_free_port();
+  h_conf(conf, sizeof(conf), "testmod opsmod",
+         "workers = 2\n"
+         "graceful_timeout = 2\n");
+  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", port);
+  h_start_ready(&p, conf, NULL);
+
+  /* A reload whose new workers take 1.5 s to be ready. */
+  h_conf_add(conf, sizeof(conf), "\n[opsmod]\ninit_ms = 1500\n");
+  ops_rewrite(&p, conf);
+  ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
+  expect_log(&p, "generation 2)", 10000);
+  /* During it: a new server, and HUP after HUP. */
+  h_conf_server(conf, sizeof(conf), "new", "testmod.whoami", port2);
+  ops_rewrite(&p, conf);
+  for (int i = 0; i < 10; i++) {
+    ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
+    usleep(10000);
+  }
+  expect_log(&p, "reload requested during a reload: queued", 5000);
+  expect_log(&p, "reloaded: generation 3", 20000);
+  ck_assert(h_log_has(&p, "reloaded: generation 2"));
+  ck_assert_int_eq(h_log_count(&p, "reloading "), 2);
+  json_t *st = ops_status(&p);
+  ck_assert_int_eq(ops_int(st, "generation"), 3);
+  ck_assert_int_eq(ops_int(st, "reloads"), 2);
+  ck_assert(json_is_false(json_object_get(st, "reload_queued")));
+  json_decref(st);
+  pu_ask_pid(port2);
+  pu_ask_pid(port);
+  h_stop_ok(&p);
+}
+END_TEST
+
+/* `aio reload` while a reload runs waits for the queued reload, which
+ * reads the configuration as it is now. */
+START_TEST(test_aio_reload_during_a_reload_waits_for_the_queued_one) {
+  struct aio_proc p = {0};
+  char conf[4096], out[4096], first_out[256];
+  int port = h_free_port(), port2 = h_free_port();
+  h_conf(conf, sizeof(conf), "testmod opsmod",
+         "workers = 2\n"
+         "graceful_timeout = 2\n");
+  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", port);
+  h_start_ready(&p, conf, NULL);
+  snprintf(first_out, sizeof(first_out), "%s/first.out", p.dir);
+  h_conf_add(conf, sizeof(conf), "\n[opsmod]\ninit_ms = 1500\n");
+  ops_rewrite(&p, conf);
+  pid_t first = ops_aio_async(&p, first_out, "reload", NULL);
+  expect_log(&p, "generation 2)", 10000);
+  h_conf_server(conf, sizeof(conf), "new", "testmod.whoami", port2);
+  ops_rewrite(&p, conf);
+  ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
+  ck_assert_msg(strstr(out, "generation 3"), "%s", out);
+  int rc = h_aio_wait(first, 20000);
+  char *o = h_slurp(first_out);
+  ck_assert_msg(rc == 0 && strstr(o, "generation 2"), "first: %d %s", rc, o);
+  free(o);
+  pu_ask_pid(port2);
+  h_stop_ok(&p);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("e2e_lifecycle");
   TCase *tc = tcase_create("lifecycle");
@@ -434,6 +503,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_daemon_returns_the_failed_start_status);
   tcase_add_test(tc, test_start_timeout_ends_a_start_that_hangs);
   tcase_add_test(tc, test_losing_the_last_worker_retries_slowly_and_recovers);
+  tcase_add_test(tc, test_hups_during_a_reload_make_one_more_reload);
+  tcase_add_test(tc, test_aio_reload_during_a_reload_waits_for_the_queued_one);
   suite_add_tcase(s, tc);
   return s;
 }
