@@ -252,39 +252,45 @@ static void expect_start_fails(struct aio_proc *p, const char *conf,
   assert_port_free(port);
 }
 
-START_TEST(test_start_fails_when_init_fails) {
+/* 2 workers of modules serving [server:s] (handler: its protocol or
+ * factory line) on a free port, then extra: aio run fails with reason. */
+static void check_start_fails(const char *modules, const char *handler,
+                              const char *extra, const char *reason) {
   struct aio_proc p = {0};
   char conf[4096];
   int port = h_free_port();
-  h_conf(conf, sizeof(conf), "opsmod", "workers = 2\n");
-  h_conf_server(conf, sizeof(conf), "v", "opsmod.version", port);
-  h_conf_add(conf, sizeof(conf), "\n[opsmod]\ninit_fail = yes\n");
-  expect_start_fails(&p, conf, NULL, port, "init failed");
+  h_conf(conf, sizeof(conf), modules, "workers = 2\n");
+  h_conf_add(conf, sizeof(conf),
+             "\n[server:s]\n%s\naddress = 127.0.0.1\nport = %d\n%s", handler,
+             port, extra);
+  expect_start_fails(&p, conf, NULL, port, reason);
+}
+
+/* The same config with opsmod's failing init and the [aio] lines
+ * aio_extra, for the tests that start it themselves. */
+static void conf_init_fails(char *conf, size_t n, int port,
+                            const char *aio_extra) {
+  h_conf(conf, n, "opsmod", "workers = 2\n%s", aio_extra);
+  h_conf_server(conf, n, "v", "opsmod.version", port);
+  h_conf_add(conf, n, "\n[opsmod]\ninit_fail = yes\n");
+}
+
+START_TEST(test_start_fails_when_init_fails) {
+  check_start_fails("opsmod", "protocol = opsmod.version",
+                    "\n[opsmod]\ninit_fail = yes\n", "init failed");
 }
 END_TEST
 
 START_TEST(test_start_fails_when_init_crashes) {
-  struct aio_proc p = {0};
-  char conf[4096];
-  int port = h_free_port();
-  h_conf(conf, sizeof(conf), "testmod lifemod", "workers = 2\n");
-  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", port);
-  h_conf_add(conf, sizeof(conf), "\n[lifemod]\ninit = crash\n");
   /* SIGSEGV, or SIGABRT where ASan catches it first. */
-  expect_start_fails(&p, conf, NULL, port, "killed by signal");
+  check_start_fails("testmod lifemod", "protocol = testmod.whoami",
+                    "\n[lifemod]\ninit = crash\n", "killed by signal");
 }
 END_TEST
 
 START_TEST(test_start_fails_when_a_factory_fails) {
-  struct aio_proc p = {0};
-  char conf[4096];
-  int port = h_free_port();
-  h_conf(conf, sizeof(conf), "lifemod", "workers = 2\n");
-  h_conf_add(conf, sizeof(conf),
-             "\n[server:f]\nfactory = lifemod.failing\naddress = "
-             "127.0.0.1\nport = %d\n",
-             port);
-  expect_start_fails(&p, conf, NULL, port, "factory lifemod.failing failed");
+  check_start_fails("lifemod", "factory = lifemod.failing", "",
+                    "factory lifemod.failing failed");
 }
 END_TEST
 
@@ -296,9 +302,7 @@ START_TEST(test_failed_start_under_systemd_is_not_ready) {
   h_tmpdir(p.dir, sizeof(p.dir));
   int nfd = notify_open(p.dir, env, sizeof(env));
   const char *envv[] = {env, NULL};
-  h_conf(conf, sizeof(conf), "opsmod", "workers = 2\n");
-  h_conf_server(conf, sizeof(conf), "v", "opsmod.version", port);
-  h_conf_add(conf, sizeof(conf), "\n[opsmod]\ninit_fail = yes\n");
+  conf_init_fails(conf, sizeof(conf), port, "");
   expect_start_fails(&p, conf, &(struct h_opts){.dir = p.dir, .env = envv},
                      port, "init failed");
   char all[16384];
@@ -315,9 +319,7 @@ START_TEST(test_daemon_returns_the_failed_start_status) {
   struct aio_proc p = {0};
   char conf[4096], out[4096];
   int port = h_free_port();
-  h_conf(conf, sizeof(conf), "opsmod", "workers = 2\nlog_file = aio.log\n");
-  h_conf_server(conf, sizeof(conf), "v", "opsmod.version", port);
-  h_conf_add(conf, sizeof(conf), "\n[opsmod]\ninit_fail = yes\n");
+  conf_init_fails(conf, sizeof(conf), port, "log_file = aio.log\n");
   ck_assert_int_eq(h_prepare(&p, conf, NULL), 0);
   long long t0 = h_now_ms();
   int rc = ops_aio(&p, out, sizeof(out), "run", "-d", NULL);
@@ -425,24 +427,35 @@ END_TEST
 
 /* ---- 3. HUPs during a reload ------------------------------------------- */
 
+/* Start 2 workers serving whoami on port (conf gets the config), then
+ * write a config whose new workers take 1.5 s to be ready: the next
+ * reload is in flight that long. */
+static void start_then_slow_config(struct aio_proc *p, char *conf, size_t n,
+                                   int port) {
+  h_conf(conf, n, "testmod opsmod", "workers = 2\ngraceful_timeout = 2\n");
+  h_conf_server(conf, n, "who", "testmod.whoami", port);
+  h_start_ready(p, conf, NULL);
+  h_conf_add(conf, n, "\n[opsmod]\ninit_ms = 1500\n");
+  ops_rewrite(p, conf);
+}
+
+/* Once the reload in flight started its workers: the config gets a new
+ * server on port2, which only a reload after this one can bind. */
+static void during_the_reload_add_a_server(struct aio_proc *p, char *conf,
+                                           size_t n, int port2) {
+  expect_log(p, "generation 2)", 10000);
+  h_conf_server(conf, n, "new", "testmod.whoami", port2);
+  ops_rewrite(p, conf);
+}
+
 START_TEST(test_hups_during_a_reload_make_one_more_reload) {
   struct aio_proc p = {0};
   char conf[4096];
   int port = h_free_port(), port2 = h_free_port();
-  h_conf(conf, sizeof(conf), "testmod opsmod",
-         "workers = 2\n"
-         "graceful_timeout = 2\n");
-  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", port);
-  h_start_ready(&p, conf, NULL);
-
-  /* A reload whose new workers take 1.5 s to be ready. */
-  h_conf_add(conf, sizeof(conf), "\n[opsmod]\ninit_ms = 1500\n");
-  ops_rewrite(&p, conf);
+  start_then_slow_config(&p, conf, sizeof(conf), port);
   ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
-  expect_log(&p, "generation 2)", 10000);
   /* During it: a new server, and HUP after HUP. */
-  h_conf_server(conf, sizeof(conf), "new", "testmod.whoami", port2);
-  ops_rewrite(&p, conf);
+  during_the_reload_add_a_server(&p, conf, sizeof(conf), port2);
   for (int i = 0; i < 10; i++) {
     ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
     usleep(10000);
@@ -468,18 +481,10 @@ START_TEST(test_aio_reload_during_a_reload_waits_for_the_queued_one) {
   struct aio_proc p = {0};
   char conf[4096], out[4096], first_out[256];
   int port = h_free_port(), port2 = h_free_port();
-  h_conf(conf, sizeof(conf), "testmod opsmod",
-         "workers = 2\n"
-         "graceful_timeout = 2\n");
-  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", port);
-  h_start_ready(&p, conf, NULL);
+  start_then_slow_config(&p, conf, sizeof(conf), port);
   snprintf(first_out, sizeof(first_out), "%s/first.out", p.dir);
-  h_conf_add(conf, sizeof(conf), "\n[opsmod]\ninit_ms = 1500\n");
-  ops_rewrite(&p, conf);
   pid_t first = ops_aio_async(&p, first_out, "reload", NULL);
-  expect_log(&p, "generation 2)", 10000);
-  h_conf_server(conf, sizeof(conf), "new", "testmod.whoami", port2);
-  ops_rewrite(&p, conf);
+  during_the_reload_add_a_server(&p, conf, sizeof(conf), port2);
   ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
   ck_assert_msg(strstr(out, "generation 3"), "%s", out);
   int rc = h_aio_wait(first, 20000);
