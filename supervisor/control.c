@@ -211,7 +211,7 @@ static void handle(struct client *c, const char *line, size_t len) {
   case CTL_SCALE:
     if (m->next_gen) {
       client_reply(c, busy_reply("a reload is in progress"));
-    } else if (m->stopping) {
+    } else if (master_stopping(m)) {
       client_reply(c, busy_reply("the master is shutting down"));
     } else {
       master_scale(m, (size_t)req.workers);

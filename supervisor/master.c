@@ -35,6 +35,12 @@ static const char *const slot_state_names[] = {
 #undef SLOT_NAME
 };
 
+static const char *const master_phase_names[] = {
+#define MASTER_NAME(e, s) s,
+    MASTER_PHASES(MASTER_NAME)
+#undef MASTER_NAME
+};
+
 /* ---- slots -------------------------------------------------------------- */
 
 struct slot *master_slot_get(struct master *m, size_t index) {
@@ -153,7 +159,7 @@ static void slot_crash_loop(struct master *m, struct slot *s, unsigned recent) {
            "worker %d %s (%u times in %.0f s, max_restarts "
            "= %d)",
            s->index, s->why, recent, set->restart_window, set->max_restarts);
-  if (!m->announced) {
+  if (m->phase == MASTER_STARTING) {
     master_start_failed(m, why);
     return;
   }
@@ -265,9 +271,9 @@ static void describe_status(int status, char *out, size_t n) {
 static void worker_exited(struct master *m, struct wproc *p, int status) {
   char how[128];
   describe_status(status, how, sizeof(how));
-  int expected = p->state == WPROC_DRAINING || m->stopping;
+  int expected = p->state == WPROC_DRAINING || master_stopping(m);
   int clean = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
-              (m->stopping == 2 && WIFSIGNALED(status));
+              (m->phase == MASTER_QUITTING && WIFSIGNALED(status));
   if (expected && clean)
     log_info("worker %d (pid %d) %s", p->slot, (int)p->pid, how);
   else
@@ -291,8 +297,8 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
     s->cur = NULL;
     snprintf(s->why, sizeof(s->why), "%s%s", how,
              was == WPROC_STARTING ? " before it was ready" : "");
-    if (!m->stopping && was != WPROC_DRAINING && s->state == SLOT_RUNNING &&
-        (size_t)s->index < m->nslots)
+    if (!master_stopping(m) && was != WPROC_DRAINING &&
+        s->state == SLOT_RUNNING && (size_t)s->index < m->nslots)
       slot_crashed(m, s);
     else if ((size_t)s->index >= m->nslots)
       s->state = SLOT_IDLE;
@@ -420,9 +426,10 @@ void master_proc_stop(struct master *m, struct wproc *p, int graceful) {
 }
 
 void master_begin_stop(struct master *m, int how) {
-  if (m->stopping >= how)
+  enum master_phase to = how == 1 ? MASTER_STOPPING : MASTER_QUITTING;
+  if (m->phase >= to)
     return;
-  m->stopping = how;
+  m->phase = to;
   log_info("%s shutdown", how == 1 ? "graceful" : "immediate");
   /* A generation that is not serving yet has nothing to drain. */
   reload_cancel(m, "the master is shutting down");
@@ -476,7 +483,7 @@ void master_scale(struct master *m, size_t n) {
 }
 
 static void announce_ready(struct master *m) {
-  if (m->announced || m->stopping)
+  if (m->phase != MASTER_STARTING)
     return;
   size_t ready = 0;
   for (size_t i = 0; i < m->nslots; i++) {
@@ -487,7 +494,7 @@ static void announce_ready(struct master *m) {
       return;
     ready++;
   }
-  m->announced = 1;
+  m->phase = MASTER_SERVING;
   log_info("ready: %zu worker%s serving (generation %u) in %llu ms", ready,
            ready == 1 ? "" : "s", m->gen->id,
            (unsigned long long)(uv_now(m->loop) - m->start_ms));
@@ -529,7 +536,7 @@ void master_worker_ready(struct master *m, struct wproc *p) {
 /* The first generation must be ready by [aio] start_timeout. */
 static void start_tick(struct master *m, uint64_t now) {
   double limit = m->gen->app.s.start_timeout;
-  if (m->announced || m->stopping || limit <= 0 ||
+  if (m->phase != MASTER_STARTING || limit <= 0 ||
       now - m->start_ms < (uint64_t)(limit * 1000))
     return;
   char why[320] = "";
@@ -574,7 +581,8 @@ void master_status(struct master *m, json_t *reply) {
     json_array_append_new(slots, o);
   }
   json_t *problem = json_null();
-  if (m->announced && !m->stopping && m->nslots > 0 && serving == 0) {
+  if ((m->phase == MASTER_SERVING || m->phase == MASTER_RELOADING) &&
+      m->nslots > 0 && serving == 0) {
     char buf[400];
     if (retrying)
       snprintf(buf, sizeof(buf),
@@ -589,6 +597,8 @@ void master_status(struct master *m, json_t *reply) {
       snprintf(buf, sizeof(buf), "no worker serves: workers starting");
     problem = json_string(buf);
   }
+  json_object_set_new(reply, "phase",
+                      json_string(master_phase_names[m->phase]));
   json_object_set_new(reply, "serving", json_integer((json_int_t)serving));
   json_object_set_new(reply, "start_failures", json_integer(failures));
   json_object_set_new(reply, "problem", problem);
@@ -621,7 +631,7 @@ static void on_tick(uv_timer_t *t) {
       p->last_hb_ms = UINT64_MAX; /* in the future: killed once */
     }
   }
-  if (!m->stopping)
+  if (!master_stopping(m))
     for (size_t i = 0; i < m->nslots; i++) {
       struct slot *s = &m->slots[i];
       if (s->state == SLOT_BACKOFF && now >= s->respawn_at_ms) {
@@ -632,7 +642,7 @@ static void on_tick(uv_timer_t *t) {
     }
   start_tick(m, now);
   reload_tick(m, now);
-  if (m->stopping && m->procs == NULL)
+  if (master_stopping(m) && m->procs == NULL)
     uv_stop(m->loop);
 }
 
@@ -664,7 +674,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   switch (signum) {
   case SIGCHLD:
     reap(m);
-    if (m->stopping && m->procs == NULL)
+    if (master_stopping(m) && m->procs == NULL)
       uv_stop(m->loop);
     break;
   case SIGTERM:
@@ -696,13 +706,13 @@ static void on_signal(uv_signal_t *h, int signum) {
   case SIGTTIN:
     if (m->next_gen)
       log_warnx("SIGTTIN ignored during a reload");
-    else if (!m->stopping)
+    else if (!master_stopping(m))
       master_scale(m, m->nslots + 1);
     break;
   case SIGTTOU:
     if (m->next_gen)
       log_warnx("SIGTTOU ignored during a reload");
-    else if (!m->stopping && m->nslots > 1) /* 0 - 1 would be 1024 */
+    else if (!master_stopping(m) && m->nslots > 1) /* 0 - 1 would be 1024 */
       master_scale(m, m->nslots - 1);
     break;
   default:

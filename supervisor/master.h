@@ -40,6 +40,21 @@ enum slot_state {
 #undef SLOT_ENUM
 };
 
+/* X(enum, name): the master's phase, in order. master.c makes every
+ * transition but RELOADING's, which reload.c makes (and undoes). */
+#define MASTER_PHASES(X)                                                       \
+  X(STARTING, "starting")   /* the first generation is not ready yet */        \
+  X(SERVING, "serving")     /* READY=1 sent */                                 \
+  X(RELOADING, "reloading") /* serving, and a new generation starts */         \
+  X(STOPPING, "stopping")   /* graceful shutdown: draining */                  \
+  X(QUITTING, "quitting")   /* immediate shutdown */
+
+enum master_phase {
+#define MASTER_ENUM(e, s) MASTER_##e,
+  MASTER_PHASES(MASTER_ENUM)
+#undef MASTER_ENUM
+};
+
 struct master;
 struct generation;
 
@@ -144,11 +159,10 @@ struct master {
   uv_signal_t sig[9];
   uv_timer_t tick;
   uv_prepare_t bus_flush; /* writes every worker's queued frames */
-  int stopping;           /* 0, or 1 graceful / 2 immediate */
+  enum master_phase phase;
   uint64_t stop_deadline_ms;
   int ready_fd;   /* --ready-fd, -1 when none or used */
   int *daemon_fd; /* -d: tells the waiting parent 'R'eady; -1 when used */
-  int announced;  /* first generation reported ready */
   int unserved;   /* after the start: no worker serves (the last slot
                      left is crash-looping); what `aio status` shows */
   uint64_t unserved_since_ms;
@@ -195,6 +209,10 @@ int master_send(struct wproc *p, const json_t *msg);
 int master_send_raw(struct wproc *p, const char *frame, size_t len);
 /* A worker went away: redeliver what it had. */
 void router_worker_gone(struct master *m, struct wproc *p);
+/* STOPPING or QUITTING. */
+static inline int master_stopping(const struct master *m) {
+  return m->phase >= MASTER_STOPPING;
+}
 /* master.c, for reload.c and control.c. */
 struct slot *master_slot_get(struct master *m, size_t index);
 void master_proc_stop(struct master *m, struct wproc *p, int graceful);

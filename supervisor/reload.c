@@ -37,7 +37,7 @@
 static void reload_fail(struct master *m, int code, const char *why,
                         json_t *errors) {
   log_error("reload failed: %s; still serving generation %u", why, m->gen->id);
-  if (!m->stopping) /* systemd heard STOPPING=1 last */
+  if (!master_stopping(m)) /* systemd heard STOPPING=1 last */
     notify_send("READY=1\nSTATUS=reload failed: %s", why);
   if (errors == NULL) {
     errors = json_array();
@@ -55,6 +55,8 @@ static void reload_fail(struct master *m, int code, const char *why,
 static void abort_next(struct master *m, int code, const char *why) {
   struct generation *g = m->next_gen;
   m->next_gen = NULL;
+  if (m->phase == MASTER_RELOADING) /* not when a stop abandons it */
+    m->phase = MASTER_SERVING;
   for (size_t i = 0; i < m->slots_cap; i++) {
     struct wproc *p = m->slots[i].next;
     m->slots[i].next = NULL;
@@ -77,11 +79,18 @@ void reload_cancel(struct master *m, const char *why) {
 
 int reload_start(struct master *m, char **why) {
   *why = NULL;
-  if (m->stopping) {
+  if (master_stopping(m)) {
     *why = strdup("the master is shutting down");
     return -1;
   }
-  if (m->next_gen) {
+  if (m->phase == MASTER_STARTING) {
+    /* Replacing a generation that never served would leave nothing to
+     * announce as ready: once it serves. */
+    log_info("reload requested during the start: queued");
+    m->reload_queued = 1;
+    return 1;
+  }
+  if (m->phase == MASTER_RELOADING) {
     /* The configuration may have changed since this reload read it: one
      * more reload after it, however many requests came meanwhile, as a
      * process manager that sent them expects. */
@@ -152,6 +161,7 @@ int reload_start(struct master *m, char **why) {
     }
   }
   m->next_gen = g;
+  m->phase = MASTER_RELOADING;
   uint64_t limit = (uint64_t)(g->app.s.timeout * 1000);
   if (limit == 0 || limit > RELOAD_READY_MAX_MS)
     limit = RELOAD_READY_MAX_MS;
@@ -180,6 +190,7 @@ static void commit(struct master *m) {
   size_t top = m->nslots > n ? m->nslots : n;
   m->gen = g;
   m->next_gen = NULL;
+  m->phase = MASTER_SERVING;
   m->nslots = n;
   m->unserved = 0; /* every slot has a ready worker of g */
   for (size_t i = 0; i < top; i++) {
@@ -238,7 +249,7 @@ void reload_tick(struct master *m, uint64_t now) {
     abort_next(m, EXIT_SOFTWARE, "the new workers were not ready in time");
   /* From the tick rather than where the last reload ended: that is deep
    * in reaping or in a worker's frame, and a reload blocks on its probe. */
-  if (m->next_gen == NULL && m->reload_queued && !m->stopping) {
+  if (m->phase == MASTER_SERVING && m->reload_queued) {
     m->reload_queued = 0;
     log_info("running the reload queued during the last one");
     char *why = NULL;

@@ -6,8 +6,8 @@
  * factory fails, init hangs past start_timeout) ends `aio run` with 70
  * instead of a master serving nothing; a running service that loses its
  * last worker to a crash loop says so and retries slowly until the cause
- * goes away; HUPs that arrive during a reload are coalesced into one more
- * reload instead of being thrown away.
+ * goes away; HUPs that arrive during a reload (or the start) are
+ * coalesced into one more reload instead of being thrown away.
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -496,6 +496,30 @@ START_TEST(test_aio_reload_during_a_reload_waits_for_the_queued_one) {
 }
 END_TEST
 
+/* A HUP while the first workers start waits until they serve: replacing
+ * a generation that never served would leave the start unannounced. */
+START_TEST(test_hup_during_the_start_reloads_once_serving) {
+  struct aio_proc p = {0};
+  char conf[4096];
+  int port = h_free_port();
+  h_conf(conf, sizeof(conf), "testmod opsmod", "workers = 2\n");
+  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", port);
+  h_conf_add(conf, sizeof(conf), "\n[opsmod]\ninit_ms = 1000\n");
+  ck_assert_int_eq(h_start(&p, conf, NULL), 0);
+  expect_log(&p, "generation 1)", 10000);
+  ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
+  expect_log(&p, "reload requested during the start: queued", 5000);
+  h_assert_ready(&p, 15000);
+  expect_log(&p, "reloaded: generation 2", 15000);
+  json_t *st = ops_status(&p);
+  ck_assert_str_eq(json_string_value(json_object_get(st, "phase")), "serving");
+  ck_assert_int_eq(ops_int(st, "generation"), 2);
+  json_decref(st);
+  pu_ask_pid(port);
+  h_stop_ok(&p);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("e2e_lifecycle");
   TCase *tc = tcase_create("lifecycle");
@@ -510,6 +534,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_losing_the_last_worker_retries_slowly_and_recovers);
   tcase_add_test(tc, test_hups_during_a_reload_make_one_more_reload);
   tcase_add_test(tc, test_aio_reload_during_a_reload_waits_for_the_queued_one);
+  tcase_add_test(tc, test_hup_during_the_start_reloads_once_serving);
   suite_add_tcase(s, tc);
   return s;
 }
