@@ -156,9 +156,8 @@ static void slot_crash_loop(struct master *m, struct slot *s, unsigned recent) {
   }
   char why[320];
   snprintf(why, sizeof(why),
-           "worker %d %s (%u times in %.0f s, max_restarts "
-           "= %d)",
-           s->index, s->why, recent, set->restart_window, set->max_restarts);
+           "worker %d %s (%u times in %.0f s, max_restarts = %d)", s->index,
+           s->why, recent, set->restart_window, set->max_restarts);
   if (m->phase == MASTER_STARTING) {
     master_start_failed(m, why);
     return;
@@ -586,8 +585,7 @@ void master_status(struct master *m, json_t *reply) {
     char buf[400];
     if (retrying)
       snprintf(buf, sizeof(buf),
-               "no worker serves: worker %d %s; retrying in "
-               "%.0f s",
+               "no worker serves: worker %d %s; retrying in %.0f s",
                retrying->index, retrying->why,
                (double)(retrying->respawn_at_ms > now
                             ? retrying->respawn_at_ms - now
