@@ -144,6 +144,11 @@ static void print_status(json_t *r) {
   const char *problem = json_string_value(json_object_get(r, "problem"));
   if (problem)
     printf("WARNING: %s\n", problem);
+  json_int_t failures =
+      json_integer_value(json_object_get(r, "start_failures"));
+  if (failures > 0)
+    printf("%lld failed start%s of a worker (before it existed; retried)\n",
+           (long long)failures, failures == 1 ? "" : "s");
   size_t k;
   json_t *sl;
   json_array_foreach(json_object_get(r, "slots"), k, sl) {

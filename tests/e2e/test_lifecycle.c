@@ -225,6 +225,9 @@ START_TEST(test_start_failure_before_fork_is_retried_until_it_passes) {
   }
   ck_assert_int_eq(sum, ops_int(st, "start_failures"));
   json_decref(st);
+  char out[8192];
+  ops_expect(&p, 0, out, sizeof(out), "status", NULL);
+  ck_assert_msg(strstr(out, "failed starts of a worker"), "%s", out);
   h_stop_ok(&p);
 }
 END_TEST
