@@ -127,18 +127,28 @@ static void assert_port_free(int port) {
   close(fd);
 }
 
-/* A datagram socket standing in for systemd's notify socket, in dir;
- * env gets the NOTIFY_SOCKET=... to pass to aio. Returns the fd. */
-static int notify_open(const char *dir, char *env, size_t n) {
+/* A datagram socket standing in for systemd's notify socket, in a fresh
+ * p->dir, and the h_opts that give its NOTIFY_SOCKET to aio there. */
+struct notify {
+  int fd;
+  char env[300];
+  const char *envv[2];
+  struct h_opts opts;
+};
+
+static void notify_open(struct notify *n, struct aio_proc *p) {
   char path[256];
-  snprintf(path, sizeof(path), "%s/notify.sock", dir);
-  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  h_tmpdir(p->dir, sizeof(p->dir));
+  snprintf(path, sizeof(path), "%s/notify.sock", p->dir);
+  n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   struct sockaddr_un sun = {.sun_family = AF_UNIX};
   ck_assert_uint_lt(strlen(path), sizeof(sun.sun_path));
   memcpy(sun.sun_path, path, strlen(path) + 1);
-  ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-  snprintf(env, n, "NOTIFY_SOCKET=%s", path);
-  return fd;
+  ck_assert_int_eq(bind(n->fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+  snprintf(n->env, sizeof(n->env), "NOTIFY_SOCKET=%s", path);
+  n->envv[0] = n->env;
+  n->envv[1] = NULL;
+  n->opts = (struct h_opts){.dir = p->dir, .env = n->envv};
 }
 
 /* The datagrams waiting on fd, one per line, into all (n bytes). */
@@ -300,17 +310,15 @@ END_TEST
 /* systemd's side: no READY=1, the reason in STATUS=, exit 70. */
 START_TEST(test_failed_start_under_systemd_is_not_ready) {
   struct aio_proc p = {0};
-  char conf[4096], env[300];
+  struct notify nt;
+  char conf[4096];
   int port = h_free_port();
-  h_tmpdir(p.dir, sizeof(p.dir));
-  int nfd = notify_open(p.dir, env, sizeof(env));
-  const char *envv[] = {env, NULL};
+  notify_open(&nt, &p);
   conf_init_fails(conf, sizeof(conf), port, "");
-  expect_start_fails(&p, conf, &(struct h_opts){.dir = p.dir, .env = envv},
-                     port, "init failed");
+  expect_start_fails(&p, conf, &nt.opts, port, "init failed");
   char all[16384];
-  notify_collect(nfd, all, sizeof(all));
-  close(nfd);
+  notify_collect(nt.fd, all, sizeof(all));
+  close(nt.fd);
   int ready = strstr(all, "READY=1") != NULL;
   int status = strstr(all, "STATUS=start failed") != NULL;
   ck_assert_msg(!ready, "READY=1 sent for a start that failed");
@@ -338,13 +346,20 @@ START_TEST(test_daemon_returns_the_failed_start_status) {
 }
 END_TEST
 
+/* 2 workers serving whoami on port, with the [aio] lines aio_extra, whose
+ * init (opsmod's) takes init_ms. */
+static void conf_slow_init(char *conf, size_t n, int port,
+                           const char *aio_extra, int init_ms) {
+  h_conf(conf, n, "testmod opsmod", "workers = 2\n%s", aio_extra);
+  h_conf_server(conf, n, "who", "testmod.whoami", port);
+  h_conf_add(conf, n, "\n[opsmod]\ninit_ms = %d\n", init_ms);
+}
+
 START_TEST(test_start_timeout_ends_a_start_that_hangs) {
   struct aio_proc p = {0};
   char conf[4096];
   int port = h_free_port();
-  h_conf(conf, sizeof(conf), "opsmod", "workers = 2\nstart_timeout = 1.5\n");
-  h_conf_server(conf, sizeof(conf), "v", "opsmod.version", port);
-  h_conf_add(conf, sizeof(conf), "\n[opsmod]\ninit_ms = 30000\n");
+  conf_slow_init(conf, sizeof(conf), port, "start_timeout = 1.5\n", 30000);
   long long t0 = h_now_ms();
   ck_assert_int_eq(h_start(&p, conf, NULL), 0);
   ck_assert_int_eq(h_wait_exit(&p, 10000), 0);
@@ -362,19 +377,17 @@ END_TEST
  * master stays, says no worker serves, retries slowly, and recovers. */
 START_TEST(test_losing_the_last_worker_retries_slowly_and_recovers) {
   struct aio_proc p = {0};
+  struct notify nt;
   char conf[4096], poison[256];
   int port = h_free_port();
-  h_tmpdir(p.dir, sizeof(p.dir));
+  notify_open(&nt, &p);
   snprintf(poison, sizeof(poison), "%s/poison", p.dir);
   h_conf(conf, sizeof(conf), "testmod lifemod",
          "workers = 2\nmax_restarts = 2\nrestart_window = 60\n"
          "graceful_timeout = 2\n");
   h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", port);
   h_conf_add(conf, sizeof(conf), "\n[lifemod]\ncrash_if = %s\n", poison);
-  char env[300];
-  int nfd = notify_open(p.dir, env, sizeof(env));
-  const char *envv[] = {env, NULL};
-  h_start_ready(&p, conf, &(struct h_opts){.dir = p.dir, .env = envv});
+  h_start_ready(&p, conf, &nt.opts);
   pid_t kids[2];
   pu_workers(p.pid, kids, 2);
 
@@ -392,7 +405,7 @@ START_TEST(test_losing_the_last_worker_retries_slowly_and_recovers) {
   char out[8192];
   ops_expect(&p, 0, out, sizeof(out), "status", NULL);
   ck_assert_msg(strstr(out, "WARNING: no worker serves"), "%s", out);
-  ck_assert_msg(notify_seen(nfd, "STATUS=no worker serves"),
+  ck_assert_msg(notify_seen(nt.fd, "STATUS=no worker serves"),
                 "systemd was not told");
 
   /* Retries are spaced: 1 s, then 2 s (never a spin). */
@@ -418,9 +431,9 @@ START_TEST(test_losing_the_last_worker_retries_slowly_and_recovers) {
     ck_abort_msg("the given-up slot did not come back");
   }
   ck_assert_int_eq(wait_serving(&p, 2, 10000), 0);
-  ck_assert_msg(notify_seen(nfd, "STATUS=serving generation 1 with 2"),
+  ck_assert_msg(notify_seen(nt.fd, "STATUS=serving generation 1 with 2"),
                 "systemd was not told of the recovery");
-  close(nfd);
+  close(nt.fd);
   pid_t now[2];
   pu_workers(p.pid, now, 2);
   pu_assert_served_by(port, now, 2, 6);
@@ -505,9 +518,7 @@ START_TEST(test_hup_during_the_start_reloads_once_serving) {
   struct aio_proc p = {0};
   char conf[4096];
   int port = h_free_port();
-  h_conf(conf, sizeof(conf), "testmod opsmod", "workers = 2\n");
-  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", port);
-  h_conf_add(conf, sizeof(conf), "\n[opsmod]\ninit_ms = 1000\n");
+  conf_slow_init(conf, sizeof(conf), port, "", 1000);
   ck_assert_int_eq(h_start(&p, conf, NULL), 0);
   expect_log(&p, "generation 1)", 10000);
   ck_assert_int_eq(kill(p.pid, SIGHUP), 0);
