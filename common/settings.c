@@ -38,6 +38,7 @@ const char settings_builtin_defaults[] = "[aio]\n"
                                          "group =\n"
                                          "max_restarts = 5\n"
                                          "restart_window = 60\n"
+                                         "start_timeout = 60\n"
                                          "max_connections = 10000\n"
                                          "write_limit = 4194304\n"
                                          "rlimit_nofile =\n";
@@ -407,6 +408,7 @@ static void load_aio(struct settings *s, struct reader *r) {
   resolve_user(s, r);
   s->max_restarts = (int)rd_long(r, "max_restarts", 0, 1000000, 5);
   s->restart_window = rd_double(r, "restart_window", 0, 86400 * 7, 60);
+  s->start_timeout = rd_double(r, "start_timeout", 0, 86400, 60);
   s->max_connections =
       (size_t)rd_long(r, "max_connections", 1, 10000000, 10000);
   s->write_limit =

@@ -97,6 +97,8 @@ struct settings {
   gid_t gid;
   int max_restarts;       /* crashes of a slot within restart_window ... */
   double restart_window;  /* ... after which it is not respawned */
+  double start_timeout;   /* the first generation must be ready by then,
+                             or `aio run` fails (0: no limit) */
   size_t max_connections; /* per worker */
   size_t write_limit;     /* per connection, bytes queued before -ENOBUFS */
   long rlimit_nofile;     /* at least this RLIMIT_NOFILE; 0: what is needed */

@@ -179,6 +179,23 @@ static void print_status(json_t *r) {
            (long long)json_integer_value(json_object_get(ctl, "refused")),
            (long long)json_integer_value(json_object_get(ctl, "dropped")),
            (long long)json_integer_value(json_object_get(ctl, "paused")));
+  const char *problem = json_string_value(json_object_get(r, "problem"));
+  if (problem)
+    printf("WARNING: %s\n", problem);
+  json_int_t failures =
+      json_integer_value(json_object_get(r, "start_failures"));
+  if (failures > 0)
+    printf("%lld failed start%s of a worker (before it existed; retried)\n",
+           (long long)failures, failures == 1 ? "" : "s");
+  size_t k;
+  json_t *sl;
+  json_array_foreach(json_object_get(r, "slots"), k, sl) {
+    const char *st = json_string_value(json_object_get(sl, "state"));
+    if (st && strcmp(st, "running") != 0)
+      printf("slot %lld %s: %s\n",
+             (long long)json_integer_value(json_object_get(sl, "slot")), st,
+             json_string_value(json_object_get(sl, "why")));
+  }
   printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %s\n", "SLOT", "PID", "STATE",
          "GEN", "UPTIME", "RESTARTS", "CONNS", "RSS", "PRIVATE");
   size_t i;

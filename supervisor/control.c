@@ -52,8 +52,9 @@ struct client {
   uint64_t progress_ms; /* last sign of life: a read, replies drained (or
                            beginning to wait) */
   int reading;
-  int full;           /* not read until its replies drain */
-  int waiting_reload; /* answer when the reload finishes */
+  int full;                /* not read until its replies drain */
+  unsigned waiting_reload; /* answer when the reload of this number
+                              (master's reload_serial) finishes; 0: none */
   int closing;
   struct client *next;
 };
@@ -241,13 +242,18 @@ static void handle(struct client *c, const char *line, size_t len) {
   }
   log_debug("control: %s", ctl_cmd_name(req.cmd));
   switch (req.cmd) {
-  case CTL_STATUS:
-    client_reply(c, status_reply(m));
+  case CTL_STATUS: {
+    json_t *r = status_reply(m);
+    master_status(m, r); /* the slots, and what the service lacks */
+    client_reply(c, r);
     break;
+  }
   case CTL_RELOAD: {
     char *why = NULL;
-    c->waiting_reload = 1;
-    if (reload_start(m, &why)) {
+    /* The reload that starts now, or the one queued after the reload in
+     * flight: either way the next number. */
+    c->waiting_reload = m->reload_serial + 1;
+    if (reload_start(m, &why) < 0) {
       /* reload_start has already answered waiters when it failed after
        * starting; answer here when it refused to start at all. */
       if (c->waiting_reload) {
@@ -271,7 +277,7 @@ static void handle(struct client *c, const char *line, size_t len) {
   case CTL_SCALE:
     if (m->next_gen) {
       client_reply(c, busy_reply("a reload is in progress"));
-    } else if (m->stopping) {
+    } else if (master_stopping(m)) {
       client_reply(c, busy_reply("the master is shutting down"));
     } else {
       master_scale(m, (size_t)req.workers);
@@ -552,8 +558,8 @@ void control_reload_done(struct master *m, int code, json_t *errors) {
   if (m->ctl == NULL)
     return;
   for (struct client *c = m->ctl->clients; c; c = c->next) {
-    if (!c->waiting_reload)
-      continue;
+    if (!c->waiting_reload || c->waiting_reload > m->reload_serial)
+      continue; /* waits for the queued reload */
     c->waiting_reload = 0;
     if (code == 0)
       client_reply(

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "generation.h"
 #include "log.h"
 #include "proctitle.h"
@@ -20,10 +21,12 @@
 #include "util.h"
 
 #define TICK_MS 100
-/* Backoff between respawns of a slot that keeps crashing: the first
- * respawn is immediate (a single crash should cost nothing), then it
- * doubles from 100 ms up to this. */
+/* Backoff between respawns of a slot that keeps crashing (backoff_ms). */
 #define BACKOFF_MAX_MS 10000
+/* The last slot left trying after a crash loop, with no worker serving:
+ * from 1 s, doubling, up to this. */
+#define LONELY_BACKOFF_MIN_MS 1000
+#define LONELY_BACKOFF_MAX_MS 30000
 /* What an immediate stop (QUIT) waits before SIGKILL. */
 #define QUIT_GRACE_MS 2000
 
@@ -31,6 +34,12 @@ static const char *const slot_state_names[] = {
 #define SLOT_NAME(e, s) s,
     SLOT_STATES(SLOT_NAME)
 #undef SLOT_NAME
+};
+
+static const char *const master_phase_names[] = {
+#define MASTER_NAME(e, s) s,
+    MASTER_PHASES(MASTER_NAME)
+#undef MASTER_NAME
 };
 
 /* ---- slots -------------------------------------------------------------- */
@@ -60,17 +69,118 @@ static void slot_fail(struct master *m, struct slot *s) {
   generation_close_slot(m->gen, (size_t)s->index);
 }
 
+/* The delay before the nth respawn in a row: the first is immediate (a
+ * single crash should cost nothing), then it doubles from 100 ms up to
+ * BACKOFF_MAX_MS. */
+static uint64_t backoff_ms(unsigned n) {
+  if (n <= 1)
+    return 0;
+  uint64_t delay = 100;
+  for (unsigned i = 2; i < n && delay < BACKOFF_MAX_MS; i++)
+    delay *= 2;
+  return delay > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : delay;
+}
+
+/* A start that failed before the worker existed (no descriptor, no
+ * process, no memory, a socket that cannot be bound) says nothing about
+ * the worker: the cause is the machine's and passes. Retried with the
+ * crash backoff for as long as it takes, never given up on. */
+static void slot_start_failed(struct master *m, struct slot *s, int err) {
+  s->start_failures++;
+  s->failed_starts++;
+  uint64_t delay = backoff_ms(s->failed_starts + 1);
+  snprintf(s->why, sizeof(s->why), "cannot start: %s", strerror(-err));
+  s->state = SLOT_BACKOFF;
+  s->respawn_at_ms = uv_now(m->loop) + delay;
+  log_error("worker %d: cannot start: %s (%u time%s in a row); retrying in "
+            "%llu ms",
+            s->index, strerror(-err), s->failed_starts,
+            s->failed_starts == 1 ? "" : "s", (unsigned long long)delay);
+}
+
 static int slot_start(struct master *m, struct slot *s) {
   int err = generation_bind_slot(m->gen, (size_t)s->index, NULL, &m->act);
   if (err == 0)
     err = spawn_worker(m, m->gen, s, &s->cur);
-  if (err == 0)
-    s->state = SLOT_RUNNING;
   if (err) {
-    log_error("worker %d: cannot start: %s", s->index, strerror(-err));
-    slot_fail(m, s);
+    slot_start_failed(m, s, err);
+    return err;
   }
-  return err;
+  s->state = SLOT_RUNNING;
+  s->failed_starts = 0;
+  return 0;
+}
+
+/* The first generation cannot become ready: `aio run` stops what it
+ * started and exits 70 (a process manager sees a failed start, never a
+ * master holding ports that nobody serves). */
+static void master_start_failed(struct master *m, const char *why) {
+  log_error("start failed: %s; nothing is served: stopping (exit %d)", why,
+            EXIT_SOFTWARE);
+  m->exit_code = EXIT_SOFTWARE;
+  master_begin_stop(m, 2);
+  notify_send("STATUS=start failed: %s", why);
+}
+
+static void announce_ready(struct master *m);
+
+/* Workers of slots other than s that serve (ready), and slots that will
+ * (starting, or waiting to be retried). */
+static size_t slots_alive(const struct master *m, const struct slot *s,
+                          size_t *serving) {
+  size_t alive = 0;
+  *serving = 0;
+  for (size_t i = 0; i < m->nslots; i++) {
+    const struct slot *t = &m->slots[i];
+    if (t == s)
+      continue;
+    alive += t->state == SLOT_RUNNING || t->state == SLOT_BACKOFF;
+    *serving += t->cur && t->cur->state == WPROC_READY;
+  }
+  return alive;
+}
+
+/* s crashed more than max_restarts times within restart_window. */
+static void slot_crash_loop(struct master *m, struct slot *s, unsigned recent) {
+  const struct settings *set = &m->gen->app.s;
+  size_t serving;
+  if (slots_alive(m, s, &serving) > 0) {
+    slot_fail(m, s);
+    log_error("worker %d crashed %u times in %.0f s (max_restarts = %d), "
+              "last %s: not respawning it; %s. Fix the cause, then "
+              "`aio reload`",
+              s->index, recent, set->restart_window, set->max_restarts, s->why,
+              serving ? "the other workers keep serving"
+                      : "the other workers are not serving yet");
+    announce_ready(m); /* the others may be all the start waited for */
+    return;
+  }
+  char why[320];
+  snprintf(why, sizeof(why),
+           "worker %d %s (%u times in %.0f s, max_restarts = %d)", s->index,
+           s->why, recent, set->restart_window, set->max_restarts);
+  if (m->phase == MASTER_STARTING) {
+    master_start_failed(m, why);
+    return;
+  }
+  /* The last slot trying: keep its sockets, so connections wait for the
+   * cause to go away, and retry slowly rather than give up on the whole
+   * service or spin. */
+  unsigned shift = s->lonely < 5 ? s->lonely : 5;
+  uint64_t delay = LONELY_BACKOFF_MIN_MS << shift;
+  if (delay > LONELY_BACKOFF_MAX_MS)
+    delay = LONELY_BACKOFF_MAX_MS;
+  s->lonely++;
+  s->restarts++;
+  s->state = SLOT_BACKOFF;
+  s->respawn_at_ms = uv_now(m->loop) + delay;
+  if (!m->unserved)
+    m->unserved_since_ms = uv_now(m->loop);
+  m->unserved = 1;
+  log_error("no worker serves: %s; the sockets stay open, retrying in %.0f s",
+            why, (double)delay / 1000);
+  notify_send("STATUS=no worker serves: %s; retrying in %.0f s", why,
+              (double)delay / 1000);
 }
 
 /* Record a crash and decide: respawn now, later, or never. */
@@ -88,21 +198,11 @@ static void slot_crashed(struct master *m, struct slot *s) {
     if (now - s->crash_ms[i] <= window)
       recent++;
   if (recent > (unsigned)set->max_restarts) {
-    slot_fail(m, s);
-    log_error("worker %d crashed %u times in %.0f s (max_restarts = %d): "
-              "not respawning it; the other workers keep serving. Fix the "
-              "cause, then `aio reload`",
-              s->index, recent, set->restart_window, set->max_restarts);
+    slot_crash_loop(m, s, recent);
     return;
   }
-  uint64_t delay = 0;
-  if (recent > 1) {
-    delay = 100;
-    for (unsigned i = 2; i < recent && delay < BACKOFF_MAX_MS; i++)
-      delay *= 2;
-    if (delay > BACKOFF_MAX_MS)
-      delay = BACKOFF_MAX_MS;
-  }
+  s->lonely = 0;
+  uint64_t delay = backoff_ms(recent);
   s->restarts++;
   if (delay == 0) {
     log_info("worker %d: respawning", s->index);
@@ -113,6 +213,25 @@ static void slot_crashed(struct master *m, struct slot *s) {
   s->respawn_at_ms = now + delay;
   log_warnx("worker %d crashed %u times in %.0f s: respawning in %llu ms",
             s->index, recent, set->restart_window, (unsigned long long)delay);
+}
+
+/* A worker serves again after none did: the cause went away, so the
+ * slots given up on meanwhile get a fresh start too. */
+static void master_served_again(struct master *m, struct wproc *p) {
+  m->unserved = 0;
+  log_info("a worker serves again after %.1f s without one (worker %d)",
+           (double)(uv_now(m->loop) - m->unserved_since_ms) / 1000, p->slot);
+  for (size_t i = 0; i < m->nslots; i++) {
+    struct slot *s = &m->slots[i];
+    if (s->state != SLOT_FAILED)
+      continue;
+    log_info("worker %d: respawning the slot given up on", s->index);
+    s->ncrash = 0;
+    s->state = SLOT_RUNNING;
+    slot_start(m, s);
+  }
+  notify_send("STATUS=serving generation %u with %zu workers", m->gen->id,
+              m->nslots);
 }
 
 /* ---- process bookkeeping ---------------------------------------------- */
@@ -152,9 +271,9 @@ static void describe_status(int status, char *out, size_t n) {
 static void worker_exited(struct master *m, struct wproc *p, int status) {
   char how[128];
   describe_status(status, how, sizeof(how));
-  int expected = p->state == WPROC_DRAINING || m->stopping;
+  int expected = p->state == WPROC_DRAINING || master_stopping(m);
   int clean = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
-              (m->stopping == 2 && WIFSIGNALED(status));
+              (m->phase == MASTER_QUITTING && WIFSIGNALED(status));
   if (expected && clean)
     log_info("worker %d (pid %d) %s", p->slot, (int)p->pid, how);
   else
@@ -176,8 +295,10 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
   struct slot *s = (size_t)p->slot < m->slots_cap ? &m->slots[p->slot] : NULL;
   if (s && s->cur == p) {
     s->cur = NULL;
-    if (!m->stopping && was != WPROC_DRAINING && s->state == SLOT_RUNNING &&
-        (size_t)s->index < m->nslots)
+    snprintf(s->why, sizeof(s->why), "%s%s", how,
+             was == WPROC_STARTING ? " before it was ready" : "");
+    if (!master_stopping(m) && was != WPROC_DRAINING &&
+        s->state == SLOT_RUNNING && (size_t)s->index < m->nslots)
       slot_crashed(m, s);
     else if ((size_t)s->index >= m->nslots)
       s->state = SLOT_IDLE;
@@ -305,9 +426,10 @@ void master_proc_stop(struct master *m, struct wproc *p, int graceful) {
 }
 
 void master_begin_stop(struct master *m, int how) {
-  if (m->stopping >= how)
+  enum master_phase to = how == 1 ? MASTER_STOPPING : MASTER_QUITTING;
+  if (m->phase >= to)
     return;
-  m->stopping = how;
+  m->phase = to;
   log_info("%s shutdown", how == 1 ? "graceful" : "immediate");
   /* A generation that is not serving yet has nothing to drain. */
   reload_cancel(m, "the master is shutting down");
@@ -361,16 +483,20 @@ void master_scale(struct master *m, size_t n) {
 }
 
 static void announce_ready(struct master *m) {
-  if (m->announced)
+  if (m->phase != MASTER_STARTING)
     return;
+  size_t ready = 0;
   for (size_t i = 0; i < m->nslots; i++) {
     struct slot *s = &m->slots[i];
-    if (s->state == SLOT_RUNNING && (!s->cur || s->cur->state != WPROC_READY))
+    if (s->state == SLOT_FAILED || s->state == SLOT_IDLE)
+      continue; /* given up on: said in the log */
+    if (!s->cur || s->cur->state != WPROC_READY)
       return;
+    ready++;
   }
-  m->announced = 1;
-  log_info("ready: %zu worker%s serving (generation %u) in %llu ms", m->nslots,
-           m->nslots == 1 ? "" : "s", m->gen->id,
+  m->phase = MASTER_SERVING;
+  log_info("ready: %zu worker%s serving (generation %u) in %llu ms", ready,
+           ready == 1 ? "" : "s", m->gen->id,
            (unsigned long long)(uv_now(m->loop) - m->start_ms));
   if (m->ready_fd >= 0) {
     ssize_t r;
@@ -389,7 +515,7 @@ static void announce_ready(struct master *m) {
     *m->daemon_fd = -1;
   }
   notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers",
-              (int)getpid(), m->nslots);
+              (int)getpid(), ready);
   router_emit(m, "aio-started", NULL);
 }
 
@@ -398,10 +524,85 @@ void master_worker_ready(struct master *m, struct wproc *p) {
   p->ready_ms = uv_now(m->loop);
   log_info("worker %d (pid %d) ready in %llu ms", p->slot, (int)p->pid,
            (unsigned long long)(p->ready_ms - p->started_ms));
-  if (p->g == m->next_gen)
+  if (p->g == m->next_gen) {
     reload_worker_ready(m, p);
-  else
-    announce_ready(m);
+    return;
+  }
+  if (m->unserved && p->g == m->gen)
+    master_served_again(m, p);
+  announce_ready(m);
+}
+
+/* The first generation must be ready by [aio] start_timeout. */
+static void start_tick(struct master *m, uint64_t now) {
+  double limit = m->gen->app.s.start_timeout;
+  if (m->phase != MASTER_STARTING || limit <= 0 ||
+      now - m->start_ms < (uint64_t)(limit * 1000))
+    return;
+  char why[320] = "";
+  for (size_t i = 0; i < m->nslots && !why[0]; i++) {
+    const struct slot *s = &m->slots[i];
+    if (s->cur && s->cur->state == WPROC_STARTING)
+      snprintf(why, sizeof(why), "worker %zu (pid %d) still starting", i,
+               (int)s->cur->pid);
+    else if (s->state == SLOT_BACKOFF)
+      snprintf(why, sizeof(why), "worker %zu %s", i, s->why);
+  }
+  char msg[400];
+  snprintf(msg, sizeof(msg), "not ready within start_timeout = %g s: %s", limit,
+           why[0] ? why : "workers not ready");
+  master_start_failed(m, msg);
+}
+
+void master_status(struct master *m, json_t *reply) {
+  if (reply == NULL)
+    return;
+  uint64_t now = uv_now(m->loop);
+  json_t *slots = json_array();
+  size_t serving = 0;
+  json_int_t failures = 0;
+  const struct slot *retrying = NULL;
+  for (size_t i = 0; i < m->slots_cap; i++)
+    failures += m->slots[i].start_failures;
+  for (size_t i = 0; i < m->nslots; i++) {
+    const struct slot *s = &m->slots[i];
+    int ready = s->cur && s->cur->state == WPROC_READY;
+    serving += (size_t)ready;
+    json_t *o = json_pack("{s:i,s:s,s:b,s:i,s:i,s:s}", "slot", (int)i, "state",
+                          slot_state_names[s->state], "serving", ready,
+                          "restarts", (int)s->restarts, "start_failures",
+                          (int)s->start_failures, "why", s->why);
+    if (s->state == SLOT_BACKOFF) {
+      if (retrying == NULL)
+        retrying = s;
+      uint64_t left = s->respawn_at_ms > now ? s->respawn_at_ms - now : 0;
+      json_object_set_new(o, "retry_in", json_real((double)left / 1000));
+    }
+    json_array_append_new(slots, o);
+  }
+  json_t *problem = json_null();
+  if ((m->phase == MASTER_SERVING || m->phase == MASTER_RELOADING) &&
+      m->nslots > 0 && serving == 0) {
+    char buf[400];
+    if (retrying)
+      snprintf(buf, sizeof(buf),
+               "no worker serves: worker %d %s; retrying in %.0f s",
+               retrying->index, retrying->why,
+               (double)(retrying->respawn_at_ms > now
+                            ? retrying->respawn_at_ms - now
+                            : 0) /
+                   1000);
+    else
+      snprintf(buf, sizeof(buf), "no worker serves: workers starting");
+    problem = json_string(buf);
+  }
+  json_object_set_new(reply, "phase",
+                      json_string(master_phase_names[m->phase]));
+  json_object_set_new(reply, "serving", json_integer((json_int_t)serving));
+  json_object_set_new(reply, "start_failures", json_integer(failures));
+  json_object_set_new(reply, "problem", problem);
+  json_object_set_new(reply, "reload_queued", json_boolean(m->reload_queued));
+  json_object_set_new(reply, "slots", slots);
 }
 
 /* ---- the tick: liveness, backoff, deadlines ---------------------------- */
@@ -429,7 +630,7 @@ static void on_tick(uv_timer_t *t) {
       p->last_hb_ms = UINT64_MAX; /* in the future: killed once */
     }
   }
-  if (!m->stopping)
+  if (!master_stopping(m))
     for (size_t i = 0; i < m->nslots; i++) {
       struct slot *s = &m->slots[i];
       if (s->state == SLOT_BACKOFF && now >= s->respawn_at_ms) {
@@ -438,8 +639,9 @@ static void on_tick(uv_timer_t *t) {
         slot_start(m, s);
       }
     }
+  start_tick(m, now);
   reload_tick(m, now);
-  if (m->stopping && m->procs == NULL)
+  if (master_stopping(m) && m->procs == NULL)
     uv_stop(m->loop);
 }
 
@@ -471,7 +673,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   switch (signum) {
   case SIGCHLD:
     reap(m);
-    if (m->stopping && m->procs == NULL)
+    if (master_stopping(m) && m->procs == NULL)
       uv_stop(m->loop);
     break;
   case SIGTERM:
@@ -483,7 +685,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     break;
   case SIGHUP: {
     char *why = NULL;
-    if (reload_start(m, &why) && why)
+    if (reload_start(m, &why) < 0 && why)
       log_warnx("SIGHUP: not reloaded: %s", why);
     free(why);
     break;
@@ -503,13 +705,13 @@ static void on_signal(uv_signal_t *h, int signum) {
   case SIGTTIN:
     if (m->next_gen)
       log_warnx("SIGTTIN ignored during a reload");
-    else if (!m->stopping)
+    else if (!master_stopping(m))
       master_scale(m, m->nslots + 1);
     break;
   case SIGTTOU:
     if (m->next_gen)
       log_warnx("SIGTTOU ignored during a reload");
-    else if (!m->stopping && m->nslots > 1) /* 0 - 1 would be 1024 */
+    else if (!master_stopping(m) && m->nslots > 1) /* 0 - 1 would be 1024 */
       master_scale(m, m->nslots - 1);
     break;
   default:
@@ -638,6 +840,5 @@ out:
   json_decref(m->backlog);
   free(m->slots);
   free(m->scheds);
-  (void)slot_state_names;
   return m->exit_code;
 }

@@ -31,13 +31,28 @@ enum wproc_state {
 #define SLOT_STATES(X)                                                         \
   X(IDLE, "idle")       /* no worker wanted (retired) */                       \
   X(RUNNING, "running") /* a worker is starting or serving */                  \
-  X(BACKOFF, "backoff") /* crashed; respawn when the timer fires */            \
+  X(BACKOFF, "backoff") /* crashed or could not start; retry at the timer */   \
   X(FAILED, "failed")   /* crash loop: not respawned */
 
 enum slot_state {
 #define SLOT_ENUM(e, s) SLOT_##e,
   SLOT_STATES(SLOT_ENUM)
 #undef SLOT_ENUM
+};
+
+/* X(enum, name): the master's phase, in order. master.c makes every
+ * transition but RELOADING's, which reload.c makes (and undoes). */
+#define MASTER_PHASES(X)                                                       \
+  X(STARTING, "starting")   /* the first generation is not ready yet */        \
+  X(SERVING, "serving")     /* READY=1 sent */                                 \
+  X(RELOADING, "reloading") /* serving, and a new generation starts */         \
+  X(STOPPING, "stopping")   /* graceful shutdown: draining */                  \
+  X(QUITTING, "quitting")   /* immediate shutdown */
+
+enum master_phase {
+#define MASTER_ENUM(e, s) MASTER_##e,
+  MASTER_PHASES(MASTER_ENUM)
+#undef MASTER_ENUM
 };
 
 struct master;
@@ -96,7 +111,14 @@ struct slot {
   uint64_t crash_ms[64]; /* recent crash times, ring */
   unsigned ncrash;
   unsigned restarts;
+  unsigned start_failures; /* starts that failed before the fork (EMFILE,
+                              EAGAIN, ENOMEM...), all told */
+  unsigned failed_starts;  /* of them, in a row: their backoff */
+  unsigned lonely;         /* slow retries in a row as the last slot trying,
+                              once no worker serves (0: not lonely) */
   uint64_t respawn_at_ms;
+  char why[160];   /* how its last worker went, or why it could not
+                      start ("" when fine) */
   json_t *backlog; /* broadcast deliveries for this slot's next worker,
                      [id, frame, generation] each */
 };
@@ -137,11 +159,13 @@ struct master {
   uv_signal_t sig[9];
   uv_timer_t tick;
   uv_prepare_t bus_flush; /* writes every worker's queued frames */
-  int stopping;           /* 0, or 1 graceful / 2 immediate */
+  enum master_phase phase;
   uint64_t stop_deadline_ms;
   int ready_fd;   /* --ready-fd, -1 when none or used */
   int *daemon_fd; /* -d: tells the waiting parent 'R'eady; -1 when used */
-  int announced;  /* first generation reported ready */
+  int unserved;   /* after the start: no worker serves (the last slot
+                     left is crash-looping); what `aio status` shows */
+  uint64_t unserved_since_ms;
   uint64_t start_ms;
   json_int_t next_id;
   json_t *backlog; /* deliveries waiting for any ready worker,
@@ -150,6 +174,10 @@ struct master {
   struct generation *next_gen; /* being started by a reload */
   uint64_t reload_deadline_ms;
   uint64_t reload_started_ms;
+  /* Reloads begun so far: `aio reload` waits for reload_serial + 1. */
+  unsigned reload_serial;
+  /* A reload was asked for during one: it runs when that one is over. */
+  int reload_queued;
   unsigned reloads;     /* successful reloads so far */
   struct control *ctl;  /* the control socket, or NULL */
   uv_timer_t watchdog;  /* sd_notify WATCHDOG=1 */
@@ -181,13 +209,24 @@ int master_send(struct wproc *p, const json_t *msg);
 int master_send_raw(struct wproc *p, const char *frame, size_t len);
 /* A worker went away: redeliver what it had. */
 void router_worker_gone(struct master *m, struct wproc *p);
+/* STOPPING or QUITTING. */
+static inline int master_stopping(const struct master *m) {
+  return m->phase >= MASTER_STOPPING;
+}
 /* master.c, for reload.c and control.c. */
 struct slot *master_slot_get(struct master *m, size_t index);
 void master_proc_stop(struct master *m, struct wproc *p, int graceful);
 void master_begin_stop(struct master *m, int how);
 void master_scale(struct master *m, size_t n);
+/* For `aio status`: adds "serving" (ready workers of the serving
+ * generation), "start_failures", "problem" (why no worker serves, or
+ * null), "reload_queued" and "slots" (state, restarts, start_failures,
+ * why, retry_in of each) to reply. */
+void master_status(struct master *m, json_t *reply);
 
-/* reload.c: start a reload; 0, or -1 with *why set (new string). */
+/* reload.c: start a reload; 0, 1 when one is in flight (this one is
+ * queued to run after it, coalesced with any other such request), or -1
+ * with *why set (new string). */
 int reload_start(struct master *m, char **why);
 /* A worker of the reload's generation is ready / exited. */
 void reload_worker_ready(struct master *m, struct wproc *p);

@@ -12,6 +12,8 @@
  *
  * A new worker that dies or is not ready in time aborts the reload: the new
  * workers are killed and the old ones go on serving as if nothing happened.
+ * A reload asked for while one is in flight is queued: one more reload
+ * runs after it, however many requests came meanwhile.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,7 +38,7 @@
 static void reload_fail(struct master *m, int code, const char *why,
                         json_t *errors) {
   log_error("reload failed: %s; still serving generation %u", why, m->gen->id);
-  if (!m->stopping) /* systemd heard STOPPING=1 last */
+  if (!master_stopping(m)) /* systemd heard STOPPING=1 last */
     notify_send("READY=1\nSTATUS=reload failed: %s", why);
   if (errors == NULL) {
     errors = json_array();
@@ -54,6 +56,8 @@ static void reload_fail(struct master *m, int code, const char *why,
 static void abort_next(struct master *m, int code, const char *why) {
   struct generation *g = m->next_gen;
   m->next_gen = NULL;
+  if (m->phase == MASTER_RELOADING) /* not when a stop abandons it */
+    m->phase = MASTER_SERVING;
   for (size_t i = 0; i < m->slots_cap; i++) {
     struct wproc *p = m->slots[i].next;
     m->slots[i].next = NULL;
@@ -69,20 +73,34 @@ static void abort_next(struct master *m, int code, const char *why) {
 }
 
 void reload_cancel(struct master *m, const char *why) {
+  m->reload_queued = 0; /* its waiters hear of the shutdown */
   if (m->next_gen)
     abort_next(m, EXIT_TEMPFAIL, why);
 }
 
 int reload_start(struct master *m, char **why) {
   *why = NULL;
-  if (m->stopping) {
+  if (master_stopping(m)) {
     *why = strdup("the master is shutting down");
     return -1;
   }
-  if (m->next_gen) {
-    *why = strdup("a reload is already in progress");
-    return -1;
+  if (m->phase == MASTER_STARTING) {
+    /* Replacing a generation that never served would leave nothing to
+     * announce as ready: once it serves. */
+    log_info("reload requested during the start: queued");
+    m->reload_queued = 1;
+    return 1;
   }
+  if (m->phase == MASTER_RELOADING) {
+    /* The configuration may have changed since this reload read it: one
+     * more reload after it, however many requests came meanwhile, as a
+     * process manager that sent them expects. */
+    log_info("reload requested during a reload: %s",
+             m->reload_queued ? "already queued" : "queued");
+    m->reload_queued = 1;
+    return 1;
+  }
+  m->reload_serial++;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   notify_send("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
@@ -144,6 +162,7 @@ int reload_start(struct master *m, char **why) {
     }
   }
   m->next_gen = g;
+  m->phase = MASTER_RELOADING;
   uint64_t limit = (uint64_t)(g->app.s.timeout * 1000);
   if (limit == 0 || limit > RELOAD_READY_MAX_MS)
     limit = RELOAD_READY_MAX_MS;
@@ -172,7 +191,9 @@ static void commit(struct master *m) {
   size_t top = m->nslots > n ? m->nslots : n;
   m->gen = g;
   m->next_gen = NULL;
+  m->phase = MASTER_SERVING;
   m->nslots = n;
+  m->unserved = 0; /* every slot has a ready worker of g */
   for (size_t i = 0; i < top; i++) {
     struct slot *s = &m->slots[i];
     struct wproc *was = s->cur;
@@ -228,4 +249,13 @@ void reload_worker_exited(struct master *m, struct wproc *p, const char *how) {
 void reload_tick(struct master *m, uint64_t now) {
   if (m->next_gen && now >= m->reload_deadline_ms)
     abort_next(m, EXIT_SOFTWARE, "the new workers were not ready in time");
+  /* From the tick rather than where the last reload ended: that is deep
+   * in reaping or in a worker's frame, and a reload blocks on its probe. */
+  if (m->phase == MASTER_SERVING && m->reload_queued) {
+    m->reload_queued = 0;
+    log_info("running the reload queued during the last one");
+    char *why = NULL;
+    reload_start(m, &why); /* a failure is logged and answered there */
+    free(why);
+  }
 }

@@ -348,7 +348,8 @@ static void drain_dead(struct wproc *p) {
  * stream whose number in hand the mark gives? A clean exit or our own
  * shutdown has none. */
 static int died_in_hand(const struct wproc *p, uint64_t n, uint64_t in_hand) {
-  return p->state == WPROC_DEAD && !p->m->stopping && n != 0 && n == in_hand;
+  return p->state == WPROC_DEAD && !master_stopping(p->m) && n != 0 &&
+         n == in_hand;
 }
 
 /* One own emit of p that it had not finished when it died (frame: the
