@@ -25,27 +25,13 @@
 /* The reply to one request, or NULL after printing why. *code gets the
  * exit status to use when NULL. */
 static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
-                        int *code, double *graceful) {
+                        int *code) {
   char *path = cli_config_path(config_path);
   if (path == NULL) {
     *code = EXIT_CONFIG;
     return NULL;
   }
   char *sock = ctl_socket_path_lenient(path);
-  if (graceful) {
-    /* For `aio stop` to know how long to wait; the default when unset. */
-    struct config *cfg = config_new();
-    struct diag d;
-    diag_init(&d);
-    if (cfg && config_parse_file(cfg, path, &d) == 0 &&
-        config_interpolate(cfg, &d) == 0) {
-      const char *g = config_get(cfg, "aio", "graceful_timeout");
-      if (g)
-        util_parse_double(g, 0, 86400, graceful);
-    }
-    config_free(cfg);
-    diag_close(&d);
-  }
   json_t *reply = NULL;
   int fd = -1;
   char why[256];
@@ -295,8 +281,7 @@ int cli_control(const char *config_path, int argc, char **argv) {
     return EXIT_USAGE;
   }
   int code = 0;
-  double graceful = 30;
-  json_t *reply = ctl_call(config_path, req, timeout_ms, &code, &graceful);
+  json_t *reply = ctl_call(config_path, req, timeout_ms, &code);
   json_decref(req);
   if (reply == NULL)
     return code;
@@ -324,6 +309,8 @@ int cli_control(const char *config_path, int argc, char **argv) {
   } else if (strcmp(cmd, "stop") == 0) {
     /* Wait for the master to be gone, so `aio stop && aio run` works. */
     pid_t pid = (pid_t)json_integer_value(json_object_get(reply, "pid"));
+    json_t *g = json_object_get(reply, "graceful_timeout");
+    double graceful = json_is_number(g) ? json_number_value(g) : 30;
     long long deadline =
         (long long)util_now_ms() + (long long)(graceful * 1000) + 5000;
     while (pid > 0 && still_running(pid) &&

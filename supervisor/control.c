@@ -265,9 +265,12 @@ static void handle(struct client *c, const char *line, size_t len) {
     break;
   }
   case CTL_STOP:
-    client_reply(c, json_pack("{s:b,s:s,s:i}", "ok", 1, "stopping",
+    /* The graceful_timeout in force, so `aio stop` waits as long as this
+     * master will, not what the file on disk says now. */
+    client_reply(c, json_pack("{s:b,s:s,s:i,s:f}", "ok", 1, "stopping",
                               req.now ? "immediate" : "graceful", "pid",
-                              (int)getpid()));
+                              (int)getpid(), "graceful_timeout",
+                              m->gen->app.s.graceful_timeout));
     master_begin_stop(m, req.now ? 2 : 1);
     break;
   case CTL_EMIT:

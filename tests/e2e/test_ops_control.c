@@ -670,6 +670,34 @@ START_TEST(test_stop_drains_and_stop_now_does_not) {
 }
 END_TEST
 
+/* aio stop waits as long as the running master's graceful_timeout, which
+ * it says in its reply, not the one in the file on disk now: here the file
+ * says 0 (nobody reloaded), the master drains for 6.5 s of its 8. */
+START_TEST(test_stop_waits_for_the_running_masters_graceful_timeout) {
+  struct aio_proc p = {0};
+  char conf[4096], out[4096], buf[256];
+  int slow = h_free_port();
+  h_conf(conf, sizeof(conf), "testmod", "workers = 1\ngraceful_timeout = 8\n");
+  h_conf_server(conf, sizeof(conf), "slow", "testmod.slow", slow);
+  h_start_ready(&p, conf, NULL);
+  int fd = h_connect(slow, 5000);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(ops_wait_connections(&p, 1, 5000), 0);
+  ck_assert_int_eq(h_send(fd, "sleep 6500\n", 11), 0);
+  h_conf(conf, sizeof(conf), "testmod", "workers = 1\ngraceful_timeout = 0\n");
+  h_conf_server(conf, sizeof(conf), "slow", "testmod.slow", slow);
+  ck_assert_int_eq(h_write(p.dir, "aio.conf", conf), 0);
+  long long t0 = h_now_ms();
+  ops_expect(&p, 0, out, sizeof(out), "stop", NULL);
+  ck_assert_int_ge(h_now_ms() - t0, 5000); /* it did wait for the drain */
+  ck_assert_int_eq(h_recv_until(fd, buf, sizeof(buf), "\n", 1000), 5);
+  ck_assert_str_eq(buf, "done\n");
+  close(fd);
+  ck_assert_int_eq(h_wait_exit(&p, 1000), 0);
+  h_assert_exit_status(&p, 0);
+}
+END_TEST
+
 START_TEST(test_scale_changes_the_worker_count) {
   struct aio_proc p;
   char out[4096];
@@ -717,6 +745,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_control_client_that_never_reads_is_bounded);
   tcase_add_test(tc, test_control_clients_are_bounded);
   tcase_add_test(tc, test_stop_drains_and_stop_now_does_not);
+  tcase_add_test(tc, test_stop_waits_for_the_running_masters_graceful_timeout);
   tcase_add_test(tc, test_scale_changes_the_worker_count);
   suite_add_tcase(s, tc);
   return s;
