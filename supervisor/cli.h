@@ -2,7 +2,8 @@
 #ifndef AIO_SUPERVISOR_CLI_H
 #define AIO_SUPERVISOR_CLI_H
 
-/* sysexits(3) codes used by aio; docs/exit-codes.md lists them. */
+/* sysexits(3) codes used by aio; docs/operations.md ("Exit statuses")
+ * lists them. */
 #define EXIT_USAGE 64       /* EX_USAGE: bad command line */
 #define EXIT_DATAERR 65     /* EX_DATAERR: bad data given to a command */
 #define EXIT_UNAVAILABLE 69 /* EX_UNAVAILABLE: no master, address in use */

@@ -204,10 +204,30 @@ static json_t *control_status(const struct control *ctl) {
                    (json_int_t)ctl->dropped, "paused", (json_int_t)ctl->paused);
 }
 
+/* Slot order, then generation: how an operator reads the table (the
+ * process list itself is newest first). */
+static int by_slot(const void *a, const void *b) {
+  const struct wproc *x = *(struct wproc *const *)a;
+  const struct wproc *y = *(struct wproc *const *)b;
+  if (x->slot != y->slot)
+    return x->slot < y->slot ? -1 : 1;
+  return x->g->id < y->g->id ? -1 : x->g->id > y->g->id;
+}
+
 static json_t *status_reply(struct master *m) {
   uint64_t now = uv_now(m->loop);
   json_t *workers = json_array();
-  for (struct wproc *p = m->procs; p; p = p->next) {
+  size_t n = 0;
+  for (struct wproc *p = m->procs; p; p = p->next)
+    n++;
+  struct wproc **sorted = calloc(n ? n : 1, sizeof(*sorted));
+  n = 0;
+  for (struct wproc *p = m->procs; sorted && p; p = p->next)
+    sorted[n++] = p;
+  if (sorted)
+    qsort(sorted, n, sizeof(*sorted), by_slot);
+  for (size_t i = 0; i < n; i++) {
+    const struct wproc *p = sorted[i];
     long long rss, priv;
     proc_memory(p->pid, &rss, &priv);
     json_array_append_new(
@@ -220,6 +240,7 @@ static json_t *status_reply(struct master *m) {
                   (json_int_t)rss, "private", (json_int_t)priv, "bus",
                   router_proc_status(p)));
   }
+  free(sorted);
   long long rss, priv;
   proc_memory(getpid(), &rss, &priv);
   return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:o,s:o}",
@@ -271,7 +292,7 @@ static void handle(struct client *c, const char *line, size_t len) {
                               req.now ? "immediate" : "graceful", "pid",
                               (int)getpid(), "graceful_timeout",
                               m->gen->app.s.graceful_timeout));
-    master_begin_stop(m, req.now ? 2 : 1);
+    master_begin_stop(m, req.now ? MASTER_QUITTING : MASTER_STOPPING);
     break;
   case CTL_EMIT:
     router_emit(m, req.signal, req.data);

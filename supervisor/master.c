@@ -118,7 +118,7 @@ static void master_start_failed(struct master *m, const char *why) {
   log_error("start failed: %s; nothing is served: stopping (exit %d)", why,
             EXIT_SOFTWARE);
   m->exit_code = EXIT_SOFTWARE;
-  master_begin_stop(m, 2);
+  master_begin_stop(m, MASTER_QUITTING);
   notify_send("STATUS=start failed: %s", why);
 }
 
@@ -425,21 +425,21 @@ void master_proc_stop(struct master *m, struct wproc *p, int graceful) {
   json_decref(msg);
 }
 
-void master_begin_stop(struct master *m, int how) {
-  enum master_phase to = how == 1 ? MASTER_STOPPING : MASTER_QUITTING;
+void master_begin_stop(struct master *m, enum master_phase to) {
+  int graceful = to == MASTER_STOPPING;
   if (m->phase >= to)
     return;
   m->phase = to;
-  log_info("%s shutdown", how == 1 ? "graceful" : "immediate");
+  log_info("%s shutdown", graceful ? "graceful" : "immediate");
   /* A generation that is not serving yet has nothing to drain. */
   reload_cancel(m, "the master is shutting down");
   sched_stop(m);
   notify_send("STOPPING=1\nSTATUS=%s shutdown",
-              how == 1 ? "graceful" : "immediate");
+              graceful ? "graceful" : "immediate");
   control_close(m);
   router_emit(m, "aio-stopping", NULL);
   for (struct wproc *p = m->procs; p; p = p->next)
-    master_proc_stop(m, p, how == 1);
+    master_proc_stop(m, p, graceful);
 }
 
 /* Retire the highest slot: stop new connections reaching it, drain it,
@@ -678,10 +678,10 @@ static void on_signal(uv_signal_t *h, int signum) {
     break;
   case SIGTERM:
   case SIGINT:
-    master_begin_stop(m, 1);
+    master_begin_stop(m, MASTER_STOPPING);
     break;
   case SIGQUIT:
-    master_begin_stop(m, 2);
+    master_begin_stop(m, MASTER_QUITTING);
     break;
   case SIGHUP: {
     char *why = NULL;
@@ -721,6 +721,11 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 static const int master_signals[] = {SIGCHLD, SIGTERM, SIGINT,  SIGQUIT, SIGHUP,
                                      SIGUSR1, SIGTTIN, SIGTTOU, SIGUSR2};
+/* One uv_signal_t in struct master for each: a signal added here and not
+ * there would be started past the end of the array. */
+_Static_assert(UTIL_ARRAY_LEN(master_signals) ==
+                   UTIL_ARRAY_LEN(((struct master *)0)->sig),
+               "struct master needs one sig[] handle per master_signals[]");
 
 static void close_walk(uv_handle_t *h, void *arg) {
   (void)arg;
@@ -740,13 +745,13 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
   m->next_id = 1;
   if (uv_loop_init(&loop)) {
     log_error("cannot create the event loop");
-    return 71;
+    return EXIT_OSERR;
   }
   m->start_ms = uv_now(m->loop);
   m->gen = generation_new(app, 1);
   if (m->gen == NULL) {
     log_error("out of memory");
-    return 71;
+    return EXIT_OSERR;
   }
   m->gen->refs = 1;
   log_info("aio %s starting: %s, %d worker%s", AIO_VERSION, config_path,
@@ -764,7 +769,9 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
    * fork anything. */
   int rc = control_open(m);
   if (rc) {
-    m->exit_code = rc == -EADDRINUSE ? 69 : rc == -EPERM ? 77 : 71;
+    m->exit_code = rc == -EADDRINUSE ? EXIT_UNAVAILABLE
+                   : rc == -EPERM    ? EXIT_NOPERM
+                                     : EXIT_OSERR;
     goto out;
   }
   /* Bind everything before the first fork: a bad address fails the start
@@ -777,7 +784,7 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
       rc = generation_bind_slot(m->gen, i, NULL, &m->act);
   }
   if (rc) {
-    m->exit_code = rc == -EADDRINUSE ? 69 : 71;
+    m->exit_code = rc == -EADDRINUSE ? EXIT_UNAVAILABLE : EXIT_OSERR;
     goto out;
   }
   for (size_t i = 0; i < m->gen->app.s.nservers; i++) {

@@ -216,7 +216,7 @@ static inline int master_stopping(const struct master *m) {
 /* master.c, for reload.c and control.c. */
 struct slot *master_slot_get(struct master *m, size_t index);
 void master_proc_stop(struct master *m, struct wproc *p, int graceful);
-void master_begin_stop(struct master *m, int how);
+void master_begin_stop(struct master *m, enum master_phase to);
 void master_scale(struct master *m, size_t n);
 /* For `aio status`: adds "serving" (ready workers of the serving
  * generation), "start_failures", "problem" (why no worker serves, or

@@ -1,5 +1,6 @@
 /*
- * reload.c - SIGHUP and `aio reload`, the sequence of DESIGN.md:
+ * reload.c - SIGHUP and `aio reload`, in the order README.md ("Operating
+ * it") promises an operator:
  *
  *   1. build and check the new configuration (a probe child loads the
  *      modules, so a broken module cannot hurt the master); on any error

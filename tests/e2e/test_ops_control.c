@@ -197,9 +197,13 @@ static void assert_status(const struct aio_proc *p, json_t *st, int n, int gen,
   unsigned slots = 0;
   size_t i;
   json_t *w;
+  json_int_t last = -1;
   json_array_foreach(procs, i, w) {
     json_int_t slot = ops_int(w, "slot");
     ck_assert(slot >= 0 && slot < n);
+    ck_assert_msg(slot > last, "slot %lld listed after slot %lld",
+                  (long long)slot, (long long)last); /* in slot order */
+    last = slot;
     slots |= 1u << slot;
     ck_assert_msg(pu_pid_in((pid_t)ops_int(w, "pid"), kids, nk),
                   "procs[%zu].pid %lld is not a child of the master", i,
