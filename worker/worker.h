@@ -23,6 +23,7 @@ struct local_item {
   size_t first;      /* its first listener: w->listeners[first] */
   json_t *data;      /* owned */
   uint64_t ring_end; /* in the ring up to here; 0: kept by the master */
+  size_t bytes; /* of its frame: what it counts against bus_journal_bytes */
 };
 
 struct worker {
@@ -51,9 +52,12 @@ struct worker {
   size_t *once_next; /* per listener: the next one of its signal, or -1 */
   struct local_item *lq;
   size_t lq_head, lq_len, lq_cap;
+  size_t lq_bytes; /* the frames' bytes of lq[lq_head, lq_len) */
   uv_idle_t lq_idle;
-  uint64_t local_ack; /* the last journaled own emit finished, not yet
-                         acknowledged */
+  uv_idle_t bus_idle;   /* splits frames a paused read held back */
+  uint64_t slice_start; /* uv_hrtime() when this turn's slice began */
+  uint64_t local_ack;   /* the last journaled own emit finished, not yet
+                           acknowledged */
   uv_timer_t heartbeat;
   uv_timer_t drain_timer;
   uv_async_t sig_async; /* woken by the TERM/QUIT handler */
