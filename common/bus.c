@@ -137,7 +137,8 @@ int bus_reader_split(struct bus_reader *r, const char *data, size_t len,
     char *p = malloc(keep + rest);
     if (p == NULL)
       return -ENOMEM;
-    memcpy(p, r->held + r->hoff, keep);
+    if (keep > 0)
+      memcpy(p, r->held + r->hoff, keep);
     free(r->held);
     r->held = p;
     r->hcap = keep + rest;

@@ -444,6 +444,7 @@ static void on_tick(uv_timer_t *t) {
       }
     }
   reload_tick(m, now);
+  router_tick(m);
   if (m->stopping && m->procs == NULL)
     uv_stop(m->loop);
 }

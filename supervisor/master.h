@@ -101,8 +101,10 @@ struct slot {
   unsigned ncrash;
   unsigned restarts;
   uint64_t respawn_at_ms;
-  json_t *backlog; /* broadcast deliveries for this slot's next worker,
-                     [id, frame, generation] each */
+  json_t *backlog;      /* broadcast deliveries for this slot's next worker,
+                          [id, frame, generation] each */
+  size_t backlog_bytes; /* their frames' bytes */
+  int full;             /* backlog at its bound (router.c) */
 };
 
 /* A generation: one configuration and the sockets for it. A reload makes a
@@ -237,6 +239,9 @@ size_t router_backlog(const struct master *m);
  * is stuck in, for the kill log. */
 int router_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
                 size_t n);
+/* Every tick: bounds that change without a frame (a slot given up with
+ * a backlog), and memory to give back after a burst. */
+void router_tick(struct master *m);
 /* Called when p became ready. */
 void master_worker_ready(struct master *m, struct wproc *p);
 

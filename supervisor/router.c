@@ -280,25 +280,54 @@ static size_t match(const struct generation *g, const char *signal,
  * backlog for the next worker). Listener indices are those of the
  * generation that will run them, which a reload can make differ from the
  * emitter's. */
-static void deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
-                         const char *signal, const json_t *data,
-                         const struct bus_span *raw, int broadcast) {
+static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
+                           const char *signal, const json_t *data,
+                           const struct bus_span *raw, int broadcast) {
   struct generation *g = to ? to->g : m->gen;
   size_t local[32], *idx = local, n, len;
   if (g->app.s.nlisteners > 32 &&
       (idx = malloc(g->app.s.nlisteners * sizeof(*idx))) == NULL)
-    return;
+    return 0;
   json_int_t id;
   char *frame;
+  size_t queued = 0;
   if ((n = match(g, signal, broadcast, idx)) > 0 &&
       (frame = encode_deliver(m, signal, data, raw, idx, n, &id, &len))) {
     if (to)
       send_delivery(to, frame, len, id, broadcast);
     else
       backlog_add(backlog, frame, len, id, g->id);
+    queued = len;
   }
   if (idx != local)
     free(idx);
+  return queued;
+}
+
+/* A slot's backlog (broadcasts for its next worker, while it starts or
+ * backs off after a crash) is bounded as a worker's delivery queue is,
+ * with the same busy word; a slot that is given up or retired gets no
+ * more and holds nobody back. */
+static void slot_check(struct master *m, struct slot *sl) {
+  const struct settings *s = &m->gen->app.s;
+  size_t n = json_array_size(sl->backlog), b = sl->backlog_bytes;
+  int live = (size_t)sl->index < m->nslots && sl->state != SLOT_FAILED;
+  int full =
+      live && (sl->full ? n > s->bus_queue / 2 || b >= s->bus_queue_bytes / 2
+                        : n >= s->bus_queue || b >= s->bus_queue_bytes);
+  if (full == sl->full)
+    return;
+  sl->full = full;
+  if (full) {
+    if (m->nfull++ == 0)
+      set_busy(m, 1);
+    log_warnx("worker %d has %zu signal deliveries waiting (%zu bytes) "
+              "for its next process: signals for broadcast listeners are "
+              "refused",
+              sl->index, n, b);
+  } else if (--m->nfull == 0) {
+    set_busy(m, 0);
+  }
 }
 
 #define SIG_ONCE 1
@@ -343,9 +372,15 @@ static void route(struct master *m, struct wproc *from, const char *signal,
     struct slot *sl = &m->slots[i];
     /* A slot starting, respawning or not forked yet (aio-starting is
      * emitted before the first fork) keeps it for its next worker. */
-    if (sl->state != SLOT_FAILED)
-      deliver_kind(m, sl->cur && sl->cur->state == WPROC_READY ? sl->cur : NULL,
-                   &sl->backlog, signal, data, raw, 1);
+    if (sl->state == SLOT_FAILED)
+      continue;
+    if (sl->cur && sl->cur->state == WPROC_READY) {
+      deliver_kind(m, sl->cur, NULL, signal, data, raw, 1);
+    } else {
+      sl->backlog_bytes +=
+          deliver_kind(m, NULL, &sl->backlog, signal, data, raw, 1);
+      slot_check(m, sl);
+    }
   }
 }
 
@@ -512,6 +547,7 @@ void router_worker_gone(struct master *m, struct wproc *p) {
     } else if (d->broadcast) {
       if (sl && (size_t)sl->index < m->nslots) {
         backlog_add(&sl->backlog, d->frame, d->len, d->id, d->gen);
+        sl->backlog_bytes += d->len;
         d->frame = NULL;
       }
     } else {
@@ -535,7 +571,10 @@ static void worker_became_ready(struct master *m, struct wproc *p) {
   /* The backlog first: it holds aio-starting, and becoming ready may emit
    * aio-started, which must not overtake it. */
   if (p->g == m->gen) {
-    flush_backlog(m, &m->slots[p->slot].backlog, p, 1);
+    struct slot *sl = &m->slots[p->slot];
+    flush_backlog(m, &sl->backlog, p, 1);
+    sl->backlog_bytes = 0;
+    slot_check(m, sl);
     flush_backlog(m, &m->backlog, p, 0);
   }
   master_worker_ready(m, p);
@@ -758,6 +797,12 @@ json_t *router_proc_status(const struct wproc *p) {
       (json_int_t)(p->journal.len - p->journal.head), "ring_bytes", ring,
       "full", p->full, "refused", (json_int_t)(p->mark ? p->mark->refused : 0),
       "dropped", (json_int_t)p->dropped);
+}
+
+void router_tick(struct master *m) {
+  for (size_t i = 0; i < m->slots_cap; i++)
+    slot_check(m, &m->slots[i]);
+  maybe_trim(m);
 }
 
 int router_hung(const struct wproc *p, uint64_t timeout_ms, char *why,

@@ -30,6 +30,19 @@
 #define GROWTH_MAX_KB (64 * 1024)
 #define SETTLED_KB (16 * 1024)
 
+/* Under AddressSanitizer freed memory waits in its quarantine and RSS says
+ * nothing about the heap: the plain build checks the figures. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_CHECKED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_CHECKED 0
+#endif
+#endif
+#ifndef RSS_CHECKED
+#define RSS_CHECKED 1
+#endif
+
 static struct aio_proc P;
 static char out_path[256];
 static int port;
@@ -203,7 +216,7 @@ START_TEST(test_bounds_tcp_flood_of_broadcasts_keeps_the_master_small) {
   }
   fprintf(stderr, "tcp flood: master RSS %ld kB idle, %ld kB at peak\n", idle,
           peak);
-  ck_assert_msg(peak - idle < GROWTH_MAX_KB,
+  ck_assert_msg(!RSS_CHECKED || peak - idle < GROWTH_MAX_KB,
                 "master RSS %ld kB at peak, %ld kB idle", peak, idle);
   /* The bound was reached (or this test proves nothing), and refusals
    * are counted. */
@@ -215,10 +228,10 @@ START_TEST(test_bounds_tcp_flood_of_broadcasts_keeps_the_master_small) {
                                    "refused") > 0,
                    1);
   ck_assert_int_eq(wait_bus_empty(30000), 0);
-  long settled = wait_rss_below(idle + SETTLED_KB, 10000);
+  long settled = wait_rss_below(idle + SETTLED_KB, RSS_CHECKED ? 10000 : 0);
   fprintf(stderr, "tcp flood: master RSS %ld kB after, %lld refused\n", settled,
           refused);
-  ck_assert_msg(settled <= idle + SETTLED_KB,
+  ck_assert_msg(!RSS_CHECKED || settled <= idle + SETTLED_KB,
                 "master RSS %ld kB after the flood, %ld kB idle", settled,
                 idle);
   ck_assert_int_eq(h_log_count(&P, "killing it"), 0);
@@ -259,10 +272,10 @@ static void big_emits(const char *sig) {
     peak = now;
   fprintf(stderr, "%s: master RSS %ld kB idle, %ld kB at peak; %d taken\n", sig,
           idle, peak, f.ok);
-  ck_assert_msg(peak - idle < GROWTH_MAX_KB,
+  ck_assert_msg(!RSS_CHECKED || peak - idle < GROWTH_MAX_KB,
                 "master RSS %ld kB at peak, %ld kB idle", peak, idle);
-  long settled = wait_rss_below(idle + SETTLED_KB, 10000);
-  ck_assert_msg(settled <= idle + SETTLED_KB,
+  long settled = wait_rss_below(idle + SETTLED_KB, RSS_CHECKED ? 10000 : 0);
+  ck_assert_msg(!RSS_CHECKED || settled <= idle + SETTLED_KB,
                 "master RSS %ld kB after the burst, %ld kB idle", settled,
                 idle);
   /* emitted = delivered + refused, from the fixture and from status. */
