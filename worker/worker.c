@@ -42,6 +42,9 @@ static struct worker *signal_worker;
  * go on: timers (the heartbeat), accepts and reads are never starved by
  * a flood of signals. The rest waits for the next turn. */
 #define BUS_SLICE_NS (2 * 1000 * 1000)
+/* How long aio_emit() waits for the master to read when the bus buffer
+ * (bus_buffer) is full, before it refuses. */
+#define BUS_EMIT_WAIT_MS 100
 
 static void on_bus_room(uv_poll_t *h, int status, int events);
 
@@ -839,8 +842,10 @@ static int emit_full(const struct worker *w, int kinds, size_t bytes) {
 
 /* The emit frame at o[start, o->len) goes to the master: is there room in
  * the bus buffer? When not, it is taken out, what is buffered is written
- * if the socket takes it, and the frame is made again if it fits now.
- * 0 (the frame is at *start), or -EAGAIN with the frame taken out. */
+ * as the master reads it (waiting up to BUS_EMIT_WAIT_MS: the emitter is
+ * slowed to the master's pace, and refused only if the master does not
+ * read meanwhile), and the frame is made again if it fits now. 0 (the
+ * frame is at *start), or -EAGAIN with the frame taken out. */
 static int emit_to_master(struct worker *w, size_t *start, const char *signal,
                           const json_t *data, uint64_t seq) {
   struct bus_out *o = &w->out;
@@ -849,6 +854,8 @@ static int emit_to_master(struct worker *w, size_t *start, const char *signal,
     return 0;
   o->len = *start; /* a flush moves what is buffered */
   bus_flush(w, 0);
+  if (bus_out_pending(o) + bytes > cap)
+    bus_flush(w, BUS_EMIT_WAIT_MS);
   if (bus_out_pending(o) + bytes > cap)
     return -EAGAIN;
   *start = o->len;
