@@ -157,6 +157,22 @@ struct bus_mark {
 #define BUS_CB_NONE 0
 #define BUS_CB_LISTENER 1 /* own signal or deliver frame */
 #define BUS_CB_JOB 2
+#define BUS_CB_PROTOCOL 3 /* server * BUS_PROTO_COUNT + BUS_PROTO_* */
+
+/* X(enum, name): the protocol callbacks a worker marks. */
+#define BUS_PROTO_CBS(X)                                                       \
+  X(MADE, "connection_made")                                                   \
+  X(DATA, "data_received")                                                     \
+  X(EOF, "eof_received")                                                       \
+  X(LOST, "connection_lost")                                                   \
+  X(DATAGRAM, "datagram_received")
+
+enum bus_proto_cb {
+#define BUS_PROTO_ENUM(e, s) BUS_PROTO_##e,
+  BUS_PROTO_CBS(BUS_PROTO_ENUM)
+#undef BUS_PROTO_ENUM
+      BUS_PROTO_COUNT
+};
 
 /* CLOCK_MONOTONIC in ms: the clock both sides of a mark read. */
 uint64_t bus_mono_ms(void);

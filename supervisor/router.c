@@ -805,6 +805,12 @@ void router_tick(struct master *m) {
   maybe_trim(m);
 }
 
+static const char *const proto_cb_names[BUS_PROTO_COUNT] = {
+#define PROTO_CB_NAME(e, s) s,
+    BUS_PROTO_CBS(PROTO_CB_NAME)
+#undef PROTO_CB_NAME
+};
+
 int router_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
                 size_t n) {
   const struct bus_mark *mk = p->mark;
@@ -831,10 +837,16 @@ int router_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
              : idx % 3 == 1 ? s->schedules[idx / 3].cb.text
                             : s->schedules[idx / 3].err.text,
              held);
+  else if (held && kind == BUS_CB_PROTOCOL &&
+           idx / BUS_PROTO_COUNT < s->nservers)
+    snprintf(why, n, "stuck in %s of server %s (%s) for %llu ms",
+             proto_cb_names[idx % BUS_PROTO_COUNT],
+             s->servers[idx / BUS_PROTO_COUNT].name,
+             s->servers[idx / BUS_PROTO_COUNT].handler.text, held);
   else
     snprintf(why, n,
-             "its loop has not turned for %llu ms (a protocol callback or "
-             "a module's own libuv callback holds it)",
+             "its loop has not turned for %llu ms (a module's own libuv "
+             "callback holds it)",
              (unsigned long long)(now - turn));
   return 1;
 }

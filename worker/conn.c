@@ -73,8 +73,9 @@ static void on_closed(uv_handle_t *h) {
   aio_conn_t *c = h->data;
   int status = c->lost_status;
   if (c->made && c->proto->connection_lost) {
-    worker_bus_sync(worker_self);
+    worker_proto_enter(worker_self, c->srv, BUS_PROTO_LOST);
     c->proto->connection_lost(c, status);
+    worker_proto_leave(worker_self);
   }
   conn_unlink(c);
   free(c);
@@ -109,8 +110,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0) {
     c->last_active = uv_now(s->loop);
     if (!c->closing && c->proto->data_received) {
-      worker_bus_sync(worker_self);
+      worker_proto_enter(worker_self, c->srv, BUS_PROTO_DATA);
       c->proto->data_received(c, buf->base, (size_t)nread);
+      worker_proto_leave(worker_self);
     }
     return;
   }
@@ -119,8 +121,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread == UV_EOF) {
     uv_read_stop(s);
     if (!c->closing && c->proto->eof_received) {
-      worker_bus_sync(worker_self);
+      worker_proto_enter(worker_self, c->srv, BUS_PROTO_EOF);
       c->proto->eof_received(c);
+      worker_proto_leave(worker_self);
     }
     aio_close(c);
     return;
@@ -132,8 +135,9 @@ void conn_start(aio_conn_t *c) {
   c->made = 1;
   c->last_active = uv_now(c->h.handle.loop);
   if (c->proto->connection_made) {
-    worker_bus_sync(worker_self);
+    worker_proto_enter(worker_self, c->srv, BUS_PROTO_MADE);
     c->proto->connection_made(c);
+    worker_proto_leave(worker_self);
   }
   if (!c->closing) {
     int err = uv_read_start(&c->h.stream, on_alloc, on_read);
@@ -257,8 +261,9 @@ static void on_udp_read(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     return;
   c->last_active = uv_now(h->loop);
   if (c->proto->datagram_received) {
-    worker_bus_sync(worker_self);
+    worker_proto_enter(worker_self, c->srv, BUS_PROTO_DATAGRAM);
     c->proto->datagram_received(c, buf->base, (size_t)nread, addr);
+    worker_proto_leave(worker_self);
   }
 }
 

@@ -104,6 +104,19 @@ void worker_bus_sync(struct worker *w) {
     bus_flush(w, BUS_SYNC_FLUSH_MS);
 }
 
+void worker_proto_enter(struct worker *w, const struct wserver *srv,
+                        enum bus_proto_cb which) {
+  worker_bus_sync(w);
+  if (w && w->mark && srv >= w->servers && srv < w->servers + w->nservers)
+    cb_enter(w, BUS_CB_PROTOCOL,
+             (size_t)(srv - w->servers) * BUS_PROTO_COUNT + which);
+}
+
+void worker_proto_leave(struct worker *w) {
+  if (w && w->mark)
+    cb_leave(w);
+}
+
 /* A frame was added to w->out. */
 static void bus_queued(struct worker *w, int urgent) {
   w->out_urgent |= urgent;

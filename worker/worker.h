@@ -97,6 +97,13 @@ int worker_send(struct worker *w, const json_t *msg);
  * one in hand. Waits (bounded) only when the bus is full. */
 void worker_bus_sync(struct worker *w);
 
+/* Around a protocol callback of srv (which: BUS_PROTO_*): worker_bus_sync
+ * first, and a mark of what runs, which the master names in its log if
+ * the callback never returns (docs/bus.md, Liveness). */
+void worker_proto_enter(struct worker *w, const struct wserver *srv,
+                        enum bus_proto_cb which);
+void worker_proto_leave(struct worker *w);
+
 /* Called when a connection closed, to finish a drain. */
 void worker_conn_gone(struct worker *w);
 

@@ -384,6 +384,26 @@ START_TEST(test_bounds_stuck_listener_is_killed_and_named) {
 }
 END_TEST
 
+/* The same for a protocol callback: the log names the callback, the
+ * server and its protocol. */
+START_TEST(test_bounds_stuck_protocol_callback_is_killed_and_named) {
+  start_busmod("workers = 1\ntimeout = 1\n", "");
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(h_send(fd, "busy 10000\n", 11), 0);
+  if (h_wait_log(&P,
+                 "stuck in data_received of server emitter (busmod.emitter) "
+                 "for ",
+                 5000)) {
+    h_dump_log(&P);
+    ck_abort_msg("no kill naming the protocol callback");
+  }
+  ck_assert_int_eq(h_wait_log(&P, "killed by signal 9", 3000), 0);
+  close(fd);
+  h_stop_ok(&P);
+}
+END_TEST
+
 static Suite *bounds_suite(void) {
   Suite *s = suite_create("e2e_bus_bounds");
   TCase *tc = tcase_create("bounds");
@@ -396,6 +416,7 @@ static Suite *bounds_suite(void) {
   tcase_add_test(
       tc, test_bounds_slow_broadcast_listener_under_a_burst_is_not_killed);
   tcase_add_test(tc, test_bounds_stuck_listener_is_killed_and_named);
+  tcase_add_test(tc, test_bounds_stuck_protocol_callback_is_killed_and_named);
   suite_add_tcase(s, tc);
   return s;
 }
