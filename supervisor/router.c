@@ -12,6 +12,12 @@
  * forgotten, the one it was handling is dropped (it may be what killed it),
  * and the rest go to another live worker, or for broadcast to the slot's
  * successor.
+ *
+ * Bounds: each worker's delivery queue, each slot's backlog and each
+ * journal have a bound in entries and bytes ([aio] bus_*); at a delivery
+ * queue's bound the busy word in every worker's mark makes aio_emit()
+ * refuse broadcasts, so the master never has to stop reading a socket
+ * (docs/bus.md, Bounds).
  */
 #define _GNU_SOURCE /* malloc_trim */
 #include <errno.h>

@@ -1,7 +1,9 @@
 /*
  * worker.c - the worker process: fresh loop, modules, servers, and the bus
  * dispatch (offer a frame to our handler; a frame we do not understand ends
- * the channel, as in OpenBSD's privsep daemons).
+ * the channel, as in OpenBSD's privsep daemons). Listeners run in slices
+ * of a loop turn, aio_emit() refuses at the bus's bounds, and the shared
+ * mark says whether the loop turns and which callback holds it.
  */
 #define _GNU_SOURCE
 #include "worker.h"
