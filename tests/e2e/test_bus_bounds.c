@@ -350,6 +350,60 @@ START_TEST(test_bounds_slow_broadcast_listener_under_a_burst_is_not_killed) {
 }
 END_TEST
 
+/* A slot whose worker is starting keeps the broadcasts for it, within
+ * the same bound: past it every worker refuses broadcasts until the new
+ * worker serves and takes the backlog; what was taken reaches both. */
+START_TEST(test_bounds_backlog_of_a_starting_worker_is_bounded) {
+  char dir[128], flag[192], aio[256];
+  h_tmpdir(dir, sizeof(dir));
+  snprintf(flag, sizeof(flag), "%s/slow-start", dir);
+  snprintf(aio, sizeof(aio),
+           "workers = 2\nbus_queue = 100\n"
+           "[busmod]\nslow_start = %s\n[aio]\n",
+           flag);
+  start_busmod(aio, "bus-bcast = busmod.tally broadcast\n");
+  int fds[2];
+  char reply[64];
+  pid_t pids[2] = {0, 0};
+  /* One connection per worker. */
+  for (int have = 0, tries = 0; have < 2 && tries < 200; tries++) {
+    int fd = h_connect(port, 5000);
+    ck_assert_int_ge(fd, 0);
+    ask(fd, "pid", reply, sizeof(reply));
+    pid_t pid = pu_parse_pid(reply);
+    if (have == 1 && pid == pids[0]) {
+      close(fd);
+      continue;
+    }
+    fds[have] = fd;
+    pids[have++] = pid;
+  }
+  ck_assert_int_ne(pids[1], 0);
+  ck_assert_int_eq(h_write(dir, "slow-start", ""), 0);
+  ck_assert_int_eq(h_send(fds[1], "die\n", 4), 0);
+  ck_assert_int_eq(h_wait_log(&P, "respawning", 5000), 0);
+  struct flood f = flood(fds[0], "bus-bcast", "q", 5000, 200);
+  if (h_wait_log(&P,
+                 "for its next process: signals for broadcast "
+                 "listeners are refused",
+                 5000)) {
+    h_dump_log(&P);
+    ck_abort_msg("no bound on the starting worker's backlog");
+  }
+  ck_assert_int_gt(f.again, 0);
+  ck_assert_int_gt(f.ok, 0);
+  /* Both the emitter and the successor get each one taken. */
+  ck_assert_int_eq(tally_wait("bus-bcast", "q", 2 * f.ok, 20000), 2 * f.ok);
+  ck_assert_int_eq(wait_bus_empty(5000), 0);
+  ck_assert_int_eq(tally_wait("bus-bcast", "q", 2 * f.ok + 1, 200), 2 * f.ok);
+  /* The bound is lifted: broadcasts are taken again. */
+  ck_assert_int_eq(flood(fds[0], "bus-bcast", "r", 10, 10).ok, 10);
+  close(fds[0]);
+  close(fds[1]);
+  h_stop_ok(&P);
+}
+END_TEST
+
 /* A listener that does not return is still a hung worker: killed after
  * timeout, and the log says which listener, for which signal, and for
  * how long. */
@@ -415,6 +469,7 @@ static Suite *bounds_suite(void) {
   tcase_add_test(tc, test_bounds_slow_listener_under_a_burst_is_not_killed);
   tcase_add_test(
       tc, test_bounds_slow_broadcast_listener_under_a_burst_is_not_killed);
+  tcase_add_test(tc, test_bounds_backlog_of_a_starting_worker_is_bounded);
   tcase_add_test(tc, test_bounds_stuck_listener_is_killed_and_named);
   tcase_add_test(tc, test_bounds_stuck_protocol_callback_is_killed_and_named);
   suite_add_tcase(s, tc);
