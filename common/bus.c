@@ -66,13 +66,19 @@ json_t *bus_decode(const char *data, size_t len, enum bus_type *t, int *err) {
   return msg;
 }
 
-int bus_reader_split(struct bus_reader *r, const char *data, size_t len,
-                     bus_line_cb cb, void *arg) {
+/* Split data into frames for cb; *used: how many bytes of data were
+ * taken (all of them unless cb returned non-zero). */
+static int reader_split(struct bus_reader *r, const char *data, size_t len,
+                        bus_line_cb cb, void *arg, size_t *used) {
+  const char *start = data;
+  int rc = 0;
   while (len > 0) {
     const char *nl = memchr(data, '\n', len);
     size_t take = nl ? (size_t)(nl - data) : len;
-    if (r->len + take + 1 > BUS_MAX_FRAME)
-      return -EMSGSIZE;
+    if (r->len + take + 1 > BUS_MAX_FRAME) {
+      rc = -EMSGSIZE;
+      break;
+    }
     const char *frame = data;
     size_t flen = take;
     if (r->len > 0 || nl == NULL) {
@@ -82,8 +88,10 @@ int bus_reader_split(struct bus_reader *r, const char *data, size_t len,
         while (cap < r->len + take)
           cap *= 2;
         char *p = realloc(r->buf, cap);
-        if (p == NULL)
-          return -ENOMEM;
+        if (p == NULL) {
+          rc = -ENOMEM;
+          break;
+        }
         r->buf = p;
         r->cap = cap;
       }
@@ -92,17 +100,68 @@ int bus_reader_split(struct bus_reader *r, const char *data, size_t len,
       frame = r->buf;
       flen = r->len;
     }
-    if (nl == NULL)
-      return 0;
+    if (nl == NULL) {
+      data += take;
+      break;
+    }
     data += take + 1;
     len -= take + 1;
     r->len = 0;
     if (flen == 0)
       continue; /* blank line: tolerated keep-alive */
-    int rc = cb(arg, frame, flen);
+    rc = cb(arg, frame, flen);
+    if (frame == r->buf && r->cap > BUS_OUT_KEEP) {
+      /* A large frame came in pieces: its buffer is not kept. */
+      free(r->buf);
+      r->buf = NULL;
+      r->cap = 0;
+    }
+    if (rc)
+      break;
+  }
+  *used = (size_t)(data - start);
+  return rc;
+}
+
+int bus_reader_split(struct bus_reader *r, const char *data, size_t len,
+                     bus_line_cb cb, void *arg) {
+  size_t used;
+  int rc = reader_split(r, data, len, cb, arg, &used);
+  if (rc != BUS_PAUSE || used == len)
+    return rc;
+  /* Held back for bus_reader_resume(): the caller reads no more
+   * meanwhile, so at most one read's worth is held. */
+  size_t rest = len - used;
+  if (r->hlen - r->hoff + rest > r->hcap || r->hoff > 0) {
+    size_t keep = r->hlen - r->hoff;
+    char *p = malloc(keep + rest);
+    if (p == NULL)
+      return -ENOMEM;
+    if (keep > 0)
+      memcpy(p, r->held + r->hoff, keep);
+    free(r->held);
+    r->held = p;
+    r->hcap = keep + rest;
+    r->hoff = 0;
+    r->hlen = keep;
+  }
+  memcpy(r->held + r->hlen, data + used, rest);
+  r->hlen += rest;
+  return rc;
+}
+
+int bus_reader_resume(struct bus_reader *r, bus_line_cb cb, void *arg) {
+  while (r->hoff < r->hlen) {
+    size_t used;
+    int rc =
+        reader_split(r, r->held + r->hoff, r->hlen - r->hoff, cb, arg, &used);
+    r->hoff += used;
     if (rc)
       return rc;
   }
+  free(r->held);
+  r->held = NULL;
+  r->hoff = r->hlen = r->hcap = 0;
   return 0;
 }
 
@@ -131,6 +190,7 @@ int bus_reader_feed(struct bus_reader *r, const char *data, size_t len,
 
 void bus_reader_close(struct bus_reader *r) {
   free(r->buf);
+  free(r->held);
   memset(r, 0, sizeof(*r));
 }
 
@@ -436,11 +496,13 @@ int bus_out_end(struct bus_out *o, size_t start, int err) {
   return err;
 }
 
-static long long now_ms(void) {
+uint64_t bus_mono_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
+
+static long long now_ms(void) { return (long long)bus_mono_ms(); }
 
 /* What is left unwritten moves to the front when the written part is at
  * least as large: each byte moves O(1) times. */
@@ -478,7 +540,15 @@ int bus_out_flush(struct bus_out *o, int fd, int timeout_ms) {
     }
   }
   o->off = o->len = 0;
+  bus_out_shrink(o);
   return 0;
+}
+
+void bus_out_shrink(struct bus_out *o) {
+  if (o->off == o->len && o->cap > BUS_OUT_KEEP) {
+    free(o->buf);
+    memset(o, 0, sizeof(*o));
+  }
 }
 
 void bus_out_close(struct bus_out *o) {

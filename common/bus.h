@@ -47,11 +47,19 @@ enum bus_type bus_type_parse(const char *name); /* BUS_NONE when unknown */
 /* The same for name[0, n), which need not be NUL-terminated. */
 enum bus_type bus_type_parsen(const char *name, size_t n);
 
-/* Incremental line splitter. */
+/* Incremental line splitter. A callback may ask it to stop after a
+ * frame (BUS_PAUSE): the bytes after that frame are held in the reader
+ * and handed over by bus_reader_resume(), so that a loop turn does a
+ * bounded slice of work and the rest waits for the next turn. */
 struct bus_reader {
-  char *buf;
+  char *buf; /* a frame split across reads */
   size_t len, cap;
+  char *held; /* bytes not yet split after a pause: held[hoff, hlen) */
+  size_t hoff, hlen, hcap;
 };
+
+/* A callback's return: this frame is done, split no more for now. */
+#define BUS_PAUSE 1
 
 /* Called for each frame; msg is borrowed for the call. A non-zero return
  * stops the feed and is returned by bus_reader_feed. */
@@ -67,6 +75,12 @@ int bus_reader_feed(struct bus_reader *r, const char *data, size_t len,
 typedef int (*bus_line_cb)(void *arg, const char *frame, size_t len);
 int bus_reader_split(struct bus_reader *r, const char *data, size_t len,
                      bus_line_cb cb, void *arg);
+/* Split what a pause held back: 0 when nothing is held any more,
+ * BUS_PAUSE when the callback paused again, or an error as above. */
+int bus_reader_resume(struct bus_reader *r, bus_line_cb cb, void *arg);
+static inline int bus_reader_held(const struct bus_reader *r) {
+  return r->hoff < r->hlen;
+}
 void bus_reader_close(struct bus_reader *r);
 
 /* Decode one frame (without its newline). Returns new msg or NULL with
@@ -125,7 +139,43 @@ struct bus_mark {
   volatile uint64_t local_in_hand; /* the own emit whose listeners run, or 0 */
   volatile uint64_t ring_head;     /* byte counters: records live in */
   volatile uint64_t ring_tail;     /* [head, tail), mod BUS_RING_SIZE */
+  /* Liveness, written by the worker and read by the master while it
+   * lives, when its heartbeat is late: does its loop turn, and if not,
+   * which user callback holds it and since when (bus_mono_ms()). */
+  volatile uint64_t turn_ms;  /* the loop's last turn */
+  volatile uint64_t cb_since; /* the callback running began; 0: none */
+  volatile uint32_t cb_kind;  /* BUS_CB_*, what cb_index counts */
+  volatile uint32_t cb_index; /* listener index, or schedule * 3 + which */
+  /* aio_emit() calls refused for back-pressure (docs/bus.md), counted by
+   * the worker for `aio status`. */
+  volatile uint64_t refused;
+  /* Written by the master: nonzero while some worker's delivery queue is
+   * full, when emits for broadcast listeners are refused. */
+  volatile uint64_t busy;
 };
+
+#define BUS_CB_NONE 0
+#define BUS_CB_LISTENER 1 /* own signal or deliver frame */
+#define BUS_CB_JOB 2
+#define BUS_CB_PROTOCOL 3 /* server * BUS_PROTO_COUNT + BUS_PROTO_* */
+
+/* X(enum, name): the protocol callbacks a worker marks. */
+#define BUS_PROTO_CBS(X)                                                       \
+  X(MADE, "connection_made")                                                   \
+  X(DATA, "data_received")                                                     \
+  X(EOF, "eof_received")                                                       \
+  X(LOST, "connection_lost")                                                   \
+  X(DATAGRAM, "datagram_received")
+
+enum bus_proto_cb {
+#define BUS_PROTO_ENUM(e, s) BUS_PROTO_##e,
+  BUS_PROTO_CBS(BUS_PROTO_ENUM)
+#undef BUS_PROTO_ENUM
+      BUS_PROTO_COUNT
+};
+
+/* CLOCK_MONOTONIC in ms: the clock both sides of a mark read. */
+uint64_t bus_mono_ms(void);
 
 #define BUS_RING_SIZE (1024 * 1024)
 
@@ -165,8 +215,9 @@ int bus_out_add(struct bus_out *o, const json_t *msg);
 /* Build a frame in place, for the hot frames (emit, deliver), without a
  * json_t tree per frame: start = o->len; the pieces; bus_out_end(o,
  * start). Offsets stay valid while a frame is built: only
- * bus_out_flush() moves what is buffered. Pieces return 0 or -ENOMEM; bus_out_end checks the size and,
- * on any error, takes the partial frame back out. */
+ * bus_out_flush() moves what is buffered. Pieces return 0 or -ENOMEM;
+ * bus_out_end checks the size and, on any error, takes the partial frame back
+ * out. */
 int bus_out_raw_grow(struct bus_out *o, const char *s, size_t n);
 /* Inline, so that pieces of a known size are copied without a call. */
 static inline int bus_out_raw(struct bus_out *o, const char *s, size_t n) {
@@ -193,6 +244,10 @@ int bus_out_end(struct bus_out *o, size_t start, int err);
  * wait up to timeout_ms for room (0: do not wait). Returns 0 when all is
  * written, -EAGAIN when some remains, or a negative errno from write(2). */
 int bus_out_flush(struct bus_out *o, int fd, int timeout_ms);
+/* An emptied buffer larger than this is given back after a burst. */
+#define BUS_OUT_KEEP (64 * 1024)
+/* Give back the buffer of an empty o that grew past BUS_OUT_KEEP. */
+void bus_out_shrink(struct bus_out *o);
 static inline size_t bus_out_pending(const struct bus_out *o) {
   return o->len - o->off;
 }

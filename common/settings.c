@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "cron.h"
 #include "log.h"
 #include "util.h"
@@ -41,7 +42,12 @@ const char settings_builtin_defaults[] = "[aio]\n"
                                          "start_timeout = 60\n"
                                          "max_connections = 10000\n"
                                          "write_limit = 4194304\n"
-                                         "rlimit_nofile =\n";
+                                         "rlimit_nofile =\n"
+                                         "bus_buffer = 262144\n"
+                                         "bus_queue = 4096\n"
+                                         "bus_queue_bytes = 4194304\n"
+                                         "bus_journal = 4096\n"
+                                         "bus_journal_bytes = 4194304\n";
 
 static const char *const builtin_commands[] = {
     "run",    "config", "test",  "check", "reload", "stop",
@@ -414,6 +420,15 @@ static void load_aio(struct settings *s, struct reader *r) {
   s->write_limit =
       (size_t)rd_long(r, "write_limit", 4096, 1L << 30, 4 * 1024 * 1024);
   s->rlimit_nofile = rd_long(r, "rlimit_nofile", 0, 1L << 30, 0);
+  /* The bus's bounds (docs/bus.md): the smallest still hold one frame. */
+  s->bus_buffer =
+      (size_t)rd_long(r, "bus_buffer", BUS_MAX_FRAME, 1L << 30, 256 * 1024);
+  s->bus_queue = (size_t)rd_long(r, "bus_queue", 1, 10000000, 4096);
+  s->bus_queue_bytes = (size_t)rd_long(r, "bus_queue_bytes", BUS_MAX_FRAME,
+                                       1L << 30, 4 * 1024 * 1024);
+  s->bus_journal = (size_t)rd_long(r, "bus_journal", 1, 10000000, 4096);
+  s->bus_journal_bytes = (size_t)rd_long(r, "bus_journal_bytes", BUS_MAX_FRAME,
+                                         1L << 30, 4 * 1024 * 1024);
 }
 
 /* The timeouts of a stream server: what closes connections that hold a

@@ -102,6 +102,12 @@ struct settings {
   size_t max_connections; /* per worker */
   size_t write_limit;     /* per connection, bytes queued before -ENOBUFS */
   long rlimit_nofile;     /* at least this RLIMIT_NOFILE; 0: what is needed */
+  /* The bus's bounds (docs/bus.md), past which aio_emit() says -EAGAIN: */
+  size_t bus_buffer;        /* a worker's frames not yet written, bytes */
+  size_t bus_queue;         /* the master's deliveries for one worker ... */
+  size_t bus_queue_bytes;   /* ... and their bytes */
+  size_t bus_journal;       /* a worker's own signals not yet run ... */
+  size_t bus_journal_bytes; /* ... and their bytes */
 
   struct server_conf *servers;
   size_t nservers;

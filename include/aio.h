@@ -183,7 +183,12 @@ typedef void aio_listener_fn(const aio_signal_t *signal);
 
 /* Emit a signal to its listeners. Does not steal `data` (NULL is JSON
  * null): the listeners get a copy of it as it is now. Returns 0 or a
- * negative errno (-EINVAL, -EMSGSIZE, -EPIPE, -ENOMEM; see docs/bus.md).
+ * negative errno (-EINVAL, -EMSGSIZE, -EPIPE, -ENOMEM; see docs/bus.md),
+ * or -EAGAIN when the bus is at its bound (this worker's own signals not
+ * yet run; its bus buffer, after waiting up to 100 ms for the master to
+ * read; for a signal with broadcast listeners, a worker's delivery queue
+ * in the master): nothing was queued and no listener runs for this call;
+ * it is counted in `aio status`.
  * Once-per-emit listeners run in this worker, after the current callback
  * returns, in emit order; broadcast ones through the master. */
 AIO_EXPORT int aio_emit(const char *signal, json_t *data);

@@ -365,6 +365,7 @@ static void proc_flush(struct wproc *p) {
   }
 drop:
   p->out.off = p->out.len = 0;
+  bus_out_shrink(&p->out);
 }
 
 static void on_bus_flush(uv_prepare_t *h) {
@@ -622,10 +623,15 @@ static void on_tick(uv_timer_t *t) {
       }
     } else if (timeout && p->state != WPROC_DEAD && now > p->last_hb_ms &&
                now - p->last_hb_ms > timeout) {
-      log_error("worker %d (pid %d) silent for %llu ms (timeout %.1f s): "
+      /* A loop that turns is alive, however slowly its heartbeats come
+       * through; one that does not is hung (docs/bus.md, Liveness). */
+      char why[512];
+      if (!router_hung(p, timeout, why, sizeof(why)))
+        continue;
+      log_error("worker %d (pid %d) silent for %llu ms (timeout %.1f s), %s: "
                 "killing it",
                 p->slot, (int)p->pid, (unsigned long long)(now - p->last_hb_ms),
-                m->gen->app.s.timeout);
+                m->gen->app.s.timeout, why);
       kill(p->pid, SIGKILL);
       p->last_hb_ms = UINT64_MAX; /* in the future: killed once */
     }
@@ -641,6 +647,7 @@ static void on_tick(uv_timer_t *t) {
     }
   start_tick(m, now);
   reload_tick(m, now);
+  router_tick(m);
   if (master_stopping(m) && m->procs == NULL)
     uv_stop(m->loop);
 }

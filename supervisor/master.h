@@ -75,6 +75,7 @@ struct delivery {
 struct journal {
   char *buf;
   size_t head, len, cap; /* records live in buf[head, len) */
+  size_t n;              /* how many */
 };
 
 struct wproc {
@@ -93,7 +94,10 @@ struct wproc {
   struct delivery *pending;      /* sent, not yet acknowledged, oldest first */
   struct delivery *pending_last; /* its tail, NULL when empty */
   size_t npending;               /* how many */
-  size_t pending_warned;         /* the count last warned about, or 0 */
+  size_t pending_bytes;          /* and their frames' bytes */
+  int full;                      /* at its bound: broadcast emits refused */
+  uint64_t over_bytes;           /* its broadcast emits since they were */
+  uint64_t dropped;              /* signals it sent that could not be kept */
   uint64_t sent;                 /* deliver frames sent to it */
   uint64_t emits;                /* the seq of its last emit frame received */
   struct journal journal;        /* its emits it runs itself, unfinished */
@@ -117,10 +121,12 @@ struct slot {
   unsigned lonely;         /* slow retries in a row as the last slot trying,
                               once no worker serves (0: not lonely) */
   uint64_t respawn_at_ms;
-  char why[160];   /* how its last worker went, or why it could not
-                      start ("" when fine) */
-  json_t *backlog; /* broadcast deliveries for this slot's next worker,
-                     [id, frame, generation] each */
+  char why[160];        /* how its last worker went, or why it could not
+                           start ("" when fine) */
+  json_t *backlog;      /* broadcast deliveries for this slot's next worker,
+                          [id, frame, generation] each */
+  size_t backlog_bytes; /* their frames' bytes */
+  int full;             /* backlog at its bound (router.c) */
 };
 
 /* A generation: one configuration and the sockets for it. A reload makes a
@@ -168,6 +174,8 @@ struct master {
   uint64_t unserved_since_ms;
   uint64_t start_ms;
   json_int_t next_id;
+  size_t nfull;    /* workers whose delivery queue is full (router.c) */
+  int trim_wanted; /* a burst grew the heap: give it back when it ends */
   json_t *backlog; /* deliveries waiting for any ready worker,
                      [id, frame, generation] */
   struct activation act;
@@ -265,6 +273,14 @@ void router_emit(struct master *m, const char *signal, json_t *data);
 json_t *router_proc_status(const struct wproc *p);
 /* Signals kept for workers not ready yet. */
 size_t router_backlog(const struct master *m);
+/* p's heartbeat is timeout_ms late: is it hung? 0 when its loop turns
+ * (it is only slow, or its bus is congested); 1 with why set to what it
+ * is stuck in, for the kill log. */
+int router_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
+                size_t n);
+/* Every tick: bounds that change without a frame (a slot given up with
+ * a backlog), and memory to give back after a burst. */
+void router_tick(struct master *m);
 /* Called when p became ready. */
 void master_worker_ready(struct master *m, struct wproc *p);
 

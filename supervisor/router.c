@@ -12,8 +12,17 @@
  * forgotten, the one it was handling is dropped (it may be what killed it),
  * and the rest go to another live worker, or for broadcast to the slot's
  * successor.
+ *
+ * Bounds: each worker's delivery queue, each slot's backlog and each
+ * journal have a bound in entries and bytes ([aio] bus_*); at a delivery
+ * queue's bound the busy word in every worker's mark makes aio_emit()
+ * refuse broadcasts, so the master never has to stop reading a socket
+ * (docs/bus.md, Bounds).
  */
+#define _GNU_SOURCE /* malloc_trim */
 #include <errno.h>
+#include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -57,7 +66,16 @@ static int journal_add(struct journal *j, uint64_t seq, const char *frame,
   memcpy(j->buf + j->len, &r, sizeof(r));
   memcpy(j->buf + j->len + sizeof(r), frame, len);
   j->len += need;
+  j->n++;
   return 0;
+}
+
+/* An emptied journal that a burst grew gives its buffer back. */
+static void journal_shrink(struct journal *j) {
+  if (j->head == j->len && j->cap > BUS_OUT_KEEP) {
+    free(j->buf);
+    memset(j, 0, sizeof(*j));
+  }
 }
 
 /* The oldest record, or NULL when the journal is empty; *frame its text. */
@@ -73,6 +91,7 @@ static const struct jrec *journal_first(const struct journal *j,
 static void journal_pop(struct journal *j) {
   const struct jrec *r = (const struct jrec *)(j->buf + j->head);
   j->head += JREC_SIZE(r->len);
+  j->n--;
 }
 
 /* The worker finished every emit up to seq: forget them. */
@@ -83,11 +102,70 @@ static void journal_ack(struct journal *j, uint64_t seq) {
     journal_pop(j);
   if (j->head > 0 && j->head == j->len)
     j->head = j->len = 0;
+  journal_shrink(j);
 }
 
 static void journal_free(struct journal *j) {
   free(j->buf);
   memset(j, 0, sizeof(*j));
+}
+
+/* ---- bounds ------------------------------------------------------------- */
+
+/* Past this a burst is worth giving back to the kernel when it ends. */
+#define TRIM_AFTER (4 * 1024 * 1024)
+/* What a worker may still send once told its broadcasts are refused: its
+ * bus buffer (bus_buffer) and the socketpair's buffers (a few hundred
+ * KiB), with room to spare. Past it, it ignores the refusal. */
+#define INFLIGHT_SLACK (2 * 1024 * 1024)
+
+static void set_busy(struct master *m, int busy) {
+  for (struct wproc *q = m->procs; q; q = q->next) {
+    if (q->mark)
+      q->mark->busy = (uint64_t)busy;
+    q->over_bytes = 0;
+  }
+}
+
+/* p's delivery queue grew or shrank: past its bound (entries or bytes)
+ * every worker's aio_emit() refuses broadcast signals, through the flag
+ * in each one's shared mark, until it is back under half of it. */
+static void queue_check(struct wproc *p) {
+  struct master *m = p->m;
+  const struct settings *s = &p->g->app.s;
+  if (!p->full &&
+      (p->npending >= s->bus_queue || p->pending_bytes >= s->bus_queue_bytes)) {
+    p->full = 1;
+    if (m->nfull++ == 0)
+      set_busy(m, 1);
+    log_warnx("worker %d pid %d has %zu signal deliveries waiting (%zu "
+              "bytes; bus_queue = %zu, bus_queue_bytes = %zu): its listeners "
+              "fall behind; signals for broadcast listeners are refused",
+              p->slot, (int)p->pid, p->npending, p->pending_bytes, s->bus_queue,
+              s->bus_queue_bytes);
+  } else if (p->full && p->npending < s->bus_queue / 2 + 1 &&
+             p->pending_bytes < s->bus_queue_bytes / 2) {
+    p->full = 0;
+    if (--m->nfull == 0)
+      set_busy(m, 0);
+    log_info("worker %d pid %d caught up: %zu signal deliveries waiting",
+             p->slot, (int)p->pid, p->npending);
+  }
+  if (p->pending_bytes >= TRIM_AFTER)
+    m->trim_wanted = 1;
+}
+
+/* After a burst, once nothing large is queued any more: freed memory that
+ * glibc keeps in its arenas goes back to the kernel. */
+static void maybe_trim(struct master *m) {
+  if (!m->trim_wanted)
+    return;
+  for (struct wproc *q = m->procs; q; q = q->next)
+    if (q->pending_bytes >= TRIM_AFTER / 4 ||
+        q->journal.len - q->journal.head >= TRIM_AFTER / 4)
+      return;
+  m->trim_wanted = 0;
+  malloc_trim(0);
 }
 
 /* ---- deliveries -------------------------------------------------------- */
@@ -116,15 +194,9 @@ static void send_delivery(struct wproc *p, char *frame, size_t len,
   else
     p->pending = d;
   p->pending_last = d;
-  /* Nothing bounds this queue (docs/bus.md): say so when it grows by each
-   * power of ten from 10 000, so that a listener falling behind is seen. */
-  if (++p->npending >= 10000 &&
-      (p->pending_warned == 0 || p->npending >= p->pending_warned * 10)) {
-    p->pending_warned = p->npending;
-    log_warnx("worker %d pid %d has %zu signal deliveries waiting: its "
-              "listeners fall behind",
-              p->slot, (int)p->pid, p->npending);
-  }
+  p->npending++;
+  p->pending_bytes += len;
+  queue_check(p);
 }
 
 /* Where deliver frames are built: a frame is encoded once, straight from
@@ -214,25 +286,54 @@ static size_t match(const struct generation *g, const char *signal,
  * backlog for the next worker). Listener indices are those of the
  * generation that will run them, which a reload can make differ from the
  * emitter's. */
-static void deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
-                         const char *signal, const json_t *data,
-                         const struct bus_span *raw, int broadcast) {
+static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
+                           const char *signal, const json_t *data,
+                           const struct bus_span *raw, int broadcast) {
   struct generation *g = to ? to->g : m->gen;
   size_t local[32], *idx = local, n, len;
   if (g->app.s.nlisteners > 32 &&
       (idx = malloc(g->app.s.nlisteners * sizeof(*idx))) == NULL)
-    return;
+    return 0;
   json_int_t id;
   char *frame;
+  size_t queued = 0;
   if ((n = match(g, signal, broadcast, idx)) > 0 &&
       (frame = encode_deliver(m, signal, data, raw, idx, n, &id, &len))) {
     if (to)
       send_delivery(to, frame, len, id, broadcast);
     else
       backlog_add(backlog, frame, len, id, g->id);
+    queued = len;
   }
   if (idx != local)
     free(idx);
+  return queued;
+}
+
+/* A slot's backlog (broadcasts for its next worker, while it starts or
+ * backs off after a crash) is bounded as a worker's delivery queue is,
+ * with the same busy word; a slot that is given up or retired gets no
+ * more and holds nobody back. */
+static void slot_check(struct master *m, struct slot *sl) {
+  const struct settings *s = &m->gen->app.s;
+  size_t n = json_array_size(sl->backlog), b = sl->backlog_bytes;
+  int live = (size_t)sl->index < m->nslots && sl->state != SLOT_FAILED;
+  int full =
+      live && (sl->full ? n > s->bus_queue / 2 || b >= s->bus_queue_bytes / 2
+                        : n >= s->bus_queue || b >= s->bus_queue_bytes);
+  if (full == sl->full)
+    return;
+  sl->full = full;
+  if (full) {
+    if (m->nfull++ == 0)
+      set_busy(m, 1);
+    log_warnx("worker %d has %zu signal deliveries waiting (%zu bytes) "
+              "for its next process: signals for broadcast listeners are "
+              "refused",
+              sl->index, n, b);
+  } else if (--m->nfull == 0) {
+    set_busy(m, 0);
+  }
 }
 
 #define SIG_ONCE 1
@@ -277,9 +378,15 @@ static void route(struct master *m, struct wproc *from, const char *signal,
     struct slot *sl = &m->slots[i];
     /* A slot starting, respawning or not forked yet (aio-starting is
      * emitted before the first fork) keeps it for its next worker. */
-    if (sl->state != SLOT_FAILED)
-      deliver_kind(m, sl->cur && sl->cur->state == WPROC_READY ? sl->cur : NULL,
-                   &sl->backlog, signal, data, raw, 1);
+    if (sl->state == SLOT_FAILED)
+      continue;
+    if (sl->cur && sl->cur->state == WPROC_READY) {
+      deliver_kind(m, sl->cur, NULL, signal, data, raw, 1);
+    } else {
+      sl->backlog_bytes +=
+          deliver_kind(m, NULL, &sl->backlog, signal, data, raw, 1);
+      slot_check(m, sl);
+    }
   }
 }
 
@@ -426,6 +533,10 @@ void router_worker_gone(struct master *m, struct wproc *p) {
   p->pending = NULL;
   p->pending_last = NULL;
   p->npending = 0;
+  p->pending_bytes = 0;
+  if (p->full && --m->nfull == 0)
+    set_busy(m, 0);
+  p->full = 0;
   struct slot *sl = (size_t)p->slot < m->slots_cap ? &m->slots[p->slot] : NULL;
   uint64_t done = p->mark->done, hand = p->mark->in_hand;
   for (; d; d = next) {
@@ -443,6 +554,7 @@ void router_worker_gone(struct master *m, struct wproc *p) {
     } else if (d->broadcast) {
       if (sl && (size_t)sl->index < m->nslots) {
         backlog_add(&sl->backlog, d->frame, d->len, d->id, d->gen);
+        sl->backlog_bytes += d->len;
         d->frame = NULL;
       }
     } else {
@@ -459,16 +571,48 @@ void router_worker_gone(struct master *m, struct wproc *p) {
   own_emits_redeliver(m, p);
   bus_mark_free(p->mark);
   p->mark = NULL;
+  maybe_trim(m);
 }
 
 static void worker_became_ready(struct master *m, struct wproc *p) {
   /* The backlog first: it holds aio-starting, and becoming ready may emit
    * aio-started, which must not overtake it. */
   if (p->g == m->gen) {
-    flush_backlog(m, &m->slots[p->slot].backlog, p, 1);
+    struct slot *sl = &m->slots[p->slot];
+    flush_backlog(m, &sl->backlog, p, 1);
+    sl->backlog_bytes = 0;
+    slot_check(m, sl);
     flush_backlog(m, &m->backlog, p, 0);
   }
   master_worker_ready(m, p);
+}
+
+/* Keep p's own emit, whose once-per-emit listeners it runs itself, in
+ * its journal, within its bound. What p says it finished (its mark) is
+ * forgotten first: the journal then holds what its own queue holds, which
+ * p bounds by the same settings, so only a worker that ignores them sees
+ * one not kept (it still runs; it would not be redelivered: counted as
+ * dropped, and logged). */
+static void keep_own(struct wproc *p, const char *signal, const char *frame,
+                     size_t len) {
+  const struct settings *s = &p->g->app.s;
+  uint64_t done = p->mark->local_done;
+  journal_ack(&p->journal, done < p->emits ? done : p->emits);
+  const char *why = NULL;
+  if (p->journal.n >= s->bus_journal ||
+      p->journal.len - p->journal.head + len > s->bus_journal_bytes)
+    why = "its journal is full";
+  else if (journal_add(&p->journal, p->emits, frame, len) != 0)
+    why = "out of memory";
+  if (why == NULL) {
+    if (p->journal.cap >= TRIM_AFTER)
+      p->m->trim_wanted = 1;
+    return;
+  }
+  if (p->dropped++ % 1000 == 0)
+    log_warnx("signal '%s' from worker %d: %s; not kept for redelivery "
+              "(worker %d has dropped %llu)",
+              signal, p->slot, why, p->slot, (unsigned long long)p->dropped);
 }
 
 /* An emit from p, its frame text whole: its seq must be greater than the
@@ -482,11 +626,22 @@ static int on_emit(struct wproc *p, const char *frame, size_t len,
   if (seq <= (json_int_t)p->emits)
     return -EBADMSG;
   p->emits = (uint64_t)seq;
-  if ((sig_kinds(p->g, signal) & SIG_ONCE) &&
-      journal_add(&p->journal, p->emits, frame, len) != 0)
-    log_warnx("signal '%s' from worker %d: out of memory; not kept for "
-              "redelivery",
-              signal, p->slot);
+  int kinds = sig_kinds(p->g, signal);
+  if (kinds & SIG_ONCE)
+    keep_own(p, signal, frame, len);
+  uint64_t slack = p->g->app.s.bus_buffer + INFLIGHT_SLACK;
+  if ((kinds & SIG_BROADCAST) && p->m->nfull > 0 &&
+      (p->over_bytes += len) > slack) {
+    /* It sent on long after it was told its broadcasts are refused: a
+     * worker that ignores back-pressure does not get to grow the others'
+     * queues. Logged once each time it happens. */
+    p->dropped++;
+    if (p->over_bytes - len <= slack)
+      log_warnx("signal '%s' from worker %d: broadcast while the bus is "
+                "full; dropped (worker %d has dropped %llu)",
+                signal, p->slot, p->slot, (unsigned long long)p->dropped);
+    return 0;
+  }
   route(p->m, p, signal, data, raw);
   return 0;
 }
@@ -513,6 +668,7 @@ static int ack_upto(struct wproc *p, json_int_t id) {
   struct delivery *rest = d->next, *next;
   for (d = p->pending; d != rest; d = next) {
     next = d->next;
+    p->pending_bytes -= d->len;
     free(d->frame);
     free(d);
     p->npending--;
@@ -520,11 +676,9 @@ static int ack_upto(struct wproc *p, json_int_t id) {
   p->pending = rest;
   if (rest == NULL)
     p->pending_last = NULL;
-  if (p->pending_warned && p->npending < 1000) {
-    log_info("worker %d pid %d caught up: %zu signal deliveries waiting",
-             p->slot, (int)p->pid, p->npending);
-    p->pending_warned = 0;
-  }
+  queue_check(p);
+  if (rest == NULL)
+    maybe_trim(p->m);
   return 0;
 }
 
@@ -538,6 +692,8 @@ static int on_ack(struct wproc *p, int has_id, json_int_t id, int has_seq,
     if (seq < 1 || (uint64_t)seq > p->emits)
       return -EBADMSG;
     journal_ack(&p->journal, (uint64_t)seq);
+    if (p->journal.n == 0)
+      maybe_trim(p->m);
   }
   return has_id ? ack_upto(p, id) : 0;
 }
@@ -630,13 +786,8 @@ int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {
 }
 
 json_t *router_proc_status(const struct wproc *p) {
-  json_int_t pending = 0, journal = 0, ring = 0;
-  pending = (json_int_t)p->npending;
-  for (size_t at = p->journal.head; at < p->journal.len;) {
-    const struct jrec *r = (const struct jrec *)(p->journal.buf + at);
-    journal++;
-    at += JREC_SIZE(r->len);
-  }
+  json_int_t pending = (json_int_t)p->npending, ring = 0;
+  json_int_t journal = (json_int_t)p->journal.n;
   /* The worker moves the counters as it goes: a snapshot in which head
    * did not move while tail was read. */
   for (int tries = 0; p->mark && tries < 100; tries++) {
@@ -647,8 +798,64 @@ json_t *router_proc_status(const struct wproc *p) {
     }
     ring = -1;
   }
-  return json_pack("{s:I,s:I,s:I}", "pending", pending, "journal", journal,
-                   "ring_bytes", ring);
+  return json_pack(
+      "{s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I}", "pending", pending, "pending_bytes",
+      (json_int_t)p->pending_bytes, "journal", journal, "journal_bytes",
+      (json_int_t)(p->journal.len - p->journal.head), "ring_bytes", ring,
+      "full", p->full, "refused", (json_int_t)(p->mark ? p->mark->refused : 0),
+      "dropped", (json_int_t)p->dropped);
+}
+
+void router_tick(struct master *m) {
+  for (size_t i = 0; i < m->slots_cap; i++)
+    slot_check(m, &m->slots[i]);
+  maybe_trim(m);
+}
+
+static const char *const proto_cb_names[BUS_PROTO_COUNT] = {
+#define PROTO_CB_NAME(e, s) s,
+    BUS_PROTO_CBS(PROTO_CB_NAME)
+#undef PROTO_CB_NAME
+};
+
+int router_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
+                size_t n) {
+  const struct bus_mark *mk = p->mark;
+  uint64_t now = bus_mono_ms(), turn = mk ? mk->turn_ms : 0;
+  if (turn == 0) { /* not serving yet: the heartbeat alone says */
+    snprintf(why, n, "its loop never turned");
+    return 1;
+  }
+  if (turn <= now && now - turn <= timeout_ms)
+    return 0;
+  uint64_t since = mk->cb_since;
+  uint32_t kind = mk->cb_kind, idx = mk->cb_index;
+  const struct settings *s = &p->g->app.s;
+  unsigned long long held =
+      since && since <= now ? (unsigned long long)(now - since) : 0;
+  /* Numbers from the worker, checked before they index anything. */
+  if (held && kind == BUS_CB_LISTENER && idx < s->nlisteners)
+    snprintf(why, n, "stuck in listener %s for signal '%s' for %llu ms",
+             s->listeners[idx].fn.text, s->listeners[idx].signal, held);
+  else if (held && kind == BUS_CB_JOB && idx / 3 < s->nschedules)
+    snprintf(why, n, "stuck in job %s (%s) for %llu ms",
+             s->schedules[idx / 3].name,
+             idx % 3 == 0   ? s->schedules[idx / 3].func.text
+             : idx % 3 == 1 ? s->schedules[idx / 3].cb.text
+                            : s->schedules[idx / 3].err.text,
+             held);
+  else if (held && kind == BUS_CB_PROTOCOL &&
+           idx / BUS_PROTO_COUNT < s->nservers)
+    snprintf(why, n, "stuck in %s of server %s (%s) for %llu ms",
+             proto_cb_names[idx % BUS_PROTO_COUNT],
+             s->servers[idx / BUS_PROTO_COUNT].name,
+             s->servers[idx / BUS_PROTO_COUNT].handler.text, held);
+  else
+    snprintf(why, n,
+             "its loop has not turned for %llu ms (a module's own libuv "
+             "callback holds it)",
+             (unsigned long long)(now - turn));
+  return 1;
 }
 
 size_t router_backlog(const struct master *m) {

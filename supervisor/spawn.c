@@ -70,6 +70,8 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     free(p);
     return -ENOMEM;
   }
+  /* Back-pressure already on (router.c) applies to it from the start. */
+  p->mark->busy = m->nfull > 0;
   pid_t master_pid = getpid();
   pid_t pid = fork();
   if (pid < 0) {

@@ -98,8 +98,9 @@ static void on_closed(uv_handle_t *h) {
     return;
   int status = c->lost_status;
   if (c->made && c->proto->connection_lost) {
-    worker_bus_sync(worker_self);
+    worker_proto_enter(worker_self, c->srv, BUS_PROTO_LOST);
     c->proto->connection_lost(c, status);
+    worker_proto_leave(worker_self);
   }
   conn_unlink(c);
   free(c);
@@ -156,8 +157,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0) {
     c->last_io = uv_now(s->loop);
     if (!c->closing && c->proto->data_received) {
-      worker_bus_sync(worker_self);
+      worker_proto_enter(worker_self, c->srv, BUS_PROTO_DATA);
       c->proto->data_received(c, buf->base, (size_t)nread);
+      worker_proto_leave(worker_self);
     }
     return;
   }
@@ -167,8 +169,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     uv_read_stop(s);
     c->reading = 0;
     if (!c->closing && c->proto->eof_received) {
-      worker_bus_sync(worker_self);
+      worker_proto_enter(worker_self, c->srv, BUS_PROTO_EOF);
       c->proto->eof_received(c);
+      worker_proto_leave(worker_self);
     }
     aio_close(c);
     return;
@@ -180,8 +183,9 @@ void conn_start(aio_conn_t *c) {
   c->made = 1;
   c->last_io = uv_now(c->h.handle.loop);
   if (c->proto->connection_made) {
-    worker_bus_sync(worker_self);
+    worker_proto_enter(worker_self, c->srv, BUS_PROTO_MADE);
     c->proto->connection_made(c);
+    worker_proto_leave(worker_self);
   }
   conn_read_update(c);
   conn_timer_arm(c);
@@ -332,8 +336,9 @@ static void on_udp_read(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     return;
   c->last_io = uv_now(h->loop);
   if (c->proto->datagram_received) {
-    worker_bus_sync(worker_self);
+    worker_proto_enter(worker_self, c->srv, BUS_PROTO_DATAGRAM);
     c->proto->datagram_received(c, buf->base, (size_t)nread, addr);
+    worker_proto_leave(worker_self);
   }
 }
 

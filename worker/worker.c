@@ -1,7 +1,9 @@
 /*
  * worker.c - the worker process: fresh loop, modules, servers, and the bus
  * dispatch (offer a frame to our handler; a frame we do not understand ends
- * the channel, as in OpenBSD's privsep daemons).
+ * the channel, as in OpenBSD's privsep daemons). Listeners run in slices
+ * of a loop turn, aio_emit() refuses at the bus's bounds, and the shared
+ * mark says whether the loop turns and which callback holds it.
  */
 #define _GNU_SOURCE
 #include "worker.h"
@@ -39,6 +41,14 @@ static struct worker *signal_worker;
 /* How long a worker waits for room on its bus before it runs a listener or
  * a job; past it the frames stay queued and the user code runs anyway. */
 #define BUS_SYNC_FLUSH_MS 2000
+/* A loop turn runs listeners for at most this long per source (deliver
+ * frames from the master, the worker's own signals), then lets the loop
+ * go on: timers (the heartbeat), accepts and reads are never starved by
+ * a flood of signals. The rest waits for the next turn. */
+#define BUS_SLICE_NS (2 * 1000 * 1000)
+/* How long aio_emit() waits for the master to read when the bus buffer
+ * (bus_buffer) is full, before it refuses. */
+#define BUS_EMIT_WAIT_MS 100
 
 static void on_bus_room(uv_poll_t *h, int status, int events);
 
@@ -68,13 +78,47 @@ static void on_bus_room(uv_poll_t *h, int status, int events) {
   bus_flush(h->data, 0);
 }
 
-static void on_bus_prepare(uv_prepare_t *h) { bus_flush(h->data, 0); }
+/* Every turn of the loop, before it sleeps: the master, when a heartbeat
+ * is late, reads here whether the loop turns. */
+static void on_bus_prepare(uv_prepare_t *h) {
+  struct worker *w = h->data;
+  w->mark->turn_ms = bus_mono_ms();
+  bus_flush(w, 0);
+}
+
+/* Which user callback runs, for the master's kill log if it never
+ * returns (docs/bus.md, Liveness). */
+static void cb_enter(struct worker *w, uint32_t kind, size_t index) {
+  w->mark->cb_kind = kind;
+  w->mark->cb_index = (uint32_t)index;
+  w->mark->cb_since = bus_mono_ms();
+}
+
+static void cb_leave(struct worker *w) { w->mark->cb_since = 0; }
+
+/* Has this turn's slice of user code been spent? */
+static int slice_spent(const struct worker *w) {
+  return uv_hrtime() - w->slice_start >= BUS_SLICE_NS;
+}
 
 void worker_bus_sync(struct worker *w) {
   /* Acknowledgements may wait: the mark tells the master which deliveries
    * were finished. */
   if (w && w->out_urgent)
     bus_flush(w, BUS_SYNC_FLUSH_MS);
+}
+
+void worker_proto_enter(struct worker *w, const struct wserver *srv,
+                        enum bus_proto_cb which) {
+  worker_bus_sync(w);
+  if (w && w->mark && srv >= w->servers && srv < w->servers + w->nservers)
+    cb_enter(w, BUS_CB_PROTOCOL,
+             (size_t)(srv - w->servers) * BUS_PROTO_COUNT + which);
+}
+
+void worker_proto_leave(struct worker *w) {
+  if (w && w->mark)
+    cb_leave(w);
 }
 
 /* A frame was added to w->out. */
@@ -167,6 +211,7 @@ static void on_sig_async(uv_async_t *h) {
 
 static void on_heartbeat(uv_timer_t *t) {
   struct worker *w = t->data;
+  w->mark->turn_ms = bus_mono_ms();
   json_t *m = bus_msg(BUS_HEARTBEAT);
   json_object_set_new(m, "conns", json_integer((json_int_t)w->nconns));
   worker_send(w, m);
@@ -188,7 +233,9 @@ static void run_job(struct worker *w, json_t *msg) {
   } else {
     aio_event_t ev = {.name = w->app->s.schedules[job].name, .run = run};
     worker_bus_sync(w);
+    cb_enter(w, BUS_CB_JOB, (size_t)(job * 3 + which));
     ok = w->jobs[job * 3 + which]->u.scheduler(&ev) == 0;
+    cb_leave(w);
   }
   json_t *done = bus_msg(BUS_DONE);
   json_object_set_new(done, "id", json_integer(id));
@@ -210,8 +257,10 @@ static void run_listeners(struct worker *w, json_int_t id, const char *name,
       continue;
     }
     worker_bus_sync(w);
+    cb_enter(w, BUS_CB_LISTENER, (size_t)k);
     w->listeners[k]->u.listener(&sig);
   }
+  cb_leave(w);
   w->mark->done = n;
   w->mark->in_hand = 0;
   /* Acknowledged with the rest of this read: one frame for all of them. */
@@ -334,8 +383,10 @@ static void run_local(struct worker *w, const struct local_item *it) {
      * listener that could kill us runs (the ring, or written to the
      * socket here): they are redelivered, not lost. */
     worker_bus_sync(w);
+    cb_enter(w, BUS_CB_LISTENER, k);
     w->listeners[k]->u.listener(&sig);
   }
+  cb_leave(w);
   w->mark->local_done = it->seq;
   w->mark->local_in_hand = 0;
   if (it->ring_end)
@@ -344,26 +395,35 @@ static void run_local(struct worker *w, const struct local_item *it) {
     w->local_ack = it->seq; /* the master keeps it until told */
 }
 
-/* Run the own emits queued so far; those their listeners emit wait for
- * the next turn of the loop, so I/O is not starved. */
+/* Run the own emits queued so far, for one slice of the turn at most;
+ * those their listeners emit, and those the slice did not reach, wait for
+ * a later turn of the loop, so I/O and timers are not starved. */
 static void on_local_idle(uv_idle_t *h) {
   struct worker *w = h->data;
   size_t n = w->lq_len - w->lq_head;
-  for (size_t i = 0; i < n; i++) {
+  w->slice_start = uv_hrtime();
+  for (size_t i = 0; i < n && (i == 0 || !slice_spent(w)); i++) {
     struct local_item it = w->lq[w->lq_head++]; /* lq may move meanwhile */
+    w->lq_bytes -= it.bytes;
     run_local(w, &it);
     json_decref(it.data);
   }
   if (w->lq_head == w->lq_len) {
     w->lq_head = w->lq_len = 0;
+    w->lq_bytes = 0;
     uv_idle_stop(h);
+    if (w->lq_cap > 256) { /* a burst's queue is given back */
+      free(w->lq);
+      w->lq = NULL;
+      w->lq_cap = 0;
+    }
   }
   send_ack(w);
   drain_check(w);
 }
 
 static int local_push(struct worker *w, uint64_t seq, size_t first,
-                      json_t *data, uint64_t ring_end) {
+                      json_t *data, uint64_t ring_end, size_t bytes) {
   if (w->lq_len == w->lq_cap) {
     if (w->lq_head > 0) {
       memmove(w->lq, w->lq + w->lq_head,
@@ -380,7 +440,8 @@ static int local_push(struct worker *w, uint64_t seq, size_t first,
       w->lq_cap = cap;
     }
   }
-  w->lq[w->lq_len++] = (struct local_item){seq, first, data, ring_end};
+  w->lq[w->lq_len++] = (struct local_item){seq, first, data, ring_end, bytes};
+  w->lq_bytes += bytes;
   if (!uv_is_active((uv_handle_t *)&w->lq_idle))
     uv_idle_start(&w->lq_idle, on_local_idle);
   return 0;
@@ -496,8 +557,7 @@ static int deliver_trusted(struct worker *w, const char *frame, size_t len) {
 
 /* One frame from the master: deliver, nearly all the traffic, from its
  * text; the rest decoded. */
-static int on_line(void *arg, const char *frame, size_t len) {
-  struct worker *w = arg;
+static int on_line_run(struct worker *w, const char *frame, size_t len) {
   if (deliver_trusted(w, frame, len) == 0)
     return 0;
   struct bus_frame f;
@@ -515,6 +575,13 @@ static int on_line(void *arg, const char *frame, size_t len) {
   return rc;
 }
 
+/* Frames past this turn's slice wait in the reader (BUS_PAUSE). */
+static int on_line(void *arg, const char *frame, size_t len) {
+  struct worker *w = arg;
+  int rc = on_line_run(w, frame, len);
+  return rc ? rc : slice_spent(w) ? BUS_PAUSE : 0;
+}
+
 static void on_bus_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;
   (void)suggested;
@@ -522,6 +589,8 @@ static void on_bus_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->base = busbuf;
   buf->len = sizeof(busbuf);
 }
+
+static void bus_split_done(struct worker *w, int err);
 
 static void on_bus_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   struct worker *w = s->data;
@@ -536,12 +605,39 @@ static void on_bus_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     worker_finish(w, nread == UV_EOF ? 0 : 1);
     return;
   }
-  int err = bus_reader_split(&w->rd, buf->base, (size_t)nread, on_line, w);
+  w->slice_start = uv_hrtime();
+  bus_split_done(
+      w, bus_reader_split(&w->rd, buf->base, (size_t)nread, on_line, w));
+}
+
+/* The next slice of what a paused read held back. */
+static void on_bus_idle(uv_idle_t *h) {
+  struct worker *w = h->data;
+  w->slice_start = uv_hrtime();
+  bus_split_done(w, bus_reader_resume(&w->rd, on_line, w));
+}
+
+/* After a slice of frames: acknowledge them; when the slice ran out,
+ * read no more until what is held back has run (the master keeps the
+ * rest, within its bound), so frames stay in order. */
+static void bus_split_done(struct worker *w, int err) {
   send_ack(w);
+  if (err == BUS_PAUSE) {
+    if (!uv_is_active((uv_handle_t *)&w->bus_idle)) {
+      uv_read_stop((uv_stream_t *)&w->bus);
+      uv_idle_start(&w->bus_idle, on_bus_idle);
+    }
+    return;
+  }
+  if (uv_is_active((uv_handle_t *)&w->bus_idle)) {
+    uv_idle_stop(&w->bus_idle);
+    if (err == 0 && w->bus_open)
+      uv_read_start((uv_stream_t *)&w->bus, on_bus_alloc, on_bus_read);
+  }
   if (err) {
     log_error("bus: bad frame from the master (%s); exiting", strerror(-err));
     w->bus_open = 0;
-    uv_read_stop(s);
+    uv_read_stop((uv_stream_t *)&w->bus);
     worker_finish(w, 1);
   }
 }
@@ -649,6 +745,8 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
   w->bus_room.data = w;
   uv_idle_init(&w->loop, &w->lq_idle);
   w->lq_idle.data = w;
+  uv_idle_init(&w->loop, &w->bus_idle);
+  w->bus_idle.data = w;
   uv_prepare_init(&w->loop, &w->bus_prep);
   w->bus_prep.data = w;
   uv_prepare_start(&w->bus_prep, on_bus_prepare);
@@ -717,6 +815,72 @@ void worker_close_loop(struct worker *w) {
 
 uv_loop_t *aio_loop(void) { return worker_self ? &worker_self->loop : NULL; }
 
+/* An emit frame for signal, data and seq at the end of o. 0 or -errno,
+ * with nothing added on error. */
+static int encode_emit(struct bus_out *o, const char *signal,
+                       const json_t *data, uint64_t seq) {
+  size_t start = o->len;
+  int err = bus_out_raw(o, "{\"t\":\"emit\",\"signal\":", 21);
+  if (!err)
+    err = bus_out_str(o, signal);
+  if (!err)
+    err = bus_out_raw(o, ",\"data\":", 8);
+  if (!err)
+    err = bus_out_json(o, data);
+  if (!err)
+    err = bus_out_raw(o, ",\"seq\":", 7);
+  if (!err)
+    err = bus_out_int(o, (long long)seq);
+  if (!err)
+    err = bus_out_raw(o, "}", 1);
+  err = bus_out_end(o, start, err);
+  if (err == 0 && o->len - start > BUS_MAX_EMIT) {
+    o->len = start; /* its deliver frame would not fit */
+    err = -EMSGSIZE;
+  }
+  return err;
+}
+
+/* Back-pressure (docs/bus.md, Bounds), before anything is kept: a
+ * worker's delivery queue in the master is full and a broadcast would
+ * grow it on every worker, or this worker's own signals not yet run (what
+ * its ring and the master's journal keep) are at their bound. */
+static int emit_full(const struct worker *w, int kinds, size_t bytes) {
+  const struct settings *s = &w->app->s;
+  return ((kinds & SIG_BROADCAST) && w->mark->busy) ||
+         ((kinds & SIG_ONCE) && (w->lq_len - w->lq_head >= s->bus_journal ||
+                                 w->lq_bytes + bytes > s->bus_journal_bytes));
+}
+
+/* The emit frame at o[start, o->len) goes to the master: is there room in
+ * the bus buffer? When not, it is taken out, what is buffered is written
+ * as the master reads it (waiting up to BUS_EMIT_WAIT_MS: the emitter is
+ * slowed to the master's pace, and refused only if the master does not
+ * read meanwhile), and the frame is made again if it fits now. 0 (the
+ * frame is at *start), or -EAGAIN with the frame taken out. */
+static int emit_to_master(struct worker *w, size_t *start, const char *signal,
+                          const json_t *data, uint64_t seq) {
+  struct bus_out *o = &w->out;
+  size_t bytes = o->len - *start, cap = w->app->s.bus_buffer;
+  if (bus_out_pending(o) <= cap)
+    return 0;
+  o->len = *start; /* a flush moves what is buffered */
+  bus_flush(w, 0);
+  /* Waiting blocks the loop: at most once a turn, so a callback that
+   * emits in a loop while the master is stuck is held 100 ms, not 100 ms
+   * an emit; after a wait in vain, the rest of the turn is refused. */
+  uint64_t turn = uv_now(&w->loop);
+  if (bus_out_pending(o) + bytes > cap && w->emit_waited_turn != turn + 1) {
+    bus_flush(w, BUS_EMIT_WAIT_MS);
+    if (bus_out_pending(o) + bytes > cap)
+      w->emit_waited_turn = turn + 1; /* +1: turn 0 is a turn too */
+  }
+  if (bus_out_pending(o) + bytes > cap)
+    return -EAGAIN;
+  *start = o->len;
+  return encode_emit(o, signal, data, seq) ? -EAGAIN : 0;
+}
+
 /* aio_emit() and aio_emit_new(): steal says data is ours to keep. */
 static int emit(const char *signal, json_t *data, int steal) {
   struct worker *w = worker_self;
@@ -737,28 +901,11 @@ static int emit(const char *signal, json_t *data, int steal) {
   struct bus_out *o = &w->out;
   size_t start = o->len;
   uint64_t seq = w->emit_seq + 1;
-  err = bus_out_raw(o, "{\"t\":\"emit\",\"signal\":", 21);
-  if (!err)
-    err = bus_out_str(o, signal);
-  if (!err)
-    err = bus_out_raw(o, ",\"data\":", 8);
-  if (!err)
-    err = bus_out_json(o, data);
-  if (!err)
-    err = bus_out_raw(o, ",\"seq\":", 7);
-  if (!err)
-    err = bus_out_int(o, (long long)seq);
-  if (!err)
-    err = bus_out_raw(o, "}", 1);
-  err = bus_out_end(o, start, err);
-  if (err == 0 && o->len - start > BUS_MAX_EMIT) {
-    o->len = start; /* its deliver frame would not fit */
-    err = -EMSGSIZE;
-  }
-  if (err)
+  if ((err = encode_emit(o, signal, data, seq)))
     goto out;
   json_int_t v = json_integer_value(json_object_get(w->sigmap, signal));
   int kinds = SIG_KINDS(v);
+  size_t bytes = o->len - start;
   if (kinds == 0) {
     /* Checked and encoded like any other, so that whether a listener is
      * configured does not change what aio_emit() accepts. */
@@ -766,12 +913,19 @@ static int emit(const char *signal, json_t *data, int steal) {
     log_debug("aio_emit('%s'): no listener", signal);
     goto out;
   }
+  if (emit_full(w, kinds, bytes)) {
+    o->len = start;
+    err = -EAGAIN;
+    goto refused;
+  }
   uint64_t ring_end = 0, ring_tail = w->mark->ring_tail;
   if (kinds == SIG_ONCE && bus_ring_put(w->mark, seq, o->buf + start,
                                         o->len - start - 1, &ring_end) == 0)
     /* Only our own listeners: the master hears of it only if we die
      * before they ran, from the ring. */
     o->len = start;
+  else if ((err = emit_to_master(w, &start, signal, data, seq)))
+    goto refused;
   if (kinds & SIG_ONCE) {
     /* They run here, on what was emitted: a value of our own, which later
      * changes to the caller's cannot reach. */
@@ -779,7 +933,8 @@ static int emit(const char *signal, json_t *data, int steal) {
                    : steal      ? data
                                 : bus_json_copy(data);
     steal = 0;
-    if (mine == NULL || local_push(w, seq, SIG_FIRST(v), mine, ring_end)) {
+    if (mine == NULL ||
+        local_push(w, seq, SIG_FIRST(v), mine, ring_end, bytes)) {
       json_decref(mine);
       w->mark->ring_tail = ring_tail; /* take the record back */
       o->len = start;
@@ -790,6 +945,10 @@ static int emit(const char *signal, json_t *data, int steal) {
   w->emit_seq = seq;
   if (!ring_end)
     bus_queued(w, 1);
+  goto out;
+refused:
+  /* Counted for `aio status`: nothing is refused in silence. */
+  w->mark->refused++;
 out:
   if (steal)
     json_decref(data);

@@ -23,10 +23,13 @@ struct local_item {
   size_t first;      /* its first listener: w->listeners[first] */
   json_t *data;      /* owned */
   uint64_t ring_end; /* in the ring up to here; 0: kept by the master */
+  size_t bytes; /* of its frame: what it counts against bus_journal_bytes */
 };
 
 struct worker {
   uv_loop_t loop;
+  uint64_t emit_waited_turn; /* uv_now + 1 of the turn in which aio_emit()
+                                waited for the master in vain; 0: none */
   int slot;
   unsigned gen;
   struct app *app;
@@ -51,9 +54,12 @@ struct worker {
   size_t *once_next; /* per listener: the next one of its signal, or -1 */
   struct local_item *lq;
   size_t lq_head, lq_len, lq_cap;
+  size_t lq_bytes; /* the frames' bytes of lq[lq_head, lq_len) */
   uv_idle_t lq_idle;
-  uint64_t local_ack; /* the last journaled own emit finished, not yet
-                         acknowledged */
+  uv_idle_t bus_idle;   /* splits frames a paused read held back */
+  uint64_t slice_start; /* uv_hrtime() when this turn's slice began */
+  uint64_t local_ack;   /* the last journaled own emit finished, not yet
+                           acknowledged */
   uv_timer_t heartbeat;
   uv_timer_t drain_timer;
   uv_async_t sig_async; /* woken by the TERM/QUIT handler */
@@ -92,6 +98,13 @@ int worker_send(struct worker *w, const json_t *msg);
  * master would lose those emits and mistake a finished delivery for the
  * one in hand. Waits (bounded) only when the bus is full. */
 void worker_bus_sync(struct worker *w);
+
+/* Around a protocol callback of srv (which: BUS_PROTO_*): worker_bus_sync
+ * first, and a mark of what runs, which the master names in its log if
+ * the callback never returns (docs/bus.md, Liveness). */
+void worker_proto_enter(struct worker *w, const struct wserver *srv,
+                        enum bus_proto_cb which);
+void worker_proto_leave(struct worker *w);
 
 /* Called when a connection closed, to finish a drain. */
 void worker_conn_gone(struct worker *w);

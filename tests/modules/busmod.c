@@ -85,6 +85,41 @@ static void chain(const aio_signal_t *sig) {
 }
 AIO_LISTENER(chain);
 
+/* Records the signal's tag and seq only: for floods of large signals. */
+static void tally(const aio_signal_t *sig) {
+  put_record(json_pack("{s:s,s:{s:O,s:O}}", "sig", sig->name, "data", "tag",
+                       json_object_get(sig->data, "tag"), "seq",
+                       json_object_get(sig->data, "seq")));
+}
+AIO_LISTENER(tally);
+
+static long long conf_ms(const char *key, long long dflt) {
+  const char *v = aio_config_get("busmod", key);
+  return v ? atoll(v) : dflt;
+}
+
+static void spin_ms(long long ms) {
+  long long until = mono_ns() + ms * 1000000LL;
+  while (mono_ns() < until)
+    ;
+}
+
+/* A slow listener: holds the loop for [busmod] slow_listener_ms (50 by
+ * default), then tallies. Slow, not hung: its loop turns between calls. */
+static void slowpoke(const aio_signal_t *sig) {
+  spin_ms(conf_ms("slow_listener_ms", 50));
+  tally(sig);
+}
+AIO_LISTENER(slowpoke);
+
+/* A hung listener: records, then holds the loop for [busmod] stuck_ms
+ * (10 s by default), far past any test's timeout. */
+static void stuck(const aio_signal_t *sig) {
+  record(sig);
+  spin_ms(conf_ms("stuck_ms", 10000));
+}
+AIO_LISTENER(stuck);
+
 /* Records, then kills its worker: the delivery in hand when it died. */
 static void crash(const aio_signal_t *sig) {
   record(sig);
@@ -224,7 +259,8 @@ static int junk(const char *kind) {
 
 /* One command: "pid", "emit SIGNAL TAG N", "emitnew SIGNAL TAG N" (with
  * aio_emit_new), "emitbig SIGNAL TAG N BYTES" (each padded), "emitodd SIGNAL
- * TAG N" (a key that needs escaping), "reuse SIGNAL TAG N" (one object, changed
+ * TAG N" (a key that needs escaping), "flood SIGNAL TAG N BYTES" (counts
+ * what aio_emit refused), "reuse SIGNAL TAG N" (one object, changed
  * after each emit and renamed at the end: listeners must see each emit as it
  * was), "chain TAG N MS" (see chain), "junk KIND", "busy MS" (say "busy", hold
  * the loop, say "idle"), "die". */
@@ -269,6 +305,25 @@ static void command(aio_conn_t *c, char *cmd) {
       free(pad);
     }
     n = snprintf(out, sizeof(out), "emitted %d\n", ok);
+  } else if (sscanf(cmd, "flood %127s %63s %d %d", sig, tag, &n, &i_ms) == 4) {
+    /* n emits with i_ms bytes of padding each, counted by outcome:
+     * taken, refused for back-pressure (-EAGAIN), any other error. */
+    char *pad = malloc((size_t)i_ms + 1);
+    int ok = 0, again = 0, other = 0;
+    if (pad) {
+      memset(pad, 'x', (size_t)i_ms);
+      pad[i_ms] = '\0';
+      for (int i = 1; i <= n; i++) {
+        int rc = aio_emit_new(
+            sig, json_pack("{s:s,s:i,s:s}", "tag", tag, "seq", i, "pad", pad));
+        ok += rc == 0;
+        again += rc == -EAGAIN;
+        other += rc != 0 && rc != -EAGAIN;
+      }
+      free(pad);
+    }
+    n = snprintf(out, sizeof(out), "flood ok %d again %d other %d\n", ok, again,
+                 other);
   } else if (sscanf(cmd, "emitodd %127s %63s %d", sig, tag, &n) == 3) {
     /* A key with a quote in it: escaped on the bus, which the master's
      * fast check leaves to jansson. */
@@ -346,4 +401,15 @@ static void emitter_lost(aio_conn_t *c, int status) {
 AIO_PROTOCOL(emitter, .connection_made = emitter_made,
              .data_received = emitter_data, .connection_lost = emitter_lost);
 
-AIO_MODULE(.name = "busmod", .description = "signal bus and schedule fixtures");
+/* Slow to start on demand: the first worker to find the file [busmod]
+ * slow_start names removes it and waits 2 s before it serves, so that its
+ * slot keeps what the master holds for it meanwhile. */
+static int busmod_init(void) {
+  const char *flag = aio_config_get("busmod", "slow_start");
+  if (flag && *flag && unlink(flag) == 0)
+    spin_ms(2000);
+  return 0;
+}
+
+AIO_MODULE(.name = "busmod", .description = "signal bus and schedule fixtures",
+           .init = busmod_init);

@@ -140,6 +140,46 @@ START_TEST(test_callback_stop_is_returned) {
 }
 END_TEST
 
+static int on_line(void *arg, const char *frame, size_t len) {
+  enum bus_type t;
+  int err;
+  json_t *msg = bus_decode(frame, len, &t, &err);
+  ck_assert_ptr_nonnull(msg);
+  int rc = on_frame(arg, t, msg);
+  json_decref(msg);
+  return rc;
+}
+
+/* A callback that pauses (BUS_PAUSE, a worker's spent slice) leaves the
+ * frames after it held in the reader, in order, for bus_reader_resume();
+ * a frame split across reads still waits for its end. */
+START_TEST(test_pause_holds_the_rest_for_resume) {
+  static const char data[] =
+      "{\"t\":\"stop\",\"n\":1}\n{\"t\":\"stop\",\"n\":2}\n"
+      "{\"t\":\"stop\",\"n\":3}\n{\"t\":\"stop\",\"n\":4}\n"
+      "{\"t\":\"stop\",";
+  struct bus_reader r = {0};
+  struct seen s = {.stop_after = 1};
+  ck_assert_int_eq(bus_reader_split(&r, data, sizeof(data) - 1, on_line, &s),
+                   BUS_PAUSE);
+  ck_assert_int_eq(s.n, 1);
+  ck_assert(bus_reader_held(&r));
+  s.stop_after = 3;
+  ck_assert_int_eq(bus_reader_resume(&r, on_line, &s), BUS_PAUSE);
+  ck_assert_int_eq(s.n, 3);
+  s.stop_after = 0;
+  ck_assert_int_eq(bus_reader_resume(&r, on_line, &s), 0);
+  ck_assert(!bus_reader_held(&r));
+  ck_assert_int_eq(s.n, 4);
+  ck_assert_int_eq(bus_reader_split(&r, "\"n\":5}\n", 7, on_line, &s), 0);
+  ck_assert_int_eq(s.n, 5);
+  for (int i = 0; i < 5; i++)
+    ck_assert_int_eq(s.vals[i], i + 1);
+  ck_assert_int_eq(bus_reader_resume(&r, on_line, &s), 0);
+  bus_reader_close(&r);
+}
+END_TEST
+
 static char *frame_of_size(size_t total) {
   /* {"t":"emit","pad":"xxxx..."}\n, total bytes with the newline */
   const char *pre = "{\"t\":\"emit\",\"pad\":\"", *post = "\"}\n";
@@ -439,6 +479,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_partial_frame_waits);
   tcase_add_test(tc, test_blank_lines_are_keepalives);
   tcase_add_test(tc, test_callback_stop_is_returned);
+  tcase_add_test(tc, test_pause_holds_the_rest_for_resume);
   tcase_add_test(tc, test_largest_frame_accepted);
   tcase_add_test(tc, test_oversize_frame_is_emsgsize);
   tcase_add_test(tc, test_not_an_object_is_ebadmsg);
