@@ -37,7 +37,7 @@ static int load_keep(const char *text, struct settings *s, struct diag *d,
   int rc;
   diag_init(d);
   memset(s, 0, sizeof(*s));
-  config_parse_string(c, settings_builtin_defaults, "<built-in>", d);
+  config_parse_string(c, settings_builtin_defaults(), "<built-in>", d);
   rc = config_parse_string(c, text, "t.conf", d);
   if (rc == 0)
     rc = config_interpolate(c, d);
@@ -443,7 +443,7 @@ START_TEST(test_layers_builtin_module_user) {
   struct config *c = config_new();
   diag_init(&d);
   ck_assert_int_eq(
-      config_parse_string(c, settings_builtin_defaults, "<built-in>", &d), 0);
+      config_parse_string(c, settings_builtin_defaults(), "<built-in>", &d), 0);
   ck_assert_int_eq(config_parse_string(c,
                                        "[aio]\ntimeout = 7\n"
                                        "graceful_timeout = 9\n"
@@ -783,8 +783,13 @@ END_TEST
 
 START_TEST(test_error_bad_number) {
   expect_settings_error("[aio]\nworkers = many\n", 2,
-                        "[aio] workers: expected a whole number between 0 "
-                        "and 1024");
+                        "[aio] workers: expected a whole number between 1 "
+                        "and 1024, or auto");
+  /* No worker serves nothing: the same rule as aio scale and TTOU. */
+  expect_settings_error("[aio]\nworkers = 0\n", 2,
+                        "[aio] workers: expected a whole number between 1 "
+                        "and 1024, or auto");
+  expect_settings_error("[aio]\nworkers = 1025\n", 2, "between 1 and 1024");
   expect_settings_error("[aio]\n\ntimeout = soon\n", 3,
                         "[aio] timeout: expected a number of seconds");
   expect_settings_error("[aio]\ngraceful_timeout = nan\n", 2,
