@@ -41,7 +41,12 @@ const struct settings_keyset *settings_keyset_of(const char *section) {
 
 const struct config_entry *settings_entry(const struct settings_ctx *c,
                                           const char *key) {
-  return c->sec ? config_entry(c->cfg, c->sec->name, key) : NULL;
+  if (c->sec == NULL)
+    return NULL;
+  const struct settings_key *k = c->ks ? settings_key_find(c->ks, key) : NULL;
+  if (k)
+    return c->by_row[k - c->ks->keys];
+  return config_entry(c->cfg, c->sec->name, key);
 }
 
 const char *settings_value(const struct settings_ctx *c, const char *key) {
@@ -175,7 +180,7 @@ static void parse_enum(struct settings_ctx *c, const struct settings_key *k,
 
 static void apply_row(struct settings_ctx *c, const struct settings_key *k,
                       void *base) {
-  c->e = settings_entry(c, k->name);
+  c->e = c->by_row[k - c->ks->keys];
   const char *v = c->e && *c->e->value ? c->e->value : k->dflt;
   long n;
   if (*v == '\0' && k->type != SETTINGS_CUSTOM)
@@ -216,11 +221,23 @@ static void apply_row(struct settings_ctx *c, const struct settings_key *k,
 
 void settings_keys_apply(struct settings_ctx *c,
                          const struct settings_keyset *ks, void *base) {
+  /* One pass over the entries against the few rows: cheaper than a hash
+   * lookup per row for the usual three or four keys of a section, and
+   * linear for a section of many (unknown) keys. */
+  c->ks = ks;
+  memset(c->by_row, 0, sizeof(c->by_row));
+  for (size_t i = 0; c->sec && i < c->sec->n; i++) {
+    const struct settings_key *k =
+        settings_key_find(ks, c->sec->entries[i].key);
+    if (k)
+      c->by_row[k - ks->keys] = &c->sec->entries[i];
+  }
   for (size_t i = 0; i < ks->n; i++)
     apply_row(c, &ks->keys[i], base);
   c->e = NULL;
   if (ks->check)
     ks->check(c, base);
+  c->ks = NULL;
 }
 
 /* ---- the built-in layer ------------------------------------------------- */

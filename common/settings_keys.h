@@ -28,12 +28,21 @@ enum settings_type {
   SETTINGS_CUSTOM,  /* .set does it all, even for an empty value */
 };
 
+/* The most rows one section may have (settings_table.c checks). */
+#define SETTINGS_MAX_KEYS 64
+
+struct settings_keyset;
+
 /* What a row's setter works with while one section is read. */
 struct settings_ctx {
   const struct config *cfg;
   const struct config_section *sec; /* NULL: [aio] is not in the file */
   const char *secname;              /* "aio", "server:web", ... */
   const struct config_entry *e;     /* the row's entry, or NULL */
+  /* While settings_keys_apply() runs: the entry of each row of ks (NULL
+   * when absent), found in one pass over the section's entries. */
+  const struct settings_keyset *ks;
+  const struct config_entry *by_row[SETTINGS_MAX_KEYS];
   struct settings *s;
   struct diag *d;
   int failed; /* something in this section was refused */

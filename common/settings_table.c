@@ -183,7 +183,7 @@ static const struct settings_key aio_keys[] = {
      .min = 0,
      .max = DAY,
      .offset = AIO(timeout),
-     .help = "a worker silent this long is killed and replaced"},
+     .help = "a worker silent this long is killed and replaced; 0: never"},
     {.name = "graceful_timeout",
      .type = SETTINGS_SECONDS,
      .dflt = "30",
@@ -255,6 +255,7 @@ static const struct settings_key aio_keys[] = {
 };
 #undef AIO
 
+_Static_assert(UTIL_ARRAY_LEN(aio_keys) <= SETTINGS_MAX_KEYS, "too many rows");
 const struct settings_keyset settings_aio_keyset = {
     .prefix = "aio", .keys = aio_keys, .n = UTIL_ARRAY_LEN(aio_keys)};
 
@@ -381,6 +382,8 @@ static const struct settings_key server_keys[] = {
 };
 #undef SERVER
 
+_Static_assert(UTIL_ARRAY_LEN(server_keys) <= SETTINGS_MAX_KEYS,
+               "too many rows");
 const struct settings_keyset settings_server_keyset = {
     .prefix = "server:",
     .keys = server_keys,
@@ -436,12 +439,13 @@ static const struct settings_key schedule_keys[] = {
      .type = SETTINGS_REF,
      .dflt = "",
      .offset = SCHEDULE(cb),
-     .help = "run after a run that succeeded"},
+     .help = "an AIO_SCHEDULER run after a run that succeeded"},
     {.name = "err",
      .type = SETTINGS_REF,
      .dflt = "",
      .offset = SCHEDULE(err),
-     .help = "run after a run that failed, or whose worker died"},
+     .help = "an AIO_SCHEDULER run after a run that failed or whose worker "
+             "died"},
     {.name = "every",
      .type = SETTINGS_SECONDS,
      .dflt = "",
@@ -469,6 +473,8 @@ static const struct settings_key schedule_keys[] = {
 };
 #undef SCHEDULE
 
+_Static_assert(UTIL_ARRAY_LEN(schedule_keys) <= SETTINGS_MAX_KEYS,
+               "too many rows");
 const struct settings_keyset settings_schedule_keyset = {
     .prefix = "schedule:",
     .keys = schedule_keys,
