@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "config.h"
 #include "ctl.h"
+#include "settings_keys.h"
 #include "util.h"
 
 /* The reply to one request, or NULL after printing why. *code gets the
@@ -33,15 +34,19 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
   }
   char *sock = ctl_socket_path_lenient(path);
   if (graceful) {
-    /* For `aio stop` to know how long to wait; the default when unset. */
+    /* For `aio stop` to know how long to wait: the file's value, read
+     * leniently, or the row's default when unset. */
+    const struct settings_key *k =
+        settings_key_find(&settings_aio_keyset, "graceful_timeout");
     struct config *cfg = config_new();
     struct diag d;
     diag_init(&d);
+    util_parse_double(k->dflt, k->min, k->max, graceful);
     if (cfg && config_parse_file(cfg, path, &d) == 0 &&
         config_interpolate(cfg, &d) == 0) {
       const char *g = config_get(cfg, "aio", "graceful_timeout");
-      if (g)
-        util_parse_double(g, 0, 86400, graceful);
+      if (g && *g)
+        util_parse_double(g, k->min, k->max, graceful);
     }
     config_free(cfg);
     diag_close(&d);
@@ -241,7 +246,7 @@ int cli_control(const char *config_path, int argc, char **argv) {
     return EXIT_USAGE;
   }
   int code = 0;
-  double graceful = 30;
+  double graceful = 0;
   json_t *reply = ctl_call(config_path, req, timeout_ms, &code, &graceful);
   json_decref(req);
   if (reply == NULL)
