@@ -191,34 +191,21 @@ static void load_commands(struct settings *s, struct loading *ld) {
   }
 }
 
-static void load_server(struct settings *s, struct loading *ld,
-                        const char *name) {
-  if (util_grow((void **)&s->servers, &ld->servers_cap, s->nservers + 1,
-                sizeof(*s->servers))) {
-    diag_add(ld->c.d, ld->c.sec->file, ld->c.sec->line, "out of memory");
+/* A [server:NAME] or [schedule:NAME]: one more element of *arr (*n of
+ * them, *cap allocated), of ks's struct, read by ks's rows. */
+static void load_named(struct loading *ld, const struct settings_keyset *ks,
+                       void **arr, size_t *n, size_t *cap, const char *name) {
+  const struct config_section *sec = ld->c.sec;
+  if (util_grow(arr, cap, *n + 1, ks->size)) {
+    diag_add(ld->c.d, sec->file, sec->line, "out of memory");
     return;
   }
-  struct server_conf *sv = &s->servers[s->nservers++];
-  memset(sv, 0, sizeof(*sv));
-  sv->name = strdup(name);
-  sv->file = ld->c.sec->file;
-  sv->line = ld->c.sec->line;
-  settings_keys_apply(&ld->c, &settings_server_keyset, sv);
-}
-
-static void load_schedule(struct settings *s, struct loading *ld,
-                          const char *name) {
-  if (util_grow((void **)&s->schedules, &ld->schedules_cap, s->nschedules + 1,
-                sizeof(*s->schedules))) {
-    diag_add(ld->c.d, ld->c.sec->file, ld->c.sec->line, "out of memory");
-    return;
-  }
-  struct schedule_conf *sc = &s->schedules[s->nschedules++];
-  memset(sc, 0, sizeof(*sc));
-  sc->name = strdup(name);
-  sc->file = ld->c.sec->file;
-  sc->line = ld->c.sec->line;
-  settings_keys_apply(&ld->c, &settings_schedule_keyset, sc);
+  char *el = (char *)*arr + (*n)++ * ks->size;
+  memset(el, 0, ks->size);
+  *(char **)(el + ks->name_at) = strdup(name);
+  *(const char **)(el + ks->file_at) = sec->file;
+  *(int *)(el + ks->line_at) = sec->line;
+  settings_keys_apply(&ld->c, ks, el);
 }
 
 /* Two servers on one address would fight over the same port: each is
@@ -244,14 +231,6 @@ static void check_addresses(struct settings *s, struct loading *ld) {
   }
 }
 
-static int prefix(const char *name, const char *p, const char **rest) {
-  size_t n = strlen(p);
-  if (strncmp(name, p, n) != 0)
-    return 0;
-  *rest = name + n;
-  return 1;
-}
-
 int settings_load(struct settings *s, const struct config *cfg,
                   struct diag *d) {
   memset(s, 0, sizeof(*s));
@@ -265,24 +244,24 @@ int settings_load(struct settings *s, const struct config *cfg,
   settings_keys_apply(&ld.c, &settings_aio_keyset, s);
   for (size_t i = 0; i < cfg->n; i++) {
     const struct config_section *sec = &cfg->sections[i];
-    const char *rest;
     ld.c.sec = sec;
     ld.c.secname = sec->name;
     ld.c.failed = 0; /* "needs a protocol" is about this section only */
-    if (prefix(sec->name, "server:", &rest)) {
-      if (*rest == '\0') {
-        diag_add(d, sec->file, sec->line, "[%s] has no server name", sec->name);
-        continue;
+    const struct settings_keyset *ks = settings_keyset_of(sec->name);
+    if (ks && ks->size) {
+      size_t plen = strlen(ks->prefix);
+      if (sec->name[plen] == '\0') {
+        /* "[server:] has no server name" */
+        diag_add(d, sec->file, sec->line, "[%s] has no %.*s name", sec->name,
+                 (int)plen - 1, ks->prefix);
+      } else if (ks == &settings_server_keyset) {
+        load_named(&ld, ks, (void **)&s->servers, &s->nservers, &ld.servers_cap,
+                   sec->name + plen);
+      } else {
+        load_named(&ld, ks, (void **)&s->schedules, &s->nschedules,
+                   &ld.schedules_cap, sec->name + plen);
       }
-      load_server(s, &ld, rest);
-    } else if (prefix(sec->name, "schedule:", &rest)) {
-      if (*rest == '\0') {
-        diag_add(d, sec->file, sec->line, "[%s] has no schedule name",
-                 sec->name);
-        continue;
-      }
-      load_schedule(s, &ld, rest);
-    } else if (prefix(sec->name, "listen:", &rest)) {
+    } else if (strncmp(sec->name, "listen:", 7) == 0) {
       load_listen(s, &ld);
     } else if (strcmp(sec->name, "aio:commands") == 0) {
       load_commands(s, &ld);

@@ -76,6 +76,9 @@ struct settings_keyset {
   /* After the rows: what spans keys (a server needs a protocol or a
    * factory, ...). May be NULL. */
   void (*check)(struct settings_ctx *c, void *base);
+  /* A named section ([server:NAME]): the size of its struct and where
+   * its name (new), file (borrowed) and line go. 0 for [aio]. */
+  size_t size, name_at, file_at, line_at;
 };
 
 extern const struct settings_keyset settings_aio_keyset;

@@ -380,7 +380,6 @@ static const struct settings_key server_keys[] = {
      .offset = SERVER(backlog),
      .help = "the listen(2) queue of each worker's socket"},
 };
-#undef SERVER
 
 _Static_assert(UTIL_ARRAY_LEN(server_keys) <= SETTINGS_MAX_KEYS,
                "too many rows");
@@ -388,7 +387,12 @@ const struct settings_keyset settings_server_keyset = {
     .prefix = "server:",
     .keys = server_keys,
     .n = UTIL_ARRAY_LEN(server_keys),
-    .check = server_check};
+    .check = server_check,
+    .size = sizeof(struct server_conf),
+    .name_at = SERVER(name),
+    .file_at = SERVER(file),
+    .line_at = SERVER(line)};
+#undef SERVER
 
 /* ---- [schedule:NAME] ---------------------------------------------------- */
 
@@ -471,7 +475,6 @@ static const struct settings_key schedule_keys[] = {
      .offset = SCHEDULE(overlap),
      .help = "a run may start while the last one is still going"},
 };
-#undef SCHEDULE
 
 _Static_assert(UTIL_ARRAY_LEN(schedule_keys) <= SETTINGS_MAX_KEYS,
                "too many rows");
@@ -479,4 +482,9 @@ const struct settings_keyset settings_schedule_keyset = {
     .prefix = "schedule:",
     .keys = schedule_keys,
     .n = UTIL_ARRAY_LEN(schedule_keys),
-    .check = schedule_check};
+    .check = schedule_check,
+    .size = sizeof(struct schedule_conf),
+    .name_at = SCHEDULE(name),
+    .file_at = SCHEDULE(file),
+    .line_at = SCHEDULE(line)};
+#undef SCHEDULE

@@ -90,22 +90,19 @@ END_TEST
  * the file as `aio scale 0` is, and TTOU at one worker keeps it, says so,
  * and does not wrap around to 1024. */
 START_TEST(test_worker_count_is_one_to_1024_everywhere) {
-  char dir[128], conf[256], out[4096];
-  h_tmpdir(dir, sizeof(dir));
-  int port = h_free_port();
+  char conf[256];
   snprintf(conf, sizeof(conf),
            "[aio]\nworkers = 0\n[server:e]\nprotocol = aio.echo\n"
            "address = 127.0.0.1\nport = %d\n",
-           port);
-  ck_assert_int_eq(h_write(dir, "aio.conf", conf), 0);
-  const char *run[] = {"-c", "aio.conf", "run", NULL};
-  ck_assert_int_eq(h_aio(dir, out, sizeof(out), run), 78);
-  ck_assert_msg(strstr(out, "aio.conf:2: [aio] workers: expected a whole "
-                            "number between 1 and 1024") != NULL,
-                "%s", out);
-
+           h_free_port());
   struct aio_proc p;
-  port = pu_start_one(&p, "workers = 1\n", "whoami");
+  ck_assert_int_eq(h_start(&p, conf, NULL), 0);
+  ck_assert_int_eq(h_wait_exit(&p, 10000), 0);
+  h_assert_exit_status(&p, 78);
+  ck_assert(h_log_has(&p, "aio.conf:2: [aio] workers: expected a whole "
+                          "number between 1 and 1024"));
+
+  int port = pu_start_one(&p, "workers = 1\n", "whoami");
   signal_taken(p.pid, SIGTTOU);
   ck_assert_int_eq(h_wait_log(&p, "workers: staying at 1", 3000), 0);
   ck_assert_int_eq(pu_live_children(p.pid, NULL, 0), 1);
