@@ -75,6 +75,8 @@ struct command_conf {
   struct ref fn;
 };
 
+/* The fields [aio] sets come from its rows in settings_table.c; so do
+ * those of server_conf and schedule_conf (but name, file and line). */
 struct settings {
   int workers;
   double timeout;          /* heartbeat silence that gets a worker killed */

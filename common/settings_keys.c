@@ -148,12 +148,18 @@ static void parse_words(struct settings_ctx *c, const struct settings_key *k,
   *(size_t *)field(base, k->count) = (size_t)n;
 }
 
-static void parse_ref(struct settings_ctx *c, const struct settings_key *k,
-                      void *base, const char *v) {
+int settings_ctx_ref(struct settings_ctx *c, struct ref *out, const char *v) {
   const char *file = c->e ? c->e->file : c->sec ? c->sec->file : "<built-in>";
   int line = c->e ? c->e->line : c->sec ? c->sec->line : 0;
-  if (settings_parse_ref(field(base, k->offset), v, file, line, c->d))
-    c->failed = 1;
+  if (settings_parse_ref(out, v, file, line, c->d) == 0)
+    return 0;
+  c->failed = 1;
+  return -1;
+}
+
+static void parse_ref(struct settings_ctx *c, const struct settings_key *k,
+                      void *base, const char *v) {
+  settings_ctx_ref(c, field(base, k->offset), v);
 }
 
 static void parse_enum(struct settings_ctx *c, const struct settings_key *k,

@@ -104,6 +104,10 @@ const struct config_entry *settings_entry(const struct settings_ctx *c,
 /* The value of key in c's section: NULL when absent. Borrowed. */
 const char *settings_value(const struct settings_ctx *c, const char *key);
 
+/* Parse v as module.symbol into out (new strings), at the row's entry
+ * (c->e) for messages. 0, or -1 with the section marked failed. */
+int settings_ctx_ref(struct settings_ctx *c, struct ref *out, const char *v);
+
 /* "FILE:LINE: [SECTION] KEY: message" at key's entry (at the section when
  * the key is absent); marks the section failed. */
 void settings_fail(struct settings_ctx *c, const char *key, const char *fmt,

@@ -265,8 +265,8 @@ static void set_protocol(struct settings_ctx *c, const struct settings_key *k,
                          void *base, const char *v) {
   struct server_conf *sv = base;
   (void)k;
-  if (*v && settings_parse_ref(&sv->handler, v, c->e->file, c->e->line, c->d))
-    c->failed = 1;
+  if (*v)
+    settings_ctx_ref(c, &sv->handler, v);
 }
 
 static void set_factory(struct settings_ctx *c, const struct settings_key *k,
@@ -275,9 +275,9 @@ static void set_factory(struct settings_ctx *c, const struct settings_key *k,
   struct ref fac;
   if (*v == '\0')
     return;
-  if (settings_parse_ref(&fac, v, c->e->file, c->e->line, c->d)) {
-    c->failed = 1;
-  } else if (sv->handler.text) {
+  if (settings_ctx_ref(c, &fac, v))
+    return;
+  if (sv->handler.text) {
     settings_fail(c, k->name, "a server has a protocol or a factory, not both");
     settings_ref_close(&fac);
   } else {
