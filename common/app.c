@@ -65,7 +65,7 @@ static int build(struct app *a, const char *path, const char *text,
     diag_add(d, path, 0, "out of memory");
     return -1;
   }
-  config_parse_string(a->cfg, settings_builtin_defaults, "<built-in>", d);
+  config_parse_string(a->cfg, settings_builtin_defaults(), "<built-in>", d);
   size_t i;
   json_t *pair;
   json_array_foreach(defaults, i, pair) {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "settings.h"
 #include "util.h"
 
 static const char *const ctl_names[] = {[CTL_NONE] = "none",
@@ -77,9 +78,9 @@ int ctl_decode(const char *line, size_t len, struct ctl_req *req, char *err,
     break;
   case CTL_SCALE: {
     json_t *w = json_object_get(msg, "workers");
-    if (!json_is_integer(w) || json_integer_value(w) < 1 ||
-        json_integer_value(w) > 1024) {
-      snprintf(err, errlen, "scale needs \"workers\": 1 to 1024");
+    if (!json_is_integer(w) || !settings_workers_ok(json_integer_value(w))) {
+      snprintf(err, errlen, "scale needs \"workers\": %d to %d",
+               SETTINGS_WORKERS_MIN, SETTINGS_WORKERS_MAX);
       goto fail;
     }
     req->workers = (long)json_integer_value(w);

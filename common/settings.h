@@ -12,8 +12,21 @@
 #include "config.h"
 #include "diag.h"
 
-/* The built-in defaults, the lowest layer of every configuration. */
-extern const char settings_builtin_defaults[];
+/* The built-in defaults, the lowest layer of every configuration: the
+ * [aio] keys with their defaults, in the order of the table
+ * (settings_keys.c), as `aio config` prints them. Borrowed, static, made
+ * at the first call. */
+const char *settings_builtin_defaults(void);
+
+/* The number of workers a master runs: [aio] workers, `aio scale`, the
+ * control protocol's scale and TTIN/TTOU all keep to this range. At least
+ * one: a runner of network services with no worker binds nothing and
+ * serves nothing, which is an outage rather than a mode (`aio stop`
+ * stops). */
+#define SETTINGS_WORKERS_MIN 1
+#define SETTINGS_WORKERS_MAX 1024
+/* n is a worker count a master may run: 1, else 0. */
+int settings_workers_ok(long long n);
 
 /* A `module.symbol` reference in the config. */
 struct ref {
@@ -71,6 +84,8 @@ struct command_conf {
   struct ref fn;
 };
 
+/* The fields [aio] sets come from its rows in settings_table.c; so do
+ * those of server_conf and schedule_conf (but name, file and line). */
 struct settings {
   int workers;
   double timeout;          /* heartbeat silence that gets a worker killed */
@@ -101,7 +116,7 @@ struct settings {
                              or `aio run` fails (0: no limit) */
   size_t max_connections; /* per worker */
   size_t write_limit;     /* per connection, bytes queued before -ENOBUFS */
-  long rlimit_nofile;     /* at least this RLIMIT_NOFILE; 0: what is needed */
+  int rlimit_nofile;      /* at least this RLIMIT_NOFILE; 0: what is needed */
   /* The bus's bounds (docs/bus.md), past which aio_emit() says -EAGAIN: */
   size_t bus_buffer;        /* a worker's frames not yet written, bytes */
   size_t bus_queue;         /* the master's deliveries for one worker ... */
@@ -132,10 +147,12 @@ int settings_parse_ref(struct ref *r, const char *text, const char *file,
                        int line, struct diag *d);
 void settings_ref_close(struct ref *r);
 
-/* [aio] keys that aio does not know (a typo such as "worker = 4" would
- * otherwise be ignored in silence): one "FILE:LINE: ..." warning each in
- * warn, with the known key it most likely meant; and [aio:commands] lines
- * that name a built-in command, which are ignored. Returns the count. */
+/* Keys that aio does not know in the sections it owns, [aio],
+ * [server:NAME] and [schedule:NAME] (a typo such as "worker = 4" or
+ * "adress = 127.0.0.1" would otherwise be ignored in silence): one
+ * "FILE:LINE: ..." warning each in warn, with the known key it most likely
+ * meant; and [aio:commands] lines that name a built-in command, which are
+ * ignored. Returns the count. */
 size_t settings_unknown_keys(const struct config *cfg, struct diag *warn);
 
 /* Every warning of a configuration, for `aio check` and `aio run`: the

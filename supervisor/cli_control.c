@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "config.h"
 #include "ctl.h"
+#include "settings_keys.h"
 #include "util.h"
 
 /* The reply to one request, or NULL after printing why. *code gets the
@@ -276,8 +277,10 @@ int cli_control(const char *config_path, int argc, char **argv) {
                     data);
   } else if (strcmp(cmd, "scale") == 0 && argc == 2) {
     long n;
-    if (util_parse_long(argv[1], 1, 1024, &n)) {
-      fprintf(stderr, "aio scale: N must be 1 to 1024\n");
+    if (util_parse_long(argv[1], SETTINGS_WORKERS_MIN, SETTINGS_WORKERS_MAX,
+                        &n)) {
+      fprintf(stderr, "aio scale: N must be %d to %d\n", SETTINGS_WORKERS_MIN,
+              SETTINGS_WORKERS_MAX);
       return EXIT_USAGE;
     }
     req = json_pack("{s:s,s:i}", "cmd", "scale", "workers", (int)n);

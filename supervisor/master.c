@@ -448,11 +448,12 @@ void master_begin_stop(struct master *m, enum master_phase to) {
  * waits in its queue unless net.ipv4.tcp_migrate_req=1 (Linux 5.14+), which
  * moves those connections to the other listeners of the group. */
 void master_scale(struct master *m, size_t n) {
-  if (n < 1)
-    n = 1;
-  if (n > 1024)
-    n = 1024;
   size_t old = m->nslots;
+  if (!settings_workers_ok((long long)n)) {
+    log_warnx("workers: staying at %zu: %d to %d is the range", old,
+              SETTINGS_WORKERS_MIN, SETTINGS_WORKERS_MAX);
+    return;
+  }
   if (n == old)
     return;
   log_info("workers: %zu -> %zu", old, n);
@@ -718,7 +719,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   case SIGTTOU:
     if (m->next_gen)
       log_warnx("SIGTTOU ignored during a reload");
-    else if (!master_stopping(m) && m->nslots > 1) /* 0 - 1 would be 1024 */
+    else if (!master_stopping(m)) /* at the fewest, master_scale says so */
       master_scale(m, m->nslots - 1);
     break;
   default:

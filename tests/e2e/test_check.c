@@ -79,6 +79,50 @@ START_TEST(test_check_warns_about_unknown_aio_keys) {
 }
 END_TEST
 
+/* Issue 13: a typo'd "adress" in a server section bound all interfaces
+ * in silence. It is a warning with the key it likely meant, from aio check
+ * and at aio run, as in [aio]; so is one in a schedule section. Keys of
+ * [listen:NAME] (signal names) and [aio:commands] (command names) are the
+ * user's and do not warn. */
+START_TEST(test_check_warns_about_unknown_server_and_schedule_keys) {
+  char conf[1024];
+  int port = h_free_port();
+  snprintf(conf, sizeof(conf),
+           "[aio]\n"
+           "modules = addition\n"
+           "module_path = " AIO_EXAMPLE_MODULES "\n"
+           "workers = 1\n"
+           "[server:web]\n"         /* 5 */
+           "protocol = aio.echo\n"  /* 6 */
+           "adress = 127.0.0.1\n"   /* 7 */
+           "port = %d\n"            /* 8 */
+           "[schedule:tick]\n"      /* 9 */
+           "func = addition.tick\n" /* 10 */
+           "every = 3600\n"         /* 11 */
+           "ofset = 5\n"            /* 12 */
+           "[listen:x]\n"           /* 13 */
+           "adress = addition.on_done\n"
+           "[aio:commands]\n"
+           "evry = addition.add\n",
+           port);
+  check_conf(conf, 0);
+  HAS("warning: aio.conf:7: unknown key 'adress' in [server:web] is ignored; "
+      "did you mean 'address'?\n");
+  HAS("warning: aio.conf:12: unknown key 'ofset' in [schedule:tick] is "
+      "ignored; did you mean 'offset'?\n");
+  HAS("aio: configuration aio.conf is ok (1 server, 1 schedule, 1 listener)");
+  ck_assert_int_eq(count_lines(out), 3);
+  /* aio run says the same in its log, and serves. */
+  struct aio_proc p;
+  h_start_ready(&p, conf, NULL);
+  ck_assert(h_log_has(&p, "aio.conf:7: unknown key 'adress' in [server:web] "
+                          "is ignored; did you mean 'address'?"));
+  ck_assert(h_log_has(&p, "unknown key 'ofset' in [schedule:tick]"));
+  ck_assert_int_eq(h_log_count(&p, "unknown key"), 2);
+  h_stop_ok(&p);
+}
+END_TEST
+
 /* The Python runner's README starts with this section; copied as it is,
  * each line is a warning at its line and everything else works. */
 START_TEST(test_check_python_readme_commands_are_warnings) {
@@ -345,6 +389,7 @@ static Suite *suite(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_check_good_config_is_ok);
   tcase_add_test(tc, test_check_warns_about_unknown_aio_keys);
+  tcase_add_test(tc, test_check_warns_about_unknown_server_and_schedule_keys);
   tcase_add_test(tc, test_check_python_readme_commands_are_warnings);
   tcase_add_test(tc, test_help_lists_mapped_commands_and_c_after_command);
   tcase_add_test(tc, test_command_reads_the_configuration);

@@ -86,16 +86,31 @@ START_TEST(test_ttin_adds_ttou_removes_and_no_zombie_stays) {
 }
 END_TEST
 
-/* workers = 0 is a valid start; TTOU there must not wrap around. */
-START_TEST(test_ttou_with_no_worker_forks_nothing) {
+/* One rule for the worker count (1 to 1024): workers = 0 is refused in
+ * the file as `aio scale 0` is, and TTOU at one worker keeps it, says so,
+ * and does not wrap around to 1024. */
+START_TEST(test_worker_count_is_one_to_1024_everywhere) {
+  char conf[256];
+  snprintf(conf, sizeof(conf),
+           "[aio]\nworkers = 0\n[server:e]\nprotocol = aio.echo\n"
+           "address = 127.0.0.1\nport = %d\n",
+           h_free_port());
   struct aio_proc p;
-  int port = pu_start_one(&p, "workers = 0\n", "whoami");
-  ck_assert_int_eq(pu_live_children(p.pid, NULL, 0), 0);
+  ck_assert_int_eq(h_start(&p, conf, NULL), 0);
+  ck_assert_int_eq(h_wait_exit(&p, 10000), 0);
+  h_assert_exit_status(&p, 78);
+  ck_assert(h_log_has(&p, "aio.conf:2: [aio] workers: expected a whole "
+                          "number between 1 and 1024"));
+
+  int port = pu_start_one(&p, "workers = 1\n", "whoami");
   signal_taken(p.pid, SIGTTOU);
+  ck_assert_int_eq(h_wait_log(&p, "workers: staying at 1", 3000), 0);
+  ck_assert_int_eq(pu_live_children(p.pid, NULL, 0), 1);
+  ck_assert_msg(!h_log_has(&p, "-> 1024"), "TTOU at 1 wrapped around");
+  ck_assert_msg(!h_log_has(&p, "-> 0"), "TTOU at 1 left no worker");
   ck_assert_int_eq(kill(p.pid, SIGTTIN), 0);
-  ck_assert_int_eq(h_wait_log(&p, "workers: 0 -> 1\n", 3000), 0);
-  ck_assert_int_eq(pu_wait_live_children(p.pid, 1, 3000), 0);
-  ck_assert_msg(!h_log_has(&p, "-> 1024"), "TTOU at 0 wrapped around");
+  ck_assert_int_eq(h_wait_log(&p, "workers: 1 -> 2\n", 3000), 0);
+  ck_assert_int_eq(pu_wait_live_children(p.pid, 2, 3000), 0);
   char buf[128];
   ck_assert_int_eq(h_exchange_once(port, "?\n", "\n", buf, sizeof(buf), 3000),
                    H_OK);
@@ -238,7 +253,7 @@ static Suite *suite(void) {
   TCase *tc = tcase_create("signals");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_ttin_adds_ttou_removes_and_no_zombie_stays);
-  tcase_add_test(tc, test_ttou_with_no_worker_forks_nothing);
+  tcase_add_test(tc, test_worker_count_is_one_to_1024_everywhere);
   tcase_add_test(tc, test_quit_ends_a_busy_connection_at_once);
   tcase_add_test(tc, test_quit_after_term_does_not_wait_for_a_hung_drain);
   suite_add_tcase(s, tc);

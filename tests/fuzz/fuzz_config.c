@@ -59,7 +59,7 @@ static int load(const char *defaults, const char *path, struct config **out) {
   struct config *cfg = config_new();
   if (cfg == NULL)
     abort();
-  config_parse_string(cfg, settings_builtin_defaults, "<built-in>", &d);
+  config_parse_string(cfg, settings_builtin_defaults(), "<built-in>", &d);
   if (diag_failed(&d)) /* the built-in layer must always parse */
     abort();
   if (defaults)

@@ -18,6 +18,7 @@
 #include "check_main.h"
 #include "config.h"
 #include "settings.h"
+#include "settings_keys.h"
 #include "util.h"
 
 static struct config *parse(const char *text, struct diag *d) {
@@ -37,7 +38,7 @@ static int load_keep(const char *text, struct settings *s, struct diag *d,
   int rc;
   diag_init(d);
   memset(s, 0, sizeof(*s));
-  config_parse_string(c, settings_builtin_defaults, "<built-in>", d);
+  config_parse_string(c, settings_builtin_defaults(), "<built-in>", d);
   rc = config_parse_string(c, text, "t.conf", d);
   if (rc == 0)
     rc = config_interpolate(c, d);
@@ -443,7 +444,7 @@ START_TEST(test_layers_builtin_module_user) {
   struct config *c = config_new();
   diag_init(&d);
   ck_assert_int_eq(
-      config_parse_string(c, settings_builtin_defaults, "<built-in>", &d), 0);
+      config_parse_string(c, settings_builtin_defaults(), "<built-in>", &d), 0);
   ck_assert_int_eq(config_parse_string(c,
                                        "[aio]\ntimeout = 7\n"
                                        "graceful_timeout = 9\n"
@@ -783,8 +784,13 @@ END_TEST
 
 START_TEST(test_error_bad_number) {
   expect_settings_error("[aio]\nworkers = many\n", 2,
-                        "[aio] workers: expected a whole number between 0 "
-                        "and 1024");
+                        "[aio] workers: expected a whole number between 1 "
+                        "and 1024, or auto");
+  /* No worker serves nothing: the same rule as aio scale and TTOU. */
+  expect_settings_error("[aio]\nworkers = 0\n", 2,
+                        "[aio] workers: expected a whole number between 1 "
+                        "and 1024, or auto");
+  expect_settings_error("[aio]\nworkers = 1025\n", 2, "between 1 and 1024");
   expect_settings_error("[aio]\n\ntimeout = soon\n", 3,
                         "[aio] timeout: expected a number of seconds");
   expect_settings_error("[aio]\ngraceful_timeout = nan\n", 2,
@@ -1262,6 +1268,361 @@ START_TEST(test_many_continuation_lines_parse_in_linear_time) {
 }
 END_TEST
 
+/* load_keep() of b's text within the deadline. Returns its result. */
+static int load_hostile(const struct util_buf *b, struct settings *s,
+                        struct diag *d, struct config **keep) {
+  ck_assert(!b->failed);
+  uint64_t t0 = util_now_ms();
+  int rc = load_keep(b->data, s, d, keep);
+  ck_assert_uint_lt(util_now_ms() - t0, HOSTILE_DEADLINE_MS);
+  return rc;
+}
+
+START_TEST(test_many_servers_load_in_linear_time) {
+  /* Issue 13: every pair of servers was compared for the same address
+   * (20 000 took 1.2 s of aio check; 100 000 on one port, here, minutes)
+   * and the array grew by one element per server. */
+  enum { N = 100000 };
+  struct util_buf b = {0};
+  for (int i = 0; i < N; i++)
+    util_buf_printf(&b,
+                    "[server:s%d]\nprotocol = aio.echo\n"
+                    "address = 127.%d.%d.%d\nport = 8000\n",
+                    i, i >> 16, (i >> 8) & 255, i & 255);
+  /* The last one takes the first one's address: one error, at it. */
+  util_buf_printf(&b, "[server:again]\nprotocol = aio.echo\n"
+                      "address = 127.0.0.0\nport = 8000\n");
+  struct settings s;
+  struct diag d;
+  ck_assert_int_eq(load_hostile(&b, &s, &d, NULL), -1);
+  ASSERT_ONE(&d, 4 * N + 1,
+             "[server:again] uses the same address as [server:s0] (line 1)");
+  ck_assert_uint_eq(s.nservers, N + 1);
+  ck_assert_str_eq(s.servers[N - 1].address, "127.1.134.159"); /* 99999 */
+  settings_close(&s);
+  diag_close(&d);
+  free(b.data);
+}
+END_TEST
+
+START_TEST(test_many_listeners_load_in_linear_time) {
+  enum { N = 20000 };
+  struct util_buf b = {0};
+  /* Each was compared with every listener before it, of any signal. */
+  util_buf_printf(&b, "[listen:a]\n");
+  for (int i = 0; i < N; i++)
+    util_buf_printf(&b, "sig%d = m.f\n", i);
+  util_buf_printf(&b, "[listen:b]\nsig7 = m.f\n");
+  struct settings s;
+  struct diag d, warn;
+  struct config *c;
+  ck_assert_int_eq(load_hostile(&b, &s, &d, &c), 0);
+  ck_assert_uint_eq(s.nlisteners, N);
+  diag_init(&warn);
+  settings_warnings(&s, c, &warn);
+  ASSERT_ONE(&warn, N + 3,
+             "[listen:b] sig7: m.f is already a listener of 'sig7' (t.conf:9)");
+  diag_close(&warn);
+  settings_close(&s);
+  config_free(c);
+  diag_close(&d);
+  free(b.data);
+}
+END_TEST
+
+/* ---- the key table ------------------------------------------------------- */
+
+static const struct settings_keyset *const keysets[] = {
+    &settings_aio_keyset, &settings_server_keyset, &settings_schedule_keyset};
+
+/* A section of ks that is valid without the row `skip` (NULL: all), the
+ * header included, and of name: "[aio]", "[server:s]", ... */
+static void base_section(struct util_buf *b, const struct settings_keyset *ks,
+                         const char *skip) {
+  static const char *const server[][2] = {{"protocol", "aio.echo"},
+                                          {"port", "1"}};
+  static const char *const schedule[][2] = {{"func", "m.f"}, {"every", "1"}};
+  if (ks == &settings_aio_keyset) {
+    util_buf_printf(b, "[aio]\n");
+    return;
+  }
+  const char *const(*kv)[2] = ks == &settings_server_keyset ? server : schedule;
+  util_buf_printf(b, ks == &settings_server_keyset ? "[server:s]\n"
+                                                   : "[schedule:s]\n");
+  for (size_t i = 0; i < 2; i++)
+    if (skip == NULL || strcmp(kv[i][0], skip) != 0)
+      util_buf_printf(b, "%s = %s\n", kv[i][0], kv[i][1]);
+}
+
+/* The field of k in what s loaded for ks's section. */
+static const void *loaded_field(const struct settings *s,
+                                const struct settings_keyset *ks,
+                                const struct settings_key *k) {
+  const void *base = ks == &settings_aio_keyset ? (const void *)s
+                     : ks == &settings_server_keyset
+                         ? (const void *)s->servers
+                         : (const void *)s->schedules;
+  return (const char *)base + k->offset;
+}
+
+static size_t scalar_size(enum settings_type t) {
+  switch (t) {
+  case SETTINGS_INT:
+  case SETTINGS_BOOL:
+  case SETTINGS_ENUM:
+    return sizeof(int);
+  case SETTINGS_SIZE:
+    return sizeof(size_t);
+  case SETTINGS_SECONDS:
+    return sizeof(double);
+  default:
+    return 0;
+  }
+}
+
+/* Every default parses under its own row, and writing it gives what
+ * leaving the key out gives. */
+START_TEST(test_every_default_parses_under_its_own_rule) {
+  size_t checked = 0;
+  for (size_t t = 0; t < UTIL_ARRAY_LEN(keysets); t++) {
+    const struct settings_keyset *ks = keysets[t];
+    for (size_t i = 0; i < ks->n; i++) {
+      const struct settings_key *k = &ks->keys[i];
+      ck_assert_msg(k->help && *k->help, "%s has no help", k->name);
+      if (*k->dflt == '\0')
+        continue;
+      struct util_buf with = {0}, without = {0};
+      base_section(&with, ks, k->name);
+      util_buf_printf(&with, "%s = %s\n", k->name, k->dflt);
+      base_section(&without, ks, k->name);
+      struct settings a, b;
+      struct diag d;
+      int rc = load(with.data, &a, &d);
+      if (rc)
+        dump_diag(&d);
+      ck_assert_msg(rc == 0, "%s = %s is refused", k->name, k->dflt);
+      diag_close(&d);
+      ck_assert_int_eq(load(without.data, &b, &d), 0);
+      size_t n = scalar_size(k->type);
+      if (n)
+        ck_assert_msg(
+            memcmp(loaded_field(&a, ks, k), loaded_field(&b, ks, k), n) == 0,
+            "%s: the default written is not the default", k->name);
+      settings_close(&a);
+      settings_close(&b);
+      diag_close(&d);
+      free(with.data);
+      free(without.data);
+      checked++;
+    }
+  }
+  ck_assert_uint_ge(checked, 10);
+}
+END_TEST
+
+/* A number past a row's range gives the message every key of its type
+ * gives, at the key's line. */
+START_TEST(test_out_of_range_values_give_the_existing_messages) {
+  size_t checked = 0;
+  for (size_t t = 0; t < UTIL_ARRAY_LEN(keysets); t++) {
+    const struct settings_keyset *ks = keysets[t];
+    for (size_t i = 0; i < ks->n; i++) {
+      const struct settings_key *k = &ks->keys[i];
+      char want[256];
+      const char *sec = ks == &settings_aio_keyset      ? "aio"
+                        : ks == &settings_server_keyset ? "server:s"
+                                                        : "schedule:s";
+      if (k->type == SETTINGS_INT || k->type == SETTINGS_SIZE)
+        snprintf(want, sizeof(want),
+                 "[%s] %s: expected a whole number between %ld and %ld", sec,
+                 k->name, (long)k->min, (long)k->max);
+      else if (k->type == SETTINGS_SECONDS)
+        snprintf(want, sizeof(want),
+                 "[%s] %s: expected a number of seconds between %g and %g", sec,
+                 k->name, k->min, k->max);
+      else
+        continue;
+      for (int side = 0; side < 2; side++) {
+        struct util_buf b = {0};
+        base_section(&b, ks, k->name);
+        int line = 1;
+        for (const char *p = b.data; *p; p++)
+          line += *p == '\n';
+        util_buf_printf(&b, "%s = %.17g\n", k->name,
+                        side ? k->max + 1 : k->min - 1);
+        expect_settings_error(b.data, line, want);
+        free(b.data);
+      }
+      checked++;
+    }
+  }
+  ck_assert_uint_ge(checked, 9);
+}
+END_TEST
+
+/* The built-in layer is the [aio] rows in order, each with its default:
+ * `aio config` prints it, in the order it always had. */
+START_TEST(test_builtin_layer_is_the_aio_rows) {
+  const char *text = settings_builtin_defaults();
+  struct util_buf want = {0};
+  util_buf_printf(&want, "[aio]\n");
+  for (size_t i = 0; i < settings_aio_keyset.n; i++) {
+    const struct settings_key *k = &settings_aio_keyset.keys[i];
+    util_buf_printf(&want, "%s =%s%s\n", k->name, *k->dflt ? " " : "", k->dflt);
+  }
+  ck_assert_str_eq(text, want.data);
+  free(want.data);
+  static const char *const before[] = {"modules =\n",
+                                       "module_path =\n",
+                                       "workers = auto\n",
+                                       "timeout = 30\n",
+                                       "graceful_timeout = 30\n",
+                                       "log_level = info\n",
+                                       "log_file =\n",
+                                       "pidfile =\n",
+                                       "control =\n",
+                                       "user =\n",
+                                       "group =\n",
+                                       "max_restarts = 5\n",
+                                       "restart_window = 60\n",
+                                       "max_connections = 10000\n",
+                                       "write_limit = 4194304\n"};
+  const char *p = text;
+  for (size_t i = 0; i < UTIL_ARRAY_LEN(before); i++) {
+    const char *at = strstr(p, before[i]);
+    ck_assert_msg(at && (at == text || at[-1] == '\n'),
+                  "'%s' missing or out of order in:\n%s", before[i], text);
+    p = at + strlen(before[i]);
+  }
+  struct config *c = parse_ok(text);
+  ck_assert_str_eq(config_get(c, "aio", "workers"), "auto");
+  config_free(c);
+}
+END_TEST
+
+/* Issue 13: "adress = 127.0.0.1" bound all interfaces in silence. */
+START_TEST(test_unknown_keys_in_server_and_schedule_sections_warn) {
+  static const char text[] = "[server/web]\n"        /* 1 */
+                             "protocol = aio.echo\n" /* 2 */
+                             "adress = 127.0.0.1\n"  /* 3 */
+                             "port = 9000\n"         /* 4 */
+                             "backlog = 10\n"        /* 5 */
+                             "[schedule:tick]\n"     /* 6 */
+                             "func = m.f\n"          /* 7 */
+                             "ofset = 5\n"           /* 8 */
+                             "every = 1\n"           /* 9 */
+                             "frobnicate = blue\n"   /* 10 */
+                             "[listen:x]\n"          /* 11 */
+                             "adress = m.f\n"        /* 12: a signal */
+                             "[aio:commands]\n"      /* 13 */
+                             "evry = m.f\n"          /* 14: a command */
+                             "[mymod]\n"             /* 15 */
+                             "adress = 1\n"          /* 16: a module's */
+                             "[aio]\n"               /* 17 */
+                             "graceful = 3\n";       /* 18 */
+  struct settings s;
+  struct diag d, warn;
+  struct config *c;
+  int rc = load_keep(text, &s, &d, &c);
+  if (rc)
+    dump_diag(&d);
+  ck_assert_int_eq(rc, 0);
+  diag_init(&warn);
+  settings_warnings(&s, c, &warn);
+  if (warn.n != 4)
+    dump_diag(&warn);
+  ck_assert_uint_eq(warn.n, 4);
+  ck_assert(has_diag(&warn, 3,
+                     "unknown key 'adress' in [server:web] is ignored; did "
+                     "you mean 'address'?"));
+  ck_assert(has_diag(&warn, 8,
+                     "unknown key 'ofset' in [schedule:tick] is ignored; did "
+                     "you mean 'offset'?"));
+  ck_assert(has_diag(&warn, 10,
+                     "unknown key 'frobnicate' in [schedule:tick] "
+                     "is ignored"));
+  ck_assert(!has_diag(&warn, 10, "did you mean"));
+  ck_assert(has_diag(&warn, 18,
+                     "unknown key 'graceful' in [aio] is ignored; did you "
+                     "mean 'graceful_timeout'?"));
+  /* The typo is ignored, as the warning says: all interfaces. */
+  ck_assert_str_eq(s.servers[0].address, "");
+  diag_close(&warn);
+  settings_close(&s);
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
+/* Every row of every table is a known key: none of them warns. */
+START_TEST(test_known_keys_do_not_warn) {
+  struct util_buf b = {0};
+  for (size_t t = 0; t < UTIL_ARRAY_LEN(keysets); t++) {
+    const struct settings_keyset *ks = keysets[t];
+    util_buf_printf(&b, ks == &settings_aio_keyset      ? "[aio]\n"
+                        : ks == &settings_server_keyset ? "[server:s]\n"
+                                                        : "[schedule/s]\n");
+    for (size_t i = 0; i < ks->n; i++)
+      util_buf_printf(&b, "%s = x\n", ks->keys[i].name);
+  }
+  struct config *c = parse_ok(b.data);
+  struct diag warn;
+  diag_init(&warn);
+  size_t n = settings_unknown_keys(c, &warn);
+  if (n)
+    dump_diag(&warn);
+  ck_assert_uint_eq(n, 0);
+  ck_assert_uint_eq(warn.n, 0);
+  diag_close(&warn);
+  config_free(c);
+  free(b.data);
+}
+END_TEST
+
+/* The part of docs/operations.md from heading to the next "## " or "### "
+ * heading. Returns new. */
+static char *doc_part(const char *heading) {
+  char *doc =
+      util_read_file(AIO_SOURCE_DIR "/docs/operations.md", 1 << 20, NULL);
+  ck_assert_ptr_nonnull(doc);
+  char *at = strstr(doc, heading);
+  ck_assert_msg(at != NULL, "docs/operations.md has no '%s'", heading);
+  char *end = at + strlen(heading);
+  while ((end = strstr(end, "\n#")) && strncmp(end, "\n## ", 4) != 0 &&
+         strncmp(end, "\n### ", 5) != 0)
+    end++;
+  char *part = end ? strndup(at, (size_t)(end - at)) : strdup(at);
+  free(doc);
+  return part;
+}
+
+/* docs/operations.md lists every row, with its default and its help, in
+ * the table of its section: the docs cannot drift from the code. */
+START_TEST(test_every_key_is_documented_with_its_default) {
+  static const char *const headings[] = {"### [aio]", "### [server:NAME]",
+                                         "### [schedule:NAME]"};
+  for (size_t t = 0; t < UTIL_ARRAY_LEN(keysets); t++) {
+    const struct settings_keyset *ks = keysets[t];
+    char *part = doc_part(headings[t]);
+    for (size_t i = 0; i < ks->n; i++) {
+      const struct settings_key *k = &ks->keys[i];
+      char want[512];
+      if (*k->dflt)
+        snprintf(want, sizeof(want), "\n| `%s` | `%s` | ", k->name, k->dflt);
+      else
+        snprintf(want, sizeof(want), "\n| `%s` | | ", k->name);
+      const char *row = strstr(part, want);
+      const char *eol = row ? strchr(row + 1, '\n') : NULL;
+      const char *help = row ? strstr(row, k->help) : NULL;
+      ck_assert_msg(row && help && (eol == NULL || help < eol),
+                    "docs/operations.md, %s: no row '%sVALUES | %s |'",
+                    headings[t], want + 1, k->help);
+    }
+    free(part);
+  }
+}
+END_TEST
+
 /* ---- writing ------------------------------------------------------------- */
 
 START_TEST(test_write_value_keeps_layout) {
@@ -1398,6 +1759,17 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_many_sections_parse_in_linear_time);
   tcase_add_test(tc, test_many_keys_parse_in_linear_time);
   tcase_add_test(tc, test_many_continuation_lines_parse_in_linear_time);
+  tcase_add_test(tc, test_many_servers_load_in_linear_time);
+  tcase_add_test(tc, test_many_listeners_load_in_linear_time);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("table");
+  tcase_add_test(tc, test_every_default_parses_under_its_own_rule);
+  tcase_add_test(tc, test_out_of_range_values_give_the_existing_messages);
+  tcase_add_test(tc, test_builtin_layer_is_the_aio_rows);
+  tcase_add_test(tc, test_unknown_keys_in_server_and_schedule_sections_warn);
+  tcase_add_test(tc, test_known_keys_do_not_warn);
+  tcase_add_test(tc, test_every_key_is_documented_with_its_default);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("writer");

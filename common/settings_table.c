@@ -1,0 +1,598 @@
+/*
+ * settings_table.c - the keys aio owns, one row each: [aio] (into struct
+ * settings), [server:NAME] (struct server_conf), [schedule:NAME] (struct
+ * schedule_conf). A row's default is what an absent or empty value means;
+ * the [aio] rows, in this order, are also the built-in layer `aio config`
+ * prints. settings_keys.c reads the rows; this file holds them, the few
+ * setters a type cannot express, and each section's checks across keys.
+ *
+ * Adding a key is one row in its section's table below (name, type,
+ * default, range, offsetof its field, one line of help), plus the field in
+ * settings.h when it is a new one (and its free() in settings_close() for a
+ * string), plus its row in docs/operations.md "Configuration keys"
+ * (test_config checks that every row is there, with its default and
+ * help). Nothing else: the parser, the default layer, the list of known
+ * keys and the "did you mean" hints all come from the row.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "cron.h"
+#include "log.h"
+#include "settings_keys.h"
+#include "util.h"
+
+/* A value was written for key (not empty). */
+static int given(const struct settings_ctx *c, const char *key) {
+  const char *v = settings_value(c, key);
+  return v && *v;
+}
+
+/* ---- [aio] -------------------------------------------------------------- */
+
+int settings_workers_ok(long long n) {
+  return n >= SETTINGS_WORKERS_MIN && n <= SETTINGS_WORKERS_MAX;
+}
+
+static void set_workers(struct settings_ctx *c, const struct settings_key *k,
+                        void *base, const char *v) {
+  struct settings *s = base;
+  long n;
+  if (*v == '\0' || strcasecmp(v, "auto") == 0) {
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    s->workers = n < SETTINGS_WORKERS_MIN   ? SETTINGS_WORKERS_MIN
+                 : n > SETTINGS_WORKERS_MAX ? SETTINGS_WORKERS_MAX
+                                            : (int)n;
+  } else if (util_parse_long(v, (long)k->min, (long)k->max, &n)) {
+    settings_fail(c, k->name,
+                  "expected a whole number between %ld and %ld, or auto",
+                  (long)k->min, (long)k->max);
+  } else {
+    s->workers = (int)n;
+  }
+}
+
+static void set_log_level(struct settings_ctx *c, const struct settings_key *k,
+                          void *base, const char *v) {
+  struct settings *s = base;
+  s->log_level = AIO_LOG_INFO;
+  if (*v == '\0')
+    return;
+  int level = log_level_parse(v);
+  if (level < 0)
+    settings_fail(c, k->name, "expected debug, info, warn or error");
+  else
+    s->log_level = level;
+}
+
+/* modules, remembering the line of each name so that the loader can point
+ * at the one it cannot load. */
+static void set_modules(struct settings_ctx *c, const struct settings_key *k,
+                        void *base, const char *v) {
+  struct settings *s = base;
+  size_t cap = 0, lcap = 0;
+  if (c->e == NULL)
+    return;
+  s->modules_file = c->e->file;
+  const char *p = v;
+  for (size_t part = 0; *p; part++) {
+    char **w;
+    int n = settings_next_line_words(&p, &w);
+    int line = config_entry_line(c->e, part);
+    for (int i = 0; i < n; i++) {
+      if (strchr(w[i], '/')) {
+        diag_add(c->d, c->e->file, line,
+                 "[%s] modules: module names have no '/' (put directories "
+                 "in module_path): '%s'",
+                 c->secname, w[i]);
+        c->failed = 1;
+        free(w[i]);
+      } else if (util_grow((void **)&s->modules, &cap, s->nmodules + 1,
+                           sizeof(*s->modules)) ||
+                 util_grow((void **)&s->module_lines, &lcap, s->nmodules + 1,
+                           sizeof(*s->module_lines))) {
+        settings_fail(c, k->name, "out of memory");
+        free(w[i]);
+      } else {
+        s->modules[s->nmodules] = w[i];
+        s->module_lines[s->nmodules++] = line;
+      }
+    }
+    if (n < 0)
+      settings_fail(c, k->name, "out of memory");
+    free(w);
+  }
+}
+
+/* user and group are looked up now, so a typo is a config error and not
+ * a worker that cannot start. user comes first: its group is the default
+ * of group. */
+static void set_user(struct settings_ctx *c, const struct settings_key *k,
+                     void *base, const char *v) {
+  struct settings *s = base;
+  s->uid = getuid();
+  s->gid = getgid();
+  if (*v == '\0')
+    return;
+  s->user = strdup(v);
+  s->drop_privileges = 1;
+  struct passwd *pw = getpwnam(v);
+  long id;
+  if (pw) {
+    s->uid = pw->pw_uid;
+    s->gid = pw->pw_gid;
+  } else if (util_parse_long(v, 0, 1L << 30, &id) == 0) {
+    s->uid = (uid_t)id;
+  } else {
+    settings_fail(c, k->name, "no such user '%s'", v);
+    s->ids_unknown = 1;
+  }
+}
+
+static void set_group(struct settings_ctx *c, const struct settings_key *k,
+                      void *base, const char *v) {
+  struct settings *s = base;
+  if (*v == '\0')
+    return;
+  s->group = strdup(v);
+  s->drop_privileges = 1;
+  struct group *gr = getgrnam(v);
+  long id;
+  if (gr)
+    s->gid = gr->gr_gid;
+  else if (util_parse_long(v, 0, 1L << 30, &id) == 0)
+    s->gid = (gid_t)id;
+  else {
+    settings_fail(c, k->name, "no such group '%s'", v);
+    s->ids_unknown = 1;
+  }
+}
+
+#define DAY 86400.0
+
+/* In the order of LOG_FORMAT_TEXT, LOG_FORMAT_JSON (log.h). */
+static const char *const log_formats[] = {"text", "json", NULL};
+_Static_assert(LOG_FORMAT_TEXT == 0 && LOG_FORMAT_JSON == 1,
+               "log_formats[] is indexed by the LOG_FORMAT_* values");
+
+#define AIO(f) offsetof(struct settings, f)
+static const struct settings_key aio_keys[] = {
+    {.name = "modules",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "",
+     .set = set_modules,
+     .help = "the modules to load: names, several to a line or on "
+             "continuation lines"},
+    {.name = "module_path",
+     .type = SETTINGS_WORDS,
+     .dflt = "",
+     .offset = AIO(module_path),
+     .count = AIO(npath),
+     .help = "directories searched for modules first, relative to the "
+             "file's directory"},
+    {.name = "workers",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "auto",
+     .min = SETTINGS_WORKERS_MIN,
+     .max = SETTINGS_WORKERS_MAX,
+     .set = set_workers,
+     .help = "worker processes; auto is one per CPU"},
+    {.name = "timeout",
+     .type = SETTINGS_SECONDS,
+     .dflt = "30",
+     .min = 0,
+     .max = DAY,
+     .offset = AIO(timeout),
+     .help = "a worker silent this long is killed and replaced; 0: never"},
+    {.name = "graceful_timeout",
+     .type = SETTINGS_SECONDS,
+     .dflt = "30",
+     .min = 0,
+     .max = DAY,
+     .offset = AIO(graceful_timeout),
+     .help = "the time open connections get to finish on stop and reload"},
+    {.name = "log_level",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "info",
+     .set = set_log_level,
+     .help = "the least severe messages logged"},
+    {.name = "log_file",
+     .type = SETTINGS_PATH,
+     .dflt = "",
+     .offset = AIO(log_file),
+     .help = "where the log goes; stderr when empty"},
+    {.name = "log_format",
+     .type = SETTINGS_ENUM,
+     .dflt = "text",
+     .names = log_formats,
+     .offset = AIO(log_format),
+     .help = "text, or json: one object per line for log shippers"},
+    {.name = "pidfile",
+     .type = SETTINGS_PATH,
+     .dflt = "",
+     .offset = AIO(pidfile),
+     .help = "holds the master's pid, locked while it runs"},
+    {.name = "control",
+     .type = SETTINGS_PATH,
+     .dflt = "",
+     .offset = AIO(control),
+     .help = "the control socket; when empty, beside the pidfile or a "
+             "per-configuration name"},
+    {.name = "control_timeout",
+     .type = SETTINGS_SECONDS,
+     .dflt = "5",
+     .min = 0.1,
+     .max = 3600,
+     .offset = AIO(control_timeout),
+     .help = "a control client that leaves its replies unread this long is "
+             "dropped"},
+    {.name = "user",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "",
+     .set = set_user,
+     .help = "the workers run as this user (a name or a uid)"},
+    {.name = "group",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "",
+     .set = set_group,
+     .help = "the workers run as this group (a name or a gid); the user's "
+             "when empty"},
+    {.name = "max_restarts",
+     .type = SETTINGS_INT,
+     .dflt = "5",
+     .min = 0,
+     .max = 1000000,
+     .offset = AIO(max_restarts),
+     .help = "crashes of a slot within restart_window after which it is "
+             "left empty"},
+    {.name = "restart_window",
+     .type = SETTINGS_SECONDS,
+     .dflt = "60",
+     .min = 0,
+     .max = 7 * DAY,
+     .offset = AIO(restart_window),
+     .help = "the window max_restarts counts crashes in"},
+    {.name = "start_timeout",
+     .type = SETTINGS_SECONDS,
+     .dflt = "60",
+     .min = 0,
+     .max = DAY,
+     .offset = AIO(start_timeout),
+     .help = "the first start must serve by then, else aio run exits 70; "
+             "0: no limit"},
+    {.name = "max_connections",
+     .type = SETTINGS_SIZE,
+     .dflt = "10000",
+     .min = 1,
+     .max = 10000000,
+     .offset = AIO(max_connections),
+     .help = "open connections per worker"},
+    {.name = "write_limit",
+     .type = SETTINGS_SIZE,
+     .dflt = "4194304",
+     .min = 4096,
+     .max = 1L << 30,
+     .offset = AIO(write_limit),
+     .help = "bytes queued per connection before a write is refused"},
+    {.name = "rlimit_nofile",
+     .type = SETTINGS_INT,
+     .dflt = "",
+     .min = 0,
+     .max = 1 << 30,
+     .offset = AIO(rlimit_nofile),
+     .help = "at least this many open files (RLIMIT_NOFILE); empty: what "
+             "the configuration needs"},
+    {.name = "bus_buffer",
+     .type = SETTINGS_SIZE,
+     .dflt = "262144",
+     .min = BUS_MAX_FRAME,
+     .max = 1L << 30,
+     .offset = AIO(bus_buffer),
+     .help = "bytes of a worker's frames not yet written to the master"},
+    {.name = "bus_queue",
+     .type = SETTINGS_SIZE,
+     .dflt = "4096",
+     .min = 1,
+     .max = 10000000,
+     .offset = AIO(bus_queue),
+     .help = "deliveries the master keeps for one worker until it "
+             "acknowledges them"},
+    {.name = "bus_queue_bytes",
+     .type = SETTINGS_SIZE,
+     .dflt = "4194304",
+     .min = BUS_MAX_FRAME,
+     .max = 1L << 30,
+     .offset = AIO(bus_queue_bytes),
+     .help = "the bytes of those deliveries"},
+    {.name = "bus_journal",
+     .type = SETTINGS_SIZE,
+     .dflt = "4096",
+     .min = 1,
+     .max = 10000000,
+     .offset = AIO(bus_journal),
+     .help = "a worker's own signals not yet run"},
+    {.name = "bus_journal_bytes",
+     .type = SETTINGS_SIZE,
+     .dflt = "4194304",
+     .min = BUS_MAX_FRAME,
+     .max = 1L << 30,
+     .offset = AIO(bus_journal_bytes),
+     .help = "the bytes of those signals' frames"},
+};
+#undef AIO
+
+_Static_assert(UTIL_ARRAY_LEN(aio_keys) <= SETTINGS_MAX_KEYS, "too many rows");
+const struct settings_keyset settings_aio_keyset = {
+    .prefix = "aio", .keys = aio_keys, .n = UTIL_ARRAY_LEN(aio_keys)};
+
+/* ---- [server:NAME] ------------------------------------------------------ */
+
+static void set_protocol(struct settings_ctx *c, const struct settings_key *k,
+                         void *base, const char *v) {
+  struct server_conf *sv = base;
+  (void)k;
+  if (*v)
+    settings_ctx_ref(c, &sv->handler, v);
+}
+
+static void set_factory(struct settings_ctx *c, const struct settings_key *k,
+                        void *base, const char *v) {
+  struct server_conf *sv = base;
+  struct ref fac;
+  if (*v == '\0')
+    return;
+  if (settings_ctx_ref(c, &fac, v))
+    return;
+  if (sv->handler.text) {
+    settings_fail(c, k->name, "a server has a protocol or a factory, not both");
+    settings_ref_close(&fac);
+  } else {
+    sv->handler = fac;
+    sv->is_factory = 1;
+  }
+}
+
+static void set_address(struct settings_ctx *c, const struct settings_key *k,
+                        void *base, const char *v) {
+  struct server_conf *sv = base;
+  unsigned char buf[16];
+  const char *a = strcmp(v, "*") == 0 ? "" : v;
+  if (*a && inet_pton(AF_INET, a, buf) != 1 && inet_pton(AF_INET6, a, buf) != 1)
+    settings_fail(c, k->name, "'%s' is not an IPv4 or IPv6 address", v);
+  else if ((sv->address = strdup(a)) == NULL)
+    settings_fail(c, k->name, "out of memory");
+}
+
+static void server_check(struct settings_ctx *c, void *base) {
+  struct server_conf *sv = base;
+  /* A UDP or a factory server has no connections of the runner's to time
+   * out: a timeout written there would be ignored in silence. */
+  static const char *const timeouts[] = {"idle_timeout", "send_timeout",
+                                         "header_timeout"};
+  for (size_t i = 0; i < UTIL_ARRAY_LEN(timeouts); i++)
+    if (given(c, timeouts[i]) && (sv->type == SERVER_UDP || sv->is_factory))
+      settings_fail(
+          c, timeouts[i], "%s has no connections of aio's to time out",
+          sv->is_factory ? "a server with a factory" : "a udp server");
+  if (!given(c, "protocol") && !given(c, "factory")) {
+    diag_add(c->d, c->sec->file, c->sec->line,
+             "[%s] needs 'protocol = module.symbol' or 'factory = "
+             "module.symbol'",
+             c->secname);
+    c->failed = 1;
+  }
+  /* No type, or tcp, with a path: a unix server. */
+  if (sv->type == SERVER_TCP && sv->path)
+    sv->type = SERVER_UNIX;
+  if (sv->type == SERVER_UNIX) {
+    if (sv->path == NULL)
+      settings_fail(c, "path", "a unix server needs 'path = /some/socket'");
+    else if (strlen(sv->path) >= 108)
+      settings_fail(c, "path", "longer than a unix socket path may be (%s)",
+                    "107 bytes");
+    if (settings_value(c, "port"))
+      settings_fail(c, "port", "a unix server has a path, not a port");
+    free(sv->address);
+    sv->address = NULL;
+  } else {
+    if (sv->path)
+      settings_fail(c, "path", "'path' is for unix servers; this one is %s",
+                    sv->type == SERVER_UDP ? "udp" : "tcp");
+    if (!given(c, "port")) {
+      diag_add(c->d, c->sec->file, c->sec->line, "[%s] needs a 'port'",
+               c->secname);
+      c->failed = 1;
+    }
+  }
+}
+
+/* In the order of enum server_type. */
+static const char *const server_types[] = {"tcp", "udp", "unix", NULL};
+_Static_assert(SERVER_TCP == 0 && SERVER_UDP == 1 && SERVER_UNIX == 2 &&
+                   sizeof(enum server_type) == sizeof(int),
+               "server_types[] is indexed by enum server_type");
+
+#define SERVER(f) offsetof(struct server_conf, f)
+static const struct settings_key server_keys[] = {
+    {.name = "protocol",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "",
+     .set = set_protocol,
+     .help = "the AIO_PROTOCOL served (module.symbol)"},
+    {.name = "factory",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "",
+     .set = set_factory,
+     .help = "or the AIO_FACTORY that makes one per connection"},
+    {.name = "type",
+     .type = SETTINGS_ENUM,
+     .dflt = "",
+     .names = server_types,
+     .offset = SERVER(type),
+     .help = "tcp, udp or unix; unix when path is set, else tcp"},
+    {.name = "address",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "",
+     .set = set_address,
+     .help = "the IPv4 or IPv6 address bound; all interfaces when empty or *"},
+    {.name = "port",
+     .type = SETTINGS_INT,
+     .dflt = "",
+     .min = 0,
+     .max = 65535,
+     .offset = SERVER(port),
+     .help = "the port bound (0: any free one); required but for unix"},
+    {.name = "path",
+     .type = SETTINGS_PATH,
+     .dflt = "",
+     .offset = SERVER(path),
+     .help = "a unix server's socket, relative to the file's directory"},
+    {.name = "backlog",
+     .type = SETTINGS_INT,
+     .dflt = "511",
+     .min = 1,
+     .max = 65535,
+     .offset = SERVER(backlog),
+     .help = "the listen(2) queue of each worker's socket"},
+    {.name = "idle_timeout",
+     .type = SETTINGS_SECONDS,
+     .dflt = "60",
+     .min = 0,
+     .max = 7 * DAY,
+     .offset = SERVER(idle_timeout),
+     .help = "a connection with no byte either way this long is closed; 0: "
+             "never"},
+    {.name = "send_timeout",
+     .type = SETTINGS_SECONDS,
+     .dflt = "60",
+     .min = 0,
+     .max = 7 * DAY,
+     .offset = SERVER(send_timeout),
+     .help = "a connection whose peer takes none of its output this long is "
+             "reset; 0: never"},
+    {.name = "header_timeout",
+     .type = SETTINGS_SECONDS,
+     .dflt = "10",
+     .min = 0,
+     .max = 7 * DAY,
+     .offset = SERVER(header_timeout),
+     .help = "aio.hello: a request head not complete by then is answered "
+             "408; 0: never"},
+};
+
+_Static_assert(UTIL_ARRAY_LEN(server_keys) <= SETTINGS_MAX_KEYS,
+               "too many rows");
+const struct settings_keyset settings_server_keyset = {
+    .prefix = "server:",
+    .keys = server_keys,
+    .n = UTIL_ARRAY_LEN(server_keys),
+    .check = server_check,
+    .size = sizeof(struct server_conf),
+    .name_at = SERVER(name),
+    .file_at = SERVER(file),
+    .line_at = SERVER(line)};
+#undef SERVER
+
+/* ---- [schedule:NAME] ---------------------------------------------------- */
+
+static void set_cron(struct settings_ctx *c, const struct settings_key *k,
+                     void *base, const char *v) {
+  struct schedule_conf *sc = base;
+  struct cron cr;
+  char err[128];
+  if (*v == '\0')
+    return;
+  if ((sc->cron = strdup(v)) == NULL)
+    settings_fail(c, k->name, "out of memory");
+  else if (cron_parse(&cr, v, err, sizeof(err)))
+    settings_fail(c, k->name, "%s", err);
+  else if (cron_next(&cr, time(NULL)) == (time_t)-1)
+    settings_fail(c, k->name,
+                  "'%s' never matches a date (a day its months do not have?)",
+                  v);
+}
+
+static void schedule_check(struct settings_ctx *c, void *base) {
+  struct schedule_conf *sc = base;
+  if (!given(c, "func")) {
+    diag_add(c->d, c->sec->file, c->sec->line,
+             "[%s] needs 'func = module.symbol'", c->secname);
+    c->failed = 1;
+  }
+  sc->has_cb = sc->cb.text != NULL;
+  sc->has_err = sc->err.text != NULL;
+  if (given(c, "every") && sc->cron) {
+    settings_fail(c, "cron", "a schedule has 'every' or 'cron', not both");
+  } else if (!given(c, "every") && !sc->cron) {
+    diag_add(c->d, c->sec->file, c->sec->line,
+             "[%s] needs 'every = SECONDS' or 'cron = M H DOM MON DOW'",
+             c->secname);
+    c->failed = 1;
+  }
+}
+
+#define SCHEDULE(f) offsetof(struct schedule_conf, f)
+static const struct settings_key schedule_keys[] = {
+    {.name = "func",
+     .type = SETTINGS_REF,
+     .dflt = "",
+     .offset = SCHEDULE(func),
+     .help = "the AIO_SCHEDULER run (module.symbol)"},
+    {.name = "cb",
+     .type = SETTINGS_REF,
+     .dflt = "",
+     .offset = SCHEDULE(cb),
+     .help = "an AIO_SCHEDULER run after a run that succeeded"},
+    {.name = "err",
+     .type = SETTINGS_REF,
+     .dflt = "",
+     .offset = SCHEDULE(err),
+     .help = "an AIO_SCHEDULER run after a run that failed or whose worker "
+             "died"},
+    {.name = "every",
+     .type = SETTINGS_SECONDS,
+     .dflt = "",
+     .min = 0.001,
+     .max = 366 * DAY,
+     .offset = SCHEDULE(every),
+     .help = "seconds between runs, fractions allowed; or cron"},
+    {.name = "cron",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "",
+     .set = set_cron,
+     .help = "M H DOM MON DOW: the minutes to run at, local time"},
+    {.name = "offset",
+     .type = SETTINGS_SECONDS,
+     .dflt = "0",
+     .min = 0,
+     .max = 366 * DAY,
+     .offset = SCHEDULE(offset),
+     .help = "delays each run of an every schedule by this many seconds"},
+    {.name = "overlap",
+     .type = SETTINGS_BOOL,
+     .dflt = "no",
+     .offset = SCHEDULE(overlap),
+     .help = "a run may start while the last one is still going"},
+};
+
+_Static_assert(UTIL_ARRAY_LEN(schedule_keys) <= SETTINGS_MAX_KEYS,
+               "too many rows");
+const struct settings_keyset settings_schedule_keyset = {
+    .prefix = "schedule:",
+    .keys = schedule_keys,
+    .n = UTIL_ARRAY_LEN(schedule_keys),
+    .check = schedule_check,
+    .size = sizeof(struct schedule_conf),
+    .name_at = SCHEDULE(name),
+    .file_at = SCHEDULE(file),
+    .line_at = SCHEDULE(line)};
+#undef SCHEDULE
