@@ -11,6 +11,10 @@
 extern char **environ;
 
 static char **env_copy; /* the environment, moved (freed at exit) */
+/* The strings env_copy pointed to at first: unsetenv() takes an entry out
+ * of environ (NOTIFY_SOCKET, LISTEN_FDS), and its string must still be
+ * freed. Lives in env_copy's block, after environ's n + 1 entries. */
+static char **env_owned;
 static char *title_start; /* argv[0] */
 static size_t title_room; /* bytes from argv[0] to the end of the last
                              contiguous argv/environ string */
@@ -20,10 +24,10 @@ static size_t title_room; /* bytes from argv[0] to the end of the last
 static void free_env(void) {
   if (environ == env_copy)
     environ = NULL;
-  for (size_t i = 0; env_copy[i]; i++)
-    free(env_copy[i]);
+  for (size_t i = 0; env_owned[i]; i++)
+    free(env_owned[i]);
   free(env_copy);
-  env_copy = NULL;
+  env_copy = env_owned = NULL;
 }
 
 void proctitle_init(int argc, char **argv) {
@@ -37,7 +41,7 @@ void proctitle_init(int argc, char **argv) {
   size_t n = 0;
   while (environ && environ[n])
     n++;
-  char **copy = calloc(n + 1, sizeof(*copy));
+  char **copy = calloc(2 * (n + 1), sizeof(*copy));
   if (copy == NULL)
     return;
   for (size_t i = 0; i < n; i++) {
@@ -52,6 +56,8 @@ void proctitle_init(int argc, char **argv) {
     }
   }
   env_copy = copy;
+  env_owned = copy + n + 1;
+  memcpy(env_owned, copy, (n + 1) * sizeof(*copy));
   environ = copy;
   atexit(free_env);
   /* argv[1..] now point into memory the title may overwrite: nobody may
