@@ -84,6 +84,7 @@ struct wproc {
   struct journal journal;        /* its emits it runs itself, unfinished */
   struct bus_mark *mark;         /* shared: what it was doing when it died */
   json_int_t running_job;        /* job id in flight, or 0 */
+  struct output *output;         /* its stdout and stderr (output.c) */
   struct wproc *next;
 };
 

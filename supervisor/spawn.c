@@ -1,12 +1,13 @@
 /*
  * spawn.c - fork one worker. The child keeps only what it needs (its bus
- * end, its slot's sockets, the log, stdio), resets the master's signal
- * handling and builds a fresh loop in worker_run(); it never touches the
- * master's loop.
+ * end, its slot's sockets, the log, stdout and stderr on the pipes the
+ * master reads, output.c), resets the master's signal handling and
+ * builds a fresh loop in worker_run(); it never touches the master's loop.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -17,6 +18,7 @@
 #include "child.h"
 #include "log.h"
 #include "master.h"
+#include "output.h"
 #include "util.h"
 #include "worker.h"
 
@@ -64,11 +66,14 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
   /* What the worker was doing when it died: without it, neither side
    * could tell which delivery to redeliver. */
   p->mark = bus_mark_new();
-  if (p->mark == NULL) {
+  p->output = p->mark ? output_new() : NULL;
+  if (p->output == NULL) {
+    int err = p->mark ? -errno : -ENOMEM;
     close(sv[0]);
     close(sv[1]);
+    bus_mark_free(p->mark);
     free(p);
-    return -ENOMEM;
+    return err;
   }
   pid_t master_pid = getpid();
   pid_t pid = fork();
@@ -77,6 +82,7 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     close(sv[0]);
     close(sv[1]);
     bus_mark_free(p->mark);
+    output_close(p->output);
     free(p);
     return err;
   }
@@ -91,6 +97,8 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != master_pid)
       _exit(1); /* the master died between fork and prctl */
+    if (output_child(p->output))
+      _exit(1);
     size_t nserv = g->app.s.nservers;
     int *keep = calloc(nserv + 2, sizeof(int));
     if (keep == NULL)
@@ -104,10 +112,13 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     free(keep);
     if (child_drop_privileges(&g->app.s))
       _exit(1);
-    _exit(
-        worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index], p->mark));
+    int rc =
+        worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index], p->mark);
+    fflush(NULL); /* _exit would lose a last line printf left unflushed */
+    _exit(rc);
   }
   close(sv[1]);
+  output_start(p->output, m->loop, s->index, pid);
   /* Its mark is for it alone: workers forked later do not inherit it. */
   bus_mark_dontfork(p->mark);
   p->m = m;
