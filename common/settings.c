@@ -38,7 +38,9 @@ const char settings_builtin_defaults[] = "[aio]\n"
                                          "max_restarts = 5\n"
                                          "restart_window = 60\n"
                                          "max_connections = 10000\n"
-                                         "write_limit = 4194304\n";
+                                         "write_limit = 4194304\n"
+                                         /* placement */
+                                         "cpu_affinity = off\n";
 
 static const char *const builtin_commands[] = {
     "run",    "config", "test",  "check", "reload", "stop",
@@ -366,6 +368,20 @@ static void resolve_user(struct settings *s, struct reader *r) {
   }
 }
 
+/* ---- [aio] placement: cpu_affinity ---------------------------------------
+ * auto pins worker slot k to the k-th (mod their count) of the CPUs the
+ * master may run on (spawn.c); off leaves the workers the master's set. */
+static void load_placement(struct settings *s, struct reader *r) {
+  const char *ca = rd_str(r, "cpu_affinity");
+  s->cpu_affinity = 0;
+  if (ca == NULL || *ca == '\0' || strcasecmp(ca, "off") == 0)
+    return;
+  if (strcasecmp(ca, "auto") == 0)
+    s->cpu_affinity = 1;
+  else
+    rd_fail(r, "cpu_affinity", "expected auto or off%s", "");
+}
+
 static void load_aio(struct settings *s, struct reader *r) {
   const char *w = rd_str(r, "workers");
   if (w == NULL || *w == '\0' || strcasecmp(w, "auto") == 0) {
@@ -409,6 +425,7 @@ static void load_aio(struct settings *s, struct reader *r) {
       (size_t)rd_long(r, "max_connections", 1, 10000000, 10000);
   s->write_limit =
       (size_t)rd_long(r, "write_limit", 4096, 1L << 30, 4 * 1024 * 1024);
+  load_placement(s, r);
 }
 
 static int valid_address(const char *a) {

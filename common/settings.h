@@ -91,6 +91,9 @@ struct settings {
   size_t max_connections; /* per worker */
   size_t write_limit;     /* per connection, bytes queued before -ENOBUFS */
 
+  /* ---- placement ---- */
+  int cpu_affinity; /* 1 (auto): worker slot k pinned to CPU k; 0 (off) */
+
   struct server_conf *servers;
   size_t nservers;
   struct schedule_conf *schedules;

@@ -222,6 +222,8 @@ static json_t *status_reply(struct master *m) {
     /* Into the row just added (a NULL row takes nothing, and frees it). */
     json_t *w = json_array_get(workers, json_array_size(workers) - 1);
     json_object_set_new(w, "output", output_status(p->output));
+    json_object_set_new(w, "cpu",
+                        p->cpu >= 0 ? json_integer(p->cpu) : json_null());
   }
   long long rss, priv;
   proc_memory(getpid(), &rss, &priv);

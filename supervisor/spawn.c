@@ -1,11 +1,13 @@
 /*
  * spawn.c - fork one worker. The child keeps only what it needs (its bus
  * end, its slot's sockets, the log, stdout and stderr on the pipes the
- * master reads, output.c), resets the master's signal handling and
- * builds a fresh loop in worker_run(); it never touches the master's loop.
+ * master reads, output.c), is pinned to its CPU ([aio] cpu_affinity),
+ * resets the master's signal handling and builds a fresh loop in
+ * worker_run(); it never touches the master's loop.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +54,24 @@ static void on_proc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
 }
 
+/* [aio] cpu_affinity = auto: slot k runs on the k-th (mod their count) of
+ * the CPUs the master may run on (its own affinity, which taskset, a
+ * cgroup's cpuset or systemd's CPUAffinity= narrowed), not of all CPUs.
+ * The CPU, or -1 when not pinned. */
+static int spawn_cpu_for(const struct settings *set, int slot) {
+  cpu_set_t mine;
+  if (!set->cpu_affinity || sched_getaffinity(0, sizeof(mine), &mine) < 0)
+    return -1;
+  int n = CPU_COUNT(&mine);
+  if (n <= 0)
+    return -1;
+  int want = slot % n;
+  for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+    if (CPU_ISSET(cpu, &mine) && want-- == 0)
+      return cpu;
+  return -1;
+}
+
 int spawn_worker(struct master *m, struct generation *g, struct slot *s,
                  struct wproc **out) {
   int sv[2];
@@ -75,6 +95,7 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     free(p);
     return err;
   }
+  p->cpu = spawn_cpu_for(&g->app.s, s->index);
   pid_t master_pid = getpid();
   pid_t pid = fork();
   if (pid < 0) {
@@ -99,6 +120,13 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
       _exit(1); /* the master died between fork and prctl */
     if (output_child(p->output))
       _exit(1);
+    if (p->cpu >= 0) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(p->cpu, &one);
+      if (sched_setaffinity(0, sizeof(one), &one) < 0)
+        log_warn("worker %d: cannot pin to CPU %d", s->index, p->cpu);
+    }
     size_t nserv = g->app.s.nservers;
     int *keep = calloc(nserv + 2, sizeof(int));
     if (keep == NULL)
@@ -137,7 +165,11 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
   p->next = m->procs;
   m->procs = p;
   *out = p;
-  log_info("worker %d started (pid %d, generation %u)", s->index, (int)pid,
-           g->id);
+  if (p->cpu >= 0)
+    log_info("worker %d started (pid %d, generation %u, CPU %d)", s->index,
+             (int)pid, g->id, p->cpu);
+  else
+    log_info("worker %d started (pid %d, generation %u)", s->index, (int)pid,
+             g->id);
   return 0;
 }

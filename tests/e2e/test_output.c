@@ -4,11 +4,13 @@
  * worker's slot, pid and stream, in the foreground, under -d with log_file
  * and as JSON; a line past the cut is cut and counted; a flood from one
  * worker neither stalls the master nor grows it; logrotate's rename + USR1
- * takes master, captured and direct worker lines to the new file.
+ * takes master, captured and direct worker lines to the new file; and
+ * cpu_affinity pins each worker to its CPU.
  */
 #define _GNU_SOURCE
 #include <check.h>
 #include <jansson.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -347,6 +349,111 @@ START_TEST(test_output_follows_a_rotated_log) {
 }
 END_TEST
 
+/* Cpus_allowed_list of pid, e.g. "0-1" or "1". */
+static void cpus_allowed(pid_t pid, char *out, size_t n) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "re");
+  out[0] = '\0';
+  while (f && fgets(line, sizeof(line), f))
+    if (strncmp(line, "Cpus_allowed_list:", 18) == 0)
+      snprintf(out, n, "%s", line + 18 + strspn(line + 18, " \t"));
+  if (f)
+    fclose(f);
+  out[strcspn(out, "\n")] = '\0';
+}
+
+/* The k-th CPU (mod their count) of this process's affinity, which aio
+ * inherits. */
+static int nth_cpu(int k) {
+  cpu_set_t mine;
+  ck_assert_int_eq(sched_getaffinity(0, sizeof(mine), &mine), 0);
+  int want = k % CPU_COUNT(&mine);
+  for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+    if (CPU_ISSET(cpu, &mine) && want-- == 0)
+      return cpu;
+  return -1;
+}
+
+/* Each worker in status: its Cpus_allowed_list and its "cpu" are what
+ * its slot's one CPU when pinned, else the master's list and null. */
+static void assert_placement(const struct aio_proc *p, int pinned) {
+  char master[64], got[64], want[64];
+  cpus_allowed(p->pid, master, sizeof(master));
+  ck_assert_str_ne(master, "");
+  json_t *st = ops_status(p);
+  size_t i;
+  json_t *w;
+  ck_assert_int_eq(json_array_size(json_object_get(st, "procs")), 2);
+  json_array_foreach(json_object_get(st, "procs"), i, w) {
+    int slot = (int)ops_int(w, "slot");
+    cpus_allowed((pid_t)ops_int(w, "pid"), got, sizeof(got));
+    if (pinned) {
+      snprintf(want, sizeof(want), "%d", nth_cpu(slot));
+      ck_assert_int_eq(ops_int(w, "cpu"), nth_cpu(slot));
+    } else {
+      snprintf(want, sizeof(want), "%s", master);
+      ck_assert(json_is_null(json_object_get(w, "cpu")));
+    }
+    ck_assert_msg(strcmp(got, want) == 0,
+                  "worker %d: Cpus_allowed_list %s, not %s", slot, got, want);
+  }
+  json_decref(st);
+}
+
+START_TEST(test_cpu_affinity_auto_pins_each_slot_to_its_cpu) {
+  struct aio_proc p;
+  char conf[2048];
+  conf_out(conf, sizeof(conf), "say", "outmod.say", h_free_port(),
+           "workers = 2\ncpu_affinity = auto\n");
+  h_start_ready(&p, conf, NULL);
+  assert_placement(&p, 1);
+  h_stop_ok(&p);
+}
+END_TEST
+
+START_TEST(test_cpu_affinity_off_leaves_the_masters_set) {
+  struct aio_proc p;
+  char conf[2048];
+  conf_out(conf, sizeof(conf), "say", "outmod.say", h_free_port(),
+           "workers = 2\n");
+  h_start_ready(&p, conf, NULL);
+  assert_placement(&p, 0);
+  h_stop_ok(&p);
+}
+END_TEST
+
+START_TEST(test_cpu_affinity_auto_uses_the_cpus_aio_may_use) {
+  /* Under taskset, both slots share the one CPU aio was given, whatever
+   * the machine has. */
+  cpu_set_t mine;
+  ck_assert_int_eq(sched_getaffinity(0, sizeof(mine), &mine), 0);
+  int last = -1;
+  for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+    if (CPU_ISSET(cpu, &mine))
+      last = cpu;
+  char cpu[16];
+  snprintf(cpu, sizeof(cpu), "%d", last);
+  const char *wrap[] = {"taskset", "-c", cpu, NULL};
+  struct aio_proc p;
+  char conf[2048];
+  conf_out(conf, sizeof(conf), "say", "outmod.say", h_free_port(),
+           "workers = 2\ncpu_affinity = auto\n");
+  h_start_ready(&p, conf, &(struct h_opts){.wrap = wrap});
+  json_t *st = ops_status(&p);
+  size_t i;
+  json_t *w;
+  json_array_foreach(json_object_get(st, "procs"), i, w) {
+    char got[64];
+    cpus_allowed((pid_t)ops_int(w, "pid"), got, sizeof(got));
+    ck_assert_str_eq(got, cpu);
+    ck_assert_int_eq(ops_int(w, "cpu"), last);
+  }
+  json_decref(st);
+  h_stop_ok(&p);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("e2e_output");
   TCase *tc = tcase_create("output");
@@ -356,6 +463,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_output_long_line_is_cut_and_counted);
   tcase_add_test(tc, test_output_flood_does_not_stall_or_grow_the_master);
   tcase_add_test(tc, test_output_follows_a_rotated_log);
+  tcase_add_test(tc, test_cpu_affinity_auto_pins_each_slot_to_its_cpu);
+  tcase_add_test(tc, test_cpu_affinity_off_leaves_the_masters_set);
+  tcase_add_test(tc, test_cpu_affinity_auto_uses_the_cpus_aio_may_use);
   suite_add_tcase(s, tc);
   return s;
 }
