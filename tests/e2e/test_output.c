@@ -75,9 +75,10 @@ static int slot_of(const struct aio_proc *p, pid_t pid) {
   int slot = -1;
   size_t i;
   json_t *w;
-  json_array_foreach(json_object_get(st, "procs"), i,
-                     w) if (ops_int(w, "pid") == pid) slot =
-      (int)ops_int(w, "slot");
+  json_array_foreach(json_object_get(st, "procs"), i, w) {
+    if (ops_int(w, "pid") == pid)
+      slot = (int)ops_int(w, "slot");
+  }
   json_decref(st);
   return slot;
 }
@@ -229,20 +230,6 @@ START_TEST(test_output_long_line_is_cut_and_counted) {
 }
 END_TEST
 
-/* VmRSS of pid in KiB, or -1. */
-static long vm_rss_kib(pid_t pid) {
-  char path[64], line[256];
-  snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-  FILE *f = fopen(path, "re");
-  long kib = -1;
-  while (f && fgets(line, sizeof(line), f))
-    if (strncmp(line, "VmRSS:", 6) == 0)
-      kib = strtol(line + 6, NULL, 10);
-  if (f)
-    fclose(f);
-  return kib;
-}
-
 #define FLOOD_MIB 50
 
 START_TEST(test_output_flood_does_not_stall_or_grow_the_master) {
@@ -255,7 +242,7 @@ START_TEST(test_output_flood_does_not_stall_or_grow_the_master) {
   h_start_ready(&p, conf, NULL);
   pid_t kids[2];
   pu_workers(p.pid, kids, 2);
-  long base = vm_rss_kib(p.pid);
+  long base = ops_proc_id(p.pid, "VmRSS");
   ck_assert_int_gt(base, 0);
   char req[16];
   snprintf(req, sizeof(req), "%d\n", FLOOD_MIB);
@@ -278,10 +265,11 @@ START_TEST(test_output_flood_does_not_stall_or_grow_the_master) {
     lines = 0;
     size_t i;
     json_t *w;
-    json_array_foreach(json_object_get(st, "procs"), i, w) lines +=
-        ops_int(json_object_get(w, "output"), "lines");
+    json_array_foreach(json_object_get(st, "procs"), i, w) {
+      lines += ops_int(json_object_get(w, "output"), "lines");
+    }
     json_decref(st);
-    long rss = vm_rss_kib(p.pid);
+    long rss = ops_proc_id(p.pid, "VmRSS");
     if (rss > peak)
       peak = rss;
     if (t1 - t0 > worst_echo)
@@ -349,20 +337,6 @@ START_TEST(test_output_follows_a_rotated_log) {
 }
 END_TEST
 
-/* Cpus_allowed_list of pid, e.g. "0-1" or "1". */
-static void cpus_allowed(pid_t pid, char *out, size_t n) {
-  char path[64], line[256];
-  snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-  FILE *f = fopen(path, "re");
-  out[0] = '\0';
-  while (f && fgets(line, sizeof(line), f))
-    if (strncmp(line, "Cpus_allowed_list:", 18) == 0)
-      snprintf(out, n, "%s", line + 18 + strspn(line + 18, " \t"));
-  if (f)
-    fclose(f);
-  out[strcspn(out, "\n")] = '\0';
-}
-
 /* The k-th CPU (mod their count) of this process's affinity, which aio
  * inherits. */
 static int nth_cpu(int k) {
@@ -379,7 +353,7 @@ static int nth_cpu(int k) {
  * its slot's one CPU when pinned, else the master's list and null. */
 static void assert_placement(const struct aio_proc *p, int pinned) {
   char master[64], got[64], want[64];
-  cpus_allowed(p->pid, master, sizeof(master));
+  ops_proc_field(p->pid, "Cpus_allowed_list", master, sizeof(master));
   ck_assert_str_ne(master, "");
   json_t *st = ops_status(p);
   size_t i;
@@ -387,7 +361,8 @@ static void assert_placement(const struct aio_proc *p, int pinned) {
   ck_assert_int_eq(json_array_size(json_object_get(st, "procs")), 2);
   json_array_foreach(json_object_get(st, "procs"), i, w) {
     int slot = (int)ops_int(w, "slot");
-    cpus_allowed((pid_t)ops_int(w, "pid"), got, sizeof(got));
+    ops_proc_field((pid_t)ops_int(w, "pid"), "Cpus_allowed_list", got,
+                   sizeof(got));
     if (pinned) {
       snprintf(want, sizeof(want), "%d", nth_cpu(slot));
       ck_assert_int_eq(ops_int(w, "cpu"), nth_cpu(slot));
@@ -401,25 +376,23 @@ static void assert_placement(const struct aio_proc *p, int pinned) {
   json_decref(st);
 }
 
-START_TEST(test_cpu_affinity_auto_pins_each_slot_to_its_cpu) {
+/* Two workers started with aio_extra: placed as assert_placement says. */
+static void placement_case(const char *aio_extra, int pinned) {
   struct aio_proc p;
   char conf[2048];
-  conf_out(conf, sizeof(conf), "say", "outmod.say", h_free_port(),
-           "workers = 2\ncpu_affinity = auto\n");
+  conf_out(conf, sizeof(conf), "say", "outmod.say", h_free_port(), aio_extra);
   h_start_ready(&p, conf, NULL);
-  assert_placement(&p, 1);
+  assert_placement(&p, pinned);
   h_stop_ok(&p);
+}
+
+START_TEST(test_cpu_affinity_auto_pins_each_slot_to_its_cpu) {
+  placement_case("workers = 2\ncpu_affinity = auto\n", 1);
 }
 END_TEST
 
 START_TEST(test_cpu_affinity_off_leaves_the_masters_set) {
-  struct aio_proc p;
-  char conf[2048];
-  conf_out(conf, sizeof(conf), "say", "outmod.say", h_free_port(),
-           "workers = 2\n");
-  h_start_ready(&p, conf, NULL);
-  assert_placement(&p, 0);
-  h_stop_ok(&p);
+  placement_case("workers = 2\n", 0);
 }
 END_TEST
 
@@ -445,7 +418,8 @@ START_TEST(test_cpu_affinity_auto_uses_the_cpus_aio_may_use) {
   json_t *w;
   json_array_foreach(json_object_get(st, "procs"), i, w) {
     char got[64];
-    cpus_allowed((pid_t)ops_int(w, "pid"), got, sizeof(got));
+    ops_proc_field((pid_t)ops_int(w, "pid"), "Cpus_allowed_list", got,
+                   sizeof(got));
     ck_assert_str_eq(got, cpu);
     ck_assert_int_eq(ops_int(w, "cpu"), last);
   }
