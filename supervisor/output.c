@@ -155,12 +155,13 @@ fail:;
 
 int output_child(struct output *o) {
   int err = log_off_stdio();
+  if (err == 0 && (dup2(o->st[0].wfd, STDOUT_FILENO) < 0 ||
+                   dup2(o->st[1].wfd, STDERR_FILENO) < 0))
+    err = -errno;
+  output_close_fds(o);
+  free(o);
   if (err)
     return err;
-  if (dup2(o->st[0].wfd, STDOUT_FILENO) < 0 ||
-      dup2(o->st[1].wfd, STDERR_FILENO) < 0)
-    return -errno;
-  output_close_fds(o);
   /* A pipe would make stdout fully buffered: a module's printf would show
    * up 4 KiB later, or never if the worker is killed. */
   setvbuf(stdout, NULL, _IOLBF, 0);

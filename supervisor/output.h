@@ -50,8 +50,8 @@ struct output;
  * set). */
 struct output *output_new(void);
 /* In the forked worker: its stdout and stderr become the pipes (line
- * buffered), its log moves off them. 0 or -errno. o is not freed (the
- * child's copy of the master's heap). */
+ * buffered), its log moves off them. 0 or -errno. Frees the child's copy
+ * of o either way. */
 int output_child(struct output *o);
 /* In the master after the fork: read o on loop, logging as worker slot,
  * process pid. */

@@ -118,7 +118,9 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != master_pid)
       _exit(1); /* the master died between fork and prctl */
-    if (output_child(p->output))
+    int out_err = output_child(p->output);
+    p->output = NULL;
+    if (out_err)
       _exit(1);
     if (p->cpu >= 0) {
       cpu_set_t one;
@@ -140,8 +142,11 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     free(keep);
     if (child_drop_privileges(&g->app.s))
       _exit(1);
+    /* The child's copy: nothing in it refers to p. */
+    struct bus_mark *mark = p->mark;
+    free(p);
     int rc =
-        worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index], p->mark);
+        worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index], mark);
     fflush(NULL); /* _exit would lose a last line printf left unflushed */
     _exit(rc);
   }
