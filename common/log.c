@@ -94,8 +94,18 @@ int log_reopen(void) {
 
 int log_fd(void) { return log_dest; }
 
+int log_off_stdio(void) {
+  if (log_dest > STDERR_FILENO)
+    return 0;
+  int fd = fcntl(log_dest, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+  if (fd < 0)
+    return -errno;
+  log_dest = fd;
+  return 0;
+}
+
 void log_close(void) {
-  if (log_dest != STDERR_FILENO)
+  if (log_dest > STDERR_FILENO)
     close(log_dest);
   log_dest = STDERR_FILENO;
   free(log_path);
@@ -131,10 +141,27 @@ static void utf8_sanitize(char *s) {
   }
 }
 
+/* Whom a line is from: this process, or a worker whose captured output
+ * the master logs on its behalf (log_captured). */
+struct log_who {
+  const char *role;      /* "worker 3", for text lines */
+  const char *role_name; /* "worker", for JSON */
+  int slot;              /* < 0: none */
+  int pid;
+  const char *stream; /* "stdout"/"stderr" of a captured line, or NULL */
+};
+
+static struct log_who log_self(void) {
+  return (struct log_who){log_role, log_role_name, log_slot, (int)getpid(),
+                          NULL};
+}
+
 /* One JSON object per line, every string escaped by jansson: time (RFC
- * 3339, UTC, milliseconds), level, role, slot (workers), pid, msg, and the
- * error text of log_warn. Falls back to the text line when out of memory. */
-static int log_emit_json(int level, const struct timeval *tv, char *msg,
+ * 3339, UTC, milliseconds), level, role, slot (workers), pid, msg, the
+ * stream of a captured line, and the error text of log_warn. Falls back to
+ * the text line when out of memory. */
+static int log_emit_json(int level, const struct timeval *tv,
+                         const struct log_who *who, char *msg,
                          const char *suffix) {
   struct tm tm;
   char when[40];
@@ -143,10 +170,12 @@ static int log_emit_json(int level, const struct timeval *tv, char *msg,
   snprintf(when + n, sizeof(when) - n, ".%03dZ", (int)(tv->tv_usec / 1000));
   utf8_sanitize(msg);
   json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s}", "time", when, "level",
-                        log_names[level], "role", log_role_name, "pid",
-                        (int)getpid(), "msg", msg);
-  if (o && log_slot >= 0)
-    json_object_set_new(o, "slot", json_integer(log_slot));
+                        log_names[level], "role", who->role_name, "pid",
+                        who->pid, "msg", msg);
+  if (o && who->slot >= 0)
+    json_object_set_new(o, "slot", json_integer(who->slot));
+  if (o && who->stream)
+    json_object_set_new(o, "stream", json_string(who->stream));
   if (o && suffix)
     json_object_set_new(o, "error", json_string(suffix));
   char *line = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -160,36 +189,72 @@ static int log_emit_json(int level, const struct timeval *tv, char *msg,
   return 0;
 }
 
+/* The text line's head: "2026-12-01 21:59:33.123 info  [worker 3 1234] ".
+ * Returns its length (< n). */
+static size_t log_head(char *line, size_t n, const struct timeval *tv,
+                       int level, const struct log_who *who) {
+  struct tm tm;
+  localtime_r(&tv->tv_sec, &tm);
+  size_t len = strftime(line, n, "%Y-%m-%d %H:%M:%S", &tm);
+  int m = snprintf(line + len, n - len, ".%03d %-5s [%s %d] ",
+                   (int)(tv->tv_usec / 1000), log_names[level], who->role,
+                   who->pid);
+  len += m > 0 ? (size_t)m : 0;
+  return len < n ? len : n - 1;
+}
+
+/* Ends the text line of n bytes in line (cap bytes) and writes it. */
+static void log_end_line(char *line, size_t n, size_t cap) {
+  if (n >= cap - 1)
+    n = cap - 2;
+  line[n++] = '\n';
+  log_write_all(line, n);
+}
+
 static void log_emit(int level, const char *suffix, const char *fmt,
                      va_list ap) {
   char line[2048];
   struct timeval tv;
-  struct tm tm;
+  struct log_who who = log_self();
   gettimeofday(&tv, NULL);
   if (log_json) {
     va_list copy;
     va_copy(copy, ap);
     vsnprintf(line, sizeof(line), fmt, copy);
     va_end(copy);
-    if (log_emit_json(level, &tv, line, suffix) == 0)
+    if (log_emit_json(level, &tv, &who, line, suffix) == 0)
       return;
   }
-  localtime_r(&tv.tv_sec, &tm);
-  size_t n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
-  n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03d %-5s [%s %d] ",
-                        (int)(tv.tv_usec / 1000), log_names[level], log_role,
-                        (int)getpid());
-  if (n < sizeof(line)) {
-    int m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-    if (m > 0)
-      n += (size_t)m;
-  }
+  size_t n = log_head(line, sizeof(line), &tv, level, &who);
+  int m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+  if (m > 0)
+    n += (size_t)m;
   if (suffix && n < sizeof(line))
     n += (size_t)snprintf(line + n, sizeof(line) - n, ": %s", suffix);
-  if (n >= sizeof(line) - 1)
-    n = sizeof(line) - 2;
-  line[n++] = '\n';
-  log_write_all(line, n);
+  log_end_line(line, n, sizeof(line));
+}
+
+void log_captured(int level, int slot, int pid, const char *stream,
+                  const char *text, size_t len) {
+  if (level < log_level_cur)
+    return;
+  /* The head, the stream's name and a line of LOG_CAPTURED_MAX bytes. */
+  char line[LOG_CAPTURED_MAX + 256], msg[LOG_CAPTURED_MAX + 1], role[32];
+  struct timeval tv;
+  if (len > LOG_CAPTURED_MAX)
+    len = LOG_CAPTURED_MAX;
+  /* A NUL would end the message early in JSON, and a line is text. */
+  for (size_t i = 0; i < len; i++)
+    msg[i] = text[i] ? text[i] : '?';
+  msg[len] = '\0';
+  snprintf(role, sizeof(role), "worker %d", slot);
+  struct log_who who = {role, "worker", slot, pid, stream};
+  gettimeofday(&tv, NULL);
+  if (log_json && log_emit_json(level, &tv, &who, msg, NULL) == 0)
+    return;
+  size_t n = log_head(line, sizeof(line), &tv, level, &who);
+  n += (size_t)snprintf(line + n, sizeof(line) - n, "%s: %s", stream, msg);
+  log_end_line(line, n, sizeof(line));
 }
 
 void log_vwrite(int level, const char *fmt, va_list ap) {

@@ -29,6 +29,21 @@ int log_reopen(void);
 int log_fd(void);
 void log_close(void);
 
+/* Use a descriptor of its own for the log when it is stdout or stderr
+ * (no log_file), so that a worker can give fds 1 and 2 to its captured
+ * output and still log as before. 0 or -errno. */
+int log_off_stdio(void);
+
+/* The longest line of a worker's captured output that log_captured()
+ * writes; output.c cuts longer ones here. */
+#define LOG_CAPTURED_MAX 4096
+/* Log len bytes (a line without its newline, cut at LOG_CAPTURED_MAX) that
+ * worker `slot`, process pid, wrote to stream ("stdout" or "stderr"): as
+ * that worker's line, at level, with the stream in front ("stdout: ...")
+ * or, in JSON, as "stream". */
+void log_captured(int level, int slot, int pid, const char *stream,
+                  const char *text, size_t len);
+
 void log_vwrite(int level, const char *fmt, va_list ap);
 void log_debug(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_info(const char *fmt, ...) LOG_PRINTF(1, 2);

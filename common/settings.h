@@ -124,6 +124,9 @@ struct settings {
   size_t bus_journal;       /* a worker's own signals not yet run ... */
   size_t bus_journal_bytes; /* ... and their bytes */
 
+  /* ---- placement ---- */
+  int cpu_affinity; /* 1 (auto): worker slot k pinned to CPU k; 0 (off) */
+
   struct server_conf *servers;
   size_t nservers;
   struct schedule_conf *schedules;

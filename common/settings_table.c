@@ -159,6 +159,9 @@ static void set_group(struct settings_ctx *c, const struct settings_key *k,
 
 #define DAY 86400.0
 
+/* cpu_affinity: 0 off, 1 auto (struct settings). */
+static const char *const cpu_affinities[] = {"off", "auto", NULL};
+
 /* In the order of LOG_FORMAT_TEXT, LOG_FORMAT_JSON (log.h). */
 static const char *const log_formats[] = {"text", "json", NULL};
 _Static_assert(LOG_FORMAT_TEXT == 0 && LOG_FORMAT_JSON == 1,
@@ -327,6 +330,12 @@ static const struct settings_key aio_keys[] = {
      .max = 1L << 30,
      .offset = AIO(bus_journal_bytes),
      .help = "the bytes of those signals' frames"},
+    {.name = "cpu_affinity",
+     .type = SETTINGS_ENUM,
+     .dflt = "off",
+     .names = cpu_affinities,
+     .offset = AIO(cpu_affinity),
+     .help = "auto pins worker slot k to the k-th CPU of the master's set"},
 };
 #undef AIO
 

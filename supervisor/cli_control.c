@@ -183,9 +183,9 @@ static void print_status(json_t *r) {
              (long long)json_integer_value(json_object_get(sl, "slot")), st,
              json_string_value(json_object_get(sl, "why")));
   }
-  printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %-7s %-7s %s\n", "SLOT",
-         "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "CONNS", "RSS", "PRIVATE",
-         "PENDING", "REFUSED");
+  printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %-7s %-7s %-7s %-4s %s\n",
+         "SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "CONNS", "RSS",
+         "PRIVATE", "PENDING", "REFUSED", "CPU", "OUTPUT");
   size_t i;
   json_t *w;
   json_array_foreach(json_object_get(r, "procs"), i, w) {
@@ -197,8 +197,18 @@ static void print_status(json_t *r) {
     snprintf(up, sizeof(up), "%.1fs",
              json_real_value(json_object_get(w, "uptime")));
     json_t *bus = json_object_get(w, "bus");
+    char cpu[16] = "-", output[96];
+    json_t *c = json_object_get(w, "cpu"), *o = json_object_get(w, "output");
+    if (json_is_integer(c))
+      snprintf(cpu, sizeof(cpu), "%lld", (long long)json_integer_value(c));
+    /* Lines logged, of which cut, and the bytes cut lines lost. */
+    snprintf(
+        output, sizeof(output), "%lld lines, %lld cut (%lld B dropped)",
+        (long long)json_integer_value(json_object_get(o, "lines")),
+        (long long)json_integer_value(json_object_get(o, "cut")),
+        (long long)json_integer_value(json_object_get(o, "dropped_bytes")));
     printf("%-5lld %-8lld %-9s %-4lld %-9s %-8lld %-6lld %-7s %-7s %-7lld "
-           "%lld\n",
+           "%-7lld %-4s %s\n",
            (long long)json_integer_value(json_object_get(w, "slot")),
            (long long)json_integer_value(json_object_get(w, "pid")),
            json_string_value(json_object_get(w, "state")),
@@ -207,7 +217,8 @@ static void print_status(json_t *r) {
            (long long)json_integer_value(json_object_get(w, "connections")),
            rss, priv,
            (long long)json_integer_value(json_object_get(bus, "pending")),
-           (long long)json_integer_value(json_object_get(bus, "refused")));
+           (long long)json_integer_value(json_object_get(bus, "refused")), cpu,
+           output);
   }
 }
 

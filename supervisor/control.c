@@ -29,6 +29,7 @@
 #include "ctl.h"
 #include "log.h"
 #include "master.h"
+#include "output.h"
 #include "util.h"
 
 /* Replies waiting to be written to one client before it is read no more
@@ -239,6 +240,11 @@ static json_t *status_reply(struct master *m) {
                   (int)p->restarts, "connections", (json_int_t)p->conns, "rss",
                   (json_int_t)rss, "private", (json_int_t)priv, "bus",
                   router_proc_status(p)));
+    /* Into the row just added (a NULL row takes nothing, and frees it). */
+    json_t *w = json_array_get(workers, json_array_size(workers) - 1);
+    json_object_set_new(w, "output", output_status(p->output));
+    json_object_set_new(w, "cpu",
+                        p->cpu >= 0 ? json_integer(p->cpu) : json_null());
   }
   free(sorted);
   long long rss, priv;

@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "generation.h"
 #include "log.h"
+#include "output.h"
 #include "proctitle.h"
 #include "sockets.h"
 #include "util.h"
@@ -248,6 +249,8 @@ static void on_bus_closed(uv_handle_t *h) {
 }
 
 static void proc_unlink_free(struct master *m, struct wproc *p) {
+  output_close(p->output);
+  p->output = NULL;
   for (struct wproc **pp = &m->procs; *pp; pp = &(*pp)->next)
     if (*pp == p) {
       *pp = p->next;
@@ -270,6 +273,9 @@ static void describe_status(int status, char *out, size_t n) {
 
 static void worker_exited(struct master *m, struct wproc *p, int status) {
   char how[128];
+  /* Its last lines before the line that says it exited. */
+  output_close(p->output);
+  p->output = NULL;
   describe_status(status, how, sizeof(how));
   int expected = p->state == WPROC_DRAINING || master_stopping(m);
   int clean = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||

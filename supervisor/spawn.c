@@ -1,12 +1,15 @@
 /*
  * spawn.c - fork one worker. The child keeps only what it needs (its bus
- * end, its slot's sockets, the log, stdio), resets the master's signal
- * handling and builds a fresh loop in worker_run(); it never touches the
- * master's loop.
+ * end, its slot's sockets, the log, stdout and stderr on the pipes the
+ * master reads, output.c), is pinned to its CPU ([aio] cpu_affinity),
+ * resets the master's signal handling and builds a fresh loop in
+ * worker_run(); it never touches the master's loop.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -17,6 +20,7 @@
 #include "child.h"
 #include "log.h"
 #include "master.h"
+#include "output.h"
 #include "util.h"
 #include "worker.h"
 
@@ -50,6 +54,24 @@ static void on_proc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
 }
 
+/* [aio] cpu_affinity = auto: slot k runs on the k-th (mod their count) of
+ * the CPUs the master may run on (its own affinity, which taskset, a
+ * cgroup's cpuset or systemd's CPUAffinity= narrowed), not of all CPUs.
+ * The CPU, or -1 when not pinned. */
+static int spawn_cpu_for(const struct settings *set, int slot) {
+  cpu_set_t mine;
+  if (!set->cpu_affinity || sched_getaffinity(0, sizeof(mine), &mine) < 0)
+    return -1;
+  int n = CPU_COUNT(&mine);
+  if (n <= 0)
+    return -1;
+  int want = slot % n;
+  for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+    if (CPU_ISSET(cpu, &mine) && want-- == 0)
+      return cpu;
+  return -1;
+}
+
 int spawn_worker(struct master *m, struct generation *g, struct slot *s,
                  struct wproc **out) {
   int sv[2];
@@ -64,14 +86,18 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
   /* What the worker was doing when it died: without it, neither side
    * could tell which delivery to redeliver. */
   p->mark = bus_mark_new();
-  if (p->mark == NULL) {
+  p->output = p->mark ? output_new() : NULL;
+  if (p->output == NULL) {
+    int err = p->mark ? -errno : -ENOMEM;
     close(sv[0]);
     close(sv[1]);
+    bus_mark_free(p->mark);
     free(p);
-    return -ENOMEM;
+    return err;
   }
   /* Back-pressure already on (router.c) applies to it from the start. */
   p->mark->busy = m->nfull > 0;
+  p->cpu = spawn_cpu_for(&g->app.s, s->index);
   pid_t master_pid = getpid();
   pid_t pid = fork();
   if (pid < 0) {
@@ -79,6 +105,7 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     close(sv[0]);
     close(sv[1]);
     bus_mark_free(p->mark);
+    output_close(p->output);
     free(p);
     return err;
   }
@@ -93,6 +120,17 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != master_pid)
       _exit(1); /* the master died between fork and prctl */
+    int out_err = output_child(p->output);
+    p->output = NULL;
+    if (out_err)
+      _exit(1);
+    if (p->cpu >= 0) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(p->cpu, &one);
+      if (sched_setaffinity(0, sizeof(one), &one) < 0)
+        log_warn("worker %d: cannot pin to CPU %d", s->index, p->cpu);
+    }
     size_t nserv = g->app.s.nservers;
     int *keep = calloc(nserv + 2, sizeof(int));
     if (keep == NULL)
@@ -106,10 +144,16 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     free(keep);
     if (child_drop_privileges(&g->app.s))
       _exit(1);
-    _exit(
-        worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index], p->mark));
+    /* The child's copy: nothing in it refers to p. */
+    struct bus_mark *mark = p->mark;
+    free(p);
+    int rc =
+        worker_run(&g->app, s->index, g->id, sv[1], g->fds[s->index], mark);
+    fflush(NULL); /* _exit would lose a last line printf left unflushed */
+    _exit(rc);
   }
   close(sv[1]);
+  output_start(p->output, m->loop, s->index, pid);
   /* Its mark is for it alone: workers forked later do not inherit it. */
   bus_mark_dontfork(p->mark);
   p->m = m;
@@ -128,7 +172,11 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
   p->next = m->procs;
   m->procs = p;
   *out = p;
-  log_info("worker %d started (pid %d, generation %u)", s->index, (int)pid,
-           g->id);
+  if (p->cpu >= 0)
+    log_info("worker %d started (pid %d, generation %u, CPU %d)", s->index,
+             (int)pid, g->id, p->cpu);
+  else
+    log_info("worker %d started (pid %d, generation %u)", s->index, (int)pid,
+             g->id);
   return 0;
 }

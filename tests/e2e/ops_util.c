@@ -115,21 +115,30 @@ int ops_raw_request(const char *path, const char *req, size_t len, char *buf,
   return r;
 }
 
-long ops_proc_id(pid_t pid, const char *field) {
+int ops_proc_field(pid_t pid, const char *field, char *out, size_t n) {
   char path[64], line[256];
   snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+  out[0] = '\0';
   FILE *f = fopen(path, "r");
   if (f == NULL)
     return -1;
-  long id = -1;
+  int found = -1;
   size_t fl = strlen(field);
-  while (fgets(line, sizeof(line), f))
+  while (found < 0 && fgets(line, sizeof(line), f))
     if (strncmp(line, field, fl) == 0 && line[fl] == ':') {
-      id = strtol(line + fl + 1, NULL, 10);
-      break;
+      const char *v = line + fl + 1 + strspn(line + fl + 1, " \t");
+      snprintf(out, n, "%.*s", (int)strcspn(v, "\n"), v);
+      found = 0;
     }
   fclose(f);
-  return id;
+  return found;
+}
+
+long ops_proc_id(pid_t pid, const char *field) {
+  char v[128];
+  if (ops_proc_field(pid, field, v, sizeof(v)) < 0)
+    return -1;
+  return strtol(v, NULL, 10);
 }
 
 int ops_listeners(int port) {

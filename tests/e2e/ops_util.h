@@ -51,7 +51,11 @@ void ops_rewrite(const struct aio_proc *p, const char *text);
 int ops_raw_request(const char *path, const char *req, size_t len, char *buf,
                     size_t n, int timeout_ms);
 
-/* Field "Uid:" / "Gid:" (the real id) of /proc/pid/status, or -1. */
+/* The value of field ("Cpus_allowed_list") in /proc/pid/status, blanks
+ * and newline taken off, into out. 0, or -1 when there is none. */
+int ops_proc_field(pid_t pid, const char *field, char *out, size_t n);
+/* Field "Uid:" / "Gid:" (the real id), "VmRSS" (kB)... of /proc/pid/status
+ * as a number, or -1. */
 long ops_proc_id(pid_t pid, const char *field);
 /* TCP sockets in LISTEN state on 127.0.0.1/any:port, from /proc/net/tcp. */
 int ops_listeners(int port);

@@ -460,9 +460,12 @@ START_TEST(test_user_nobody_workers_follow_a_rotated_log) {
   ck_assert_int_eq(chmod(p.dir, 0755), 0); /* like /var/log/aio */
   snprintf(logf, sizeof(logf), "%s/aio-file.log", p.dir);
   snprintf(rotated, sizeof(rotated), "%s.1", logf);
-  int port = h_free_port();
-  conf_server(conf, sizeof(conf), "who", port, "testmod.whoami",
-              "user = nobody\nlog_file = aio-file.log\n");
+  int port = h_free_port(), say = h_free_port();
+  h_conf(conf, sizeof(conf), "testmod outmod",
+         "workers = 2\ngraceful_timeout = 5\nuser = nobody\n"
+         "log_file = aio-file.log\n");
+  h_conf_server(conf, sizeof(conf), "who", "testmod.whoami", port);
+  h_conf_server(conf, sizeof(conf), "say", "outmod.say", say);
   h_start_ready(&p, conf, &(struct h_opts){.dir = p.dir});
   pid_t kids[2];
   ck_assert_int_eq(pu_live_children(p.pid, kids, 2), 2);
@@ -478,6 +481,13 @@ START_TEST(test_user_nobody_workers_follow_a_rotated_log) {
   }
   ck_assert_msg(strstr(log, "reopening"), "the master did not reopen");
   free(log);
+  /* What a worker prints reaches the new file through the master. */
+  char buf[64];
+  ck_assert_int_eq(
+      h_exchange_once(say, "rotated\n", "\n", buf, sizeof(buf), 5000), H_OK);
+  struct aio_proc now = p;
+  snprintf(now.log, sizeof(now.log), "%s/aio-file.log", p.dir);
+  ck_assert_int_eq(h_wait_log(&now, "] stdout: said rotated", 5000), 0);
   /* The workers got the word over the bus, before the stop a reload
    * sends them; draining, they log. */
   char out[4096];

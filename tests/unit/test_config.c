@@ -802,6 +802,8 @@ START_TEST(test_error_bad_number) {
   expect_settings_error("[aio]\nlog_level = loud\n", 2,
                         "[aio] log_level: expected debug, info, warn or "
                         "error");
+  expect_settings_error("[aio]\ncpu_affinity = 0-3\n", 2,
+                        "[aio] cpu_affinity: expected off or auto");
 }
 END_TEST
 
