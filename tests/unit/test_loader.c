@@ -111,6 +111,15 @@ static void expect_load_error(const char *text, int line, const char *n1,
   teardown(&f);
 }
 
+/* Loading and the check both pass. */
+static void expect_no_problem(const char *text) {
+  struct fixture f;
+  setup(&f, text);
+  ck_assert_int_eq(loader_load_all(f.l, &f.s, &f.d), 0);
+  ck_assert_int_eq(loader_check(f.l, &f.s, &f.d), 0);
+  teardown(&f);
+}
+
 START_TEST(test_good_references_resolve) {
   struct fixture f;
   setup(&f, "[server:a]\nprotocol = testmod.whoami\nport = 1\n"
@@ -225,11 +234,7 @@ START_TEST(test_udp_server_needs_datagram_received) {
                      "has no datagram_received",
                      NULL);
   /* aio.echo has one: no problem. */
-  struct fixture f;
-  setup(&f, "[server:u]\nport = 1\ntype = udp\nprotocol = aio.echo\n");
-  ck_assert_int_eq(loader_load_all(f.l, &f.s, &f.d), 0);
-  ck_assert_int_eq(loader_check(f.l, &f.s, &f.d), 0);
-  teardown(&f);
+  expect_no_problem("[server:u]\nport = 1\ntype = udp\nprotocol = aio.echo\n");
 }
 END_TEST
 
@@ -376,11 +381,7 @@ START_TEST(test_forged_declarations) {
                      "not a valid aio declaration",
                      NULL);
   /* The module itself is fine: its good symbol resolves. */
-  struct fixture f;
-  setup(&f, "[server:a]\nport = 1\nprotocol = baddecl.good\n");
-  ck_assert_int_eq(loader_load_all(f.l, &f.s, &f.d), 0);
-  ck_assert_int_eq(loader_check(f.l, &f.s, &f.d), 0);
-  teardown(&f);
+  expect_no_problem("[server:a]\nport = 1\nprotocol = baddecl.good\n");
 }
 END_TEST
 
