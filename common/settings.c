@@ -11,6 +11,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -37,7 +38,14 @@ const char settings_builtin_defaults[] = "[aio]\n"
                                          "max_restarts = 5\n"
                                          "restart_window = 60\n"
                                          "max_connections = 10000\n"
-                                         "write_limit = 4194304\n";
+                                         "write_limit = 4194304\n"
+                                         /* cluster (issue 15) */
+                                         "cluster =\n"
+                                         "node =\n"
+                                         "cluster_prefix = aio\n"
+                                         "cluster_password_file =\n"
+                                         "cluster_fallback = skip\n"
+                                         "cluster_timeout = 2\n";
 
 static const char *const builtin_commands[] = {
     "run",    "config", "test",  "check", "reload", "stop",
@@ -362,6 +370,115 @@ static void resolve_user(struct settings *s, struct reader *r) {
   }
 }
 
+/* ---- [aio] cluster keys (issue 15) --------------------------------------
+ * One block so that it can move into the settings table as it is. */
+
+/* A node name or key prefix goes into Redis keys: letters, digits and
+ * ". _ -" (and ':' in a prefix), 1 to 64 of them. */
+static int valid_name(const char *v, int colon) {
+  size_t n = strlen(v);
+  if (n == 0 || n > 64)
+    return 0;
+  for (const char *c = v; *c; c++)
+    if (!(('a' <= *c && *c <= 'z') || ('A' <= *c && *c <= 'Z') ||
+          ('0' <= *c && *c <= '9') || *c == '.' || *c == '_' || *c == '-' ||
+          (colon && *c == ':')))
+      return 0;
+  return 1;
+}
+
+static int parse_fallback(const char *v, int *out) {
+  if (strcasecmp(v, "skip") == 0)
+    *out = CLUSTER_FALLBACK_SKIP;
+  else if (strcasecmp(v, "local") == 0)
+    *out = CLUSTER_FALLBACK_LOCAL;
+  else
+    return -1;
+  return 0;
+}
+
+/* The first line of the password file, read now: a missing file is a
+ * config error, not a master that cannot log in. */
+static void read_password_file(struct settings *s, struct reader *r) {
+  FILE *f = fopen(s->cluster_password_file, "re");
+  char line[1024];
+  if (f == NULL) {
+    rd_fail(r, "cluster_password_file", "cannot read it: %s", strerror(errno));
+    return;
+  }
+  if (fgets(line, sizeof(line), f) == NULL)
+    line[0] = '\0';
+  fclose(f);
+  line[strcspn(line, "\r\n")] = '\0';
+  if (line[0] == '\0') {
+    rd_fail(r, "cluster_password_file", "its first line is empty%s", "");
+    return;
+  }
+  if (s->redis.password) {
+    memset(s->redis.password, 0, strlen(s->redis.password));
+    free(s->redis.password);
+  }
+  s->redis.password = strdup(line);
+  memset(line, 0, sizeof(line));
+}
+
+static void load_cluster(struct settings *s, struct reader *r) {
+  s->cluster = rd_dup(r, "cluster");
+  if (s->cluster) {
+    char err[256];
+    if (redis_url_parse(&s->redis, s->cluster, err, sizeof(err)))
+      rd_fail(r, "cluster", "%s", err);
+  }
+  s->node = rd_dup(r, "node");
+  if (s->node == NULL) {
+    char host[256];
+    if (gethostname(host, sizeof(host)) == 0) {
+      host[sizeof(host) - 1] = '\0';
+      host[strcspn(host, ".")] = '\0'; /* web-1.example.com -> web-1 */
+      s->node = strdup(host);
+    }
+    if (s->node == NULL)
+      s->node = strdup("localhost");
+    /* Only a cluster puts it in keys: a single host may be called
+     * anything. */
+    if (s->cluster && s->node && !valid_name(s->node, 0))
+      rd_fail(r, "node",
+              "the host name '%s' cannot be a node name: set [aio] node "
+              "(letters, digits, '.', '_', '-'; up to 64)",
+              s->node);
+  } else if (!valid_name(s->node, 0)) {
+    rd_fail(r, "node",
+            "'%s' is not a node name (letters, digits, '.', '_', '-'; up "
+            "to 64)",
+            s->node);
+  }
+  s->cluster_prefix = rd_dup(r, "cluster_prefix");
+  if (s->cluster_prefix == NULL)
+    s->cluster_prefix = strdup("aio");
+  else if (!valid_name(s->cluster_prefix, 1))
+    rd_fail(r, "cluster_prefix",
+            "'%s' is not a key prefix (letters, digits, '.', '_', '-', ':'; "
+            "up to 64)",
+            s->cluster_prefix);
+  s->cluster_password_file = rd_dup(r, "cluster_password_file");
+  const char *fb = rd_str(r, "cluster_fallback");
+  s->cluster_fallback = CLUSTER_FALLBACK_SKIP;
+  if (fb && *fb && parse_fallback(fb, &s->cluster_fallback))
+    rd_fail(r, "cluster_fallback", "expected skip or local, not '%s'", fb);
+  s->cluster_timeout = rd_double(r, "cluster_timeout", 0.05, 60, 2);
+}
+
+/* After absolutize: the password file is relative to the config. */
+static void load_cluster_late(struct settings *s, struct reader *r) {
+  if (s->cluster_password_file && s->cluster && s->redis.host == NULL &&
+      s->redis.path == NULL)
+    return; /* the URL is bad already */
+  if (s->cluster_password_file)
+    read_password_file(s, r);
+}
+
+/* ---- end of the cluster keys --------------------------------------------- */
+
 static void load_aio(struct settings *s, struct reader *r) {
   const char *w = rd_str(r, "workers");
   if (w == NULL || *w == '\0' || strcasecmp(w, "auto") == 0) {
@@ -404,6 +521,7 @@ static void load_aio(struct settings *s, struct reader *r) {
       (size_t)rd_long(r, "max_connections", 1, 10000000, 10000);
   s->write_limit =
       (size_t)rd_long(r, "write_limit", 4096, 1L << 30, 4 * 1024 * 1024);
+  load_cluster(s, r);
 }
 
 static int valid_address(const char *a) {
@@ -520,6 +638,20 @@ static void load_schedule(struct settings *s, struct reader *r,
   }
   sc->offset = rd_double(r, "offset", 0, 86400 * 366, 0);
   sc->overlap = rd_bool(r, "overlap", 0);
+  const char *scope = rd_str(r, "scope");
+  if (scope && *scope && strcasecmp(scope, "cluster") == 0)
+    sc->cluster = 1;
+  else if (scope && *scope && strcasecmp(scope, "host") != 0)
+    rd_fail(r, "scope", "expected host or cluster, not '%s'", scope);
+  const char *fb = rd_str(r, "cluster_fallback");
+  sc->fallback = s->cluster_fallback;
+  if (fb && *fb && parse_fallback(fb, &sc->fallback))
+    rd_fail(r, "cluster_fallback", "expected skip or local, not '%s'", fb);
+  if (sc->cluster && s->cluster == NULL)
+    diag_add(&s->warnings, r->sec->file, r->sec->line,
+             "[%s] scope = cluster, but [aio] cluster is not set: it runs "
+             "on this host, as scope = host",
+             r->sec->name);
 }
 
 /* One line of a [listen:NAME] entry: "module.fn" or "module.fn broadcast". */
@@ -653,6 +785,11 @@ int settings_load(struct settings *s, const struct config *cfg,
   absolutize(&s->log_file, s->config_dir);
   absolutize(&s->pidfile, s->config_dir);
   absolutize(&s->control, s->config_dir);
+  absolutize(&s->cluster_password_file, s->config_dir);
+  if (aio) {
+    r.sec = aio;
+    load_cluster_late(s, &r);
+  }
   for (size_t i = 0; i < s->nservers; i++)
     absolutize(&s->servers[i].path, s->config_dir);
   /* Two servers on one address would fight over the same port. */
@@ -692,6 +829,11 @@ void settings_close(struct settings *s) {
   free(s->control);
   free(s->user);
   free(s->group);
+  free(s->cluster);
+  redis_url_close(&s->redis);
+  free(s->node);
+  free(s->cluster_prefix);
+  free(s->cluster_password_file);
   for (size_t i = 0; i < s->nservers; i++) {
     struct server_conf *sv = &s->servers[i];
     free(sv->name);
