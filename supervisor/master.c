@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "generation.h"
 #include "log.h"
 #include "sockets.h"
@@ -311,6 +312,7 @@ void master_begin_stop(struct master *m, int how) {
   /* A generation that is not serving yet has nothing to drain. */
   reload_cancel(m, "the master is shutting down");
   sched_stop(m);
+  cluster_leave(m);
   notify_send("STOPPING=1\nSTATUS=%s shutdown",
               how == 1 ? "graceful" : "immediate");
   control_close(m);
@@ -387,8 +389,13 @@ static void announce_ready(struct master *m) {
     close(*m->daemon_fd);
     *m->daemon_fd = -1;
   }
-  notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers",
-              (int)getpid(), m->nslots);
+  if (cluster_enabled(m))
+    notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers; "
+                "cluster %s",
+                (int)getpid(), m->nslots, cluster_state_name(m));
+  else
+    notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers",
+                (int)getpid(), m->nslots);
   router_emit(m, "aio-started", NULL);
 }
 
@@ -563,6 +570,11 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
     m->exit_code = rc == -EADDRINUSE ? 69 : 71;
     goto out;
   }
+  if (cluster_start(m)) {
+    log_error("cannot start the cluster link: out of memory");
+    m->exit_code = 71;
+    goto out;
+  }
   /* Bind everything before the first fork: a bad address fails the start
    * with no worker ever existing. */
   m->nslots = (size_t)m->gen->app.s.workers;
@@ -623,6 +635,7 @@ out:
       proc_unlink_free(m, p);
   }
   control_close(m);
+  cluster_close(m);
   uv_walk(m->loop, close_walk, NULL);
   uv_run(m->loop, UV_RUN_DEFAULT);
   uv_loop_close(m->loop);
