@@ -146,14 +146,21 @@ static json_t *wait_state(const struct aio_proc *p, const char *state,
   }
 }
 
-START_TEST(test_cluster_occurrence_runs_once_across_nodes) {
+/* A fresh directory, a redis-server on a free port, and nodes a and b on
+ * it, each with the [aio] lines aio_extra and the schedules. */
+static void two_nodes(struct aio_proc *a, struct aio_proc *b,
+                      const char *aio_extra, const char *schedules) {
   setup();
   h_redis_start(&R, dir, 0, NULL);
   char url[128];
   h_redis_url(&R, url, sizeof(url));
+  node_start(a, "a", url, aio_extra, schedules);
+  node_start(b, "b", url, aio_extra, schedules);
+}
+
+START_TEST(test_cluster_occurrence_runs_once_across_nodes) {
   struct aio_proc a, b;
-  node_start(&a, "a", url, "", TWO_SCHEDULES);
-  node_start(&b, "b", url, "", TWO_SCHEDULES);
+  two_nodes(&a, &b, "", TWO_SCHEDULES);
   /* ~10 occurrences while both are up: b's host schedule is the clock. */
   size_t b0 = count_of("everywhere", "b");
   wait_runs("everywhere", "b", b0 + 12, 15000, &a, &b);
@@ -175,13 +182,8 @@ START_TEST(test_cluster_occurrence_runs_once_across_nodes) {
 END_TEST
 
 START_TEST(test_cluster_status_lists_the_live_nodes) {
-  setup();
-  h_redis_start(&R, dir, 0, NULL);
-  char url[128];
-  h_redis_url(&R, url, sizeof(url));
   struct aio_proc a, b;
-  node_start(&a, "a", url, "", "");
-  node_start(&b, "b", url, "", "");
+  two_nodes(&a, &b, "", "");
   /* a reads the peers every few seconds: wait until it has seen b. */
   long long deadline = h_now_ms() + 10000;
   for (;;) {
@@ -232,16 +234,12 @@ END_TEST
 
 /* Redis stopped, then started again, under cluster_fallback = fb. */
 static void redis_outage(const char *fb) {
-  setup();
-  h_redis_start(&R, dir, 0, NULL);
-  char url[128], extra[128];
-  h_redis_url(&R, url, sizeof(url));
+  char extra[128];
   snprintf(extra, sizeof(extra), "cluster_fallback = %s\ncluster_timeout = 0.5",
            fb);
   int local = strcmp(fb, "local") == 0;
   struct aio_proc a, b;
-  node_start(&a, "a", url, extra, TWO_SCHEDULES);
-  node_start(&b, "b", url, extra, TWO_SCHEDULES);
+  two_nodes(&a, &b, extra, TWO_SCHEDULES);
   wait_runs("once", "", 3, 10000, &a, &b);
 
   h_redis_stop(&R);

@@ -19,6 +19,14 @@ static struct redis_url ok(const char *text) {
   return u;
 }
 
+/* u as logs show it is want; closes u. */
+static void shown_as(struct redis_url *u, const char *want) {
+  char d[256];
+  redis_url_describe(u, d, sizeof(d));
+  ck_assert_str_eq(d, want);
+  redis_url_close(u);
+}
+
 static void bad(const char *text, const char *why) {
   struct redis_url u;
   char err[256] = "";
@@ -45,10 +53,7 @@ START_TEST(test_tcp_forms) {
   u = ok("redis://[::1]:7000/1");
   ck_assert_str_eq(u.host, "::1");
   ck_assert_int_eq(u.port, 7000);
-  char d[256];
-  redis_url_describe(&u, d, sizeof(d));
-  ck_assert_str_eq(d, "redis://[::1]:7000/1");
-  redis_url_close(&u);
+  shown_as(&u, "redis://[::1]:7000/1");
   u = ok("redis://host/");
   ck_assert_int_eq(u.db, 0);
   redis_url_close(&u);
@@ -59,16 +64,11 @@ START_TEST(test_credentials) {
   struct redis_url u = ok("redis://:p%40ss%3Aword@h:1/2");
   ck_assert_ptr_null(u.user);
   ck_assert_str_eq(u.password, "p@ss:word");
-  char d[256];
-  redis_url_describe(&u, d, sizeof(d));
-  ck_assert_str_eq(d, "redis://:***@h:1/2");
-  redis_url_close(&u);
+  shown_as(&u, "redis://:***@h:1/2");
   u = ok("redis://app:secret@h");
   ck_assert_str_eq(u.user, "app");
   ck_assert_str_eq(u.password, "secret");
-  redis_url_describe(&u, d, sizeof(d));
-  ck_assert_ptr_null(strstr(d, "secret"));
-  redis_url_close(&u);
+  shown_as(&u, "redis://app:***@h:6379/0");
 }
 END_TEST
 
@@ -81,10 +81,7 @@ START_TEST(test_unix_forms) {
   ck_assert_str_eq(u.path, "/tmp/r.sock");
   ck_assert_str_eq(u.password, "pw");
   ck_assert_int_eq(u.db, 4);
-  char d[256];
-  redis_url_describe(&u, d, sizeof(d));
-  ck_assert_str_eq(d, "unix://:***@/tmp/r.sock?db=4");
-  redis_url_close(&u);
+  shown_as(&u, "unix://:***@/tmp/r.sock?db=4");
 }
 END_TEST
 
