@@ -181,6 +181,51 @@ START_TEST(test_cluster_occurrence_runs_once_across_nodes) {
 }
 END_TEST
 
+/* Three nodes; the master of the node that ran the latest occurrence is
+ * SIGKILLed: the next occurrences still run, once each, on the other two. */
+START_TEST(test_cluster_survives_the_winner_being_killed) {
+  struct aio_proc a, b, c, *nodes[3] = {&a, &b, &c};
+  two_nodes(&a, &b, "", TWO_SCHEDULES);
+  char url[128];
+  h_redis_url(&R, url, sizeof(url));
+  node_start(&c, "c", url, "", TWO_SCHEDULES);
+  wait_runs("everywhere", "c", 4, 10000, &a, &c);
+  json_t *once = runs_of("once", "");
+  json_t *last = json_array_get(once, json_array_size(once) - 1);
+  const char *who = json_string_value(json_object_get(last, "node"));
+  long long killed_at = rec_int(last, "run");
+  struct aio_proc *victim = nodes[who[0] - 'a'];
+  kill(victim->pid, SIGKILL);
+  ck_assert_int_eq(h_wait_exit(victim, 5000), 0);
+  json_decref(once);
+  /* The occurrence after the kill may have been claimed by the victim;
+   * from the one after it on, every occurrence runs. */
+  long long deadline = h_now_ms() + 15000;
+  long long lo = 0, hi = 0;
+  for (;;) {
+    once = runs_of("once", "");
+    assert_once_each(once, &lo, &hi);
+    json_decref(once);
+    if (hi >= killed_at + 8)
+      break;
+    ck_assert_msg(h_now_ms() < deadline, "occurrences stopped at %lld", hi);
+    usleep(50000);
+  }
+  once = runs_of("once", "");
+  for (long long k = killed_at + 2; k <= killed_at + 8; k++) {
+    int found = 0;
+    for (size_t i = 0; i < json_array_size(once); i++)
+      found += rec_int(json_array_get(once, i), "run") == k;
+    ck_assert_msg(found == 1, "occurrence %lld ran %d times", k, found);
+  }
+  json_decref(once);
+  for (int i = 0; i < 3; i++)
+    if (nodes[i] != victim)
+      h_stop_ok(nodes[i]);
+  h_redis_stop(&R);
+}
+END_TEST
+
 START_TEST(test_cluster_status_lists_the_live_nodes) {
   struct aio_proc a, b;
   two_nodes(&a, &b, "", "");
@@ -444,6 +489,7 @@ static Suite *suite(void) {
   TCase *tc = tcase_create("cluster");
   tcase_set_timeout(tc, 90);
   tcase_add_test(tc, test_cluster_occurrence_runs_once_across_nodes);
+  tcase_add_test(tc, test_cluster_survives_the_winner_being_killed);
   tcase_add_test(tc, test_cluster_status_lists_the_live_nodes);
   tcase_add_test(tc, test_cluster_redis_down_skip_then_resume);
   tcase_add_test(tc, test_cluster_redis_down_local_then_resume);
