@@ -378,8 +378,50 @@ START_TEST(test_cluster_silent_redis_times_out) {
   json_decref(c);
   wait_runs("everywhere", "a", 4, 5000, &a, NULL);
   ck_assert_uint_eq(count_of("once", "a"), 0); /* skip: the default */
+  c = wait_state(&a, "down", 1000);
+  json_t *cl = json_object_get(c, "claims");
+  ck_assert_int_ge(json_integer_value(json_object_get(cl, "skipped")), 3);
+  ck_assert_int_eq(json_integer_value(json_object_get(cl, "won")), 0);
+  json_decref(c);
   h_stop_ok(&a);
   close(fd);
+}
+END_TEST
+
+/* A Redis that stops answering a live connection (CLIENT PAUSE): the
+ * replies' deadline drops it, the master answers status meanwhile, and
+ * it reconnects once Redis answers again. */
+START_TEST(test_cluster_stalled_redis_costs_a_reconnect) {
+  setup();
+  h_redis_start(&R, dir, 0, NULL);
+  char url[128], reply[64];
+  h_redis_url(&R, url, sizeof(url));
+  struct aio_proc a;
+  node_start(&a, "a", url, "cluster_timeout = 0.3", TWO_SCHEDULES);
+  json_decref(wait_state(&a, "connected", 5000));
+  ck_assert_int_eq(
+      h_redis_cmd(&R, reply, sizeof(reply),
+                  (const char *[]){"CLIENT", "PAUSE", "2000", NULL}),
+      0);
+  ck_assert_str_eq(reply, "OK");
+  ck_assert_int_eq(h_wait_log(&a, "cluster: lost", 5000), 0);
+  ck_assert(h_log_has(&a, "no reply within 300 ms"));
+  long long t0 = h_now_ms();
+  json_decref(ops_status(&a));
+  ck_assert_int_lt(h_now_ms() - t0, 1000);
+  long long deadline = h_now_ms() + 15000;
+  while (h_log_count(&a, "cluster: connected") < 2) {
+    ck_assert_msg(h_now_ms() < deadline, "no reconnect after the pause");
+    usleep(50000);
+  }
+  json_t *c = wait_state(&a, "connected", 1000);
+  json_t *link = json_object_get(c, "link");
+  ck_assert_int_ge(json_integer_value(json_object_get(link, "timeouts")), 1);
+  ck_assert_int_eq(json_integer_value(json_object_get(link, "losses")), 1);
+  ck_assert_int_eq(json_integer_value(json_object_get(link, "connects")), 2);
+  json_decref(c);
+  h_stop_ok(&a);
+  h_redis_stop(&R);
 }
 END_TEST
 
@@ -481,6 +523,19 @@ START_TEST(test_cluster_bad_url_is_a_config_error) {
     ck_assert_msg(rc == 78, "%s: exit %d: %s", bad[i], rc, out);
     ck_assert_msg(strstr(out, "bad.conf:3:") != NULL, "%s: %s", bad[i], out);
   }
+  /* scope = cluster without a cluster: a warning, and it checks. */
+  char out[4096], path[256];
+  char lone[512];
+  snprintf(lone, sizeof(lone),
+           "[aio]\nmodules = busmod\nmodule_path = %s\n[schedule:x]\n"
+           "every = 1\nfunc = busmod.occ\nscope = cluster\n",
+           AIO_TEST_MODULES);
+  h_write(dir, "lone.conf", lone);
+  snprintf(path, sizeof(path), "%s/lone.conf", dir);
+  h_aio(dir, out, sizeof(out), (const char *[]){"-c", path, "check", NULL});
+  ck_assert_msg(strstr(out, "lone.conf:4: [schedule:x] scope = cluster, but "
+                            "[aio] cluster is not set") != NULL,
+                "%s", out);
 }
 END_TEST
 
@@ -494,6 +549,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_cluster_redis_down_skip_then_resume);
   tcase_add_test(tc, test_cluster_redis_down_local_then_resume);
   tcase_add_test(tc, test_cluster_silent_redis_times_out);
+  tcase_add_test(tc, test_cluster_stalled_redis_costs_a_reconnect);
   tcase_add_test(tc, test_cluster_unix_socket_and_password_file);
   tcase_add_test(tc, test_cluster_bad_url_is_a_config_error);
   tcase_add_test(tc, test_cluster_systemd_status_follows_the_link);
