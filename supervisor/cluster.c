@@ -647,6 +647,10 @@ int cluster_connected(const struct master *m) {
   return m->cluster && m->cluster->ready;
 }
 
+const char *cluster_node(const struct master *m) {
+  return m->cluster ? m->cluster->node : m->gen->app.s.node;
+}
+
 const char *cluster_state_name(const struct master *m) {
   return m->cluster ? cstate_names[m->cluster->state] : cstate_names[CS_OFF];
 }

@@ -35,6 +35,10 @@ void cluster_close(struct master *m);
 /* Is a cluster configured, and is the link up now? */
 int cluster_enabled(const struct master *m);
 int cluster_connected(const struct master *m);
+/* The node name this master claims and announces as (the one it started
+ * with: a reload does not rename a node), or [aio] node without a
+ * cluster. Borrowed. */
+const char *cluster_node(const struct master *m);
 /* The state's name: "off", "connecting", "connected" or "down". */
 const char *cluster_state_name(const struct master *m);
 

@@ -120,6 +120,8 @@ static int dispatch(struct sched *sc, int which, long long run, double due,
   json_object_set_new(msg, "which", json_integer(which));
   json_object_set_new(msg, "run", json_integer(run));
   json_object_set_new(msg, "due", json_real(due));
+  if (cluster_node(m))
+    json_object_set_new(msg, "node", json_string(cluster_node(m)));
   int err = master_send(to, msg);
   json_decref(msg);
   if (err)

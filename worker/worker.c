@@ -188,7 +188,7 @@ static void run_job(struct worker *w, json_t *msg) {
     aio_event_t ev = {.name = w->app->s.schedules[job].name,
                       .run = run,
                       .due = json_number_value(json_object_get(msg, "due")),
-                      .node = w->app->s.node};
+                      .node = json_string_value(json_object_get(msg, "node"))};
     worker_bus_sync(w);
     ok = w->jobs[job * 3 + which]->u.scheduler(&ev) == 0;
   }

@@ -425,6 +425,36 @@ START_TEST(test_cluster_stalled_redis_costs_a_reconnect) {
 }
 END_TEST
 
+/* A reload keeps the link and the node name it started with (and says
+ * that a changed one waits for a restart); the cluster schedule goes on
+ * under the new generation, its runs told the node they claimed as. */
+START_TEST(test_cluster_reload_keeps_the_link) {
+  setup();
+  h_redis_start(&R, dir, 0, NULL);
+  char url[128], out[4096];
+  h_redis_url(&R, url, sizeof(url));
+  struct aio_proc a;
+  node_start(&a, "a", url, "", TWO_SCHEDULES);
+  wait_runs("once", "a", 2, 5000, &a, NULL);
+  char *conf = h_slurp(a.conf), *at = strstr(conf, "node = a\n");
+  ck_assert_ptr_nonnull(at);
+  at[7] = 'z';
+  ops_rewrite(&a, conf);
+  free(conf);
+  ops_expect(&a, 0, out, sizeof(out), "reload", NULL);
+  ck_assert_int_eq(h_wait_log(&a, "take effect on a restart; still", 8000), 0);
+  json_t *c = wait_state(&a, "connected", 1000);
+  ck_assert_str_eq(json_string_value(json_object_get(c, "node")), "a");
+  json_decref(c);
+  size_t n = count_of("once", "");
+  wait_runs("once", "a", n + 3, 5000, &a, NULL);
+  ck_assert_uint_eq(count_of("once", "z"), 0);
+  ck_assert_int_eq(h_log_count(&a, "cluster: connected"), 1);
+  h_stop_ok(&a);
+  h_redis_stop(&R);
+}
+END_TEST
+
 /* AUTH over a unix socket, the password from a file; a wrong one is a
  * refused handshake, said once, and the node stays down. */
 START_TEST(test_cluster_unix_socket_and_password_file) {
@@ -550,6 +580,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_cluster_redis_down_local_then_resume);
   tcase_add_test(tc, test_cluster_silent_redis_times_out);
   tcase_add_test(tc, test_cluster_stalled_redis_costs_a_reconnect);
+  tcase_add_test(tc, test_cluster_reload_keeps_the_link);
   tcase_add_test(tc, test_cluster_unix_socket_and_password_file);
   tcase_add_test(tc, test_cluster_bad_url_is_a_config_error);
   tcase_add_test(tc, test_cluster_systemd_status_follows_the_link);
