@@ -283,8 +283,14 @@ static void redis_outage(const char *fb) {
   snprintf(extra, sizeof(extra), "cluster_fallback = %s\ncluster_timeout = 0.5",
            fb);
   int local = strcmp(fb, "local") == 0;
+  /* A schedule of its own fallback, the other way round. */
+  char schedules[1024];
+  snprintf(schedules, sizeof(schedules),
+           "%s\n[schedule:own]\nevery = 0.5\nfunc = busmod.occ\n"
+           "scope = cluster\ncluster_fallback = %s\n",
+           TWO_SCHEDULES, local ? "skip" : "local");
   struct aio_proc a, b;
-  two_nodes(&a, &b, extra, TWO_SCHEDULES);
+  two_nodes(&a, &b, extra, schedules);
   wait_runs("once", "", 3, 10000, &a, &b);
 
   h_redis_stop(&R);
@@ -294,13 +300,17 @@ static void redis_outage(const char *fb) {
   ck_assert(json_number_value(json_object_get(c, "down_since")) > 0);
   ck_assert_ptr_nonnull(json_object_get(c, "last_error"));
   json_decref(c);
-  size_t once_down = count_of("once", "");
+  size_t once_down = count_of("once", ""), own_down = count_of("own", "");
   /* Six occurrences while it is down: the host schedule goes on. */
   size_t a0 = count_of("everywhere", "a"), b0 = count_of("everywhere", "b");
   wait_runs("everywhere", "a", a0 + 6, 10000, &a, &b);
   wait_runs("everywhere", "b", b0 + 6, 10000, &a, &b);
   json_t *recs = runs_of("once", "");
   size_t during = json_array_size(recs) - once_down;
+  size_t own_during = count_of("own", "") - own_down;
+  ck_assert_msg(local ? own_during <= 1 : own_during >= 8,
+                "[schedule:own] ran %zu times while Redis was down",
+                own_during);
   if (local) {
     /* Both nodes ran the same occurrences. */
     ck_assert_uint_ge(count_of("once", "a"), 4);
@@ -344,7 +354,8 @@ static void redis_outage(const char *fb) {
     ck_assert_int_eq(h_log_count(p, "cluster: connected"), 2);
     ck_assert_int_eq(h_log_count(p, "cluster: lost"), 1);
     ck_assert_int_eq(h_log_count(p, "still unreachable"), 0);
-    ck_assert_int_eq(h_log_count(p, "cluster_fallback ="), 1);
+    /* Once per schedule and outage. */
+    ck_assert_int_eq(h_log_count(p, "cluster_fallback ="), 2);
   }
   h_redis_stop(&R);
 }
