@@ -309,6 +309,49 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
   lost(c, ac->err && ac->errstr[0] ? ac->errstr : "closed by the server");
 }
 
+/* hiredis 0.14's libuv adapter returns from its poll callback when libuv
+ * reports an error (status < 0, as for a refused connect: POLLERR), and
+ * libuv has stopped the handle by then, so the failure would only be seen
+ * when the deadline expires. As hiredis 1.0's adapter does, an error
+ * runs the handlers of the events that were watched: they find the error
+ * on the socket and tear the context down. */
+static void on_poll(uv_poll_t *h, int status, int events) {
+  redisLibuvEvents *p = h->data;
+  int ev = status ? p->events : events;
+  if (p->context && (ev & UV_READABLE))
+    redisAsyncHandleRead(p->context);
+  if (p->context && (ev & UV_WRITABLE))
+    redisAsyncHandleWrite(p->context);
+}
+
+static void poll_set(redisLibuvEvents *p, int events) {
+  p->events = events;
+  if (events)
+    uv_poll_start(&p->handle, events, on_poll);
+  else
+    uv_poll_stop(&p->handle);
+}
+
+static void poll_add_read(void *arg) {
+  redisLibuvEvents *p = arg;
+  poll_set(p, p->events | UV_READABLE);
+}
+
+static void poll_del_read(void *arg) {
+  redisLibuvEvents *p = arg;
+  poll_set(p, p->events & ~UV_READABLE);
+}
+
+static void poll_add_write(void *arg) {
+  redisLibuvEvents *p = arg;
+  poll_set(p, p->events | UV_WRITABLE);
+}
+
+static void poll_del_write(void *arg) {
+  redisLibuvEvents *p = arg;
+  poll_set(p, p->events & ~UV_WRITABLE);
+}
+
 /* Connect to an address (numeric, or NULL for the unix path). */
 static void connect_to(struct cluster *c, const char *ip) {
   redisAsyncContext *ac = ip ? redisAsyncConnect(ip, c->url.port)
@@ -330,6 +373,11 @@ static void connect_to(struct cluster *c, const char *ip) {
     lost(c, "cannot watch the socket");
     return;
   }
+  /* The adapter's handle and cleanup, with the poll callback above. */
+  ac->ev.addRead = poll_add_read;
+  ac->ev.delRead = poll_del_read;
+  ac->ev.addWrite = poll_add_write;
+  ac->ev.delWrite = poll_del_write;
   redisAsyncSetConnectCallback(ac, on_connect);
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
   c->ac = ac;

@@ -399,6 +399,31 @@ START_TEST(test_cluster_silent_redis_times_out) {
 }
 END_TEST
 
+/* Nothing listens on the port: the refusal is seen at once and named,
+ * not found out when the connect deadline (5 s here) expires. */
+START_TEST(test_cluster_refused_connection_is_seen_at_once) {
+  setup();
+  char url[128];
+  int port;
+  do
+    port = h_free_port();
+  while (port == 6379);
+  snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+  struct aio_proc a;
+  long long t0 = h_now_ms();
+  node_start(&a, "a", url, "cluster_timeout = 5", "");
+  ck_assert_int_eq(h_wait_log(&a, "cluster: cannot reach", 4000), 0);
+  ck_assert_int_lt(h_now_ms() - t0, 4000);
+  ck_assert_msg(h_log_has(&a, "Connection refused"), "the reason is not "
+                                                     "named");
+  json_t *c = wait_state(&a, "down", 1000);
+  ck_assert_str_eq(json_string_value(json_object_get(c, "last_error")),
+                   "Connection refused");
+  json_decref(c);
+  h_stop_ok(&a);
+}
+END_TEST
+
 /* A Redis that stops answering a live connection (CLIENT PAUSE): the
  * replies' deadline drops it, the master answers status meanwhile, and
  * it reconnects once Redis answers again. */
@@ -591,6 +616,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_cluster_redis_down_local_then_resume);
   tcase_add_test(tc, test_cluster_silent_redis_times_out);
   tcase_add_test(tc, test_cluster_stalled_redis_costs_a_reconnect);
+  tcase_add_test(tc, test_cluster_refused_connection_is_seen_at_once);
   tcase_add_test(tc, test_cluster_reload_keeps_the_link);
   tcase_add_test(tc, test_cluster_unix_socket_and_password_file);
   tcase_add_test(tc, test_cluster_bad_url_is_a_config_error);
