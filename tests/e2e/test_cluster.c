@@ -146,16 +146,37 @@ static json_t *wait_state(const struct aio_proc *p, const char *state,
   }
 }
 
-/* A fresh directory, a redis-server on a free port, and nodes a and b on
- * it, each with the [aio] lines aio_extra and the schedules. */
-static void two_nodes(struct aio_proc *a, struct aio_proc *b,
-                      const char *aio_extra, const char *schedules) {
+/* A fresh directory, a redis-server on a free port, and node a on it,
+ * with the [aio] lines aio_extra and the schedules. */
+static void one_node(struct aio_proc *a, const char *aio_extra,
+                     const char *schedules) {
   setup();
   h_redis_start(&R, dir, 0, NULL);
   char url[128];
   h_redis_url(&R, url, sizeof(url));
   node_start(a, "a", url, aio_extra, schedules);
+}
+
+/* The same, and node b beside a. */
+static void two_nodes(struct aio_proc *a, struct aio_proc *b,
+                      const char *aio_extra, const char *schedules) {
+  one_node(a, aio_extra, schedules);
+  char url[128];
+  h_redis_url(&R, url, sizeof(url));
   node_start(b, "b", url, aio_extra, schedules);
+}
+
+/* Wait until p's log has text n times. */
+static void wait_log_count(const struct aio_proc *p, const char *text, int n,
+                           int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  while (h_log_count(p, text) < n) {
+    if (h_now_ms() > deadline) {
+      h_dump_log(p);
+      ck_abort_msg("'%s' is not %d times in the log", text, n);
+    }
+    usleep(50000);
+  }
 }
 
 START_TEST(test_cluster_occurrence_runs_once_across_nodes) {
@@ -323,13 +344,8 @@ static void redis_outage(const char *fb) {
   json_decref(recs);
 
   h_redis_restart(&R);
-  ck_assert_int_eq(h_wait_log(&a, "cluster: connected", 15000), 0);
-  long long deadline = h_now_ms() + 15000;
-  while (h_log_count(&a, "cluster: connected") < 2 ||
-         h_log_count(&b, "cluster: connected") < 2) {
-    ck_assert_msg(h_now_ms() < deadline, "no reconnect");
-    usleep(50000);
-  }
+  wait_log_count(&a, "cluster: connected", 2, 15000);
+  wait_log_count(&b, "cluster: connected", 2, 15000);
   c = wait_state(&b, "connected", 2000);
   ck_assert_int_eq(
       json_integer_value(json_object_get(json_object_get(c, "link"), "losses")),
@@ -428,12 +444,9 @@ END_TEST
  * replies' deadline drops it, the master answers status meanwhile, and
  * it reconnects once Redis answers again. */
 START_TEST(test_cluster_stalled_redis_costs_a_reconnect) {
-  setup();
-  h_redis_start(&R, dir, 0, NULL);
-  char url[128], reply[64];
-  h_redis_url(&R, url, sizeof(url));
+  char reply[64];
   struct aio_proc a;
-  node_start(&a, "a", url, "cluster_timeout = 0.3", TWO_SCHEDULES);
+  one_node(&a, "cluster_timeout = 0.3", TWO_SCHEDULES);
   json_decref(wait_state(&a, "connected", 5000));
   ck_assert_int_eq(
       h_redis_cmd(&R, reply, sizeof(reply),
@@ -445,11 +458,7 @@ START_TEST(test_cluster_stalled_redis_costs_a_reconnect) {
   long long t0 = h_now_ms();
   json_decref(ops_status(&a));
   ck_assert_int_lt(h_now_ms() - t0, 1000);
-  long long deadline = h_now_ms() + 15000;
-  while (h_log_count(&a, "cluster: connected") < 2) {
-    ck_assert_msg(h_now_ms() < deadline, "no reconnect after the pause");
-    usleep(50000);
-  }
+  wait_log_count(&a, "cluster: connected", 2, 15000);
   json_t *c = wait_state(&a, "connected", 1000);
   json_t *link = json_object_get(c, "link");
   ck_assert_int_ge(json_integer_value(json_object_get(link, "timeouts")), 1);
@@ -465,12 +474,9 @@ END_TEST
  * that a changed one waits for a restart); the cluster schedule goes on
  * under the new generation, its runs told the node they claimed as. */
 START_TEST(test_cluster_reload_keeps_the_link) {
-  setup();
-  h_redis_start(&R, dir, 0, NULL);
-  char url[128], out[4096];
-  h_redis_url(&R, url, sizeof(url));
+  char out[4096];
   struct aio_proc a;
-  node_start(&a, "a", url, "", TWO_SCHEDULES);
+  one_node(&a, "", TWO_SCHEDULES);
   wait_runs("once", "a", 2, 5000, &a, NULL);
   char *conf = h_slurp(a.conf), *at = strstr(conf, "node = a\n");
   ck_assert_ptr_nonnull(at);
