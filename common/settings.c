@@ -291,6 +291,11 @@ void settings_close(struct settings *s) {
   free(s->control);
   free(s->user);
   free(s->group);
+  free(s->cluster);
+  redis_url_close(&s->redis);
+  free(s->node);
+  free(s->cluster_prefix);
+  free(s->cluster_password_file);
   for (size_t i = 0; i < s->nservers; i++) {
     struct server_conf *sv = &s->servers[i];
     free(sv->name);

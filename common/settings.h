@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "diag.h"
+#include "redis_url.h"
 
 /* The built-in defaults, the lowest layer of every configuration: the
  * [aio] keys with their defaults, in the order of the table
@@ -69,8 +70,16 @@ struct schedule_conf {
   int overlap;
   struct ref func, cb, err;
   int has_cb, has_err;
+  int cluster;  /* scope = cluster: one run per occurrence in the cluster */
+  int fallback; /* enum cluster_fallback, for scope = cluster */
   const char *file;
   int line;
+};
+
+/* What a scope = cluster schedule does while Redis is unreachable. */
+enum cluster_fallback {
+  CLUSTER_FALLBACK_SKIP, /* nothing runs: a partition never doubles a job */
+  CLUSTER_FALLBACK_LOCAL /* every node runs it, as a host schedule */
 };
 
 struct listener_conf {
@@ -126,6 +135,17 @@ struct settings {
 
   /* ---- placement ---- */
   int cpu_affinity; /* 1 (auto): worker slot k pinned to CPU k; 0 (off) */
+
+  /* ---- [aio] cluster keys (issue 15; docs/cluster.md) ---------------- */
+  char *cluster;               /* the URL as written; NULL: a single host */
+  struct redis_url redis;      /* cluster, parsed (password from the file) */
+  char *node;                  /* this master's name; default the host name */
+  char *cluster_prefix;        /* of every key, default "aio" */
+  char *cluster_password_file; /* absolute; its first line is the password */
+  int cluster_fallback;        /* enum cluster_fallback: the default of the
+                                  schedules */
+  double cluster_timeout;      /* connect and reply timeout, seconds */
+  /* ---- end of the cluster keys ---------------------------------------- */
 
   struct server_conf *servers;
   size_t nservers;

@@ -16,9 +16,11 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <errno.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -158,6 +160,113 @@ static void set_group(struct settings_ctx *c, const struct settings_key *k,
 }
 
 #define DAY 86400.0
+
+/* ---- [aio] cluster (docs/cluster.md) ----------------------------------- */
+
+/* A node name or key prefix goes into Redis keys: letters, digits and
+ * ". _ -" (and ':' in a prefix), 1 to 64 of them. */
+static int valid_name(const char *v, int colon) {
+  size_t n = strlen(v);
+  if (n == 0 || n > 64)
+    return 0;
+  for (const char *p = v; *p; p++)
+    if (!(('a' <= *p && *p <= 'z') || ('A' <= *p && *p <= 'Z') ||
+          ('0' <= *p && *p <= '9') || *p == '.' || *p == '_' || *p == '-' ||
+          (colon && *p == ':')))
+      return 0;
+  return 1;
+}
+
+static void set_cluster(struct settings_ctx *c, const struct settings_key *k,
+                        void *base, const char *v) {
+  struct settings *s = base;
+  char err[256];
+  if (*v == '\0')
+    return;
+  if ((s->cluster = strdup(v)) == NULL)
+    settings_fail(c, k->name, "out of memory");
+  else if (redis_url_parse(&s->redis, v, err, sizeof(err)))
+    settings_fail(c, k->name, "%s", err);
+}
+
+/* After cluster: only a cluster puts the name in keys, so a single host's
+ * host name may be anything. */
+static void set_node(struct settings_ctx *c, const struct settings_key *k,
+                     void *base, const char *v) {
+  struct settings *s = base;
+  if (*v) {
+    s->node = strdup(v);
+    if (s->node && !valid_name(s->node, 0))
+      settings_fail(c, k->name,
+                    "'%s' is not a node name (letters, digits, '.', '_', "
+                    "'-'; up to 64)",
+                    v);
+    return;
+  }
+  char host[256];
+  if (gethostname(host, sizeof(host)) == 0) {
+    host[sizeof(host) - 1] = '\0';
+    host[strcspn(host, ".")] = '\0'; /* web-1.example.com -> web-1 */
+    s->node = strdup(host);
+  }
+  if (s->node == NULL)
+    s->node = strdup("localhost");
+  if (s->cluster && s->node && !valid_name(s->node, 0))
+    settings_fail(c, k->name,
+                  "the host name '%s' cannot be a node name: set [aio] node "
+                  "(letters, digits, '.', '_', '-'; up to 64)",
+                  s->node);
+}
+
+static void set_prefix(struct settings_ctx *c, const struct settings_key *k,
+                       void *base, const char *v) {
+  struct settings *s = base;
+  if ((s->cluster_prefix = strdup(v)) == NULL)
+    settings_fail(c, k->name, "out of memory");
+  else if (!valid_name(v, 1))
+    settings_fail(c, k->name,
+                  "'%s' is not a key prefix (letters, digits, '.', '_', '-', "
+                  "':'; up to 64)",
+                  v);
+}
+
+/* The first line of the password file, read now: a missing file is a
+ * config error, not a master that cannot log in. */
+static void read_password_file(struct settings_ctx *c, struct settings *s) {
+  FILE *f = fopen(s->cluster_password_file, "re");
+  char line[1024];
+  if (f == NULL) {
+    settings_fail(c, "cluster_password_file", "cannot read it: %s",
+                  strerror(errno));
+    return;
+  }
+  if (fgets(line, sizeof(line), f) == NULL)
+    line[0] = '\0';
+  fclose(f);
+  line[strcspn(line, "\r\n")] = '\0';
+  if (line[0] == '\0') {
+    settings_fail(c, "cluster_password_file", "its first line is empty");
+    return;
+  }
+  if (s->redis.password) {
+    memset(s->redis.password, 0, strlen(s->redis.password));
+    free(s->redis.password);
+  }
+  s->redis.password = strdup(line);
+  memset(line, 0, sizeof(line));
+}
+
+/* After the rows: the password file (made absolute by its row). */
+static void aio_check(struct settings_ctx *c, void *base) {
+  struct settings *s = base;
+  int bad_url = s->cluster && s->redis.host == NULL && s->redis.path == NULL;
+  if (s->cluster_password_file && !bad_url)
+    read_password_file(c, s);
+}
+
+static const char *const fallbacks[] = {"skip", "local", NULL};
+_Static_assert(CLUSTER_FALLBACK_SKIP == 0 && CLUSTER_FALLBACK_LOCAL == 1,
+               "fallbacks[] is indexed by enum cluster_fallback");
 
 /* cpu_affinity: 0 off, 1 auto (struct settings). */
 static const char *const cpu_affinities[] = {"off", "auto", NULL};
@@ -336,12 +445,50 @@ static const struct settings_key aio_keys[] = {
      .names = cpu_affinities,
      .offset = AIO(cpu_affinity),
      .help = "auto pins worker slot k to the k-th CPU of the master's set"},
+    {.name = "cluster",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "",
+     .set = set_cluster,
+     .help = "redis://[user:password@]host[:port][/db] or unix:///path: this "
+             "master is a node of that cluster; empty: a single host"},
+    {.name = "node",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "",
+     .set = set_node,
+     .help = "this master's name in the cluster; the host name when empty"},
+    {.name = "cluster_prefix",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "aio",
+     .set = set_prefix,
+     .help = "the prefix of every Redis key, so services can share one Redis"},
+    {.name = "cluster_password_file",
+     .type = SETTINGS_PATH,
+     .dflt = "",
+     .offset = AIO(cluster_password_file),
+     .help = "the Redis password is its first line, not written in the file"},
+    {.name = "cluster_fallback",
+     .type = SETTINGS_ENUM,
+     .dflt = "skip",
+     .names = fallbacks,
+     .offset = AIO(cluster_fallback),
+     .help = "what a scope = cluster schedule does while Redis is "
+             "unreachable: skip or local"},
+    {.name = "cluster_timeout",
+     .type = SETTINGS_SECONDS,
+     .dflt = "2",
+     .min = 0.05,
+     .max = 60,
+     .offset = AIO(cluster_timeout),
+     .help = "the deadline of a connect and of every reply from Redis"},
 };
 #undef AIO
 
 _Static_assert(UTIL_ARRAY_LEN(aio_keys) <= SETTINGS_MAX_KEYS, "too many rows");
 const struct settings_keyset settings_aio_keyset = {
-    .prefix = "aio", .keys = aio_keys, .n = UTIL_ARRAY_LEN(aio_keys)};
+    .prefix = "aio",
+    .keys = aio_keys,
+    .n = UTIL_ARRAY_LEN(aio_keys),
+    .check = aio_check};
 
 /* ---- [server:NAME] ------------------------------------------------------ */
 
@@ -530,8 +677,31 @@ static void set_cron(struct settings_ctx *c, const struct settings_key *k,
                   v);
 }
 
+/* host 0, cluster 1: struct schedule_conf's cluster. */
+static const char *const scopes[] = {"host", "cluster", NULL};
+
+static void set_schedule_fallback(struct settings_ctx *c,
+                                  const struct settings_key *k, void *base,
+                                  const char *v) {
+  struct schedule_conf *sc = base;
+  sc->fallback = c->s->cluster_fallback;
+  if (*v == '\0')
+    return;
+  for (int i = 0; fallbacks[i]; i++)
+    if (strcasecmp(v, fallbacks[i]) == 0) {
+      sc->fallback = i;
+      return;
+    }
+  settings_fail(c, k->name, "expected skip or local, not '%s'", v);
+}
+
 static void schedule_check(struct settings_ctx *c, void *base) {
   struct schedule_conf *sc = base;
+  if (sc->cluster && c->s->cluster == NULL)
+    diag_add(&c->s->warnings, c->sec->file, c->sec->line,
+             "[%s] scope = cluster, but [aio] cluster is not set: it runs "
+             "on this host, as scope = host",
+             c->secname);
   if (!given(c, "func")) {
     diag_add(c->d, c->sec->file, c->sec->line,
              "[%s] needs 'func = module.symbol'", c->secname);
@@ -591,6 +761,19 @@ static const struct settings_key schedule_keys[] = {
      .dflt = "no",
      .offset = SCHEDULE(overlap),
      .help = "a run may start while the last one is still going"},
+    {.name = "scope",
+     .type = SETTINGS_ENUM,
+     .dflt = "host",
+     .names = scopes,
+     .offset = SCHEDULE(cluster),
+     .help = "host: a run on this host; cluster: one run per occurrence in "
+             "the whole cluster"},
+    {.name = "cluster_fallback",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "",
+     .set = set_schedule_fallback,
+     .help = "for scope = cluster while Redis is unreachable: skip or local; "
+             "[aio] cluster_fallback when empty"},
 };
 
 _Static_assert(UTIL_ARRAY_LEN(schedule_keys) <= SETTINGS_MAX_KEYS,

@@ -202,7 +202,15 @@ AIO_EXPORT int aio_emit_new(const char *signal, json_t *data);
 
 typedef struct aio_event_s {
   const char *name; /* NAME of [schedule:NAME] */
-  long long run;    /* 1 for the first run, 2 for the next ... */
+  long long run;    /* 1 for the first run, 2 for the next ...; for a
+                       scope = cluster schedule, the occurrence number, the
+                       same on every node (docs/cluster.md) */
+  /* (API 2.1) When this occurrence was due, in seconds since the epoch
+   * (the same on every node for scope = cluster), and the name of the node
+   * running it ([aio] node). With them a job can be idempotent: the pair
+   * (name, due) names one occurrence. */
+  double due;
+  const char *node;
 } aio_event_t;
 
 /* Return 0 on success, non-zero on failure (the schedule's `err` runs). */

@@ -145,6 +145,54 @@ static void fmt_bytes(long long b, char *out, size_t n) {
     snprintf(out, n, "%lldK", b / 1024);
 }
 
+/* The cluster line of `aio status`, and `aio status --cluster`: the live
+ * nodes the master saw at its last read (docs/cluster.md). */
+static void print_cluster(json_t *r, int nodes) {
+  json_t *c = json_object_get(r, "cluster");
+  const char *state = json_string_value(json_object_get(c, "state"));
+  if (state == NULL || strcmp(state, "off") == 0) {
+    printf("cluster off\n");
+    return;
+  }
+  json_t *q = json_object_get(c, "queue"), *cl = json_object_get(c, "claims");
+  printf("cluster %s, node %s, %s", state,
+         json_string_value(json_object_get(c, "node")),
+         json_string_value(json_object_get(c, "redis")));
+  if (json_object_get(c, "down_since")) {
+    time_t t = (time_t)json_number_value(json_object_get(c, "down_since"));
+    char when[32];
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&t));
+    printf(" (down since %s: %s)", when,
+           json_string_value(json_object_get(c, "last_error")));
+  }
+  printf("\n  %zu peer%s, %lld outstanding, %lld refused; claims won %lld, "
+         "lost %lld, failed %lld, skipped %lld, local %lld\n",
+         json_array_size(json_object_get(c, "peers")),
+         json_array_size(json_object_get(c, "peers")) == 1 ? "" : "s",
+         (long long)json_integer_value(json_object_get(q, "outstanding")),
+         (long long)json_integer_value(json_object_get(q, "refused")),
+         (long long)json_integer_value(json_object_get(cl, "won")),
+         (long long)json_integer_value(json_object_get(cl, "lost")),
+         (long long)json_integer_value(json_object_get(cl, "failed")),
+         (long long)json_integer_value(json_object_get(cl, "skipped")),
+         (long long)json_integer_value(json_object_get(cl, "local")));
+  if (!nodes)
+    return;
+  printf("%-20s %-8s %-10s %-4s %-8s %s\n", "NODE", "PID", "VERSION", "GEN",
+         "WORKERS", "SEEN");
+  size_t i;
+  json_t *p;
+  json_array_foreach(json_object_get(c, "peers"), i, p) {
+    printf("%-20s %-8lld %-10s %-4lld %-8lld %.1fs ago\n",
+           json_string_value(json_object_get(p, "node")),
+           (long long)json_integer_value(json_object_get(p, "pid")),
+           json_string_value(json_object_get(p, "version")),
+           (long long)json_integer_value(json_object_get(p, "generation")),
+           (long long)json_integer_value(json_object_get(p, "workers")),
+           json_number_value(json_object_get(p, "seen_ago")));
+  }
+}
+
 static void print_status(json_t *r) {
   printf("master pid %lld, up %.1f s, generation %lld%s, %lld worker%s, "
          "%lld reload%s\nconfig %s\n",
@@ -183,6 +231,7 @@ static void print_status(json_t *r) {
              (long long)json_integer_value(json_object_get(sl, "slot")), st,
              json_string_value(json_object_get(sl, "why")));
   }
+  print_cluster(r, 0);
   printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %-7s %-7s %-7s %-4s %s\n",
          "SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "CONNS", "RSS",
          "PRIVATE", "PENDING", "REFUSED", "CPU", "OUTPUT");
@@ -251,11 +300,11 @@ static int wants_help(int argc, char **argv) {
 int cli_control(const char *config_path, int argc, char **argv) {
   const char *cmd = argv[0];
   json_t *req = NULL;
-  int json_out = 0, now = 0, timeout_ms = 10000;
+  int json_out = 0, cluster_out = 0, now = 0, timeout_ms = 10000;
   if (wants_help(argc, argv)) {
     printf("usage: aio [-c FILE] reload\n"
            "       aio [-c FILE] stop [--now]\n"
-           "       aio [-c FILE] status [--json]\n"
+           "       aio [-c FILE] status [--json | --cluster]\n"
            "       aio [-c FILE] emit SIGNAL [JSON]\n"
            "       aio [-c FILE] scale N\n"
            "\nTalk to the running master of the configuration over its "
@@ -271,8 +320,11 @@ int cli_control(const char *config_path, int argc, char **argv) {
     now = argc == 2;
     req = json_pack("{s:s,s:b}", "cmd", "stop", "now", now);
   } else if (strcmp(cmd, "status") == 0 &&
-             (argc == 1 || (argc == 2 && strcmp(argv[1], "--json") == 0))) {
-    json_out = argc == 2;
+             (argc == 1 ||
+              (argc == 2 && (strcmp(argv[1], "--json") == 0 ||
+                             strcmp(argv[1], "--cluster") == 0)))) {
+    json_out = argc == 2 && strcmp(argv[1], "--json") == 0;
+    cluster_out = argc == 2 && !json_out;
     req = json_pack("{s:s}", "cmd", "status");
   } else if (strcmp(cmd, "emit") == 0 && (argc == 2 || argc == 3)) {
     json_t *data = json_null();
@@ -319,6 +371,8 @@ int cli_control(const char *config_path, int argc, char **argv) {
       char *s = json_dumps(reply, JSON_INDENT(2));
       printf("%s\n", s ? s : "{}");
       free(s);
+    } else if (cluster_out) {
+      print_cluster(reply, 1);
     } else {
       print_status(reply);
     }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cluster.h"
 #include "ctl.h"
 #include "log.h"
 #include "master.h"
@@ -249,14 +250,15 @@ static json_t *status_reply(struct master *m) {
   free(sorted);
   long long rss, priv;
   proc_memory(getpid(), &rss, &priv);
-  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:o,s:o}",
+  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:o,s:o,s:o}",
                    "ok", 1, "pid", (int)getpid(), "version", AIO_VERSION,
                    "uptime", (double)(now - m->start_ms) / 1000.0, "config",
                    m->config_path, "generation", (int)m->gen->id, "workers",
                    (int)m->nslots, "reloads", (int)m->reloads, "reloading",
                    m->next_gen != NULL, "rss", (json_int_t)rss, "backlog",
                    (json_int_t)router_backlog(m), "control",
-                   control_status(m->ctl), "procs", workers);
+                   control_status(m->ctl), "procs", workers, "cluster",
+                   cluster_status(m));
 }
 
 static void handle(struct client *c, const char *line, size_t len) {

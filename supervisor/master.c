@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cluster.h"
 #include "generation.h"
 #include "log.h"
 #include "output.h"
@@ -441,6 +442,7 @@ void master_begin_stop(struct master *m, enum master_phase to) {
   /* A generation that is not serving yet has nothing to drain. */
   reload_cancel(m, "the master is shutting down");
   sched_stop(m);
+  cluster_leave(m);
   notify_send("STOPPING=1\nSTATUS=%s shutdown",
               graceful ? "graceful" : "immediate");
   control_close(m);
@@ -522,8 +524,13 @@ static void announce_ready(struct master *m) {
     close(*m->daemon_fd);
     *m->daemon_fd = -1;
   }
-  notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers",
-              (int)getpid(), ready);
+  if (cluster_enabled(m))
+    notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers; "
+                "cluster %s",
+                (int)getpid(), ready, cluster_state_name(m));
+  else
+    notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers",
+                (int)getpid(), ready);
   router_emit(m, "aio-started", NULL);
 }
 
@@ -788,6 +795,11 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
                                      : EXIT_OSERR;
     goto out;
   }
+  if (cluster_start(m)) {
+    log_error("cannot start the cluster link: out of memory");
+    m->exit_code = 71;
+    goto out;
+  }
   /* Bind everything before the first fork: a bad address fails the start
    * with no worker ever existing. */
   m->nslots = (size_t)m->gen->app.s.workers;
@@ -848,6 +860,7 @@ out:
       proc_unlink_free(m, p);
   }
   control_close(m);
+  cluster_close(m);
   uv_walk(m->loop, close_walk, NULL);
   uv_run(m->loop, UV_RUN_DEFAULT);
   uv_loop_close(m->loop);

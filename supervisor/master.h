@@ -148,6 +148,7 @@ struct generation {
 
 struct sched;
 struct control;
+struct cluster;
 
 /* Sockets systemd passed with LISTEN_FDS (socket activation). */
 struct activation {
@@ -194,7 +195,8 @@ struct master {
   char *pidfile;        /* written and locked by daemon.c */
   struct sched *scheds; /* one per [schedule:NAME] of the current config */
   size_t nscheds;
-  size_t rr; /* round-robin cursor for job dispatch */
+  size_t rr;               /* round-robin cursor for job dispatch */
+  struct cluster *cluster; /* the link to the cluster's Redis, or NULL */
   int exit_code;
 };
 

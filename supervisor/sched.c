@@ -6,6 +6,13 @@
  * equals); by default a run is skipped,
  * and logged, while the previous one has not reported done. A run whose
  * worker dies counts as failed.
+ *
+ * A scope = cluster schedule (with [aio] cluster set) is numbered from the
+ * wall clock instead, so that every node agrees: occurrence k of an `every`
+ * schedule is due at offset + k * every seconds since the epoch, and a
+ * cron occurrence is its minute. Each node claims each occurrence in Redis
+ * (cluster.c); only the winner runs it. Unclaimable (Redis down), it
+ * follows cluster_fallback: skipped, or run here.
  */
 #include <errno.h>
 #include <math.h>
@@ -14,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster.h"
 #include "cron.h"
 #include "log.h"
 #include "master.h"
@@ -26,6 +34,7 @@ struct inflight {
   struct wproc *p;
   int which; /* 0 func, 1 cb, 2 err */
   long long run;
+  double due; /* wall clock the run was due, for aio_event_t */
 };
 
 struct sched {
@@ -41,6 +50,11 @@ struct sched {
   size_t ninflight;
   long long skipped;
   struct sched_grave *grave; /* set when a reload retired it */
+  int cluster;               /* claimed in the cluster (scope = cluster) */
+  long long occ;             /* cluster: the occurrence armed for */
+  double occ_due;            /* its due time, wall clock */
+  long long last_occ;        /* the last one handled, or 0 */
+  int fallback_said;         /* the fallback was logged since the last claim */
 };
 
 /* Retired schedules are freed when the last of their timers has closed. */
@@ -84,7 +98,7 @@ static struct wproc *pick_worker(struct master *m) {
   return NULL;
 }
 
-static int dispatch(struct sched *sc, int which, long long run,
+static int dispatch(struct sched *sc, int which, long long run, double due,
                     struct wproc *to) {
   struct master *m = sc->m;
   if (to == NULL || to->state != WPROC_READY)
@@ -105,12 +119,15 @@ static int dispatch(struct sched *sc, int which, long long run,
   json_object_set_new(msg, "job", json_integer((json_int_t)sc->index));
   json_object_set_new(msg, "which", json_integer(which));
   json_object_set_new(msg, "run", json_integer(run));
+  json_object_set_new(msg, "due", json_real(due));
+  if (cluster_node(m))
+    json_object_set_new(msg, "node", json_string(cluster_node(m)));
   int err = master_send(to, msg);
   json_decref(msg);
   if (err)
     return err;
-  sc->inflight[sc->ninflight++] =
-      (struct inflight){.id = id, .p = to, .which = which, .run = run};
+  sc->inflight[sc->ninflight++] = (struct inflight){
+      .id = id, .p = to, .which = which, .run = run, .due = due};
   return 0;
 }
 
@@ -119,10 +136,160 @@ static uint64_t due_ns(const struct sched *sc, long long k) {
          (uint64_t)llround((double)(k - 1) * sc->conf->every * 1e9);
 }
 
+static double wall_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Host schedules: the wall clock of a monotonic due time. */
+static double wall_of(uint64_t mono_ns) {
+  return wall_now() - ((double)uv_hrtime() - (double)mono_ns) / 1e9;
+}
+
 static void arm(struct sched *sc);
+static void on_timer(uv_timer_t *t);
+
+/* Is a run of sc in flight that a new one must not overlap? */
+static int sched_busy(const struct sched *sc) {
+  int busy = 0;
+  for (size_t i = 0; i < sc->ninflight; i++)
+    busy |= sc->inflight[i].which == 0 || !sc->conf->overlap;
+  return busy && !sc->conf->overlap;
+}
+
+/* ---- scope = cluster ------------------------------------------------------
+ */
+
+/* A claim in flight: the schedule is found again by name when the answer
+ * comes, as a reload may have replaced it in between. */
+struct pending_claim {
+  long long occ;
+  double due;
+  char name[];
+};
+
+static struct sched *sched_by_name(struct master *m, const char *name) {
+  for (size_t i = 0; i < m->nscheds; i++)
+    if (strcmp(m->scheds[i].conf->name, name) == 0)
+      return &m->scheds[i];
+  return NULL;
+}
+
+/* Redis cannot say who runs occ: cluster_fallback decides. */
+static void fallback(struct sched *sc, long long occ, double due,
+                     const char *why) {
+  int local = sc->conf->fallback == CLUSTER_FALLBACK_LOCAL;
+  cluster_fallback_taken(sc->m, local);
+  /* Once per outage, not once per occurrence. */
+  if (!sc->fallback_said)
+    log_warnx("[schedule:%s] occurrence %lld: %s; %s (cluster_fallback = "
+              "%s)",
+              sc->conf->name, occ, why,
+              local ? "running it on this node" : "skipped",
+              local ? "local" : "skip");
+  else
+    log_debug("[schedule:%s] occurrence %lld: %s; %s", sc->conf->name, occ, why,
+              local ? "run here" : "skipped");
+  sc->fallback_said = 1;
+  if (local)
+    dispatch(sc, 0, occ, due, NULL);
+}
+
+static void on_claim(struct master *m, void *arg, enum cluster_claim res) {
+  struct pending_claim *pc = arg;
+  struct sched *sc =
+      res == CLUSTER_CLOSED || master_stopping(m) ? NULL : sched_by_name(m, pc->name);
+  if (sc && sc->cluster) {
+    if (res == CLUSTER_WON) {
+      sc->fallback_said = 0;
+      log_debug("[schedule:%s] occurrence %lld: claimed; running it",
+                sc->conf->name, pc->occ);
+      dispatch(sc, 0, pc->occ, pc->due, NULL);
+    } else if (res == CLUSTER_LOST) {
+      sc->fallback_said = 0;
+      log_debug("[schedule:%s] occurrence %lld: another node has it",
+                sc->conf->name, pc->occ);
+    } else {
+      fallback(sc, pc->occ, pc->due, "the claim got no answer");
+    }
+  }
+  free(pc);
+}
+
+/* How long a claim key lives: past any node's timer for the same
+ * occurrence (clock skew, a busy loop), and twice the period. */
+static uint64_t claim_ttl_ms(const struct sched *sc) {
+  double period = sc->conf->every > 0 ? sc->conf->every : 60;
+  double ms = period * 2000;
+  return ms < 60000 ? 60000 : (uint64_t)ms;
+}
+
+static void cluster_occurrence(struct sched *sc, long long occ, double due) {
+  struct master *m = sc->m;
+  if (sc->last_occ && occ > sc->last_occ + 1) {
+    sc->skipped += occ - sc->last_occ - 1;
+    log_warnx("[schedule:%s] %lld occurrences passed while the master was "
+              "busy; skipped",
+              sc->conf->name, occ - sc->last_occ - 1);
+  }
+  sc->last_occ = occ;
+  if (sched_busy(sc)) {
+    /* Not claimed: another node may take it. */
+    sc->skipped++;
+    log_warnx("[schedule:%s] occurrence %lld not claimed: run still in "
+              "progress here",
+              sc->conf->name, occ);
+    return;
+  }
+  if (!cluster_connected(m)) {
+    fallback(sc, occ, due, "the cluster is unreachable");
+    return;
+  }
+  size_t n = strlen(sc->conf->name);
+  struct pending_claim *pc = malloc(sizeof(*pc) + n + 1);
+  if (pc == NULL) {
+    fallback(sc, occ, due, "out of memory");
+    return;
+  }
+  pc->occ = occ;
+  pc->due = due;
+  memcpy(pc->name, sc->conf->name, n + 1);
+  int err =
+      cluster_claim(m, sc->conf->name, occ, claim_ttl_ms(sc), on_claim, pc);
+  if (err) {
+    free(pc);
+    fallback(sc, occ, due,
+             err == -ENOBUFS ? "the cluster queue is full"
+                             : "the cluster is unreachable");
+  }
+}
+
+/* Arm a cluster `every` schedule for its next occurrence on the wall
+ * clock. */
+static void arm_cluster_every(struct sched *sc) {
+  double now = wall_now(), every = sc->conf->every, off = sc->conf->offset;
+  long long k = (long long)floor((now - off) / every) + 1;
+  if (k <= sc->last_occ)
+    k = sc->last_occ + 1;
+  sc->occ = k;
+  sc->occ_due = off + (double)k * every;
+  double delay = (sc->occ_due - now) * 1000;
+  uv_timer_start(&sc->timer, on_timer, delay > 0 ? (uint64_t)ceil(delay) : 0,
+                 0);
+}
 
 static void on_timer(uv_timer_t *t) {
   struct sched *sc = t->data;
+  if (sc->cluster && sc->conf->every > 0) {
+    if (wall_now() < sc->occ_due) {
+      arm(sc); /* early (a stale loop clock, a clock stepped back) */
+      return;
+    }
+    cluster_occurrence(sc, sc->occ, sc->occ_due);
+    arm(sc);
+    return;
+  }
   if (sc->conf->every == 0 && time(NULL) < sc->cron_at) {
     /* Woke before the minute (a stale loop clock, or the wall clock was
      * stepped back): running now and re-arming for the next match after
@@ -145,16 +312,18 @@ static void on_timer(uv_timer_t *t) {
                 sc->conf->name, k - sc->k);
   }
   sc->k = k + 1;
-  int busy = 0;
-  for (size_t i = 0; i < sc->ninflight; i++)
-    busy |= sc->inflight[i].which == 0 || !sc->conf->overlap;
-  if (busy && !sc->conf->overlap) {
+  if (sc->cluster) {
+    /* cron: the occurrence is the minute. */
+    cluster_occurrence(sc, (long long)(sc->cron_at / 60), (double)sc->cron_at);
+  } else if (sched_busy(sc)) {
     sc->skipped++;
     log_warnx("[schedule:%s] run %lld skipped: run still in progress",
               sc->conf->name, k);
   } else {
     log_debug("[schedule:%s] run %lld", sc->conf->name, k);
-    dispatch(sc, 0, k, NULL);
+    dispatch(sc, 0, k,
+             sc->conf->every > 0 ? wall_of(due_ns(sc, k)) : (double)sc->cron_at,
+             NULL);
   }
   arm(sc);
 }
@@ -164,6 +333,10 @@ static void arm(struct sched *sc) {
   /* The timer counts from the loop's cached time: bring it up to date, or
    * the run fires early by however long this loop iteration has taken. */
   uv_update_time(sc->m->loop);
+  if (sc->cluster && sc->conf->every > 0) {
+    arm_cluster_every(sc);
+    return;
+  }
   if (sc->conf->every > 0) {
     uint64_t due = due_ns(sc, sc->k), now = uv_hrtime();
     /* Round up: a timer never fires before its due time. */
@@ -201,6 +374,7 @@ int sched_start(struct master *m) {
     sc->index = i;
     sc->conf = &s->schedules[i];
     sc->k = 1;
+    sc->cluster = sc->conf->cluster && cluster_enabled(m);
     if (sc->conf->cron) {
       char err[128];
       cron_parse(&sc->cron, sc->conf->cron, err, sizeof(err));
@@ -230,11 +404,11 @@ static void finish(struct sched *sc, size_t i, int ok) {
     return;
   }
   if (ok && sc->conf->has_cb)
-    dispatch(sc, 1, f.run, f.p);
+    dispatch(sc, 1, f.run, f.due, f.p);
   else if (!ok) {
     log_warnx("[schedule:%s] run %lld failed", sc->conf->name, f.run);
     if (sc->conf->has_err)
-      dispatch(sc, 2, f.run, f.p);
+      dispatch(sc, 2, f.run, f.due, f.p);
   }
 }
 

@@ -231,7 +231,10 @@ static void run_job(struct worker *w, json_t *msg) {
     log_warnx("bus: run for unknown job %lld/%lld", (long long)job,
               (long long)which);
   } else {
-    aio_event_t ev = {.name = w->app->s.schedules[job].name, .run = run};
+    aio_event_t ev = {.name = w->app->s.schedules[job].name,
+                      .run = run,
+                      .due = json_number_value(json_object_get(msg, "due")),
+                      .node = json_string_value(json_object_get(msg, "node"))};
     worker_bus_sync(w);
     cb_enter(w, BUS_CB_JOB, (size_t)(job * 3 + which));
     ok = w->jobs[job * 3 + which]->u.scheduler(&ev) == 0;

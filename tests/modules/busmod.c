@@ -148,6 +148,17 @@ static int flaky(aio_event_t *ev) {
 }
 AIO_SCHEDULER(flaky);
 
+/* Records which occurrence ran where (the cluster suite): run, the
+ * occurrence's due time in ms since the epoch, and the node. */
+static int occ(aio_event_t *ev) {
+  put_record(json_pack("{s:s,s:s,s:I,s:I,s:s}", "fn", "occ", "job", ev->name,
+                       "run", (json_int_t)ev->run, "due_ms",
+                       (json_int_t)(ev->due * 1000 + 0.5), "node",
+                       ev->node ? ev->node : ""));
+  return 0;
+}
+AIO_SCHEDULER(occ);
+
 static int on_cb(aio_event_t *ev) { return job_record(ev, "cb", mono_ns(), 0); }
 AIO_SCHEDULER(on_cb);
 

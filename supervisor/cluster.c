@@ -1,0 +1,795 @@
+/*
+ * cluster.c - the master's one connection to the cluster's Redis, through
+ * hiredis's asynchronous API and its libuv adapter on the master's own loop
+ * (docs/cluster.md). It never blocks: a host name is resolved with
+ * uv_getaddrinfo, connect(2) is non-blocking, and every command has a
+ * deadline (cluster_timeout), checked by one timer, so a Redis that accepts
+ * the connection and then says nothing costs a reconnect, not a stuck
+ * master. A lost connection is retried with capped exponential backoff and
+ * jitter; every state change is one log line.
+ *
+ * The state machine: OFF (no [aio] cluster) | CONNECTING (the first
+ * attempt) -> CONNECTED (AUTH, SELECT and PING answered) -> DOWN (lost;
+ * retried until CONNECTED again). Commands go out only while CONNECTED,
+ * at most CLUSTER_MAX_OUTSTANDING of them (and CLUSTER_MAX_BYTES) waiting
+ * for their replies; past that they are refused and counted.
+ */
+#define _GNU_SOURCE
+#include "cluster.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "log.h"
+#include "master.h"
+#include "util.h"
+
+#define CLUSTER_MAX_OUTSTANDING 1024
+#define CLUSTER_MAX_BYTES (1024 * 1024)
+#define CLUSTER_TICK_MS 50
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 10000
+/* The node key lives this long unless refreshed; it is refreshed every
+ * ANNOUNCE_MS, so a node is listed for at most NODE_TTL_MS after it died. */
+#define NODE_TTL_MS 15000
+#define ANNOUNCE_MS 3000
+#define MAX_PEERS 256
+
+/* X(enum, name) */
+#define CLUSTER_STATES(X)                                                      \
+  X(OFF, "off")                                                                \
+  X(CONNECTING, "connecting")                                                  \
+  X(CONNECTED, "connected")                                                    \
+  X(DOWN, "down")
+
+enum cstate {
+#define CS_ENUM(e, s) CS_##e,
+  CLUSTER_STATES(CS_ENUM)
+#undef CS_ENUM
+};
+
+static const char *const cstate_names[] = {
+#define CS_NAME(e, s) s,
+    CLUSTER_STATES(CS_NAME)
+#undef CS_NAME
+};
+
+struct cluster;
+/* A reply (NULL: none came: the connection went away) for arg. */
+typedef void reply_fn(struct cluster *c, redisReply *r, void *arg);
+
+/* One command sent and not answered yet, oldest first in c->cmds. */
+struct ccmd {
+  struct cluster *c;
+  uint64_t sent_ms;
+  size_t bytes;
+  reply_fn *fn;
+  void *arg;
+  struct ccmd *prev, *next;
+};
+
+struct cluster {
+  struct master *m;
+  /* What it was started with: a reload does not move a live link. */
+  struct redis_url url; /* owned copy */
+  char *node, *prefix;  /* owned */
+  char where[512];      /* the URL without the password, for logs */
+  uint64_t timeout_ms;
+
+  enum cstate state;
+  redisAsyncContext *ac; /* the current connection, or NULL */
+  int ready;             /* handshake answered on ac */
+  uint64_t attempt_ms;   /* when the current attempt began */
+  uint64_t retry_at_ms;  /* next attempt (state DOWN, ac NULL), or 0 */
+  unsigned backoff_ms;
+  uint64_t rng;
+  uv_getaddrinfo_t gai;
+  int resolving;
+  uv_timer_t tick;
+  uint64_t next_announce_ms;
+  int leaving, closing;
+  int handles; /* open handles and requests: freed at 0 after closing */
+
+  struct ccmd *cmds, *cmds_last;
+  size_t ncmds, bytes;
+
+  double since;      /* wall clock of the last state change */
+  double down_since; /* wall clock the link was lost, 0 when up */
+  double started;    /* wall clock of the master's start */
+  char last_error[256];
+  json_t *peers; /* [{node, ...announcement, seen}] from the last read */
+  unsigned announced_gen; /* the generation whose settings were compared */
+
+  /* Counters, since the start. */
+  uint64_t connects, losses, attempts, refused, timeouts, errors;
+  uint64_t won, lost, failed, fallback_skip, fallback_local;
+};
+
+static double wall_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t mono_ms(const struct cluster *c) { return uv_now(c->m->loop); }
+
+/* xorshift64: jitter needs no quality, only nodes that do not agree. */
+static uint64_t rnd(struct cluster *c) {
+  c->rng ^= c->rng << 13;
+  c->rng ^= c->rng >> 7;
+  c->rng ^= c->rng << 17;
+  return c->rng;
+}
+
+static void set_state(struct cluster *c, enum cstate s) {
+  if (c->state == s)
+    return;
+  c->state = s;
+  c->since = wall_now();
+  struct master *m = c->m;
+  if (m->phase == MASTER_SERVING || m->phase == MASTER_RELOADING)
+    notify_send("STATUS=serving with %zu workers; cluster %s (node %s)",
+                m->nslots, cstate_names[s], c->node);
+}
+
+/* ---- commands ------------------------------------------------------------ */
+
+static void cmd_unlink(struct cluster *c, struct ccmd *q) {
+  if (q->prev)
+    q->prev->next = q->next;
+  else
+    c->cmds = q->next;
+  if (q->next)
+    q->next->prev = q->prev;
+  else
+    c->cmds_last = q->prev;
+  c->ncmds--;
+  c->bytes -= q->bytes;
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
+  (void)ac;
+  struct ccmd *q = priv;
+  struct cluster *c = q->c;
+  cmd_unlink(c, q);
+  redisReply *r = reply;
+  if (r && r->type == REDIS_REPLY_ERROR)
+    c->errors++;
+  q->fn(c, r, q->arg);
+  free(q);
+}
+
+/* Send argv on the connection. handshake: also before it is ready. 0, or
+ * -ENOTCONN / -ENOBUFS (counted as refused; fn is not called). */
+static int send_argv(struct cluster *c, int handshake, reply_fn *fn, void *arg,
+                     int argc, const char **argv, const size_t *len) {
+  if (c->ac == NULL || c->closing || (!c->ready && !handshake)) {
+    c->refused++;
+    return -ENOTCONN;
+  }
+  size_t bytes = 0;
+  for (int i = 0; i < argc; i++)
+    bytes += len[i] + 16;
+  if (c->ncmds >= CLUSTER_MAX_OUTSTANDING ||
+      c->bytes + bytes > CLUSTER_MAX_BYTES) {
+    c->refused++;
+    return -ENOBUFS;
+  }
+  struct ccmd *q = calloc(1, sizeof(*q));
+  if (q == NULL) {
+    c->refused++;
+    return -ENOMEM;
+  }
+  *q = (struct ccmd){.c = c,
+                     .sent_ms = mono_ms(c),
+                     .bytes = bytes,
+                     .fn = fn,
+                     .arg = arg,
+                     .prev = c->cmds_last};
+  if (redisAsyncCommandArgv(c->ac, on_reply, q, argc, argv, len) != REDIS_OK) {
+    free(q);
+    c->refused++;
+    return -ENOTCONN;
+  }
+  if (c->cmds_last)
+    c->cmds_last->next = q;
+  else
+    c->cmds = q;
+  c->cmds_last = q;
+  c->ncmds++;
+  c->bytes += bytes;
+  return 0;
+}
+
+/* The same for NUL-terminated arguments. */
+static int send_cmd(struct cluster *c, int handshake, reply_fn *fn, void *arg,
+                    int argc, const char **argv) {
+  size_t len[8];
+  for (int i = 0; i < argc && i < 8; i++)
+    len[i] = strlen(argv[i]);
+  return send_argv(c, handshake, fn, arg, argc, argv, len);
+}
+
+static void ignore_reply(struct cluster *c, redisReply *r, void *arg) {
+  (void)c, (void)r, (void)arg;
+}
+
+/* ---- the connection --------------------------------------------------- */
+
+static void attempt(struct cluster *c);
+
+/* The attempt or the connection is over: say why (once per state change;
+ * a retry that fails again is only a debug line), and schedule the next. */
+static void lost(struct cluster *c, const char *why) {
+  snprintf(c->last_error, sizeof(c->last_error), "%s", why);
+  c->ready = 0;
+  if (c->closing)
+    return;
+  unsigned base = c->backoff_ms;
+  unsigned delay = base / 2 + (unsigned)(rnd(c) % (base / 2 + 1));
+  c->backoff_ms = base * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : base * 2;
+  c->retry_at_ms = mono_ms(c) + delay;
+  if (c->state == CS_CONNECTED) {
+    c->losses++;
+    c->down_since = wall_now();
+    log_warnx("cluster: lost %s: %s; reconnecting in %u ms", c->where, why,
+              delay);
+  } else if (c->state == CS_CONNECTING) {
+    c->down_since = wall_now();
+    log_warnx("cluster: cannot reach %s: %s; retrying in %u ms", c->where, why,
+              delay);
+  } else {
+    log_debug("cluster: %s still unreachable: %s; next attempt in %u ms",
+              c->where, why, delay);
+  }
+  set_state(c, CS_DOWN);
+}
+
+/* Drop the current connection ourselves (a timeout, a refused handshake).
+ * Its outstanding commands get their callbacks with no reply, now. */
+static void drop(struct cluster *c, const char *why) {
+  redisAsyncContext *ac = c->ac;
+  c->ac = NULL; /* on_disconnect: not ours any more */
+  c->ready = 0;
+  if (ac)
+    redisAsyncFree(ac);
+  lost(c, why);
+}
+
+static void announce(struct cluster *c);
+
+static void on_handshake(struct cluster *c, redisReply *r, void *arg) {
+  const char *what = arg;
+  if (r == NULL || c->ac == NULL)
+    return; /* the connection went away; lost() says so */
+  if (r->type == REDIS_REPLY_ERROR) {
+    char why[300];
+    snprintf(why, sizeof(why), "%s refused: %.200s", what, r->str);
+    drop(c, why);
+    return;
+  }
+  if (strcmp(what, "PING") != 0)
+    return;
+  c->ready = 1;
+  c->connects++;
+  c->backoff_ms = BACKOFF_MIN_MS;
+  c->down_since = 0;
+  c->last_error[0] = '\0';
+  log_info("cluster: connected to %s as node %s", c->where, c->node);
+  set_state(c, CS_CONNECTED);
+  c->next_announce_ms = 0;
+  announce(c);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+  struct cluster *c = ac->data;
+  if (ac != c->ac)
+    return;
+  if (status != REDIS_OK) {
+    /* hiredis frees ac after this returns. */
+    c->ac = NULL;
+    lost(c, ac->errstr[0] ? ac->errstr : "connect failed");
+  }
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+  struct cluster *c = ac->data;
+  (void)status;
+  if (ac != c->ac)
+    return; /* dropped by us: said already */
+  c->ac = NULL;
+  lost(c, ac->err && ac->errstr[0] ? ac->errstr : "closed by the server");
+}
+
+/* hiredis 0.14's libuv adapter returns from its poll callback when libuv
+ * reports an error (status < 0, as for a refused connect: POLLERR), and
+ * libuv has stopped the handle by then, so the failure would only be seen
+ * when the deadline expires. As hiredis 1.0's adapter does, an error
+ * runs the handlers of the events that were watched: they find the error
+ * on the socket and tear the context down. */
+static void on_poll(uv_poll_t *h, int status, int events) {
+  redisLibuvEvents *p = h->data;
+  int ev = status ? p->events : events;
+  if (p->context && (ev & UV_READABLE))
+    redisAsyncHandleRead(p->context);
+  if (p->context && (ev & UV_WRITABLE))
+    redisAsyncHandleWrite(p->context);
+}
+
+static void poll_set(redisLibuvEvents *p, int events) {
+  p->events = events;
+  if (events)
+    uv_poll_start(&p->handle, events, on_poll);
+  else
+    uv_poll_stop(&p->handle);
+}
+
+static void poll_add_read(void *arg) {
+  redisLibuvEvents *p = arg;
+  poll_set(p, p->events | UV_READABLE);
+}
+
+static void poll_del_read(void *arg) {
+  redisLibuvEvents *p = arg;
+  poll_set(p, p->events & ~UV_READABLE);
+}
+
+static void poll_add_write(void *arg) {
+  redisLibuvEvents *p = arg;
+  poll_set(p, p->events | UV_WRITABLE);
+}
+
+static void poll_del_write(void *arg) {
+  redisLibuvEvents *p = arg;
+  poll_set(p, p->events & ~UV_WRITABLE);
+}
+
+/* Connect to an address (numeric, or NULL for the unix path). */
+static void connect_to(struct cluster *c, const char *ip) {
+  redisAsyncContext *ac = ip ? redisAsyncConnect(ip, c->url.port)
+                             : redisAsyncConnectUnix(c->url.path);
+  if (ac == NULL) {
+    lost(c, "out of memory");
+    return;
+  }
+  if (ac->err) {
+    char why[256];
+    snprintf(why, sizeof(why), "%s", ac->errstr);
+    redisAsyncFree(ac);
+    lost(c, why);
+    return;
+  }
+  ac->data = c;
+  if (redisLibuvAttach(ac, c->m->loop) != REDIS_OK) {
+    redisAsyncFree(ac);
+    lost(c, "cannot watch the socket");
+    return;
+  }
+  /* The adapter's handle and cleanup, with the poll callback above. */
+  ac->ev.addRead = poll_add_read;
+  ac->ev.delRead = poll_del_read;
+  ac->ev.addWrite = poll_add_write;
+  ac->ev.delWrite = poll_del_write;
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  c->ac = ac;
+  /* Queued now, written once connected; their deadlines cover a server
+   * that accepts and never answers. */
+  int err = 0;
+  if (c->url.password && c->url.user)
+    err = send_cmd(c, 1, on_handshake, "AUTH", 3,
+                   (const char *[]){"AUTH", c->url.user, c->url.password});
+  else if (c->url.password)
+    err = send_cmd(c, 1, on_handshake, "AUTH", 2,
+                   (const char *[]){"AUTH", c->url.password});
+  if (err == 0 && c->url.db) {
+    char db[16];
+    snprintf(db, sizeof(db), "%d", c->url.db);
+    err = send_cmd(c, 1, on_handshake, "SELECT", 2,
+                   (const char *[]){"SELECT", db});
+  }
+  if (err == 0)
+    err = send_cmd(c, 1, on_handshake, "PING", 1, (const char *[]){"PING"});
+  if (err)
+    drop(c, "cannot queue the handshake");
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res) {
+  struct cluster *c = req->data;
+  c->resolving = 0;
+  c->handles--;
+  char ip[INET6_ADDRSTRLEN] = "";
+  if (status == 0 && res) {
+    const void *a =
+        res->ai_family == AF_INET6
+            ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+            : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+    inet_ntop(res->ai_family, a, ip, sizeof(ip));
+  }
+  uv_freeaddrinfo(res);
+  if (c->closing) {
+    if (c->handles == 0)
+      free(c);
+    return;
+  }
+  if (status != 0 || ip[0] == '\0') {
+    char why[300];
+    snprintf(why, sizeof(why), "cannot resolve %s: %s", c->url.host,
+             status ? uv_strerror(status) : "no address");
+    lost(c, why);
+    return;
+  }
+  connect_to(c, ip);
+}
+
+static void attempt(struct cluster *c) {
+  c->retry_at_ms = 0;
+  c->attempts++;
+  c->attempt_ms = mono_ms(c);
+  if (c->url.path) {
+    connect_to(c, NULL);
+    return;
+  }
+  unsigned char buf[16];
+  if (inet_pton(AF_INET, c->url.host, buf) == 1 ||
+      inet_pton(AF_INET6, c->url.host, buf) == 1) {
+    connect_to(c, c->url.host);
+    return;
+  }
+  /* A name: resolved off the loop, as getaddrinfo may take seconds. */
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+  c->gai.data = c;
+  if (uv_getaddrinfo(c->m->loop, &c->gai, on_resolved, c->url.host, NULL,
+                     &hints) == 0) {
+    c->resolving = 1;
+    c->handles++;
+  } else {
+    lost(c, "cannot start resolving the host name");
+  }
+}
+
+/* ---- the node's announcement and its peers --------------------------- */
+
+static void on_peers(struct cluster *c, redisReply *r, void *arg) {
+  json_t *names = arg; /* [[node, seen_ms], ...], stolen */
+  if (r && r->type == REDIS_REPLY_ARRAY) {
+    json_t *peers = json_array();
+    double now = wall_now();
+    for (size_t i = 0; i < r->elements && i < json_array_size(names); i++) {
+      redisReply *e = r->element[i];
+      if (e->type != REDIS_REPLY_STRING)
+        continue; /* its key expired: not alive */
+      json_t *info = json_loadb(e->str, e->len, 0, NULL);
+      if (!json_is_object(info)) {
+        json_decref(info);
+        continue;
+      }
+      json_t *pair = json_array_get(names, i);
+      double seen = (double)json_integer_value(json_array_get(pair, 1)) / 1e3;
+      json_object_set_new(info, "seen", json_real(seen));
+      json_object_set_new(info, "seen_ago",
+                          json_real(now > seen ? now - seen : 0));
+      json_array_append_new(peers, info);
+    }
+    json_decref(c->peers);
+    c->peers = peers;
+  }
+  json_decref(names);
+}
+
+static void on_members(struct cluster *c, redisReply *r, void *arg) {
+  (void)arg;
+  if (r == NULL || r->type != REDIS_REPLY_ARRAY || c->ac == NULL)
+    return;
+  /* WITHSCORES: name, score, name, score... */
+  size_t n = r->elements / 2;
+  if (n > MAX_PEERS)
+    n = MAX_PEERS;
+  const char **argv = calloc(n + 1, sizeof(*argv));
+  size_t *len = calloc(n + 1, sizeof(*len));
+  char **keys = calloc(n + 1, sizeof(*keys));
+  json_t *names = json_array();
+  if (!argv || !len || !keys || !names)
+    goto out;
+  argv[0] = "MGET";
+  len[0] = 4;
+  for (size_t i = 0; i < n; i++) {
+    redisReply *nm = r->element[2 * i], *sc = r->element[2 * i + 1];
+    keys[i] = util_asprintf("%s:node:%.*s", c->prefix, (int)nm->len,
+                            nm->str ? nm->str : "");
+    argv[i + 1] = keys[i] ? keys[i] : "";
+    len[i + 1] = strlen(argv[i + 1]);
+    json_array_append_new(
+        names, json_pack("[s%,I]", nm->str ? nm->str : "", (size_t)nm->len,
+                         (json_int_t)(sc->str ? atof(sc->str) : 0)));
+  }
+  if (n == 0) {
+    json_decref(c->peers);
+    c->peers = json_array();
+  } else if (send_argv(c, 0, on_peers, names, (int)n + 1, argv, len) == 0) {
+    names = NULL; /* on_peers has it */
+  }
+out:
+  for (size_t i = 0; keys && i < n; i++)
+    free(keys[i]);
+  free(keys);
+  free(argv);
+  free(len);
+  json_decref(names);
+}
+
+static void announce(struct cluster *c) {
+  struct master *m = c->m;
+  if (!c->ready || c->leaving)
+    return;
+  c->next_announce_ms = mono_ms(c) + ANNOUNCE_MS;
+  if (m->gen && m->gen->id != c->announced_gen) {
+    /* A reload keeps the link it has: say so if the keys moved. */
+    const struct settings *s = &m->gen->app.s;
+    char now[512] = "";
+    c->announced_gen = m->gen->id;
+    if (s->cluster)
+      redis_url_describe(&s->redis, now, sizeof(now));
+    if (strcmp(now, c->where) != 0 || strcmp(s->node, c->node) != 0 ||
+        strcmp(s->cluster_prefix, c->prefix) != 0)
+      log_warnx("cluster: [aio] cluster, node and cluster_prefix take effect "
+                "on a restart; still %s as node %s",
+                c->where, c->node);
+  }
+  char *key = util_asprintf("%s:node:%s", c->prefix, c->node);
+  char *set = util_asprintf("%s:nodes", c->prefix);
+  json_t *info = json_pack("{s:s,s:i,s:s,s:i,s:i,s:f}", "node", c->node, "pid",
+                           (int)getpid(), "version", AIO_VERSION, "generation",
+                           m->gen ? (int)m->gen->id : 0, "workers",
+                           (int)m->nslots, "started", c->started);
+  char *js = info ? json_dumps(info, JSON_COMPACT) : NULL;
+  json_decref(info);
+  if (key && set && js) {
+    char ttl[24], score[24], oldest[32];
+    long long now_ms = (long long)(wall_now() * 1000);
+    snprintf(ttl, sizeof(ttl), "%d", NODE_TTL_MS);
+    snprintf(score, sizeof(score), "%lld", now_ms);
+    snprintf(oldest, sizeof(oldest), "(%lld", now_ms - NODE_TTL_MS);
+    send_cmd(c, 0, ignore_reply, NULL, 5,
+             (const char *[]){"SET", key, js, "PX", ttl});
+    send_cmd(c, 0, ignore_reply, NULL, 4,
+             (const char *[]){"ZADD", set, score, c->node});
+    send_cmd(c, 0, ignore_reply, NULL, 4,
+             (const char *[]){"ZREMRANGEBYSCORE", set, "-inf", oldest});
+    send_cmd(c, 0, on_members, NULL, 5,
+             (const char *[]){"ZRANGE", set, "0", "-1", "WITHSCORES"});
+  }
+  free(key);
+  free(set);
+  free(js);
+}
+
+/* ---- the tick: deadlines, retries, announcements ----------------------- */
+
+static void on_tick(uv_timer_t *t) {
+  struct cluster *c = t->data;
+  uint64_t now = mono_ms(c);
+  if (c->ac && !c->ready && now - c->attempt_ms > c->timeout_ms) {
+    char why[96];
+    snprintf(why, sizeof(why), "no answer within %llu ms of connecting",
+             (unsigned long long)c->timeout_ms);
+    c->timeouts++;
+    drop(c, why);
+  } else if (c->ac && c->cmds && now - c->cmds->sent_ms > c->timeout_ms) {
+    char why[96];
+    snprintf(why, sizeof(why), "no reply within %llu ms (%zu outstanding)",
+             (unsigned long long)c->timeout_ms, c->ncmds);
+    c->timeouts++;
+    drop(c, why);
+  }
+  if (c->ac == NULL && !c->resolving && c->retry_at_ms &&
+      now >= c->retry_at_ms && !c->leaving)
+    attempt(c);
+  if (c->ready && now >= c->next_announce_ms)
+    announce(c);
+}
+
+/* ---- the master's hooks ----------------------------------------------- */
+
+int cluster_start(struct master *m) {
+  const struct settings *s = &m->gen->app.s;
+  if (s->cluster == NULL)
+    return 0;
+  struct cluster *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return -ENOMEM;
+  c->m = m;
+  c->url = s->redis;
+  c->url.host = s->redis.host ? strdup(s->redis.host) : NULL;
+  c->url.path = s->redis.path ? strdup(s->redis.path) : NULL;
+  c->url.user = s->redis.user ? strdup(s->redis.user) : NULL;
+  c->url.password = s->redis.password ? strdup(s->redis.password) : NULL;
+  c->node = strdup(s->node ? s->node : "aio");
+  c->prefix = strdup(s->cluster_prefix ? s->cluster_prefix : "aio");
+  c->peers = json_array();
+  if (!c->node || !c->prefix || !c->peers || (s->redis.host && !c->url.host) ||
+      (s->redis.path && !c->url.path)) {
+    redis_url_close(&c->url);
+    free(c->node);
+    free(c->prefix);
+    json_decref(c->peers);
+    free(c);
+    return -ENOMEM;
+  }
+  redis_url_describe(&c->url, c->where, sizeof(c->where));
+  c->timeout_ms = (uint64_t)(s->cluster_timeout * 1000);
+  c->backoff_ms = BACKOFF_MIN_MS;
+  c->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ULL;
+  c->started = wall_now();
+  c->since = c->started;
+  c->announced_gen = m->gen->id;
+  c->state = CS_CONNECTING;
+  uv_timer_init(m->loop, &c->tick);
+  c->tick.data = c;
+  c->handles++;
+  uv_timer_start(&c->tick, on_tick, CLUSTER_TICK_MS, CLUSTER_TICK_MS);
+  m->cluster = c;
+  log_info("cluster: connecting to %s as node %s (prefix %s)", c->where,
+           c->node, c->prefix);
+  attempt(c);
+  return 0;
+}
+
+void cluster_leave(struct master *m) {
+  struct cluster *c = m->cluster;
+  if (c == NULL || c->leaving)
+    return;
+  if (c->ready) {
+    char *key = util_asprintf("%s:node:%s", c->prefix, c->node);
+    char *set = util_asprintf("%s:nodes", c->prefix);
+    if (key && set) {
+      send_cmd(c, 0, ignore_reply, NULL, 2, (const char *[]){"DEL", key});
+      send_cmd(c, 0, ignore_reply, NULL, 3,
+               (const char *[]){"ZREM", set, c->node});
+    }
+    free(key);
+    free(set);
+  }
+  c->leaving = 1;
+}
+
+static void on_tick_closed(uv_handle_t *h) {
+  struct cluster *c = h->data;
+  if (--c->handles == 0)
+    free(c);
+}
+
+void cluster_close(struct master *m) {
+  struct cluster *c = m->cluster;
+  if (c == NULL)
+    return;
+  m->cluster = NULL;
+  c->closing = 1;
+  redisAsyncContext *ac = c->ac;
+  c->ac = NULL;
+  if (ac)
+    redisAsyncFree(ac); /* outstanding callbacks run now, with no reply */
+  if (c->resolving)
+    uv_cancel((uv_req_t *)&c->gai);
+  redis_url_close(&c->url);
+  free(c->node);
+  free(c->prefix);
+  json_decref(c->peers);
+  c->node = c->prefix = NULL;
+  c->peers = NULL;
+  uv_close((uv_handle_t *)&c->tick, on_tick_closed);
+}
+
+int cluster_enabled(const struct master *m) { return m->cluster != NULL; }
+
+int cluster_connected(const struct master *m) {
+  return m->cluster && m->cluster->ready;
+}
+
+const char *cluster_node(const struct master *m) {
+  return m->cluster ? m->cluster->node : m->gen->app.s.node;
+}
+
+const char *cluster_state_name(const struct master *m) {
+  return m->cluster ? cstate_names[m->cluster->state] : cstate_names[CS_OFF];
+}
+
+/* ---- claims ------------------------------------------------------------ */
+
+struct claim {
+  cluster_claim_fn *fn;
+  void *arg;
+};
+
+static void on_claimed(struct cluster *c, redisReply *r, void *arg) {
+  struct claim cl = *(struct claim *)arg;
+  free(arg);
+  enum cluster_claim res;
+  if (c->closing)
+    res = CLUSTER_CLOSED;
+  else if (r && r->type == REDIS_REPLY_STATUS)
+    res = CLUSTER_WON; /* +OK */
+  else if (r && r->type == REDIS_REPLY_NIL)
+    res = CLUSTER_LOST;
+  else
+    res = CLUSTER_FAILED;
+  if (res == CLUSTER_WON)
+    c->won++;
+  else if (res == CLUSTER_LOST)
+    c->lost++;
+  else if (res == CLUSTER_FAILED)
+    c->failed++;
+  cl.fn(c->m, cl.arg, res);
+}
+
+int cluster_claim(struct master *m, const char *name, long long occurrence,
+                  uint64_t ttl_ms, cluster_claim_fn *fn, void *arg) {
+  struct cluster *c = m->cluster;
+  if (c == NULL || !c->ready) {
+    if (c)
+      c->refused++;
+    return -ENOTCONN;
+  }
+  struct claim *cl = malloc(sizeof(*cl));
+  char *key = util_asprintf("%s:sched:%s:%lld", c->prefix, name, occurrence);
+  char ttl[24];
+  snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)ttl_ms);
+  int err = -ENOMEM;
+  if (cl && key) {
+    *cl = (struct claim){.fn = fn, .arg = arg};
+    err = send_cmd(c, 0, on_claimed, cl, 6,
+                   (const char *[]){"SET", key, c->node, "NX", "PX", ttl});
+  }
+  if (err)
+    free(cl);
+  free(key);
+  return err;
+}
+
+void cluster_fallback_taken(struct master *m, int ran_locally) {
+  struct cluster *c = m->cluster;
+  if (c == NULL)
+    return;
+  if (ran_locally)
+    c->fallback_local++;
+  else
+    c->fallback_skip++;
+}
+
+/* ---- status ------------------------------------------------------------- */
+
+json_t *cluster_status(const struct master *m) {
+  const struct cluster *c = m->cluster;
+  if (c == NULL)
+    return json_pack("{s:s}", "state", "off");
+  json_t *st = json_pack(
+      "{s:s,s:s,s:s,s:s,s:f,s:O,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,"
+      "s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I}}",
+      "state", cstate_names[c->state], "node", c->node, "redis", c->where,
+      "prefix", c->prefix, "since", c->since, "peers", c->peers, "queue",
+      "outstanding", (json_int_t)c->ncmds, "bytes", (json_int_t)c->bytes,
+      "limit", (json_int_t)CLUSTER_MAX_OUTSTANDING, "refused",
+      (json_int_t)c->refused, "link", "connects", (json_int_t)c->connects,
+      "losses", (json_int_t)c->losses, "attempts", (json_int_t)c->attempts,
+      "timeouts", (json_int_t)c->timeouts, "errors", (json_int_t)c->errors,
+      "backoff_ms", (json_int_t)c->backoff_ms, "next_attempt_ms",
+      (json_int_t)(c->retry_at_ms > mono_ms(c) ? c->retry_at_ms - mono_ms(c)
+                                               : 0),
+      "claims", "won", (json_int_t)c->won, "lost", (json_int_t)c->lost,
+      "failed", (json_int_t)c->failed, "skipped", (json_int_t)c->fallback_skip,
+      "local", (json_int_t)c->fallback_local);
+  if (st && c->down_since > 0)
+    json_object_set_new(st, "down_since", json_real(c->down_since));
+  if (st && c->last_error[0])
+    json_object_set_new(st, "last_error", json_string(c->last_error));
+  return st;
+}
