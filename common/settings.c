@@ -40,7 +40,9 @@ const char settings_builtin_defaults[] = "[aio]\n"
                                          "restart_window = 60\n"
                                          "max_connections = 10000\n"
                                          "write_limit = 4194304\n"
-                                         "rlimit_nofile =\n";
+                                         "rlimit_nofile =\n"
+                                         /* metrics (load_metrics) */
+                                         "metrics =\n";
 
 static const char *const builtin_commands[] = {
     "run",    "config", "test",  "check", "reload", "stop",
@@ -368,6 +370,70 @@ static void resolve_user(struct settings *s, struct reader *r) {
   }
 }
 
+/* ---- [aio] metrics ------------------------------------------------------ */
+
+int settings_parse_endpoint(const char *text, struct settings_endpoint *out) {
+  memset(out, 0, sizeof(*out));
+  size_t n = strlen(text);
+  if (text[0] == '/') {
+    if (n >= sizeof(out->path))
+      return -1;
+    memcpy(out->path, text, n + 1);
+    out->unix_path = 1;
+    return 0;
+  }
+  const char *colon = strrchr(text, ':');
+  if (colon == NULL || colon == text)
+    return -1;
+  long port;
+  if (util_parse_long(colon + 1, 1, 65535, &port))
+    return -1;
+  out->port = (int)port;
+  const char *host = text;
+  size_t hl = (size_t)(colon - text);
+  if (host[0] == '[') { /* [::1]:9464 */
+    if (hl < 3 || host[hl - 1] != ']')
+      return -1;
+    host++;
+    hl -= 2;
+    out->ipv6 = 1;
+  }
+  if (hl >= sizeof(out->host))
+    return -1;
+  memcpy(out->host, host, hl);
+  out->host[hl] = '\0';
+  if (!out->ipv6 && strcmp(out->host, "localhost") == 0)
+    strcpy(out->host, "127.0.0.1");
+  unsigned char addr[16];
+  return inet_pton(out->ipv6 ? AF_INET6 : AF_INET, out->host, addr) == 1 ? 0
+                                                                         : -1;
+}
+
+/* [aio] metrics: where the master serves /metrics and /healthz. Checked
+ * here so that a typo is a FILE:LINE error, not a master that cannot
+ * bind. */
+static void load_metrics(struct settings *s, struct reader *r) {
+  s->metrics = rd_dup(r, "metrics");
+  /* A path (it has a '/') is relative to the configuration's directory,
+   * as every other path of the file. */
+  if (s->metrics && s->metrics[0] != '/' && strchr(s->metrics, '/')) {
+    char *abs =
+        util_asprintf("%s/%s", s->config_dir ? s->config_dir : ".", s->metrics);
+    if (abs == NULL) {
+      rd_fail(r, "metrics", "out of memory%s", "");
+      return;
+    }
+    free(s->metrics);
+    s->metrics = abs;
+  }
+  struct settings_endpoint ep;
+  if (s->metrics && settings_parse_endpoint(s->metrics, &ep))
+    rd_fail(r, "metrics",
+            "expected ADDRESS:PORT (127.0.0.1:9464, [::1]:9464) or a unix "
+            "socket path (with a '/'), not '%s'",
+            s->metrics);
+}
+
 static void load_aio(struct settings *s, struct reader *r) {
   const char *w = rd_str(r, "workers");
   if (w == NULL || *w == '\0' || strcasecmp(w, "auto") == 0) {
@@ -412,6 +478,7 @@ static void load_aio(struct settings *s, struct reader *r) {
   s->write_limit =
       (size_t)rd_long(r, "write_limit", 4096, 1L << 30, 4 * 1024 * 1024);
   s->rlimit_nofile = rd_long(r, "rlimit_nofile", 0, 1L << 30, 0);
+  load_metrics(s, r);
 }
 
 /* The timeouts of a stream server: what closes connections that hold a
@@ -726,6 +793,7 @@ void settings_close(struct settings *s) {
   free(s->config_dir);
   free(s->pidfile);
   free(s->control);
+  free(s->metrics);
   free(s->user);
   free(s->group);
   for (size_t i = 0; i < s->nservers; i++) {

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "counters.h"
 #include "generation.h"
 #include "log.h"
 #include "proctitle.h"
@@ -67,6 +68,7 @@ static int slot_start(struct master *m, struct slot *s) {
   if (err == 0)
     s->state = SLOT_RUNNING;
   if (err) {
+    s->replaced[RESTART_START_FAILURE]++;
     log_error("worker %d: cannot start: %s", s->index, strerror(-err));
     slot_fail(m, s);
   }
@@ -123,6 +125,7 @@ static void on_bus_closed(uv_handle_t *h) {
   bus_out_close(&p->out);
   free(p->journal.buf);
   struct generation *g = p->g;
+  ctr_region_free(p->ctrs, g->app.s.nservers);
   if (--g->refs == 0 && g != p->m->gen)
     generation_free(g, p->m->gen);
   free(p);
@@ -177,11 +180,13 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
   if (s && s->cur == p) {
     s->cur = NULL;
     if (!m->stopping && was != WPROC_DRAINING && s->state == SLOT_RUNNING &&
-        (size_t)s->index < m->nslots)
+        (size_t)s->index < m->nslots) {
+      s->replaced[p->silenced ? RESTART_HEARTBEAT : RESTART_CRASH]++;
       slot_crashed(m, s);
-    else if ((size_t)s->index >= m->nslots)
+    } else if ((size_t)s->index >= m->nslots)
       s->state = SLOT_IDLE;
   }
+  metrics_worker_gone(m, p);
   proc_unlink_free(m, p);
 }
 
@@ -426,6 +431,7 @@ static void on_tick(uv_timer_t *t) {
                 p->slot, (int)p->pid, (unsigned long long)(now - p->last_hb_ms),
                 m->gen->app.s.timeout);
       kill(p->pid, SIGKILL);
+      p->silenced = 1;
       p->last_hb_ms = UINT64_MAX; /* in the future: killed once */
     }
   }
@@ -565,6 +571,11 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
     m->exit_code = rc == -EADDRINUSE ? 69 : rc == -EPERM ? 77 : 71;
     goto out;
   }
+  rc = metrics_open(m);
+  if (rc) {
+    m->exit_code = rc == -EADDRINUSE || rc == -EADDRNOTAVAIL ? 69 : 71;
+    goto out;
+  }
   /* Bind everything before the first fork: a bad address fails the start
    * with no worker ever existing. */
   m->nslots = (size_t)m->gen->app.s.workers;
@@ -625,6 +636,7 @@ out:
       proc_unlink_free(m, p);
   }
   control_close(m);
+  metrics_close(m);
   uv_walk(m->loop, close_walk, NULL);
   uv_run(m->loop, UV_RUN_DEFAULT);
   uv_loop_close(m->loop);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "child.h"
+#include "counters.h"
 #include "log.h"
 #include "master.h"
 #include "util.h"
@@ -64,9 +65,14 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
   /* What the worker was doing when it died: without it, neither side
    * could tell which delivery to redeliver. */
   p->mark = bus_mark_new();
-  if (p->mark == NULL) {
+  /* What it counted, for the master to read at any time (counters.h). */
+  size_t nserv = g->app.s.nservers;
+  p->ctrs = ctr_region_new(nserv);
+  if (p->mark == NULL || p->ctrs == NULL) {
     close(sv[0]);
     close(sv[1]);
+    bus_mark_free(p->mark);
+    ctr_region_free(p->ctrs, nserv);
     free(p);
     return -ENOMEM;
   }
@@ -77,6 +83,7 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     close(sv[0]);
     close(sv[1]);
     bus_mark_free(p->mark);
+    ctr_region_free(p->ctrs, nserv);
     free(p);
     return err;
   }
@@ -91,7 +98,7 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != master_pid)
       _exit(1); /* the master died between fork and prctl */
-    size_t nserv = g->app.s.nservers;
+    ctr_self = p->ctrs;
     int *keep = calloc(nserv + 2, sizeof(int));
     if (keep == NULL)
       _exit(1);
@@ -110,6 +117,7 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
   close(sv[1]);
   /* Its mark is for it alone: workers forked later do not inherit it. */
   bus_mark_dontfork(p->mark);
+  ctr_region_dontfork(p->ctrs, nserv);
   p->m = m;
   p->g = g;
   g->refs++;
