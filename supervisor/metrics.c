@@ -52,13 +52,16 @@ struct bus_total {
 
 enum client_state { CL_READING, CL_WRITING, CL_DRAINING };
 
+/* A TCP or a unix stream: the endpoint may be either. */
+union mstream {
+  uv_handle_t handle;
+  uv_stream_t stream;
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+};
+
 struct mclient {
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } h;
+  union mstream h;
   struct metrics *mt;
   enum client_state state;
   uint64_t deadline_ms;
@@ -72,12 +75,7 @@ struct mclient {
 
 /* One listening socket; a reload to another address swaps it. */
 struct listener {
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } h;
+  union mstream h;
   struct metrics *mt;
   char *addr;      /* as configured (owned) */
   char *unix_path; /* to unlink at close, or NULL (owned) */

@@ -391,6 +391,80 @@ START_TEST(test_hostile_clients_cost_nothing) {
 }
 END_TEST
 
+/* What was only in the log: refusals over max_connections and timeouts,
+ * in /metrics and in aio status. */
+START_TEST(test_refusals_and_timeouts_are_counted) {
+  struct fixture f;
+  char conf[4096];
+  f.web = h_free_port();
+  f.metrics = h_free_port();
+  h_conf(conf, sizeof(conf), "testmod",
+         "workers = 1\nmax_connections = 1\nmetrics = 127.0.0.1:%d\n",
+         f.metrics);
+  h_conf_server(conf, sizeof(conf), "web", "aio.hello", f.web);
+  h_conf_add(conf, sizeof(conf), "header_timeout = 0.3\n");
+  h_start_ready(&f.p, conf, NULL);
+  int a = h_connect(f.web, 2000);
+  ck_assert_int_ge(a, 0);
+  ck_assert_int_eq(wait_value(&f, "aio_connections_open", WEB, 1, 5000), 0);
+  int b = h_connect(f.web, 2000);
+  ck_assert_int_ge(b, 0);
+  ck_assert(closed_within(b, 5000)); /* over max_connections */
+  close(b);
+  ck_assert(closed_within(a, 5000)); /* header_timeout */
+  close(a);
+  ck_assert_int_eq(wait_value(&f, "aio_connections_timed_out_total",
+                              "kind=\"deadline\"", 1, 5000),
+                   0);
+  char *parsed = scrape(&f);
+  ck_assert_double_eq(
+      sum_of(parsed, "aio_connections_refused_total", WEB, NULL), 1);
+  ck_assert_double_eq(
+      sum_of(parsed, "aio_connections_accepted_total", WEB, NULL), 1);
+  free(parsed);
+  ck_assert_int_eq(wait_value(&f, "aio_connections_open", WEB, 0, 5000), 0);
+  json_t *st = ops_status(&f.p);
+  json_t *sv = json_object_get(json_object_get(st, "servers"), "web");
+  ck_assert_int_eq(ops_int(sv, "refused"), 1);
+  ck_assert_int_eq(ops_int(sv, "deadline"), 1);
+  ck_assert_int_eq(ops_int(sv, "accepted"), 1);
+  json_decref(st);
+  char out[8192];
+  ops_expect(&f.p, 0, out, sizeof(out), "status", NULL);
+  ck_assert_msg(strstr(out, "SERVER ") && strstr(out, "\nweb "), "%s", out);
+  h_stop_ok(&f.p);
+}
+END_TEST
+
+/* A reload to another address moves the endpoint. */
+START_TEST(test_reload_moves_the_endpoint) {
+  struct fixture f;
+  start(&f, "workers = 1\n");
+  char *answer;
+  ck_assert_int_eq(get(&f, "/healthz", &answer, 5000), 200);
+  free(answer);
+  int old = f.metrics;
+  f.metrics = h_free_port();
+  char conf[4096], out[4096];
+  h_conf(conf, sizeof(conf), "testmod", "workers = 1\nmetrics = 127.0.0.1:%d\n",
+         f.metrics);
+  h_conf_server(conf, sizeof(conf), "web", "aio.hello", f.web);
+  ops_rewrite(&f.p, conf);
+  ops_expect(&f.p, 0, out, sizeof(out), "reload", NULL);
+  ck_assert_int_eq(get(&f, "/healthz", &answer, 5000), 200);
+  free(answer);
+  char *parsed = scrape(&f);
+  ck_assert_double_eq(
+      sum_of(parsed, "aio_reloads_total", "result=\"ok\"", NULL), 1);
+  free(parsed);
+  char buf[256];
+  ck_assert_int_eq(h_exchange_once(old, "GET /healthz HTTP/1.1\r\n\r\n", NULL,
+                                   buf, sizeof(buf), 2000),
+                   H_REFUSED);
+  h_stop_ok(&f.p);
+}
+END_TEST
+
 START_TEST(test_unix_socket_and_bad_addresses) {
   struct aio_proc p;
   char conf[4096], dir[128], out[4096];
@@ -427,6 +501,8 @@ static Suite *metrics_suite(void) {
   tcase_add_test(tc, test_counts_match_the_load_and_never_go_back);
   tcase_add_test(tc, test_healthz_says_whether_a_worker_serves);
   tcase_add_test(tc, test_hostile_clients_cost_nothing);
+  tcase_add_test(tc, test_refusals_and_timeouts_are_counted);
+  tcase_add_test(tc, test_reload_moves_the_endpoint);
   tcase_add_test(tc, test_unix_socket_and_bad_addresses);
   suite_add_tcase(s, tc);
   return s;
