@@ -436,6 +436,58 @@ START_TEST(test_refusals_and_timeouts_are_counted) {
 }
 END_TEST
 
+/* Schedule runs by result, kept across a reload; a worker killed for its
+ * heartbeat's silence is counted as such. */
+START_TEST(test_schedules_and_heartbeat_restarts) {
+  struct fixture f;
+  char conf[4096], out[4096];
+  f.web = h_free_port();
+  f.metrics = h_free_port();
+  h_conf(conf, sizeof(conf), "testmod busmod",
+         "workers = 1\ntimeout = 1\nmetrics = 127.0.0.1:%d\n", f.metrics);
+  h_conf_server(conf, sizeof(conf), "web", "aio.hello", f.web);
+  /* busmod.flaky: odd runs succeed, even runs fail. */
+  h_conf_add(conf, sizeof(conf),
+             "\n[schedule:flaky]\nevery = 0.05\nfunc = busmod.flaky\n");
+  h_start_ready(&f.p, conf, NULL);
+  const char *job = "schedule=\"flaky\"";
+  long long until = h_now_ms() + 10000;
+  double ok = 0, failed = 0;
+  while (h_now_ms() < until && (ok < 3 || failed < 3)) {
+    char *parsed = scrape(&f);
+    ok = sum_of(parsed, "aio_schedule_runs_total", job, "result=\"ok\"", NULL);
+    failed = sum_of(parsed, "aio_schedule_runs_total", job, "result=\"failed\"",
+                    NULL);
+    double done =
+        sum_of(parsed, "aio_schedule_run_duration_seconds_count", job, NULL);
+    ck_assert_double_eq(done, ok + failed);
+    free(parsed);
+  }
+  ck_assert(ok >= 3 && failed >= 3);
+  ops_expect(&f.p, 0, out, sizeof(out), "reload", NULL);
+  char *parsed = scrape(&f);
+  ck_assert(sum_of(parsed, "aio_schedule_runs_total", job, "result=\"ok\"",
+                   NULL) >= ok);
+  ck_assert(sum_of(parsed, "aio_schedule_runs_total", job, "result=\"failed\"",
+                   NULL) >= failed);
+  free(parsed);
+
+  /* A stopped worker sends no heartbeat: killed after timeout = 1. */
+  pid_t kid;
+  pu_workers(f.p.pid, &kid, 1);
+  ck_assert_int_eq(kill(kid, SIGSTOP), 0);
+  ck_assert_int_eq(wait_value(&f, "aio_worker_restarts_total",
+                              "reason=\"heartbeat\"", 1, 10000),
+                   0);
+  ck_assert_int_eq(wait_value(&f, "aio_worker_up", "slot=", 1, 10000), 0);
+  parsed = scrape(&f);
+  ck_assert_double_eq(
+      sum_of(parsed, "aio_worker_restarts_total", "reason=\"crash\"", NULL), 0);
+  free(parsed);
+  h_stop_ok(&f.p);
+}
+END_TEST
+
 /* A reload to another address moves the endpoint. */
 START_TEST(test_reload_moves_the_endpoint) {
   struct fixture f;
@@ -502,6 +554,7 @@ static Suite *metrics_suite(void) {
   tcase_add_test(tc, test_healthz_says_whether_a_worker_serves);
   tcase_add_test(tc, test_hostile_clients_cost_nothing);
   tcase_add_test(tc, test_refusals_and_timeouts_are_counted);
+  tcase_add_test(tc, test_schedules_and_heartbeat_restarts);
   tcase_add_test(tc, test_reload_moves_the_endpoint);
   tcase_add_test(tc, test_unix_socket_and_bad_addresses);
   suite_add_tcase(s, tc);
