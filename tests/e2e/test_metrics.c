@@ -59,6 +59,14 @@ static int get(const struct fixture *f, const char *path, char **out,
   return code;
 }
 
+/* GET path must answer code. */
+static void expect_get(const struct fixture *f, const char *path, int code) {
+  char *answer;
+  int got = get(f, path, &answer, 5000);
+  ck_assert_msg(got == code, "GET %s: %d, not %d: %s", path, got, code, answer);
+  free(answer);
+}
+
 /* Scrape, check the body with the real parser, and return the parser's
  * samples (new), one per line: name{labels} value. */
 static char *scrape(const struct fixture *f) {
@@ -284,20 +292,18 @@ START_TEST(test_healthz_says_whether_a_worker_serves) {
   struct fixture f;
   /* max_restarts = 0: a slot whose worker dies is not respawned. */
   start(&f, "workers = 2\nmax_restarts = 0\n");
-  char *answer;
-  ck_assert_int_eq(get(&f, "/healthz", &answer, 5000), 200);
-  free(answer);
+  expect_get(&f, "/healthz", 200);
   pid_t kids[2];
   pu_workers(f.p.pid, kids, 2);
   kill(kids[0], SIGKILL);
   ck_assert_int_eq(
       wait_value(&f, "aio_worker_restarts_total", "reason=\"crash\"", 1, 10000),
       0);
-  ck_assert_int_eq(get(&f, "/healthz", &answer, 5000), 200);
-  free(answer);
+  expect_get(&f, "/healthz", 200);
   kill(kids[1], SIGKILL);
   long long until = h_now_ms() + 10000;
   int code;
+  char *answer;
   while ((code = get(&f, "/healthz", &answer, 5000)) == 200 &&
          h_now_ms() < until) {
     free(answer);
@@ -311,8 +317,7 @@ START_TEST(test_healthz_says_whether_a_worker_serves) {
       sum_of(parsed, "aio_worker_restarts_total", "reason=\"crash\"", NULL), 2);
   free(parsed);
   /* Not found, not allowed. */
-  ck_assert_int_eq(get(&f, "/nope", &answer, 5000), 404);
-  free(answer);
+  expect_get(&f, "/nope", 404);
   char buf[1024];
   ck_assert_int_eq(h_exchange_once(f.metrics,
                                    "POST /metrics HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -495,9 +500,7 @@ END_TEST
 START_TEST(test_reload_moves_the_endpoint) {
   struct fixture f;
   start(&f, "workers = 1\n");
-  char *answer;
-  ck_assert_int_eq(get(&f, "/healthz", &answer, 5000), 200);
-  free(answer);
+  expect_get(&f, "/healthz", 200);
   int old = f.metrics;
   f.metrics = h_free_port();
   char conf[4096], out[4096];
@@ -506,8 +509,7 @@ START_TEST(test_reload_moves_the_endpoint) {
   h_conf_server(conf, sizeof(conf), "web", "aio.hello", f.web);
   ops_rewrite(&f.p, conf);
   ops_expect(&f.p, 0, out, sizeof(out), "reload", NULL);
-  ck_assert_int_eq(get(&f, "/healthz", &answer, 5000), 200);
-  free(answer);
+  expect_get(&f, "/healthz", 200);
   char *parsed = scrape(&f);
   ck_assert_double_eq(
       sum_of(parsed, "aio_reloads_total", "result=\"ok\"", NULL), 1);
