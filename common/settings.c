@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "settings.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -291,6 +292,7 @@ void settings_close(struct settings *s) {
   free(s->control);
   free(s->user);
   free(s->group);
+  free(s->metrics);
   free(s->cluster);
   redis_url_close(&s->redis);
   free(s->node);
@@ -324,4 +326,44 @@ void settings_close(struct settings *s) {
   }
   free(s->commands);
   memset(s, 0, sizeof(*s));
+}
+
+/* ---- [aio] metrics: the endpoint's address --------------------------------
+ */
+
+int settings_parse_endpoint(const char *text, struct settings_endpoint *out) {
+  memset(out, 0, sizeof(*out));
+  size_t n = strlen(text);
+  if (text[0] == '/') {
+    if (n >= sizeof(out->path))
+      return -1;
+    memcpy(out->path, text, n + 1);
+    out->unix_path = 1;
+    return 0;
+  }
+  const char *colon = strrchr(text, ':');
+  if (colon == NULL || colon == text)
+    return -1;
+  long port;
+  if (util_parse_long(colon + 1, 1, 65535, &port))
+    return -1;
+  out->port = (int)port;
+  const char *host = text;
+  size_t hl = (size_t)(colon - text);
+  if (host[0] == '[') { /* [::1]:9464 */
+    if (hl < 3 || host[hl - 1] != ']')
+      return -1;
+    host++;
+    hl -= 2;
+    out->ipv6 = 1;
+  }
+  if (hl >= sizeof(out->host))
+    return -1;
+  memcpy(out->host, host, hl);
+  out->host[hl] = '\0';
+  if (!out->ipv6 && strcmp(out->host, "localhost") == 0)
+    strcpy(out->host, "127.0.0.1");
+  unsigned char addr[16];
+  return inet_pton(out->ipv6 ? AF_INET6 : AF_INET, out->host, addr) == 1 ? 0
+                                                                         : -1;
 }

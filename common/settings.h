@@ -146,6 +146,7 @@ struct settings {
                                   schedules */
   double cluster_timeout;      /* connect and reply timeout, seconds */
   /* ---- end of the cluster keys ---------------------------------------- */
+  char *metrics;          /* [aio] metrics address, or NULL: off */
 
   struct server_conf *servers;
   size_t nservers;
@@ -182,6 +183,16 @@ size_t settings_unknown_keys(const struct config *cfg, struct diag *warn);
  * unknown keys and ignored commands of cfg, then those s recorded. */
 void settings_warnings(const struct settings *s, const struct config *cfg,
                        struct diag *warn);
+
+/* An address to listen on: "HOST:PORT" (an IPv4 literal or localhost,
+ * or [IPv6]), or an absolute unix socket path. */
+struct settings_endpoint {
+  int unix_path, ipv6, port;
+  char host[64];
+  char path[108];
+};
+/* 0 with *out set, or -1 when text is none of those. */
+int settings_parse_endpoint(const char *text, struct settings_endpoint *out);
 
 /* Names of built-in commands, which [aio:commands] cannot remap. */
 int settings_is_builtin_command(const char *name);

@@ -268,6 +268,28 @@ static const char *const fallbacks[] = {"skip", "local", NULL};
 _Static_assert(CLUSTER_FALLBACK_SKIP == 0 && CLUSTER_FALLBACK_LOCAL == 1,
                "fallbacks[] is indexed by enum cluster_fallback");
 
+/* metrics: where the master serves /metrics and /healthz, checked here so
+ * that a typo is a FILE:LINE error, not a master that cannot bind. A path
+ * (it has a '/') is relative to the configuration's directory. */
+static void set_metrics(struct settings_ctx *c, const struct settings_key *k,
+                        void *base, const char *v) {
+  struct settings *s = base;
+  struct settings_endpoint ep;
+  if (*v == '\0')
+    return;
+  s->metrics =
+      v[0] != '/' && strchr(v, '/')
+          ? util_asprintf("%s/%s", s->config_dir ? s->config_dir : ".", v)
+          : strdup(v);
+  if (s->metrics == NULL)
+    settings_fail(c, k->name, "out of memory");
+  else if (settings_parse_endpoint(s->metrics, &ep))
+    settings_fail(c, k->name,
+                  "expected ADDRESS:PORT (127.0.0.1:9464, [::1]:9464) or a "
+                  "unix socket path (with a '/'), not '%s'",
+                  v);
+}
+
 /* cpu_affinity: 0 off, 1 auto (struct settings). */
 static const char *const cpu_affinities[] = {"off", "auto", NULL};
 
@@ -445,6 +467,12 @@ static const struct settings_key aio_keys[] = {
      .names = cpu_affinities,
      .offset = AIO(cpu_affinity),
      .help = "auto pins worker slot k to the k-th CPU of the master's set"},
+    {.name = "metrics",
+     .type = SETTINGS_CUSTOM,
+     .dflt = "",
+     .set = set_metrics,
+     .help = "ADDRESS:PORT or a unix socket path where the master serves "
+             "Prometheus GET /metrics and GET /healthz; empty: off"},
     {.name = "cluster",
      .type = SETTINGS_CUSTOM,
      .dflt = "",

@@ -137,6 +137,8 @@ static int reply_ok(json_t *reply, const char *what) {
 static void fmt_bytes(long long b, char *out, size_t n) {
   if (b < 0)
     snprintf(out, n, "-");
+  else if (b < 1024)
+    snprintf(out, n, "%lldB", b);
   else if (b >= 10 * 1024 * 1024)
     snprintf(out, n, "%lldM", b / (1024 * 1024));
   else if (b >= 1024 * 1024)
@@ -193,6 +195,34 @@ static void print_cluster(json_t *r, int nodes) {
   }
 }
 
+/* Per server, over every worker that ever ran. */
+static void print_servers(json_t *servers) {
+  if (json_object_size(servers) == 0)
+    return;
+  printf("%-12s %-10s %-6s %-8s %-8s %-8s %-8s %-8s %-9s %s\n", "SERVER",
+         "ACCEPTED", "OPEN", "REFUSED", "PAUSED", "IDLE-TO", "SEND-TO",
+         "DEADLINE", "READ", "WRITTEN");
+  const char *name;
+  json_t *v;
+  json_object_foreach(servers, name, v) {
+    char rd[32], wr[32];
+    fmt_bytes((long long)json_integer_value(json_object_get(v, "bytes_read")),
+              rd, sizeof(rd));
+    fmt_bytes(
+        (long long)json_integer_value(json_object_get(v, "bytes_written")), wr,
+        sizeof(wr));
+    printf("%-12s %-10lld %-6lld %-8lld %-8lld %-8lld %-8lld %-8lld %-9s %s\n",
+           name, (long long)json_integer_value(json_object_get(v, "accepted")),
+           (long long)json_integer_value(json_object_get(v, "open")),
+           (long long)json_integer_value(json_object_get(v, "refused")),
+           (long long)json_integer_value(json_object_get(v, "accept_paused")),
+           (long long)json_integer_value(json_object_get(v, "idle_timeout")),
+           (long long)json_integer_value(json_object_get(v, "send_timeout")),
+           (long long)json_integer_value(json_object_get(v, "deadline")), rd,
+           wr);
+  }
+}
+
 static void print_status(json_t *r) {
   printf("master pid %lld, up %.1f s, generation %lld%s, %lld worker%s, "
          "%lld reload%s\nconfig %s\n",
@@ -232,6 +262,18 @@ static void print_status(json_t *r) {
              json_string_value(json_object_get(sl, "why")));
   }
   print_cluster(r, 0);
+  json_t *mt = json_object_get(r, "metrics");
+  if (json_is_object(mt))
+    printf("metrics: %s, %lld request%s, %lld too large, %lld timed out, "
+           "%lld evicted, %lld refused\n",
+           json_string_value(json_object_get(mt, "address")),
+           (long long)json_integer_value(json_object_get(mt, "requests")),
+           json_integer_value(json_object_get(mt, "requests")) == 1 ? "" : "s",
+           (long long)json_integer_value(json_object_get(mt, "too_large")),
+           (long long)json_integer_value(json_object_get(mt, "timed_out")),
+           (long long)json_integer_value(json_object_get(mt, "evicted")),
+           (long long)json_integer_value(json_object_get(mt, "refused")));
+  print_servers(json_object_get(r, "servers"));
   printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %-7s %-7s %-7s %-4s %s\n",
          "SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "CONNS", "RSS",
          "PRIVATE", "PENDING", "REFUSED", "CPU", "OUTPUT");

@@ -234,13 +234,13 @@ static json_t *status_reply(struct master *m) {
     proc_memory(p->pid, &rss, &priv);
     json_array_append_new(
         workers,
-        json_pack("{s:i,s:i,s:s,s:i,s:f,s:i,s:I,s:I,s:I,s:o}", "slot", p->slot,
-                  "pid", (int)p->pid, "state", wproc_state_names[p->state],
-                  "generation", (int)p->g->id, "uptime",
-                  (double)(now - p->started_ms) / 1000.0, "restarts",
+        json_pack("{s:i,s:i,s:s,s:i,s:f,s:i,s:I,s:I,s:I,s:o,s:o}", "slot",
+                  p->slot, "pid", (int)p->pid, "state",
+                  wproc_state_names[p->state], "generation", (int)p->g->id,
+                  "uptime", (double)(now - p->started_ms) / 1000.0, "restarts",
                   (int)p->restarts, "connections", (json_int_t)p->conns, "rss",
                   (json_int_t)rss, "private", (json_int_t)priv, "bus",
-                  router_proc_status(p)));
+                  router_proc_status(p), "servers", metrics_proc_status(p)));
     /* Into the row just added (a NULL row takes nothing, and frees it). */
     json_t *w = json_array_get(workers, json_array_size(workers) - 1);
     json_object_set_new(w, "output", output_status(p->output));
@@ -250,15 +250,18 @@ static json_t *status_reply(struct master *m) {
   free(sorted);
   long long rss, priv;
   proc_memory(getpid(), &rss, &priv);
-  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:o,s:o,s:o}",
+  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:i,s:b,s:I,s:I,s:o,s:o,"
+                   "s:o,s:o,s:o}",
                    "ok", 1, "pid", (int)getpid(), "version", AIO_VERSION,
                    "uptime", (double)(now - m->start_ms) / 1000.0, "config",
                    m->config_path, "generation", (int)m->gen->id, "workers",
-                   (int)m->nslots, "reloads", (int)m->reloads, "reloading",
+                   (int)m->nslots, "reloads", (int)m->reloads,
+                   "reload_failures", (int)m->reload_failures, "reloading",
                    m->next_gen != NULL, "rss", (json_int_t)rss, "backlog",
                    (json_int_t)router_backlog(m), "control",
-                   control_status(m->ctl), "procs", workers, "cluster",
-                   cluster_status(m));
+                   control_status(m->ctl), "servers", metrics_servers_status(m),
+                   "metrics", metrics_endpoint_status(m), "procs", workers,
+                   "cluster", cluster_status(m));
 }
 
 static void handle(struct client *c, const char *line, size_t len) {

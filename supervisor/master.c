@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "cluster.h"
+#include "counters.h"
 #include "generation.h"
 #include "log.h"
 #include "output.h"
@@ -105,6 +106,7 @@ static int slot_start(struct master *m, struct slot *s) {
   if (err == 0)
     err = spawn_worker(m, m->gen, s, &s->cur);
   if (err) {
+    s->replaced[RESTART_START_FAILURE]++;
     slot_start_failed(m, s, err);
     return err;
   }
@@ -244,6 +246,7 @@ static void on_bus_closed(uv_handle_t *h) {
   bus_out_close(&p->out);
   free(p->journal.buf);
   struct generation *g = p->g;
+  ctr_region_free(p->ctrs, g->app.s.nservers);
   if (--g->refs == 0 && g != p->m->gen)
     generation_free(g, p->m->gen);
   free(p);
@@ -305,11 +308,13 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
     snprintf(s->why, sizeof(s->why), "%s%s", how,
              was == WPROC_STARTING ? " before it was ready" : "");
     if (!master_stopping(m) && was != WPROC_DRAINING &&
-        s->state == SLOT_RUNNING && (size_t)s->index < m->nslots)
+        s->state == SLOT_RUNNING && (size_t)s->index < m->nslots) {
+      s->replaced[p->silenced ? RESTART_HEARTBEAT : RESTART_CRASH]++;
       slot_crashed(m, s);
-    else if ((size_t)s->index >= m->nslots)
+    } else if ((size_t)s->index >= m->nslots)
       s->state = SLOT_IDLE;
   }
+  metrics_worker_gone(m, p);
   proc_unlink_free(m, p);
 }
 
@@ -647,6 +652,7 @@ static void on_tick(uv_timer_t *t) {
                 p->slot, (int)p->pid, (unsigned long long)(now - p->last_hb_ms),
                 m->gen->app.s.timeout, why);
       kill(p->pid, SIGKILL);
+      p->silenced = 1;
       p->last_hb_ms = UINT64_MAX; /* in the future: killed once */
     }
   }
@@ -800,6 +806,11 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
     m->exit_code = 71;
     goto out;
   }
+  rc = metrics_open(m);
+  if (rc) {
+    m->exit_code = rc == -EADDRINUSE || rc == -EADDRNOTAVAIL ? 69 : 71;
+    goto out;
+  }
   /* Bind everything before the first fork: a bad address fails the start
    * with no worker ever existing. */
   m->nslots = (size_t)m->gen->app.s.workers;
@@ -861,6 +872,7 @@ out:
   }
   control_close(m);
   cluster_close(m);
+  metrics_close(m);
   uv_walk(m->loop, close_walk, NULL);
   uv_run(m->loop, UV_RUN_DEFAULT);
   uv_loop_close(m->loop);

@@ -55,8 +55,23 @@ enum master_phase {
 #undef MASTER_ENUM
 };
 
+/* X(enum, name): why a slot's worker was replaced (metrics.c counts). */
+#define RESTART_REASONS(X)                                                     \
+  X(CRASH, "crash")                 /* exited unexpectedly */                  \
+  X(HEARTBEAT, "heartbeat")         /* killed: silent past [aio] timeout */    \
+  X(START_FAILURE, "start_failure") /* could not be started */                 \
+  X(RELOAD, "reload")               /* replaced by a new generation */
+
+enum restart_reason {
+#define RESTART_ENUM(e, s) RESTART_##e,
+  RESTART_REASONS(RESTART_ENUM)
+#undef RESTART_ENUM
+      RESTART_NREASONS
+};
+
 struct master;
 struct generation;
+struct ctr_server;
 
 struct delivery {
   json_int_t id;
@@ -105,6 +120,9 @@ struct wproc {
   json_int_t running_job;        /* job id in flight, or 0 */
   struct output *output;         /* its stdout and stderr (output.c) */
   int cpu;                       /* pinned to this CPU (cpu_affinity), or -1 */
+  struct ctr_server *ctrs;       /* shared: its counters, one block per
+                                    server of g (counters.h) */
+  int silenced;                  /* killed for its heartbeat's silence */
   struct wproc *next;
 };
 
@@ -129,6 +147,7 @@ struct slot {
                           [id, frame, generation] each */
   size_t backlog_bytes; /* their frames' bytes */
   int full;             /* backlog at its bound (router.c) */
+  uint64_t replaced[RESTART_NREASONS]; /* its workers replaced, by why */
 };
 
 /* A generation: one configuration and the sockets for it. A reload makes a
@@ -149,6 +168,7 @@ struct generation {
 struct sched;
 struct control;
 struct cluster;
+struct metrics;
 
 /* Sockets systemd passed with LISTEN_FDS (socket activation). */
 struct activation {
@@ -189,11 +209,13 @@ struct master {
   unsigned reload_serial;
   /* A reload was asked for during one: it runs when that one is over. */
   int reload_queued;
-  unsigned reloads;     /* successful reloads so far */
-  struct control *ctl;  /* the control socket, or NULL */
-  uv_timer_t watchdog;  /* sd_notify WATCHDOG=1 */
-  char *pidfile;        /* written and locked by daemon.c */
-  struct sched *scheds; /* one per [schedule:NAME] of the current config */
+  unsigned reloads; /* successful reloads so far */
+  unsigned reload_failures;
+  struct metrics *metrics; /* [aio] metrics, or NULL */
+  struct control *ctl;     /* the control socket, or NULL */
+  uv_timer_t watchdog;     /* sd_notify WATCHDOG=1 */
+  char *pidfile;           /* written and locked by daemon.c */
+  struct sched *scheds;    /* one per [schedule:NAME] of the current config */
   size_t nscheds;
   size_t rr;               /* round-robin cursor for job dispatch */
   struct cluster *cluster; /* the link to the cluster's Redis, or NULL */
@@ -255,6 +277,20 @@ void control_close(struct master *m);
  * else the exit status for `aio reload` (errors: array or NULL). */
 void control_reload_done(struct master *m, int code, json_t *errors);
 
+/* metrics.c: the [aio] metrics endpoint and the counters behind it. */
+int metrics_open(struct master *m);
+void metrics_close(struct master *m);
+/* After a reload: follow a changed [aio] metrics address. */
+void metrics_reloaded(struct master *m);
+/* p exited: its counters join the totals (call before p is freed). */
+void metrics_worker_gone(struct master *m, struct wproc *p);
+/* For aio status: per server, the totals of every worker that ever ran
+ * (new); and p's own counters per server (new). */
+json_t *metrics_servers_status(struct master *m);
+json_t *metrics_proc_status(const struct wproc *p);
+/* The endpoint's own counters (new), or null when off. */
+json_t *metrics_endpoint_status(const struct master *m);
+
 /* notify.c: systemd's sd_notify protocol, when NOTIFY_SOCKET is set. */
 void notify_init(void);
 int notify_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -267,6 +303,17 @@ void sched_stop(struct master *m);
 /* After a reload: drop the old schedules, start the new generation's. */
 void sched_restart(struct master *m);
 int sched_done(struct master *m, struct wproc *p, json_t *msg);
+/* What a schedule's runs (its func, not cb or err) came to, carried across
+ * reloads while its name stays. */
+struct sched_counts {
+  uint64_t ok, failed, skipped; /* skipped: not run (busy, no worker) */
+  uint64_t done;                /* ok + failed, as timed */
+  double seconds;               /* the runs' total duration */
+};
+/* Schedule i of the current generation: its name (borrowed), counts in
+ * *out. NULL past the last. */
+const char *sched_counts(const struct master *m, size_t i,
+                         struct sched_counts *out);
 void sched_worker_gone(struct master *m, struct wproc *p);
 /* Emit a lifecycle signal from the master. */
 void router_emit(struct master *m, const char *signal, json_t *data);

@@ -38,6 +38,7 @@
  * broken configuration from a taken address or a module that fails. */
 static void reload_fail(struct master *m, int code, const char *why,
                         json_t *errors) {
+  m->reload_failures++;
   log_error("reload failed: %s; still serving generation %u", why, m->gen->id);
   if (!master_stopping(m)) /* systemd heard STOPPING=1 last */
     notify_send("READY=1\nSTATUS=reload failed: %s", why);
@@ -202,13 +203,16 @@ static void commit(struct master *m) {
     s->next = NULL;
     s->ncrash = 0;
     s->state = i < n ? SLOT_RUNNING : SLOT_IDLE;
-    if (was)
+    if (was) {
+      s->replaced[RESTART_RELOAD]++;
       master_proc_stop(m, was, 1);
+    }
   }
   /* Old sockets close with the old generation's last worker. */
   if (--old->refs == 0)
     generation_free(old, m->gen);
   sched_restart(m);
+  metrics_reloaded(m);
   m->reloads++;
   proctitle_set("aio: master (generation %u) %s", g->id, m->config_path);
   log_info("reloaded: generation %u, %zu worker%s, in %llu ms", g->id, n,

@@ -35,6 +35,7 @@ struct inflight {
   int which; /* 0 func, 1 cb, 2 err */
   long long run;
   double due; /* wall clock the run was due, for aio_event_t */
+  uint64_t started_ns;
 };
 
 struct sched {
@@ -49,6 +50,9 @@ struct sched {
   struct inflight inflight[SCHED_MAX_INFLIGHT];
   size_t ninflight;
   long long skipped;
+  struct sched_counts n;
+  uint64_t name_hash;        /* finds it again after a reload, when the old
+                                configuration's strings may be gone */
   struct sched_grave *grave; /* set when a reload retired it */
   int cluster;               /* claimed in the cluster (scope = cluster) */
   long long occ;             /* cluster: the occurrence armed for */
@@ -126,8 +130,12 @@ static int dispatch(struct sched *sc, int which, long long run, double due,
   json_decref(msg);
   if (err)
     return err;
-  sc->inflight[sc->ninflight++] = (struct inflight){
-      .id = id, .p = to, .which = which, .run = run, .due = due};
+  sc->inflight[sc->ninflight++] = (struct inflight){.id = id,
+                                                    .p = to,
+                                                    .which = which,
+                                                    .run = run,
+                                                    .due = due,
+                                                    .started_ns = uv_hrtime()};
   return 0;
 }
 
@@ -198,8 +206,9 @@ static void fallback(struct sched *sc, long long occ, double due,
 
 static void on_claim(struct master *m, void *arg, enum cluster_claim res) {
   struct pending_claim *pc = arg;
-  struct sched *sc =
-      res == CLUSTER_CLOSED || master_stopping(m) ? NULL : sched_by_name(m, pc->name);
+  struct sched *sc = res == CLUSTER_CLOSED || master_stopping(m)
+                         ? NULL
+                         : sched_by_name(m, pc->name);
   if (sc && sc->cluster) {
     if (res == CLUSTER_WON) {
       sc->fallback_said = 0;
@@ -305,6 +314,7 @@ static void on_timer(uv_timer_t *t) {
     while (due_ns(sc, k + 1) <= now) {
       k++;
       sc->skipped++;
+      sc->n.skipped++;
     }
     if (k != sc->k)
       log_warnx("[schedule:%s] %lld due times passed while the master was "
@@ -317,13 +327,16 @@ static void on_timer(uv_timer_t *t) {
     cluster_occurrence(sc, (long long)(sc->cron_at / 60), (double)sc->cron_at);
   } else if (sched_busy(sc)) {
     sc->skipped++;
+    sc->n.skipped++;
     log_warnx("[schedule:%s] run %lld skipped: run still in progress",
               sc->conf->name, k);
   } else {
     log_debug("[schedule:%s] run %lld", sc->conf->name, k);
-    dispatch(sc, 0, k,
-             sc->conf->every > 0 ? wall_of(due_ns(sc, k)) : (double)sc->cron_at,
-             NULL);
+    if (dispatch(sc, 0, k,
+                 sc->conf->every > 0 ? wall_of(due_ns(sc, k))
+                                     : (double)sc->cron_at,
+                 NULL))
+      sc->n.skipped++;
   }
   arm(sc);
 }
@@ -375,6 +388,9 @@ int sched_start(struct master *m) {
     sc->conf = &s->schedules[i];
     sc->k = 1;
     sc->cluster = sc->conf->cluster && cluster_enabled(m);
+    sc->name_hash = 14695981039346656037ull; /* FNV-1a */
+    for (const char *c = sc->conf->name; *c; c++)
+      sc->name_hash = (sc->name_hash ^ (unsigned char)*c) * 1099511628211ull;
     if (sc->conf->cron) {
       char err[128];
       cron_parse(&sc->cron, sc->conf->cron, err, sizeof(err));
@@ -397,6 +413,14 @@ void sched_stop(struct master *m) {
 static void finish(struct sched *sc, size_t i, int ok) {
   struct inflight f = sc->inflight[i];
   sc->inflight[i] = sc->inflight[--sc->ninflight];
+  if (f.which == 0) {
+    if (ok)
+      sc->n.ok++;
+    else
+      sc->n.failed++;
+    sc->n.done++;
+    sc->n.seconds += (double)(uv_hrtime() - f.started_ns) / 1e9;
+  }
   if (f.which != 0) {
     if (!ok)
       log_warnx("[schedule:%s] run %lld: %s failed", sc->conf->name, f.run,
@@ -456,6 +480,11 @@ static void on_retired_closed(uv_handle_t *h) {
 }
 
 void sched_restart(struct master *m) {
+  struct sched *old = m->scheds;
+  size_t nold = m->nscheds;
+  struct sched_counts *kept = nold ? calloc(nold, sizeof(*kept)) : NULL;
+  for (size_t i = 0; kept && i < nold; i++)
+    kept[i] = old[i].n;
   if (m->nscheds > 0) {
     struct sched_grave *gr = malloc(sizeof(*gr));
     if (gr == NULL) {
@@ -474,4 +503,19 @@ void sched_restart(struct master *m) {
   m->nscheds = 0;
   if (sched_start(m))
     log_error("cannot start the schedules: out of memory");
+  /* A schedule that kept its name keeps its counts: they never go back.
+   * old is alive until its timers' close callbacks have run. */
+  for (size_t i = 0; kept && i < m->nscheds; i++)
+    for (size_t j = 0; j < nold; j++)
+      if (m->scheds[i].name_hash == old[j].name_hash)
+        m->scheds[i].n = kept[j];
+  free(kept);
+}
+
+const char *sched_counts(const struct master *m, size_t i,
+                         struct sched_counts *out) {
+  if (i >= m->nscheds)
+    return NULL;
+  *out = m->scheds[i].n;
+  return m->scheds[i].conf->name;
 }

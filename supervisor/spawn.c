@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "child.h"
+#include "counters.h"
 #include "log.h"
 #include "master.h"
 #include "output.h"
@@ -86,12 +87,16 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
   /* What the worker was doing when it died: without it, neither side
    * could tell which delivery to redeliver. */
   p->mark = bus_mark_new();
-  p->output = p->mark ? output_new() : NULL;
+  /* What it counted, for the master to read at any time (counters.h). */
+  size_t nserv = g->app.s.nservers;
+  p->ctrs = p->mark ? ctr_region_new(nserv) : NULL;
+  p->output = p->ctrs ? output_new() : NULL;
   if (p->output == NULL) {
-    int err = p->mark ? -errno : -ENOMEM;
+    int err = p->mark && p->ctrs ? -errno : -ENOMEM;
     close(sv[0]);
     close(sv[1]);
     bus_mark_free(p->mark);
+    ctr_region_free(p->ctrs, nserv);
     free(p);
     return err;
   }
@@ -106,6 +111,7 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     close(sv[1]);
     bus_mark_free(p->mark);
     output_close(p->output);
+    ctr_region_free(p->ctrs, nserv);
     free(p);
     return err;
   }
@@ -131,7 +137,7 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
       if (sched_setaffinity(0, sizeof(one), &one) < 0)
         log_warn("worker %d: cannot pin to CPU %d", s->index, p->cpu);
     }
-    size_t nserv = g->app.s.nservers;
+    ctr_self = p->ctrs;
     int *keep = calloc(nserv + 2, sizeof(int));
     if (keep == NULL)
       _exit(1);
@@ -156,6 +162,7 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
   output_start(p->output, m->loop, s->index, pid);
   /* Its mark is for it alone: workers forked later do not inherit it. */
   bus_mark_dontfork(p->mark);
+  ctr_region_dontfork(p->ctrs, nserv);
   p->m = m;
   p->g = g;
   g->refs++;

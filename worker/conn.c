@@ -34,6 +34,8 @@ struct wreq {
 
 struct udpreq {
   uv_udp_send_t req;
+  struct ctr_server *ctr; /* its server's, counted once sent */
+  size_t len;
   char data[];
 };
 
@@ -63,6 +65,7 @@ aio_conn_t *conn_new_stream(struct wserver *srv, int fd) {
     log_warnx("[server:%s] out of memory for a new connection",
               srv->conf->name);
     close(fd);
+    ctr_add(srv->ctr, CTR_REFUSED, 1);
     return NULL;
   }
   c->srv = srv;
@@ -73,12 +76,15 @@ aio_conn_t *conn_new_stream(struct wserver *srv, int fd) {
   if (err) {
     close(fd);
     free(c);
+    ctr_add(srv->ctr, CTR_REFUSED, 1);
     return NULL;
   }
   c->h.handle.data = c;
   conn_timer_init(c);
   c->handles = 2;
   conn_link(c);
+  /* From here on_closed counts it closed, whatever becomes of it. */
+  ctr_add(srv->ctr, CTR_ACCEPTED, 1);
   err = srv->conf->type == SERVER_UNIX ? uv_pipe_open(&c->h.pipe, fd)
                                        : uv_tcp_open(&c->h.tcp, fd);
   if (err) {
@@ -102,6 +108,8 @@ static void on_closed(uv_handle_t *h) {
     c->proto->connection_lost(c, status);
     worker_proto_leave(worker_self);
   }
+  if (!c->udp)
+    ctr_add(c->srv->ctr, CTR_CLOSED, 1);
   conn_unlink(c);
   free(c);
   worker_conn_gone(worker_self);
@@ -156,6 +164,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   aio_conn_t *c = s->data;
   if (nread > 0) {
     c->last_io = uv_now(s->loop);
+    ctr_add(c->srv->ctr, CTR_BYTES_READ, (uint64_t)nread);
     if (!c->closing && c->proto->data_received) {
       worker_proto_enter(worker_self, c->srv, BUS_PROTO_DATA);
       c->proto->data_received(c, buf->base, (size_t)nread);
@@ -195,11 +204,13 @@ static void on_written(uv_write_t *req, int status) {
   struct wreq *wr = (struct wreq *)req;
   aio_conn_t *c = wr->conn;
   c->queued -= wr->len;
+  size_t len = wr->len;
   free(wr);
   if (status < 0) {
     conn_close_now(c, status);
     return;
   }
+  ctr_add(c->srv->ctr, CTR_BYTES_WRITTEN, len);
   c->last_io = uv_now(c->h.handle.loop);
   if (c->queued == 0 && !c->closing) {
     if (c->paused) {
@@ -236,8 +247,10 @@ int aio_write(aio_conn_t *c, const void *data, size_t len) {
       conn_close_now(c, n);
       return n;
     }
-    if (done > 0)
+    if (done > 0) {
       c->last_io = uv_now(c->h.handle.loop);
+      ctr_add(c->srv->ctr, CTR_BYTES_WRITTEN, done);
+    }
     c->out_total += done;
     if (done == len)
       return 0;
@@ -335,6 +348,7 @@ static void on_udp_read(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   if (addr == NULL || c->closing)
     return;
   c->last_io = uv_now(h->loop);
+  ctr_add(c->srv->ctr, CTR_BYTES_READ, (uint64_t)nread);
   if (c->proto->datagram_received) {
     worker_proto_enter(worker_self, c->srv, BUS_PROTO_DATAGRAM);
     c->proto->datagram_received(c, buf->base, (size_t)nread, addr);
@@ -371,8 +385,10 @@ int conn_open_udp(struct wserver *srv, int fd) {
 }
 
 static void on_udp_sent(uv_udp_send_t *req, int status) {
-  (void)status;
-  free(req);
+  struct udpreq *r = (struct udpreq *)req;
+  if (status >= 0)
+    ctr_add(r->ctr, CTR_BYTES_WRITTEN, r->len);
+  free(r);
 }
 
 int aio_sendto(aio_conn_t *c, const void *data, size_t len,
@@ -383,8 +399,10 @@ int aio_sendto(aio_conn_t *c, const void *data, size_t len,
     return -ENOTCONN;
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
   int n = uv_udp_try_send(&c->h.udp, &b, 1, addr);
-  if (n >= 0)
+  if (n >= 0) {
+    ctr_add(c->srv->ctr, CTR_BYTES_WRITTEN, (uint64_t)n);
     return 0;
+  }
   if (n != UV_EAGAIN)
     return n;
   if (c->h.udp.send_queue_size + len > c->srv->w->app->s.write_limit)
@@ -393,6 +411,8 @@ int aio_sendto(aio_conn_t *c, const void *data, size_t len,
   if (r == NULL)
     return -ENOMEM;
   memcpy(r->data, data, len);
+  r->ctr = c->srv->ctr;
+  r->len = len;
   b = uv_buf_init(r->data, (unsigned)len);
   int err = uv_udp_send(&r->req, &c->h.udp, &b, 1, addr, on_udp_sent);
   if (err)

@@ -27,10 +27,21 @@
 /* ---- counting ------------------------------------------------------------ */
 
 static const int event_warns[] = {
-#define SERVER_WARN(e, warn) warn,
+#define SERVER_WARN(e, warn, ctr) warn,
     SERVER_EVENTS(SERVER_WARN)
 #undef SERVER_WARN
 };
+
+static const enum ctr_index event_ctrs[] = {
+#define SERVER_CTR(e, warn, ctr) ctr,
+    SERVER_EVENTS(SERVER_CTR)
+#undef SERVER_CTR
+};
+
+static unsigned long long count_of(const struct wserver *s,
+                                   enum server_event e) {
+  return (unsigned long long)ctr_get(s->ctr, event_ctrs[e]);
+}
 
 static unsigned long long fd_limit(void) {
   struct rlimit rl;
@@ -63,13 +74,13 @@ static void say_unsaid(struct wserver *s, uint64_t now) {
               "connections in the last %d s (%llu since start)",
               name, s->w->app->s.max_connections,
               (unsigned long long)s->unsaid[SERVER_OVER_MAX_CONNECTIONS], secs,
-              (unsigned long long)s->count[SERVER_OVER_MAX_CONNECTIONS]);
+              count_of(s, SERVER_OVER_MAX_CONNECTIONS));
   if (s->unsaid[SERVER_ACCEPT_PAUSED])
     log_warnx("[server:%s] accept paused %llu times in the last %d s (%llu "
               "since start; last: %s; %zu open, RLIMIT_NOFILE %llu)",
               name, (unsigned long long)s->unsaid[SERVER_ACCEPT_PAUSED], secs,
-              (unsigned long long)s->count[SERVER_ACCEPT_PAUSED],
-              strerror(s->accept_err), s->w->nconns, fd_limit());
+              count_of(s, SERVER_ACCEPT_PAUSED), strerror(s->accept_err),
+              s->w->nconns, fd_limit());
   if (s->unsaid[SERVER_IDLE_TIMEOUT] || s->unsaid[SERVER_SEND_TIMEOUT] ||
       s->unsaid[SERVER_DEADLINE])
     log_info("[server:%s] connections timed out in the last %d s: %llu idle, "
@@ -77,9 +88,8 @@ static void say_unsaid(struct wserver *s, uint64_t now) {
              name, secs, (unsigned long long)s->unsaid[SERVER_IDLE_TIMEOUT],
              (unsigned long long)s->unsaid[SERVER_SEND_TIMEOUT],
              (unsigned long long)s->unsaid[SERVER_DEADLINE],
-             (unsigned long long)s->count[SERVER_IDLE_TIMEOUT],
-             (unsigned long long)s->count[SERVER_SEND_TIMEOUT],
-             (unsigned long long)s->count[SERVER_DEADLINE]);
+             count_of(s, SERVER_IDLE_TIMEOUT), count_of(s, SERVER_SEND_TIMEOUT),
+             count_of(s, SERVER_DEADLINE));
   for (int e = 0; e < SERVER_NEVENTS; e++)
     if (s->unsaid[e]) {
       s->unsaid[e] = 0;
@@ -94,7 +104,7 @@ static void on_tally(uv_timer_t *t) {
 
 void server_count(struct wserver *s, enum server_event e) {
   uint64_t now = uv_now(&s->w->loop);
-  s->count[e]++;
+  ctr_add(s->ctr, event_ctrs[e], 1);
   if (event_warns[e] &&
       (s->said_at[e] == 0 || now - s->said_at[e] >= SERVER_TALLY_MS)) {
     say_first(s, e);
@@ -185,6 +195,8 @@ int server_start(struct wserver *s) {
   uv_loop_t *loop = &s->w->loop;
   const struct server_conf *sc = s->conf;
   int err;
+  if (s->ctr == NULL)
+    s->ctr = &s->own;
   s->pub.name = sc->name;
   s->pub.address = sc->address ? sc->address : "";
   s->pub.port = sc->port;

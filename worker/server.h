@@ -7,22 +7,25 @@
 #include <uv.h>
 
 #include "aio.h"
+#include "counters.h"
 #include "settings.h"
 
 struct worker;
 
-/* What a server counts, X(enum, is a warning). A warning is said at once,
- * then at most once per SERVER_TALLY_MS with how many there were; the
- * timeouts (at info level) only once per SERVER_TALLY_MS. */
+/* What a server counts and says, X(enum, is a warning, its counter). A
+ * warning is said at once, then at most once per SERVER_TALLY_MS with how
+ * many there were; the timeouts (at info level) only once per
+ * SERVER_TALLY_MS. The counts themselves are in the shared counters
+ * (counters.h), which the master reports. */
 #define SERVER_EVENTS(X)                                                       \
-  X(SERVER_IDLE_TIMEOUT, 0)                                                    \
-  X(SERVER_SEND_TIMEOUT, 0)                                                    \
-  X(SERVER_DEADLINE, 0)                                                        \
-  X(SERVER_OVER_MAX_CONNECTIONS, 1)                                            \
-  X(SERVER_ACCEPT_PAUSED, 1)
+  X(SERVER_IDLE_TIMEOUT, 0, CTR_IDLE_TIMEOUT)                                  \
+  X(SERVER_SEND_TIMEOUT, 0, CTR_SEND_TIMEOUT)                                  \
+  X(SERVER_DEADLINE, 0, CTR_DEADLINE)                                          \
+  X(SERVER_OVER_MAX_CONNECTIONS, 1, CTR_REFUSED)                               \
+  X(SERVER_ACCEPT_PAUSED, 1, CTR_ACCEPT_PAUSED)
 
 enum server_event {
-#define SERVER_ENUM(e, warn) e,
+#define SERVER_ENUM(e, warn, ctr) e,
   SERVER_EVENTS(SERVER_ENUM)
 #undef SERVER_ENUM
       SERVER_NEVENTS
@@ -49,9 +52,12 @@ struct wserver {
   int accept_err;         /* what paused accepting last (errno) */
   struct aio_conn_s *udp; /* the endpoint of a UDP server */
   aio_server_t pub;
-  int listening;                   /* accept_poll is ours (and fd with it) */
-  int timers;                      /* resume and tally were initialised */
-  uint64_t count[SERVER_NEVENTS];  /* since the worker started */
+  int listening; /* accept_poll is ours (and fd with it) */
+  int timers;    /* resume and tally were initialised */
+  /* Its counters since the worker started: in the mapping the master
+   * reads (counters.h), or in own when there is none (aio_test_serve). */
+  struct ctr_server *ctr;
+  struct ctr_server own;
   uint64_t unsaid[SERVER_NEVENTS]; /* since the last line */
   uint64_t said_at[SERVER_NEVENTS];
 };

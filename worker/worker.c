@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "counters.h"
 #include "loader.h"
 #include "log.h"
 #include "proctitle.h"
@@ -673,6 +674,7 @@ static int resolve_all(struct worker *w, struct diag *d) {
     sv->w = w;
     sv->conf = &s->servers[i];
     sv->fd = -1;
+    sv->ctr = ctr_self ? &ctr_self[i] : NULL; /* the master reads them */
     sv->decl = loader_resolve(
         w->loader, &sv->conf->handler,
         sv->conf->is_factory ? AIO_KIND_FACTORY : AIO_KIND_PROTOCOL, d);
