@@ -453,7 +453,10 @@ START_TEST(test_bounds_stuck_listener_is_killed_and_named) {
   const char *at = strstr(log, said);
   long held = at ? atol(at + strlen(said)) : 0;
   free(log);
-  ck_assert_msg(held >= 1000 && held < 5000, "held %ld ms", held);
+  /* The loop has not turned for timeout (1 s) when the master kills; the
+   * listener itself began a little after that turn (the read that
+   * delivered it came first), so what it held is a little less. */
+  ck_assert_msg(held >= 500 && held < 5000, "held %ld ms", held);
   char line[96];
   snprintf(line, sizeof(line), "worker 0 (pid %d) killed by signal 9",
            (int)pid);
