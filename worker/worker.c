@@ -155,10 +155,10 @@ static void worker_finish(struct worker *w, int code) {
   uv_stop(&w->loop);
 }
 
-/* A drain ends when the last connection has closed and the worker's own
- * emits have run. */
+/* A drain ends when the last connection has closed, the worker's own
+ * emits have run and no factory holds the worker (aio_server_hold). */
 static void drain_check(struct worker *w) {
-  if (w->draining && w->nconns == 0 && w->lq_head == w->lq_len)
+  if (w->draining && w->nconns == 0 && w->lq_head == w->lq_len && w->holds == 0)
     worker_finish(w, 0);
 }
 
@@ -173,11 +173,12 @@ static void start_drain(struct worker *w) {
   if (w->draining)
     return;
   w->draining = 1;
-  log_info("draining: %zu open connection%s", w->nconns,
-           w->nconns == 1 ? "" : "s");
+  log_info("draining: %zu open connection%s%s", w->nconns,
+           w->nconns == 1 ? "" : "s", w->holds ? ", held by a factory" : "");
   for (size_t i = 0; i < w->nservers; i++)
     server_stop_accepting(&w->servers[i]);
-  /* UDP endpoints and factory servers have no "in flight" to wait for. */
+  /* UDP endpoints have no "in flight" to wait for; a factory's own
+   * handles are waited for while it holds the worker. */
   for (size_t i = 0; i < w->nservers; i++)
     if (w->servers[i].udp)
       aio_close(w->servers[i].udp);

@@ -67,6 +67,7 @@ struct worker {
   size_t nservers;
   struct aio_conn_s *conns; /* every open connection, for drain and status */
   size_t nconns;
+  unsigned holds; /* aio_server_hold()s not released: a drain waits */
   int draining;
   int stopping;
   int exit_code;

@@ -1554,6 +1554,43 @@ START_TEST(test_unknown_keys_in_server_and_schedule_sections_warn) {
 }
 END_TEST
 
+/* A factory's server section holds keys of the factory's own (read with
+ * aio_config_get): only a likely typo of aio's warns there; and its
+ * timeouts apply to what it serves with aio_server_serve(). */
+START_TEST(test_a_factory_s_own_keys_do_not_warn) {
+  static const char text[] = "[server:web]\n"       /* 1 */
+                             "factory = m.make\n"   /* 2 */
+                             "port = 9000\n"        /* 3 */
+                             "greeting = hello\n"   /* 4 */
+                             "adress = 127.0.0.1\n" /* 5 */
+                             "idle_timeout = 2\n"   /* 6 */
+                             "[server:udp]\n"       /* 7 */
+                             "protocol = m.p\n"     /* 8 */
+                             "type = udp\n"         /* 9 */
+                             "port = 9001\n"        /* 10 */
+                             "greeting = hello\n";  /* 11 */
+  struct settings s;
+  struct diag d, warn;
+  struct config *c;
+  int rc = load_keep(text, &s, &d, &c);
+  if (rc)
+    dump_diag(&d);
+  ck_assert_int_eq(rc, 0);
+  ck_assert(s.servers[0].idle_timeout == 2);
+  diag_init(&warn);
+  settings_warnings(&s, c, &warn);
+  if (warn.n != 2)
+    dump_diag(&warn);
+  ck_assert_uint_eq(warn.n, 2);
+  ck_assert(has_diag(&warn, 5, "did you mean 'address'?"));
+  ck_assert(has_diag(&warn, 11, "unknown key 'greeting' in [server:udp]"));
+  diag_close(&warn);
+  settings_close(&s);
+  config_free(c);
+  diag_close(&d);
+}
+END_TEST
+
 /* Every row of every table is a known key: none of them warns. */
 START_TEST(test_known_keys_do_not_warn) {
   struct util_buf b = {0};
@@ -1769,6 +1806,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_builtin_layer_is_the_aio_rows);
   tcase_add_test(tc, test_unknown_keys_in_server_and_schedule_sections_warn);
   tcase_add_test(tc, test_known_keys_do_not_warn);
+  tcase_add_test(tc, test_a_factory_s_own_keys_do_not_warn);
   tcase_add_test(tc, test_every_key_is_documented_with_its_default);
   suite_add_tcase(s, tc);
 
