@@ -220,9 +220,20 @@ typedef void aio_listener_fn(const aio_signal_t *signal);
  * yet run; its bus buffer, after waiting up to 100 ms for the master to
  * read; for a signal with broadcast listeners, a worker's delivery queue
  * in the master): nothing was queued and no listener runs for this call;
- * it is counted in `aio status`.
+ * it is counted in `aio status`. -EPIPE: the master is gone.
+ * Before the worker is ready (in a module's init, in a factory) an emit
+ * is checked and kept, within the same bounds as this worker's own
+ * signals, and emitted in order right after the worker reported ready.
  * Once-per-emit listeners run in this worker, after the current callback
- * returns, in emit order; broadcast ones through the master. */
+ * returns, in emit order; broadcast ones through the master.
+ * In a mapped command (AIO_COMMAND: `aio NAME` is a process of its own),
+ * the signal goes to the running master of the same configuration over
+ * its control socket, as `aio emit SIGNAL JSON` sends it, and its
+ * listeners run in the workers (later: 0 says the master took it).
+ * There the errors are -ENOTCONN when no master runs for the
+ * configuration, -EACCES when its control socket is not served by our
+ * master, -ETIMEDOUT when the master did not answer within 10 s,
+ * -EMSGSIZE over the control socket's 64 KiB request, -EINVAL or -EPROTO. */
 AIO_EXPORT int aio_emit(const char *signal, json_t *data);
 /* The same, stealing the reference to `data` (also on error), like
  * jansson's json_object_set_new(): this worker's listeners get that very

@@ -4,10 +4,13 @@
  * section, its connections are counted in `aio status`, get the server's
  * idle_timeout and are drained on reload; a factory that holds the worker
  * (aio_server_hold) makes the stop wait for its release, and one that
- * never releases is cut at graceful_timeout.
+ * never releases is cut at graceful_timeout. aio_emit() in a mapped
+ * command reaches the running master (-ENOTCONN with none), and one in a
+ * module's init is emitted once the worker is ready, within its bounds.
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +20,7 @@
 #include "check_main.h"
 #include "ops_util.h"
 #include "process_util.h"
+#include "records.h"
 
 /* Two servers served by factmod.serve, answering "alpha" and "beta". */
 static void conf_two(char *out, size_t n, int pa, int pb) {
@@ -135,6 +139,74 @@ START_TEST(test_a_hold_never_released_is_cut_at_graceful_timeout) {
 }
 END_TEST
 
+/* ---- aio_emit() in a command and in init --------------------------------- */
+
+/* factmod's record listens to cmd-said and init-said, into DIR/rec. */
+static void conf_emits(char *out, size_t n, char *rec, size_t rn,
+                       const char *dir, const char *extra, const char *mine) {
+  snprintf(rec, rn, "%s/rec", dir);
+  h_conf(out, n, "factmod", "workers = 1\n%s", extra);
+  h_conf_add(out, n,
+             "[factmod]\nout = %s\n%s"
+             "[listen:signals]\ncmd-said = factmod.record\n"
+             "init-said = factmod.record\n"
+             "[aio:commands]\nemitter = factmod.emitter\n",
+             rec, mine);
+}
+
+START_TEST(test_a_command_s_emit_reaches_the_running_master) {
+  struct aio_proc p = {0};
+  char conf[4096], rec[256], out[4096], dir[128];
+  h_tmpdir(dir, sizeof(dir));
+  conf_emits(conf, sizeof(conf), rec, sizeof(rec), dir, "", "");
+  struct h_opts o = {.dir = dir};
+  h_start_ready(&p, conf, &o);
+  int rc = ops_aio(&p, out, sizeof(out), "emitter", "cmd-said", "3", NULL);
+  ck_assert_msg(rc == 0, "the command exited %d: %s", rc, out);
+  ck_assert_msg(strstr(out, "emit 2: 0\n"), "%s", out);
+  json_t *got = rec_wait(rec, "sig", "cmd-said", 3, 10000);
+  ck_assert_uint_eq(json_array_size(got), 3);
+  for (size_t i = 0; i < 3; i++)
+    ck_assert_int_eq(rec_data_int(json_array_get(got, i), "n"), (long long)i);
+  json_decref(got);
+  h_stop_ok(&p);
+
+  /* No master now: the command's aio_emit() says so. */
+  rc = ops_aio(&p, out, sizeof(out), "emitter", "cmd-said", "1", NULL);
+  char want[64];
+  snprintf(want, sizeof(want), "emit 0: %d\n", -ENOTCONN);
+  ck_assert_msg(rc == 3 && strstr(out, want), "exit %d: %s", rc, out);
+}
+END_TEST
+
+START_TEST(test_emits_of_init_go_out_once_the_worker_is_ready) {
+  struct aio_proc p = {0};
+  char conf[4096], rec[256], dir[128];
+  h_tmpdir(dir, sizeof(dir));
+  /* Six emits in init, four kept (bus_journal): the last two refused. */
+  conf_emits(conf, sizeof(conf), rec, sizeof(rec), dir, "bus_journal = 4\n",
+             "init_emits = 6\n");
+  struct h_opts o = {.dir = dir};
+  h_start_ready(&p, conf, &o);
+  json_t *got = rec_wait(rec, "sig", "init-said", 4, 10000);
+  ck_assert_msg(json_array_size(got) == 4, "%zu init emits ran",
+                json_array_size(got));
+  for (size_t i = 0; i < 4; i++)
+    ck_assert_int_eq(rec_data_int(json_array_get(got, i), "n"), (long long)i);
+  json_decref(got);
+  char want[64];
+  snprintf(want, sizeof(want), "factmod: init emit 4: %d", -EAGAIN);
+  ck_assert_msg(h_log_has(&p, want), "no '%s'", want);
+  ck_assert_int_eq(h_log_count(&p, "factmod: init emit"), 2);
+  /* Refused, and counted where every refused emit is. */
+  json_t *st = ops_status(&p);
+  json_t *w0 = json_array_get(json_object_get(st, "procs"), 0);
+  ck_assert_int_eq(ops_int(json_object_get(w0, "bus"), "refused"), 2);
+  json_decref(st);
+  h_stop_ok(&p);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("e2e_factory");
   TCase *tc = tcase_create("serve");
@@ -143,6 +215,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_reload_drains_a_factory_s_connections);
   tcase_add_test(tc, test_stop_waits_for_a_factory_s_release);
   tcase_add_test(tc, test_a_hold_never_released_is_cut_at_graceful_timeout);
+  tcase_add_test(tc, test_a_command_s_emit_reaches_the_running_master);
+  tcase_add_test(tc, test_emits_of_init_go_out_once_the_worker_is_ready);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -149,21 +149,25 @@ AIO_FACTORY(hold);
 /* ---- signals: emitted from a command and from init ------------------------
  */
 
-/* Appends "NAME DATA\n" to [factmod] out. */
+/* Appends {"sig": NAME, "data": DATA} and a newline to [factmod] out,
+ * with one write() on an O_APPEND descriptor (tests/e2e/records.h). */
 static void record(const aio_signal_t *sig) {
   const char *path = aio_config_get("factmod", "out");
-  char *data = json_dumps(sig->data, JSON_COMPACT | JSON_ENCODE_ANY);
-  int fd =
-      path ? open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
-  if (fd >= 0 && data) {
-    char line[512];
-    int n = snprintf(line, sizeof(line), "%s %s\n", sig->name, data);
-    ssize_t w = write(fd, line, (size_t)n);
+  json_t *rec = json_pack("{s:s,s:O}", "sig", sig->name, "data",
+                          sig->data ? sig->data : json_null());
+  char *line = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+  json_decref(rec);
+  int fd = path && line
+               ? open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)
+               : -1;
+  if (fd >= 0) {
+    size_t n = strlen(line);
+    line[n] = '\n'; /* json_dumps's NUL becomes the newline */
+    ssize_t w = write(fd, line, n + 1);
     (void)w;
-  }
-  if (fd >= 0)
     close(fd);
-  free(data);
+  }
+  free(line);
 }
 AIO_LISTENER(record);
 
