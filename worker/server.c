@@ -1,8 +1,10 @@
 /*
  * server.c - a worker's side of one [server:NAME]: adopt the socket the
  * master bound for this slot and serve it with the configured protocol, or
- * hand it to the configured factory; and count what the server refused or
- * timed out, in lines a flood cannot multiply.
+ * hand it to the configured factory, which may give it back to be served
+ * the same way with a protocol of its own (aio_server_serve) or hold the
+ * worker's drain for handles of its own (aio_server_hold); and count what
+ * the server refused or timed out, in lines a flood cannot multiply.
  *
  * Accepting is ours, not libuv's: at EMFILE libuv's uv_accept path (the
  * "emfile trick" in src/unix/stream.c) accepts every waiting connection
