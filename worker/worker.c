@@ -917,13 +917,17 @@ static int early_push(struct worker *w, const char *signal, json_t *data,
     err = -EAGAIN;
     goto out;
   }
-  struct early_emit *e = realloc(w->early, (w->nearly + 1) * sizeof(*e));
-  if (e == NULL) {
-    err = -ENOMEM;
-    goto out;
+  if (w->nearly == w->early_cap) {
+    size_t cap = w->early_cap ? w->early_cap * 2 : 16;
+    struct early_emit *ne = realloc(w->early, cap * sizeof(*ne));
+    if (ne == NULL) {
+      err = -ENOMEM;
+      goto out;
+    }
+    w->early = ne;
+    w->early_cap = cap;
   }
-  w->early = e;
-  e = &w->early[w->nearly];
+  struct early_emit *e = &w->early[w->nearly];
   e->signal = strdup(signal);
   e->data = data == NULL ? json_null() : steal ? data : bus_json_copy(data);
   steal = 0;
@@ -958,7 +962,7 @@ static void early_send(struct worker *w) {
   }
   free(w->early);
   w->early = NULL;
-  w->nearly = w->early_bytes = 0;
+  w->nearly = w->early_cap = w->early_bytes = 0;
 }
 
 /* What early_send did not get to (a start that failed). */
@@ -969,7 +973,7 @@ static void early_free(struct worker *w) {
   }
   free(w->early);
   w->early = NULL;
-  w->nearly = w->early_bytes = 0;
+  w->nearly = w->early_cap = w->early_bytes = 0;
 }
 
 /* aio_emit() and aio_emit_new(): steal says data is ours to keep. */

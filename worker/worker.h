@@ -83,7 +83,7 @@ struct worker {
   /* Emits before ready (a module's init), in order, bounded as the
    * worker's own signals are (bus_journal, bus_journal_bytes). */
   struct early_emit *early;
-  size_t nearly, early_bytes;
+  size_t nearly, early_cap, early_bytes;
   uint64_t emit_seq;
   const aio_decl_t **listeners; /* resolved s.listeners, same order */
   const aio_decl_t **jobs;      /* 3 per schedule: func, cb, err */
