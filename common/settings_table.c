@@ -558,15 +558,15 @@ static void set_address(struct settings_ctx *c, const struct settings_key *k,
 
 static void server_check(struct settings_ctx *c, void *base) {
   struct server_conf *sv = base;
-  /* A UDP or a factory server has no connections of the runner's to time
-   * out: a timeout written there would be ignored in silence. */
+  /* A UDP server has no connections to time out: a timeout written there
+   * would be ignored in silence. A factory's server has them once it
+   * hands the socket to a protocol (aio_server_serve). */
   static const char *const timeouts[] = {"idle_timeout", "send_timeout",
                                          "header_timeout"};
   for (size_t i = 0; i < UTIL_ARRAY_LEN(timeouts); i++)
-    if (given(c, timeouts[i]) && (sv->type == SERVER_UDP || sv->is_factory))
-      settings_fail(
-          c, timeouts[i], "%s has no connections of aio's to time out",
-          sv->is_factory ? "a server with a factory" : "a udp server");
+    if (given(c, timeouts[i]) && sv->type == SERVER_UDP)
+      settings_fail(c, timeouts[i],
+                    "a udp server has no connections of aio's to time out");
   if (!given(c, "protocol") && !given(c, "factory")) {
     diag_add(c->d, c->sec->file, c->sec->line,
              "[%s] needs 'protocol = module.symbol' or 'factory = "
@@ -616,7 +616,7 @@ static const struct settings_key server_keys[] = {
      .type = SETTINGS_CUSTOM,
      .dflt = "",
      .set = set_factory,
-     .help = "or the AIO_FACTORY that makes one per connection"},
+     .help = "or the AIO_FACTORY that is handed the server's socket"},
     {.name = "type",
      .type = SETTINGS_ENUM,
      .dflt = "",

@@ -43,7 +43,9 @@ extern "C" {
  * major, or a newer minor than this aio's, is refused with a message that
  * says which. 2.0 gave every declaration the size of its struct; 2.1 added
  * aio_module_t.check, the typed config getters and iterators,
- * aio_modules(), and the connection timeouts and reading controls. */
+ * aio_modules(), the connection timeouts and reading controls, and
+ * factories that serve (aio_server_serve, aio_server_hold/release,
+ * aio_conn_server_data). */
 #define AIO_API_MAJOR 2
 #define AIO_API_MINOR 1
 #define AIO_API_VERSION ((AIO_API_MAJOR << 16) | AIO_API_MINOR)
@@ -107,8 +109,13 @@ AIO_EXPORT void aio_conn_set_data(aio_conn_t *conn, void *data);
 AIO_EXPORT void *aio_conn_get_data(const aio_conn_t *conn);
 /* The `[server:NAME]` this connection belongs to (borrowed). */
 AIO_EXPORT const char *aio_conn_server(const aio_conn_t *conn);
+/* (API 2.1) The data the factory gave aio_server_serve() for this
+ * connection's server (NULL for a configured protocol): per-server state
+ * of a protocol that one factory serves on several servers. */
+AIO_EXPORT void *aio_conn_server_data(const aio_conn_t *conn);
 /* Non-zero once the worker is draining (reload, shutdown): a protocol with
- * keep-alive should finish the request in hand and then close. */
+ * keep-alive should finish the request in hand and then close. conn may be
+ * NULL (a factory's own handles, see aio_server_hold). */
 AIO_EXPORT int aio_conn_draining(const aio_conn_t *conn);
 
 /* ---- timeouts (stream connections; docs/plugins.md) -------------------- */
@@ -168,9 +175,34 @@ typedef struct aio_server_s {
   struct uv_loop_s *loop; /* the worker's loop */
 } aio_server_t;
 
-/* A factory takes over the prepared socket (e.g. uv_tcp_open + uv_listen).
- * Return 0, or non-zero to fail the worker's start. */
+/* A factory is called once per worker for its [server:NAME], on the loop
+ * thread, before the worker is ready. It either hands the prepared socket
+ * to a protocol with aio_server_serve(), or takes it over itself (e.g.
+ * uv_tcp_open + uv_listen). Return 0, or non-zero to fail the worker's
+ * start. `server` stays valid until the worker exits. */
 typedef int aio_factory_fn(aio_server_t *server);
+
+/* (API 2.1) Serve the prepared socket with `protocol` (borrowed: it must
+ * outlive the worker, e.g. a static aio_protocol_t or one the factory
+ * keeps), `data` given to every connection by aio_conn_server_data() (the
+ * factory's, not freed by aio). The connections are the runner's own, as
+ * for a configured protocol: [aio] max_connections, the server's
+ * idle_timeout and send_timeout, counted in `aio status`, drained on
+ * reload and stop. Call it from the factory (or later on the loop
+ * thread), at most once per server. 0, or -EINVAL (not a factory's
+ * server of this worker, protocol NULL, a UDP server and no
+ * datagram_received), -EALREADY (served already), -ESHUTDOWN (the worker
+ * is draining), or a libuv error (logged). */
+AIO_EXPORT int aio_server_serve(aio_server_t *server,
+                                const aio_protocol_t *protocol, void *data);
+/* (API 2.1) A factory that keeps libuv handles of its own holds the worker
+ * while they are open: a drain (reload, `aio stop`) does not finish while
+ * holds outnumber releases, so close them when aio_conn_draining(NULL)
+ * says so, then release. The master's graceful_timeout still bounds the
+ * wait: past it the worker is killed. Loop thread only. 0, or -EINVAL (not
+ * a factory's server of this worker; a release without a hold). */
+AIO_EXPORT int aio_server_hold(aio_server_t *server);
+AIO_EXPORT int aio_server_release(aio_server_t *server);
 
 /* ---- signals ----------------------------------------------------------- */
 
@@ -188,9 +220,20 @@ typedef void aio_listener_fn(const aio_signal_t *signal);
  * yet run; its bus buffer, after waiting up to 100 ms for the master to
  * read; for a signal with broadcast listeners, a worker's delivery queue
  * in the master): nothing was queued and no listener runs for this call;
- * it is counted in `aio status`.
+ * it is counted in `aio status`. -EPIPE: the master is gone.
+ * Before the worker is ready (in a module's init, in a factory) an emit
+ * is checked and kept, within the same bounds as this worker's own
+ * signals, and emitted in order right after the worker reported ready.
  * Once-per-emit listeners run in this worker, after the current callback
- * returns, in emit order; broadcast ones through the master. */
+ * returns, in emit order; broadcast ones through the master.
+ * In a mapped command (AIO_COMMAND: `aio NAME` is a process of its own),
+ * the signal goes to the running master of the same configuration over
+ * its control socket, as `aio emit SIGNAL JSON` sends it, and its
+ * listeners run in the workers (later: 0 says the master took it).
+ * There the errors are -ENOTCONN when no master runs for the
+ * configuration, -EACCES when its control socket is not served by our
+ * master, -ETIMEDOUT when the master did not answer within 10 s,
+ * -EMSGSIZE over the control socket's 64 KiB request, -EINVAL or -EPROTO. */
 AIO_EXPORT int aio_emit(const char *signal, json_t *data);
 /* The same, stealing the reference to `data` (also on error), like
  * jansson's json_object_set_new(): this worker's listeners get that very

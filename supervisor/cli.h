@@ -2,6 +2,8 @@
 #ifndef AIO_SUPERVISOR_CLI_H
 #define AIO_SUPERVISOR_CLI_H
 
+#include <jansson.h>
+
 /* sysexits(3) codes used by aio; docs/operations.md ("Exit statuses")
  * lists them. */
 #define EXIT_USAGE 64       /* EX_USAGE: bad command line */
@@ -20,6 +22,16 @@ int cli_test(const char *config_path, int argc, char **argv);
 int cli_check(const char *config_path, int argc, char **argv);
 /* reload, stop, status, emit, scale: argv[0] is the command. */
 int cli_control(const char *config_path, int argc, char **argv);
+
+/* How long `aio emit` (and aio_emit() in a mapped command) waits for the
+ * master's answer. */
+#define CLI_EMIT_TIMEOUT_MS 10000
+/* aio_emit() in a mapped command: the request `aio emit` sends, to the
+ * master of config_path, saying nothing. 0 (the master took it), or
+ * -ENOTCONN (no master runs for that configuration), -EACCES (the control
+ * socket is not our master's), -ETIMEDOUT (no answer), -EMSGSIZE (over
+ * the control socket's request size), -EINVAL, -EPROTO. */
+int cli_emit(const char *config_path, const char *signal, const json_t *data);
 
 /* Resolve -c or the search order; prints the error. NULL on failure. */
 char *cli_config_path(const char *given);

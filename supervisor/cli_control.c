@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +24,21 @@
 #include "settings_keys.h"
 #include "util.h"
 
-/* The reply to one request, or NULL after printing why. *code gets the
- * exit status to use when NULL. */
-static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
-                        int *code) {
+/* Why a request got no reply, on stderr unless quiet. */
+static void __attribute__((format(printf, 2, 3)))
+ctl_say(int quiet, const char *fmt, ...) {
+  if (quiet)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+}
+
+/* The reply to one request, or NULL after saying why (unless quiet).
+ * *code gets the exit status to use when NULL. */
+static json_t *ctl_call_q(const char *config_path, json_t *req, int timeout_ms,
+                          int quiet, int *code) {
   char *path = cli_config_path(config_path);
   if (path == NULL) {
     *code = EXIT_CONFIG;
@@ -38,7 +50,7 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
   char why[256];
   int err = sock ? ctl_socket_dir(sock, 0, why, sizeof(why)) : 0;
   if (err && err != -ENOENT) {
-    fprintf(stderr,
+    ctl_say(quiet,
             "aio: refusing the control socket %s: %s (someone else may "
             "have made it to take over the control socket)\n",
             sock, why);
@@ -49,16 +61,15 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
   struct sockaddr_un sun = {.sun_family = AF_UNIX};
   snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock ? sock : "");
   if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-    fprintf(stderr,
-            "aio: no master is running for %s (control socket %s: %s)\n", path,
-            sock ? sock : "?", strerror(errno));
+    ctl_say(quiet, "aio: no master is running for %s (control socket %s: %s)\n",
+            path, sock ? sock : "?", strerror(errno));
     *code = EXIT_UNAVAILABLE;
     goto out;
   }
   /* Before a byte is sent: a request may say stop, and the reply is
    * believed. */
   if (ctl_peer_trusted(fd, why, sizeof(why))) {
-    fprintf(stderr,
+    ctl_say(quiet,
             "aio: refusing to talk to the control socket %s: it is served "
             "by %s; it is not your master (someone else may have taken the "
             "path)\n",
@@ -67,15 +78,20 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
     goto out;
   }
   char *line = json_dumps(req, JSON_COMPACT);
+  if (line == NULL) {
+    ctl_say(quiet, "aio: the request cannot be encoded\n");
+    *code = EXIT_USAGE;
+    goto out;
+  }
   struct util_buf out = {0};
-  util_buf_printf(&out, "%s\n", line ? line : "{}");
+  util_buf_printf(&out, "%s\n", line);
   free(line);
   /* EPIPE: the master may have answered and closed at once (busy, too
    * many clients); its answer is read below. */
   int sent = send(fd, out.data, out.len, MSG_NOSIGNAL) == (ssize_t)out.len;
   int cut = !sent && errno == EPIPE;
   if (!sent && !cut) {
-    fprintf(stderr, "aio: cannot talk to the master: %s\n", strerror(errno));
+    ctl_say(quiet, "aio: cannot talk to the master: %s\n", strerror(errno));
     free(out.data);
     *code = EXIT_UNAVAILABLE;
     goto out;
@@ -87,7 +103,7 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
     long long left = deadline - (long long)util_now_ms();
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) {
-      fprintf(stderr, "aio: no answer from the master within %d s\n",
+      ctl_say(quiet, "aio: no answer from the master within %d s\n",
               timeout_ms / 1000);
       *code = EXIT_TEMPFAIL;
       free(in.data);
@@ -104,10 +120,10 @@ static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
   reply = in.data ? json_loads(in.data, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
   free(in.data);
   if (reply == NULL && cut) {
-    fprintf(stderr, "aio: cannot talk to the master: %s\n", strerror(EPIPE));
+    ctl_say(quiet, "aio: cannot talk to the master: %s\n", strerror(EPIPE));
     *code = EXIT_UNAVAILABLE;
   } else if (!json_is_object(reply)) {
-    fprintf(stderr, "aio: the master sent no valid answer\n");
+    ctl_say(quiet, "aio: the master sent no valid answer\n");
     json_decref(reply);
     reply = NULL;
     *code = EXIT_SOFTWARE;
@@ -118,6 +134,38 @@ out:
   free(sock);
   free(path);
   return reply;
+}
+
+static json_t *ctl_call(const char *config_path, json_t *req, int timeout_ms,
+                        int *code) {
+  return ctl_call_q(config_path, req, timeout_ms, 0, code);
+}
+
+int cli_emit(const char *config_path, const char *signal, const json_t *data) {
+  json_t *req = json_pack("{s:s,s:s,s:O}", "cmd", "emit", "signal", signal,
+                          "data", data ? (json_t *)data : json_null());
+  if (req == NULL)
+    return -EINVAL;
+  /* What the master would refuse, refused here with the bus's own code. */
+  char *line = json_dumps(req, JSON_COMPACT);
+  size_t len = line ? strlen(line) : 0;
+  free(line);
+  if (line == NULL || len >= CTL_MAX_REQUEST) {
+    json_decref(req);
+    return line == NULL ? -EINVAL : -EMSGSIZE;
+  }
+  int code = 0;
+  json_t *reply = ctl_call_q(config_path, req, CLI_EMIT_TIMEOUT_MS, 1, &code);
+  json_decref(req);
+  if (reply == NULL)
+    return code == EXIT_UNAVAILABLE ? -ENOTCONN
+           : code == EXIT_NOPERM    ? -EACCES
+           : code == EXIT_TEMPFAIL  ? -ETIMEDOUT
+           : code == EXIT_CONFIG    ? -ENOENT
+                                    : -EPROTO;
+  int ok = json_is_true(json_object_get(reply, "ok"));
+  json_decref(reply);
+  return ok ? 0 : -EPROTO;
 }
 
 static int reply_ok(json_t *reply, const char *what) {
@@ -380,6 +428,7 @@ int cli_control(const char *config_path, int argc, char **argv) {
     }
     req = json_pack("{s:s,s:s,s:o}", "cmd", "emit", "signal", argv[1], "data",
                     data);
+    timeout_ms = CLI_EMIT_TIMEOUT_MS;
   } else if (strcmp(cmd, "scale") == 0 && argc == 2) {
     long n;
     if (util_parse_long(argv[1], SETTINGS_WORKERS_MIN, SETTINGS_WORKERS_MAX,

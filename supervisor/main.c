@@ -21,6 +21,7 @@
 #include "proctitle.h"
 #include "rlimit.h"
 #include "util.h"
+#include "worker.h"
 
 static void usage(FILE *out) {
   fprintf(
@@ -249,6 +250,14 @@ out:
 
 /* A command mapped in [aio:commands]: load the modules here (this is not
  * the master) and call it. */
+/* aio_emit() in a mapped command reaches the master of the command's
+ * configuration as `aio emit` does (cmd_plugin sets the path). */
+static const char *command_config;
+
+static int command_emit(const char *signal, const json_t *data) {
+  return cli_emit(command_config, signal, data);
+}
+
 static int cmd_plugin(const char *config_path, int argc, char **argv) {
   if (config_path == NULL) {
     /* Without a config there are no mapped commands: a typo is a usage
@@ -288,7 +297,12 @@ static int cmd_plugin(const char *config_path, int argc, char **argv) {
      * from the command (aio_config_get). */
     app_set_process(&app);
     loader_set_process(l);
+    /* aio_emit() goes to the running master, if one runs for this file. */
+    command_config = path;
+    worker_set_command_emit(command_emit);
     rc = decl->u.command(argc, argv);
+    worker_set_command_emit(NULL);
+    command_config = NULL;
     loader_set_process(NULL);
     app_set_process(NULL);
     goto out;

@@ -69,7 +69,7 @@ aio_conn_t *conn_new_stream(struct wserver *srv, int fd) {
     return NULL;
   }
   c->srv = srv;
-  c->proto = srv->decl->u.protocol;
+  c->proto = srv->proto;
   uv_loop_t *loop = &srv->w->loop;
   int err = srv->conf->type == SERVER_UNIX ? uv_pipe_init(loop, &c->h.pipe, 0)
                                            : uv_tcp_init(loop, &c->h.tcp);
@@ -329,6 +329,10 @@ const char *aio_conn_server(const aio_conn_t *c) {
   return c ? c->srv->conf->name : NULL;
 }
 
+void *aio_conn_server_data(const aio_conn_t *c) {
+  return c ? c->srv->serve_data : NULL;
+}
+
 int aio_conn_draining(const aio_conn_t *c) {
   (void)c;
   return worker_self ? worker_self->draining : 0;
@@ -361,7 +365,7 @@ int conn_open_udp(struct wserver *srv, int fd) {
   if (c == NULL)
     return -ENOMEM;
   c->srv = srv;
-  c->proto = srv->decl->u.protocol;
+  c->proto = srv->proto;
   c->udp = 1;
   int err = uv_udp_init(&srv->w->loop, &c->h.udp);
   if (err) {

@@ -1,8 +1,10 @@
 /*
  * server.c - a worker's side of one [server:NAME]: adopt the socket the
  * master bound for this slot and serve it with the configured protocol, or
- * hand it to the configured factory; and count what the server refused or
- * timed out, in lines a flood cannot multiply.
+ * hand it to the configured factory, which may give it back to be served
+ * the same way with a protocol of its own (aio_server_serve) or hold the
+ * worker's drain for handles of its own (aio_server_hold); and count what
+ * the server refused or timed out, in lines a flood cannot multiply.
  *
  * Accepting is ours, not libuv's: at EMFILE libuv's uv_accept path (the
  * "emfile trick" in src/unix/stream.c) accepts every waiting connection
@@ -191,28 +193,12 @@ static void on_acceptable(uv_poll_t *h, int status, int events) {
   }
 }
 
-int server_start(struct wserver *s) {
+/* Serve s->fd with s->proto: the UDP endpoint, or accepting. The same
+ * for a configured protocol and one a factory hands to aio_server_serve(). */
+static int server_listen(struct wserver *s) {
   uv_loop_t *loop = &s->w->loop;
   const struct server_conf *sc = s->conf;
   int err;
-  if (s->ctr == NULL)
-    s->ctr = &s->own;
-  s->pub.name = sc->name;
-  s->pub.address = sc->address ? sc->address : "";
-  s->pub.port = sc->port;
-  s->pub.path = sc->path;
-  s->pub.fd = s->fd;
-  s->pub.udp = sc->type == SERVER_UDP;
-  s->pub.loop = loop;
-  if (sc->is_factory) {
-    err = s->decl->u.factory(&s->pub);
-    if (err) {
-      log_error("[server:%s] factory %s failed (%d)", sc->name,
-                sc->handler.text, err);
-      return -EINVAL;
-    }
-    return 0;
-  }
   if (sc->type == SERVER_UDP) {
     err = conn_open_udp(s, s->fd);
     if (err)
@@ -237,6 +223,75 @@ int server_start(struct wserver *s) {
     log_error("[server:%s] cannot watch the socket: %s", sc->name,
               uv_strerror(err));
   return err;
+}
+
+int server_start(struct wserver *s) {
+  const struct server_conf *sc = s->conf;
+  if (s->ctr == NULL)
+    s->ctr = &s->own;
+  s->pub.name = sc->name;
+  s->pub.address = sc->address ? sc->address : "";
+  s->pub.port = sc->port;
+  s->pub.path = sc->path;
+  s->pub.fd = s->fd;
+  s->pub.udp = sc->type == SERVER_UDP;
+  s->pub.loop = &s->w->loop;
+  if (!sc->is_factory) {
+    s->proto = s->decl->u.protocol;
+    return server_listen(s);
+  }
+  int err = s->decl->u.factory(&s->pub);
+  if (err) {
+    log_error("[server:%s] factory %s failed (%d)", sc->name, sc->handler.text,
+              err);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+/* The server of pub, when pub is one of this worker's factory servers. */
+static struct wserver *server_of(const aio_server_t *pub) {
+  struct worker *w = worker_self;
+  if (pub == NULL || w == NULL)
+    return NULL;
+  for (size_t i = 0; i < w->nservers; i++)
+    if (&w->servers[i].pub == pub)
+      return w->servers[i].conf->is_factory ? &w->servers[i] : NULL;
+  return NULL;
+}
+
+int aio_server_serve(aio_server_t *server, const aio_protocol_t *protocol,
+                     void *data) {
+  struct wserver *s = server_of(server);
+  if (s == NULL || protocol == NULL ||
+      (s->conf->type == SERVER_UDP && protocol->datagram_received == NULL))
+    return -EINVAL;
+  if (s->proto)
+    return -EALREADY;
+  if (s->w->draining)
+    return -ESHUTDOWN;
+  s->proto = protocol;
+  s->serve_data = data;
+  return server_listen(s);
+}
+
+int aio_server_hold(aio_server_t *server) {
+  struct wserver *s = server_of(server);
+  if (s == NULL)
+    return -EINVAL;
+  s->holds++;
+  s->w->holds++;
+  return 0;
+}
+
+int aio_server_release(aio_server_t *server) {
+  struct wserver *s = server_of(server);
+  if (s == NULL || s->holds == 0)
+    return -EINVAL;
+  s->holds--;
+  s->w->holds--;
+  worker_conn_gone(s->w); /* the last one may end a drain */
+  return 0;
 }
 
 static void on_poll_closed(uv_handle_t *h) {

@@ -45,6 +45,11 @@ struct wserver {
   struct worker *w;
   const struct server_conf *conf;
   const aio_decl_t *decl;
+  /* What serves the connections: the configured protocol, or the one a
+   * factory handed to aio_server_serve() with its data (borrowed). */
+  const aio_protocol_t *proto;
+  void *serve_data;
+  unsigned holds; /* aio_server_hold() minus aio_server_release() */
   int fd;
   uv_poll_t accept_poll;  /* stream servers with a protocol: fd readable */
   uv_timer_t resume;      /* accepting again after SERVER_ACCEPT_PAUSE_MS */

@@ -156,10 +156,10 @@ static void worker_finish(struct worker *w, int code) {
   uv_stop(&w->loop);
 }
 
-/* A drain ends when the last connection has closed and the worker's own
- * emits have run. */
+/* A drain ends when the last connection has closed, the worker's own
+ * emits have run and no factory holds the worker (aio_server_hold). */
 static void drain_check(struct worker *w) {
-  if (w->draining && w->nconns == 0 && w->lq_head == w->lq_len)
+  if (w->draining && w->nconns == 0 && w->lq_head == w->lq_len && w->holds == 0)
     worker_finish(w, 0);
 }
 
@@ -174,11 +174,12 @@ static void start_drain(struct worker *w) {
   if (w->draining)
     return;
   w->draining = 1;
-  log_info("draining: %zu open connection%s", w->nconns,
-           w->nconns == 1 ? "" : "s");
+  log_info("draining: %zu open connection%s%s", w->nconns,
+           w->nconns == 1 ? "" : "s", w->holds ? ", held by a factory" : "");
   for (size_t i = 0; i < w->nservers; i++)
     server_stop_accepting(&w->servers[i]);
-  /* UDP endpoints and factory servers have no "in flight" to wait for. */
+  /* UDP endpoints have no "in flight" to wait for; a factory's own
+   * handles are waited for while it holds the worker. */
   for (size_t i = 0; i < w->nservers; i++)
     if (w->servers[i].udp)
       aio_close(w->servers[i].udp);
@@ -648,6 +649,10 @@ static void bus_split_done(struct worker *w, int err) {
 
 /* ---- start and stop ---------------------------------------------------- */
 
+/* The emits made before the worker was ready (below, with emit). */
+static void early_send(struct worker *w);
+static void early_free(struct worker *w);
+
 static int resolve_all(struct worker *w, struct diag *d) {
   const struct settings *s = &w->app->s;
   w->listeners = calloc(s->nlisteners + 1, sizeof(*w->listeners));
@@ -782,6 +787,8 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
   worker_send(w, ready);
   json_decref(ready);
   log_debug("ready");
+  w->ready = 1;
+  early_send(w);
 
   uv_run(&w->loop, UV_RUN_DEFAULT);
   rc = w->exit_code;
@@ -796,6 +803,7 @@ out:
   bus_reader_close(&w->rd);
   loader_free(w->loader);
   local_free(w);
+  early_free(w);
   free(w->listeners);
   free(w->jobs);
   free(w->servers);
@@ -886,6 +894,93 @@ static int emit_to_master(struct worker *w, size_t *start, const char *signal,
   return encode_emit(o, signal, data, seq) ? -EAGAIN : 0;
 }
 
+/* A mapped command's way to the master (worker_set_command_emit); set
+ * once, before the command runs, in a process that runs no worker. */
+static worker_command_emit_fn *command_emit;
+
+void worker_set_command_emit(worker_command_emit_fn *fn) { command_emit = fn; }
+
+/* aio_emit() before the worker is ready (a module's init, a factory):
+ * checked and encoded as any emit is, then kept, in order, within the
+ * bounds of the worker's own signals, to be emitted right after the ready
+ * frame (early_send). data is ours when steal says so. */
+static int early_push(struct worker *w, const char *signal, json_t *data,
+                      int steal) {
+  const struct settings *s = &w->app->s;
+  struct bus_out *o = &w->out;
+  size_t start = o->len;
+  int err = encode_emit(o, signal, data, w->emit_seq + 1);
+  size_t bytes = o->len - start;
+  o->len = start; /* only measured: it is encoded again when it goes */
+  if (err)
+    goto out;
+  if (SIG_KINDS(json_integer_value(json_object_get(w->sigmap, signal))) == 0)
+    goto out; /* nobody listens: 0, as later */
+  if (w->nearly >= s->bus_journal ||
+      w->early_bytes + bytes > s->bus_journal_bytes) {
+    w->mark->refused++;
+    err = -EAGAIN;
+    goto out;
+  }
+  if (w->nearly == w->early_cap) {
+    size_t cap = w->early_cap ? w->early_cap * 2 : 16;
+    struct early_emit *ne = realloc(w->early, cap * sizeof(*ne));
+    if (ne == NULL) {
+      err = -ENOMEM;
+      goto out;
+    }
+    w->early = ne;
+    w->early_cap = cap;
+  }
+  struct early_emit *e = &w->early[w->nearly];
+  e->signal = strdup(signal);
+  e->data = data == NULL ? json_null() : steal ? data : bus_json_copy(data);
+  steal = 0;
+  if (e->signal == NULL || e->data == NULL) {
+    free(e->signal);
+    json_decref(e->data);
+    err = -ENOMEM;
+    goto out;
+  }
+  e->bytes = bytes;
+  w->nearly++;
+  w->early_bytes += bytes;
+out:
+  if (steal)
+    json_decref(data);
+  return err;
+}
+
+static int emit(const char *signal, json_t *data, int steal);
+
+/* The emits of init, right after the ready frame, in order. One refused
+ * now (the bus at its bound) is logged and counted; the module's init
+ * returned long ago. */
+static void early_send(struct worker *w) {
+  for (size_t i = 0; i < w->nearly; i++) {
+    struct early_emit *e = &w->early[i];
+    int err = emit(e->signal, e->data, 1);
+    if (err)
+      log_warnx("aio_emit('%s') during init, sent once ready: %s", e->signal,
+                strerror(-err));
+    free(e->signal);
+  }
+  free(w->early);
+  w->early = NULL;
+  w->nearly = w->early_cap = w->early_bytes = 0;
+}
+
+/* What early_send did not get to (a start that failed). */
+static void early_free(struct worker *w) {
+  for (size_t i = 0; i < w->nearly; i++) {
+    free(w->early[i].signal);
+    json_decref(w->early[i].data);
+  }
+  free(w->early);
+  w->early = NULL;
+  w->nearly = w->early_cap = w->early_bytes = 0;
+}
+
 /* aio_emit() and aio_emit_new(): steal says data is ours to keep. */
 static int emit(const char *signal, json_t *data, int steal) {
   struct worker *w = worker_self;
@@ -894,8 +989,17 @@ static int emit(const char *signal, json_t *data, int steal) {
     err = -EINVAL;
     goto out;
   }
+  if (w == NULL && command_emit) {
+    err = command_emit(signal, data);
+    goto out;
+  }
   if (w == NULL || w->in_test) {
     err = testing_emit(signal, data);
+    goto out;
+  }
+  if (!w->ready) {
+    err = early_push(w, signal, data, steal);
+    steal = 0;
     goto out;
   }
   if (!w->bus_open) {

@@ -26,6 +26,13 @@ struct local_item {
   size_t bytes; /* of its frame: what it counts against bus_journal_bytes */
 };
 
+/* An aio_emit() of a module's init, sent once the worker is ready. */
+struct early_emit {
+  char *signal; /* owned */
+  json_t *data; /* owned */
+  size_t bytes; /* of its frame, counted against bus_journal_bytes */
+};
+
 struct worker {
   uv_loop_t loop;
   uint64_t emit_waited_turn; /* uv_now + 1 of the turn in which aio_emit()
@@ -67,10 +74,16 @@ struct worker {
   size_t nservers;
   struct aio_conn_s *conns; /* every open connection, for drain and status */
   size_t nconns;
+  unsigned holds; /* aio_server_hold()s not released: a drain waits */
   int draining;
   int stopping;
   int exit_code;
   int in_test; /* aio_test_serve()'s worker: no bus, signals stay local */
+  int ready;   /* the ready frame is queued: emits go out as they come */
+  /* Emits before ready (a module's init), in order, bounded as the
+   * worker's own signals are (bus_journal, bus_journal_bytes). */
+  struct early_emit *early;
+  size_t nearly, early_cap, early_bytes;
   uint64_t emit_seq;
   const aio_decl_t **listeners; /* resolved s.listeners, same order */
   const aio_decl_t **jobs;      /* 3 per schedule: func, cb, err */
@@ -83,6 +96,13 @@ struct worker {
  * test can serve a protocol beside the code that talks to it; in an
  * executable it is a plain %fs-relative load. */
 extern _Thread_local struct worker *worker_self;
+
+/* What aio_emit() calls where no worker runs, in a mapped command (`aio
+ * NAME`, its own process): supervisor/main.c installs one that sends the
+ * request `aio emit` sends to the running master (worker/ cannot call
+ * supervisor/). data borrowed; 0 or a negative errno. NULL: none. */
+typedef int worker_command_emit_fn(const char *signal, const json_t *data);
+void worker_set_command_emit(worker_command_emit_fn *fn);
 
 /* Serve until told to stop. fds[i] is this slot's socket for server i.
  * Returns the process exit status. */

@@ -1502,6 +1502,30 @@ START_TEST(test_builtin_layer_is_the_aio_rows) {
 }
 END_TEST
 
+/* Load text, which must load, and its warnings into warn: n of them
+ * (all printed when not). close_warnings frees what it made. */
+static void load_warnings(const char *text, struct settings *s,
+                          struct config **c, struct diag *d, struct diag *warn,
+                          size_t n) {
+  int rc = load_keep(text, s, d, c);
+  if (rc)
+    dump_diag(d);
+  ck_assert_int_eq(rc, 0);
+  diag_init(warn);
+  settings_warnings(s, *c, warn);
+  if (warn->n != n)
+    dump_diag(warn);
+  ck_assert_uint_eq(warn->n, n);
+}
+
+static void close_warnings(struct settings *s, struct config *c, struct diag *d,
+                           struct diag *warn) {
+  diag_close(warn);
+  settings_close(s);
+  config_free(c);
+  diag_close(d);
+}
+
 /* Issue 13: "adress = 127.0.0.1" bound all interfaces in silence. */
 START_TEST(test_unknown_keys_in_server_and_schedule_sections_warn) {
   static const char text[] = "[server/web]\n"        /* 1 */
@@ -1525,15 +1549,7 @@ START_TEST(test_unknown_keys_in_server_and_schedule_sections_warn) {
   struct settings s;
   struct diag d, warn;
   struct config *c;
-  int rc = load_keep(text, &s, &d, &c);
-  if (rc)
-    dump_diag(&d);
-  ck_assert_int_eq(rc, 0);
-  diag_init(&warn);
-  settings_warnings(&s, c, &warn);
-  if (warn.n != 4)
-    dump_diag(&warn);
-  ck_assert_uint_eq(warn.n, 4);
+  load_warnings(text, &s, &c, &d, &warn, 4);
   ck_assert(has_diag(&warn, 3,
                      "unknown key 'adress' in [server:web] is ignored; did "
                      "you mean 'address'?"));
@@ -1549,10 +1565,33 @@ START_TEST(test_unknown_keys_in_server_and_schedule_sections_warn) {
                      "mean 'graceful_timeout'?"));
   /* The typo is ignored, as the warning says: all interfaces. */
   ck_assert_str_eq(s.servers[0].address, "");
-  diag_close(&warn);
-  settings_close(&s);
-  config_free(c);
-  diag_close(&d);
+  close_warnings(&s, c, &d, &warn);
+}
+END_TEST
+
+/* A factory's server section holds keys of the factory's own (read with
+ * aio_config_get): only a likely typo of aio's warns there; and its
+ * timeouts apply to what it serves with aio_server_serve(). */
+START_TEST(test_a_factory_s_own_keys_do_not_warn) {
+  static const char text[] = "[server:web]\n"       /* 1 */
+                             "factory = m.make\n"   /* 2 */
+                             "port = 9000\n"        /* 3 */
+                             "greeting = hello\n"   /* 4 */
+                             "adress = 127.0.0.1\n" /* 5 */
+                             "idle_timeout = 2\n"   /* 6 */
+                             "[server:udp]\n"       /* 7 */
+                             "protocol = m.p\n"     /* 8 */
+                             "type = udp\n"         /* 9 */
+                             "port = 9001\n"        /* 10 */
+                             "greeting = hello\n";  /* 11 */
+  struct settings s;
+  struct diag d, warn;
+  struct config *c;
+  load_warnings(text, &s, &c, &d, &warn, 2);
+  ck_assert(s.servers[0].idle_timeout == 2);
+  ck_assert(has_diag(&warn, 5, "did you mean 'address'?"));
+  ck_assert(has_diag(&warn, 11, "unknown key 'greeting' in [server:udp]"));
+  close_warnings(&s, c, &d, &warn);
 }
 END_TEST
 
@@ -1771,6 +1810,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_builtin_layer_is_the_aio_rows);
   tcase_add_test(tc, test_unknown_keys_in_server_and_schedule_sections_warn);
   tcase_add_test(tc, test_known_keys_do_not_warn);
+  tcase_add_test(tc, test_a_factory_s_own_keys_do_not_warn);
   tcase_add_test(tc, test_every_key_is_documented_with_its_default);
   suite_add_tcase(s, tc);
 
