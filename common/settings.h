@@ -67,6 +67,7 @@ struct schedule_conf {
   char *cron;
   double offset;
   int overlap;
+  double timeout; /* a pending run fails after this long; 0: never */
   struct ref func, cb, err;
   int has_cb, has_err;
   const char *file;

@@ -582,6 +582,14 @@ static const struct settings_key schedule_keys[] = {
      .dflt = "no",
      .offset = SCHEDULE(overlap),
      .help = "a run may start while the last one is still going"},
+    {.name = "timeout",
+     .type = SETTINGS_SECONDS,
+     .dflt = "0",
+     .min = 0,
+     .max = 366 * DAY,
+     .offset = SCHEDULE(timeout),
+     .help = "a run (or its cb or err) that returned AIO_PENDING and has not "
+             "finished after this many seconds fails, and err runs; 0: none"},
 };
 
 _Static_assert(UTIL_ARRAY_LEN(schedule_keys) <= SETTINGS_MAX_KEYS,

@@ -183,9 +183,9 @@ static void print_status(json_t *r) {
              (long long)json_integer_value(json_object_get(sl, "slot")), st,
              json_string_value(json_object_get(sl, "why")));
   }
-  printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %-7s %-7s %s\n", "SLOT",
+  printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %-7s %-7s %-7s %s\n", "SLOT",
          "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "CONNS", "RSS", "PRIVATE",
-         "PENDING", "REFUSED");
+         "PENDING", "REFUSED", "SOON-REFUSED");
   size_t i;
   json_t *w;
   json_array_foreach(json_object_get(r, "procs"), i, w) {
@@ -198,7 +198,7 @@ static void print_status(json_t *r) {
              json_real_value(json_object_get(w, "uptime")));
     json_t *bus = json_object_get(w, "bus");
     printf("%-5lld %-8lld %-9s %-4lld %-9s %-8lld %-6lld %-7s %-7s %-7lld "
-           "%lld\n",
+           "%-7lld %lld\n",
            (long long)json_integer_value(json_object_get(w, "slot")),
            (long long)json_integer_value(json_object_get(w, "pid")),
            json_string_value(json_object_get(w, "state")),
@@ -207,7 +207,8 @@ static void print_status(json_t *r) {
            (long long)json_integer_value(json_object_get(w, "connections")),
            rss, priv,
            (long long)json_integer_value(json_object_get(bus, "pending")),
-           (long long)json_integer_value(json_object_get(bus, "refused")));
+           (long long)json_integer_value(json_object_get(bus, "refused")),
+           (long long)json_integer_value(json_object_get(bus, "soon_refused")));
   }
 }
 

@@ -10,7 +10,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -158,7 +161,7 @@ static void worker_finish(struct worker *w, int code) {
 /* A drain ends when the last connection has closed and the worker's own
  * emits have run. */
 static void drain_check(struct worker *w) {
-  if (w->draining && w->nconns == 0 && w->lq_head == w->lq_len)
+  if (w->draining && w->nconns == 0 && w->lq_head == w->lq_len && w->nruns == 0)
     worker_finish(w, 0);
 }
 
@@ -218,30 +221,407 @@ static void on_heartbeat(uv_timer_t *t) {
   json_decref(m);
 }
 
+/* ---- aio_call_soon ------------------------------------------------------ */
+
+/* Calls waiting past this are refused (-EAGAIN), counted in the mark: a
+ * thread that produces faster than the loop runs is told, not buffered
+ * without end. */
+#define SOON_MAX 65536
+/* The queue's array is given back after a burst above this. */
+#define SOON_KEEP 256
+
+struct soon_item {
+  void (*fn)(void *arg);
+  void *arg;
+};
+
+/* The process's one queue of aio_call_soon() calls: any thread puts, the
+ * loop thread takes, under mu. A ring q[head .. head+len) mod cap. w is
+ * the worker that runs them, NULL before it can (and closed once it
+ * exits). */
+static struct {
+  pthread_mutex_t mu;
+  struct soon_item *q;
+  size_t head, len, cap;
+  struct worker *w;
+  int closed;
+} soon = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* With soon.mu held: room for one more, growing by doubling. */
+static int soon_grow_locked(void) {
+  if (soon.len < soon.cap)
+    return 0;
+  size_t cap = soon.cap ? soon.cap * 2 : 64;
+  struct soon_item *q = malloc(cap * sizeof(*q));
+  if (q == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < soon.len; i++)
+    q[i] = soon.q[(soon.head + i) % soon.cap];
+  free(soon.q);
+  soon.q = q;
+  soon.head = 0;
+  soon.cap = cap;
+  return 0;
+}
+
+int aio_call_soon(void (*fn)(void *arg), void *arg) {
+  if (fn == NULL)
+    return -EINVAL;
+  int err = 0;
+  pthread_mutex_lock(&soon.mu);
+  struct worker *w = soon.w;
+  if (w == NULL) {
+    err = soon.closed ? -EPIPE : -ENOTSUP;
+  } else if (soon.len >= SOON_MAX) {
+    w->mark->soon_refused++; /* under mu: threads count without races */
+    err = -EAGAIN;
+  } else if ((err = soon_grow_locked()) == 0) {
+    soon.q[(soon.head + soon.len++) % soon.cap] = (struct soon_item){fn, arg};
+    /* Coalesced by libuv: one wakeup for a burst of calls. */
+    uv_async_send(&w->soon_async);
+  }
+  pthread_mutex_unlock(&soon.mu);
+  return err;
+}
+
+/* On the loop: the calls queued so far, for one slice of the turn at
+ * most; the rest in the next turn, so a thread that floods the queue
+ * does not starve I/O and timers. */
+static void on_soon(uv_async_t *h) {
+  struct worker *w = h->data;
+  w->slice_start = uv_hrtime();
+  for (size_t i = 0;; i++) {
+    pthread_mutex_lock(&soon.mu);
+    if (soon.len == 0 || (i > 0 && slice_spent(w))) {
+      int more = soon.len > 0;
+      if (!more && soon.cap > SOON_KEEP) {
+        free(soon.q);
+        soon.q = NULL;
+        soon.head = soon.cap = 0;
+      }
+      pthread_mutex_unlock(&soon.mu);
+      if (more)
+        uv_async_send(h);
+      break;
+    }
+    struct soon_item it = soon.q[soon.head];
+    soon.head = (soon.head + 1) % soon.cap;
+    soon.len--;
+    pthread_mutex_unlock(&soon.mu);
+    worker_bus_sync(w);
+    cb_enter(w, BUS_CB_SOON, 0);
+    it.fn(it.arg);
+    cb_leave(w);
+  }
+  drain_check(w);
+}
+
+/* Is this process a worker whose loop takes calls? (Not the master, not
+ * `aio test`, whose emits run their listeners where they are made.) */
+static int soon_here(void) {
+  pthread_mutex_lock(&soon.mu);
+  int here = soon.w != NULL || soon.closed;
+  pthread_mutex_unlock(&soon.mu);
+  return here;
+}
+
+/* From now on aio_call_soon() reaches w's loop. */
+static int soon_open(struct worker *w) {
+  int err = uv_async_init(&w->loop, &w->soon_async, on_soon);
+  if (err)
+    return err;
+  w->soon_async.data = w;
+  pthread_mutex_lock(&soon.mu);
+  soon.w = w;
+  soon.closed = 0;
+  pthread_mutex_unlock(&soon.mu);
+  return 0;
+}
+
+/* No more calls: before the loop's handles close. What is still queued
+ * is not run (its owners are threads of a module about to be unloaded). */
+static void soon_close(void) {
+  pthread_mutex_lock(&soon.mu);
+  if (soon.w)
+    soon.closed = 1;
+  soon.w = NULL;
+  free(soon.q);
+  soon.q = NULL;
+  soon.head = soon.len = soon.cap = 0;
+  pthread_mutex_unlock(&soon.mu);
+}
+
 /* ---- jobs and signals ------------------------------------------------ */
+
+/* Timed-out runs kept for a late aio_event_done(), so that it finds its
+ * event still there; past this many the oldest is let go. */
+#define RUN_LATE_KEEP 1024
+
+/* One run of a job in hand: its event stays where the scheduler saw it
+ * until aio_event_done() (or, timed out, until the late call or until
+ * RUN_LATE_KEEP newer ones timed out). */
+struct job_run {
+  aio_event_t ev; /* what the scheduler holds */
+  struct worker *w;
+  struct job_run *next; /* w->runs */
+  json_int_t id;        /* the master's run frame id */
+  size_t index;         /* job * 3 + which */
+  json_t *result;       /* owned: ev.result, for a cb */
+  char *error;          /* owned: ev.error, for an err */
+  uv_timer_t timer;     /* the schedule's timeout */
+  int in_call;          /* the scheduler has not returned yet */
+  int finished;         /* its done frame is queued */
+  int timed_out;
+};
+
+static void run_freed(uv_handle_t *h) {
+  struct job_run *r = h->data;
+  json_decref(r->result);
+  free(r->error);
+  free(r);
+}
+
+static void run_unlink(struct job_run *r) {
+  for (struct job_run **pp = &r->w->runs; *pp; pp = &(*pp)->next)
+    if (*pp == r) {
+      *pp = r->next;
+      break;
+    }
+  if (r->timed_out)
+    r->w->nruns_late--;
+}
+
+/* Forget r: its memory goes when its timer has closed. */
+static void run_release(struct job_run *r) {
+  run_unlink(r);
+  uv_close((uv_handle_t *)&r->timer, run_freed);
+}
+
+/* The message of a failure: the string result of aio_event_done(), or
+ * what the status says. */
+static void run_error_text(char *buf, size_t n, int status,
+                           const json_t *result) {
+  if (json_is_string(result))
+    snprintf(buf, n, "%s", json_string_value(result));
+  else if (status < 0 && status > -4096)
+    snprintf(buf, n, "status %d (%s)", status, strerror(-status));
+  else
+    snprintf(buf, n, "status %d", status);
+}
+
+/* Tell the master how r ended (once): 0 with its result for `cb`, or a
+ * status and a message for `err`. */
+static void run_finish(struct job_run *r, int status, const json_t *result,
+                       const char *error) {
+  struct worker *w = r->w;
+  char text[512];
+  if (r->finished)
+    return;
+  r->finished = 1;
+  uv_timer_stop(&r->timer);
+  if (status && error == NULL) {
+    run_error_text(text, sizeof(text), status, result);
+    error = text;
+  }
+  json_t *done = bus_msg(BUS_DONE);
+  json_object_set_new(done, "id", json_integer(r->id));
+  json_object_set_new(done, "ok", json_boolean(status == 0));
+  if (status) {
+    json_object_set_new(done, "status", json_integer(status));
+    json_object_set_new(done, "error", json_string(error));
+  } else if (result && r->index % 3 == 0) {
+    json_object_set(done, "result", (json_t *)result);
+  }
+  int err = worker_send(w, done);
+  if (err && err != -EPIPE && json_object_get(done, "result")) {
+    /* A result the bus cannot carry fails the run, it does not vanish. */
+    json_object_del(done, "result");
+    json_object_set_new(done, "ok", json_false());
+    json_object_set_new(done, "status", json_integer(err));
+    json_object_set_new(done, "error",
+                        json_string(err == -EMSGSIZE
+                                        ? "its result is over the bus's frame "
+                                          "size (256 KiB)"
+                                        : "out of memory for its result"));
+    worker_send(w, done);
+  }
+  json_decref(done);
+  w->nruns--;
+  drain_check(w);
+}
+
+static void on_run_timeout(uv_timer_t *t) {
+  struct job_run *r = t->data;
+  struct worker *w = r->w;
+  char text[128];
+  double secs = w->app->s.schedules[r->index / 3].timeout;
+  snprintf(text, sizeof(text), "timed out after %g s", secs);
+  log_warnx("[schedule:%s] run %lld: %s %s", r->ev.name, r->ev.run,
+            r->index % 3 == 0   ? "func"
+            : r->index % 3 == 1 ? "cb"
+                                : "err",
+            text);
+  run_finish(r, -ETIMEDOUT, NULL, text);
+  r->timed_out = 1;
+  /* Kept for its late aio_event_done(), within a bound: the oldest goes
+   * (the list is newest first). */
+  if (++w->nruns_late > RUN_LATE_KEEP) {
+    struct job_run *oldest = NULL;
+    for (struct job_run *q = w->runs; q; q = q->next)
+      if (q->timed_out)
+        oldest = q;
+    if (oldest)
+      run_release(oldest);
+  }
+}
+
+/* A done frame for a run that never started (an unknown job, no memory). */
+static void run_refused(struct worker *w, json_int_t id, int status,
+                        const char *error) {
+  json_t *done = bus_msg(BUS_DONE);
+  json_object_set_new(done, "id", json_integer(id));
+  json_object_set_new(done, "ok", json_false());
+  json_object_set_new(done, "status", json_integer(status));
+  json_object_set_new(done, "error", json_string(error));
+  worker_send(w, done);
+  json_decref(done);
+}
 
 static void run_job(struct worker *w, json_t *msg) {
   json_int_t id = json_integer_value(json_object_get(msg, "id"));
   json_int_t job = json_integer_value(json_object_get(msg, "job"));
   json_int_t which = json_integer_value(json_object_get(msg, "which"));
   json_int_t run = json_integer_value(json_object_get(msg, "run"));
-  int ok = 0;
   if (job < 0 || (size_t)job >= w->app->s.nschedules || which < 0 ||
       which > 2 || w->jobs[job * 3 + which] == NULL) {
     log_warnx("bus: run for unknown job %lld/%lld", (long long)job,
               (long long)which);
-  } else {
-    aio_event_t ev = {.name = w->app->s.schedules[job].name, .run = run};
-    worker_bus_sync(w);
-    cb_enter(w, BUS_CB_JOB, (size_t)(job * 3 + which));
-    ok = w->jobs[job * 3 + which]->u.scheduler(&ev) == 0;
-    cb_leave(w);
+    run_refused(w, id, -ENOENT, "no such job in this worker");
+    return;
   }
-  json_t *done = bus_msg(BUS_DONE);
-  json_object_set_new(done, "id", json_integer(id));
-  json_object_set_new(done, "ok", json_boolean(ok));
-  worker_send(w, done);
-  json_decref(done);
+  struct job_run *r = calloc(1, sizeof(*r));
+  const char *error = json_string_value(json_object_get(msg, "error"));
+  if (r == NULL ||
+      (which == 2 && (r->error = strdup(error ? error : "failed")) == NULL)) {
+    free(r);
+    run_refused(w, id, -ENOMEM, "out of memory");
+    return;
+  }
+  r->w = w;
+  r->id = id;
+  r->index = (size_t)(job * 3 + which);
+  r->ev.name = w->app->s.schedules[job].name;
+  r->ev.run = run;
+  if (which == 1)
+    r->ev.result = r->result = json_incref(json_object_get(msg, "result"));
+  if (which == 2) {
+    /* A failure has a non-zero status, whatever the frame says. */
+    r->ev.status = (int)json_integer_value(json_object_get(msg, "status"));
+    if (r->ev.status == 0)
+      r->ev.status = -1;
+    r->ev.error = r->error;
+  }
+  uv_timer_init(&w->loop, &r->timer);
+  r->timer.data = r;
+  r->next = w->runs;
+  w->runs = r;
+  w->nruns++;
+  worker_bus_sync(w);
+  r->in_call = 1;
+  cb_enter(w, BUS_CB_JOB, r->index);
+  int rc = w->jobs[r->index]->u.scheduler(&r->ev);
+  cb_leave(w);
+  r->in_call = 0;
+  if (rc != AIO_PENDING) {
+    char text[64];
+    if (rc)
+      snprintf(text, sizeof(text), "returned %d", rc);
+    run_finish(r, rc, NULL, rc ? text : NULL); /* unless done already */
+    run_release(r);
+  } else if (r->finished) {
+    run_release(r);
+  } else {
+    double t = w->app->s.schedules[job].timeout;
+    if (t > 0)
+      uv_timer_start(&r->timer, on_run_timeout, (uint64_t)llround(t * 1000), 0);
+  }
+}
+
+/* aio_event_done() on the loop thread. */
+static int event_done_here(struct worker *w, aio_event_t *ev, int status,
+                           const json_t *result) {
+  struct job_run *r = w->runs;
+  while (r && &r->ev != ev)
+    r = r->next;
+  if (r == NULL) {
+    log_debug("aio_event_done(): not a run in hand (finished, or timed out "
+              "long ago); ignored");
+    return -EALREADY;
+  }
+  if (r->timed_out) {
+    log_debug("[schedule:%s] run %lld: aio_event_done() after its timeout; "
+              "ignored",
+              r->ev.name, r->ev.run);
+    run_release(r);
+    return -ETIMEDOUT;
+  }
+  if (r->finished) {
+    log_debug("[schedule:%s] run %lld: aio_event_done() twice; ignored",
+              r->ev.name, r->ev.run);
+    return -EALREADY;
+  }
+  run_finish(r, status, result, NULL);
+  if (!r->in_call)
+    run_release(r);
+  return 0;
+}
+
+/* An aio_event_done() of another thread, on its way to the loop. */
+struct soon_done {
+  aio_event_t *ev; /* compared, not read, until found in hand */
+  int status;
+  json_t *result; /* owned */
+};
+
+static void on_soon_done(void *arg) {
+  struct soon_done *d = arg;
+  if (worker_self)
+    event_done_here(worker_self, d->ev, d->status, d->result);
+  json_decref(d->result);
+  free(d);
+}
+
+int aio_event_done(aio_event_t *event, int status, const json_t *result) {
+  struct worker *w = worker_self;
+  if (event == NULL)
+    return -EINVAL;
+  if (w && !w->in_test)
+    return event_done_here(w, event, status, result);
+  if (!soon_here())
+    return -ENOTSUP;
+  struct soon_done *d = malloc(sizeof(*d));
+  json_t *copy = result ? bus_json_copy(result) : NULL;
+  int err = d == NULL || (result && copy == NULL) ? -ENOMEM : 0;
+  if (err == 0) {
+    *d = (struct soon_done){event, status, copy};
+    err = aio_call_soon(on_soon_done, d);
+  }
+  if (err) {
+    json_decref(copy);
+    free(d);
+  }
+  return err;
+}
+
+/* After the loop closed: the runs still in hand (their timers are closed). */
+static void runs_free(struct worker *w) {
+  for (struct job_run *r = w->runs, *next; r; r = next) {
+    next = r->next;
+    json_decref(r->result);
+    free(r->error);
+    free(r);
+  }
+  w->runs = NULL;
 }
 
 /* Run the listeners ks[0..nk) of one deliver frame. */
@@ -715,6 +1095,11 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
     log_error("cannot create an event loop");
     return 1;
   }
+  /* Before the modules' init, which may start threads that call. */
+  if (soon_open(w)) {
+    log_error("cannot create the aio_call_soon() queue");
+    goto out;
+  }
   w->loader = loader_new();
   loader_set_process(w->loader);
   if (w->loader == NULL || loader_load_all(w->loader, &app->s, &d) ||
@@ -784,7 +1169,9 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
   if (w->bus_open)
     bus_out_flush(&w->out, w->bus_fd, BUS_SYNC_FLUSH_MS);
 out:
+  soon_close();
   worker_close_loop(w);
+  runs_free(w);
   if (w->bus_room_fd > 0)
     close(w->bus_room_fd);
   bus_out_close(&w->out);
@@ -881,12 +1268,73 @@ static int emit_to_master(struct worker *w, size_t *start, const char *signal,
   return encode_emit(o, signal, data, seq) ? -EAGAIN : 0;
 }
 
+static int emit(const char *signal, json_t *data, int steal);
+
+/* An emit made on another thread, on its way to the loop. */
+struct soon_emit {
+  json_t *data; /* owned */
+  char signal[];
+};
+
+/* Emits of other threads waiting for the loop: bounded by bus_journal as
+ * the loop's own are, so what they hold in memory is bounded too. */
+static atomic_size_t soon_emits;
+
+static void on_soon_emit(void *arg) {
+  struct soon_emit *e = arg;
+  atomic_fetch_sub(&soon_emits, 1);
+  int err = emit(e->signal, e->data, 1);
+  if (err)
+    log_warnx("aio_emit('%s') from another thread: %s", e->signal,
+              strerror(-err));
+  free(e);
+}
+
+/* Hand an emit of a thread that is not the loop's to the loop, with a
+ * value of its own (data copied, or stolen). 0 or -errno; data is
+ * released on error when stolen. */
+static int emit_from_thread(const char *signal, json_t *data, int steal) {
+  size_t n = strlen(signal) + 1;
+  pthread_mutex_lock(&soon.mu);
+  struct worker *w = soon.w; /* NULL once closed: aio_call_soon says so */
+  pthread_mutex_unlock(&soon.mu);
+  if (w && atomic_fetch_add(&soon_emits, 1) >= w->app->s.bus_journal) {
+    atomic_fetch_sub(&soon_emits, 1);
+    w->mark->soon_refused++;
+    if (steal)
+      json_decref(data);
+    return -EAGAIN;
+  }
+  struct soon_emit *e = malloc(sizeof(*e) + n);
+  json_t *mine = data == NULL ? json_null()
+                 : steal      ? data
+                              : bus_json_copy(data);
+  int err = e == NULL || mine == NULL ? -ENOMEM : 0;
+  if (err == 0) {
+    memcpy(e->signal, signal, n);
+    e->data = mine;
+    err = aio_call_soon(on_soon_emit, e);
+  }
+  if (err) {
+    atomic_fetch_sub(&soon_emits, 1);
+    json_decref(mine);
+    free(e);
+  }
+  return err;
+}
+
 /* aio_emit() and aio_emit_new(): steal says data is ours to keep. */
 static int emit(const char *signal, json_t *data, int steal) {
   struct worker *w = worker_self;
   int err;
   if (signal == NULL || *signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL) {
     err = -EINVAL;
+    goto out;
+  }
+  if (w == NULL && soon_here()) {
+    /* A thread of this worker's modules: the loop emits it. */
+    err = emit_from_thread(signal, data, steal);
+    steal = 0;
     goto out;
   }
   if (w == NULL || w->in_test) {

@@ -16,6 +16,7 @@
 
 struct wserver;
 struct loader;
+struct job_run;
 
 /* An own emit whose listeners run here. */
 struct local_item {
@@ -62,7 +63,8 @@ struct worker {
                            acknowledged */
   uv_timer_t heartbeat;
   uv_timer_t drain_timer;
-  uv_async_t sig_async; /* woken by the TERM/QUIT handler */
+  uv_async_t sig_async;  /* woken by the TERM/QUIT handler */
+  uv_async_t soon_async; /* woken by aio_call_soon() (worker.c) */
   struct wserver *servers;
   size_t nservers;
   struct aio_conn_s *conns; /* every open connection, for drain and status */
@@ -74,6 +76,9 @@ struct worker {
   uint64_t emit_seq;
   const aio_decl_t **listeners; /* resolved s.listeners, same order */
   const aio_decl_t **jobs;      /* 3 per schedule: func, cb, err */
+  struct job_run *runs;         /* runs in hand, newest first (worker.c) */
+  size_t nruns;                 /* of them not finished */
+  size_t nruns_late;            /* of them timed out, kept for a late done */
   char readbuf[64 * 1024];      /* shared: data_received runs to completion */
 };
 

@@ -52,6 +52,7 @@ static void conf_text(char *conf, size_t n, int workers, const char *first) {
            "bus-bfence = busmod.record broadcast\n"
            "crash-sig = busmod.crash\n"
            "bus-chain = busmod.chain\n"
+           "bus-thread = busmod.record_thread\n"
            "odd\"bcast = busmod.record broadcast\n"
            "\n"
            "[listen:lifecycle]\n"
@@ -553,6 +554,110 @@ START_TEST(test_bus_emit_copies_and_emit_new_takes_over) {
 }
 END_TEST
 
+/* Records of key == val with "tag" tag (top level). Returns new. */
+static json_t *with_tag(const json_t *all, const char *key, const char *val,
+                        const char *tag, int in_data) {
+  json_t *some = rec_where(all, key, val), *out = json_array();
+  size_t i;
+  json_t *r;
+  json_array_foreach(some, i, r) {
+    const char *t = in_data ? rec_data_str(r, "tag")
+                            : json_string_value(json_object_get(r, "tag"));
+    if (t && strcmp(t, tag) == 0)
+      json_array_append(out, r);
+  }
+  json_decref(some);
+  return out;
+}
+
+/* recs (of worker pid) ran on its loop thread, seq 1..n in order. */
+static void assert_on_loop_in_order(const json_t *recs, int n, pid_t pid,
+                                    int in_data, const char *what) {
+  ck_assert_msg((int)json_array_size(recs) == n, "%s: %zu records, want %d",
+                what, json_array_size(recs), n);
+  size_t i;
+  json_t *r;
+  json_array_foreach(recs, i, r) {
+    ck_assert_msg(json_is_true(json_object_get(r, "on_loop")),
+                  "%s: record %zu not on the loop thread", what, i + 1);
+    ck_assert_int_eq(rec_int(r, "tid"), pid);
+    ck_assert_int_eq(rec_int(r, "pid"), pid);
+    long long seq = in_data ? rec_data_int(r, "seq") : rec_int(r, "seq");
+    ck_assert_msg(seq == (long long)i + 1, "%s: record %zu has seq %lld", what,
+                  i + 1, seq);
+  }
+}
+
+/* Threads of a module's own call aio_call_soon() and aio_emit() /
+ * aio_emit_new(): every call runs, and every listener, on the worker's
+ * loop thread (not the caller's), each thread's in the order it made
+ * them. */
+START_TEST(test_bus_threads_call_soon_and_emit_run_on_the_loop) {
+  pid_t pid;
+  int fd = start_one(&pid);
+  char reply[64], tag[16];
+  enum { THREADS = 3, N = 400 };
+  snprintf(reply, sizeof(reply), "threads t %d %d", THREADS, N);
+  ask(fd, reply, reply, sizeof(reply));
+  ck_assert_str_eq(reply, "started 3\n");
+  json_t *done = rec_wait(out_path, "fn", "thread-done", THREADS, 20000);
+  json_t *sigs = rec_wait(out_path, "sig", "bus-thread", THREADS * N, 20000);
+  if (done == NULL || sigs == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(done);
+  ck_assert_ptr_nonnull(sigs);
+  size_t i;
+  json_t *r;
+  json_array_foreach(done, i, r) {
+    ck_assert_int_eq(rec_int(r, "soon"), N);
+    ck_assert_int_eq(rec_int(r, "emit"), N);
+    ck_assert(json_is_true(json_object_get(r, "on_loop")));
+  }
+  json_t *all = rec_load(out_path);
+  for (int t = 0; t < THREADS; t++) {
+    snprintf(tag, sizeof(tag), "t%d", t);
+    json_t *soon = with_tag(all, "fn", "soon", tag, 0);
+    json_t *emits = with_tag(all, "sig", "bus-thread", tag, 1);
+    assert_on_loop_in_order(soon, N, pid, 0, "aio_call_soon");
+    assert_on_loop_in_order(emits, N, pid, 1, "aio_emit from a thread");
+    /* The emitter was another thread indeed. */
+    ck_assert_int_ne(rec_data_int(json_array_get(emits, 0), "tid"), pid);
+    json_decref(soon);
+    json_decref(emits);
+  }
+  json_decref(all);
+  json_decref(sigs);
+  json_decref(done);
+  close(fd);
+  stop();
+}
+END_TEST
+
+/* aio_call_soon()'s queue is bounded: with the loop held, a thread's
+ * 65536 first calls are taken and the rest refused with -EAGAIN, counted
+ * in `aio status`; the taken ones all run once the loop is free. */
+START_TEST(test_bus_call_soon_queue_is_bounded_and_counted) {
+  pid_t pid;
+  int fd = start_one(&pid);
+  char reply[128];
+  ask(fd, "soonflood 70000", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "soonflood ok 65536 again 4464 other 0\n");
+  long long deadline = h_now_ms() + 10000;
+  do {
+    ask(fd, "sooncount", reply, sizeof(reply));
+  } while (strcmp(reply, "sooncount 65536\n") && h_now_ms() < deadline &&
+           usleep(10000) == 0);
+  ck_assert_str_eq(reply, "sooncount 65536\n");
+  json_t *st = ops_status(&P);
+  json_t *bus =
+      json_object_get(json_array_get(json_object_get(st, "procs"), 0), "bus");
+  ck_assert_int_eq(ops_int(bus, "soon_refused"), 4464);
+  json_decref(st);
+  close(fd);
+  stop();
+}
+END_TEST
+
 /* A worker told to stop finishes the signals it emitted and runs itself
  * before it exits, even with no connection left to wait for: here a
  * chain of listeners, each link emitted by the one before, which spans
@@ -791,6 +896,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_refuses_broadcasts_while_a_worker_falls_behind);
   tcase_add_test(tc, test_bus_bad_frame_costs_only_that_worker);
   tcase_add_test(tc, test_bus_listener_spelling_checked);
+  tcase_add_test(tc, test_bus_threads_call_soon_and_emit_run_on_the_loop);
+  tcase_add_test(tc, test_bus_call_soon_queue_is_bounded_and_counted);
   suite_add_tcase(s, tc);
   return s;
 }
