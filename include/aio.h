@@ -3,7 +3,8 @@
  *
  * A module is a shared object that declares itself once with AIO_MODULE()
  * and declares every symbol the configuration may name with the macro of its
- * kind: AIO_PROTOCOL, AIO_FACTORY, AIO_LISTENER, AIO_SCHEDULER, AIO_COMMAND.
+ * kind: AIO_PROTOCOL, AIO_FACTORY, AIO_LISTENER (or AIO_LISTENER_ASYNC),
+ * AIO_SCHEDULER, AIO_COMMAND.
  * Each declaration records the kind and the API version beside the symbol,
  * so the loader refuses a wrong or stale symbol instead of calling it.
  *
@@ -23,6 +24,7 @@
  * may start threads of its own (or use uv_queue_work); from those:
  *   - safe from any thread of a worker: aio_call_soon(), aio_emit() and
  *     aio_emit_new() (handed to the loop, see there), aio_event_done(),
+ *     aio_signal_done(),
  *     aio_config_get() and the other aio_config_* readers, aio_modules(),
  *     aio_log();
  *   - only on the loop thread: everything that takes an aio_conn_t or an
@@ -57,7 +59,8 @@ extern "C" {
  * aio_module_t.check, the typed config getters and iterators,
  * aio_modules(), the connection timeouts and reading controls,
  * aio_call_soon(), async schedulers (AIO_PENDING, aio_event_done()) and
- * the members of aio_event_t after run. */
+ * the members of aio_event_t after run, and AIO_LISTENER_ASYNC with
+ * aio_signal_done(). */
 #define AIO_API_MAJOR 2
 #define AIO_API_MINOR 1
 #define AIO_API_VERSION ((AIO_API_MAJOR << 16) | AIO_API_MINOR)
@@ -195,6 +198,26 @@ typedef struct aio_signal_s {
 
 typedef void aio_listener_fn(const aio_signal_t *signal);
 
+/* (API 2.1) A listener that may finish later (AIO_LISTENER_ASYNC): returns
+ * 0 when its work is done, another value when it failed (logged), or
+ * AIO_PENDING and calls aio_signal_done() when the work ends. Until then
+ * the delivery is in hand: it is acknowledged to the master only at
+ * aio_signal_done(), so a worker that dies meanwhile does not have it
+ * redelivered (at most once, docs/bus.md), and the worker's later signals
+ * (deliveries and own emits) wait behind it, in order, while its loop
+ * goes on serving connections and timers. signal, its name and its data
+ * stay valid until aio_signal_done(). */
+typedef int aio_listener_async_fn(const aio_signal_t *signal);
+
+/* (API 2.1) Finish the delivery an async listener returned AIO_PENDING
+ * for: status 0, or a failure that is logged. Safe from any thread of a
+ * worker (handed to the loop as aio_call_soon() does). Returns 0, -EINVAL
+ * (signal NULL), -EALREADY on the loop thread for a signal not pending
+ * (finished already: ignored), -ENOTSUP outside a worker (`aio test` runs
+ * listeners where they are emitted and does not wait for one), or
+ * aio_call_soon()'s errors from another thread. */
+AIO_EXPORT int aio_signal_done(const aio_signal_t *signal, int status);
+
 /* Emit a signal to its listeners. Does not steal `data` (NULL is JSON
  * null): the listeners get a copy of it as it is now. On the loop thread
  * it returns 0 or a
@@ -246,8 +269,8 @@ typedef struct aio_event_s {
  * aio_event_done(), or until the schedule's `timeout` fails it. */
 typedef int aio_scheduler_fn(aio_event_t *event);
 
-/* (API 2.1) A scheduler's "not finished yet": distinct from every errno,
- * positive or negative. */
+/* (API 2.1) A scheduler's or async listener's "not finished yet":
+ * distinct from every errno, positive or negative. */
 #define AIO_PENDING 0x41494f50 /* "AIOP" */
 
 /* (API 2.1) Finish a run whose scheduler returned AIO_PENDING (or is about
@@ -379,7 +402,8 @@ typedef enum aio_kind {
   AIO_KIND_FACTORY,
   AIO_KIND_LISTENER,
   AIO_KIND_SCHEDULER,
-  AIO_KIND_COMMAND
+  AIO_KIND_COMMAND,
+  AIO_KIND_LISTENER_ASYNC /* (API 2.1) */
 } aio_kind_t;
 
 typedef struct aio_module_s {
@@ -423,6 +447,7 @@ typedef struct aio_decl_s {
     aio_listener_fn *listener;
     aio_scheduler_fn *scheduler;
     aio_command_fn *command;
+    aio_listener_async_fn *listener_async; /* (API 2.1) */
   } u;
   /* sizeof the struct u points to (aio_module_t, aio_protocol_t) in the
    * aio.h the module was built with; 0 for a function. */
@@ -459,6 +484,7 @@ AIO__MAKE_DECL(factory, aio_factory_fn *)
 AIO__MAKE_DECL(listener, aio_listener_fn *)
 AIO__MAKE_DECL(scheduler, aio_scheduler_fn *)
 AIO__MAKE_DECL(command, aio_command_fn *)
+AIO__MAKE_DECL(listener_async, aio_listener_async_fn *)
 #define AIO__DECL(sym, kindv, member, value, size)                             \
   AIO_EXPORT extern const aio_decl_t AIO__DECL_NAME(sym);                      \
   const aio_decl_t AIO__DECL_NAME(sym) =                                       \
@@ -511,6 +537,10 @@ AIO__MAKE_DECL(command, aio_command_fn *)
 #define AIO_LISTENER(fn)                                                       \
   AIO__CHECK_FN(fn, aio_listener_fn, "AIO_LISTENER");                          \
   AIO__DECL(fn, AIO_KIND_LISTENER, listener, fn, 0)
+/* (API 2.1) The config names it like any listener. */
+#define AIO_LISTENER_ASYNC(fn)                                                 \
+  AIO__CHECK_FN(fn, aio_listener_async_fn, "AIO_LISTENER_ASYNC");              \
+  AIO__DECL(fn, AIO_KIND_LISTENER_ASYNC, listener_async, fn, 0)
 #define AIO_SCHEDULER(fn)                                                      \
   AIO__CHECK_FN(fn, aio_scheduler_fn, "AIO_SCHEDULER");                        \
   AIO__DECL(fn, AIO_KIND_SCHEDULER, scheduler, fn, 0)

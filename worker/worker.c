@@ -161,7 +161,8 @@ static void worker_finish(struct worker *w, int code) {
 /* A drain ends when the last connection has closed and the worker's own
  * emits have run. */
 static void drain_check(struct worker *w) {
-  if (w->draining && w->nconns == 0 && w->lq_head == w->lq_len && w->nruns == 0)
+  if (w->draining && w->nconns == 0 && w->lq_head == w->lq_len &&
+      w->nruns == 0 && !w->pend.active)
     worker_finish(w, 0);
 }
 
@@ -624,13 +625,43 @@ static void runs_free(struct worker *w) {
   w->runs = NULL;
 }
 
-/* Run the listeners ks[0..nk) of one deliver frame. */
-static void run_listeners(struct worker *w, json_int_t id, const char *name,
-                          json_t *data, const json_int_t *ks, size_t nk) {
-  aio_signal_t sig = {.name = name, .data = data};
-  uint64_t n = ++w->delivers;
+/* ---- listeners, and async ones (AIO_LISTENER_ASYNC) ---------------------- */
+
+/* Call listener k with sig (w->pend.sig): 0, or AIO_PENDING from an async
+ * listener that goes on. */
+static int call_listener(struct worker *w, size_t k, aio_signal_t *sig) {
+  const aio_decl_t *decl = w->listeners[k];
+  if (decl->kind != AIO_KIND_LISTENER_ASYNC) {
+    decl->u.listener(sig);
+    return 0;
+  }
+  struct pending_signal *pd = &w->pend;
+  /* Its name and data must outlive the frame they came from. */
+  if (sig->name != pd->name) {
+    snprintf(pd->name, sizeof(pd->name), "%s", sig->name);
+    sig->name = pd->name;
+  }
+  int rc = decl->u.listener_async(sig);
+  if (rc == AIO_PENDING) {
+    pd->data = json_incref(sig->data);
+    pd->k = k;
+    pd->active = 1;
+    return AIO_PENDING;
+  }
+  if (rc)
+    log_warnx("listener %s for signal '%s' failed: %d",
+              w->app->s.listeners[k].fn.text, sig->name, rc);
+  return 0;
+}
+
+/* Run the listeners ks[0..nk) of deliver frame id (the n-th), from
+ * index `from` on. An async one that goes on leaves the rest in w->pend,
+ * and the delivery in hand. */
+static void deliver_run(struct worker *w, json_int_t id, uint64_t n,
+                        aio_signal_t *sig, const json_int_t *ks, size_t nk,
+                        size_t from) {
   w->mark->in_hand = n;
-  for (size_t i = 0; i < nk; i++) {
+  for (size_t i = from; i < nk; i++) {
     json_int_t k = ks[i];
     if (k < 0 || (size_t)k >= w->app->s.nlisteners || !w->listeners[k]) {
       log_warnx("bus: deliver to unknown listener %lld", (long long)k);
@@ -638,13 +669,36 @@ static void run_listeners(struct worker *w, json_int_t id, const char *name,
     }
     worker_bus_sync(w);
     cb_enter(w, BUS_CB_LISTENER, (size_t)k);
-    w->listeners[k]->u.listener(&sig);
+    if (call_listener(w, (size_t)k, sig) == AIO_PENDING) {
+      struct pending_signal *pd = &w->pend;
+      cb_leave(w);
+      pd->id = id;
+      pd->n = n;
+      pd->local = 0;
+      pd->nk = nk - i - 1;
+      pd->ks = pd->nk ? malloc(pd->nk * sizeof(*pd->ks)) : NULL;
+      if (pd->ks) {
+        memcpy(pd->ks, ks + i + 1, pd->nk * sizeof(*pd->ks));
+      } else if (pd->nk) {
+        log_error("out of memory: the listeners after %s for '%s' do not run",
+                  w->app->s.listeners[k].fn.text, sig->name);
+        pd->nk = 0;
+      }
+      return;
+    }
   }
   cb_leave(w);
   w->mark->done = n;
   w->mark->in_hand = 0;
   /* Acknowledged with the rest of this read: one frame for all of them. */
   w->ack_id = id;
+}
+
+/* Run the listeners ks[0..nk) of one deliver frame. */
+static void run_listeners(struct worker *w, json_int_t id, const char *name,
+                          json_t *data, const json_int_t *ks, size_t nk) {
+  w->pend.sig = (aio_signal_t){.name = name, .data = data};
+  deliver_run(w, id, ++w->delivers, &w->pend.sig, ks, nk, 0);
 }
 
 static void deliver(struct worker *w, json_t *msg) {
@@ -754,17 +808,25 @@ static int index_listeners(struct worker *w) {
   return 0;
 }
 
-static void run_local(struct worker *w, const struct local_item *it) {
-  aio_signal_t sig = {.name = w->app->s.listeners[it->first].signal,
-                      .data = it->data};
+/* Run the listeners of own emit it from listener `from` on (NO_NEXT:
+ * none left). An async one that goes on keeps it in w->pend, in hand. */
+static void local_run(struct worker *w, const struct local_item *it,
+                      size_t from) {
+  aio_signal_t *sig = &w->pend.sig;
   w->mark->local_in_hand = it->seq;
-  for (size_t k = it->first; k != NO_NEXT; k = w->once_next[k]) {
+  for (size_t k = from; k != NO_NEXT; k = w->once_next[k]) {
     /* The emits behind this one are where the master finds them before a
      * listener that could kill us runs (the ring, or written to the
      * socket here): they are redelivered, not lost. */
     worker_bus_sync(w);
     cb_enter(w, BUS_CB_LISTENER, k);
-    w->listeners[k]->u.listener(&sig);
+    if (call_listener(w, k, sig) == AIO_PENDING) {
+      cb_leave(w);
+      w->pend.local = 1;
+      w->pend.it = *it;
+      w->pend.it.data = json_incref(it->data);
+      return;
+    }
   }
   cb_leave(w);
   w->mark->local_done = it->seq;
@@ -775,19 +837,105 @@ static void run_local(struct worker *w, const struct local_item *it) {
     w->local_ack = it->seq; /* the master keeps it until told */
 }
 
+static void run_local(struct worker *w, const struct local_item *it) {
+  w->pend.sig = (aio_signal_t){.name = w->app->s.listeners[it->first].signal,
+                               .data = it->data};
+  local_run(w, it, it->first);
+}
+
+static void on_local_idle(uv_idle_t *h);
+static void on_bus_idle(uv_idle_t *h);
+
+/* aio_signal_done() on the loop thread: the listeners after the pending
+ * one, then the sources that waited behind it. */
+static int signal_done_here(struct worker *w, const aio_signal_t *signal,
+                            int status) {
+  struct pending_signal *pd = &w->pend;
+  if (!pd->active || signal != &pd->sig) {
+    log_debug("aio_signal_done(): not a signal in hand; ignored");
+    return -EALREADY;
+  }
+  if (status)
+    log_warnx("listener %s for signal '%s' failed: %d",
+              w->app->s.listeners[pd->k].fn.text, pd->name, status);
+  pd->active = 0;
+  json_t *data = pd->data; /* held until the rest ran */
+  pd->data = NULL;
+  if (pd->local) {
+    struct local_item it = pd->it;
+    local_run(w, &it, w->once_next[pd->k]);
+    json_decref(it.data);
+  } else {
+    json_int_t *ks = pd->ks; /* deliver_run may pend again, with a copy */
+    pd->ks = NULL;
+    deliver_run(w, pd->id, pd->n, &pd->sig, ks, pd->nk, 0);
+    free(ks);
+  }
+  json_decref(data);
+  if (!pd->active) {
+    send_ack(w);
+    /* What waited behind it, on the next turns. */
+    if (w->lq_head < w->lq_len && !uv_is_active((uv_handle_t *)&w->lq_idle))
+      uv_idle_start(&w->lq_idle, on_local_idle);
+    /* The read stopped (BUS_PAUSE) for it: resume what it held back. */
+    if (w->bus_open && !uv_is_active((uv_handle_t *)&w->bus) &&
+        !uv_is_active((uv_handle_t *)&w->bus_idle))
+      uv_idle_start(&w->bus_idle, on_bus_idle);
+    drain_check(w);
+  }
+  return 0;
+}
+
+struct soon_signal {
+  const aio_signal_t *signal; /* compared, not read, until found in hand */
+  int status;
+};
+
+static void on_soon_signal(void *arg) {
+  struct soon_signal *d = arg;
+  if (worker_self)
+    signal_done_here(worker_self, d->signal, d->status);
+  free(d);
+}
+
+int aio_signal_done(const aio_signal_t *signal, int status) {
+  struct worker *w = worker_self;
+  if (signal == NULL)
+    return -EINVAL;
+  if (w && !w->in_test)
+    return signal_done_here(w, signal, status);
+  if (!soon_here())
+    return -ENOTSUP;
+  struct soon_signal *d = malloc(sizeof(*d));
+  if (d == NULL)
+    return -ENOMEM;
+  *d = (struct soon_signal){signal, status};
+  int err = aio_call_soon(on_soon_signal, d);
+  if (err)
+    free(d);
+  return err;
+}
+
 /* Run the own emits queued so far, for one slice of the turn at most;
  * those their listeners emit, and those the slice did not reach, wait for
  * a later turn of the loop, so I/O and timers are not starved. */
 static void on_local_idle(uv_idle_t *h) {
   struct worker *w = h->data;
   size_t n = w->lq_len - w->lq_head;
+  if (w->pend.active) { /* behind an async listener: restarted at its done */
+    uv_idle_stop(h);
+    return;
+  }
   w->slice_start = uv_hrtime();
-  for (size_t i = 0; i < n && (i == 0 || !slice_spent(w)); i++) {
+  for (size_t i = 0; i < n && (i == 0 || !slice_spent(w)) && !w->pend.active;
+       i++) {
     struct local_item it = w->lq[w->lq_head++]; /* lq may move meanwhile */
     w->lq_bytes -= it.bytes;
     run_local(w, &it);
     json_decref(it.data);
   }
+  if (w->pend.active)
+    uv_idle_stop(h);
   if (w->lq_head == w->lq_len) {
     w->lq_head = w->lq_len = 0;
     w->lq_bytes = 0;
@@ -959,7 +1107,8 @@ static int on_line_run(struct worker *w, const char *frame, size_t len) {
 static int on_line(void *arg, const char *frame, size_t len) {
   struct worker *w = arg;
   int rc = on_line_run(w, frame, len);
-  return rc ? rc : slice_spent(w) ? BUS_PAUSE : 0;
+  /* Behind an async listener in hand, the rest waits for its done. */
+  return rc ? rc : slice_spent(w) || w->pend.active ? BUS_PAUSE : 0;
 }
 
 static void on_bus_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -993,6 +1142,10 @@ static void on_bus_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 /* The next slice of what a paused read held back. */
 static void on_bus_idle(uv_idle_t *h) {
   struct worker *w = h->data;
+  if (w->pend.active) { /* restarted at its aio_signal_done() */
+    uv_idle_stop(h);
+    return;
+  }
   w->slice_start = uv_hrtime();
   bus_split_done(w, bus_reader_resume(&w->rd, on_line, w));
 }
@@ -1172,6 +1325,10 @@ out:
   soon_close();
   worker_close_loop(w);
   runs_free(w);
+  json_decref(w->pend.data);
+  free(w->pend.ks);
+  if (w->pend.active && w->pend.local)
+    json_decref(w->pend.it.data);
   if (w->bus_room_fd > 0)
     close(w->bus_room_fd);
   bus_out_close(&w->out);

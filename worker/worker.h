@@ -27,6 +27,22 @@ struct local_item {
   size_t bytes; /* of its frame: what it counts against bus_journal_bytes */
 };
 
+/* The signal whose async listener (AIO_LISTENER_ASYNC) has not called
+ * aio_signal_done() yet: the deliveries and own emits behind it wait. */
+struct pending_signal {
+  aio_signal_t sig; /* what every listener of a signal gets; lasts */
+  char name[BUS_MAX_SIGNAL + 1];
+  json_t *data; /* owned while active */
+  int active;
+  int local; /* an own emit (it), else a deliver frame (id, n, ks) */
+  size_t k;  /* the listener in hand */
+  struct local_item it;
+  json_int_t id;
+  uint64_t n;
+  json_int_t *ks; /* owned: the frame's listeners after k */
+  size_t nk;
+};
+
 struct worker {
   uv_loop_t loop;
   uint64_t emit_waited_turn; /* uv_now + 1 of the turn in which aio_emit()
@@ -65,6 +81,7 @@ struct worker {
   uv_timer_t drain_timer;
   uv_async_t sig_async;  /* woken by the TERM/QUIT handler */
   uv_async_t soon_async; /* woken by aio_call_soon() (worker.c) */
+  struct pending_signal pend;
   struct wserver *servers;
   size_t nservers;
   struct aio_conn_s *conns; /* every open connection, for drain and status */

@@ -53,6 +53,8 @@ static void conf_text(char *conf, size_t n, int workers, const char *first) {
            "crash-sig = busmod.crash\n"
            "bus-chain = busmod.chain\n"
            "bus-thread = busmod.record_thread\n"
+           "bus-async = busmod.record_async\n"
+           "    busmod.record\n"
            "odd\"bcast = busmod.record broadcast\n"
            "\n"
            "[listen:lifecycle]\n"
@@ -673,6 +675,133 @@ START_TEST(test_bus_call_soon_queue_is_bounded_and_counted) {
 }
 END_TEST
 
+/* Records of sig with data.tag == tag and "phase" phase. Returns new. */
+static json_t *phased(const json_t *all, const char *tag, const char *phase) {
+  json_t *some = tagged(all, "bus-async", tag), *out = json_array();
+  size_t i;
+  json_t *r;
+  json_array_foreach(some, i, r) {
+    const char *ph = json_string_value(json_object_get(r, "phase"));
+    if (ph && strcmp(ph, phase) == 0)
+      json_array_append(out, r);
+  }
+  json_decref(some);
+  return out;
+}
+
+/* An async listener (AIO_LISTENER_ASYNC, busmod.record_async: 300 ms,
+ * from a thread or a uv_timer) holds its signal in hand until its
+ * aio_signal_done(): the next listener of the signal, and the signals
+ * emitted after it, run only then, in order, while the loop goes on
+ * answering. */
+START_TEST(test_bus_async_listener_holds_later_signals_until_done) {
+  char dir[128], conf[4096], reply[128];
+  h_tmpdir(dir, sizeof(dir));
+  snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
+  port = h_free_port();
+  conf_text(conf, sizeof(conf), 1, "");
+  /* later_ms for record_async, in [busmod] (the last key wins). */
+  char *at = strstr(conf, "[busmod]\n");
+  ck_assert_ptr_nonnull(at);
+  char with[4200];
+  snprintf(with, sizeof(with), "%.*s[busmod]\nlater_ms = 300\n%s",
+           (int)(at - conf), conf, at + 9);
+  h_start_ready(&P, with, NULL);
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  pid_t pid = ask_pid(fd);
+  ask(fd, "emit bus-async a 3; emit bus-fence f 1", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "emitted 3\nemitted 1\n");
+  /* The loop serves while the first is pending. */
+  long long t0 = h_now_ms();
+  ck_assert_int_eq(ask_pid(fd), pid);
+  ck_assert_msg(h_now_ms() - t0 < 250, "the loop was held %lld ms",
+                h_now_ms() - t0);
+  json_t *fence = rec_wait(out_path, "sig", "bus-fence", 1, 10000);
+  if (fence == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(fence);
+  json_t *all = rec_load(out_path);
+  json_t *begins = phased(all, "a", "begin"), *dones = phased(all, "a", "done");
+  json_t *plain = tagged(all, "bus-async", "a");
+  assert_seq_once_in_order(begins, 3, "async begin");
+  assert_seq_once_in_order(dones, 3, "async done");
+  /* In file order: begin k, done k, the plain listener of k, begin k+1 ...,
+   * then the fence. */
+  long long last = 0;
+  for (int k = 0; k < 3; k++) {
+    const json_t *b = json_array_get(begins, (size_t)k),
+                 *d = json_array_get(dones, (size_t)k);
+    ck_assert_int_ge(rec_int(b, "t"), last);
+    ck_assert_int_ge(rec_int(d, "t") - rec_int(b, "t"), 290 * 1000000LL);
+    last = rec_int(d, "t");
+  }
+  ck_assert_int_ge(rec_int(json_array_get(fence, 0), "t"), last);
+  /* The plain second listener of each ran after its async one was done. */
+  size_t i;
+  json_t *r;
+  int plain_n = 0;
+  json_array_foreach(plain, i, r) {
+    if (json_object_get(r, "phase"))
+      continue;
+    long long seq = rec_data_int(r, "seq");
+    ck_assert_int_ge(rec_int(r, "t"),
+                     rec_int(json_array_get(dones, (size_t)seq - 1), "t"));
+    plain_n++;
+  }
+  ck_assert_int_eq(plain_n, 3);
+  json_decref(plain);
+  json_decref(dones);
+  json_decref(begins);
+  json_decref(all);
+  json_decref(fence);
+  close(fd);
+  stop();
+}
+END_TEST
+
+/* A signal whose async listener is pending when its worker dies was in
+ * hand: it is not redelivered (it may be what killed it), while the
+ * signal emitted behind it is, on the next worker, once. */
+START_TEST(test_bus_async_listener_pending_at_a_crash_is_in_hand) {
+  char dir[128], conf[4096], reply[128];
+  h_tmpdir(dir, sizeof(dir));
+  snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
+  port = h_free_port();
+  conf_text(conf, sizeof(conf), 1, "");
+  char *at = strstr(conf, "[busmod]\n");
+  ck_assert_ptr_nonnull(at);
+  char with[4200];
+  snprintf(with, sizeof(with), "%.*s[busmod]\nlater_ms = 3000\n%s",
+           (int)(at - conf), conf, at + 9);
+  h_start_ready(&P, with, NULL);
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  pid_t victim = ask_pid(fd);
+  ask(fd, "emit bus-async x 1; emit bus-once behind 1", reply, sizeof(reply));
+  json_t *begun = rec_wait(out_path, "sig", "bus-async", 1, 5000);
+  ck_assert_ptr_nonnull(begun);
+  ck_assert_int_eq(h_send(fd, "die\n", 4), 0);
+  json_t *behind = rec_wait(out_path, "sig", "bus-once", 1, 10000);
+  if (behind == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(behind);
+  ck_assert_int_ne(rec_int(json_array_get(behind, 0), "pid"), victim);
+  ck_assert(h_log_has(&P, "not redelivered"));
+  json_t *all = rec_load(out_path);
+  json_t *async = tagged(all, "bus-async", "x");
+  /* One call, on the victim: not redelivered, and never done. */
+  ck_assert_int_eq(json_array_size(async), 1);
+  ck_assert_int_eq(rec_int(json_array_get(async, 0), "pid"), victim);
+  json_decref(async);
+  json_decref(all);
+  json_decref(behind);
+  json_decref(begun);
+  close(fd);
+  stop();
+}
+END_TEST
+
 /* A worker told to stop finishes the signals it emitted and runs itself
  * before it exits, even with no connection left to wait for: here a
  * chain of listeners, each link emitted by the one before, which spans
@@ -913,6 +1042,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_listener_spelling_checked);
   tcase_add_test(tc, test_bus_threads_call_soon_and_emit_run_on_the_loop);
   tcase_add_test(tc, test_bus_call_soon_queue_is_bounded_and_counted);
+  tcase_add_test(tc, test_bus_async_listener_holds_later_signals_until_done);
+  tcase_add_test(tc, test_bus_async_listener_pending_at_a_crash_is_in_hand);
   suite_add_tcase(s, tc);
   return s;
 }

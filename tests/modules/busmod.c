@@ -124,6 +124,66 @@ static long long conf_ms(const char *key, long long dflt) {
   return v ? atoll(v) : dflt;
 }
 
+/* ---- an async listener: finishes [busmod] later_ms after its call ------- */
+
+/* Records "phase": "begin" at the call, "done" as it finishes; odd seqs
+ * finish from a thread, even ones from a uv_timer on the loop. */
+struct async_job {
+  const aio_signal_t *sig;
+  uv_timer_t timer;
+};
+
+static void async_record(const aio_signal_t *sig, const char *phase) {
+  put_record(thread_witness(json_pack(
+      "{s:s,s:s,s:O,s:I}", "sig", sig->name, "phase", phase, "data",
+      sig->data ? sig->data : json_null(), "t", (json_int_t)mono_ns())));
+}
+
+static void async_finish(struct async_job *j) {
+  async_record(j->sig, "done");
+  aio_signal_done(j->sig, 0);
+}
+
+static void async_closed(uv_handle_t *h) { free(h->data); }
+
+static void async_fire(uv_timer_t *t) {
+  async_finish(t->data);
+  uv_close((uv_handle_t *)t, async_closed);
+}
+
+static void *async_main(void *arg) {
+  long long ms = conf_ms("later_ms", 200);
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+    ;
+  async_finish(arg);
+  free(arg);
+  return NULL;
+}
+
+static int record_async(const aio_signal_t *sig) {
+  struct async_job *j = calloc(1, sizeof(*j));
+  pthread_t tid;
+  if (j == NULL)
+    return -ENOMEM;
+  j->sig = sig;
+  async_record(sig, "begin");
+  if (json_integer_value(json_object_get(sig->data, "seq")) % 2 == 0) {
+    uv_timer_init(aio_loop(), &j->timer);
+    j->timer.data = j;
+    uv_timer_start(&j->timer, async_fire, (uint64_t)conf_ms("later_ms", 200),
+                   0);
+  } else if (pthread_create(&tid, NULL, async_main, j) == 0) {
+    pthread_detach(tid);
+  } else {
+    free(j);
+    return -EAGAIN;
+  }
+  return AIO_PENDING;
+}
+
+AIO_LISTENER_ASYNC(record_async);
+
 static void spin_ms(long long ms) {
   long long until = mono_ns() + ms * 1000000LL;
   while (mono_ns() < until)
