@@ -689,27 +689,35 @@ static json_t *phased(const json_t *all, const char *tag, const char *phase) {
   return out;
 }
 
+/* Start 1 worker whose async listener takes later_ms; returns a
+ * connection to it, its pid in *pid. */
+static int start_async(int later_ms, pid_t *pid) {
+  char dir[128], conf[4096], with[4200];
+  h_tmpdir(dir, sizeof(dir));
+  snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
+  port = h_free_port();
+  conf_text(conf, sizeof(conf), 1, "");
+  /* later_ms for record_async, first in [busmod]. */
+  char *at = strstr(conf, "[busmod]\n");
+  ck_assert_ptr_nonnull(at);
+  snprintf(with, sizeof(with), "%.*s[busmod]\nlater_ms = %d\n%s",
+           (int)(at - conf), conf, later_ms, at + 9);
+  h_start_ready(&P, with, NULL);
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  *pid = ask_pid(fd);
+  return fd;
+}
+
 /* An async listener (AIO_LISTENER_ASYNC, busmod.record_async: 300 ms,
  * from a thread or a uv_timer) holds its signal in hand until its
  * aio_signal_done(): the next listener of the signal, and the signals
  * emitted after it, run only then, in order, while the loop goes on
  * answering. */
 START_TEST(test_bus_async_listener_holds_later_signals_until_done) {
-  char dir[128], conf[4096], reply[128];
-  h_tmpdir(dir, sizeof(dir));
-  snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
-  port = h_free_port();
-  conf_text(conf, sizeof(conf), 1, "");
-  /* later_ms for record_async, in [busmod] (the last key wins). */
-  char *at = strstr(conf, "[busmod]\n");
-  ck_assert_ptr_nonnull(at);
-  char with[4200];
-  snprintf(with, sizeof(with), "%.*s[busmod]\nlater_ms = 300\n%s",
-           (int)(at - conf), conf, at + 9);
-  h_start_ready(&P, with, NULL);
-  int fd = h_connect(port, 5000);
-  ck_assert_int_ge(fd, 0);
-  pid_t pid = ask_pid(fd);
+  char reply[128];
+  pid_t pid;
+  int fd = start_async(300, &pid);
   ask(fd, "emit bus-async a 3; emit bus-fence f 1", reply, sizeof(reply));
   ck_assert_str_eq(reply, "emitted 3\nemitted 1\n");
   /* The loop serves while the first is pending. */
@@ -764,20 +772,9 @@ END_TEST
  * hand: it is not redelivered (it may be what killed it), while the
  * signal emitted behind it is, on the next worker, once. */
 START_TEST(test_bus_async_listener_pending_at_a_crash_is_in_hand) {
-  char dir[128], conf[4096], reply[128];
-  h_tmpdir(dir, sizeof(dir));
-  snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
-  port = h_free_port();
-  conf_text(conf, sizeof(conf), 1, "");
-  char *at = strstr(conf, "[busmod]\n");
-  ck_assert_ptr_nonnull(at);
-  char with[4200];
-  snprintf(with, sizeof(with), "%.*s[busmod]\nlater_ms = 3000\n%s",
-           (int)(at - conf), conf, at + 9);
-  h_start_ready(&P, with, NULL);
-  int fd = h_connect(port, 5000);
-  ck_assert_int_ge(fd, 0);
-  pid_t victim = ask_pid(fd);
+  char reply[128];
+  pid_t victim;
+  int fd = start_async(3000, &victim);
   ask(fd, "emit bus-async x 1; emit bus-once behind 1", reply, sizeof(reply));
   json_t *begun = rec_wait(out_path, "sig", "bus-async", 1, 5000);
   ck_assert_ptr_nonnull(begun);
