@@ -152,12 +152,16 @@ struct bus_mark {
   /* Written by the master: nonzero while some worker's delivery queue is
    * full, when emits for broadcast listeners are refused. */
   volatile uint64_t busy;
+  /* aio_call_soon() calls (and off-loop aio_emit()s) refused at the
+   * queue's bound, counted by the worker for `aio status`. */
+  volatile uint64_t soon_refused;
 };
 
 #define BUS_CB_NONE 0
 #define BUS_CB_LISTENER 1 /* own signal or deliver frame */
 #define BUS_CB_JOB 2
 #define BUS_CB_PROTOCOL 3 /* server * BUS_PROTO_COUNT + BUS_PROTO_* */
+#define BUS_CB_SOON 4     /* a function given to aio_call_soon() */
 
 /* X(enum, name): the protocol callbacks a worker marks. */
 #define BUS_PROTO_CBS(X)                                                       \

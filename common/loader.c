@@ -49,6 +49,8 @@ const char *loader_kind_name(aio_kind_t kind) {
     return "AIO_SCHEDULER";
   case AIO_KIND_COMMAND:
     return "AIO_COMMAND";
+  case AIO_KIND_LISTENER_ASYNC:
+    return "AIO_LISTENER_ASYNC";
   }
   return "an unknown kind";
 }
@@ -441,7 +443,9 @@ const aio_decl_t *loader_resolve(struct loader *l, const struct ref *ref,
              why);
     return NULL;
   }
-  if (decl->kind != kind) {
+  /* A listener may be either kind: the caller looks at decl->kind. */
+  if (decl->kind != kind &&
+      !(kind == AIO_KIND_LISTENER && decl->kind == AIO_KIND_LISTENER_ASYNC)) {
     diag_add(d, ref->file, ref->line,
              "%s is declared with %s, but it is used here as %s", ref->text,
              loader_kind_name(decl->kind), loader_kind_name(kind));

@@ -68,6 +68,7 @@ struct schedule_conf {
   char *cron;
   double offset;
   int overlap;
+  double timeout; /* a pending run fails after this long; 0: never */
   struct ref func, cb, err;
   int has_cb, has_err;
   int cluster;  /* scope = cluster: one run per occurrence in the cluster */

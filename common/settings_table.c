@@ -802,6 +802,14 @@ static const struct settings_key schedule_keys[] = {
      .set = set_schedule_fallback,
      .help = "for scope = cluster while Redis is unreachable: skip or local; "
              "[aio] cluster_fallback when empty"},
+    {.name = "timeout",
+     .type = SETTINGS_SECONDS,
+     .dflt = "0",
+     .min = 0,
+     .max = 366 * DAY,
+     .offset = SCHEDULE(timeout),
+     .help = "a run (or its cb or err) that returned AIO_PENDING and has not "
+             "finished after this many seconds fails, and err runs; 0: none"},
 };
 
 _Static_assert(UTIL_ARRAY_LEN(schedule_keys) <= SETTINGS_MAX_KEYS,

@@ -3,7 +3,8 @@
  *
  * A module is a shared object that declares itself once with AIO_MODULE()
  * and declares every symbol the configuration may name with the macro of its
- * kind: AIO_PROTOCOL, AIO_FACTORY, AIO_LISTENER, AIO_SCHEDULER, AIO_COMMAND.
+ * kind: AIO_PROTOCOL, AIO_FACTORY, AIO_LISTENER (or AIO_LISTENER_ASYNC),
+ * AIO_SCHEDULER, AIO_COMMAND.
  * Each declaration records the kind and the API version beside the symbol,
  * so the loader refuses a wrong or stale symbol instead of calling it.
  *
@@ -17,6 +18,19 @@
  * (tests/install_module.sh builds and serves one). In C++ the designated
  * initializers of AIO_MODULE and AIO_PROTOCOL must come in the order of
  * the struct's members, as C++20 requires.
+ *
+ * Threads. A worker runs all plugin code (init, protocol callbacks,
+ * listeners, schedulers, factories) on one thread, its loop's. A module
+ * may start threads of its own (or use uv_queue_work); from those:
+ *   - safe from any thread of a worker: aio_call_soon(), aio_emit() and
+ *     aio_emit_new() (handed to the loop, see there), aio_event_done(),
+ *     aio_signal_done(),
+ *     aio_config_get() and the other aio_config_* readers, aio_modules(),
+ *     aio_log();
+ *   - only on the loop thread: everything that takes an aio_conn_t or an
+ *     aio_server_t, and aio_loop() (NULL elsewhere) and libuv itself, which
+ *     is not thread-safe: from a thread, aio_call_soon() a function that
+ *     does the work on the loop.
  */
 #ifndef AIO_H
 #define AIO_H
@@ -43,9 +57,11 @@ extern "C" {
  * major, or a newer minor than this aio's, is refused with a message that
  * says which. 2.0 gave every declaration the size of its struct; 2.1 added
  * aio_module_t.check, the typed config getters and iterators,
- * aio_modules(), the connection timeouts and reading controls, and
+ * aio_modules(), the connection timeouts and reading controls,
  * factories that serve (aio_server_serve, aio_server_hold/release,
- * aio_conn_server_data). */
+ * aio_conn_server_data), aio_call_soon(), async schedulers (AIO_PENDING,
+ * aio_event_done()) and the members of aio_event_t after run, and
+ * AIO_LISTENER_ASYNC with aio_signal_done(). */
 #define AIO_API_MAJOR 2
 #define AIO_API_MINOR 1
 #define AIO_API_VERSION ((AIO_API_MAJOR << 16) | AIO_API_MINOR)
@@ -213,8 +229,29 @@ typedef struct aio_signal_s {
 
 typedef void aio_listener_fn(const aio_signal_t *signal);
 
+/* (API 2.1) A listener that may finish later (AIO_LISTENER_ASYNC): returns
+ * 0 when its work is done, another value when it failed (logged), or
+ * AIO_PENDING and calls aio_signal_done() when the work ends. Until then
+ * the delivery is in hand: it is acknowledged to the master only at
+ * aio_signal_done(), so a worker that dies meanwhile does not have it
+ * redelivered (at most once, docs/bus.md), and the worker's later signals
+ * (deliveries and own emits) wait behind it, in order, while its loop
+ * goes on serving connections and timers. signal, its name and its data
+ * stay valid until aio_signal_done(). */
+typedef int aio_listener_async_fn(const aio_signal_t *signal);
+
+/* (API 2.1) Finish the delivery an async listener returned AIO_PENDING
+ * for: status 0, or a failure that is logged. Safe from any thread of a
+ * worker (handed to the loop as aio_call_soon() does). Returns 0, -EINVAL
+ * (signal NULL), -EALREADY on the loop thread for a signal not pending
+ * (finished already: ignored), -ENOTSUP outside a worker (`aio test` runs
+ * listeners where they are emitted and does not wait for one), or
+ * aio_call_soon()'s errors from another thread. */
+AIO_EXPORT int aio_signal_done(const aio_signal_t *signal, int status);
+
 /* Emit a signal to its listeners. Does not steal `data` (NULL is JSON
- * null): the listeners get a copy of it as it is now. Returns 0 or a
+ * null): the listeners get a copy of it as it is now. On the loop thread
+ * it returns 0 or a
  * negative errno (-EINVAL, -EMSGSIZE, -EPIPE, -ENOMEM; see docs/bus.md),
  * or -EAGAIN when the bus is at its bound (this worker's own signals not
  * yet run; its bus buffer, after waiting up to 100 ms for the master to
@@ -233,7 +270,15 @@ typedef void aio_listener_fn(const aio_signal_t *signal);
  * There the errors are -ENOTCONN when no master runs for the
  * configuration, -EACCES when its control socket is not served by our
  * master, -ETIMEDOUT when the master did not answer within 10 s,
- * -EMSGSIZE over the control socket's 64 KiB request, -EINVAL or -EPROTO. */
+ * -EMSGSIZE over the control socket's 64 KiB request, -EINVAL or -EPROTO.
+ *
+ * From another thread of a worker the emit is handed to the loop, like
+ * aio_call_soon() (data copied now), and the return value only says
+ * whether it was handed over: 0, -EINVAL (no signal name, or one over 256
+ * bytes), -EAGAIN (aio_call_soon()'s queue is full), -ENOMEM or -EPIPE
+ * (the worker is exiting). What the bus then says of it (-EAGAIN,
+ * -EMSGSIZE) is logged on the loop, not reported to the caller. Emits of
+ * one thread run in the order it made them. */
 AIO_EXPORT int aio_emit(const char *signal, json_t *data);
 /* The same, stealing the reference to `data` (also on error), like
  * jansson's json_object_set_new(): this worker's listeners get that very
@@ -254,10 +299,44 @@ typedef struct aio_event_s {
    * (name, due) names one occurrence. */
   double due;
   const char *node;
+  /* (API 2.1) In `cb`: the result of the run that succeeded, as given to
+   * aio_event_done() (NULL when none, or when the run returned 0).
+   * Borrowed for the call (until aio_event_done for an async cb);
+   * json_incref to keep. NULL in `func` and `err`. */
+  json_t *result;
+  /* (API 2.1) In `err`: why the run failed. status is the non-zero value
+   * the scheduler returned or gave to aio_event_done(), -ETIMEDOUT past
+   * the schedule's `timeout`, -EPIPE when its worker died during it;
+   * error says it in words ("returned 1", "timed out after 5 s", or the
+   * string result given with a failing aio_event_done()). Borrowed like
+   * result. 0 and NULL in `func` and `cb`. */
+  int status;
+  const char *error;
 } aio_event_t;
 
-/* Return 0 on success, non-zero on failure (the schedule's `err` runs). */
+/* Return 0 on success, non-zero on failure (the schedule's `err` runs),
+ * or AIO_PENDING (API 2.1) when the work goes on after the return: the run
+ * then counts as running (no overlap unless `overlap = yes`) until
+ * aio_event_done(), or until the schedule's `timeout` fails it. */
 typedef int aio_scheduler_fn(aio_event_t *event);
+
+/* (API 2.1) A scheduler's or async listener's "not finished yet":
+ * distinct from every errno, positive or negative. */
+#define AIO_PENDING 0x41494f50 /* "AIOP" */
+
+/* (API 2.1) Finish a run whose scheduler returned AIO_PENDING (or is about
+ * to: it may be called before the return). status 0 is success, and then
+ * `cb` gets result (borrowed: copied, NULL for none); non-zero is failure,
+ * and `err` gets status and, as error, result when it is a JSON string.
+ * Safe from any thread of a worker (from another thread the completion is
+ * handed to the loop, as aio_call_soon() does). event stays valid until
+ * this call, also after a timeout (for the 1024 most recent timed-out runs
+ * of a worker; a call for a run that timed out is ignored and logged at
+ * debug). Returns 0; -EINVAL (event NULL); on the loop thread -EALREADY (the
+ * run was finished already) or -ETIMEDOUT (it timed out: ignored); from
+ * another thread aio_call_soon()'s errors, the run then still pending. */
+AIO_EXPORT int aio_event_done(aio_event_t *event, int status,
+                              const json_t *result);
 
 /* ---- commands ---------------------------------------------------------- */
 
@@ -267,7 +346,19 @@ typedef int aio_command_fn(int argc, char **argv);
 
 /* ---- the runtime ------------------------------------------------------- */
 
+/* The worker's loop, on the loop thread; NULL on any other. */
 AIO_EXPORT struct uv_loop_s *aio_loop(void);
+
+/* (API 2.1) Run fn(arg) on the worker's loop thread soon, in a later turn
+ * of the loop, in call order: the way for a thread of the module's own to
+ * hand work (and libuv calls) to the loop. Safe from any thread of a
+ * worker, the loop's included. Returns 0, -EINVAL (fn NULL), -EAGAIN when
+ * 65536 calls are already waiting (nothing is queued; counted as
+ * soon_refused in `aio status`), -ENOMEM, -EPIPE when the worker is
+ * exiting (calls still queued then are not made), or -ENOTSUP outside a
+ * worker (the master, an AIO_COMMAND, `aio test`). On -EAGAIN or -EPIPE
+ * the caller still owns arg. */
+AIO_EXPORT int aio_call_soon(void (*fn)(void *arg), void *arg);
 /* The interpolated value of SECTION:KEY, or NULL. Borrowed: valid until the
  * worker exits. Safe from any thread of the worker (the configuration never
  * changes under a running worker: a reload starts new workers), and in an
@@ -362,7 +453,8 @@ typedef enum aio_kind {
   AIO_KIND_FACTORY,
   AIO_KIND_LISTENER,
   AIO_KIND_SCHEDULER,
-  AIO_KIND_COMMAND
+  AIO_KIND_COMMAND,
+  AIO_KIND_LISTENER_ASYNC /* (API 2.1) */
 } aio_kind_t;
 
 typedef struct aio_module_s {
@@ -406,6 +498,7 @@ typedef struct aio_decl_s {
     aio_listener_fn *listener;
     aio_scheduler_fn *scheduler;
     aio_command_fn *command;
+    aio_listener_async_fn *listener_async; /* (API 2.1) */
   } u;
   /* sizeof the struct u points to (aio_module_t, aio_protocol_t) in the
    * aio.h the module was built with; 0 for a function. */
@@ -442,6 +535,7 @@ AIO__MAKE_DECL(factory, aio_factory_fn *)
 AIO__MAKE_DECL(listener, aio_listener_fn *)
 AIO__MAKE_DECL(scheduler, aio_scheduler_fn *)
 AIO__MAKE_DECL(command, aio_command_fn *)
+AIO__MAKE_DECL(listener_async, aio_listener_async_fn *)
 #define AIO__DECL(sym, kindv, member, value, size)                             \
   AIO_EXPORT extern const aio_decl_t AIO__DECL_NAME(sym);                      \
   const aio_decl_t AIO__DECL_NAME(sym) =                                       \
@@ -494,6 +588,10 @@ AIO__MAKE_DECL(command, aio_command_fn *)
 #define AIO_LISTENER(fn)                                                       \
   AIO__CHECK_FN(fn, aio_listener_fn, "AIO_LISTENER");                          \
   AIO__DECL(fn, AIO_KIND_LISTENER, listener, fn, 0)
+/* (API 2.1) The config names it like any listener. */
+#define AIO_LISTENER_ASYNC(fn)                                                 \
+  AIO__CHECK_FN(fn, aio_listener_async_fn, "AIO_LISTENER_ASYNC");              \
+  AIO__DECL(fn, AIO_KIND_LISTENER_ASYNC, listener_async, fn, 0)
 #define AIO_SCHEDULER(fn)                                                      \
   AIO__CHECK_FN(fn, aio_scheduler_fn, "AIO_SCHEDULER");                        \
   AIO__DECL(fn, AIO_KIND_SCHEDULER, scheduler, fn, 0)

@@ -322,9 +322,10 @@ static void print_status(json_t *r) {
            (long long)json_integer_value(json_object_get(mt, "evicted")),
            (long long)json_integer_value(json_object_get(mt, "refused")));
   print_servers(json_object_get(r, "servers"));
-  printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %-7s %-7s %-7s %-4s %s\n",
+  printf("%-5s %-8s %-9s %-4s %-9s %-8s %-6s %-7s %-7s %-7s %-7s %-12s %-4s "
+         "%s\n",
          "SLOT", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "CONNS", "RSS",
-         "PRIVATE", "PENDING", "REFUSED", "CPU", "OUTPUT");
+         "PRIVATE", "PENDING", "REFUSED", "SOON-REFUSED", "CPU", "OUTPUT");
   size_t i;
   json_t *w;
   json_array_foreach(json_object_get(r, "procs"), i, w) {
@@ -347,7 +348,7 @@ static void print_status(json_t *r) {
         (long long)json_integer_value(json_object_get(o, "cut")),
         (long long)json_integer_value(json_object_get(o, "dropped_bytes")));
     printf("%-5lld %-8lld %-9s %-4lld %-9s %-8lld %-6lld %-7s %-7s %-7lld "
-           "%-7lld %-4s %s\n",
+           "%-7lld %-12lld %-4s %s\n",
            (long long)json_integer_value(json_object_get(w, "slot")),
            (long long)json_integer_value(json_object_get(w, "pid")),
            json_string_value(json_object_get(w, "state")),
@@ -356,8 +357,9 @@ static void print_status(json_t *r) {
            (long long)json_integer_value(json_object_get(w, "connections")),
            rss, priv,
            (long long)json_integer_value(json_object_get(bus, "pending")),
-           (long long)json_integer_value(json_object_get(bus, "refused")), cpu,
-           output);
+           (long long)json_integer_value(json_object_get(bus, "refused")),
+           (long long)json_integer_value(json_object_get(bus, "soon_refused")),
+           cpu, output);
   }
 }
 

@@ -798,12 +798,14 @@ json_t *router_proc_status(const struct wproc *p) {
     }
     ring = -1;
   }
-  return json_pack(
-      "{s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I}", "pending", pending, "pending_bytes",
-      (json_int_t)p->pending_bytes, "journal", journal, "journal_bytes",
-      (json_int_t)(p->journal.len - p->journal.head), "ring_bytes", ring,
-      "full", p->full, "refused", (json_int_t)(p->mark ? p->mark->refused : 0),
-      "dropped", (json_int_t)p->dropped);
+  return json_pack("{s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:I}", "pending", pending,
+                   "pending_bytes", (json_int_t)p->pending_bytes, "journal",
+                   journal, "journal_bytes",
+                   (json_int_t)(p->journal.len - p->journal.head), "ring_bytes",
+                   ring, "full", p->full, "refused",
+                   (json_int_t)(p->mark ? p->mark->refused : 0), "dropped",
+                   (json_int_t)p->dropped, "soon_refused",
+                   (json_int_t)(p->mark ? p->mark->soon_refused : 0));
 }
 
 void router_tick(struct master *m) {
@@ -850,6 +852,9 @@ int router_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
              proto_cb_names[idx % BUS_PROTO_COUNT],
              s->servers[idx / BUS_PROTO_COUNT].name,
              s->servers[idx / BUS_PROTO_COUNT].handler.text, held);
+  else if (held && kind == BUS_CB_SOON)
+    snprintf(why, n, "stuck in a function given to aio_call_soon() for %llu ms",
+             held);
   else
     snprintf(why, n,
              "its loop has not turned for %llu ms (a module's own libuv "

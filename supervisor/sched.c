@@ -4,8 +4,12 @@
  * clock, whatever earlier runs took, so there is no cumulative drift. Each
  * run goes to one ready worker, the least busy with runs (round robin among
  * equals); by default a run is skipped,
- * and logged, while the previous one has not reported done. A run whose
- * worker dies counts as failed.
+ * and logged, while the previous one has not reported done (for a
+ * scheduler that returned AIO_PENDING: until its aio_event_done() or its
+ * timeout, both seen in the worker). A run whose worker dies counts as
+ * failed. The done frame's result goes on to cb, its status and error to
+ * err.
+ *
  *
  * A scope = cluster schedule (with [aio] cluster set) is numbered from the
  * wall clock instead, so that every node agrees: occurrence k of an `every`
@@ -17,6 +21,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -102,8 +107,17 @@ static struct wproc *pick_worker(struct master *m) {
   return NULL;
 }
 
+/* How a run ended, for its cb or err: the done frame's result, or its
+ * status and error. */
+struct outcome {
+  int ok;
+  json_int_t status;
+  const char *error;
+  json_t *result; /* borrowed */
+};
+
 static int dispatch(struct sched *sc, int which, long long run, double due,
-                    struct wproc *to) {
+                    struct wproc *to, const struct outcome *o) {
   struct master *m = sc->m;
   if (to == NULL || to->state != WPROC_READY)
     to = pick_worker(m);
@@ -126,6 +140,12 @@ static int dispatch(struct sched *sc, int which, long long run, double due,
   json_object_set_new(msg, "due", json_real(due));
   if (cluster_node(m))
     json_object_set_new(msg, "node", json_string(cluster_node(m)));
+  if (which == 1 && o && o->result)
+    json_object_set(msg, "result", o->result);
+  if (which == 2 && o) {
+    json_object_set_new(msg, "status", json_integer(o->status));
+    json_object_set_new(msg, "error", json_string(o->error));
+  }
   int err = master_send(to, msg);
   json_decref(msg);
   if (err)
@@ -201,7 +221,7 @@ static void fallback(struct sched *sc, long long occ, double due,
               local ? "run here" : "skipped");
   sc->fallback_said = 1;
   if (local)
-    dispatch(sc, 0, occ, due, NULL);
+    dispatch(sc, 0, occ, due, NULL, NULL);
 }
 
 static void on_claim(struct master *m, void *arg, enum cluster_claim res) {
@@ -214,7 +234,7 @@ static void on_claim(struct master *m, void *arg, enum cluster_claim res) {
       sc->fallback_said = 0;
       log_debug("[schedule:%s] occurrence %lld: claimed; running it",
                 sc->conf->name, pc->occ);
-      dispatch(sc, 0, pc->occ, pc->due, NULL);
+      dispatch(sc, 0, pc->occ, pc->due, NULL, NULL);
     } else if (res == CLUSTER_LOST) {
       sc->fallback_said = 0;
       log_debug("[schedule:%s] occurrence %lld: another node has it",
@@ -335,7 +355,7 @@ static void on_timer(uv_timer_t *t) {
     if (dispatch(sc, 0, k,
                  sc->conf->every > 0 ? wall_of(due_ns(sc, k))
                                      : (double)sc->cron_at,
-                 NULL))
+                 NULL, NULL))
       sc->n.skipped++;
   }
   arm(sc);
@@ -410,11 +430,11 @@ void sched_stop(struct master *m) {
     uv_timer_stop(&m->scheds[i].timer);
 }
 
-static void finish(struct sched *sc, size_t i, int ok) {
+static void finish(struct sched *sc, size_t i, const struct outcome *o) {
   struct inflight f = sc->inflight[i];
   sc->inflight[i] = sc->inflight[--sc->ninflight];
   if (f.which == 0) {
-    if (ok)
+    if (o->ok)
       sc->n.ok++;
     else
       sc->n.failed++;
@@ -422,30 +442,42 @@ static void finish(struct sched *sc, size_t i, int ok) {
     sc->n.seconds += (double)(uv_hrtime() - f.started_ns) / 1e9;
   }
   if (f.which != 0) {
-    if (!ok)
-      log_warnx("[schedule:%s] run %lld: %s failed", sc->conf->name, f.run,
-                f.which == 1 ? "cb" : "err");
+    if (!o->ok)
+      log_warnx("[schedule:%s] run %lld: %s failed: %s", sc->conf->name, f.run,
+                f.which == 1 ? "cb" : "err", o->error);
     return;
   }
-  if (ok && sc->conf->has_cb)
-    dispatch(sc, 1, f.run, f.due, f.p);
-  else if (!ok) {
-    log_warnx("[schedule:%s] run %lld failed", sc->conf->name, f.run);
+  if (o->ok && sc->conf->has_cb)
+    dispatch(sc, 1, f.run, f.due, f.p, o);
+  else if (!o->ok) {
+    log_warnx("[schedule:%s] run %lld failed: %s", sc->conf->name, f.run,
+              o->error);
     if (sc->conf->has_err)
-      dispatch(sc, 2, f.run, f.due, f.p);
+      dispatch(sc, 2, f.run, f.due, f.p, o);
   }
 }
 
 int sched_done(struct master *m, struct wproc *p, json_t *msg) {
   json_int_t id = json_integer_value(json_object_get(msg, "id"));
   json_t *okv = json_object_get(msg, "ok");
-  if (!json_is_boolean(okv))
+  json_t *status = json_object_get(msg, "status");
+  json_t *error = json_object_get(msg, "error");
+  json_t *result = json_object_get(msg, "result");
+  if (!json_is_boolean(okv) || (status && !json_is_integer(status)) ||
+      (error && !json_is_string(error)))
     return -EBADMSG;
+  /* A worker of an older aio says only ok. */
+  struct outcome o = {.ok = json_is_true(okv),
+                      .status = status              ? json_integer_value(status)
+                                : json_is_true(okv) ? 0
+                                                    : 1,
+                      .error = error ? json_string_value(error) : "failed",
+                      .result = result};
   for (size_t s = 0; s < m->nscheds; s++) {
     struct sched *sc = &m->scheds[s];
     for (size_t i = 0; i < sc->ninflight; i++)
       if (sc->inflight[i].id == id && sc->inflight[i].p == p) {
-        finish(sc, i, json_is_true(okv));
+        finish(sc, i, &o);
         return 0;
       }
   }
@@ -462,10 +494,12 @@ void sched_worker_gone(struct master *m, struct wproc *p) {
         i++;
         continue;
       }
+      char why[64];
+      snprintf(why, sizeof(why), "its worker %d died during it", p->slot);
       log_warnx("[schedule:%s] run %lld: worker %d died during it",
                 sc->conf->name, sc->inflight[i].run, p->slot);
       sc->inflight[i].p = NULL; /* err goes to another worker */
-      finish(sc, i, 0);
+      finish(sc, i, &(struct outcome){.ok = 0, .status = -EPIPE, .error = why});
     }
   }
 }

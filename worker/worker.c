@@ -10,7 +10,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -159,7 +162,8 @@ static void worker_finish(struct worker *w, int code) {
 /* A drain ends when the last connection has closed, the worker's own
  * emits have run and no factory holds the worker (aio_server_hold). */
 static void drain_check(struct worker *w) {
-  if (w->draining && w->nconns == 0 && w->lq_head == w->lq_len && w->holds == 0)
+  if (w->draining && w->nconns == 0 && w->lq_head == w->lq_len &&
+      w->nruns == 0 && !w->pend.active && w->holds == 0)
     worker_finish(w, 0);
 }
 
@@ -220,42 +224,457 @@ static void on_heartbeat(uv_timer_t *t) {
   json_decref(m);
 }
 
+/* ---- aio_call_soon ------------------------------------------------------ */
+
+/* Calls waiting past this are refused (-EAGAIN), counted in the mark: a
+ * thread that produces faster than the loop runs is told, not buffered
+ * without end. */
+#define SOON_MAX 65536
+/* The queue's array is given back after a burst above this. */
+#define SOON_KEEP 256
+
+struct soon_item {
+  void (*fn)(void *arg);
+  void *arg;
+};
+
+/* The process's one queue of aio_call_soon() calls: any thread puts, the
+ * loop thread takes, under mu. A ring q[head .. head+len) mod cap. w is
+ * the worker that runs them, NULL before it can (and closed once it
+ * exits). */
+static struct {
+  pthread_mutex_t mu;
+  struct soon_item *q;
+  size_t head, len, cap;
+  struct worker *w;
+  int closed;
+} soon = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* With soon.mu held: room for one more, growing by doubling. */
+static int soon_grow_locked(void) {
+  if (soon.len < soon.cap)
+    return 0;
+  size_t cap = soon.cap ? soon.cap * 2 : 64;
+  struct soon_item *q = malloc(cap * sizeof(*q));
+  if (q == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < soon.len; i++)
+    q[i] = soon.q[(soon.head + i) % soon.cap];
+  free(soon.q);
+  soon.q = q;
+  soon.head = 0;
+  soon.cap = cap;
+  return 0;
+}
+
+int aio_call_soon(void (*fn)(void *arg), void *arg) {
+  if (fn == NULL)
+    return -EINVAL;
+  int err = 0;
+  pthread_mutex_lock(&soon.mu);
+  struct worker *w = soon.w;
+  if (w == NULL) {
+    err = soon.closed ? -EPIPE : -ENOTSUP;
+  } else if (soon.len >= SOON_MAX) {
+    w->mark->soon_refused++; /* under mu: threads count without races */
+    err = -EAGAIN;
+  } else if ((err = soon_grow_locked()) == 0) {
+    soon.q[(soon.head + soon.len++) % soon.cap] = (struct soon_item){fn, arg};
+    /* Coalesced by libuv: one wakeup for a burst of calls. */
+    uv_async_send(&w->soon_async);
+  }
+  pthread_mutex_unlock(&soon.mu);
+  return err;
+}
+
+/* On the loop: the calls queued so far, for one slice of the turn at
+ * most; the rest in the next turn, so a thread that floods the queue
+ * does not starve I/O and timers. */
+static void on_soon(uv_async_t *h) {
+  struct worker *w = h->data;
+  w->slice_start = uv_hrtime();
+  for (size_t i = 0;; i++) {
+    pthread_mutex_lock(&soon.mu);
+    if (soon.len == 0 || (i > 0 && slice_spent(w))) {
+      int more = soon.len > 0;
+      if (!more && soon.cap > SOON_KEEP) {
+        free(soon.q);
+        soon.q = NULL;
+        soon.head = soon.cap = 0;
+      }
+      pthread_mutex_unlock(&soon.mu);
+      if (more)
+        uv_async_send(h);
+      break;
+    }
+    struct soon_item it = soon.q[soon.head];
+    soon.head = (soon.head + 1) % soon.cap;
+    soon.len--;
+    pthread_mutex_unlock(&soon.mu);
+    worker_bus_sync(w);
+    cb_enter(w, BUS_CB_SOON, 0);
+    it.fn(it.arg);
+    cb_leave(w);
+  }
+  drain_check(w);
+}
+
+/* Is this process a worker whose loop takes calls? (Not the master, not
+ * `aio test`, whose emits run their listeners where they are made.) */
+static int soon_here(void) {
+  pthread_mutex_lock(&soon.mu);
+  int here = soon.w != NULL || soon.closed;
+  pthread_mutex_unlock(&soon.mu);
+  return here;
+}
+
+/* From now on aio_call_soon() reaches w's loop. */
+static int soon_open(struct worker *w) {
+  int err = uv_async_init(&w->loop, &w->soon_async, on_soon);
+  if (err)
+    return err;
+  w->soon_async.data = w;
+  pthread_mutex_lock(&soon.mu);
+  soon.w = w;
+  soon.closed = 0;
+  pthread_mutex_unlock(&soon.mu);
+  return 0;
+}
+
+/* No more calls: before the loop's handles close. What is still queued
+ * is not run (its owners are threads of a module about to be unloaded). */
+static void soon_close(void) {
+  pthread_mutex_lock(&soon.mu);
+  if (soon.w)
+    soon.closed = 1;
+  soon.w = NULL;
+  free(soon.q);
+  soon.q = NULL;
+  soon.head = soon.len = soon.cap = 0;
+  pthread_mutex_unlock(&soon.mu);
+}
+
 /* ---- jobs and signals ------------------------------------------------ */
+
+/* Timed-out runs kept for a late aio_event_done(), so that it finds its
+ * event still there; past this many the oldest is let go. */
+#define RUN_LATE_KEEP 1024
+
+/* One run of a job in hand: its event stays where the scheduler saw it
+ * until aio_event_done() (or, timed out, until the late call or until
+ * RUN_LATE_KEEP newer ones timed out). */
+struct job_run {
+  aio_event_t ev; /* what the scheduler holds */
+  struct worker *w;
+  struct job_run *next; /* w->runs */
+  json_int_t id;        /* the master's run frame id */
+  size_t index;         /* job * 3 + which */
+  json_t *result;       /* owned: ev.result, for a cb */
+  char *error;          /* owned: ev.error, for an err */
+  char *node;           /* owned: ev.node */
+  uv_timer_t timer;     /* the schedule's timeout */
+  int in_call;          /* the scheduler has not returned yet */
+  int finished;         /* its done frame is queued */
+  int timed_out;
+};
+
+static void run_freed(uv_handle_t *h) {
+  struct job_run *r = h->data;
+  json_decref(r->result);
+  free(r->error);
+  free(r->node);
+  free(r);
+}
+
+static void run_unlink(struct job_run *r) {
+  for (struct job_run **pp = &r->w->runs; *pp; pp = &(*pp)->next)
+    if (*pp == r) {
+      *pp = r->next;
+      break;
+    }
+  if (r->timed_out)
+    r->w->nruns_late--;
+}
+
+/* Forget r: its memory goes when its timer has closed. */
+static void run_release(struct job_run *r) {
+  run_unlink(r);
+  uv_close((uv_handle_t *)&r->timer, run_freed);
+}
+
+/* The message of a failure: the string result of aio_event_done(), or
+ * what the status says. */
+static void run_error_text(char *buf, size_t n, int status,
+                           const json_t *result) {
+  if (json_is_string(result))
+    snprintf(buf, n, "%s", json_string_value(result));
+  else if (status < 0 && status > -4096)
+    snprintf(buf, n, "status %d (%s)", status, strerror(-status));
+  else
+    snprintf(buf, n, "status %d", status);
+}
+
+/* Tell the master how r ended (once): 0 with its result for `cb`, or a
+ * status and a message for `err`. */
+static void run_finish(struct job_run *r, int status, const json_t *result,
+                       const char *error) {
+  struct worker *w = r->w;
+  char text[512];
+  if (r->finished)
+    return;
+  r->finished = 1;
+  uv_timer_stop(&r->timer);
+  if (status && error == NULL) {
+    run_error_text(text, sizeof(text), status, result);
+    error = text;
+  }
+  json_t *done = bus_msg(BUS_DONE);
+  json_object_set_new(done, "id", json_integer(r->id));
+  json_object_set_new(done, "ok", json_boolean(status == 0));
+  if (status) {
+    json_object_set_new(done, "status", json_integer(status));
+    json_object_set_new(done, "error", json_string(error));
+  } else if (result && r->index % 3 == 0) {
+    json_object_set(done, "result", (json_t *)result);
+  }
+  int err = worker_send(w, done);
+  if (err && err != -EPIPE && json_object_get(done, "result")) {
+    /* A result the bus cannot carry fails the run, it does not vanish. */
+    json_object_del(done, "result");
+    json_object_set_new(done, "ok", json_false());
+    json_object_set_new(done, "status", json_integer(err));
+    json_object_set_new(done, "error",
+                        json_string(err == -EMSGSIZE
+                                        ? "its result is over the bus's frame "
+                                          "size (256 KiB)"
+                                        : "out of memory for its result"));
+    worker_send(w, done);
+  }
+  json_decref(done);
+  w->nruns--;
+  drain_check(w);
+}
+
+static void on_run_timeout(uv_timer_t *t) {
+  struct job_run *r = t->data;
+  struct worker *w = r->w;
+  char text[128];
+  double secs = w->app->s.schedules[r->index / 3].timeout;
+  snprintf(text, sizeof(text), "timed out after %g s", secs);
+  log_warnx("[schedule:%s] run %lld: %s %s", r->ev.name, r->ev.run,
+            r->index % 3 == 0   ? "func"
+            : r->index % 3 == 1 ? "cb"
+                                : "err",
+            text);
+  run_finish(r, -ETIMEDOUT, NULL, text);
+  r->timed_out = 1;
+  /* Kept for its late aio_event_done(), within a bound: the oldest goes
+   * (the list is newest first). */
+  if (++w->nruns_late > RUN_LATE_KEEP) {
+    struct job_run *oldest = NULL;
+    for (struct job_run *q = w->runs; q; q = q->next)
+      if (q->timed_out)
+        oldest = q;
+    if (oldest)
+      run_release(oldest);
+  }
+}
+
+/* A done frame for a run that never started (an unknown job, no memory). */
+static void run_refused(struct worker *w, json_int_t id, int status,
+                        const char *error) {
+  json_t *done = bus_msg(BUS_DONE);
+  json_object_set_new(done, "id", json_integer(id));
+  json_object_set_new(done, "ok", json_false());
+  json_object_set_new(done, "status", json_integer(status));
+  json_object_set_new(done, "error", json_string(error));
+  worker_send(w, done);
+  json_decref(done);
+}
 
 static void run_job(struct worker *w, json_t *msg) {
   json_int_t id = json_integer_value(json_object_get(msg, "id"));
   json_int_t job = json_integer_value(json_object_get(msg, "job"));
   json_int_t which = json_integer_value(json_object_get(msg, "which"));
   json_int_t run = json_integer_value(json_object_get(msg, "run"));
-  int ok = 0;
   if (job < 0 || (size_t)job >= w->app->s.nschedules || which < 0 ||
       which > 2 || w->jobs[job * 3 + which] == NULL) {
     log_warnx("bus: run for unknown job %lld/%lld", (long long)job,
               (long long)which);
-  } else {
-    aio_event_t ev = {.name = w->app->s.schedules[job].name,
-                      .run = run,
-                      .due = json_number_value(json_object_get(msg, "due")),
-                      .node = json_string_value(json_object_get(msg, "node"))};
-    worker_bus_sync(w);
-    cb_enter(w, BUS_CB_JOB, (size_t)(job * 3 + which));
-    ok = w->jobs[job * 3 + which]->u.scheduler(&ev) == 0;
-    cb_leave(w);
+    run_refused(w, id, -ENOENT, "no such job in this worker");
+    return;
   }
-  json_t *done = bus_msg(BUS_DONE);
-  json_object_set_new(done, "id", json_integer(id));
-  json_object_set_new(done, "ok", json_boolean(ok));
-  worker_send(w, done);
-  json_decref(done);
+  struct job_run *r = calloc(1, sizeof(*r));
+  const char *error = json_string_value(json_object_get(msg, "error"));
+  if (r == NULL ||
+      (which == 2 && (r->error = strdup(error ? error : "failed")) == NULL)) {
+    free(r);
+    run_refused(w, id, -ENOMEM, "out of memory");
+    return;
+  }
+  r->w = w;
+  r->id = id;
+  r->index = (size_t)(job * 3 + which);
+  r->ev.name = w->app->s.schedules[job].name;
+  r->ev.run = run;
+  r->ev.due = json_number_value(json_object_get(msg, "due"));
+  const char *node = json_string_value(json_object_get(msg, "node"));
+  if (node && (r->node = strdup(node)) == NULL) {
+    free(r->error);
+    free(r);
+    run_refused(w, id, -ENOMEM, "out of memory");
+    return;
+  }
+  r->ev.node = r->node;
+  if (which == 1)
+    r->ev.result = r->result = json_incref(json_object_get(msg, "result"));
+  if (which == 2) {
+    /* A failure has a non-zero status, whatever the frame says. */
+    r->ev.status = (int)json_integer_value(json_object_get(msg, "status"));
+    if (r->ev.status == 0)
+      r->ev.status = -1;
+    r->ev.error = r->error;
+  }
+  uv_timer_init(&w->loop, &r->timer);
+  r->timer.data = r;
+  r->next = w->runs;
+  w->runs = r;
+  w->nruns++;
+  worker_bus_sync(w);
+  r->in_call = 1;
+  cb_enter(w, BUS_CB_JOB, r->index);
+  int rc = w->jobs[r->index]->u.scheduler(&r->ev);
+  cb_leave(w);
+  r->in_call = 0;
+  if (rc != AIO_PENDING) {
+    char text[64];
+    if (rc)
+      snprintf(text, sizeof(text), "returned %d", rc);
+    run_finish(r, rc, NULL, rc ? text : NULL); /* unless done already */
+    run_release(r);
+  } else if (r->finished) {
+    run_release(r);
+  } else {
+    double t = w->app->s.schedules[job].timeout;
+    if (t > 0)
+      uv_timer_start(&r->timer, on_run_timeout, (uint64_t)llround(t * 1000), 0);
+  }
 }
 
-/* Run the listeners ks[0..nk) of one deliver frame. */
-static void run_listeners(struct worker *w, json_int_t id, const char *name,
-                          json_t *data, const json_int_t *ks, size_t nk) {
-  aio_signal_t sig = {.name = name, .data = data};
-  uint64_t n = ++w->delivers;
+/* aio_event_done() on the loop thread. */
+static int event_done_here(struct worker *w, aio_event_t *ev, int status,
+                           const json_t *result) {
+  struct job_run *r = w->runs;
+  while (r && &r->ev != ev)
+    r = r->next;
+  if (r == NULL) {
+    log_debug("aio_event_done(): not a run in hand (finished, or timed out "
+              "long ago); ignored");
+    return -EALREADY;
+  }
+  if (r->timed_out) {
+    log_debug("[schedule:%s] run %lld: aio_event_done() after its timeout; "
+              "ignored",
+              r->ev.name, r->ev.run);
+    run_release(r);
+    return -ETIMEDOUT;
+  }
+  if (r->finished) {
+    log_debug("[schedule:%s] run %lld: aio_event_done() twice; ignored",
+              r->ev.name, r->ev.run);
+    return -EALREADY;
+  }
+  run_finish(r, status, result, NULL);
+  if (!r->in_call)
+    run_release(r);
+  return 0;
+}
+
+/* An aio_event_done() of another thread, on its way to the loop. */
+struct soon_done {
+  aio_event_t *ev; /* compared, not read, until found in hand */
+  int status;
+  json_t *result; /* owned */
+};
+
+static void on_soon_done(void *arg) {
+  struct soon_done *d = arg;
+  if (worker_self)
+    event_done_here(worker_self, d->ev, d->status, d->result);
+  json_decref(d->result);
+  free(d);
+}
+
+int aio_event_done(aio_event_t *event, int status, const json_t *result) {
+  struct worker *w = worker_self;
+  if (event == NULL)
+    return -EINVAL;
+  if (w && !w->in_test)
+    return event_done_here(w, event, status, result);
+  if (!soon_here())
+    return -ENOTSUP;
+  struct soon_done *d = malloc(sizeof(*d));
+  json_t *copy = result ? bus_json_copy(result) : NULL;
+  int err = d == NULL || (result && copy == NULL) ? -ENOMEM : 0;
+  if (err == 0) {
+    *d = (struct soon_done){event, status, copy};
+    err = aio_call_soon(on_soon_done, d);
+  }
+  if (err) {
+    json_decref(copy);
+    free(d);
+  }
+  return err;
+}
+
+/* After the loop closed: the runs still in hand (their timers are closed). */
+static void runs_free(struct worker *w) {
+  for (struct job_run *r = w->runs, *next; r; r = next) {
+    next = r->next;
+    json_decref(r->result);
+    free(r->error);
+    free(r);
+  }
+  w->runs = NULL;
+}
+
+/* ---- listeners, and async ones (AIO_LISTENER_ASYNC) ---------------------- */
+
+/* Call listener k with sig (w->pend.sig): 0, or AIO_PENDING from an async
+ * listener that goes on. */
+static int call_listener(struct worker *w, size_t k, aio_signal_t *sig) {
+  const aio_decl_t *decl = w->listeners[k];
+  if (decl->kind != AIO_KIND_LISTENER_ASYNC) {
+    decl->u.listener(sig);
+    return 0;
+  }
+  struct pending_signal *pd = &w->pend;
+  /* Its name and data must outlive the frame they came from. */
+  if (sig->name != pd->name) {
+    snprintf(pd->name, sizeof(pd->name), "%s", sig->name);
+    sig->name = pd->name;
+  }
+  int rc = decl->u.listener_async(sig);
+  if (rc == AIO_PENDING) {
+    pd->data = json_incref(sig->data);
+    pd->k = k;
+    pd->active = 1;
+    return AIO_PENDING;
+  }
+  if (rc)
+    log_warnx("listener %s for signal '%s' failed: %d",
+              w->app->s.listeners[k].fn.text, sig->name, rc);
+  return 0;
+}
+
+/* Run the listeners ks[0..nk) of deliver frame id (the n-th), from
+ * index `from` on. An async one that goes on leaves the rest in w->pend,
+ * and the delivery in hand. */
+static void deliver_run(struct worker *w, json_int_t id, uint64_t n,
+                        aio_signal_t *sig, const json_int_t *ks, size_t nk,
+                        size_t from) {
   w->mark->in_hand = n;
-  for (size_t i = 0; i < nk; i++) {
+  for (size_t i = from; i < nk; i++) {
     json_int_t k = ks[i];
     if (k < 0 || (size_t)k >= w->app->s.nlisteners || !w->listeners[k]) {
       log_warnx("bus: deliver to unknown listener %lld", (long long)k);
@@ -263,13 +682,36 @@ static void run_listeners(struct worker *w, json_int_t id, const char *name,
     }
     worker_bus_sync(w);
     cb_enter(w, BUS_CB_LISTENER, (size_t)k);
-    w->listeners[k]->u.listener(&sig);
+    if (call_listener(w, (size_t)k, sig) == AIO_PENDING) {
+      struct pending_signal *pd = &w->pend;
+      cb_leave(w);
+      pd->id = id;
+      pd->n = n;
+      pd->local = 0;
+      pd->nk = nk - i - 1;
+      pd->ks = pd->nk ? malloc(pd->nk * sizeof(*pd->ks)) : NULL;
+      if (pd->ks) {
+        memcpy(pd->ks, ks + i + 1, pd->nk * sizeof(*pd->ks));
+      } else if (pd->nk) {
+        log_error("out of memory: the listeners after %s for '%s' do not run",
+                  w->app->s.listeners[k].fn.text, sig->name);
+        pd->nk = 0;
+      }
+      return;
+    }
   }
   cb_leave(w);
   w->mark->done = n;
   w->mark->in_hand = 0;
   /* Acknowledged with the rest of this read: one frame for all of them. */
   w->ack_id = id;
+}
+
+/* Run the listeners ks[0..nk) of one deliver frame. */
+static void run_listeners(struct worker *w, json_int_t id, const char *name,
+                          json_t *data, const json_int_t *ks, size_t nk) {
+  w->pend.sig = (aio_signal_t){.name = name, .data = data};
+  deliver_run(w, id, ++w->delivers, &w->pend.sig, ks, nk, 0);
 }
 
 static void deliver(struct worker *w, json_t *msg) {
@@ -379,17 +821,25 @@ static int index_listeners(struct worker *w) {
   return 0;
 }
 
-static void run_local(struct worker *w, const struct local_item *it) {
-  aio_signal_t sig = {.name = w->app->s.listeners[it->first].signal,
-                      .data = it->data};
+/* Run the listeners of own emit it from listener `from` on (NO_NEXT:
+ * none left). An async one that goes on keeps it in w->pend, in hand. */
+static void local_run(struct worker *w, const struct local_item *it,
+                      size_t from) {
+  aio_signal_t *sig = &w->pend.sig;
   w->mark->local_in_hand = it->seq;
-  for (size_t k = it->first; k != NO_NEXT; k = w->once_next[k]) {
+  for (size_t k = from; k != NO_NEXT; k = w->once_next[k]) {
     /* The emits behind this one are where the master finds them before a
      * listener that could kill us runs (the ring, or written to the
      * socket here): they are redelivered, not lost. */
     worker_bus_sync(w);
     cb_enter(w, BUS_CB_LISTENER, k);
-    w->listeners[k]->u.listener(&sig);
+    if (call_listener(w, k, sig) == AIO_PENDING) {
+      cb_leave(w);
+      w->pend.local = 1;
+      w->pend.it = *it;
+      w->pend.it.data = json_incref(it->data);
+      return;
+    }
   }
   cb_leave(w);
   w->mark->local_done = it->seq;
@@ -400,19 +850,105 @@ static void run_local(struct worker *w, const struct local_item *it) {
     w->local_ack = it->seq; /* the master keeps it until told */
 }
 
+static void run_local(struct worker *w, const struct local_item *it) {
+  w->pend.sig = (aio_signal_t){.name = w->app->s.listeners[it->first].signal,
+                               .data = it->data};
+  local_run(w, it, it->first);
+}
+
+static void on_local_idle(uv_idle_t *h);
+static void on_bus_idle(uv_idle_t *h);
+
+/* aio_signal_done() on the loop thread: the listeners after the pending
+ * one, then the sources that waited behind it. */
+static int signal_done_here(struct worker *w, const aio_signal_t *signal,
+                            int status) {
+  struct pending_signal *pd = &w->pend;
+  if (!pd->active || signal != &pd->sig) {
+    log_debug("aio_signal_done(): not a signal in hand; ignored");
+    return -EALREADY;
+  }
+  if (status)
+    log_warnx("listener %s for signal '%s' failed: %d",
+              w->app->s.listeners[pd->k].fn.text, pd->name, status);
+  pd->active = 0;
+  json_t *data = pd->data; /* held until the rest ran */
+  pd->data = NULL;
+  if (pd->local) {
+    struct local_item it = pd->it;
+    local_run(w, &it, w->once_next[pd->k]);
+    json_decref(it.data);
+  } else {
+    json_int_t *ks = pd->ks; /* deliver_run may pend again, with a copy */
+    pd->ks = NULL;
+    deliver_run(w, pd->id, pd->n, &pd->sig, ks, pd->nk, 0);
+    free(ks);
+  }
+  json_decref(data);
+  if (!pd->active) {
+    send_ack(w);
+    /* What waited behind it, on the next turns. */
+    if (w->lq_head < w->lq_len && !uv_is_active((uv_handle_t *)&w->lq_idle))
+      uv_idle_start(&w->lq_idle, on_local_idle);
+    /* The read stopped (BUS_PAUSE) for it: resume what it held back. */
+    if (w->bus_open && !uv_is_active((uv_handle_t *)&w->bus) &&
+        !uv_is_active((uv_handle_t *)&w->bus_idle))
+      uv_idle_start(&w->bus_idle, on_bus_idle);
+    drain_check(w);
+  }
+  return 0;
+}
+
+struct soon_signal {
+  const aio_signal_t *signal; /* compared, not read, until found in hand */
+  int status;
+};
+
+static void on_soon_signal(void *arg) {
+  struct soon_signal *d = arg;
+  if (worker_self)
+    signal_done_here(worker_self, d->signal, d->status);
+  free(d);
+}
+
+int aio_signal_done(const aio_signal_t *signal, int status) {
+  struct worker *w = worker_self;
+  if (signal == NULL)
+    return -EINVAL;
+  if (w && !w->in_test)
+    return signal_done_here(w, signal, status);
+  if (!soon_here())
+    return -ENOTSUP;
+  struct soon_signal *d = malloc(sizeof(*d));
+  if (d == NULL)
+    return -ENOMEM;
+  *d = (struct soon_signal){signal, status};
+  int err = aio_call_soon(on_soon_signal, d);
+  if (err)
+    free(d);
+  return err;
+}
+
 /* Run the own emits queued so far, for one slice of the turn at most;
  * those their listeners emit, and those the slice did not reach, wait for
  * a later turn of the loop, so I/O and timers are not starved. */
 static void on_local_idle(uv_idle_t *h) {
   struct worker *w = h->data;
   size_t n = w->lq_len - w->lq_head;
+  if (w->pend.active) { /* behind an async listener: restarted at its done */
+    uv_idle_stop(h);
+    return;
+  }
   w->slice_start = uv_hrtime();
-  for (size_t i = 0; i < n && (i == 0 || !slice_spent(w)); i++) {
+  for (size_t i = 0; i < n && (i == 0 || !slice_spent(w)) && !w->pend.active;
+       i++) {
     struct local_item it = w->lq[w->lq_head++]; /* lq may move meanwhile */
     w->lq_bytes -= it.bytes;
     run_local(w, &it);
     json_decref(it.data);
   }
+  if (w->pend.active)
+    uv_idle_stop(h);
   if (w->lq_head == w->lq_len) {
     w->lq_head = w->lq_len = 0;
     w->lq_bytes = 0;
@@ -584,7 +1120,8 @@ static int on_line_run(struct worker *w, const char *frame, size_t len) {
 static int on_line(void *arg, const char *frame, size_t len) {
   struct worker *w = arg;
   int rc = on_line_run(w, frame, len);
-  return rc ? rc : slice_spent(w) ? BUS_PAUSE : 0;
+  /* Behind an async listener in hand, the rest waits for its done. */
+  return rc ? rc : slice_spent(w) || w->pend.active ? BUS_PAUSE : 0;
 }
 
 static void on_bus_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -618,6 +1155,10 @@ static void on_bus_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 /* The next slice of what a paused read held back. */
 static void on_bus_idle(uv_idle_t *h) {
   struct worker *w = h->data;
+  if (w->pend.active) { /* restarted at its aio_signal_done() */
+    uv_idle_stop(h);
+    return;
+  }
   w->slice_start = uv_hrtime();
   bus_split_done(w, bus_reader_resume(&w->rd, on_line, w));
 }
@@ -725,6 +1266,11 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
     log_error("cannot create an event loop");
     return 1;
   }
+  /* Before the modules' init, which may start threads that call. */
+  if (soon_open(w)) {
+    log_error("cannot create the aio_call_soon() queue");
+    goto out;
+  }
   w->loader = loader_new();
   loader_set_process(w->loader);
   if (w->loader == NULL || loader_load_all(w->loader, &app->s, &d) ||
@@ -796,7 +1342,13 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
   if (w->bus_open)
     bus_out_flush(&w->out, w->bus_fd, BUS_SYNC_FLUSH_MS);
 out:
+  soon_close();
   worker_close_loop(w);
+  runs_free(w);
+  json_decref(w->pend.data);
+  free(w->pend.ks);
+  if (w->pend.active && w->pend.local)
+    json_decref(w->pend.it.data);
   if (w->bus_room_fd > 0)
     close(w->bus_room_fd);
   bus_out_close(&w->out);
@@ -981,6 +1533,61 @@ static void early_free(struct worker *w) {
   w->nearly = w->early_cap = w->early_bytes = 0;
 }
 
+static int emit(const char *signal, json_t *data, int steal);
+
+/* An emit made on another thread, on its way to the loop. */
+struct soon_emit {
+  json_t *data; /* owned */
+  char signal[];
+};
+
+/* Emits of other threads waiting for the loop: bounded by bus_journal as
+ * the loop's own are, so what they hold in memory is bounded too. */
+static atomic_size_t soon_emits;
+
+static void on_soon_emit(void *arg) {
+  struct soon_emit *e = arg;
+  atomic_fetch_sub(&soon_emits, 1);
+  int err = emit(e->signal, e->data, 1);
+  if (err)
+    log_warnx("aio_emit('%s') from another thread: %s", e->signal,
+              strerror(-err));
+  free(e);
+}
+
+/* Hand an emit of a thread that is not the loop's to the loop, with a
+ * value of its own (data copied, or stolen). 0 or -errno; data is
+ * released on error when stolen. */
+static int emit_from_thread(const char *signal, json_t *data, int steal) {
+  size_t n = strlen(signal) + 1;
+  pthread_mutex_lock(&soon.mu);
+  struct worker *w = soon.w; /* NULL once closed: aio_call_soon says so */
+  pthread_mutex_unlock(&soon.mu);
+  if (w && atomic_fetch_add(&soon_emits, 1) >= w->app->s.bus_journal) {
+    atomic_fetch_sub(&soon_emits, 1);
+    w->mark->soon_refused++;
+    if (steal)
+      json_decref(data);
+    return -EAGAIN;
+  }
+  struct soon_emit *e = malloc(sizeof(*e) + n);
+  json_t *mine = data == NULL ? json_null()
+                 : steal      ? data
+                              : bus_json_copy(data);
+  int err = e == NULL || mine == NULL ? -ENOMEM : 0;
+  if (err == 0) {
+    memcpy(e->signal, signal, n);
+    e->data = mine;
+    err = aio_call_soon(on_soon_emit, e);
+  }
+  if (err) {
+    atomic_fetch_sub(&soon_emits, 1);
+    json_decref(mine);
+    free(e);
+  }
+  return err;
+}
+
 /* aio_emit() and aio_emit_new(): steal says data is ours to keep. */
 static int emit(const char *signal, json_t *data, int steal) {
   struct worker *w = worker_self;
@@ -991,6 +1598,12 @@ static int emit(const char *signal, json_t *data, int steal) {
   }
   if (w == NULL && command_emit) {
     err = command_emit(signal, data);
+    goto out;
+  }
+  if (w == NULL && soon_here()) {
+    /* A thread of this worker's modules: the loop emits it. */
+    err = emit_from_thread(signal, data, steal);
+    steal = 0;
     goto out;
   }
   if (w == NULL || w->in_test) {

@@ -16,6 +16,7 @@
 
 struct wserver;
 struct loader;
+struct job_run;
 
 /* An own emit whose listeners run here. */
 struct local_item {
@@ -31,6 +32,22 @@ struct early_emit {
   char *signal; /* owned */
   json_t *data; /* owned */
   size_t bytes; /* of its frame, counted against bus_journal_bytes */
+};
+
+/* The signal whose async listener (AIO_LISTENER_ASYNC) has not called
+ * aio_signal_done() yet: the deliveries and own emits behind it wait. */
+struct pending_signal {
+  aio_signal_t sig; /* what every listener of a signal gets; lasts */
+  char name[BUS_MAX_SIGNAL + 1];
+  json_t *data; /* owned while active */
+  int active;
+  int local; /* an own emit (it), else a deliver frame (id, n, ks) */
+  size_t k;  /* the listener in hand */
+  struct local_item it;
+  json_int_t id;
+  uint64_t n;
+  json_int_t *ks; /* owned: the frame's listeners after k */
+  size_t nk;
 };
 
 struct worker {
@@ -69,7 +86,9 @@ struct worker {
                            acknowledged */
   uv_timer_t heartbeat;
   uv_timer_t drain_timer;
-  uv_async_t sig_async; /* woken by the TERM/QUIT handler */
+  uv_async_t sig_async;  /* woken by the TERM/QUIT handler */
+  uv_async_t soon_async; /* woken by aio_call_soon() (worker.c) */
+  struct pending_signal pend;
   struct wserver *servers;
   size_t nservers;
   struct aio_conn_s *conns; /* every open connection, for drain and status */
@@ -87,6 +106,9 @@ struct worker {
   uint64_t emit_seq;
   const aio_decl_t **listeners; /* resolved s.listeners, same order */
   const aio_decl_t **jobs;      /* 3 per schedule: func, cb, err */
+  struct job_run *runs;         /* runs in hand, newest first (worker.c) */
+  size_t nruns;                 /* of them not finished */
+  size_t nruns_late;            /* of them timed out, kept for a late done */
   char readbuf[64 * 1024];      /* shared: data_received runs to completion */
 };
 

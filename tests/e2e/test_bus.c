@@ -52,6 +52,9 @@ static void conf_text(char *conf, size_t n, int workers, const char *first) {
            "bus-bfence = busmod.record broadcast\n"
            "crash-sig = busmod.crash\n"
            "bus-chain = busmod.chain\n"
+           "bus-thread = busmod.record_thread\n"
+           "bus-async = busmod.record_async\n"
+           "    busmod.record\n"
            "odd\"bcast = busmod.record broadcast\n"
            "\n"
            "[listen:lifecycle]\n"
@@ -553,6 +556,249 @@ START_TEST(test_bus_emit_copies_and_emit_new_takes_over) {
 }
 END_TEST
 
+/* Records of key == val with "tag" tag (top level). Returns new. */
+static json_t *with_tag(const json_t *all, const char *key, const char *val,
+                        const char *tag, int in_data) {
+  json_t *some = rec_where(all, key, val), *out = json_array();
+  size_t i;
+  json_t *r;
+  json_array_foreach(some, i, r) {
+    const char *t = in_data ? rec_data_str(r, "tag")
+                            : json_string_value(json_object_get(r, "tag"));
+    if (t && strcmp(t, tag) == 0)
+      json_array_append(out, r);
+  }
+  json_decref(some);
+  return out;
+}
+
+/* recs (of worker pid) ran on its loop thread, seq 1..n in order. */
+static void assert_on_loop_in_order(const json_t *recs, int n, pid_t pid,
+                                    int in_data, const char *what) {
+  ck_assert_msg((int)json_array_size(recs) == n, "%s: %zu records, want %d",
+                what, json_array_size(recs), n);
+  size_t i;
+  json_t *r;
+  json_array_foreach(recs, i, r) {
+    ck_assert_msg(json_is_true(json_object_get(r, "on_loop")),
+                  "%s: record %zu not on the loop thread", what, i + 1);
+    ck_assert_int_eq(rec_int(r, "tid"), pid);
+    ck_assert_int_eq(rec_int(r, "pid"), pid);
+    long long seq = in_data ? rec_data_int(r, "seq") : rec_int(r, "seq");
+    ck_assert_msg(seq == (long long)i + 1, "%s: record %zu has seq %lld", what,
+                  i + 1, seq);
+  }
+}
+
+/* Threads of a module's own call aio_call_soon() and aio_emit() /
+ * aio_emit_new(): every call runs, and every listener, on the worker's
+ * loop thread (not the caller's), each thread's in the order it made
+ * them. */
+START_TEST(test_bus_threads_call_soon_and_emit_run_on_the_loop) {
+  pid_t pid;
+  int fd = start_one(&pid);
+  char reply[64], tag[16];
+  enum { THREADS = 3, N = 400 };
+  snprintf(reply, sizeof(reply), "threads t %d %d", THREADS, N);
+  ask(fd, reply, reply, sizeof(reply));
+  ck_assert_str_eq(reply, "started 3\n");
+  json_t *done = rec_wait(out_path, "fn", "thread-done", THREADS, 20000);
+  json_t *sigs = rec_wait(out_path, "sig", "bus-thread", THREADS * N, 20000);
+  if (done == NULL || sigs == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(done);
+  ck_assert_ptr_nonnull(sigs);
+  size_t i;
+  json_t *r;
+  json_array_foreach(done, i, r) {
+    ck_assert_int_eq(rec_int(r, "soon"), N);
+    ck_assert_int_eq(rec_int(r, "emit"), N);
+    ck_assert(json_is_true(json_object_get(r, "on_loop")));
+  }
+  json_t *all = rec_load(out_path);
+  for (int t = 0; t < THREADS; t++) {
+    snprintf(tag, sizeof(tag), "t%d", t);
+    json_t *soon = with_tag(all, "fn", "soon", tag, 0);
+    json_t *emits = with_tag(all, "sig", "bus-thread", tag, 1);
+    assert_on_loop_in_order(soon, N, pid, 0, "aio_call_soon");
+    assert_on_loop_in_order(emits, N, pid, 1, "aio_emit from a thread");
+    /* The emitter was another thread indeed. */
+    ck_assert_int_ne(rec_data_int(json_array_get(emits, 0), "tid"), pid);
+    json_decref(soon);
+    json_decref(emits);
+  }
+  json_decref(all);
+  json_decref(sigs);
+  json_decref(done);
+  close(fd);
+  stop();
+}
+END_TEST
+
+/* The worker's private memory, from `aio status`. */
+static long long worker_private(void) {
+  json_t *st = ops_status(&P);
+  long long v =
+      ops_int(json_array_get(json_object_get(st, "procs"), 0), "private");
+  json_decref(st);
+  return v;
+}
+
+/* aio_call_soon()'s queue is bounded: with the loop held, a thread's
+ * 65536 first calls are taken and the rest refused with -EAGAIN, counted
+ * in `aio status`; the taken ones all run once the loop is free, and the
+ * queue's 1 MiB is given back after. */
+START_TEST(test_bus_call_soon_queue_is_bounded_and_counted) {
+  pid_t pid;
+  int fd = start_one(&pid);
+  char reply[128];
+  long long before = worker_private();
+  ask(fd, "soonflood 70000", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "soonflood ok 65536 again 4464 other 0\n");
+  long long deadline = h_now_ms() + 10000;
+  do {
+    ask(fd, "sooncount", reply, sizeof(reply));
+  } while (strcmp(reply, "sooncount 65536\n") && h_now_ms() < deadline &&
+           usleep(10000) == 0);
+  ck_assert_str_eq(reply, "sooncount 65536\n");
+  json_t *st = ops_status(&P);
+  json_t *bus =
+      json_object_get(json_array_get(json_object_get(st, "procs"), 0), "bus");
+  ck_assert_int_eq(ops_int(bus, "soon_refused"), 4464);
+  json_decref(st);
+  long long after = worker_private();
+  ck_assert_msg(!H_RSS_CHECKED || (before > 0 && after - before < 512 * 1024),
+                "the worker kept %lld KiB after the burst",
+                (after - before) / 1024);
+  close(fd);
+  stop();
+}
+END_TEST
+
+/* Records of sig with data.tag == tag and "phase" phase. Returns new. */
+static json_t *phased(const json_t *all, const char *tag, const char *phase) {
+  json_t *some = tagged(all, "bus-async", tag), *out = json_array();
+  size_t i;
+  json_t *r;
+  json_array_foreach(some, i, r) {
+    const char *ph = json_string_value(json_object_get(r, "phase"));
+    if (ph && strcmp(ph, phase) == 0)
+      json_array_append(out, r);
+  }
+  json_decref(some);
+  return out;
+}
+
+/* Start 1 worker whose async listener takes later_ms; returns a
+ * connection to it, its pid in *pid. */
+static int start_async(int later_ms, pid_t *pid) {
+  char dir[128], conf[4096], with[4200];
+  h_tmpdir(dir, sizeof(dir));
+  snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
+  port = h_free_port();
+  conf_text(conf, sizeof(conf), 1, "");
+  /* later_ms for record_async, first in [busmod]. */
+  char *at = strstr(conf, "[busmod]\n");
+  ck_assert_ptr_nonnull(at);
+  snprintf(with, sizeof(with), "%.*s[busmod]\nlater_ms = %d\n%s",
+           (int)(at - conf), conf, later_ms, at + 9);
+  h_start_ready(&P, with, NULL);
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  *pid = ask_pid(fd);
+  return fd;
+}
+
+/* An async listener (AIO_LISTENER_ASYNC, busmod.record_async: 300 ms,
+ * from a thread or a uv_timer) holds its signal in hand until its
+ * aio_signal_done(): the next listener of the signal, and the signals
+ * emitted after it, run only then, in order, while the loop goes on
+ * answering. */
+START_TEST(test_bus_async_listener_holds_later_signals_until_done) {
+  char reply[128];
+  pid_t pid;
+  int fd = start_async(300, &pid);
+  ask(fd, "emit bus-async a 3; emit bus-fence f 1", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "emitted 3\nemitted 1\n");
+  /* The loop serves while the first is pending. */
+  long long t0 = h_now_ms();
+  ck_assert_int_eq(ask_pid(fd), pid);
+  ck_assert_msg(h_now_ms() - t0 < 250, "the loop was held %lld ms",
+                h_now_ms() - t0);
+  json_t *fence = rec_wait(out_path, "sig", "bus-fence", 1, 10000);
+  if (fence == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(fence);
+  json_t *all = rec_load(out_path);
+  json_t *begins = phased(all, "a", "begin"), *dones = phased(all, "a", "done");
+  json_t *plain = tagged(all, "bus-async", "a");
+  assert_seq_once_in_order(begins, 3, "async begin");
+  assert_seq_once_in_order(dones, 3, "async done");
+  /* In file order: begin k, done k, the plain listener of k, begin k+1 ...,
+   * then the fence. */
+  long long last = 0;
+  for (int k = 0; k < 3; k++) {
+    const json_t *b = json_array_get(begins, (size_t)k),
+                 *d = json_array_get(dones, (size_t)k);
+    ck_assert_int_ge(rec_int(b, "t"), last);
+    ck_assert_int_ge(rec_int(d, "t") - rec_int(b, "t"), 290 * 1000000LL);
+    last = rec_int(d, "t");
+  }
+  ck_assert_int_ge(rec_int(json_array_get(fence, 0), "t"), last);
+  /* The plain second listener of each ran after its async one was done. */
+  size_t i;
+  json_t *r;
+  int plain_n = 0;
+  json_array_foreach(plain, i, r) {
+    if (json_object_get(r, "phase"))
+      continue;
+    long long seq = rec_data_int(r, "seq");
+    ck_assert_int_ge(rec_int(r, "t"),
+                     rec_int(json_array_get(dones, (size_t)seq - 1), "t"));
+    plain_n++;
+  }
+  ck_assert_int_eq(plain_n, 3);
+  json_decref(plain);
+  json_decref(dones);
+  json_decref(begins);
+  json_decref(all);
+  json_decref(fence);
+  close(fd);
+  stop();
+}
+END_TEST
+
+/* A signal whose async listener is pending when its worker dies was in
+ * hand: it is not redelivered (it may be what killed it), while the
+ * signal emitted behind it is, on the next worker, once. */
+START_TEST(test_bus_async_listener_pending_at_a_crash_is_in_hand) {
+  char reply[128];
+  pid_t victim;
+  int fd = start_async(3000, &victim);
+  ask(fd, "emit bus-async x 1; emit bus-once behind 1", reply, sizeof(reply));
+  json_t *begun = rec_wait(out_path, "sig", "bus-async", 1, 5000);
+  ck_assert_ptr_nonnull(begun);
+  ck_assert_int_eq(h_send(fd, "die\n", 4), 0);
+  json_t *behind = rec_wait(out_path, "sig", "bus-once", 1, 10000);
+  if (behind == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(behind);
+  ck_assert_int_ne(rec_int(json_array_get(behind, 0), "pid"), victim);
+  ck_assert(h_log_has(&P, "not redelivered"));
+  json_t *all = rec_load(out_path);
+  json_t *async = tagged(all, "bus-async", "x");
+  /* One call, on the victim: not redelivered, and never done. */
+  ck_assert_int_eq(json_array_size(async), 1);
+  ck_assert_int_eq(rec_int(json_array_get(async, 0), "pid"), victim);
+  json_decref(async);
+  json_decref(all);
+  json_decref(behind);
+  json_decref(begun);
+  close(fd);
+  stop();
+}
+END_TEST
+
 /* A worker told to stop finishes the signals it emitted and runs itself
  * before it exits, even with no connection left to wait for: here a
  * chain of listeners, each link emitted by the one before, which spans
@@ -791,6 +1037,10 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_refuses_broadcasts_while_a_worker_falls_behind);
   tcase_add_test(tc, test_bus_bad_frame_costs_only_that_worker);
   tcase_add_test(tc, test_bus_listener_spelling_checked);
+  tcase_add_test(tc, test_bus_threads_call_soon_and_emit_run_on_the_loop);
+  tcase_add_test(tc, test_bus_call_soon_queue_is_bounded_and_counted);
+  tcase_add_test(tc, test_bus_async_listener_holds_later_signals_until_done);
+  tcase_add_test(tc, test_bus_async_listener_pending_at_a_crash_is_in_hand);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -31,18 +31,7 @@
 #define GROWTH_MAX_KB (64 * 1024)
 #define SETTLED_KB (16 * 1024)
 
-/* Under AddressSanitizer freed memory waits in its quarantine and RSS says
- * nothing about the heap: the plain build checks the figures. */
-#if defined(__SANITIZE_ADDRESS__)
-#define RSS_CHECKED 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RSS_CHECKED 0
-#endif
-#endif
-#ifndef RSS_CHECKED
-#define RSS_CHECKED 1
-#endif
+#define RSS_CHECKED H_RSS_CHECKED
 
 static struct aio_proc P;
 static char out_path[256];

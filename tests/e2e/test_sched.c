@@ -9,6 +9,7 @@
  * start/end times (records.h).
  */
 #include <check.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +25,8 @@
 static struct aio_proc P;
 static char out_path[256];
 
-static void start(const char *schedule, const char *busmod_extra) {
+static void start_with(const char *aio_extra, const char *schedule,
+                       const char *busmod_extra) {
   char dir[128], conf[2048];
   h_tmpdir(dir, sizeof(dir));
   snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
@@ -34,14 +36,19 @@ static void start(const char *schedule, const char *busmod_extra) {
            "module_path = %s\n"
            "workers = 2\n"
            "max_restarts = 50\n"
+           "%s"
            "\n"
            "[busmod]\n"
            "out = %s\n"
            "%s\n"
            "\n"
            "%s\n",
-           AIO_TEST_MODULES, out_path, busmod_extra, schedule);
+           AIO_TEST_MODULES, aio_extra, out_path, busmod_extra, schedule);
   h_start_ready(&P, conf, NULL);
+}
+
+static void start(const char *schedule, const char *busmod_extra) {
+  start_with("", schedule, busmod_extra);
 }
 
 static void stop(void) { h_stop_ok(&P); }
@@ -138,7 +145,13 @@ START_TEST(test_sched_cb_after_success_err_after_failure) {
   size_t i;
   json_t *r;
   json_array_foreach(cbs, i, r) ck_assert_int_eq(rec_int(r, "run") % 2, 1);
-  json_array_foreach(errs, i, r) ck_assert_int_eq(rec_int(r, "run") % 2, 0);
+  json_array_foreach(errs, i, r) {
+    ck_assert_int_eq(rec_int(r, "run") % 2, 0);
+    /* err is told why: flaky returned 1. */
+    ck_assert_int_eq(rec_int(r, "status"), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")),
+                     "returned 1");
+  }
   /* Each of runs 1..6 had exactly one of cb/err, after the run, and cb
    * ran on the worker that ran the job. */
   for (long long run = 1; run <= 6; run++) {
@@ -264,6 +277,124 @@ START_TEST(test_sched_run_whose_worker_dies_fails_and_err_runs_elsewhere) {
 }
 END_TEST
 
+/* The record of fn for run, or NULL. */
+static const json_t *run_rec(const json_t *all, const char *fn, long long run) {
+  size_t i;
+  json_t *r;
+  json_array_foreach(all, i, r) {
+    const char *f = json_string_value(json_object_get(r, "fn"));
+    if (f && strcmp(f, fn) == 0 && rec_int(r, "run") == run)
+      return r;
+  }
+  return NULL;
+}
+
+/* A scheduler that returns AIO_PENDING and calls aio_event_done() 200 ms
+ * later (via: from a uv_timer, or from a thread of its own): the run
+ * ends then, not at the return; cb gets the result it gave, err the
+ * status and message of a failure (busmod's later: odd runs succeed,
+ * even runs fail with 5, "even runs fail"). */
+static void check_async(const char *func, const char *via) {
+  char sched[256];
+  snprintf(sched, sizeof(sched),
+           "[schedule:a]\nevery = 0.5\nfunc = busmod.%s\n"
+           "cb = busmod.on_cb\nerr = busmod.on_err\n",
+           func);
+  start(sched, "later_ms = 200\n");
+  json_t *cbs = wait_fn("cb", 2, 10000);
+  json_t *errs = wait_fn("err", 1, 10000);
+  json_t *all = rec_load(out_path);
+  size_t i;
+  json_t *r;
+  json_array_foreach(cbs, i, r) {
+    long long run = rec_int(r, "run");
+    const json_t *l = run_rec(all, "later", run);
+    ck_assert_int_eq(run % 2, 1);
+    ck_assert_ptr_nonnull(l);
+    ck_assert_msg(rec_int(l, "end") - rec_int(l, "start") >= 190 * MS,
+                  "run %lld finished %lld ms after it began", run,
+                  (rec_int(l, "end") - rec_int(l, "start")) / MS);
+    /* cb runs after the work ended, not after the scheduler returned. */
+    ck_assert_int_ge(rec_int(r, "start"), rec_int(l, "end"));
+    json_t *res = json_object_get(r, "result");
+    ck_assert_int_eq(json_integer_value(json_object_get(res, "run")), run);
+    ck_assert_str_eq(json_string_value(json_object_get(res, "via")), via);
+    ck_assert_int_eq(rec_int(run_rec(all, "later-done", run), "rc"), 0);
+  }
+  json_array_foreach(errs, i, r) {
+    long long run = rec_int(r, "run");
+    ck_assert_int_eq(run % 2, 0);
+    ck_assert_int_eq(rec_int(r, "status"), 5);
+    ck_assert_str_eq(json_string_value(json_object_get(r, "error")),
+                     "even runs fail");
+    ck_assert_ptr_null(json_object_get(r, "result"));
+    ck_assert_int_ge(rec_int(r, "start"),
+                     rec_int(run_rec(all, "later", run), "end"));
+  }
+  json_decref(all);
+  json_decref(errs);
+  json_decref(cbs);
+  stop();
+}
+
+START_TEST(test_sched_async_job_finished_from_a_timer) {
+  check_async("later", "timer");
+}
+END_TEST
+
+START_TEST(test_sched_async_job_finished_from_a_thread) {
+  check_async("later_thread", "thread");
+}
+END_TEST
+
+/* A pending run counts as running: the runs due meanwhile are skipped,
+ * not sent to the other (idle) worker. */
+START_TEST(test_sched_async_run_in_progress_is_not_overlapped) {
+  start("[schedule:a]\nevery = 0.1\nfunc = busmod.later\n", "later_ms = 350\n");
+  json_t *runs = wait_fn("later", 4, 10000);
+  assert_no_overlap(runs);
+  ck_assert(h_log_has(&P, "[schedule:a] run 2 skipped: run still in "
+                          "progress"));
+  json_decref(runs);
+  stop();
+}
+END_TEST
+
+/* A pending run past the schedule's timeout fails: err runs with
+ * -ETIMEDOUT and says so, no cb runs for it, the worker lives on, and the
+ * run's late aio_event_done() is ignored (logged at debug). */
+START_TEST(test_sched_async_timeout_fails_the_run_and_err_says_why) {
+  start_with("log_level = debug\n",
+             "[schedule:a]\nevery = 2\nfunc = busmod.later\n"
+             "timeout = 0.3\ncb = busmod.on_cb\nerr = busmod.on_err\n",
+             "later_ms = 700\n");
+  json_t *errs = wait_fn("err", 1, 10000);
+  json_t *late = wait_fn("later-done", 1, 10000);
+  const json_t *e = json_array_get(errs, 0);
+  ck_assert_int_eq(rec_int(e, "run"), 1);
+  ck_assert_int_eq(rec_int(e, "status"), -ETIMEDOUT);
+  ck_assert_str_eq(json_string_value(json_object_get(e, "error")),
+                   "timed out after 0.3 s");
+  json_t *all = rec_load(out_path);
+  const json_t *l = run_rec(all, "later", 1);
+  ck_assert_ptr_nonnull(l);
+  long long after = rec_int(e, "start") - rec_int(l, "start");
+  ck_assert_msg(after >= 290 * MS && after < 650 * MS,
+                "err ran %lld ms after the run began", after / MS);
+  /* The late completion was refused, and is not a success. */
+  ck_assert_int_eq(rec_int(json_array_get(late, 0), "rc"), -ETIMEDOUT);
+  ck_assert_ptr_null(run_rec(all, "cb", 1));
+  ck_assert(h_pid_alive((pid_t)rec_int(l, "pid")));
+  ck_assert(h_log_has(&P, "[schedule:a] run 1 failed: timed out after 0.3 s"));
+  ck_assert(h_log_has(&P, "aio_event_done() after its timeout; ignored"));
+  ck_assert(!h_log_has(&P, "killing"));
+  json_decref(all);
+  json_decref(late);
+  json_decref(errs);
+  stop();
+}
+END_TEST
+
 START_TEST(test_sched_cron_checked_by_aio_check) {
   static const struct {
     const char *spec;
@@ -308,6 +439,10 @@ static Suite *suite(void) {
   tcase_add_test(tc,
                  test_sched_run_whose_worker_dies_fails_and_err_runs_elsewhere);
   tcase_add_test(tc, test_sched_cron_checked_by_aio_check);
+  tcase_add_test(tc, test_sched_async_job_finished_from_a_timer);
+  tcase_add_test(tc, test_sched_async_job_finished_from_a_thread);
+  tcase_add_test(tc, test_sched_async_run_in_progress_is_not_overlapped);
+  tcase_add_test(tc, test_sched_async_timeout_fails_the_run_and_err_says_why);
   suite_add_tcase(s, tc);
   return s;
 }

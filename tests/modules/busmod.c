@@ -12,15 +12,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <aio.h>
+#include <uv.h>
 
 static long long mono_ns(void) {
   struct timespec ts;
@@ -56,6 +59,20 @@ static void put_record(json_t *rec) {
   free(line);
 }
 
+/* The worker's loop thread: the one that runs init. */
+static pthread_t loop_thread;
+
+/* Whether the caller runs on the loop thread, as two witnesses: the
+ * pthread the module's init ran on, and the kernel's thread id, which is
+ * the pid on a process's main thread (the worker's loop runs there). */
+static json_t *thread_witness(json_t *rec) {
+  json_object_set_new(rec, "on_loop",
+                      json_boolean(pthread_equal(pthread_self(), loop_thread)));
+  json_object_set_new(rec, "tid",
+                      json_integer((json_int_t)syscall(SYS_gettid)));
+  return rec;
+}
+
 /* ---- listeners ---------------------------------------------------------- */
 
 static void record(const aio_signal_t *sig) {
@@ -65,6 +82,15 @@ static void record(const aio_signal_t *sig) {
 }
 
 AIO_LISTENER(record);
+
+/* record, with which thread it ran on. */
+static void record_thread(const aio_signal_t *sig) {
+  put_record(thread_witness(json_pack("{s:s,s:O,s:I}", "sig", sig->name, "data",
+                                      sig->data ? sig->data : json_null(), "t",
+                                      (json_int_t)mono_ns())));
+}
+
+AIO_LISTENER(record_thread);
 
 /* A chain: records, holds the loop for data.ms, and emits the next link
  * (data.seq + 1) until data.n. Each link runs in a later turn of the
@@ -98,6 +124,66 @@ static long long conf_ms(const char *key, long long dflt) {
   return v ? atoll(v) : dflt;
 }
 
+/* ---- an async listener: finishes [busmod] later_ms after its call ------- */
+
+/* Records "phase": "begin" at the call, "done" as it finishes; odd seqs
+ * finish from a thread, even ones from a uv_timer on the loop. */
+struct async_job {
+  const aio_signal_t *sig;
+  uv_timer_t timer;
+};
+
+static void async_record(const aio_signal_t *sig, const char *phase) {
+  put_record(thread_witness(json_pack(
+      "{s:s,s:s,s:O,s:I}", "sig", sig->name, "phase", phase, "data",
+      sig->data ? sig->data : json_null(), "t", (json_int_t)mono_ns())));
+}
+
+static void async_finish(struct async_job *j) {
+  async_record(j->sig, "done");
+  aio_signal_done(j->sig, 0);
+}
+
+static void async_closed(uv_handle_t *h) { free(h->data); }
+
+static void async_fire(uv_timer_t *t) {
+  async_finish(t->data);
+  uv_close((uv_handle_t *)t, async_closed);
+}
+
+static void *async_main(void *arg) {
+  long long ms = conf_ms("later_ms", 200);
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+    ;
+  async_finish(arg);
+  free(arg);
+  return NULL;
+}
+
+static int record_async(const aio_signal_t *sig) {
+  struct async_job *j = calloc(1, sizeof(*j));
+  pthread_t tid;
+  if (j == NULL)
+    return -ENOMEM;
+  j->sig = sig;
+  async_record(sig, "begin");
+  if (json_integer_value(json_object_get(sig->data, "seq")) % 2 == 0) {
+    uv_timer_init(aio_loop(), &j->timer);
+    j->timer.data = j;
+    uv_timer_start(&j->timer, async_fire, (uint64_t)conf_ms("later_ms", 200),
+                   0);
+  } else if (pthread_create(&tid, NULL, async_main, j) == 0) {
+    pthread_detach(tid);
+  } else {
+    free(j);
+    return -EAGAIN;
+  }
+  return AIO_PENDING;
+}
+
+AIO_LISTENER_ASYNC(record_async);
+
 static void spin_ms(long long ms) {
   long long until = mono_ns() + ms * 1000000LL;
   while (mono_ns() < until)
@@ -129,13 +215,95 @@ AIO_LISTENER(crash);
 
 /* ---- schedulers ------------------------------------------------------- */
 
+/* A record of a job's call, with what a cb or err was given. */
 static int job_record(const aio_event_t *ev, const char *fn, long long start,
                       int rc) {
-  put_record(json_pack("{s:s,s:s,s:I,s:I,s:I,s:i}", "fn", fn, "job", ev->name,
-                       "run", (json_int_t)ev->run, "start", (json_int_t)start,
-                       "end", (json_int_t)mono_ns(), "rc", rc));
+  json_t *rec =
+      json_pack("{s:s,s:s,s:I,s:I,s:I,s:i}", "fn", fn, "job", ev->name, "run",
+                (json_int_t)ev->run, "start", (json_int_t)start, "end",
+                (json_int_t)mono_ns(), "rc", rc);
+  if (ev->result)
+    json_object_set(rec, "result", ev->result);
+  if (ev->status)
+    json_object_set_new(rec, "status", json_integer(ev->status));
+  if (ev->error)
+    json_object_set_new(rec, "error", json_string(ev->error));
+  put_record(rec);
   return rc;
 }
+
+/* ---- async schedulers: finish [busmod] later_ms after they return -------- */
+
+/* The work of a `later` run: odd runs succeed with a result, even runs
+ * fail with status 5 and a message. Recorded as it finishes (with the
+ * event, valid until aio_event_done). */
+static void later_finish(aio_event_t *ev, long long start, const char *via) {
+  int fail = ev->run % 2 == 0;
+  job_record(ev, "later", start, fail ? 5 : 0);
+  json_t *res =
+      fail ? json_string("even runs fail")
+           : json_pack("{s:I,s:s}", "run", (json_int_t)ev->run, "via", via);
+  int rc = aio_event_done(ev, fail ? 5 : 0, res);
+  json_decref(res);
+  put_record(json_pack("{s:s,s:I,s:i}", "fn", "later-done", "run",
+                       (json_int_t)ev->run, "rc", rc));
+}
+
+struct later {
+  aio_event_t *ev;
+  long long start;
+  uv_timer_t timer;
+};
+
+static void later_closed(uv_handle_t *h) { free(h->data); }
+
+static void later_fire(uv_timer_t *t) {
+  struct later *l = t->data;
+  later_finish(l->ev, l->start, "timer");
+  uv_close((uv_handle_t *)t, later_closed);
+}
+
+/* Completes from a uv_timer on the worker's loop. */
+static int later(aio_event_t *ev) {
+  struct later *l = calloc(1, sizeof(*l));
+  if (l == NULL)
+    return -ENOMEM;
+  l->ev = ev;
+  l->start = mono_ns();
+  uv_timer_init(aio_loop(), &l->timer);
+  l->timer.data = l;
+  uv_timer_start(&l->timer, later_fire, (uint64_t)conf_ms("later_ms", 200), 0);
+  return AIO_PENDING;
+}
+AIO_SCHEDULER(later);
+
+static void *later_main(void *arg) {
+  struct later *l = arg;
+  long long ms = conf_ms("later_ms", 200);
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+    ;
+  later_finish(l->ev, l->start, "thread");
+  free(l);
+  return NULL;
+}
+
+/* Completes from a thread of its own. */
+static int later_thread(aio_event_t *ev) {
+  struct later *l = calloc(1, sizeof(*l));
+  pthread_t tid;
+  if (l == NULL)
+    return -ENOMEM;
+  l->ev = ev;
+  l->start = mono_ns();
+  if (pthread_create(&tid, NULL, later_main, l)) {
+    free(l);
+    return -EAGAIN;
+  }
+  pthread_detach(tid);
+  return AIO_PENDING;
+}
+AIO_SCHEDULER(later_thread);
 
 static int tick(aio_event_t *ev) {
   return job_record(ev, "tick", mono_ns(), 0);
@@ -188,6 +356,105 @@ static int die(aio_event_t *ev) {
   return job_record(ev, "die", start, 0);
 }
 AIO_SCHEDULER(die);
+
+/* ---- threads of the module's own ---------------------------------------- */
+
+/* One call a thread handed to the loop: records it with the thread it ran
+ * on. */
+struct soon_call {
+  char tag[64];
+  int seq;
+};
+
+static void soon_record(void *arg) {
+  struct soon_call *c = arg;
+  put_record(thread_witness(
+      json_pack("{s:s,s:s,s:i}", "fn", "soon", "tag", c->tag, "seq", c->seq)));
+  free(c);
+}
+
+struct thread_job {
+  char tag[64];
+  int n;
+  int ok_soon, ok_emit;
+};
+
+static void thread_done(void *arg) {
+  struct thread_job *j = arg;
+  put_record(thread_witness(json_pack("{s:s,s:s,s:i,s:i}", "fn", "thread-done",
+                                      "tag", j->tag, "soon", j->ok_soon, "emit",
+                                      j->ok_emit)));
+  free(j);
+}
+
+/* n times: aio_call_soon(soon_record), then aio_emit("bus-thread") (odd
+ * seq) or aio_emit_new (even), then one thread_done with the tallies. */
+static void *thread_main(void *arg) {
+  struct thread_job *j = arg;
+  for (int i = 1; i <= j->n; i++) {
+    struct soon_call *c = malloc(sizeof(*c));
+    if (c) {
+      snprintf(c->tag, sizeof(c->tag), "%s", j->tag);
+      c->seq = i;
+      if (aio_call_soon(soon_record, c) == 0)
+        j->ok_soon++;
+      else
+        free(c);
+    }
+    json_t *data = json_pack("{s:s,s:i,s:I}", "tag", j->tag, "seq", i, "tid",
+                             (json_int_t)syscall(SYS_gettid));
+    if (i % 2) {
+      j->ok_emit += aio_emit("bus-thread", data) == 0;
+      json_decref(data);
+    } else {
+      j->ok_emit += aio_emit_new("bus-thread", data) == 0;
+    }
+  }
+  while (aio_call_soon(thread_done, j) == -EAGAIN)
+    usleep(1000);
+  return NULL;
+}
+
+/* "threads TAG K N": K detached threads TAGk, each as thread_main. */
+static int start_threads(const char *tag, int k, int n) {
+  int started = 0;
+  for (int t = 0; t < k; t++) {
+    struct thread_job *j = calloc(1, sizeof(*j));
+    pthread_t tid;
+    if (j == NULL)
+      break;
+    snprintf(j->tag, sizeof(j->tag), "%.50s%d", tag, t);
+    j->n = n;
+    if (pthread_create(&tid, NULL, thread_main, j)) {
+      free(j);
+      break;
+    }
+    pthread_detach(tid);
+    started++;
+  }
+  return started;
+}
+
+static long long soon_counted; /* loop thread only */
+static void soon_count(void *arg) {
+  (void)arg;
+  soon_counted++;
+}
+
+struct flood {
+  int n, ok, again, other;
+};
+
+static void *flood_main(void *arg) {
+  struct flood *f = arg;
+  for (int i = 0; i < f->n; i++) {
+    int rc = aio_call_soon(soon_count, NULL);
+    f->ok += rc == 0;
+    f->again += rc == -EAGAIN;
+    f->other += rc != 0 && rc != -EAGAIN;
+  }
+  return NULL;
+}
 
 /* ---- the emitter protocol --------------------------------------------- */
 
@@ -367,6 +634,19 @@ static void command(aio_conn_t *c, char *cmd) {
         aio_emit_new("bus-chain", json_pack("{s:s,s:i,s:i,s:i}", "tag", tag,
                                             "seq", 1, "n", n, "ms", i_ms)) == 0;
     n = snprintf(out, sizeof(out), "emitted %d\n", ok);
+  } else if (sscanf(cmd, "threads %63s %d %d", tag, &n, &i_ms) == 3) {
+    n = snprintf(out, sizeof(out), "started %d\n", start_threads(tag, n, i_ms));
+  } else if (sscanf(cmd, "soonflood %d", &n) == 1) {
+    /* The loop waits for the thread: none of its calls can run meanwhile,
+     * so the queue's bound is reached exactly. */
+    struct flood f = {.n = n};
+    pthread_t tid;
+    if (pthread_create(&tid, NULL, flood_main, &f) == 0)
+      pthread_join(tid, NULL);
+    n = snprintf(out, sizeof(out), "soonflood ok %d again %d other %d\n", f.ok,
+                 f.again, f.other);
+  } else if (strcmp(cmd, "sooncount") == 0) {
+    n = snprintf(out, sizeof(out), "sooncount %lld\n", soon_counted);
   } else if (sscanf(cmd, "junk %31s", kind) == 1) {
     n = snprintf(out, sizeof(out), "%s\n", junk(kind) ? "no junk" : "junked");
   } else {
@@ -416,6 +696,7 @@ AIO_PROTOCOL(emitter, .connection_made = emitter_made,
  * slow_start names removes it and waits 2 s before it serves, so that its
  * slot keeps what the master holds for it meanwhile. */
 static int busmod_init(void) {
+  loop_thread = pthread_self();
   const char *flag = aio_config_get("busmod", "slow_start");
   if (flag && *flag && unlink(flag) == 0)
     spin_ms(2000);

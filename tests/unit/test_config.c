@@ -715,6 +715,7 @@ START_TEST(test_settings_values) {
                      "func = m.job\n"
                      "cb = m.done\n"
                      "overlap = yes\n"
+                     "timeout = 1.5\n"
                      "[schedule:b]\n"
                      "cron = */5 * * * mon-fri\n"
                      "func = m.job\n"
@@ -753,12 +754,14 @@ START_TEST(test_settings_values) {
   ck_assert(s.schedules[0].every == 0.5);
   ck_assert_int_eq(s.schedules[0].has_cb, 1);
   ck_assert_int_eq(s.schedules[0].overlap, 1);
+  ck_assert(s.schedules[0].timeout == 1.5);
+  ck_assert(s.schedules[1].timeout == 0); /* none by default */
   ck_assert_str_eq(s.schedules[1].cron, "*/5 * * * mon-fri");
   ck_assert_uint_eq(s.nlisteners, 2);
   ck_assert_int_eq(s.listeners[0].broadcast, 0);
   ck_assert_int_eq(s.listeners[1].broadcast, 1);
   ck_assert_str_eq(s.listeners[1].fn.text, "m.two");
-  ck_assert_int_eq(s.listeners[1].fn.line, 29);
+  ck_assert_int_eq(s.listeners[1].fn.line, 30);
   ck_assert_uint_eq(s.ncommands, 1);
   ck_assert_str_eq(s.commands[0].fn.file, "t.conf");
   settings_close(&s);
@@ -799,6 +802,8 @@ START_TEST(test_error_bad_number) {
                         "write_limit: expected a whole number between 4096");
   expect_settings_error("[schedule:x]\nfunc = m.f\nevery = 0\n", 3,
                         "[schedule:x] every: expected a number of seconds");
+  expect_settings_error("[schedule:x]\nfunc = m.f\nevery = 1\ntimeout = -1\n",
+                        4, "[schedule:x] timeout:");
   expect_settings_error("[aio]\nlog_level = loud\n", 2,
                         "[aio] log_level: expected debug, info, warn or "
                         "error");
