@@ -7,9 +7,10 @@
  * again in reads whose sizes come from the first byte, must answer both
  * the same bytes and close the same way; and again when the peer takes
  * nothing until the protocol pauses reading (what it owes is queued only
- * as the stub "drains"), which must not change a byte either. The
- * connection functions are stubs here: this binary links builtin.c and
- * http.c, not the runtime.
+ * as the recording connection below "drains"), which must not change a
+ * byte either. The connection functions are test doubles that record what
+ * the protocol does: this binary links builtin.c and http.c, not the
+ * runtime.
  */
 #include <stdint.h>
 #include <stdio.h>
