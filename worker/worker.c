@@ -659,6 +659,10 @@ static int call_listener(struct worker *w, size_t k, aio_signal_t *sig) {
     pd->data = json_incref(sig->data);
     pd->k = k;
     pd->active = 1;
+    /* No frame from the master runs until its done (w->pend holds one
+     * signal): the read resumes in signal_done_here(). */
+    if (w->bus_open)
+      uv_read_stop((uv_stream_t *)&w->bus);
     return AIO_PENDING;
   }
   if (rc)

@@ -768,6 +768,40 @@ START_TEST(test_bus_async_listener_holds_later_signals_until_done) {
 }
 END_TEST
 
+/* A frame from the master (here a broadcast's deliver) that arrives
+ * while an own emit's async listener is pending waits for its done: the
+ * signal in hand is one at a time, so the deliver's listeners run after,
+ * and the pending one's name and data are intact at its done. (The read
+ * went on once, and a broadcast ran over the signal in hand.) */
+START_TEST(test_bus_async_listener_holds_the_masters_frames_too) {
+  char reply[128];
+  pid_t pid;
+  int fd = start_async(600, &pid);
+  ask(fd, "emit bus-async h 1", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "emitted 1\n");
+  json_t *begun = rec_wait(out_path, "sig", "bus-async", 1, 5000);
+  ck_assert_ptr_nonnull(begun);
+  ask(fd, "emit bus-bcast b 1", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "emitted 1\n");
+  json_t *bcast = rec_wait(out_path, "sig", "bus-bcast", 1, 10000);
+  if (bcast == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(bcast);
+  json_t *all = rec_load(out_path);
+  json_t *dones = phased(all, "h", "done");
+  assert_seq_once_in_order(dones, 1, "async done");
+  const json_t *d = json_array_get(dones, 0);
+  ck_assert_str_eq(json_string_value(json_object_get(d, "sig")), "bus-async");
+  ck_assert_int_ge(rec_int(json_array_get(bcast, 0), "t"), rec_int(d, "t"));
+  json_decref(dones);
+  json_decref(all);
+  json_decref(bcast);
+  json_decref(begun);
+  close(fd);
+  stop();
+}
+END_TEST
+
 /* A signal whose async listener is pending when its worker dies was in
  * hand: it is not redelivered (it may be what killed it), while the
  * signal emitted behind it is, on the next worker, once. */
@@ -1040,6 +1074,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_threads_call_soon_and_emit_run_on_the_loop);
   tcase_add_test(tc, test_bus_call_soon_queue_is_bounded_and_counted);
   tcase_add_test(tc, test_bus_async_listener_holds_later_signals_until_done);
+  tcase_add_test(tc, test_bus_async_listener_holds_the_masters_frames_too);
   tcase_add_test(tc, test_bus_async_listener_pending_at_a_crash_is_in_hand);
   suite_add_tcase(s, tc);
   return s;
