@@ -248,11 +248,28 @@ static void backlog_add(json_t **backlog, char *frame, size_t len,
   free(frame);
 }
 
-/* The listeners of generation g for signal of one kind: their indices
+/* What one generation's index says of the signal being routed: looked up
+ * once per signal and generation, not once per receiver. */
+struct sig_look {
+  const char *signal;
+  const struct generation *g; /* NULL: not looked up yet */
+  const struct bus_index_sig *e;
+};
+
+static const struct bus_index_sig *look(struct sig_look *l,
+                                        const struct generation *g) {
+  if (l->g != g) {
+    l->g = g;
+    l->e = bus_index_get(&g->sigs, l->signal);
+  }
+  return l->e;
+}
+
+/* The listeners of generation g for the signal of one kind: their indices
  * in idx (room for all of g's). Returns how many. */
-static size_t match(const struct generation *g, const char *signal,
+static size_t match(const struct generation *g, struct sig_look *l,
                     enum bus_kind kind, size_t *idx) {
-  const struct bus_index_sig *e = bus_index_get(&g->sigs, signal);
+  const struct bus_index_sig *e = look(l, g);
   size_t n = 0;
   for (size_t k = e ? e->first[kind] : BUS_INDEX_END; k != BUS_INDEX_END;
        k = bus_index_next(&g->sigs, k))
@@ -265,8 +282,9 @@ static size_t match(const struct generation *g, const char *signal,
  * generation that will run them, which a reload can make differ from the
  * emitter's. */
 static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
-                           const char *signal, const json_t *data,
+                           struct sig_look *l, const json_t *data,
                            const struct bus_span *raw, int broadcast) {
+  const char *signal = l->signal;
   struct generation *g = to ? to->g : m->gen;
   size_t local[32], *idx = local, n, len;
   if (g->app.s.nlisteners > 32 &&
@@ -275,8 +293,8 @@ static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
   json_int_t id;
   char *frame;
   size_t queued = 0;
-  if ((n = match(g, signal, broadcast ? BUS_KIND_BROADCAST : BUS_KIND_ONCE,
-                 idx)) > 0 &&
+  if ((n = match(g, l, broadcast ? BUS_KIND_BROADCAST : BUS_KIND_ONCE, idx)) >
+          0 &&
       (frame = encode_deliver(m, signal, data, raw, idx, n, &id, &len))) {
     if (to)
       send_delivery(to, frame, len, id, broadcast);
@@ -321,16 +339,15 @@ static void slot_check(struct master *m, struct slot *sl) {
 /* Route one signal from the master, or the broadcast part of a worker's
  * emit (from: the emitter, which runs the once-per-emit part itself). Its
  * data is the JSON text raw when given, else data. */
-static void route(struct master *m, struct wproc *from, const char *signal,
+static void route(struct master *m, struct wproc *from, struct sig_look *l,
                   const json_t *data, const struct bus_span *raw) {
   if (from == NULL)
-    deliver_kind(m, any_ready(m, NULL), &m->backlog, signal, data, raw, 0);
+    deliver_kind(m, any_ready(m, NULL), &m->backlog, l, data, raw, 0);
   /* Broadcast: each slot's worker, if the emitter's list (for the
    * master's own signals: any list, during a reload) has a broadcast
    * listener; each receiver runs those of its own list. */
-  int any = from ? (bus_index_kinds(&from->g->sigs, signal) & BROADCAST)
-                 : m->next_gen != NULL ||
-                       (bus_index_kinds(&m->gen->sigs, signal) & BROADCAST);
+  const struct bus_index_sig *e = look(l, from ? from->g : m->gen);
+  int any = (e && (e->kinds & BROADCAST)) || (!from && m->next_gen != NULL);
   for (size_t i = 0; any && i < m->nslots; i++) {
     struct slot *sl = &m->slots[i];
     /* A slot starting, respawning or not forked yet (aio-starting is
@@ -338,10 +355,9 @@ static void route(struct master *m, struct wproc *from, const char *signal,
     if (sl->state == SLOT_FAILED)
       continue;
     if (sl->cur && sl->cur->state == WPROC_READY) {
-      deliver_kind(m, sl->cur, NULL, signal, data, raw, 1);
+      deliver_kind(m, sl->cur, NULL, l, data, raw, 1);
     } else {
-      sl->backlog_bytes +=
-          deliver_kind(m, NULL, &sl->backlog, signal, data, raw, 1);
+      sl->backlog_bytes += deliver_kind(m, NULL, &sl->backlog, l, data, raw, 1);
       slot_check(m, sl);
     }
   }
@@ -358,13 +374,14 @@ static void hand_over(struct master *m, struct wproc *to, char *frame,
   }
   struct bus_in in; /* our own frame, without its newline */
   if (bus_in_decode(frame, len - 1, 1, &in) == 0 && in.type == BUS_DELIVER)
-    deliver_kind(m, to, NULL, in.signal, in.data, NULL, broadcast);
+    deliver_kind(m, to, NULL, &(struct sig_look){.signal = in.signal}, in.data,
+                 NULL, broadcast);
   bus_in_free(&in);
   free(frame);
 }
 
 void router_emit(struct master *m, const char *signal, json_t *data) {
-  route(m, NULL, signal, data, NULL);
+  route(m, NULL, &(struct sig_look){.signal = signal}, data, NULL);
 }
 
 static void flush_backlog(struct master *m, json_t **backlog, struct wproc *to,
@@ -429,7 +446,8 @@ static void own_emit_gone(struct master *m, struct wproc *p, uint64_t seq,
               "when it died; not redelivered",
               in.signal, (unsigned long long)seq, p->slot);
   else
-    deliver_kind(m, any_ready(m, p), &m->backlog, in.signal, in.data,
+    deliver_kind(m, any_ready(m, p), &m->backlog,
+                 &(struct sig_look){.signal = in.signal}, in.data,
                  in.raw.p ? &in.raw : NULL, 0);
   bus_in_free(&in);
 }
@@ -561,7 +579,9 @@ static int on_emit(struct wproc *p, const char *frame, size_t len,
   if (seq <= (json_int_t)p->emits)
     return -EBADMSG;
   p->emits = (uint64_t)seq;
-  unsigned kinds = bus_index_kinds(&p->g->sigs, signal);
+  struct sig_look l = {.signal = signal};
+  const struct bus_index_sig *e = look(&l, p->g);
+  unsigned kinds = e ? e->kinds : 0;
   if (kinds & ONCE)
     keep_own(p, signal, frame, len);
   uint64_t slack = p->g->app.s.bus_buffer + INFLIGHT_SLACK;
@@ -577,7 +597,7 @@ static int on_emit(struct wproc *p, const char *frame, size_t len,
                 signal, p->slot, p->slot, (unsigned long long)p->dropped);
     return 0;
   }
-  route(p->m, p, signal, data, raw);
+  route(p->m, p, &l, data, raw);
   return 0;
 }
 
