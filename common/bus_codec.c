@@ -271,6 +271,7 @@ int bus_in_decode(const char *frame, size_t len, int trusted,
                   struct bus_in *in) {
   memset(in, 0, offsetof(struct bus_in, ks_local));
   in->ks = in->ks_local;
+  in->signal[0] = '\0';
   int err = trusted ? deliver_trusted(frame, len, in) : -EAGAIN;
   if (err != -EAGAIN)
     goto out;

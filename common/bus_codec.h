@@ -47,7 +47,6 @@ struct bus_in {
   /* The frame as a tree when jansson decoded it: every frame of another
    * type, and a hot one whose shape bus_scan() left to jansson. */
   json_t *msg;
-  char signal[BUS_MAX_SIGNAL + 1]; /* emit, deliver: 1 to 256 bytes */
   /* emit: data's text (raw.p NULL when the frame came through jansson, or
    * had no data); data: the value, when it came through jansson (else
    * NULL). deliver: data is the value, always set (owned). */
@@ -59,6 +58,7 @@ struct bus_in {
   json_int_t *ks; /* deliver: the listener indices, nk of them */
   size_t nk;
   json_int_t ks_local[8];
+  char signal[BUS_MAX_SIGNAL + 1]; /* emit, deliver: 1 to 256 bytes */
 };
 
 /* Decode one frame (without its newline). trusted: the frame comes from
