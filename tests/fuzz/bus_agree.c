@@ -191,17 +191,18 @@ const char *bus_codec_disagrees(const char *buf, size_t len) {
   int rr = reference(buf, len, &ref);
   int rg = bus_in_decode(buf, len, 0, &got);
   int rt = bus_in_decode(buf, len, 1, &trusted);
+  const char *what = NULL;
   if (rr != rg) {
     snprintf(why, sizeof(why), "decoder %d, jansson %d", rg, rr);
     bad = why;
-  } else if (rg == 0 && (bad = differs(&got, &ref)) != NULL) {
-    snprintf(why, sizeof(why), "decoder and jansson: %s differs", bad);
+  } else if (rg == 0 && (what = differs(&got, &ref)) != NULL) {
+    snprintf(why, sizeof(why), "decoder and jansson: %s differs", what);
     bad = why;
   } else if (rg == 0 && rt != 0) {
     snprintf(why, sizeof(why), "the trusted decoder refused it (%d)", rt);
     bad = why;
-  } else if (rg == 0 && (bad = differs(&got, &trusted)) != NULL) {
-    snprintf(why, sizeof(why), "trusted decoder: %s differs", bad);
+  } else if (rg == 0 && (what = differs(&got, &trusted)) != NULL) {
+    snprintf(why, sizeof(why), "trusted decoder: %s differs", what);
     bad = why;
   }
   /* What the decoder took, the encoder writes again, and the decoder
@@ -215,9 +216,10 @@ const char *bus_codec_disagrees(const char *buf, size_t len) {
       reencode(&got, &o) == 0) {
     for (int t = 0; t < 2 && !bad; t++) {
       int ra = bus_in_decode(o.buf, o.len - 1, t, &again);
-      if (ra != 0 || (bad = differs(&got, &again)) != NULL) {
+      what = ra ? "" : differs(&got, &again);
+      if (ra != 0 || what != NULL) {
         snprintf(why, sizeof(why), "round trip (trusted %d): %d %s", t, ra,
-                 bad ? bad : "");
+                 what);
         bad = why;
       }
       bus_in_free(&again);
