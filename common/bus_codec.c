@@ -184,8 +184,9 @@ static int deliver_trusted(const char *frame, size_t len, struct bus_in *in) {
 
 /* The hot frames' members from bus_scan()'s spans: 0, -EBADMSG, or
  * -EAGAIN when jansson must decide. */
-static int from_scan(const struct bus_frame *f, struct bus_in *in) {
-  switch (f->type) {
+static int from_scan(const struct bus_frame *f, unsigned how,
+                     struct bus_in *in) {
+  switch (how & BUS_IN_BIT(f->type) ? f->type : BUS_NONE) {
   case BUS_EMIT:
     if (set_signal(in, f->signal.p, f->signal.n) ||
         bus_span_int(&f->seq, &in->seq))
@@ -226,10 +227,10 @@ static int int_member(json_t *msg, const char *key, int *has, json_int_t *v) {
 }
 
 /* The hot frames' members from the tree. */
-static int from_tree(struct bus_in *in) {
+static int from_tree(unsigned how, struct bus_in *in) {
   json_t *msg = in->msg, *sig = json_object_get(msg, "signal");
   int has;
-  switch (in->type) {
+  switch (how & BUS_IN_BIT(in->type) ? in->type : BUS_NONE) {
   case BUS_EMIT:
   case BUS_DELIVER:
     if (!json_is_string(sig) ||
@@ -267,12 +268,14 @@ static int from_tree(struct bus_in *in) {
   }
 }
 
-int bus_in_decode(const char *frame, size_t len, int trusted,
+int bus_in_decode(const char *frame, size_t len, unsigned how,
                   struct bus_in *in) {
   memset(in, 0, offsetof(struct bus_in, ks_local));
   in->ks = in->ks_local;
   in->signal[0] = '\0';
-  int err = trusted ? deliver_trusted(frame, len, in) : -EAGAIN;
+  int err = (how & BUS_IN_TRUSTED) && (how & BUS_IN_BIT(BUS_DELIVER))
+                ? deliver_trusted(frame, len, in)
+                : -EAGAIN;
   if (err != -EAGAIN)
     goto out;
   bus_in_free(in);
@@ -280,7 +283,7 @@ int bus_in_decode(const char *frame, size_t len, int trusted,
   err = bus_scan(frame, len, &f);
   if (err == 0) {
     in->type = f.type;
-    err = from_scan(&f, in);
+    err = from_scan(&f, how, in);
     if (err != -EAGAIN)
       goto out;
     bus_in_free(in);
@@ -288,7 +291,7 @@ int bus_in_decode(const char *frame, size_t len, int trusted,
     goto out;
   }
   if ((in->msg = bus_decode(frame, len, &in->type, &err)) != NULL)
-    err = from_tree(in);
+    err = from_tree(how, in);
 out:
   if (err)
     bus_in_free(in);
@@ -311,7 +314,7 @@ void bus_in_free(struct bus_in *in) {
 int bus_in_line(void *sink, const char *frame, size_t len) {
   struct bus_in_sink *s = sink;
   struct bus_in in;
-  int err = bus_in_decode(frame, len, s->trusted, &in);
+  int err = bus_in_decode(frame, len, s->how, &in);
   if (err)
     return err;
   err = s->cb(s->arg, &in);

@@ -61,14 +61,25 @@ struct bus_in {
   char signal[BUS_MAX_SIGNAL + 1]; /* emit, deliver: 1 to 256 bytes */
 };
 
-/* Decode one frame (without its newline). trusted: the frame comes from
- * the master (or is one it made), and a deliver in exactly the shape
- * bus_deliver_encode() writes is taken apart where it stands, its data
- * built without a second check; otherwise every frame is checked as
- * jansson would. Returns 0 with *in set (bus_in_free() it), or -EMSGSIZE,
- * -EBADMSG, -EPROTO as bus_decode(), -EBADMSG also for an emit, deliver
- * or delivered whose members are missing or of the wrong type, -ENOMEM. */
-int bus_in_decode(const char *frame, size_t len, int trusted,
+/* What a reader takes apart into members: a set of BUS_IN_BIT(type) of
+ * the hot types it accepts (a frame of another type comes as a tree,
+ * unchecked beyond bus_decode(), for the reader to refuse or take), and
+ * BUS_IN_TRUSTED: the frames come from the master (or are ones it made),
+ * and a deliver in exactly the shape bus_deliver_encode() writes is taken
+ * apart where it stands, its data built without a second check;
+ * otherwise every frame is checked as jansson would. */
+#define BUS_IN_BIT(t) (1u << (t))
+#define BUS_IN_TRUSTED (1u << 31)
+/* The master reading a worker; a worker reading the master. */
+#define BUS_IN_MASTER (BUS_IN_BIT(BUS_EMIT) | BUS_IN_BIT(BUS_DELIVERED))
+#define BUS_IN_WORKER (BUS_IN_BIT(BUS_DELIVER) | BUS_IN_TRUSTED)
+#define BUS_IN_HOT (BUS_IN_MASTER | BUS_IN_BIT(BUS_DELIVER))
+
+/* Decode one frame (without its newline) as `how` says. Returns 0 with
+ * *in set (bus_in_free() it), or -EMSGSIZE, -EBADMSG, -EPROTO as
+ * bus_decode(), -EBADMSG also for a frame of a type in how whose members
+ * are missing or of the wrong type, -ENOMEM. */
+int bus_in_decode(const char *frame, size_t len, unsigned how,
                   struct bus_in *in);
 void bus_in_free(struct bus_in *in);
 
@@ -79,7 +90,7 @@ typedef int (*bus_in_cb)(void *arg, struct bus_in *in);
 struct bus_in_sink {
   bus_in_cb cb;
   void *arg;
-  int trusted;
+  unsigned how; /* as bus_in_decode()'s */
 };
 int bus_in_line(void *sink, const char *frame, size_t len);
 

@@ -363,6 +363,9 @@ static void route(struct master *m, struct wproc *from, struct sig_look *l,
   }
 }
 
+/* Our own deliver frames, read back (a reload, a dead worker's). */
+#define OWN_DELIVER (BUS_IN_BIT(BUS_DELIVER) | BUS_IN_TRUSTED)
+
 /* Pass on a kept frame (stolen) made for generation gen. A worker of
  * another generation gets it made again for its own listener list (a new
  * id), or not at all when that list has no listener of its kind. */
@@ -373,7 +376,8 @@ static void hand_over(struct master *m, struct wproc *to, char *frame,
     return;
   }
   struct bus_in in; /* our own frame, without its newline */
-  if (bus_in_decode(frame, len - 1, 1, &in) == 0 && in.type == BUS_DELIVER)
+  if (bus_in_decode(frame, len - 1, OWN_DELIVER, &in) == 0 &&
+      in.type == BUS_DELIVER)
     deliver_kind(m, to, NULL, &(struct sig_look){.signal = in.signal}, in.data,
                  NULL, broadcast);
   bus_in_free(&in);
@@ -417,7 +421,7 @@ static void drain_dead(struct wproc *p) {
   char buf[16384];
   for (int i = 0; i < 4096; i++) { /* bounded: a socket buffer's worth */
     ssize_t n = read(fd, buf, sizeof(buf));
-    struct bus_in_sink sink = {on_dead_in, p, 0};
+    struct bus_in_sink sink = {on_dead_in, p, BUS_IN_MASTER};
     if (n <= 0 || bus_reader_split(&p->rd, buf, (size_t)n, bus_in_line, &sink))
       return;
   }
@@ -438,7 +442,8 @@ static int died_in_hand(const struct wproc *p, uint64_t n, uint64_t in_hand) {
 static void own_emit_gone(struct master *m, struct wproc *p, uint64_t seq,
                           const char *frame, size_t len) {
   struct bus_in in;
-  if (bus_in_decode(frame, len, 0, &in) != 0 || in.type != BUS_EMIT)
+  if (bus_in_decode(frame, len, BUS_IN_BIT(BUS_EMIT), &in) != 0 ||
+      in.type != BUS_EMIT)
     log_warnx("worker %d left an unreadable signal (emit %llu); dropped",
               p->slot, (unsigned long long)seq);
   else if (died_in_hand(p, seq, p->mark->local_in_hand))
@@ -499,7 +504,7 @@ void router_worker_gone(struct master *m, struct wproc *p) {
     } else if (died_in_hand(p, d->n, hand)) {
       /* Redelivering it could kill the next worker the same way. */
       struct bus_in in;
-      int err = bus_in_decode(d->frame, d->len - 1, 1, &in);
+      int err = bus_in_decode(d->frame, d->len - 1, OWN_DELIVER, &in);
       log_warnx("signal '%s' (delivery %lld) was being handled by worker %d "
                 "when it died; not redelivered",
                 err ? "?" : in.signal, (long long)d->id, p->slot);
@@ -673,7 +678,7 @@ static int on_dead_in(void *arg, struct bus_in *in) {
 }
 
 int router_feed(struct wproc *p, const char *data, size_t len) {
-  struct bus_in_sink sink = {on_live_in, p, 0};
+  struct bus_in_sink sink = {on_live_in, p, BUS_IN_MASTER};
   return bus_reader_split(&p->rd, data, len, bus_in_line, &sink);
 }
 

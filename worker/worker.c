@@ -958,7 +958,7 @@ static int on_in(void *arg, struct bus_in *in) {
 
 static int on_line(void *arg, const char *frame, size_t len) {
   struct worker *w = arg;
-  struct bus_in_sink sink = {on_in, w, 1};
+  struct bus_in_sink sink = {on_in, w, BUS_IN_WORKER};
   return bus_in_line(&sink, frame, len);
 }
 

@@ -16,6 +16,9 @@
 
 static struct bus_out out;
 
+/* Every hot frame taken apart, checked or trusted. */
+#define HOW(trusted) (BUS_IN_HOT | ((trusted) ? BUS_IN_TRUSTED : 0))
+
 /* The frame just encoded, without its newline. */
 static const char *frame(size_t *len) {
   ck_assert_uint_gt(out.len, 0);
@@ -38,7 +41,7 @@ START_TEST(test_emit_round_trips) {
   const char *f = frame(&len);
   for (int trusted = 0; trusted < 2; trusted++) {
     struct bus_in in;
-    ck_assert_int_eq(bus_in_decode(f, len, trusted, &in), 0);
+    ck_assert_int_eq(bus_in_decode(f, len, HOW(trusted), &in), 0);
     ck_assert_int_eq(in.type, BUS_EMIT);
     ck_assert_str_eq(in.signal, "order-paid");
     ck_assert_int_eq(in.seq, 42);
@@ -86,7 +89,7 @@ START_TEST(test_deliver_round_trips) {
       const char *f = frame(&len);
       for (int trusted = 0; trusted < 2; trusted++) {
         struct bus_in in;
-        ck_assert_msg(bus_in_decode(f, len, trusted, &in) == 0, "%.*s",
+        ck_assert_msg(bus_in_decode(f, len, HOW(trusted), &in) == 0, "%.*s",
                       (int)len, f);
         ck_assert_int_eq(in.type, BUS_DELIVER);
         ck_assert_str_eq(in.signal, "a b\\c");
@@ -126,7 +129,7 @@ START_TEST(test_deliver_in_other_shapes) {
     for (int trusted = 0; trusted < 2; trusted++) {
       struct bus_in in;
       ck_assert_int_eq(
-          bus_in_decode(shapes[i], strlen(shapes[i]), trusted, &in), 0);
+          bus_in_decode(shapes[i], strlen(shapes[i]), HOW(trusted), &in), 0);
       ck_assert_str_eq(in.signal, "s");
       ck_assert_int_eq(in.id, 5);
       ck_assert_uint_eq(in.nk, 2);
@@ -158,22 +161,23 @@ START_TEST(test_bad_hot_frames_are_ebadmsg) {
     agree(bad[i]);
     for (int trusted = 0; trusted < 2; trusted++) {
       struct bus_in in;
-      ck_assert_msg(bus_in_decode(bad[i], strlen(bad[i]), trusted, &in) ==
+      ck_assert_msg(bus_in_decode(bad[i], strlen(bad[i]), HOW(trusted), &in) ==
                         -EBADMSG,
                     "%s", bad[i]);
     }
   }
   /* Not JSON, an unknown type: as bus_decode says. */
   struct bus_in in;
-  ck_assert_int_eq(bus_in_decode("{\"t\":\"x\"}", 9, 0, &in), -EPROTO);
-  ck_assert_int_eq(bus_in_decode("{\"t\":\"deliver\",\"id\":1", 20, 1, &in),
+  ck_assert_int_eq(bus_in_decode("{\"t\":\"x\"}", 9, BUS_IN_HOT, &in), -EPROTO);
+  ck_assert_int_eq(bus_in_decode("{\"t\":\"deliver\",\"id\":1", 20,
+                                 BUS_IN_HOT | BUS_IN_TRUSTED, &in),
                    -EBADMSG);
   char sig[BUS_MAX_SIGNAL + 64];
   int n = snprintf(sig, sizeof(sig),
                    "{\"t\":\"emit\",\"signal\":\"%0*d\","
                    "\"seq\":1}",
                    BUS_MAX_SIGNAL + 1, 0);
-  ck_assert_int_eq(bus_in_decode(sig, (size_t)n, 0, &in), -EBADMSG);
+  ck_assert_int_eq(bus_in_decode(sig, (size_t)n, BUS_IN_HOT, &in), -EBADMSG);
 }
 END_TEST
 
@@ -186,7 +190,7 @@ START_TEST(test_delivered_round_trips) {
       size_t len;
       const char *f = frame(&len);
       struct bus_in in;
-      ck_assert_int_eq(bus_in_decode(f, len, 0, &in), 0);
+      ck_assert_int_eq(bus_in_decode(f, len, BUS_IN_HOT, &in), 0);
       ck_assert_int_eq(in.type, BUS_DELIVERED);
       ck_assert_int_eq(in.has_id, has_id);
       ck_assert_int_eq(in.has_seq, has_seq);
@@ -197,6 +201,25 @@ START_TEST(test_delivered_round_trips) {
       bus_in_free(&in);
       ck_assert_ptr_null(bus_codec_disagrees(f, len));
     }
+}
+END_TEST
+
+/* A hot type the reader does not accept comes as a tree, members
+ * unchecked, for it to refuse (EPROTO: a worker sending a deliver). */
+START_TEST(test_types_not_taken_apart_come_as_trees) {
+  static const char f[] = "{\"t\":\"deliver\",\"x\":1}";
+  struct bus_in in;
+  ck_assert_int_eq(bus_in_decode(f, sizeof(f) - 1, BUS_IN_MASTER, &in), 0);
+  ck_assert_int_eq(in.type, BUS_DELIVER);
+  ck_assert_ptr_nonnull(in.msg);
+  bus_in_free(&in);
+  ck_assert_int_eq(bus_in_decode(f, sizeof(f) - 1, BUS_IN_WORKER, &in),
+                   -EBADMSG);
+  static const char e[] = "{\"t\":\"emit\"}";
+  ck_assert_int_eq(bus_in_decode(e, sizeof(e) - 1, BUS_IN_WORKER, &in), 0);
+  ck_assert_int_eq(in.type, BUS_EMIT);
+  ck_assert_ptr_nonnull(in.msg);
+  bus_in_free(&in);
 }
 END_TEST
 
@@ -226,7 +249,7 @@ START_TEST(test_line_loop_decodes_and_pauses) {
                    0);
   struct bus_reader rd = {0};
   struct got g = {0};
-  struct bus_in_sink sink = {on_in, &g, 1};
+  struct bus_in_sink sink = {on_in, &g, BUS_IN_WORKER};
   ck_assert_int_eq(bus_reader_split(&rd, out.buf, out.len, bus_in_line, &sink),
                    BUS_PAUSE);
   ck_assert_int_eq(g.n, 3);
@@ -297,6 +320,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_deliver_in_other_shapes);
   tcase_add_test(tc, test_bad_hot_frames_are_ebadmsg);
   tcase_add_test(tc, test_delivered_round_trips);
+  tcase_add_test(tc, test_types_not_taken_apart_come_as_trees);
   tcase_add_test(tc, test_line_loop_decodes_and_pauses);
   tcase_add_test(tc, test_index_by_signal_and_kind);
   tcase_add_test(tc, test_index_of_no_listeners);
