@@ -13,6 +13,7 @@
 
 #include "app.h"
 #include "bus.h"
+#include "bus_index.h"
 
 /* X(enum, name): a worker process's lifecycle, in order. */
 #define WPROC_STATES(X)                                                        \
@@ -162,7 +163,7 @@ struct generation {
   int *activated; /* per server: came from socket activation */
   size_t nslots_fds;
   int refs;
-  json_t *sigmap; /* signal -> SIG_ONCE | SIG_BROADCAST; made by the router */
+  struct bus_index sigs; /* signal -> its listeners, by kind */
 };
 
 struct sched;
