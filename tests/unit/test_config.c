@@ -1379,6 +1379,7 @@ static size_t scalar_size(enum settings_type t) {
   case SETTINGS_ENUM:
     return sizeof(int);
   case SETTINGS_SIZE:
+  case SETTINGS_BYTES:
     return sizeof(size_t);
   case SETTINGS_SECONDS:
     return sizeof(double);
@@ -1447,6 +1448,10 @@ START_TEST(test_out_of_range_values_give_the_existing_messages) {
         snprintf(want, sizeof(want),
                  "[%s] %s: expected a number of seconds between %g and %g", sec,
                  k->name, k->min, k->max);
+      else if (k->type == SETTINGS_BYTES)
+        snprintf(want, sizeof(want),
+                 "[%s] %s: expected bytes between %.0f and %.0f", sec, k->name,
+                 k->min, k->max);
       else
         continue;
       for (int side = 0; side < 2; side++) {
