@@ -55,6 +55,15 @@ static pid_t slot_pid(const struct aio_proc *p, int slot) {
   return pid;
 }
 
+/* start(), then the pid serving slot: the one to be recycled. */
+static pid_t start_slot(struct fixture *f, const char *protocol,
+                        const char *extra, int slot) {
+  start(f, protocol, extra);
+  pid_t pid = slot_pid(&f->p, slot);
+  ck_assert_int_ne(pid, 0);
+  return pid;
+}
+
 /* slots[slot].replaced.recycle and recycles.trigger from aio status. */
 static void status_counts(const struct aio_proc *p, int slot,
                           const char *trigger, json_int_t *replaced,
@@ -127,9 +136,7 @@ static void assert_recycled(struct fixture *f, int slot, pid_t old,
 
 START_TEST(test_max_requests_recycles_after_that_many_requests) {
   struct fixture f = {0};
-  start(&f, "aio.hello", "workers = 1\nmax_requests = 3\n");
-  pid_t old = slot_pid(&f.p, 0);
-  ck_assert_int_ne(old, 0);
+  pid_t old = start_slot(&f, "aio.hello", "workers = 1\nmax_requests = 3\n", 0);
   /* Three requests, each on a connection of its own: the limit. */
   ck_assert(get_once(f.web));
   ck_assert(get_once(f.web));
@@ -151,8 +158,7 @@ END_TEST
 /* aio.echo does not count requests: its connections count instead. */
 START_TEST(test_max_requests_counts_connections_of_other_protocols) {
   struct fixture f = {0};
-  start(&f, "aio.echo", "workers = 1\nmax_requests = 2\n");
-  pid_t old = slot_pid(&f.p, 0);
+  pid_t old = start_slot(&f, "aio.echo", "workers = 1\nmax_requests = 2\n", 0);
   char buf[64];
   for (int i = 0; i < 2; i++)
     ck_assert_int_eq(
@@ -165,9 +171,9 @@ END_TEST
 
 START_TEST(test_max_lifetime_recycles_one_slot_at_a_time) {
   struct fixture f = {0};
-  start(&f, "aio.hello",
-        "workers = 3\nmax_lifetime = 300ms\nmax_lifetime_jitter = 0.2\n");
-  pid_t old = slot_pid(&f.p, 2);
+  pid_t old = start_slot(
+      &f, "aio.hello",
+      "workers = 3\nmax_lifetime = 300ms\nmax_lifetime_jitter = 0.2\n", 2);
   assert_recycled(&f, 2, old, "lifetime");
   /* Every slot goes in turn: wait for several recycles, then check that
    * the log never has a second one begun before the last one was done
@@ -203,8 +209,7 @@ END_TEST
 /* Any worker is bigger than a mebibyte. */
 START_TEST(test_max_memory_recycles_a_worker_over_it) {
   struct fixture f = {0};
-  start(&f, "aio.hello", "workers = 1\nmax_memory = 1M\n");
-  pid_t old = slot_pid(&f.p, 0);
+  pid_t old = start_slot(&f, "aio.hello", "workers = 1\nmax_memory = 1M\n", 0);
   assert_recycled(&f, 0, old, "memory");
   ck_assert(h_log_has(&f.p, "over max_memory = 1.0 MiB"));
   ck_assert(get_once(f.web));
@@ -223,8 +228,7 @@ static int read_answer(int fd, char *buf, size_t n) {
  * answer from that worker, which then closes and exits 0. */
 START_TEST(test_keepalive_connection_in_flight_finishes_its_requests) {
   struct fixture f = {0};
-  start(&f, "aio.hello", "workers = 1\nmax_requests = 3\n");
-  pid_t old = slot_pid(&f.p, 0);
+  pid_t old = start_slot(&f, "aio.hello", "workers = 1\nmax_requests = 3\n", 0);
   int fd = h_connect(f.web, 5000);
   ck_assert_int_ge(fd, 0);
   char buf[1024];
