@@ -94,6 +94,21 @@ static long long metrics_value(const struct fixture *f, const char *series) {
   return v;
 }
 
+/* The least and the most of the limits the log says the workers drew
+ * ("its limit N"). Returns how many there were. */
+static int drawn_limits(const struct aio_proc *p, double *least, double *most) {
+  char *log = h_slurp(p->log);
+  int n = 0;
+  for (const char *at = log; (at = strstr(at, "its limit ")) != NULL; at++) {
+    double v = strtod(at + strlen("its limit "), NULL);
+    *least = n == 0 || v < *least ? v : *least;
+    *most = n == 0 || v > *most ? v : *most;
+    n++;
+  }
+  free(log);
+  return n;
+}
+
 /* One request on a connection of its own; 1 when it got its 200. */
 static int get_once(int port) {
   char buf[512];
@@ -193,9 +208,12 @@ START_TEST(test_max_lifetime_recycles_one_slot_at_a_time) {
   }
   free(log);
   ck_assert_int_eq(most, 1);
-  /* The limit is max_lifetime + jitter: 0.3 to 0.5 s. */
+  /* Each limit is max_lifetime + uniform(0, jitter): 0.3 to 0.5 s. */
   ck_assert(h_log_has(&f.p, "(max_lifetime = 0.3 s, max_lifetime_jitter = "
                             "0.2 s)"));
+  double low, high;
+  ck_assert_int_ge(drawn_limits(&f.p, &low, &high), 6);
+  ck_assert_msg(low >= 0.3 && high <= 0.5, "limits from %g to %g s", low, high);
   json_t *st = ops_status(&f.p);
   size_t i;
   json_t *s;
@@ -345,6 +363,12 @@ START_TEST(test_zero_failed_requests_while_workers_recycle) {
   ck_assert_msg(failed == 0, "%d of %d requests failed (first: %s)", failed,
                 done + failed, first);
   ck_assert_int_ge(recycled, 2);
+  /* gunicorn's jitter: each worker's limit is 300 + randint(0, 100), and
+   * they differ. */
+  double least, most;
+  ck_assert_int_ge(drawn_limits(&f.p, &least, &most), 2);
+  ck_assert_msg(least >= 300 && most <= 400 && least < most,
+                "limits from %g to %g", least, most);
   h_stop_ok(&f.p);
 }
 END_TEST
