@@ -137,6 +137,14 @@ struct settings {
   /* ---- placement ---- */
   int cpu_affinity; /* 1 (auto): worker slot k pinned to CPU k; 0 (off) */
 
+  /* ---- recycling (supervisor/recycle.c); 0: off ---- */
+  int max_requests;           /* requests (or connections) per worker */
+  int max_requests_jitter;    /* each worker's limit: + randint(0, this) */
+  double max_lifetime;        /* seconds a worker serves */
+  double max_lifetime_jitter; /* + uniform(0, this) seconds */
+  size_t max_memory;          /* resident bytes of a worker */
+  int recycle_concurrency;    /* slots being replaced at once, at most */
+
   /* ---- [aio] cluster keys (issue 15; docs/cluster.md) ---------------- */
   char *cluster;               /* the URL as written; NULL: a single host */
   struct redis_url redis;      /* cluster, parsed (password from the file) */
@@ -147,7 +155,7 @@ struct settings {
                                   schedules */
   double cluster_timeout;      /* connect and reply timeout, seconds */
   /* ---- end of the cluster keys ---------------------------------------- */
-  char *metrics;          /* [aio] metrics address, or NULL: off */
+  char *metrics; /* [aio] metrics address, or NULL: off */
 
   struct server_conf *servers;
   size_t nservers;

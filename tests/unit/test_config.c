@@ -785,6 +785,38 @@ START_TEST(test_error_bad_port) {
 }
 END_TEST
 
+/* Seconds take the duration units of aio_config_duration(), bytes the
+ * binary units; the recycling keys default to off. */
+START_TEST(test_seconds_and_bytes_take_units) {
+  struct settings s;
+  struct diag d;
+  ck_assert_int_eq(load("[aio]\n", &s, &d), 0);
+  ck_assert_int_eq(s.max_requests, 0);
+  ck_assert(s.max_lifetime == 0);
+  ck_assert_uint_eq(s.max_memory, 0);
+  ck_assert_int_eq(s.recycle_concurrency, 1);
+  settings_close(&s);
+  diag_close(&d);
+  ck_assert_int_eq(load("[aio]\nmax_lifetime = 2m\nmax_lifetime_jitter = "
+                        "250ms\nmax_memory = 256M\ngraceful_timeout = 1h\n",
+                        &s, &d),
+                   0);
+  ck_assert(s.max_lifetime == 120);
+  ck_assert(s.max_lifetime_jitter == 0.25);
+  ck_assert_uint_eq(s.max_memory, 256u << 20);
+  ck_assert(s.graceful_timeout == 3600);
+  settings_close(&s);
+  diag_close(&d);
+  expect_settings_error("[aio]\nmax_memory = lots\n", 2,
+                        "[aio] max_memory: expected bytes between 0 and");
+  expect_settings_error("[aio]\nmax_lifetime = 3 fortnights\n", 2,
+                        "[aio] max_lifetime: expected a number of seconds");
+  expect_settings_error("[aio]\ntimeout = 2d\n", 2,
+                        "[aio] timeout: expected a number of seconds between "
+                        "0 and 86400");
+}
+END_TEST
+
 START_TEST(test_error_bad_number) {
   expect_settings_error("[aio]\nworkers = many\n", 2,
                         "[aio] workers: expected a whole number between 1 "
@@ -1388,6 +1420,7 @@ static size_t scalar_size(enum settings_type t) {
   case SETTINGS_ENUM:
     return sizeof(int);
   case SETTINGS_SIZE:
+  case SETTINGS_BYTES:
     return sizeof(size_t);
   case SETTINGS_SECONDS:
     return sizeof(double);
@@ -1456,6 +1489,10 @@ START_TEST(test_out_of_range_values_give_the_existing_messages) {
         snprintf(want, sizeof(want),
                  "[%s] %s: expected a number of seconds between %g and %g", sec,
                  k->name, k->min, k->max);
+      else if (k->type == SETTINGS_BYTES)
+        snprintf(want, sizeof(want),
+                 "[%s] %s: expected bytes between %.0f and %.0f", sec, k->name,
+                 k->min, k->max);
       else
         continue;
       for (int side = 0; side < 2; side++) {
@@ -1787,6 +1824,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_settings_values);
   tcase_add_test(tc, test_error_bad_port);
   tcase_add_test(tc, test_error_bad_number);
+  tcase_add_test(tc, test_seconds_and_bytes_take_units);
   tcase_add_test(tc, test_error_bad_bool);
   tcase_add_test(tc, test_error_protocol_and_factory);
   tcase_add_test(tc, test_error_missing_protocol);
