@@ -241,6 +241,11 @@ int router_feed(struct wproc *p, const char *data, size_t len);
 int master_send(struct wproc *p, const json_t *msg);
 /* The same for an encoded frame (newline included). */
 int master_send_raw(struct wproc *p, const char *frame, size_t len);
+/* channel.c: a worker's bus end, read by libuv; every worker's queued
+ * frames, written before the loop sleeps. */
+void on_proc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+void on_proc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+void on_bus_flush(uv_prepare_t *h);
 /* A worker went away: redeliver what it had. */
 void router_worker_gone(struct master *m, struct wproc *p);
 /* STOPPING or QUITTING. */

@@ -25,36 +25,6 @@
 #include "util.h"
 #include "worker.h"
 
-static void on_proc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)h;
-  (void)suggested;
-  static char buf_[65536];
-  buf->base = buf_;
-  buf->len = sizeof(buf_);
-}
-
-static void on_proc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  struct wproc *p = s->data;
-  if (nread == 0)
-    return;
-  if (nread < 0) {
-    /* EOF: the worker is exiting; SIGCHLD tells us how. */
-    uv_read_stop(s);
-    return;
-  }
-  int err = router_feed(p, buf->base, (size_t)nread);
-  if (err) {
-    log_error("worker %d pid %d sent a bad bus frame (%s); killing it", p->slot,
-              (int)p->pid, strerror(-err < 0 ? 0 : -err));
-    uv_read_stop(s);
-    /* Nothing more is read from or written to a channel that said
-     * nonsense; what it had pending goes to other workers when it is
-     * reaped. */
-    p->bus_open = 0;
-    kill(p->pid, SIGKILL);
-  }
-}
-
 /* [aio] cpu_affinity = auto: slot k runs on the k-th (mod their count) of
  * the CPUs the master may run on (its own affinity, which taskset, a
  * cgroup's cpuset or systemd's CPUAffinity= narrowed), not of all CPUs.
