@@ -104,7 +104,7 @@ static void slot_start_failed(struct master *m, struct slot *s, int err) {
 static int slot_start(struct master *m, struct slot *s) {
   int err = generation_bind_slot(m->gen, (size_t)s->index, NULL, &m->act);
   if (err == 0)
-    err = spawn_worker(m, m->gen, s, &s->cur);
+    err = master_spawn(m, m->gen, s, &s->cur);
   if (err) {
     s->replaced[RESTART_START_FAILURE]++;
     slot_start_failed(m, s, err);
@@ -240,10 +240,8 @@ static void master_served_again(struct master *m, struct wproc *p) {
 
 /* ---- process bookkeeping ---------------------------------------------- */
 
-static void on_bus_closed(uv_handle_t *h) {
-  struct wproc *p = h->data;
-  bus_reader_close(&p->rd);
-  bus_out_close(&p->out);
+static void on_bus_closed(void *arg) {
+  struct wproc *p = arg;
   free(p->journal.buf);
   struct generation *g = p->g;
   ctr_region_free(p->ctrs, g->app.s.nservers);
@@ -260,8 +258,53 @@ static void proc_unlink_free(struct master *m, struct wproc *p) {
       *pp = p->next;
       break;
     }
-  p->bus_open = 0;
-  uv_close((uv_handle_t *)&p->bus, on_bus_closed);
+  channel_close(&p->ch);
+}
+
+static int on_bus_frame(void *arg, const char *frame, size_t len) {
+  return router_line(arg, frame, len);
+}
+
+static void on_bus_error(void *arg, int err) {
+  struct wproc *p = arg;
+  /* What it had pending goes to other workers when it is reaped. */
+  log_error("worker %d pid %d sent a bad bus frame (%s); killing it", p->slot,
+            (int)p->pid, strerror(-err < 0 ? 0 : -err));
+  kill(p->pid, SIGKILL);
+}
+
+static const struct channel_ops bus_ops = {
+    .frame = on_bus_frame, .error = on_bus_error, .closed = on_bus_closed};
+
+/* Spawned: p (from spawn_worker, its bus end fd) is a process of g for
+ * slot s, starting. */
+static void proc_spawned(struct master *m, struct generation *g, struct slot *s,
+                         struct wproc *p, int fd) {
+  p->m = m;
+  p->g = g;
+  g->refs++;
+  p->slot = s->index;
+  p->state = WPROC_STARTING;
+  p->started_ms = p->last_hb_ms = uv_now(m->loop);
+  p->restarts = s->restarts;
+  channel_open(&p->ch, m->loop, fd, &bus_ops, p);
+  p->next = m->procs;
+  m->procs = p;
+  if (p->cpu >= 0)
+    log_info("worker %d started (pid %d, generation %u, CPU %d)", s->index,
+             (int)p->pid, g->id, p->cpu);
+  else
+    log_info("worker %d started (pid %d, generation %u)", s->index, (int)p->pid,
+             g->id);
+}
+
+int master_spawn(struct master *m, struct generation *g, struct slot *s,
+                 struct wproc **out) {
+  int fd;
+  int err = spawn_worker(m, g, s, out, &fd);
+  if (err == 0)
+    proc_spawned(m, g, s, *out, fd);
+  return err;
 }
 
 static void describe_status(int status, char *out, size_t n) {
@@ -318,6 +361,13 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
   proc_unlink_free(m, p);
 }
 
+/* Before the loop sleeps: every worker's frames of this iteration. */
+static void on_bus_flush(uv_prepare_t *h) {
+  struct master *m = h->data;
+  for (struct wproc *p = m->procs; p; p = p->next)
+    channel_flush(&p->ch);
+}
+
 static void reap(struct master *m) {
   for (;;) {
     int status;
@@ -352,11 +402,11 @@ void master_proc_stop(struct master *m, struct wproc *p, int graceful) {
   json_t *msg = bus_msg(BUS_STOP);
   json_object_set_new(msg, "graceful", json_boolean(graceful));
   if (!graceful)
-    master_send(p, msg);
+    channel_send(&p->ch, msg);
   /* The bus says it; the signal covers a worker whose bus is stuck. */
   if (!graceful)
     kill(p->pid, SIGQUIT);
-  else if (master_send(p, msg) != 0)
+  else if (channel_send(&p->ch, msg) != 0)
     kill(p->pid, SIGTERM);
   json_decref(msg);
 }
@@ -648,7 +698,7 @@ static void on_signal(uv_signal_t *h, int signum) {
       log_give_to_workers(&m->gen->app.s);
     for (struct wproc *p = m->procs; p; p = p->next) {
       json_t *msg = bus_msg(BUS_REOPEN);
-      master_send(p, msg);
+      channel_send(&p->ch, msg);
       json_decref(msg);
     }
     break;

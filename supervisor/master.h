@@ -13,6 +13,7 @@
 
 #include "app.h"
 #include "bus.h"
+#include "channel.h"
 
 /* X(enum, name): a worker process's lifecycle, in order. */
 #define WPROC_STATES(X)                                                        \
@@ -99,10 +100,7 @@ struct wproc {
   pid_t pid;
   int slot;
   enum wproc_state state;
-  uv_pipe_t bus;
-  struct bus_reader rd;
-  struct bus_out out; /* frames for it, written before the loop sleeps */
-  int bus_open;
+  struct channel ch; /* its bus end: nothing else reads or writes it */
   uint64_t started_ms, ready_ms, last_hb_ms, stop_deadline_ms;
   long conns;
   unsigned restarts;             /* of its slot when it was spawned */
@@ -227,25 +225,16 @@ struct master {
 int master_run(struct app *app, const char *config_path, int ready_fd,
                int *daemon_fd);
 
-/* spawn.c: fork a worker of generation g for slot s; *out gets it (the
- * caller makes it the slot's current or next worker). 0 or -errno. */
+/* spawn.c: fork a worker of generation g for slot s; *out gets its
+ * record (pid, mark, counters, output; new, for master.c to register) and
+ * *fd the master's end of its bus. 0 or -errno. */
 int spawn_worker(struct master *m, struct generation *g, struct slot *s,
-                 struct wproc **out);
+                 struct wproc **out, int *fd);
 /* router.c: handle a worker's frame. */
 int router_frame(struct wproc *p, enum bus_type t, json_t *msg);
-/* Bytes read from p's bus: every whole frame in them. 0, or the error
- * that costs p its channel (-EMSGSIZE, -EBADMSG, -EPROTO...). */
-int router_feed(struct wproc *p, const char *data, size_t len);
-/* Queue a frame for a worker (borrowed); the queue is written before the
- * loop sleeps. 0 or -errno. */
-int master_send(struct wproc *p, const json_t *msg);
-/* The same for an encoded frame (newline included). */
-int master_send_raw(struct wproc *p, const char *frame, size_t len);
-/* channel.c: a worker's bus end, read by libuv; every worker's queued
- * frames, written before the loop sleeps. */
-void on_proc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-void on_proc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-void on_bus_flush(uv_prepare_t *h);
+/* One frame from p's channel (without its newline): 0, or the error that
+ * costs p its channel (-EMSGSIZE, -EBADMSG, -EPROTO...). */
+int router_line(struct wproc *p, const char *frame, size_t len);
 /* A worker went away: redeliver what it had. */
 void router_worker_gone(struct master *m, struct wproc *p);
 /* STOPPING or QUITTING. */
@@ -253,6 +242,10 @@ static inline int master_stopping(const struct master *m) {
   return m->phase >= MASTER_STOPPING;
 }
 /* master.c, for reload.c and control.c. */
+/* Fork a worker of g for slot s and register it, starting; *out gets it.
+ * 0 or -errno. */
+int master_spawn(struct master *m, struct generation *g, struct slot *s,
+                 struct wproc **out);
 struct slot *master_slot_get(struct master *m, size_t index);
 void master_proc_stop(struct master *m, struct wproc *p, int graceful);
 void master_begin_stop(struct master *m, enum master_phase to);

@@ -171,7 +171,7 @@ int reload_start(struct master *m, char **why) {
   m->reload_deadline_ms = uv_now(m->loop) + limit;
   for (size_t i = 0; i < n; i++) {
     struct slot *s = &m->slots[i];
-    int err = spawn_worker(m, g, s, &s->next);
+    int err = master_spawn(m, g, s, &s->next);
     if (err) {
       char msg[256];
       snprintf(msg, sizeof(msg), "cannot start worker %zu: %s", i,

@@ -186,7 +186,7 @@ static void send_delivery(struct wproc *p, char *frame, size_t len,
   d->broadcast = broadcast;
   /* A failure (the channel is closing) keeps it, unsent: the worker's
    * death hands it to another worker. */
-  if (master_send_raw(p, frame, len) == 0)
+  if (channel_send_raw(&p->ch, frame, len) == 0)
     d->n = ++p->sent;
   /* At the tail in O(1): thousands may be in flight. */
   if (p->pending_last)
@@ -434,23 +434,6 @@ static void flush_backlog(struct master *m, json_t **backlog, struct wproc *to,
 
 static int on_dead_line(void *arg, const char *frame, size_t len);
 
-/* Read what the dead worker wrote before it died. SIGCHLD can be handled
- * before the last bytes on its socket, and the process is freed after
- * this: emits still unread there would be lost, and deliveries it
- * acknowledged would be redelivered. */
-static void drain_dead(struct wproc *p) {
-  uv_os_fd_t fd;
-  if (!p->bus_open || uv_fileno((uv_handle_t *)&p->bus, &fd) != 0)
-    return; /* closed, or cut off after a bad frame: nothing more is read */
-  char buf[16384];
-  for (int i = 0; i < 4096; i++) { /* bounded: a socket buffer's worth */
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0 ||
-        bus_reader_split(&p->rd, buf, (size_t)n, on_dead_line, p) != 0)
-      return;
-  }
-}
-
 /* Did p die with its listeners running, the delivery numbered n of a
  * stream whose number in hand the mark gives? A clean exit or our own
  * shutdown has none. */
@@ -528,7 +511,8 @@ static void own_emits_redeliver(struct master *m, struct wproc *p) {
 }
 
 void router_worker_gone(struct master *m, struct wproc *p) {
-  drain_dead(p);
+  /* What it wrote before it died, still unread (channel.c). */
+  channel_drain(&p->ch, on_dead_line, p);
   struct delivery *d = p->pending, *next;
   p->pending = NULL;
   p->pending_last = NULL;
@@ -746,16 +730,12 @@ static int on_line(struct wproc *p, const char *frame, size_t len, int dead) {
   return rc;
 }
 
-static int on_live_line(void *arg, const char *frame, size_t len) {
-  return on_line(arg, frame, len, 0);
-}
-
 static int on_dead_line(void *arg, const char *frame, size_t len) {
   return on_line(arg, frame, len, 1);
 }
 
-int router_feed(struct wproc *p, const char *data, size_t len) {
-  return bus_reader_split(&p->rd, data, len, on_live_line, p);
+int router_line(struct wproc *p, const char *frame, size_t len) {
+  return on_line(p, frame, len, 0);
 }
 
 int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {

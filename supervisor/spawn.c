@@ -44,7 +44,7 @@ static int spawn_cpu_for(const struct settings *set, int slot) {
 }
 
 int spawn_worker(struct master *m, struct generation *g, struct slot *s,
-                 struct wproc **out) {
+                 struct wproc **out, int *fd) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
     return -errno;
@@ -133,27 +133,8 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
   /* Its mark is for it alone: workers forked later do not inherit it. */
   bus_mark_dontfork(p->mark);
   ctr_region_dontfork(p->ctrs, nserv);
-  p->m = m;
-  p->g = g;
-  g->refs++;
   p->pid = pid;
-  p->slot = s->index;
-  p->state = WPROC_STARTING;
-  p->started_ms = p->last_hb_ms = uv_now(m->loop);
-  p->restarts = s->restarts;
-  uv_pipe_init(m->loop, &p->bus, 0);
-  p->bus.data = p;
-  uv_pipe_open(&p->bus, sv[0]);
-  p->bus_open = 1;
-  uv_read_start((uv_stream_t *)&p->bus, on_proc_alloc, on_proc_read);
-  p->next = m->procs;
-  m->procs = p;
   *out = p;
-  if (p->cpu >= 0)
-    log_info("worker %d started (pid %d, generation %u, CPU %d)", s->index,
-             (int)pid, g->id, p->cpu);
-  else
-    log_info("worker %d started (pid %d, generation %u)", s->index, (int)pid,
-             g->id);
+  *fd = sv[0];
   return 0;
 }
