@@ -270,7 +270,7 @@ static void on_bus_error(void *arg, int err) {
   /* What it had pending goes to other workers when it is reaped. */
   log_error("worker %d pid %d sent a bad bus frame (%s); killing it", p->slot,
             (int)p->pid, strerror(-err < 0 ? 0 : -err));
-  kill(p->pid, SIGKILL);
+  master_proc_kill(p->m, p, PROC_KILL_BAD);
 }
 
 static const struct channel_ops bus_ops = {
@@ -333,6 +333,9 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
     log_error("worker %d (pid %d) %s", p->slot, (int)p->pid, how);
   enum wproc_state was = p->state;
   p->state = WPROC_DEAD;
+  struct slot *s = (size_t)p->slot < m->slots_cap ? &m->slots[p->slot] : NULL;
+  if (s && s->next == p)
+    s->next = NULL;
   reload_worker_exited(m, p, how);
   router_worker_gone(m, p);
   sched_worker_gone(m, p);
@@ -345,7 +348,6 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
   router_emit(m, "worker-exited", data);
   json_decref(data);
 
-  struct slot *s = (size_t)p->slot < m->slots_cap ? &m->slots[p->slot] : NULL;
   if (s && s->cur == p) {
     s->cur = NULL;
     snprintf(s->why, sizeof(s->why), "%s%s", how,
@@ -409,6 +411,25 @@ void master_proc_stop(struct master *m, struct wproc *p, int graceful) {
   else if (channel_send(&p->ch, msg) != 0)
     kill(p->pid, SIGTERM);
   json_decref(msg);
+}
+
+void master_proc_kill(struct master *m, struct wproc *p, enum proc_kill why) {
+  (void)m;
+  switch (why) {
+  case PROC_KILL_DISCARD:
+    p->state = WPROC_DRAINING; /* its exit is expected: no crash accounting */
+    break;
+  case PROC_KILL_SILENT:
+    p->silenced = 1;
+    p->last_hb_ms = UINT64_MAX; /* in the future: killed once */
+    break;
+  case PROC_KILL_LATE:
+    p->stop_deadline_ms = UINT64_MAX;
+    break;
+  case PROC_KILL_BAD:
+    break;
+  }
+  kill(p->pid, SIGKILL);
 }
 
 void master_begin_stop(struct master *m, enum master_phase to) {
@@ -512,18 +533,150 @@ static void announce_ready(struct master *m) {
   router_emit(m, "aio-started", NULL);
 }
 
-void master_worker_ready(struct master *m, struct wproc *p) {
+int master_proc_ready(struct master *m, struct wproc *p) {
+  /* Told to stop while it started (a shutdown, a cancelled reload): a
+   * late ready is no lie, but it changes nothing. */
+  if (p->state == WPROC_DRAINING)
+    return 0;
+  if (p->state != WPROC_STARTING)
+    return -EPROTO;
+  p->last_hb_ms = uv_now(m->loop);
+  /* The backlog first: it holds aio-starting, and becoming ready may emit
+   * aio-started, which must not overtake it. */
+  router_worker_ready(m, p);
   p->state = WPROC_READY;
   p->ready_ms = uv_now(m->loop);
   log_info("worker %d (pid %d) ready in %llu ms", p->slot, (int)p->pid,
            (unsigned long long)(p->ready_ms - p->started_ms));
   if (p->g == m->next_gen) {
     reload_worker_ready(m, p);
-    return;
+    return 0;
   }
   if (m->unserved && p->g == m->gen)
     master_served_again(m, p);
   announce_ready(m);
+  return 0;
+}
+
+void master_proc_alive(struct master *m, struct wproc *p, long conns) {
+  p->last_hb_ms = uv_now(m->loop);
+  p->conns = conns;
+}
+
+int master_job_done(struct master *m, struct wproc *p, json_t *msg) {
+  return sched_done(m, p, msg);
+}
+
+void master_waited(struct master *m) {
+  uv_update_time(m->loop);
+  for (struct wproc *p = m->procs; p; p = p->next)
+    if (p->last_hb_ms < UINT64_MAX / 2)
+      p->last_hb_ms = uv_now(m->loop);
+}
+
+/* ---- successors and generations (reload.c decides) ---------------------- */
+
+int master_slot_spawn_next(struct master *m, struct generation *g, size_t k) {
+  struct slot *s = master_slot_get(m, k);
+  if (s == NULL)
+    return -ENOMEM;
+  return master_spawn(m, g, s, &s->next);
+}
+
+/* Slot s's successor (or none) becomes its worker; the one it replaces
+ * drains, counted as replaced for why. wanted: the slot is still one of
+ * the wanted ones (else it is retired). */
+static void slot_promote(struct master *m, struct slot *s,
+                         enum restart_reason why, int wanted) {
+  struct wproc *was = s->cur;
+  s->cur = s->next;
+  s->next = NULL;
+  s->ncrash = 0;
+  s->state = wanted ? SLOT_RUNNING : SLOT_IDLE;
+  if (was) {
+    s->replaced[why]++;
+    master_proc_stop(m, was, 1);
+  }
+}
+
+void master_slot_promote(struct master *m, size_t k, enum restart_reason why) {
+  if (k < m->slots_cap)
+    slot_promote(m, &m->slots[k], why, k < m->nslots);
+}
+
+void master_slot_discard_next(struct master *m, size_t k) {
+  struct wproc *p = k < m->slots_cap ? m->slots[k].next : NULL;
+  if (p == NULL)
+    return;
+  m->slots[k].next = NULL;
+  if (p->state != WPROC_DEAD)
+    master_proc_kill(m, p, PROC_KILL_DISCARD);
+}
+
+void master_gen_begin(struct master *m, struct generation *g,
+                      uint64_t deadline_ms) {
+  m->next_gen = g;
+  m->phase = MASTER_RELOADING;
+  m->reload_deadline_ms = deadline_ms;
+}
+
+void master_gen_commit(struct master *m) {
+  struct generation *old = m->gen, *g = m->next_gen;
+  size_t n = (size_t)g->app.s.workers;
+  size_t top = m->nslots > n ? m->nslots : n;
+  m->gen = g;
+  m->next_gen = NULL;
+  m->phase = MASTER_SERVING;
+  m->nslots = n;
+  m->unserved = 0; /* every slot has a ready worker of g */
+  for (size_t i = 0; i < top; i++)
+    slot_promote(m, &m->slots[i], RESTART_RELOAD, i < n);
+  /* Old sockets close with the old generation's last worker. */
+  if (--old->refs == 0)
+    generation_free(old, m->gen);
+  sched_restart(m);
+  metrics_reloaded(m);
+  m->reloads++;
+  proctitle_set("aio: master (generation %u) %s", g->id, m->config_path);
+  log_info("reloaded: generation %u, %zu worker%s, in %llu ms", g->id, n,
+           n == 1 ? "" : "s",
+           (unsigned long long)(uv_now(m->loop) - m->reload_started_ms));
+  notify_send("READY=1\nSTATUS=serving generation %u with %zu workers", g->id,
+              n);
+  control_reload_done(m, 0, NULL);
+  json_t *data = json_pack("{s:b,s:i}", "ok", 1, "generation", (int)g->id);
+  router_emit(m, "aio-reloaded", data);
+  json_decref(data);
+}
+
+void master_gen_abort(struct master *m, int code, const char *why,
+                      json_t *errors) {
+  struct generation *g = m->next_gen;
+  if (g) {
+    m->next_gen = NULL;
+    if (m->phase == MASTER_RELOADING) /* not when a stop abandons it */
+      m->phase = MASTER_SERVING;
+    for (size_t i = 0; i < m->slots_cap; i++)
+      master_slot_discard_next(m, i);
+    /* The generation goes when its last worker is reaped. */
+    if (--g->refs == 0)
+      generation_free(g, m->gen);
+  }
+  m->reload_failures++;
+  log_error("reload failed: %s; still serving generation %u", why, m->gen->id);
+  if (!master_stopping(m)) /* systemd heard STOPPING=1 last */
+    notify_send("READY=1\nSTATUS=reload failed: %s", why);
+  if (errors == NULL) {
+    errors = json_array();
+    json_array_append_new(errors, json_string(why));
+  } else {
+    json_incref(errors);
+  }
+  control_reload_done(m, code, errors);
+  json_decref(errors);
+  json_t *data = json_pack("{s:b,s:s}", "ok", 0, "error", why);
+  router_emit(m, "aio-reloaded", data);
+  json_decref(data);
 }
 
 /* The first generation must be ready by [aio] start_timeout. */
@@ -610,8 +763,7 @@ static void on_tick(uv_timer_t *t) {
         log_warnx("worker %d (pid %d) still running after the graceful "
                   "timeout; killing it",
                   p->slot, (int)p->pid);
-        kill(p->pid, SIGKILL);
-        p->stop_deadline_ms = UINT64_MAX;
+        master_proc_kill(m, p, PROC_KILL_LATE);
       }
     } else if (timeout && p->state != WPROC_DEAD && now > p->last_hb_ms &&
                now - p->last_hb_ms > timeout) {
@@ -624,9 +776,7 @@ static void on_tick(uv_timer_t *t) {
                 "killing it",
                 p->slot, (int)p->pid, (unsigned long long)(now - p->last_hb_ms),
                 m->gen->app.s.timeout, why);
-      kill(p->pid, SIGKILL);
-      p->silenced = 1;
-      p->last_hb_ms = UINT64_MAX; /* in the future: killed once */
+      master_proc_kill(m, p, PROC_KILL_SILENT);
     }
   }
   if (!master_stopping(m))

@@ -241,13 +241,55 @@ void router_worker_gone(struct master *m, struct wproc *p);
 static inline int master_stopping(const struct master *m) {
   return m->phase >= MASTER_STOPPING;
 }
-/* master.c, for reload.c and control.c. */
-/* Fork a worker of g for slot s and register it, starting; *out gets it.
- * 0 or -errno. */
+/* ---- master.c's verbs ----------------------------------------------------
+ * master.c is the only file that changes slot and process state (and the
+ * phase). The other files decide and call these; they keep no pointer
+ * into a slot across calls. */
+/* Spawned: fork a worker of g for slot s and register it, starting; *out
+ * gets it. 0 or -errno. */
 int master_spawn(struct master *m, struct generation *g, struct slot *s,
                  struct wproc **out);
-struct slot *master_slot_get(struct master *m, size_t index);
+/* The same as slot k's successor (s->next), which serves only once
+ * promoted. 0 or -errno. */
+int master_slot_spawn_next(struct master *m, struct generation *g, size_t k);
+/* Slot k's successor becomes its worker (none: the slot is left without
+ * one); the worker it replaces drains, counted in replaced[why]. */
+void master_slot_promote(struct master *m, size_t k, enum restart_reason why);
+/* Slot k's successor is not wanted: killed, its exit expected. */
+void master_slot_discard_next(struct master *m, size_t k);
+/* Ready: p's ready frame. 0, or -EPROTO when p was not starting. */
+int master_proc_ready(struct master *m, struct wproc *p);
+/* Alive: p's heartbeat or status frame, and its open connections. */
+void master_proc_alive(struct master *m, struct wproc *p, long conns);
+/* A job run's done frame from p (sched.c reads it). 0 or -EBADMSG. */
+int master_job_done(struct master *m, struct wproc *p, json_t *msg);
+/* Drain: tell p to stop, gracefully (finish its connections, up to
+ * graceful_timeout) or not (QUIT, then SIGKILL after a short grace). */
 void master_proc_stop(struct master *m, struct wproc *p, int graceful);
+/* Kill: SIGKILL p now, and why, which decides what its exit means. */
+enum proc_kill {
+  PROC_KILL_DISCARD, /* not wanted (an abandoned successor): expected exit */
+  PROC_KILL_SILENT,  /* heartbeat silent past timeout: a crash, so counted */
+  PROC_KILL_LATE,    /* still draining past its deadline */
+  PROC_KILL_BAD      /* said nonsense on its bus: a crash */
+};
+void master_proc_kill(struct master *m, struct wproc *p, enum proc_kill why);
+/* The master's loop was held up (a reload's probe child): no worker's
+ * heartbeat is blamed for that time. */
+void master_waited(struct master *m);
+/* A reload starts generation g (sockets bound; the master's reference
+ * given): RELOADING until commit or abort, deadline_ms at the latest. */
+void master_gen_begin(struct master *m, struct generation *g,
+                      uint64_t deadline_ms);
+/* Commit: every successor is ready; the next generation becomes the
+ * current one, the old workers drain, waiters hear success. */
+void master_gen_commit(struct master *m);
+/* Abort: the reload failed (code: the exit status of `aio reload`,
+ * errors borrowed, or NULL for [why]); the successors begun, if any, are
+ * killed and the old generation serves on. */
+void master_gen_abort(struct master *m, int code, const char *why,
+                      json_t *errors);
+struct slot *master_slot_get(struct master *m, size_t index);
 void master_begin_stop(struct master *m, enum master_phase to);
 void master_scale(struct master *m, size_t n);
 /* For `aio status`: adds "serving" (ready workers of the serving
@@ -330,7 +372,8 @@ int router_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
 /* Every tick: bounds that change without a frame (a slot given up with
  * a backlog), and memory to give back after a burst. */
 void router_tick(struct master *m);
-/* Called when p became ready. */
-void master_worker_ready(struct master *m, struct wproc *p);
+/* p became ready: the signals kept for it (its slot's backlog, and the
+ * master's) go to it first. */
+void router_worker_ready(struct master *m, struct wproc *p);
 
 #endif

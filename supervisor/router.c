@@ -558,9 +558,7 @@ void router_worker_gone(struct master *m, struct wproc *p) {
   maybe_trim(m);
 }
 
-static void worker_became_ready(struct master *m, struct wproc *p) {
-  /* The backlog first: it holds aio-starting, and becoming ready may emit
-   * aio-started, which must not overtake it. */
+void router_worker_ready(struct master *m, struct wproc *p) {
   if (p->g == m->gen) {
     struct slot *sl = &m->slots[p->slot];
     flush_backlog(m, &sl->backlog, p, 1);
@@ -568,7 +566,6 @@ static void worker_became_ready(struct master *m, struct wproc *p) {
     slot_check(m, sl);
     flush_backlog(m, &m->backlog, p, 0);
   }
-  master_worker_ready(m, p);
 }
 
 /* Keep p's own emit, whose once-per-emit listeners it runs itself, in
@@ -742,24 +739,16 @@ int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {
   struct master *m = p->m;
   switch (t) {
   case BUS_READY:
-    /* Told to stop while it started (a shutdown, a cancelled reload): a
-     * late ready is no lie, but it changes nothing. */
-    if (p->state == WPROC_DRAINING)
-      return 0;
-    if (p->state != WPROC_STARTING)
-      return -EPROTO;
-    p->last_hb_ms = uv_now(m->loop);
-    worker_became_ready(m, p);
-    return 0;
+    return master_proc_ready(m, p);
   case BUS_HEARTBEAT:
   case BUS_STATUS:
-    p->last_hb_ms = uv_now(m->loop);
-    p->conns = (long)json_integer_value(json_object_get(msg, "conns"));
+    master_proc_alive(m, p,
+                      (long)json_integer_value(json_object_get(msg, "conns")));
     return 0;
   case BUS_DELIVERED:
     return on_delivered(p, msg);
   case BUS_DONE:
-    return sched_done(m, p, msg);
+    return master_job_done(m, p, msg);
   default:
     return -EPROTO;
   }
