@@ -770,7 +770,7 @@ static void on_tick(uv_timer_t *t) {
       /* A loop that turns is alive, however slowly its heartbeats come
        * through; one that does not is hung (docs/bus.md, Liveness). */
       char why[512];
-      if (!router_hung(p, timeout, why, sizeof(why)))
+      if (!liveness_hung(p, timeout, why, sizeof(why)))
         continue;
       log_error("worker %d (pid %d) silent for %llu ms (timeout %.1f s), %s: "
                 "killing it",

@@ -364,11 +364,11 @@ void router_emit(struct master *m, const char *signal, json_t *data);
 json_t *router_proc_status(const struct wproc *p);
 /* Signals kept for workers not ready yet. */
 size_t router_backlog(const struct master *m);
-/* p's heartbeat is timeout_ms late: is it hung? 0 when its loop turns
- * (it is only slow, or its bus is congested); 1 with why set to what it
+/* liveness.c: p's heartbeat is timeout_ms late: is it hung? 0 when its loop
+ * turns (it is only slow, or its bus is congested); 1 with why set to what it
  * is stuck in, for the kill log. */
-int router_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
-                size_t n);
+int liveness_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
+                  size_t n);
 /* Every tick: bounds that change without a frame (a slot given up with
  * a backlog), and memory to give back after a burst. */
 void router_tick(struct master *m);

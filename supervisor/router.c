@@ -27,88 +27,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "journal.h"
 #include "log.h"
 #include "master.h"
 #include "util.h"
-
-/* ---- the journal of a worker's own emits ------------------------------ */
-
-struct jrec {
-  uint64_t seq;
-  uint32_t len; /* of the frame that follows */
-  uint32_t pad;
-};
-
-#define JREC_SIZE(n) ((sizeof(struct jrec) + (n) + 7) & ~(size_t)7)
-
-static int journal_add(struct journal *j, uint64_t seq, const char *frame,
-                       size_t len) {
-  size_t need = JREC_SIZE(len);
-  if (j->head == j->len)
-    j->head = j->len = 0;
-  if (j->len + need > j->cap && j->head > 0) {
-    /* Slide the live records down before growing. */
-    memmove(j->buf, j->buf + j->head, j->len - j->head);
-    j->len -= j->head;
-    j->head = 0;
-  }
-  if (j->len + need > j->cap) {
-    size_t cap = j->cap ? j->cap : 64 * 1024;
-    while (cap < j->len + need)
-      cap *= 2;
-    char *nb = realloc(j->buf, cap);
-    if (nb == NULL)
-      return -ENOMEM;
-    j->buf = nb;
-    j->cap = cap;
-  }
-  struct jrec r = {.seq = seq, .len = (uint32_t)len};
-  memcpy(j->buf + j->len, &r, sizeof(r));
-  memcpy(j->buf + j->len + sizeof(r), frame, len);
-  j->len += need;
-  j->n++;
-  return 0;
-}
-
-/* An emptied journal that a burst grew gives its buffer back. */
-static void journal_shrink(struct journal *j) {
-  if (j->head == j->len && j->cap > BUS_OUT_KEEP) {
-    free(j->buf);
-    memset(j, 0, sizeof(*j));
-  }
-}
-
-/* The oldest record, or NULL when the journal is empty; *frame its text. */
-static const struct jrec *journal_first(const struct journal *j,
-                                        const char **frame) {
-  if (j->head == j->len)
-    return NULL;
-  const struct jrec *r = (const struct jrec *)(j->buf + j->head);
-  *frame = j->buf + j->head + sizeof(*r);
-  return r;
-}
-
-static void journal_pop(struct journal *j) {
-  const struct jrec *r = (const struct jrec *)(j->buf + j->head);
-  j->head += JREC_SIZE(r->len);
-  j->n--;
-}
-
-/* The worker finished every emit up to seq: forget them. */
-static void journal_ack(struct journal *j, uint64_t seq) {
-  const char *frame;
-  const struct jrec *r;
-  while ((r = journal_first(j, &frame)) && r->seq <= seq)
-    journal_pop(j);
-  if (j->head > 0 && j->head == j->len)
-    j->head = j->len = 0;
-  journal_shrink(j);
-}
-
-static void journal_free(struct journal *j) {
-  free(j->buf);
-  memset(j, 0, sizeof(*j));
-}
 
 /* ---- bounds ------------------------------------------------------------- */
 
@@ -781,55 +703,6 @@ void router_tick(struct master *m) {
   for (size_t i = 0; i < m->slots_cap; i++)
     slot_check(m, &m->slots[i]);
   maybe_trim(m);
-}
-
-static const char *const proto_cb_names[BUS_PROTO_COUNT] = {
-#define PROTO_CB_NAME(e, s) s,
-    BUS_PROTO_CBS(PROTO_CB_NAME)
-#undef PROTO_CB_NAME
-};
-
-int router_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
-                size_t n) {
-  const struct bus_mark *mk = p->mark;
-  uint64_t now = bus_mono_ms(), turn = mk ? mk->turn_ms : 0;
-  if (turn == 0) { /* not serving yet: the heartbeat alone says */
-    snprintf(why, n, "its loop never turned");
-    return 1;
-  }
-  if (turn <= now && now - turn <= timeout_ms)
-    return 0;
-  uint64_t since = mk->cb_since;
-  uint32_t kind = mk->cb_kind, idx = mk->cb_index;
-  const struct settings *s = &p->g->app.s;
-  unsigned long long held =
-      since && since <= now ? (unsigned long long)(now - since) : 0;
-  /* Numbers from the worker, checked before they index anything. */
-  if (held && kind == BUS_CB_LISTENER && idx < s->nlisteners)
-    snprintf(why, n, "stuck in listener %s for signal '%s' for %llu ms",
-             s->listeners[idx].fn.text, s->listeners[idx].signal, held);
-  else if (held && kind == BUS_CB_JOB && idx / 3 < s->nschedules)
-    snprintf(why, n, "stuck in job %s (%s) for %llu ms",
-             s->schedules[idx / 3].name,
-             idx % 3 == 0   ? s->schedules[idx / 3].func.text
-             : idx % 3 == 1 ? s->schedules[idx / 3].cb.text
-                            : s->schedules[idx / 3].err.text,
-             held);
-  else if (held && kind == BUS_CB_PROTOCOL &&
-           idx / BUS_PROTO_COUNT < s->nservers)
-    snprintf(why, n, "stuck in %s of server %s (%s) for %llu ms",
-             proto_cb_names[idx % BUS_PROTO_COUNT],
-             s->servers[idx / BUS_PROTO_COUNT].name,
-             s->servers[idx / BUS_PROTO_COUNT].handler.text, held);
-  else if (held && kind == BUS_CB_SOON)
-    snprintf(why, n, "stuck in a function given to aio_call_soon() for %llu ms",
-             held);
-  else
-    snprintf(why, n,
-             "its loop has not turned for %llu ms (a module's own libuv "
-             "callback holds it)",
-             (unsigned long long)(now - turn));
-  return 1;
 }
 
 size_t router_backlog(const struct master *m) {
