@@ -364,13 +364,13 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
 }
 
 /* Before the loop sleeps: every worker's frames of this iteration. */
-static void on_bus_flush(uv_prepare_t *h) {
+void master_on_bus_flush(uv_prepare_t *h) {
   struct master *m = h->data;
   for (struct wproc *p = m->procs; p; p = p->next)
     channel_flush(&p->ch);
 }
 
-static void reap(struct master *m) {
+void master_reap(struct master *m) {
   for (;;) {
     int status;
     pid_t pid = waitpid(-1, &status, WNOHANG);
@@ -382,6 +382,31 @@ static void reap(struct master *m) {
     if (p)
       worker_exited(m, p, status);
     /* else: a probe child or an orphan we adopted as PID 1: reaped. */
+  }
+}
+
+void master_start_slots(struct master *m) {
+  for (size_t i = 0; i < m->nslots; i++) {
+    m->slots[i].state = SLOT_RUNNING;
+    slot_start(m, &m->slots[i]);
+  }
+  if (m->nslots == 0)
+    announce_ready(m);
+}
+
+void master_kill_all(struct master *m) {
+  for (struct wproc *p = m->procs; p; p = p->next)
+    kill(p->pid, SIGKILL);
+  while (m->procs) {
+    int status;
+    pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0 && errno != EINTR)
+      break;
+    struct wproc *p = m->procs;
+    while (p && p->pid != pid)
+      p = p->next;
+    if (p)
+      proc_unlink_free(m, p);
   }
 }
 
@@ -753,7 +778,7 @@ void master_status(struct master *m, json_t *reply) {
 
 /* ---- the tick: liveness, backoff, deadlines ---------------------------- */
 
-static void on_tick(uv_timer_t *t) {
+void master_on_tick(uv_timer_t *t) {
   struct master *m = t->data;
   uint64_t now = uv_now(m->loop);
   uint64_t timeout = (uint64_t)(m->gen->app.s.timeout * 1000);
@@ -822,7 +847,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   struct master *m = h->data;
   switch (signum) {
   case SIGCHLD:
-    reap(m);
+    master_reap(m);
     if (master_stopping(m) && m->procs == NULL)
       uv_stop(m->loop);
     break;
@@ -955,12 +980,7 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
              where, m->gen->app.s.servers[i].handler.text);
   }
   router_emit(m, "aio-starting", NULL);
-  for (size_t i = 0; i < m->nslots; i++) {
-    m->slots[i].state = SLOT_RUNNING;
-    slot_start(m, &m->slots[i]);
-  }
-  if (m->nslots == 0)
-    announce_ready(m);
+  master_start_slots(m);
   if (sched_start(m))
     log_error("cannot start the schedules: out of memory");
   uint64_t wd = notify_watchdog_usec();
@@ -971,28 +991,15 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
   }
   uv_prepare_init(m->loop, &m->bus_flush);
   m->bus_flush.data = m;
-  uv_prepare_start(&m->bus_flush, on_bus_flush);
+  uv_prepare_start(&m->bus_flush, master_on_bus_flush);
   uv_unref((uv_handle_t *)&m->bus_flush);
   uv_timer_init(m->loop, &m->tick);
   m->tick.data = m;
-  uv_timer_start(&m->tick, on_tick, TICK_MS, TICK_MS);
+  uv_timer_start(&m->tick, master_on_tick, TICK_MS, TICK_MS);
   uv_run(m->loop, UV_RUN_DEFAULT);
   log_info("stopped");
 out:
-  /* Kill and reap anything left (only on a failed start or a bug). */
-  for (struct wproc *p = m->procs; p; p = p->next)
-    kill(p->pid, SIGKILL);
-  while (m->procs) {
-    int status;
-    pid_t pid = waitpid(-1, &status, 0);
-    if (pid < 0 && errno != EINTR)
-      break;
-    struct wproc *p = m->procs;
-    while (p && p->pid != pid)
-      p = p->next;
-    if (p)
-      proc_unlink_free(m, p);
-  }
+  master_kill_all(m);
   control_close(m);
   cluster_close(m);
   metrics_close(m);

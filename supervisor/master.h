@@ -289,6 +289,16 @@ void master_gen_commit(struct master *m);
  * killed and the old generation serves on. */
 void master_gen_abort(struct master *m, int code, const char *why,
                       json_t *errors);
+/* Start: every wanted slot gets its first worker (its sockets bound). */
+void master_start_slots(struct master *m);
+/* Exited: reap every child that exited (SIGCHLD). */
+void master_reap(struct master *m);
+/* The end: kill and reap what is left (only on a failed start or a bug). */
+void master_kill_all(struct master *m);
+/* The loop's own: the tick (liveness, backoff, deadlines) and, before
+ * the loop sleeps, every worker's queued frames. */
+void master_on_tick(uv_timer_t *t);
+void master_on_bus_flush(uv_prepare_t *h);
 struct slot *master_slot_get(struct master *m, size_t index);
 void master_begin_stop(struct master *m, enum master_phase to);
 void master_scale(struct master *m, size_t n);
