@@ -1,7 +1,21 @@
 /*
- * master.c - the master's whole state machine, in one place as in nginx's
- * ngx_process_cycle.c: start, signals (each a uv_signal_t callback that acts
- * here), reaping and respawn with backoff, liveness, scaling, shutdown.
+ * master.c - the master's state machine: the only file that changes the
+ * state of a slot or a worker process, or the master's phase, as nginx's
+ * ngx_process_cycle.c keeps every transition in one place. Its verbs
+ * (master.h) are spawned, ready, alive, exited (reaping, and respawn with
+ * backoff or a crash loop), drain, kill, promote or discard a slot's
+ * successor, and begin, commit or abort a generation; plus the tick
+ * (liveness, backoff, deadlines), scaling and shutdown.
+ *
+ * The supervisor is a star around this file. The other files decide and
+ * call these verbs, and master.c calls them back when their events come:
+ * reload.c (what a reload does next), router.c (a worker's frames and the
+ * signals' deliveries), sched.c (which worker runs a job), control.c (the
+ * operator's requests), master_run.c (the loop and the signals). Besides
+ * calls into master.c, the calls between them form no loop: control.c and
+ * metrics*.c read router.c's and sched.c's status, reload.c and control.c
+ * emit signals through router_emit, and all of them use the leaves:
+ * channel.c (a worker's pipe), generation.c, notify.c, cluster.c.
  */
 #define _GNU_SOURCE
 #include "master.h"

@@ -42,7 +42,7 @@ enum slot_state {
 };
 
 /* X(enum, name): the master's phase, in order. master.c makes every
- * transition but RELOADING's, which reload.c makes (and undoes). */
+ * transition (RELOADING's in master_gen_begin, at reload.c's request). */
 #define MASTER_PHASES(X)                                                       \
   X(STARTING, "starting")   /* the first generation is not ready yet */        \
   X(SERVING, "serving")     /* READY=1 sent */                                 \
