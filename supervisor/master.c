@@ -1,7 +1,21 @@
 /*
- * master.c - the master's whole state machine, in one place as in nginx's
- * ngx_process_cycle.c: start, signals (each a uv_signal_t callback that acts
- * here), reaping and respawn with backoff, liveness, scaling, shutdown.
+ * master.c - the master's state machine: the only file that changes the
+ * state of a slot or a worker process, or the master's phase, as nginx's
+ * ngx_process_cycle.c keeps every transition in one place. Its verbs
+ * (master.h) are spawned, ready, alive, exited (reaping, and respawn with
+ * backoff or a crash loop), drain, kill, promote or discard a slot's
+ * successor, and begin, commit or abort a generation; plus the tick
+ * (liveness, backoff, deadlines), scaling and shutdown.
+ *
+ * The supervisor is a star around this file. The other files decide and
+ * call these verbs, and master.c calls them back when their events come:
+ * reload.c (what a reload does next), router.c (a worker's frames and the
+ * signals' deliveries), sched.c (which worker runs a job), control.c (the
+ * operator's requests), master_run.c (the loop and the signals). Besides
+ * calls into master.c, the calls between them form no loop: control.c and
+ * metrics*.c read router.c's and sched.c's status, reload.c and control.c
+ * emit signals through router_emit, and all of them use the leaves:
+ * channel.c (a worker's pipe), generation.c, notify.c, cluster.c.
  */
 #define _GNU_SOURCE
 #include "master.h"
@@ -23,7 +37,6 @@
 #include "sockets.h"
 #include "util.h"
 
-#define TICK_MS 100
 /* Backoff between respawns of a slot that keeps crashing (backoff_ms). */
 #define BACKOFF_MAX_MS 10000
 /* The last slot left trying after a crash loop, with no worker serving:
@@ -32,24 +45,6 @@
 #define LONELY_BACKOFF_MAX_MS 30000
 /* What an immediate stop (QUIT) waits before SIGKILL. */
 #define QUIT_GRACE_MS 2000
-
-static const char *const slot_state_names[] = {
-#define SLOT_NAME(e, s) s,
-    SLOT_STATES(SLOT_NAME)
-#undef SLOT_NAME
-};
-
-static const char *const restart_reason_names[] = {
-#define REASON_NAME(e, s) s,
-    RESTART_REASONS(REASON_NAME)
-#undef REASON_NAME
-};
-
-static const char *const master_phase_names[] = {
-#define MASTER_NAME(e, s) s,
-    MASTER_PHASES(MASTER_NAME)
-#undef MASTER_NAME
-};
 
 /* ---- slots -------------------------------------------------------------- */
 
@@ -110,7 +105,7 @@ static void slot_start_failed(struct master *m, struct slot *s, int err) {
 static int slot_start(struct master *m, struct slot *s) {
   int err = generation_bind_slot(m->gen, (size_t)s->index, NULL, &m->act);
   if (err == 0)
-    err = spawn_worker(m, m->gen, s, &s->cur);
+    err = master_spawn(m, m->gen, s, &s->cur);
   if (err) {
     s->replaced[RESTART_START_FAILURE]++;
     slot_start_failed(m, s, err);
@@ -246,10 +241,8 @@ static void master_served_again(struct master *m, struct wproc *p) {
 
 /* ---- process bookkeeping ---------------------------------------------- */
 
-static void on_bus_closed(uv_handle_t *h) {
-  struct wproc *p = h->data;
-  bus_reader_close(&p->rd);
-  bus_out_close(&p->out);
+static void on_bus_closed(void *arg) {
+  struct wproc *p = arg;
   free(p->journal.buf);
   struct generation *g = p->g;
   ctr_region_free(p->ctrs, g->app.s.nservers);
@@ -266,8 +259,53 @@ static void proc_unlink_free(struct master *m, struct wproc *p) {
       *pp = p->next;
       break;
     }
-  p->bus_open = 0;
-  uv_close((uv_handle_t *)&p->bus, on_bus_closed);
+  channel_close(&p->ch);
+}
+
+static int on_bus_frame(void *arg, const char *frame, size_t len) {
+  return router_line(arg, frame, len);
+}
+
+static void on_bus_error(void *arg, int err) {
+  struct wproc *p = arg;
+  /* What it had pending goes to other workers when it is reaped. */
+  log_error("worker %d pid %d sent a bad bus frame (%s); killing it", p->slot,
+            (int)p->pid, strerror(-err < 0 ? 0 : -err));
+  master_proc_kill(p->m, p, PROC_KILL_BAD);
+}
+
+static const struct channel_ops bus_ops = {
+    .frame = on_bus_frame, .error = on_bus_error, .closed = on_bus_closed};
+
+/* Spawned: p (from spawn_worker, its bus end fd) is a process of g for
+ * slot s, starting. */
+static void proc_spawned(struct master *m, struct generation *g, struct slot *s,
+                         struct wproc *p, int fd) {
+  p->m = m;
+  p->g = g;
+  g->refs++;
+  p->slot = s->index;
+  p->state = WPROC_STARTING;
+  p->started_ms = p->last_hb_ms = uv_now(m->loop);
+  p->restarts = s->restarts;
+  channel_open(&p->ch, m->loop, fd, &bus_ops, p);
+  p->next = m->procs;
+  m->procs = p;
+  if (p->cpu >= 0)
+    log_info("worker %d started (pid %d, generation %u, CPU %d)", s->index,
+             (int)p->pid, g->id, p->cpu);
+  else
+    log_info("worker %d started (pid %d, generation %u)", s->index, (int)p->pid,
+             g->id);
+}
+
+int master_spawn(struct master *m, struct generation *g, struct slot *s,
+                 struct wproc **out) {
+  int fd;
+  int err = spawn_worker(m, g, s, out, &fd);
+  if (err == 0)
+    proc_spawned(m, g, s, *out, fd);
+  return err;
 }
 
 static void describe_status(int status, char *out, size_t n) {
@@ -296,6 +334,9 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
     log_error("worker %d (pid %d) %s", p->slot, (int)p->pid, how);
   enum wproc_state was = p->state;
   p->state = WPROC_DEAD;
+  struct slot *s = (size_t)p->slot < m->slots_cap ? &m->slots[p->slot] : NULL;
+  if (s && s->next == p)
+    s->next = NULL;
   reload_worker_exited(m, p, how);
   recycle_worker_exited(m, p, how);
   router_worker_gone(m, p);
@@ -309,7 +350,6 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
   router_emit(m, "worker-exited", data);
   json_decref(data);
 
-  struct slot *s = (size_t)p->slot < m->slots_cap ? &m->slots[p->slot] : NULL;
   if (s && s->cur == p) {
     s->cur = NULL;
     snprintf(s->why, sizeof(s->why), "%s%s", how,
@@ -325,7 +365,14 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
   proc_unlink_free(m, p);
 }
 
-static void reap(struct master *m) {
+/* Before the loop sleeps: every worker's frames of this iteration. */
+void master_on_bus_flush(uv_prepare_t *h) {
+  struct master *m = h->data;
+  for (struct wproc *p = m->procs; p; p = p->next)
+    channel_flush(&p->ch);
+}
+
+void master_reap(struct master *m) {
   for (;;) {
     int status;
     pid_t pid = waitpid(-1, &status, WNOHANG);
@@ -340,81 +387,29 @@ static void reap(struct master *m) {
   }
 }
 
-static void on_written(uv_write_t *req, int status) {
-  (void)status;
-  free(req->data);
-  free(req);
+void master_start_slots(struct master *m) {
+  for (size_t i = 0; i < m->nslots; i++) {
+    m->slots[i].state = SLOT_RUNNING;
+    slot_start(m, &m->slots[i]);
+  }
+  if (m->nslots == 0)
+    announce_ready(m);
 }
 
-/* Write p's queued frames: straight to the socket while libuv has nothing
- * queued for it, the rest through libuv's queue, in order. One write(2)
- * carries a whole loop iteration's frames for a worker. */
-static void proc_flush(struct wproc *p) {
-  size_t n = bus_out_pending(&p->out);
-  if (n == 0)
-    return;
-  uv_stream_t *s = (uv_stream_t *)&p->bus;
-  if (!p->bus_open)
-    goto drop;
-  if (uv_stream_get_write_queue_size(s) == 0) {
-    uv_buf_t b = uv_buf_init(p->out.buf + p->out.off, (unsigned)n);
-    int w = uv_try_write(s, &b, 1);
-    if (w < 0 && w != UV_EAGAIN)
-      goto drop; /* the worker is gone; SIGCHLD says how */
-    if (w > 0) {
-      p->out.off += (size_t)w;
-      n -= (size_t)w;
-    }
-  }
-  if (n > 0) {
-    uv_write_t *req = malloc(sizeof(*req));
-    char *copy = malloc(n);
-    if (req == NULL || copy == NULL) {
-      free(req);
-      free(copy);
-      goto drop;
-    }
-    memcpy(copy, p->out.buf + p->out.off, n);
-    req->data = copy;
-    uv_buf_t b = uv_buf_init(copy, (unsigned)n);
-    if (uv_write(req, s, &b, 1, on_written)) {
-      free(copy);
-      free(req);
-    }
-  }
-drop:
-  p->out.off = p->out.len = 0;
-  bus_out_shrink(&p->out);
-}
-
-static void on_bus_flush(uv_prepare_t *h) {
-  struct master *m = h->data;
+void master_kill_all(struct master *m) {
   for (struct wproc *p = m->procs; p; p = p->next)
-    proc_flush(p);
-}
-
-/* A long burst need not wait for the end of the iteration. */
-static void eager_flush(struct wproc *p) {
-  if (bus_out_pending(&p->out) >= 64 * 1024)
-    proc_flush(p);
-}
-
-int master_send(struct wproc *p, const json_t *msg) {
-  if (!p->bus_open)
-    return -EPIPE;
-  int err = bus_out_add(&p->out, msg);
-  if (err == 0)
-    eager_flush(p);
-  return err;
-}
-
-int master_send_raw(struct wproc *p, const char *frame, size_t len) {
-  if (!p->bus_open)
-    return -EPIPE;
-  int err = bus_out_raw(&p->out, frame, len);
-  if (err == 0)
-    eager_flush(p);
-  return err;
+    kill(p->pid, SIGKILL);
+  while (m->procs) {
+    int status;
+    pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0 && errno != EINTR)
+      break;
+    struct wproc *p = m->procs;
+    while (p && p->pid != pid)
+      p = p->next;
+    if (p)
+      proc_unlink_free(m, p);
+  }
 }
 
 /* ---- stopping, draining, scaling ----------------------------------------- */
@@ -436,34 +431,32 @@ void master_proc_stop(struct master *m, struct wproc *p, int graceful) {
   json_t *msg = bus_msg(BUS_STOP);
   json_object_set_new(msg, "graceful", json_boolean(graceful));
   if (!graceful)
-    master_send(p, msg);
+    channel_send(&p->ch, msg);
   /* The bus says it; the signal covers a worker whose bus is stuck. */
   if (!graceful)
     kill(p->pid, SIGQUIT);
-  else if (master_send(p, msg) != 0)
+  else if (channel_send(&p->ch, msg) != 0)
     kill(p->pid, SIGTERM);
   json_decref(msg);
 }
 
-void master_slot_switch(struct master *m, struct slot *s,
-                        enum restart_reason why) {
-  struct wproc *was = s->cur;
-  s->cur = s->next;
-  s->next = NULL;
-  if (was) {
-    s->replaced[why]++;
-    master_proc_stop(m, was, 1);
-  }
-}
-
-void master_slot_drop_next(struct master *m, struct slot *s) {
+void master_proc_kill(struct master *m, struct wproc *p, enum proc_kill why) {
   (void)m;
-  struct wproc *p = s->next;
-  s->next = NULL;
-  if (p && p->state != WPROC_DEAD) {
-    p->state = WPROC_DRAINING; /* an expected exit: no crash accounting */
-    kill(p->pid, SIGKILL);
+  switch (why) {
+  case PROC_KILL_DISCARD:
+    p->state = WPROC_DRAINING; /* its exit is expected: no crash accounting */
+    break;
+  case PROC_KILL_SILENT:
+    p->silenced = 1;
+    p->last_hb_ms = UINT64_MAX; /* in the future: killed once */
+    break;
+  case PROC_KILL_LATE:
+    p->stop_deadline_ms = UINT64_MAX;
+    break;
+  case PROC_KILL_BAD:
+    break;
   }
+  kill(p->pid, SIGKILL);
 }
 
 void master_begin_stop(struct master *m, enum master_phase to) {
@@ -570,20 +563,152 @@ static void announce_ready(struct master *m) {
   router_emit(m, "aio-started", NULL);
 }
 
-void master_worker_ready(struct master *m, struct wproc *p) {
+int master_proc_ready(struct master *m, struct wproc *p) {
+  /* Told to stop while it started (a shutdown, a cancelled reload): a
+   * late ready is no lie, but it changes nothing. */
+  if (p->state == WPROC_DRAINING)
+    return 0;
+  if (p->state != WPROC_STARTING)
+    return -EPROTO;
+  p->last_hb_ms = uv_now(m->loop);
+  /* The backlog first: it holds aio-starting, and becoming ready may emit
+   * aio-started, which must not overtake it. */
+  router_worker_ready(m, p);
   p->state = WPROC_READY;
   p->ready_ms = uv_now(m->loop);
   log_info("worker %d (pid %d) ready in %llu ms", p->slot, (int)p->pid,
            (unsigned long long)(p->ready_ms - p->started_ms));
   if (p->g == m->next_gen) {
     reload_worker_ready(m, p);
-    return;
+    return 0;
   }
   if (recycle_worker_ready(m, p))
-    return;
+    return 0;
   if (m->unserved && p->g == m->gen)
     master_served_again(m, p);
   announce_ready(m);
+  return 0;
+}
+
+void master_proc_alive(struct master *m, struct wproc *p, long conns) {
+  p->last_hb_ms = uv_now(m->loop);
+  p->conns = conns;
+}
+
+int master_job_done(struct master *m, struct wproc *p, json_t *msg) {
+  return sched_done(m, p, msg);
+}
+
+void master_waited(struct master *m) {
+  uv_update_time(m->loop);
+  for (struct wproc *p = m->procs; p; p = p->next)
+    if (p->last_hb_ms < UINT64_MAX / 2)
+      p->last_hb_ms = uv_now(m->loop);
+}
+
+/* ---- successors and generations (reload.c decides) ---------------------- */
+
+int master_slot_spawn_next(struct master *m, struct generation *g, size_t k) {
+  struct slot *s = master_slot_get(m, k);
+  if (s == NULL)
+    return -ENOMEM;
+  return master_spawn(m, g, s, &s->next);
+}
+
+/* Slot s's successor (or none) becomes its worker; the one it replaces
+ * drains, counted as replaced for why. wanted: the slot is still one of
+ * the wanted ones (else it is retired). */
+static void slot_promote(struct master *m, struct slot *s,
+                         enum restart_reason why, int wanted) {
+  struct wproc *was = s->cur;
+  s->cur = s->next;
+  s->next = NULL;
+  s->ncrash = 0;
+  s->state = wanted ? SLOT_RUNNING : SLOT_IDLE;
+  if (was) {
+    s->replaced[why]++;
+    master_proc_stop(m, was, 1);
+  }
+}
+
+void master_slot_promote(struct master *m, size_t k, enum restart_reason why) {
+  if (k < m->slots_cap)
+    slot_promote(m, &m->slots[k], why, k < m->nslots);
+}
+
+void master_slot_discard_next(struct master *m, size_t k) {
+  struct wproc *p = k < m->slots_cap ? m->slots[k].next : NULL;
+  if (p == NULL)
+    return;
+  m->slots[k].next = NULL;
+  if (p->state != WPROC_DEAD)
+    master_proc_kill(m, p, PROC_KILL_DISCARD);
+}
+
+void master_gen_begin(struct master *m, struct generation *g,
+                      uint64_t deadline_ms) {
+  m->next_gen = g;
+  m->phase = MASTER_RELOADING;
+  m->reload_deadline_ms = deadline_ms;
+}
+
+void master_gen_commit(struct master *m) {
+  struct generation *old = m->gen, *g = m->next_gen;
+  size_t n = (size_t)g->app.s.workers;
+  size_t top = m->nslots > n ? m->nslots : n;
+  m->gen = g;
+  m->next_gen = NULL;
+  m->phase = MASTER_SERVING;
+  m->nslots = n;
+  m->unserved = 0; /* every slot has a ready worker of g */
+  for (size_t i = 0; i < top; i++)
+    slot_promote(m, &m->slots[i], RESTART_RELOAD, i < n);
+  /* Old sockets close with the old generation's last worker. */
+  if (--old->refs == 0)
+    generation_free(old, m->gen);
+  sched_restart(m);
+  metrics_reloaded(m);
+  m->reloads++;
+  proctitle_set("aio: master (generation %u) %s", g->id, m->config_path);
+  log_info("reloaded: generation %u, %zu worker%s, in %llu ms", g->id, n,
+           n == 1 ? "" : "s",
+           (unsigned long long)(uv_now(m->loop) - m->reload_started_ms));
+  notify_send("READY=1\nSTATUS=serving generation %u with %zu workers", g->id,
+              n);
+  control_reload_done(m, 0, NULL);
+  json_t *data = json_pack("{s:b,s:i}", "ok", 1, "generation", (int)g->id);
+  router_emit(m, "aio-reloaded", data);
+  json_decref(data);
+}
+
+void master_gen_abort(struct master *m, int code, const char *why,
+                      json_t *errors) {
+  struct generation *g = m->next_gen;
+  if (g) {
+    m->next_gen = NULL;
+    if (m->phase == MASTER_RELOADING) /* not when a stop abandons it */
+      m->phase = MASTER_SERVING;
+    for (size_t i = 0; i < m->slots_cap; i++)
+      master_slot_discard_next(m, i);
+    /* The generation goes when its last worker is reaped. */
+    if (--g->refs == 0)
+      generation_free(g, m->gen);
+  }
+  m->reload_failures++;
+  log_error("reload failed: %s; still serving generation %u", why, m->gen->id);
+  if (!master_stopping(m)) /* systemd heard STOPPING=1 last */
+    notify_send("READY=1\nSTATUS=reload failed: %s", why);
+  if (errors == NULL) {
+    errors = json_array();
+    json_array_append_new(errors, json_string(why));
+  } else {
+    json_incref(errors);
+  }
+  control_reload_done(m, code, errors);
+  json_decref(errors);
+  json_t *data = json_pack("{s:b,s:s}", "ok", 0, "error", why);
+  router_emit(m, "aio-reloaded", data);
+  json_decref(data);
 }
 
 /* The first generation must be ready by [aio] start_timeout. */
@@ -607,69 +732,9 @@ static void start_tick(struct master *m, uint64_t now) {
   master_start_failed(m, msg);
 }
 
-void master_status(struct master *m, json_t *reply) {
-  if (reply == NULL)
-    return;
-  uint64_t now = uv_now(m->loop);
-  json_t *slots = json_array();
-  size_t serving = 0;
-  json_int_t failures = 0;
-  const struct slot *retrying = NULL;
-  for (size_t i = 0; i < m->slots_cap; i++)
-    failures += m->slots[i].start_failures;
-  for (size_t i = 0; i < m->nslots; i++) {
-    const struct slot *s = &m->slots[i];
-    int ready = s->cur && s->cur->state == WPROC_READY;
-    serving += (size_t)ready;
-    json_t *o = json_pack("{s:i,s:s,s:b,s:i,s:i,s:s}", "slot", (int)i, "state",
-                          slot_state_names[s->state], "serving", ready,
-                          "restarts", (int)s->restarts, "start_failures",
-                          (int)s->start_failures, "why", s->why);
-    json_t *replaced = json_object();
-    for (int r = 0; r < RESTART_NREASONS; r++)
-      json_object_set_new(replaced, restart_reason_names[r],
-                          json_integer((json_int_t)s->replaced[r]));
-    json_object_set_new(o, "replaced", replaced);
-    const char *recycling = recycle_trigger_name(s->recycling - 1);
-    json_object_set_new(o, "recycling",
-                        recycling ? json_string(recycling) : json_null());
-    if (s->state == SLOT_BACKOFF) {
-      if (retrying == NULL)
-        retrying = s;
-      uint64_t left = s->respawn_at_ms > now ? s->respawn_at_ms - now : 0;
-      json_object_set_new(o, "retry_in", json_real((double)left / 1000));
-    }
-    json_array_append_new(slots, o);
-  }
-  json_t *problem = json_null();
-  if ((m->phase == MASTER_SERVING || m->phase == MASTER_RELOADING) &&
-      m->nslots > 0 && serving == 0) {
-    char buf[400];
-    if (retrying)
-      snprintf(buf, sizeof(buf),
-               "no worker serves: worker %d %s; retrying in %.0f s",
-               retrying->index, retrying->why,
-               (double)(retrying->respawn_at_ms > now
-                            ? retrying->respawn_at_ms - now
-                            : 0) /
-                   1000);
-    else
-      snprintf(buf, sizeof(buf), "no worker serves: workers starting");
-    problem = json_string(buf);
-  }
-  json_object_set_new(reply, "phase",
-                      json_string(master_phase_names[m->phase]));
-  json_object_set_new(reply, "serving", json_integer((json_int_t)serving));
-  json_object_set_new(reply, "start_failures", json_integer(failures));
-  json_object_set_new(reply, "problem", problem);
-  json_object_set_new(reply, "reload_queued", json_boolean(m->reload_queued));
-  json_object_set_new(reply, "slots", slots);
-  json_object_set_new(reply, "recycles", recycle_status(m));
-}
-
 /* ---- the tick: liveness, backoff, deadlines ---------------------------- */
 
-static void on_tick(uv_timer_t *t) {
+void master_on_tick(uv_timer_t *t) {
   struct master *m = t->data;
   uint64_t now = uv_now(m->loop);
   uint64_t timeout = (uint64_t)(m->gen->app.s.timeout * 1000);
@@ -679,23 +744,20 @@ static void on_tick(uv_timer_t *t) {
         log_warnx("worker %d (pid %d) still running after the graceful "
                   "timeout; killing it",
                   p->slot, (int)p->pid);
-        kill(p->pid, SIGKILL);
-        p->stop_deadline_ms = UINT64_MAX;
+        master_proc_kill(m, p, PROC_KILL_LATE);
       }
     } else if (timeout && p->state != WPROC_DEAD && now > p->last_hb_ms &&
                now - p->last_hb_ms > timeout) {
       /* A loop that turns is alive, however slowly its heartbeats come
        * through; one that does not is hung (docs/bus.md, Liveness). */
       char why[512];
-      if (!router_hung(p, timeout, why, sizeof(why)))
+      if (!liveness_hung(p, timeout, why, sizeof(why)))
         continue;
       log_error("worker %d (pid %d) silent for %llu ms (timeout %.1f s), %s: "
                 "killing it",
                 p->slot, (int)p->pid, (unsigned long long)(now - p->last_hb_ms),
                 m->gen->app.s.timeout, why);
-      kill(p->pid, SIGKILL);
-      p->silenced = 1;
-      p->last_hb_ms = UINT64_MAX; /* in the future: killed once */
+      master_proc_kill(m, p, PROC_KILL_SILENT);
     }
   }
   if (!master_stopping(m))
@@ -713,221 +775,4 @@ static void on_tick(uv_timer_t *t) {
   router_tick(m);
   if (master_stopping(m) && m->procs == NULL)
     uv_stop(m->loop);
-}
-
-/* Workers under [aio] user reopen the log by path as that user: the file
- * the master just created as root must be theirs to open, as nginx does
- * with its logs. (They hold it open already, so this gives them nothing
- * they could not write before.) */
-static void log_give_to_workers(const struct settings *s) {
-  if (s->drop_privileges && s->log_file && geteuid() == 0 &&
-      fchown(log_fd(), s->uid, (gid_t)-1) < 0)
-    log_warn("cannot give the log file %s to uid %d", s->log_file, (int)s->uid);
-}
-
-static void on_watchdog(uv_timer_t *t) {
-  (void)t;
-  notify_send("WATCHDOG=1");
-}
-
-/* While a reload's probe child loads modules the loop does not turn: keep
- * the watchdog fed from the wait itself, or a module that is slow to load
- * would get the whole service killed by systemd. */
-static void watchdog_during_wait(void) { notify_send("WATCHDOG=1"); }
-
-/* ---- signals ---------------------------------------------------------------
- */
-
-static void on_signal(uv_signal_t *h, int signum) {
-  struct master *m = h->data;
-  switch (signum) {
-  case SIGCHLD:
-    reap(m);
-    if (master_stopping(m) && m->procs == NULL)
-      uv_stop(m->loop);
-    break;
-  case SIGTERM:
-  case SIGINT:
-    master_begin_stop(m, MASTER_STOPPING);
-    break;
-  case SIGQUIT:
-    master_begin_stop(m, MASTER_QUITTING);
-    break;
-  case SIGHUP: {
-    char *why = NULL;
-    if (reload_start(m, &why) < 0 && why)
-      log_warnx("SIGHUP: not reloaded: %s", why);
-    free(why);
-    break;
-  }
-  case SIGUSR1:
-    log_info("SIGUSR1: reopening log files");
-    if (log_reopen() < 0)
-      log_warn("cannot reopen the log file");
-    else
-      log_give_to_workers(&m->gen->app.s);
-    for (struct wproc *p = m->procs; p; p = p->next) {
-      json_t *msg = bus_msg(BUS_REOPEN);
-      master_send(p, msg);
-      json_decref(msg);
-    }
-    break;
-  case SIGTTIN:
-    if (m->next_gen)
-      log_warnx("SIGTTIN ignored during a reload");
-    else if (!master_stopping(m))
-      master_scale(m, m->nslots + 1);
-    break;
-  case SIGTTOU:
-    if (m->next_gen)
-      log_warnx("SIGTTOU ignored during a reload");
-    else if (!master_stopping(m)) /* at the fewest, master_scale says so */
-      master_scale(m, m->nslots - 1);
-    break;
-  default:
-    break;
-  }
-}
-
-static const int master_signals[] = {SIGCHLD, SIGTERM, SIGINT,  SIGQUIT, SIGHUP,
-                                     SIGUSR1, SIGTTIN, SIGTTOU, SIGUSR2};
-/* One uv_signal_t in struct master for each: a signal added here and not
- * there would be started past the end of the array. */
-_Static_assert(UTIL_ARRAY_LEN(master_signals) ==
-                   UTIL_ARRAY_LEN(((struct master *)0)->sig),
-               "struct master needs one sig[] handle per master_signals[]");
-
-static void close_walk(uv_handle_t *h, void *arg) {
-  (void)arg;
-  if (!uv_is_closing(h))
-    uv_close(h, NULL);
-}
-
-int master_run(struct app *app, const char *config_path, int ready_fd,
-               int *daemon_fd) {
-  static uv_loop_t loop;
-  struct master mm, *m = &mm;
-  memset(m, 0, sizeof(*m));
-  m->loop = &loop;
-  m->config_path = config_path;
-  m->ready_fd = ready_fd;
-  m->daemon_fd = daemon_fd;
-  m->next_id = 1;
-  if (uv_loop_init(&loop)) {
-    log_error("cannot create the event loop");
-    return EXIT_OSERR;
-  }
-  m->start_ms = uv_now(m->loop);
-  m->gen = generation_new(app, 1);
-  if (m->gen == NULL) {
-    log_error("out of memory");
-    return EXIT_OSERR;
-  }
-  m->gen->refs = 1;
-  log_info("aio %s starting: %s, %d worker%s", AIO_VERSION, config_path,
-           m->gen->app.s.workers, m->gen->app.s.workers == 1 ? "" : "s");
-  proctitle_set("aio: master (generation 1) %s", config_path);
-  signal(SIGPIPE, SIG_IGN);
-  for (size_t i = 0; i < UTIL_ARRAY_LEN(master_signals); i++) {
-    uv_signal_init(m->loop, &m->sig[i]);
-    m->sig[i].data = m;
-    uv_signal_start(&m->sig[i], on_signal, master_signals[i]);
-  }
-  notify_init();
-  activation_init(&m->act);
-  /* First, as a second master of this configuration must not bind or
-   * fork anything. */
-  int rc = control_open(m);
-  if (rc) {
-    m->exit_code = rc == -EADDRINUSE ? EXIT_UNAVAILABLE
-                   : rc == -EPERM    ? EXIT_NOPERM
-                                     : EXIT_OSERR;
-    goto out;
-  }
-  if (cluster_start(m)) {
-    log_error("cannot start the cluster link: out of memory");
-    m->exit_code = 71;
-    goto out;
-  }
-  rc = metrics_open(m);
-  if (rc) {
-    m->exit_code = rc == -EADDRINUSE || rc == -EADDRNOTAVAIL ? 69 : 71;
-    goto out;
-  }
-  /* Bind everything before the first fork: a bad address fails the start
-   * with no worker ever existing. */
-  m->nslots = (size_t)m->gen->app.s.workers;
-  for (size_t i = 0; i < m->nslots && rc == 0; i++) {
-    if (master_slot_get(m, i) == NULL)
-      rc = -ENOMEM;
-    else
-      rc = generation_bind_slot(m->gen, i, NULL, &m->act);
-  }
-  if (rc) {
-    m->exit_code = rc == -EADDRINUSE ? EXIT_UNAVAILABLE : EXIT_OSERR;
-    goto out;
-  }
-  for (size_t i = 0; i < m->gen->app.s.nservers; i++) {
-    char where[160];
-    sockets_describe(&m->gen->app.s.servers[i], m->gen->ports[i], where,
-                     sizeof(where));
-    log_info("[server:%s] listening on %s (%s)", m->gen->app.s.servers[i].name,
-             where, m->gen->app.s.servers[i].handler.text);
-  }
-  router_emit(m, "aio-starting", NULL);
-  for (size_t i = 0; i < m->nslots; i++) {
-    m->slots[i].state = SLOT_RUNNING;
-    slot_start(m, &m->slots[i]);
-  }
-  if (m->nslots == 0)
-    announce_ready(m);
-  if (sched_start(m))
-    log_error("cannot start the schedules: out of memory");
-  uint64_t wd = notify_watchdog_usec();
-  uv_timer_init(m->loop, &m->watchdog);
-  if (wd) {
-    uv_timer_start(&m->watchdog, on_watchdog, wd / 2000, wd / 2000);
-    app_wait_hook = watchdog_during_wait;
-  }
-  uv_prepare_init(m->loop, &m->bus_flush);
-  m->bus_flush.data = m;
-  uv_prepare_start(&m->bus_flush, on_bus_flush);
-  uv_unref((uv_handle_t *)&m->bus_flush);
-  uv_timer_init(m->loop, &m->tick);
-  m->tick.data = m;
-  uv_timer_start(&m->tick, on_tick, TICK_MS, TICK_MS);
-  uv_run(m->loop, UV_RUN_DEFAULT);
-  log_info("stopped");
-out:
-  /* Kill and reap anything left (only on a failed start or a bug). */
-  for (struct wproc *p = m->procs; p; p = p->next)
-    kill(p->pid, SIGKILL);
-  while (m->procs) {
-    int status;
-    pid_t pid = waitpid(-1, &status, 0);
-    if (pid < 0 && errno != EINTR)
-      break;
-    struct wproc *p = m->procs;
-    while (p && p->pid != pid)
-      p = p->next;
-    if (p)
-      proc_unlink_free(m, p);
-  }
-  control_close(m);
-  cluster_close(m);
-  metrics_close(m);
-  uv_walk(m->loop, close_walk, NULL);
-  uv_run(m->loop, UV_RUN_DEFAULT);
-  uv_loop_close(m->loop);
-  if (m->ready_fd >= 0)
-    close(m->ready_fd);
-  m->gen->refs--;
-  generation_free(m->gen, NULL);
-  activation_close(&m->act);
-  for (size_t i = 0; i < m->slots_cap; i++)
-    json_decref(m->slots[i].backlog);
-  json_decref(m->backlog);
-  free(m->slots);
-  free(m->scheds);
-  return m->exit_code;
 }

@@ -14,6 +14,7 @@
 #include "app.h"
 #include "bus.h"
 #include "bus_index.h"
+#include "channel.h"
 
 /* X(enum, name): a worker process's lifecycle, in order. */
 #define WPROC_STATES(X)                                                        \
@@ -42,7 +43,7 @@ enum slot_state {
 };
 
 /* X(enum, name): the master's phase, in order. master.c makes every
- * transition but RELOADING's, which reload.c makes (and undoes). */
+ * transition (RELOADING's in master_gen_begin, at reload.c's request). */
 #define MASTER_PHASES(X)                                                       \
   X(STARTING, "starting")   /* the first generation is not ready yet */        \
   X(SERVING, "serving")     /* READY=1 sent */                                 \
@@ -115,10 +116,7 @@ struct wproc {
   pid_t pid;
   int slot;
   enum wproc_state state;
-  uv_pipe_t bus;
-  struct bus_reader rd;
-  struct bus_out out; /* frames for it, written before the loop sleeps */
-  int bus_open;
+  struct channel ch; /* its bus end: nothing else reads or writes it */
   uint64_t started_ms, ready_ms, last_hb_ms, stop_deadline_ms;
   long conns;
   unsigned restarts;             /* of its slot when it was spawned */
@@ -256,39 +254,83 @@ struct master {
 int master_run(struct app *app, const char *config_path, int ready_fd,
                int *daemon_fd);
 
-/* spawn.c: fork a worker of generation g for slot s; *out gets it (the
- * caller makes it the slot's current or next worker). 0 or -errno. */
+/* spawn.c: fork a worker of generation g for slot s; *out gets its
+ * record (pid, mark, counters, output; new, for master.c to register) and
+ * *fd the master's end of its bus. 0 or -errno. */
 int spawn_worker(struct master *m, struct generation *g, struct slot *s,
-                 struct wproc **out);
+                 struct wproc **out, int *fd);
 /* router.c: handle a worker's frame. */
 int router_frame(struct wproc *p, enum bus_type t, json_t *msg);
-/* Bytes read from p's bus: every whole frame in them. 0, or the error
- * that costs p its channel (-EMSGSIZE, -EBADMSG, -EPROTO...). */
-int router_feed(struct wproc *p, const char *data, size_t len);
-/* Queue a frame for a worker (borrowed); the queue is written before the
- * loop sleeps. 0 or -errno. */
-int master_send(struct wproc *p, const json_t *msg);
-/* The same for an encoded frame (newline included). */
-int master_send_raw(struct wproc *p, const char *frame, size_t len);
+/* One frame from p's channel (without its newline): 0, or the error that
+ * costs p its channel (-EMSGSIZE, -EBADMSG, -EPROTO...). */
+int router_line(struct wproc *p, const char *frame, size_t len);
 /* A worker went away: redeliver what it had. */
 void router_worker_gone(struct master *m, struct wproc *p);
 /* STOPPING or QUITTING. */
 static inline int master_stopping(const struct master *m) {
   return m->phase >= MASTER_STOPPING;
 }
-/* master.c, for reload.c and control.c. */
-struct slot *master_slot_get(struct master *m, size_t index);
+/* ---- master.c's verbs ----------------------------------------------------
+ * master.c is the only file that changes slot and process state (and the
+ * phase). The other files decide and call these; they keep no pointer
+ * into a slot across calls. */
+/* Spawned: fork a worker of g for slot s and register it, starting; *out
+ * gets it. 0 or -errno. */
+int master_spawn(struct master *m, struct generation *g, struct slot *s,
+                 struct wproc **out);
+/* The same as slot k's successor (s->next), which serves only once
+ * promoted. 0 or -errno. */
+int master_slot_spawn_next(struct master *m, struct generation *g, size_t k);
+/* Slot k's successor becomes its worker (none: the slot is left without
+ * one); the worker it replaces drains, counted in replaced[why]. */
+void master_slot_promote(struct master *m, size_t k, enum restart_reason why);
+/* Slot k's successor is not wanted: killed, its exit expected. */
+void master_slot_discard_next(struct master *m, size_t k);
+/* Ready: p's ready frame. 0, or -EPROTO when p was not starting. */
+int master_proc_ready(struct master *m, struct wproc *p);
+/* Alive: p's heartbeat or status frame, and its open connections. */
+void master_proc_alive(struct master *m, struct wproc *p, long conns);
+/* A job run's done frame from p (sched.c reads it). 0 or -EBADMSG. */
+int master_job_done(struct master *m, struct wproc *p, json_t *msg);
+/* Drain: tell p to stop, gracefully (finish its connections, up to
+ * graceful_timeout) or not (QUIT, then SIGKILL after a short grace). */
 void master_proc_stop(struct master *m, struct wproc *p, int graceful);
+/* Kill: SIGKILL p now, and why, which decides what its exit means. */
+enum proc_kill {
+  PROC_KILL_DISCARD, /* not wanted (an abandoned successor): expected exit */
+  PROC_KILL_SILENT,  /* heartbeat silent past timeout: a crash, so counted */
+  PROC_KILL_LATE,    /* still draining past its deadline */
+  PROC_KILL_BAD      /* said nonsense on its bus: a crash */
+};
+void master_proc_kill(struct master *m, struct wproc *p, enum proc_kill why);
+/* The master's loop was held up (a reload's probe child): no worker's
+ * heartbeat is blamed for that time. */
+void master_waited(struct master *m);
+/* A reload starts generation g (sockets bound; the master's reference
+ * given): RELOADING until commit or abort, deadline_ms at the latest. */
+void master_gen_begin(struct master *m, struct generation *g,
+                      uint64_t deadline_ms);
+/* Commit: every successor is ready; the next generation becomes the
+ * current one, the old workers drain, waiters hear success. */
+void master_gen_commit(struct master *m);
+/* Abort: the reload failed (code: the exit status of `aio reload`,
+ * errors borrowed, or NULL for [why]); the successors begun, if any, are
+ * killed and the old generation serves on. */
+void master_gen_abort(struct master *m, int code, const char *why,
+                      json_t *errors);
+/* Start: every wanted slot gets its first worker (its sockets bound). */
+void master_start_slots(struct master *m);
+/* Exited: reap every child that exited (SIGCHLD). */
+void master_reap(struct master *m);
+/* The end: kill and reap what is left (only on a failed start or a bug). */
+void master_kill_all(struct master *m);
+/* The loop's own: the tick (liveness, backoff, deadlines) and, before
+ * the loop sleeps, every worker's queued frames. */
+void master_on_tick(uv_timer_t *t);
+void master_on_bus_flush(uv_prepare_t *h);
+struct slot *master_slot_get(struct master *m, size_t index);
 void master_begin_stop(struct master *m, enum master_phase to);
 void master_scale(struct master *m, size_t n);
-/* Replace-then-drain, the step a reload and a recycle share: s's next
- * worker (ready) becomes its current one, and the one it replaces, if
- * any, is counted as replaced for why and told to drain. */
-void master_slot_switch(struct master *m, struct slot *s,
-                        enum restart_reason why);
-/* Give up s's next worker before it serves: killed, with no crash
- * accounting when it goes. */
-void master_slot_drop_next(struct master *m, struct slot *s);
 /* For `aio status`: adds "serving" (ready workers of the serving
  * generation), "start_failures", "problem" (why no worker serves, or
  * null), "reload_queued" and "slots" (state, restarts, start_failures,
@@ -379,15 +421,16 @@ void router_emit(struct master *m, const char *signal, json_t *data);
 json_t *router_proc_status(const struct wproc *p);
 /* Signals kept for workers not ready yet. */
 size_t router_backlog(const struct master *m);
-/* p's heartbeat is timeout_ms late: is it hung? 0 when its loop turns
- * (it is only slow, or its bus is congested); 1 with why set to what it
+/* liveness.c: p's heartbeat is timeout_ms late: is it hung? 0 when its loop
+ * turns (it is only slow, or its bus is congested); 1 with why set to what it
  * is stuck in, for the kill log. */
-int router_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
-                size_t n);
+int liveness_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
+                  size_t n);
 /* Every tick: bounds that change without a frame (a slot given up with
  * a backlog), and memory to give back after a burst. */
 void router_tick(struct master *m);
-/* Called when p became ready. */
-void master_worker_ready(struct master *m, struct wproc *p);
+/* p became ready: the signals kept for it (its slot's backlog, and the
+ * master's) go to it first. */
+void router_worker_ready(struct master *m, struct wproc *p);
 
 #endif

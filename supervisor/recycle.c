@@ -2,7 +2,7 @@
  * recycle.c - [aio] max_requests, max_lifetime and max_memory, as gunicorn's
  * max_requests and PM2's max_memory_restart: a worker past one of its
  * limits is replaced the way a reload replaces it (reload.c), with the same
- * step (master_slot_switch): a new worker of the serving generation starts
+ * step (master_slot_promote): a new worker of the serving generation starts
  * on the slot's own sockets, and only once it is ready does the old one
  * drain (graceful_timeout). The slot is never without a worker that
  * serves, and at most recycle_concurrency slots are in replacement at once.
@@ -166,7 +166,7 @@ static int start(struct master *m, struct slot *s, enum recycle_trigger t,
                  const char *why) {
   log_info("worker %d (pid %d): recycling (%s): %s", s->index, (int)s->cur->pid,
            trigger_names[t], why);
-  int err = spawn_worker(m, m->gen, s, &s->next);
+  int err = master_slot_spawn_next(m, m->gen, (size_t)s->index);
   if (err) {
     log_error("worker %d: cannot start its replacement: %s; pid %d goes on "
               "serving",
@@ -193,7 +193,7 @@ void recycle_tick(struct master *m, uint64_t now) {
                 "ms; pid %d goes on serving",
                 s->index, (int)s->next->pid, (unsigned long long)limit,
                 s->cur ? (int)s->cur->pid : 0);
-      master_slot_drop_next(m, s);
+      master_slot_discard_next(m, (size_t)s->index);
       replacement_failed(m, s);
       continue;
     }
@@ -237,7 +237,7 @@ int recycle_worker_ready(struct master *m, struct wproc *p) {
            "(graceful_timeout = %g s)",
            s->index, trigger_names[t], (int)p->pid, old ? (int)old->pid : 0,
            m->gen->app.s.graceful_timeout);
-  master_slot_switch(m, s, RESTART_RECYCLE);
+  master_slot_promote(m, (size_t)s->index, RESTART_RECYCLE);
   return 1;
 }
 
@@ -245,7 +245,8 @@ void recycle_worker_exited(struct master *m, struct wproc *p, const char *how) {
   struct slot *s = slot_of(m, p);
   if (s == NULL || !s->recycling)
     return;
-  if (s->next == p) {
+  /* Its replacement: master.c has cleared the slot's next already. */
+  if (s->cur != p && (s->next == NULL || s->next == p)) {
     s->next = NULL;
     log_error("worker %d: its replacement (pid %d) %s before it was ready; "
               "pid %d goes on serving",
@@ -256,7 +257,7 @@ void recycle_worker_exited(struct master *m, struct wproc *p, const char *how) {
     log_warnx("worker %d (pid %d) %s while its replacement started: "
               "replacement dropped",
               s->index, (int)p->pid, how);
-    master_slot_drop_next(m, s);
+    master_slot_discard_next(m, (size_t)s->index);
     s->recycling = 0;
   }
 }
@@ -267,7 +268,7 @@ void recycle_cancel(struct master *m, const char *why) {
     if (!s->recycling)
       continue;
     log_info("worker %d: recycling abandoned: %s", s->index, why);
-    master_slot_drop_next(m, s);
+    master_slot_discard_next(m, (size_t)s->index);
     s->recycling = 0;
   }
 }

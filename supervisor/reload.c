@@ -15,6 +15,12 @@
  * workers are killed and the old ones go on serving as if nothing happened.
  * A reload asked for while one is in flight is queued: one more reload
  * runs after it, however many requests came meanwhile.
+ *
+ * This file decides; master.c acts: it begins, commits and aborts the
+ * generation and starts and kills the workers (master.h, verbs), and the
+ * exit status of `aio reload` is given to master_gen_abort (cli.h codes),
+ * so a script can tell a broken configuration from a taken address or a
+ * module that fails.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,51 +33,16 @@
 #include "generation.h"
 #include "log.h"
 #include "master.h"
-#include "proctitle.h"
 #include "util.h"
 
 /* The longest a new generation may take to report ready before the reload
  * is abandoned, when [aio] timeout is 0 (no liveness limit). */
 #define RELOAD_READY_MAX_MS 60000
 
-/* code: the exit status `aio reload` gives (cli.h), so a script can tell a
- * broken configuration from a taken address or a module that fails. */
-static void reload_fail(struct master *m, int code, const char *why,
-                        json_t *errors) {
-  m->reload_failures++;
-  log_error("reload failed: %s; still serving generation %u", why, m->gen->id);
-  if (!master_stopping(m)) /* systemd heard STOPPING=1 last */
-    notify_send("READY=1\nSTATUS=reload failed: %s", why);
-  if (errors == NULL) {
-    errors = json_array();
-    json_array_append_new(errors, json_string(why));
-  } else {
-    json_incref(errors);
-  }
-  control_reload_done(m, code, errors);
-  json_decref(errors);
-  json_t *data = json_pack("{s:b,s:s}", "ok", 0, "error", why);
-  router_emit(m, "aio-reloaded", data);
-  json_decref(data);
-}
-
-static void abort_next(struct master *m, int code, const char *why) {
-  struct generation *g = m->next_gen;
-  m->next_gen = NULL;
-  if (m->phase == MASTER_RELOADING) /* not when a stop abandons it */
-    m->phase = MASTER_SERVING;
-  for (size_t i = 0; i < m->slots_cap; i++)
-    master_slot_drop_next(m, &m->slots[i]);
-  /* The generation goes when its last worker is reaped. */
-  if (--g->refs == 0)
-    generation_free(g, m->gen);
-  reload_fail(m, code, why, NULL);
-}
-
 void reload_cancel(struct master *m, const char *why) {
   m->reload_queued = 0; /* its waiters hear of the shutdown */
   if (m->next_gen)
-    abort_next(m, EXIT_TEMPFAIL, why);
+    master_gen_abort(m, EXIT_TEMPFAIL, why, NULL);
 }
 
 int reload_start(struct master *m, char **why) {
@@ -112,10 +83,7 @@ int reload_start(struct master *m, char **why) {
   int failed = app_load(&app, m->config_path, &d);
   /* The probe child may have taken a while: do not blame the workers'
    * heartbeats for the time the master spent waiting on it. */
-  uv_update_time(m->loop);
-  for (struct wproc *p = m->procs; p; p = p->next)
-    if (p->last_hb_ms < UINT64_MAX / 2)
-      p->last_hb_ms = uv_now(m->loop);
+  master_waited(m);
   if (failed) {
     json_t *errors = json_array();
     for (size_t i = 0; i < d.n; i++) {
@@ -125,7 +93,7 @@ int reload_start(struct master *m, char **why) {
     char msg[128];
     snprintf(msg, sizeof(msg), "configuration has %zu error%s", d.n,
              d.n == 1 ? "" : "s");
-    reload_fail(m, EXIT_CONFIG, msg, errors);
+    master_gen_abort(m, EXIT_CONFIG, msg, errors);
     json_decref(errors);
     diag_close(&d);
     app_close(&app);
@@ -136,7 +104,7 @@ int reload_start(struct master *m, char **why) {
   struct generation *g = generation_new(&app, m->gen->id + 1);
   app_close(&app);
   if (g == NULL) {
-    reload_fail(m, EXIT_OSERR, "out of memory", NULL);
+    master_gen_abort(m, EXIT_OSERR, "out of memory", NULL);
     *why = strdup("out of memory");
     return -1;
   }
@@ -151,8 +119,8 @@ int reload_start(struct master *m, char **why) {
       snprintf(msg, sizeof(msg), "cannot bind the new sockets: %s",
                strerror(-err));
       generation_free(g, m->gen);
-      reload_fail(m, err == -EADDRINUSE ? EXIT_UNAVAILABLE : EXIT_OSERR, msg,
-                  NULL);
+      master_gen_abort(m, err == -EADDRINUSE ? EXIT_UNAVAILABLE : EXIT_OSERR,
+                       msg, NULL);
       *why = strdup(msg);
       return -1;
     }
@@ -160,20 +128,17 @@ int reload_start(struct master *m, char **why) {
   /* A worker being recycled is replaced by this reload's instead: its
    * replacement, still starting, would hold the slot's next. */
   recycle_cancel(m, "a reload replaces every worker");
-  m->next_gen = g;
-  m->phase = MASTER_RELOADING;
   uint64_t limit = (uint64_t)(g->app.s.timeout * 1000);
   if (limit == 0 || limit > RELOAD_READY_MAX_MS)
     limit = RELOAD_READY_MAX_MS;
-  m->reload_deadline_ms = uv_now(m->loop) + limit;
+  master_gen_begin(m, g, uv_now(m->loop) + limit);
   for (size_t i = 0; i < n; i++) {
-    struct slot *s = &m->slots[i];
-    int err = spawn_worker(m, g, s, &s->next);
+    int err = master_slot_spawn_next(m, g, i);
     if (err) {
       char msg[256];
       snprintf(msg, sizeof(msg), "cannot start worker %zu: %s", i,
                strerror(-err));
-      abort_next(m, EXIT_OSERR, msg);
+      master_gen_abort(m, EXIT_OSERR, msg, NULL);
       *why = strdup(msg);
       return -1;
     }
@@ -181,40 +146,6 @@ int reload_start(struct master *m, char **why) {
   if (n == 0)
     reload_worker_ready(m, NULL);
   return 0;
-}
-
-/* Every new worker is ready: switch generations. */
-static void commit(struct master *m) {
-  struct generation *old = m->gen, *g = m->next_gen;
-  size_t n = (size_t)g->app.s.workers;
-  size_t top = m->nslots > n ? m->nslots : n;
-  m->gen = g;
-  m->next_gen = NULL;
-  m->phase = MASTER_SERVING;
-  m->nslots = n;
-  m->unserved = 0; /* every slot has a ready worker of g */
-  for (size_t i = 0; i < top; i++) {
-    struct slot *s = &m->slots[i];
-    s->ncrash = 0;
-    s->state = i < n ? SLOT_RUNNING : SLOT_IDLE;
-    master_slot_switch(m, s, RESTART_RELOAD);
-  }
-  /* Old sockets close with the old generation's last worker. */
-  if (--old->refs == 0)
-    generation_free(old, m->gen);
-  sched_restart(m);
-  metrics_reloaded(m);
-  m->reloads++;
-  proctitle_set("aio: master (generation %u) %s", g->id, m->config_path);
-  log_info("reloaded: generation %u, %zu worker%s, in %llu ms", g->id, n,
-           n == 1 ? "" : "s",
-           (unsigned long long)(uv_now(m->loop) - m->reload_started_ms));
-  notify_send("READY=1\nSTATUS=serving generation %u with %zu workers", g->id,
-              n);
-  control_reload_done(m, 0, NULL);
-  json_t *data = json_pack("{s:b,s:i}", "ok", 1, "generation", (int)g->id);
-  router_emit(m, "aio-reloaded", data);
-  json_decref(data);
 }
 
 void reload_worker_ready(struct master *m, struct wproc *p) {
@@ -227,24 +158,22 @@ void reload_worker_ready(struct master *m, struct wproc *p) {
     if (q == NULL || q->state != WPROC_READY)
       return;
   }
-  commit(m);
+  master_gen_commit(m);
 }
 
 void reload_worker_exited(struct master *m, struct wproc *p, const char *how) {
   if (m->next_gen == NULL || p->g != m->next_gen)
     return;
-  for (size_t i = 0; i < m->slots_cap; i++)
-    if (m->slots[i].next == p)
-      m->slots[i].next = NULL;
   char msg[256];
   snprintf(msg, sizeof(msg), "new worker %d (pid %d) %s before it was ready",
            p->slot, (int)p->pid, how);
-  abort_next(m, EXIT_SOFTWARE, msg);
+  master_gen_abort(m, EXIT_SOFTWARE, msg, NULL);
 }
 
 void reload_tick(struct master *m, uint64_t now) {
   if (m->next_gen && now >= m->reload_deadline_ms)
-    abort_next(m, EXIT_SOFTWARE, "the new workers were not ready in time");
+    master_gen_abort(m, EXIT_SOFTWARE, "the new workers were not ready in time",
+                     NULL);
   /* From the tick rather than where the last reload ended: that is deep
    * in reaping or in a worker's frame, and a reload blocks on its probe. */
   if (m->phase == MASTER_SERVING && m->reload_queued) {

@@ -28,88 +28,10 @@
 #include <unistd.h>
 
 #include "bus_codec.h"
+#include "journal.h"
 #include "log.h"
 #include "master.h"
 #include "util.h"
-
-/* ---- the journal of a worker's own emits ------------------------------ */
-
-struct jrec {
-  uint64_t seq;
-  uint32_t len; /* of the frame that follows */
-  uint32_t pad;
-};
-
-#define JREC_SIZE(n) ((sizeof(struct jrec) + (n) + 7) & ~(size_t)7)
-
-static int journal_add(struct journal *j, uint64_t seq, const char *frame,
-                       size_t len) {
-  size_t need = JREC_SIZE(len);
-  if (j->head == j->len)
-    j->head = j->len = 0;
-  if (j->len + need > j->cap && j->head > 0) {
-    /* Slide the live records down before growing. */
-    memmove(j->buf, j->buf + j->head, j->len - j->head);
-    j->len -= j->head;
-    j->head = 0;
-  }
-  if (j->len + need > j->cap) {
-    size_t cap = j->cap ? j->cap : 64 * 1024;
-    while (cap < j->len + need)
-      cap *= 2;
-    char *nb = realloc(j->buf, cap);
-    if (nb == NULL)
-      return -ENOMEM;
-    j->buf = nb;
-    j->cap = cap;
-  }
-  struct jrec r = {.seq = seq, .len = (uint32_t)len};
-  memcpy(j->buf + j->len, &r, sizeof(r));
-  memcpy(j->buf + j->len + sizeof(r), frame, len);
-  j->len += need;
-  j->n++;
-  return 0;
-}
-
-/* An emptied journal that a burst grew gives its buffer back. */
-static void journal_shrink(struct journal *j) {
-  if (j->head == j->len && j->cap > BUS_OUT_KEEP) {
-    free(j->buf);
-    memset(j, 0, sizeof(*j));
-  }
-}
-
-/* The oldest record, or NULL when the journal is empty; *frame its text. */
-static const struct jrec *journal_first(const struct journal *j,
-                                        const char **frame) {
-  if (j->head == j->len)
-    return NULL;
-  const struct jrec *r = (const struct jrec *)(j->buf + j->head);
-  *frame = j->buf + j->head + sizeof(*r);
-  return r;
-}
-
-static void journal_pop(struct journal *j) {
-  const struct jrec *r = (const struct jrec *)(j->buf + j->head);
-  j->head += JREC_SIZE(r->len);
-  j->n--;
-}
-
-/* The worker finished every emit up to seq: forget them. */
-static void journal_ack(struct journal *j, uint64_t seq) {
-  const char *frame;
-  const struct jrec *r;
-  while ((r = journal_first(j, &frame)) && r->seq <= seq)
-    journal_pop(j);
-  if (j->head > 0 && j->head == j->len)
-    j->head = j->len = 0;
-  journal_shrink(j);
-}
-
-static void journal_free(struct journal *j) {
-  free(j->buf);
-  memset(j, 0, sizeof(*j));
-}
 
 /* ---- bounds ------------------------------------------------------------- */
 
@@ -187,7 +109,7 @@ static void send_delivery(struct wproc *p, char *frame, size_t len,
   d->broadcast = broadcast;
   /* A failure (the channel is closing) keeps it, unsent: the worker's
    * death hands it to another worker. */
-  if (master_send_raw(p, frame, len) == 0)
+  if (channel_send_raw(&p->ch, frame, len) == 0)
     d->n = ++p->sent;
   /* At the tail in O(1): thousands may be in flight. */
   if (p->pending_last)
@@ -408,24 +330,7 @@ static void flush_backlog(struct master *m, json_t **backlog, struct wproc *to,
   *backlog = NULL;
 }
 
-static int on_dead_in(void *arg, struct bus_in *in);
-
-/* Read what the dead worker wrote before it died. SIGCHLD can be handled
- * before the last bytes on its socket, and the process is freed after
- * this: emits still unread there would be lost, and deliveries it
- * acknowledged would be redelivered. */
-static void drain_dead(struct wproc *p) {
-  uv_os_fd_t fd;
-  if (!p->bus_open || uv_fileno((uv_handle_t *)&p->bus, &fd) != 0)
-    return; /* closed, or cut off after a bad frame: nothing more is read */
-  char buf[16384];
-  for (int i = 0; i < 4096; i++) { /* bounded: a socket buffer's worth */
-    ssize_t n = read(fd, buf, sizeof(buf));
-    struct bus_in_sink sink = {on_dead_in, p, BUS_IN_MASTER};
-    if (n <= 0 || bus_reader_split(&p->rd, buf, (size_t)n, bus_in_line, &sink))
-      return;
-  }
-}
+static int on_dead_line(void *arg, const char *frame, size_t len);
 
 /* Did p die with its listeners running, the delivery numbered n of a
  * stream whose number in hand the mark gives? A clean exit or our own
@@ -486,7 +391,8 @@ static void own_emits_redeliver(struct master *m, struct wproc *p) {
 }
 
 void router_worker_gone(struct master *m, struct wproc *p) {
-  drain_dead(p);
+  /* What it wrote before it died, still unread (channel.c). */
+  channel_drain(&p->ch, on_dead_line, p);
   struct delivery *d = p->pending, *next;
   p->pending = NULL;
   p->pending_last = NULL;
@@ -532,9 +438,7 @@ void router_worker_gone(struct master *m, struct wproc *p) {
   maybe_trim(m);
 }
 
-static void worker_became_ready(struct master *m, struct wproc *p) {
-  /* The backlog first: it holds aio-starting, and becoming ready may emit
-   * aio-started, which must not overtake it. */
+void router_worker_ready(struct master *m, struct wproc *p) {
   if (p->g == m->gen) {
     struct slot *sl = &m->slots[p->slot];
     flush_backlog(m, &sl->backlog, p, 1);
@@ -542,7 +446,6 @@ static void worker_became_ready(struct master *m, struct wproc *p) {
     slot_check(m, sl);
     flush_backlog(m, &m->backlog, p, 0);
   }
-  master_worker_ready(m, p);
 }
 
 /* Keep p's own emit, whose once-per-emit listeners it runs itself, in
@@ -677,31 +580,28 @@ static int on_dead_in(void *arg, struct bus_in *in) {
   return on_in(arg, in, 1);
 }
 
-int router_feed(struct wproc *p, const char *data, size_t len) {
+static int on_dead_line(void *arg, const char *frame, size_t len) {
+  struct bus_in_sink sink = {on_dead_in, arg, BUS_IN_MASTER};
+  return bus_in_line(&sink, frame, len);
+}
+
+int router_line(struct wproc *p, const char *frame, size_t len) {
   struct bus_in_sink sink = {on_live_in, p, BUS_IN_MASTER};
-  return bus_reader_split(&p->rd, data, len, bus_in_line, &sink);
+  return bus_in_line(&sink, frame, len);
 }
 
 int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {
   struct master *m = p->m;
   switch (t) {
   case BUS_READY:
-    /* Told to stop while it started (a shutdown, a cancelled reload): a
-     * late ready is no lie, but it changes nothing. */
-    if (p->state == WPROC_DRAINING)
-      return 0;
-    if (p->state != WPROC_STARTING)
-      return -EPROTO;
-    p->last_hb_ms = uv_now(m->loop);
-    worker_became_ready(m, p);
-    return 0;
+    return master_proc_ready(m, p);
   case BUS_HEARTBEAT:
   case BUS_STATUS:
-    p->last_hb_ms = uv_now(m->loop);
-    p->conns = (long)json_integer_value(json_object_get(msg, "conns"));
+    master_proc_alive(m, p,
+                      (long)json_integer_value(json_object_get(msg, "conns")));
     return 0;
   case BUS_DONE:
-    return sched_done(m, p, msg);
+    return master_job_done(m, p, msg);
   default:
     return -EPROTO;
   }
@@ -734,55 +634,6 @@ void router_tick(struct master *m) {
   for (size_t i = 0; i < m->slots_cap; i++)
     slot_check(m, &m->slots[i]);
   maybe_trim(m);
-}
-
-static const char *const proto_cb_names[BUS_PROTO_COUNT] = {
-#define PROTO_CB_NAME(e, s) s,
-    BUS_PROTO_CBS(PROTO_CB_NAME)
-#undef PROTO_CB_NAME
-};
-
-int router_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
-                size_t n) {
-  const struct bus_mark *mk = p->mark;
-  uint64_t now = bus_mono_ms(), turn = mk ? mk->turn_ms : 0;
-  if (turn == 0) { /* not serving yet: the heartbeat alone says */
-    snprintf(why, n, "its loop never turned");
-    return 1;
-  }
-  if (turn <= now && now - turn <= timeout_ms)
-    return 0;
-  uint64_t since = mk->cb_since;
-  uint32_t kind = mk->cb_kind, idx = mk->cb_index;
-  const struct settings *s = &p->g->app.s;
-  unsigned long long held =
-      since && since <= now ? (unsigned long long)(now - since) : 0;
-  /* Numbers from the worker, checked before they index anything. */
-  if (held && kind == BUS_CB_LISTENER && idx < s->nlisteners)
-    snprintf(why, n, "stuck in listener %s for signal '%s' for %llu ms",
-             s->listeners[idx].fn.text, s->listeners[idx].signal, held);
-  else if (held && kind == BUS_CB_JOB && idx / 3 < s->nschedules)
-    snprintf(why, n, "stuck in job %s (%s) for %llu ms",
-             s->schedules[idx / 3].name,
-             idx % 3 == 0   ? s->schedules[idx / 3].func.text
-             : idx % 3 == 1 ? s->schedules[idx / 3].cb.text
-                            : s->schedules[idx / 3].err.text,
-             held);
-  else if (held && kind == BUS_CB_PROTOCOL &&
-           idx / BUS_PROTO_COUNT < s->nservers)
-    snprintf(why, n, "stuck in %s of server %s (%s) for %llu ms",
-             proto_cb_names[idx % BUS_PROTO_COUNT],
-             s->servers[idx / BUS_PROTO_COUNT].name,
-             s->servers[idx / BUS_PROTO_COUNT].handler.text, held);
-  else if (held && kind == BUS_CB_SOON)
-    snprintf(why, n, "stuck in a function given to aio_call_soon() for %llu ms",
-             held);
-  else
-    snprintf(why, n,
-             "its loop has not turned for %llu ms (a module's own libuv "
-             "callback holds it)",
-             (unsigned long long)(now - turn));
-  return 1;
 }
 
 size_t router_backlog(const struct master *m) {

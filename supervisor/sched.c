@@ -146,7 +146,7 @@ static int dispatch(struct sched *sc, int which, long long run, double due,
     json_object_set_new(msg, "status", json_integer(o->status));
     json_object_set_new(msg, "error", json_string(o->error));
   }
-  int err = master_send(to, msg);
+  int err = channel_send(&to->ch, msg);
   json_decref(msg);
   if (err)
     return err;

@@ -25,36 +25,6 @@
 #include "util.h"
 #include "worker.h"
 
-static void on_proc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)h;
-  (void)suggested;
-  static char buf_[65536];
-  buf->base = buf_;
-  buf->len = sizeof(buf_);
-}
-
-static void on_proc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  struct wproc *p = s->data;
-  if (nread == 0)
-    return;
-  if (nread < 0) {
-    /* EOF: the worker is exiting; SIGCHLD tells us how. */
-    uv_read_stop(s);
-    return;
-  }
-  int err = router_feed(p, buf->base, (size_t)nread);
-  if (err) {
-    log_error("worker %d pid %d sent a bad bus frame (%s); killing it", p->slot,
-              (int)p->pid, strerror(-err < 0 ? 0 : -err));
-    uv_read_stop(s);
-    /* Nothing more is read from or written to a channel that said
-     * nonsense; what it had pending goes to other workers when it is
-     * reaped. */
-    p->bus_open = 0;
-    kill(p->pid, SIGKILL);
-  }
-}
-
 /* [aio] cpu_affinity = auto: slot k runs on the k-th (mod their count) of
  * the CPUs the master may run on (its own affinity, which taskset, a
  * cgroup's cpuset or systemd's CPUAffinity= narrowed), not of all CPUs.
@@ -74,7 +44,7 @@ static int spawn_cpu_for(const struct settings *set, int slot) {
 }
 
 int spawn_worker(struct master *m, struct generation *g, struct slot *s,
-                 struct wproc **out) {
+                 struct wproc **out, int *fd) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
     return -errno;
@@ -163,27 +133,8 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
   /* Its mark is for it alone: workers forked later do not inherit it. */
   bus_mark_dontfork(p->mark);
   ctr_region_dontfork(p->ctrs, nserv);
-  p->m = m;
-  p->g = g;
-  g->refs++;
   p->pid = pid;
-  p->slot = s->index;
-  p->state = WPROC_STARTING;
-  p->started_ms = p->last_hb_ms = uv_now(m->loop);
-  p->restarts = s->restarts;
-  uv_pipe_init(m->loop, &p->bus, 0);
-  p->bus.data = p;
-  uv_pipe_open(&p->bus, sv[0]);
-  p->bus_open = 1;
-  uv_read_start((uv_stream_t *)&p->bus, on_proc_alloc, on_proc_read);
-  p->next = m->procs;
-  m->procs = p;
   *out = p;
-  if (p->cpu >= 0)
-    log_info("worker %d started (pid %d, generation %u, CPU %d)", s->index,
-             (int)pid, g->id, p->cpu);
-  else
-    log_info("worker %d started (pid %d, generation %u)", s->index, (int)pid,
-             g->id);
+  *fd = sv[0];
   return 0;
 }
