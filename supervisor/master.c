@@ -21,6 +21,7 @@
 #include "output.h"
 #include "proctitle.h"
 #include "sockets.h"
+#include "upgrade.h"
 #include "util.h"
 
 #define TICK_MS 100
@@ -119,6 +120,8 @@ static int slot_start(struct master *m, struct slot *s) {
  * started and exits 70 (a process manager sees a failed start, never a
  * master holding ports that nobody serves). */
 static void master_start_failed(struct master *m, const char *why) {
+  if (upgrade_start_failed(m, why))
+    return;
   log_error("start failed: %s; nothing is served: stopping (exit %d)", why,
             EXIT_SOFTWARE);
   m->exit_code = EXIT_SOFTWARE;
@@ -329,6 +332,8 @@ static void reap(struct master *m) {
       p = p->next;
     if (p)
       worker_exited(m, p, status);
+    else
+      upgrade_reaped(m, pid, status);
     /* else: a probe child or an orphan we adopted as PID 1: reaped. */
   }
 }
@@ -454,6 +459,7 @@ void master_begin_stop(struct master *m, enum master_phase to) {
   router_emit(m, "aio-stopping", NULL);
   for (struct wproc *p = m->procs; p; p = p->next)
     master_proc_stop(m, p, graceful);
+  upgrade_stop(m, graceful);
 }
 
 /* Retire the highest slot: stop new connections reaching it, drain it,
@@ -537,6 +543,7 @@ static void announce_ready(struct master *m) {
     notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers",
                 (int)getpid(), ready);
   router_emit(m, "aio-started", NULL);
+  upgrade_served(m);
 }
 
 void master_worker_ready(struct master *m, struct wproc *p) {
@@ -667,8 +674,9 @@ static void on_tick(uv_timer_t *t) {
     }
   start_tick(m, now);
   reload_tick(m, now);
+  upgrade_tick(m, now);
   router_tick(m);
-  if (master_stopping(m) && m->procs == NULL)
+  if (master_stopping(m) && m->procs == NULL && !upgrade_elders(m))
     uv_stop(m->loop);
 }
 
@@ -700,7 +708,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   switch (signum) {
   case SIGCHLD:
     reap(m);
-    if (master_stopping(m) && m->procs == NULL)
+    if (master_stopping(m) && m->procs == NULL && !upgrade_elders(m))
       uv_stop(m->loop);
     break;
   case SIGTERM:
@@ -729,6 +737,13 @@ static void on_signal(uv_signal_t *h, int signum) {
       json_decref(msg);
     }
     break;
+  case SIGUSR2: {
+    char *why = NULL;
+    if (upgrade_start(m, NULL, -1, &why) && why)
+      log_warnx("SIGUSR2: not upgraded: %s", why);
+    free(why);
+    break;
+  }
   case SIGTTIN:
     if (m->next_gen)
       log_warnx("SIGTTIN ignored during a reload");
@@ -775,7 +790,7 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
     return EXIT_OSERR;
   }
   m->start_ms = uv_now(m->loop);
-  m->gen = generation_new(app, 1);
+  m->gen = generation_new(app, upgrade_generation() + 1);
   if (m->gen == NULL) {
     log_error("out of memory");
     return EXIT_OSERR;
@@ -783,7 +798,7 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
   m->gen->refs = 1;
   log_info("aio %s starting: %s, %d worker%s", AIO_VERSION, config_path,
            m->gen->app.s.workers, m->gen->app.s.workers == 1 ? "" : "s");
-  proctitle_set("aio: master (generation 1) %s", config_path);
+  proctitle_set("aio: master (generation %u) %s", m->gen->id, config_path);
   signal(SIGPIPE, SIG_IGN);
   for (size_t i = 0; i < UTIL_ARRAY_LEN(master_signals); i++) {
     uv_signal_init(m->loop, &m->sig[i]);
@@ -792,6 +807,9 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
   }
   notify_init();
   activation_init(&m->act);
+  /* After the handlers: the signals held across an upgrade's exec are
+   * let through here. */
+  upgrade_adopt(m);
   /* First, as a second master of this configuration must not bind or
    * fork anything. */
   int rc = control_open(m);
@@ -873,6 +891,7 @@ out:
   control_close(m);
   cluster_close(m);
   metrics_close(m);
+  upgrade_close(m);
   uv_walk(m->loop, close_walk, NULL);
   uv_run(m->loop, UV_RUN_DEFAULT);
   uv_loop_close(m->loop);
