@@ -42,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "cli.h"
 #include "generation.h"
 #include "log.h"
@@ -51,7 +52,7 @@
 #define UPGRADE_ENV "AIO_UPGRADE"
 /* How long the new binary's `check` may take (it loads every module). */
 #define UPGRADE_CHECK_MAX_MS 60000
-/* What of its output is kept for the error message. */
+/* What of its output goes into the error message. */
 #define UPGRADE_CHECK_OUT 2048
 /* How long a new image that goes back waits for its own workers. */
 #define UPGRADE_BACK_WAIT_MS 2000
@@ -168,8 +169,9 @@ static void elder_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 }
 
 static void elder_add(struct upgrade *up, const json_t *w) {
-  struct elder *e = calloc(1, sizeof(*e));
   int fd = jint(w, "bus", -1);
+  /* kill(0) or kill(-1) would reach far more than one old worker. */
+  struct elder *e = jint(w, "pid", 0) > 1 ? calloc(1, sizeof(*e)) : NULL;
   if (e == NULL) {
     if (fd >= 0)
       close(fd);
@@ -502,39 +504,15 @@ static int check_binary(const char *binary, const char *config, char **why) {
     _exit(127);
   }
   close(p[1]);
-  char out[UPGRADE_CHECK_OUT];
-  size_t len = 0;
-  uint64_t deadline = util_now_ms() + UPGRADE_CHECK_MAX_MS;
-  int timed_out = 0;
-  for (;;) {
-    uint64_t now = util_now_ms();
-    if (now >= deadline) {
-      timed_out = 1;
-      kill(pid, SIGKILL);
-      break;
-    }
-    struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-    uint64_t wait = deadline - now < 1000 ? deadline - now : 1000;
-    int r = poll(&pfd, 1, (int)wait);
-    if (r == 0 && app_wait_hook)
-      app_wait_hook();
-    if (r <= 0)
-      continue;
-    char buf[1024];
-    ssize_t n = read(p[0], buf, sizeof(buf));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    size_t take =
-        (size_t)n < sizeof(out) - 1 - len ? (size_t)n : sizeof(out) - 1 - len;
-    memcpy(out + len, buf, take);
-    len += take;
-  }
-  close(p[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-    ;
+  struct util_buf buf = {0};
+  int status;
+  int err = child_read_wait(pid, p[0], &buf, 64 * 1024, UPGRADE_CHECK_MAX_MS,
+                            app_wait_hook, &status);
+  int timed_out = err == -ETIMEDOUT;
+  char out[UPGRADE_CHECK_OUT + 1];
+  size_t len = buf.len < UPGRADE_CHECK_OUT ? buf.len : UPGRADE_CHECK_OUT;
+  memcpy(out, buf.data ? buf.data : "", len);
+  free(buf.data);
   out[len] = '\0';
   while (len > 0 && (out[len - 1] == '\n' || out[len - 1] == ' '))
     out[--len] = '\0';
@@ -565,16 +543,21 @@ static int check_binary(const char *binary, const char *config, char **why) {
   return EXIT_SOFTWARE;
 }
 
-/* fd, left open across exec; it is recorded in undo to be made
- * close-on-exec again if the exec fails. */
+/* The fds left open across exec, to be made close-on-exec again if the
+ * exec fails. */
 struct keep {
-  int fds[1024];
-  size_t n;
+  int *fds;
+  size_t n, cap;
+  int failed; /* one could not be recorded: no exec */
 };
 
 static int keep_fd(struct keep *k, int fd) {
-  if (fd < 0 || k->n == UTIL_ARRAY_LEN(k->fds))
+  if (fd < 0)
     return -1;
+  if (util_grow((void **)&k->fds, &k->cap, k->n + 1, sizeof(int))) {
+    k->failed = 1;
+    return -1;
+  }
   util_set_cloexec(fd, 0);
   k->fds[k->n++] = fd;
   return fd;
@@ -683,10 +666,9 @@ static json_t *handoff_build(struct master *m, struct keep *k,
  * Only returns on failure, everything left as it was, with errno set. */
 static int exec_with(struct master *m, const char *path, int exec_fd,
                      const struct handoff_args *a) {
-  static struct keep k;
-  k.n = 0;
+  struct keep k = {0};
   json_t *h = handoff_build(m, &k, a);
-  char *text = h ? json_dumps(h, JSON_COMPACT) : NULL;
+  char *text = h && !k.failed ? json_dumps(h, JSON_COMPACT) : NULL;
   json_decref(h);
   int err = ENOMEM;
   if (text && setenv(UPGRADE_ENV, text, 1) == 0) {
@@ -708,6 +690,7 @@ static int exec_with(struct master *m, const char *path, int exec_fd,
   free(text);
   for (size_t i = 0; i < k.n; i++)
     util_set_cloexec(k.fds[i], 1);
+  free(k.fds);
   errno = err;
   return -1;
 }

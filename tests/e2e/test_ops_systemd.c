@@ -156,16 +156,21 @@ static int ready_note(struct notes *ns, pid_t pid) {
   return ready;
 }
 
+/* start_notified in a fresh directory, with a watchdog of 400 ms for
+ * aio's pid; returns the index of READY=1. */
+static int start_watched(struct aio_proc *p, struct notes *ns) {
+  h_tmpdir(p->dir, sizeof(p->dir));
+  notes_open(ns, p->dir);
+  static const char *const env[] = {"WATCHDOG_USEC=400000", NULL};
+  start_notified(p, ns, env, "WATCHDOG_PID=$$ ");
+  return ready_note(ns, p->pid);
+}
+
 START_TEST(test_sd_notify_ready_reload_watchdog_stopping) {
   struct aio_proc p = {0};
   struct notes ns;
-  h_tmpdir(p.dir, sizeof(p.dir));
-  notes_open(&ns, p.dir);
-  static const char *const env[] = {"WATCHDOG_USEC=400000", NULL};
-  start_notified(&p, &ns, env, "WATCHDOG_PID=$$ ");
-
   /* READY=1 with MAINPID, the first thing said, once ready. */
-  int ready = ready_note(&ns, p.pid);
+  int ready = start_watched(&p, &ns);
   ck_assert_msg(has_line(ns.msg[ready], "READY=1"), "%s", ns.msg[ready]);
   ck_assert_ptr_nonnull(strstr(ns.msg[ready], "STATUS="));
   for (int i = 0; i < ready; i++)
@@ -513,11 +518,7 @@ END_TEST
 START_TEST(test_sd_notify_upgrade_keeps_mainpid_and_watchdog) {
   struct aio_proc p = {0};
   struct notes ns;
-  h_tmpdir(p.dir, sizeof(p.dir));
-  notes_open(&ns, p.dir);
-  static const char *const env[] = {"WATCHDOG_USEC=400000", NULL};
-  start_notified(&p, &ns, env, "WATCHDOG_PID=$$ ");
-  int ready = ready_note(&ns, p.pid);
+  int ready = start_watched(&p, &ns);
   char out[4096];
   ops_expect(&p, 0, out, sizeof(out), "upgrade", NULL);
   int reloading = notes_until(&ns, "RELOADING=1", 5000);

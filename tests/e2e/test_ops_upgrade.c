@@ -112,6 +112,28 @@ static json_t *upgrade_info(const struct aio_proc *p, json_t **st) {
   return up;
 }
 
+/* The old workers are gone, the loops saw no failure across what, the
+ * master's pid is p's: its status in *st (new), the upgrade part
+ * returned (borrowed from it). */
+static json_t *assert_switched(const struct aio_proc *p, const pid_t before[2],
+                               struct loops *l, const char *what, json_t **st) {
+  ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
+  ck_assert_int_eq(loops_more(l, 20), 0);
+  loops_stop_no_failure(l, what);
+  json_t *up = upgrade_info(p, st);
+  ck_assert_int_eq(ops_int(*st, "pid"), p->pid);
+  return up;
+}
+
+/* start() with 2 workers (before gets them) and the client loops going. */
+static void start_loaded(struct aio_proc *p, char *conf, size_t n, int port,
+                         pid_t before[2], struct loops *l) {
+  start(p, conf, n, port, 0);
+  pu_workers(p->pid, before, 2);
+  loops_start(l, port);
+  ck_assert_int_eq(loops_more(l, 10), 0);
+}
+
 START_TEST(test_upgrade_to_a_copy_changes_only_the_exec) {
   struct aio_proc p = {0};
   char conf[4096], copy[300], out[8192];
@@ -197,11 +219,9 @@ START_TEST(test_upgrade_to_a_binary_that_cannot_start_keeps_serving) {
   struct aio_proc p = {0};
   char conf[4096], bin[300], out[8192];
   int port = h_free_port();
-  start(&p, conf, sizeof(conf), port, 0);
   pid_t before[2];
-  pu_workers(p.pid, before, 2);
   struct loops l;
-  loops_start(&l, port);
+  start_loaded(&p, conf, sizeof(conf), port, before, &l);
 
   /* A binary that exits 1. */
   write_exec(p.dir, "broken", "#!/bin/sh\necho 'broken: no luck' >&2\nexit 1\n",
@@ -241,9 +261,9 @@ START_TEST(test_upgrade_goes_back_when_the_new_image_cannot_serve) {
   struct aio_proc p = {0};
   char conf[4096], failing[4096], path[300], bin[300], wrap[2048], out[8192];
   int port = h_free_port();
-  start(&p, conf, sizeof(conf), port, 0);
   pid_t before[2];
-  pu_workers(p.pid, before, 2);
+  struct loops l;
+  start_loaded(&p, conf, sizeof(conf), port, before, &l);
   h_conf(failing, sizeof(failing), "lifemod",
          "workers = 2\nmax_restarts = 1\ncontrol = %s/aio.sock\n", p.dir);
   h_conf_add(failing, sizeof(failing),
@@ -257,18 +277,12 @@ START_TEST(test_upgrade_goes_back_when_the_new_image_cannot_serve) {
            "exec '%s' -c '%s' run\n",
            AIO_BIN, AIO_BIN, path);
   write_exec(p.dir, "wrapped", wrap, bin, sizeof(bin));
-  struct loops l;
-  loops_start(&l, port);
-  ck_assert_int_eq(loops_more(&l, 10), 0);
 
   ops_expect(&p, 70, out, sizeof(out), "upgrade", bin, NULL);
   ck_assert_msg(strstr(out, "max_restarts"), "%s", out);
   ck_assert(h_log_has(&p, "going back to"));
-  ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
-  ck_assert_int_eq(loops_more(&l, 20), 0);
-  loops_stop_no_failure(&l, "an upgrade that went back");
-  json_t *st, *up = upgrade_info(&p, &st);
-  ck_assert_int_eq(ops_int(st, "pid"), p.pid);
+  json_t *st,
+      *up = assert_switched(&p, before, &l, "an upgrade that went back", &st);
   ck_assert_int_eq(ops_int(up, "failures"), 1);
   ck_assert_str_eq(json_string_value(json_object_get(up, "binary")), AIO_BIN);
   ck_assert_ptr_nonnull(
@@ -285,22 +299,15 @@ START_TEST(test_sigusr2_upgrades_like_aio_upgrade) {
   struct aio_proc p = {0};
   char conf[4096];
   int port = h_free_port();
-  start(&p, conf, sizeof(conf), port, 0);
   pid_t before[2];
-  pu_workers(p.pid, before, 2);
   struct loops l;
-  loops_start(&l, port);
-  ck_assert_int_eq(loops_more(&l, 10), 0);
+  start_loaded(&p, conf, sizeof(conf), port, before, &l);
   ck_assert_int_eq(kill(p.pid, SIGUSR2), 0);
   if (h_wait_log(&p, "upgraded: generation 2", 10000)) {
     h_dump_log(&p);
     ck_abort_msg("SIGUSR2 did not upgrade");
   }
-  ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
-  ck_assert_int_eq(loops_more(&l, 20), 0);
-  loops_stop_no_failure(&l, "SIGUSR2");
-  json_t *st, *up = upgrade_info(&p, &st);
-  ck_assert_int_eq(ops_int(st, "pid"), p.pid);
+  json_t *st, *up = assert_switched(&p, before, &l, "SIGUSR2", &st);
   ck_assert_int_eq(ops_int(st, "generation"), 2);
   ck_assert_int_eq(ops_int(up, "upgrades"), 1);
   json_decref(st);
