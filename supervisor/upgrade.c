@@ -47,6 +47,7 @@
 #include "generation.h"
 #include "log.h"
 #include "master.h"
+#include "output.h"
 #include "util.h"
 
 #define UPGRADE_ENV "AIO_UPGRADE"
@@ -64,6 +65,7 @@ struct elder {
   int slot;
   unsigned gen;
   uv_pipe_t bus; /* read and dropped, so it never blocks on a full pipe */
+  struct output *output; /* its stdout and stderr, logged as before */
   int draining;
   uint64_t deadline_ms; /* killed then; UINT64_MAX: not draining yet */
   struct elder *next;
@@ -190,6 +192,12 @@ static void elder_add(struct upgrade *up, const json_t *w) {
       uv_read_start((uv_stream_t *)&e->bus, elder_alloc, elder_read);
     else
       close(fd);
+  }
+  e->output = output_adopt(jint(w, "out", -1), jint(w, "err", -1));
+  if (e->output) {
+    for (int i = 0; i < 2; i++)
+      util_set_cloexec(output_fd(e->output, i), 1);
+    output_start(e->output, up->m->loop, e->slot, e->pid);
   }
   json_t *left = json_object_get(w, "left_ms");
   if (json_is_integer(left)) {
@@ -366,6 +374,9 @@ int upgrade_reaped(struct master *m, pid_t pid, int status) {
     e = e->next;
   if (e == NULL)
     return 0;
+  /* Its last lines before the line that says it exited. */
+  output_close(e->output);
+  e->output = NULL;
   int clean =
       (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
       (e->draining && WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL);
@@ -430,6 +441,7 @@ void upgrade_close(struct master *m) {
   struct elder *e = up->elders;
   while (e) {
     struct elder *next = e->next;
+    output_close(e->output);
     if (!uv_is_closing((uv_handle_t *)&e->bus))
       uv_close((uv_handle_t *)&e->bus, elder_free);
     e = next;
@@ -617,8 +629,10 @@ static json_t *handoff_build(struct master *m, struct keep *k,
     if (!p->bus_open || uv_fileno((uv_handle_t *)&p->bus, &fd))
       fd = -1;
     json_t *w =
-        json_pack("{s:i,s:i,s:i,s:i}", "pid", (int)p->pid, "slot", p->slot,
-                  "generation", (int)p->g->id, "bus", keep_fd(k, fd));
+        json_pack("{s:i,s:i,s:i,s:i,s:i,s:i}", "pid", (int)p->pid, "slot",
+                  p->slot, "generation", (int)p->g->id, "bus", keep_fd(k, fd),
+                  "out", keep_fd(k, output_fd(p->output, 0)), "err",
+                  keep_fd(k, output_fd(p->output, 1)));
     if (p->state == WPROC_DRAINING)
       json_object_set_new(
           w, "left_ms",
@@ -632,8 +646,10 @@ static json_t *handoff_build(struct master *m, struct keep *k,
     if (uv_fileno((uv_handle_t *)&e->bus, &fd))
       fd = -1;
     json_t *w =
-        json_pack("{s:i,s:i,s:i,s:i}", "pid", (int)e->pid, "slot", e->slot,
-                  "generation", (int)e->gen, "bus", keep_fd(k, fd));
+        json_pack("{s:i,s:i,s:i,s:i,s:i,s:i}", "pid", (int)e->pid, "slot",
+                  e->slot, "generation", (int)e->gen, "bus", keep_fd(k, fd),
+                  "out", keep_fd(k, output_fd(e->output, 0)), "err",
+                  keep_fd(k, output_fd(e->output, 1)));
     if (e->draining)
       json_object_set_new(
           w, "left_ms",

@@ -336,6 +336,37 @@ START_TEST(test_sigusr2_upgrades_like_aio_upgrade) {
 }
 END_TEST
 
+/* What an old worker writes after the exec still reaches the log, as its
+ * own: here the line it leaves unfinished until it exits. */
+START_TEST(test_upgrade_keeps_the_old_workers_output) {
+  struct aio_proc p = {0};
+  char conf[4096], out[4096], buf[128];
+  int port = h_free_port();
+  h_tmpdir(p.dir, sizeof(p.dir));
+  h_conf(conf, sizeof(conf), "outmod",
+         "workers = 1\ngraceful_timeout = 5\ncontrol = %s/aio.sock\n", p.dir);
+  h_conf_server(conf, sizeof(conf), "say", "outmod.say", port);
+  h_start_ready(&p, conf, &(struct h_opts){.dir = p.dir});
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(h_send(fd, "last:handed\n", 12), 0);
+  ck_assert_int_gt(h_recv_until(fd, buf, sizeof(buf), "\n", 5000), 0);
+  pid_t old = (pid_t)atoi(buf + 3);
+  ck_assert_int_gt(old, 0);
+  ops_expect(&p, 0, out, sizeof(out), "upgrade", NULL);
+  ck_assert_int_eq(h_read_eof(fd, 6000), 0);
+  close(fd);
+  ck_assert_int_eq(h_wait_gone(&old, 1, 10000), 0);
+  char want[64];
+  snprintf(want, sizeof(want), "[worker 0 %d] stdout: tail handed", (int)old);
+  if (h_wait_log(&p, want, 5000)) {
+    h_dump_log(&p);
+    ck_abort_msg("no '%s' in the log", want);
+  }
+  h_stop_ok(&p);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("ops_upgrade");
   TCase *tc = tcase_create("upgrade");
@@ -344,6 +375,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_upgrade_to_a_binary_that_cannot_start_keeps_serving);
   tcase_add_test(tc, test_upgrade_goes_back_when_the_new_image_cannot_serve);
   tcase_add_test(tc, test_sigusr2_upgrades_like_aio_upgrade);
+  tcase_add_test(tc, test_upgrade_keeps_the_old_workers_output);
   suite_add_tcase(s, tc);
   return s;
 }
