@@ -9,9 +9,9 @@
  *      and `aio upgrade` says why;
  *   2. hand over, the way LISTEN_FDS does: the listening sockets, the
  *      control socket, the pidfile, the `aio upgrade` connection, the
- *      workers' bus ends and an fd to the running image are left open
- *      across exec, and AIO_UPGRADE names them (JSON) with the generation
- *      number and the counters; then execv in place;
+ *      workers' bus ends and output pipes and an fd to the running image
+ *      are left open across exec, and AIO_UPGRADE names them (JSON) with the
+ * generation number and the counters; then execv in place;
  *   3. the new image adopts the sockets through the socket activation
  *      path (generation.c: one handed socket per server and slot), starts
  *      the next generation as any start does, and only once it serves
