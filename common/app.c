@@ -238,47 +238,11 @@ static int probe(const char *path, const struct settings *s, json_t **defaults,
   }
   close(p[1]);
   struct util_buf out = {0};
-  uint64_t deadline = util_now_ms() + PROBE_TIMEOUT_MS;
-  int timed_out = 0;
-  for (;;) {
-    uint64_t now = util_now_ms();
-    if (now >= deadline) {
-      timed_out = 1;
-      break;
-    }
-    struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-    /* Wake at least once a second for the caller's keep-alive (the
-     * master's systemd watchdog must not starve behind a slow module). */
-    uint64_t wait = deadline - now < 1000 ? deadline - now : 1000;
-    int r = poll(&pfd, 1, (int)wait);
-    if (r == 0 && app_wait_hook)
-      app_wait_hook();
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r == 0 && util_now_ms() < deadline)
-      continue;
-    if (r == 0) {
-      timed_out = 1;
-      break;
-    }
-    char chunk[8192];
-    ssize_t n = read(p[0], chunk, sizeof(chunk));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    if (out.len + (size_t)n > PROBE_MAX_OUTPUT) {
-      timed_out = 1;
-      break;
-    }
-    util_buf_add(&out, chunk, (size_t)n);
-  }
-  close(p[0]);
-  if (timed_out)
-    kill(pid, SIGKILL);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-    ;
+  int status;
+  /* Too much output is as wrong as no end to it: the child is stuck. */
+  int timed_out =
+      child_read_wait(pid, p[0], &out, PROBE_MAX_OUTPUT, PROBE_TIMEOUT_MS,
+                      app_wait_hook, &status) != 0;
   int rc = -1;
   if (timed_out) {
     diag_add(d, path, 0,

@@ -3,8 +3,12 @@
 #include "child.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <grp.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -65,4 +69,42 @@ int child_drop_privileges(const struct settings *s) {
     return -1;
   }
   return 0;
+}
+
+int child_read_wait(pid_t pid, int fd, struct util_buf *out, size_t max,
+                    uint64_t timeout_ms, void (*keepalive)(void), int *status) {
+  uint64_t deadline = util_now_ms() + timeout_ms;
+  int err = 0;
+  for (;;) {
+    uint64_t now = util_now_ms();
+    if (now >= deadline) {
+      err = -ETIMEDOUT;
+      break;
+    }
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    uint64_t wait = deadline - now < 1000 ? deadline - now : 1000;
+    int r = poll(&pfd, 1, (int)wait);
+    if (r == 0 && keepalive)
+      keepalive();
+    if (r <= 0)
+      continue; /* EINTR, or the deadline is looked at again */
+    char chunk[8192];
+    ssize_t n = read(fd, chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    if (out->len + (size_t)n > max) {
+      err = -EMSGSIZE;
+      break;
+    }
+    util_buf_add(out, chunk, (size_t)n);
+  }
+  close(fd);
+  if (err)
+    kill(pid, SIGKILL);
+  *status = 0;
+  while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+    ;
+  return err;
 }

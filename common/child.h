@@ -9,6 +9,8 @@
 #define AIO_COMMON_CHILD_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #include "settings.h"
 
@@ -19,5 +21,15 @@ void child_close_fds_except(const int *keep, size_t n);
  * groups dropped, and checked that root cannot be regained). 0, or -1
  * after logging why; the caller must then not run user code. */
 int child_drop_privileges(const struct settings *s);
+
+struct util_buf;
+
+/* Read what child pid writes on fd into out (up to max bytes) until it
+ * closes fd, then reap it (*status). Blocks, waking at least once a second
+ * to call keepalive (may be NULL): the master's systemd watchdog must not
+ * starve behind a slow child. Past timeout_ms, or past max bytes, the
+ * child is killed. 0, -ETIMEDOUT or -EMSGSIZE; fd is closed. */
+int child_read_wait(pid_t pid, int fd, struct util_buf *out, size_t max,
+                    uint64_t timeout_ms, void (*keepalive)(void), int *status);
 
 #endif

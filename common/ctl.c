@@ -86,6 +86,17 @@ int ctl_decode(const char *line, size_t len, struct ctl_req *req, char *err,
     req->workers = (long)json_integer_value(w);
     break;
   }
+  case CTL_UPGRADE: {
+    json_t *b = json_object_get(msg, "binary");
+    req->binary = json_string_value(b);
+    if (b && !json_is_null(b) &&
+        (req->binary == NULL || req->binary[0] != '/' ||
+         strlen(req->binary) >= 4096)) {
+      snprintf(err, errlen, "upgrade needs \"binary\": an absolute path");
+      goto fail;
+    }
+    break;
+  }
   default:
     break;
   }

@@ -20,7 +20,8 @@
   X(RELOAD, "reload")                                                          \
   X(STOP, "stop")                                                              \
   X(EMIT, "emit")                                                              \
-  X(SCALE, "scale")
+  X(SCALE, "scale")                                                            \
+  X(UPGRADE, "upgrade")
 
 enum ctl_cmd {
   CTL_NONE = 0,
@@ -35,6 +36,7 @@ struct ctl_req {
   const char *signal; /* emit: borrowed from msg */
   json_t *data;       /* emit: borrowed from msg */
   long workers;       /* scale */
+  const char *binary; /* upgrade: an absolute path, or NULL; borrowed */
   json_t *msg;        /* the decoded request (new; ctl_req_close) */
 };
 

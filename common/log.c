@@ -156,13 +156,32 @@ static struct log_who log_self(void) {
                           NULL};
 }
 
+/* The fields a message carries, as members of o: never one o has. */
+static void log_add_fields(json_t *o, const struct log_field *f, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (f[i].key == NULL || json_object_get(o, f[i].key))
+      continue;
+    json_t *v;
+    if (f[i].str) {
+      char buf[1024];
+      snprintf(buf, sizeof(buf), "%s", f[i].str);
+      utf8_sanitize(buf);
+      v = json_string(buf);
+    } else {
+      v = json_integer((json_int_t)f[i].num);
+    }
+    json_object_set_new(o, f[i].key, v);
+  }
+}
+
 /* One JSON object per line, every string escaped by jansson: time (RFC
  * 3339, UTC, milliseconds), level, role, slot (workers), pid, msg, the
- * stream of a captured line, and the error text of log_warn. Falls back to
- * the text line when out of memory. */
+ * stream of a captured line, the error text of log_warn, and the fields
+ * the message carries. Falls back to the text line when out of memory. */
 static int log_emit_json(int level, const struct timeval *tv,
                          const struct log_who *who, char *msg,
-                         const char *suffix) {
+                         const char *suffix, const struct log_field *f,
+                         size_t nf) {
   struct tm tm;
   char when[40];
   gmtime_r(&tv->tv_sec, &tm);
@@ -178,6 +197,8 @@ static int log_emit_json(int level, const struct timeval *tv,
     json_object_set_new(o, "stream", json_string(who->stream));
   if (o && suffix)
     json_object_set_new(o, "error", json_string(suffix));
+  if (o)
+    log_add_fields(o, f, nf);
   char *line = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
   json_decref(o);
   if (line == NULL)
@@ -211,8 +232,8 @@ static void log_end_line(char *line, size_t n, size_t cap) {
   log_write_all(line, n);
 }
 
-static void log_emit(int level, const char *suffix, const char *fmt,
-                     va_list ap) {
+static void log_emit(int level, const char *suffix, const struct log_field *f,
+                     size_t nf, const char *fmt, va_list ap) {
   char line[2048];
   struct timeval tv;
   struct log_who who = log_self();
@@ -222,7 +243,7 @@ static void log_emit(int level, const char *suffix, const char *fmt,
     va_copy(copy, ap);
     vsnprintf(line, sizeof(line), fmt, copy);
     va_end(copy);
-    if (log_emit_json(level, &tv, &who, line, suffix) == 0)
+    if (log_emit_json(level, &tv, &who, line, suffix, f, nf) == 0)
       return;
   }
   size_t n = log_head(line, sizeof(line), &tv, level, &who);
@@ -250,21 +271,34 @@ void log_captured(int level, int slot, int pid, const char *stream,
   snprintf(role, sizeof(role), "worker %d", slot);
   struct log_who who = {role, "worker", slot, pid, stream};
   gettimeofday(&tv, NULL);
-  if (log_json && log_emit_json(level, &tv, &who, msg, NULL) == 0)
+  if (log_json && log_emit_json(level, &tv, &who, msg, NULL, NULL, 0) == 0)
     return;
   size_t n = log_head(line, sizeof(line), &tv, level, &who);
   n += (size_t)snprintf(line + n, sizeof(line) - n, "%s: %s", stream, msg);
   log_end_line(line, n, sizeof(line));
 }
 
-void log_vwrite(int level, const char *fmt, va_list ap) {
+static void log_vfields(int level, const struct log_field *f, size_t nf,
+                        const char *fmt, va_list ap) {
   if (level < log_level_cur)
     return;
   if (level > AIO_LOG_ERROR)
     level = AIO_LOG_ERROR;
   if (level < 0)
     level = AIO_LOG_DEBUG;
-  log_emit(level, NULL, fmt, ap);
+  log_emit(level, NULL, f, nf, fmt, ap);
+}
+
+void log_vwrite(int level, const char *fmt, va_list ap) {
+  log_vfields(level, NULL, 0, fmt, ap);
+}
+
+void log_fields(int level, const struct log_field *f, size_t n, const char *fmt,
+                ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  log_vfields(level, f, n, fmt, ap);
+  va_end(ap);
 }
 
 #define LOG_FN(name, level)                                                    \
@@ -285,7 +319,7 @@ void log_warn(const char *fmt, ...) {
     return;
   va_list ap;
   va_start(ap, fmt);
-  log_emit(AIO_LOG_WARN, strerror(saved), fmt, ap);
+  log_emit(AIO_LOG_WARN, strerror(saved), NULL, 0, fmt, ap);
   va_end(ap);
 }
 

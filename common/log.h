@@ -7,6 +7,7 @@
 #define AIO_COMMON_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 #include "aio.h"
 
@@ -43,6 +44,27 @@ int log_off_stdio(void);
  * or, in JSON, as "stream". */
 void log_captured(int level, int slot, int pid, const char *stream,
                   const char *text, size_t len);
+
+/* A field a message carries ("server", "signal", "schedule", "run"...):
+ * with log_format = json a member of the line's object (escaped by
+ * jansson; a key the line has already, such as "msg", is skipped); the
+ * text line is the message alone, which names them. */
+struct log_field {
+  const char *key;
+  const char *str; /* NULL: the number */
+  long long num;
+};
+#define LOG_STR(k, v) ((struct log_field){(k), (v), 0})
+#define LOG_INT(k, v) ((struct log_field){(k), NULL, (long long)(v)})
+/* LOG_FIELDS(LOG_STR("server", name), LOG_INT("run", n)): the array and
+ * its length, for log_fields. */
+#define LOG_FIELDS(...)                                                        \
+  (const struct log_field[]){__VA_ARGS__},                                     \
+      sizeof((const struct log_field[]){__VA_ARGS__}) /                        \
+          sizeof(struct log_field)
+/* log_* at level with fields f[0..n). */
+void log_fields(int level, const struct log_field *f, size_t n, const char *fmt,
+                ...) LOG_PRINTF(4, 5);
 
 void log_vwrite(int level, const char *fmt, va_list ap);
 void log_debug(const char *fmt, ...) LOG_PRINTF(1, 2);

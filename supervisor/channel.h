@@ -73,6 +73,14 @@ void channel_drain(struct channel *c, bus_line_cb cb, void *arg);
 /* Close it; ops->closed follows (at once for a sink's channel). */
 void channel_close(struct channel *c);
 static inline int channel_is_open(const struct channel *c) { return c->open; }
+/* Its socket while open (an upgrade hands it to the next image), else -1. */
+static inline int channel_fd(const struct channel *c) {
+  uv_os_fd_t fd;
+  return c->open && c->piped &&
+                 uv_fileno((const uv_handle_t *)&c->pipe, &fd) == 0
+             ? fd
+             : -1;
+}
 static inline const struct channel_stats *
 channel_stats(const struct channel *c) {
   return &c->st;

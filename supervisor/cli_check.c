@@ -10,8 +10,21 @@
 
 #include "app.h"
 #include "cli.h"
+#include "upgrade.h"
 
 int cli_check(const char *config_path, int argc, char **argv) {
+  /* --handoff=N: asked by a master about to exec this binary (`aio
+   * upgrade`): can it take over from a master that speaks handoff N? */
+  if (argc == 2 && strncmp(argv[1], "--handoff=", 10) == 0) {
+    if (atoi(argv[1] + 10) != UPGRADE_HANDOFF) {
+      fprintf(stderr,
+              "aio check: this binary takes handoff %d, not %s; upgrade "
+              "through a stop and a start\n",
+              UPGRADE_HANDOFF, argv[1] + 10);
+      return EXIT_USAGE;
+    }
+    argc = 1;
+  }
   if (argc > 1) {
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
       printf("usage: aio [-c FILE] check\n\n"

@@ -436,18 +436,39 @@ int cli_control(const char *config_path, int argc, char **argv) {
   int json_out = 0, cluster_out = 0, now = 0, timeout_ms = 10000;
   if (wants_help(argc, argv)) {
     printf("usage: aio [-c FILE] reload\n"
+           "       aio [-c FILE] upgrade [BINARY]\n"
            "       aio [-c FILE] stop [--now]\n"
            "       aio [-c FILE] status [--json | --cluster]\n"
            "       aio [-c FILE] emit SIGNAL [JSON]\n"
            "       aio [-c FILE] scale N\n"
            "\nTalk to the running master of the configuration over its "
            "control socket.\nExit 69 when no master is running, 77 when the "
-           "socket is served by\nanother user than yours or root.\n");
+           "socket is served by\nanother user than yours or root.\n"
+           "upgrade: exit 70 when the new binary cannot start (the master "
+           "and\nits workers serve on), 78 when it rejects the "
+           "configuration, 75 when\nthe master is busy (starting, reloading, "
+           "stopping).\n");
     return 0;
   }
   if (strcmp(cmd, "reload") == 0 && argc == 1) {
     req = json_pack("{s:s}", "cmd", "reload");
     timeout_ms = 120000;
+  } else if (strcmp(cmd, "upgrade") == 0 && argc <= 2) {
+    /* Absolute, as the master runs elsewhere (a daemon is in "/"). */
+    char *bin = NULL;
+    if (argc == 2) {
+      char *real = realpath(argv[1], NULL);
+      if (real == NULL && argv[1][0] != '/') {
+        char cwd[4096];
+        if (getcwd(cwd, sizeof(cwd)))
+          bin = util_asprintf("%s/%s", cwd, argv[1]);
+      } else {
+        bin = real ? real : strdup(argv[1]);
+      }
+    }
+    req = json_pack("{s:s,s:s?}", "cmd", "upgrade", "binary", bin);
+    free(bin);
+    timeout_ms = 180000;
   } else if (strcmp(cmd, "stop") == 0 &&
              (argc == 1 || (argc == 2 && strcmp(argv[1], "--now") == 0))) {
     now = argc == 2;
@@ -510,6 +531,11 @@ int cli_control(const char *config_path, int argc, char **argv) {
     } else {
       print_status(reply);
     }
+  } else if (strcmp(cmd, "upgrade") == 0) {
+    printf("upgraded: generation %lld, pid %lld, binary %s\n",
+           (long long)json_integer_value(json_object_get(reply, "generation")),
+           (long long)json_integer_value(json_object_get(reply, "pid")),
+           json_string_value(json_object_get(reply, "binary")));
   } else if (strcmp(cmd, "reload") == 0) {
     printf("reloaded: generation %lld\n",
            (long long)json_integer_value(json_object_get(reply, "generation")));

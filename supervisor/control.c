@@ -31,6 +31,7 @@
 #include "log.h"
 #include "master.h"
 #include "output.h"
+#include "upgrade.h"
 #include "util.h"
 
 /* Replies waiting to be written to one client before it is read no more
@@ -251,7 +252,7 @@ static json_t *status_reply(struct master *m) {
   long long rss, priv;
   proc_memory(getpid(), &rss, &priv);
   return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:i,s:b,s:I,s:I,s:o,s:o,"
-                   "s:o,s:o,s:o}",
+                   "s:o,s:o,s:o,s:o}",
                    "ok", 1, "pid", (int)getpid(), "version", AIO_VERSION,
                    "uptime", (double)(now - m->start_ms) / 1000.0, "config",
                    m->config_path, "generation", (int)m->gen->id, "workers",
@@ -261,7 +262,7 @@ static json_t *status_reply(struct master *m) {
                    (json_int_t)router_backlog(m), "control",
                    control_status(m->ctl), "servers", metrics_servers_status(m),
                    "metrics", metrics_endpoint_status(m), "procs", workers,
-                   "cluster", cluster_status(m));
+                   "cluster", cluster_status(m), "upgrade", upgrade_status(m));
 }
 
 static void handle(struct client *c, const char *line, size_t len) {
@@ -305,6 +306,20 @@ static void handle(struct client *c, const char *line, size_t len) {
                               m->gen->app.s.graceful_timeout));
     master_begin_stop(m, req.now ? MASTER_QUITTING : MASTER_STOPPING);
     break;
+  case CTL_UPGRADE: {
+    /* Answered by the new image once it serves (this one is gone), or
+     * here when it did not get that far. */
+    uv_os_fd_t fd = -1;
+    char *why = NULL;
+    if (uv_fileno((uv_handle_t *)&c->h, &fd))
+      fd = -1;
+    int code = upgrade_start(m, req.binary, fd, &why);
+    client_reply(c, json_pack("{s:b,s:s,s:[s],s:i}", "ok", 0, "error",
+                              "upgrade failed", "errors",
+                              why ? why : "upgrade failed", "code", code));
+    free(why);
+    break;
+  }
   case CTL_EMIT:
     router_emit(m, req.signal, req.data);
     client_reply(c, json_pack("{s:b}", "ok", 1));
@@ -523,7 +538,8 @@ int control_open(struct master *m) {
     control_free(ctl);
     return err;
   }
-  err = path_in_use(ctl->path, why, sizeof(why));
+  int handed = upgrade_control_fd(m, ctl->path);
+  err = handed >= 0 ? 0 : path_in_use(ctl->path, why, sizeof(why));
   if (err == -EPERM) {
     log_error("the control socket %s answers for %s: someone else has "
               "taken the path; not starting (set [aio] control elsewhere)",
@@ -538,12 +554,20 @@ int control_open(struct master *m) {
     control_free(ctl);
     return -EADDRINUSE;
   }
-  unlink(ctl->path);
   uv_pipe_init(m->loop, &ctl->server, 0);
   ctl->server.data = ctl;
-  mode_t old = umask(0177); /* the socket is created 0600 */
-  err = uv_pipe_bind(&ctl->server, ctl->path);
-  umask(old);
+  if (handed >= 0) {
+    /* The image an upgrade replaced listened here: the clients that
+     * connected meanwhile wait in its backlog. */
+    err = uv_pipe_open(&ctl->server, handed);
+    if (err)
+      close(handed);
+  } else {
+    unlink(ctl->path);
+    mode_t old = umask(0177); /* the socket is created 0600 */
+    err = uv_pipe_bind(&ctl->server, ctl->path);
+    umask(old);
+  }
   if (err == 0)
     err = uv_listen((uv_stream_t *)&ctl->server, 16, on_connection);
   if (err) {
@@ -587,6 +611,18 @@ void control_close(struct master *m) {
   uv_close((uv_handle_t *)&ctl->server, on_handle_closed);
   uv_close((uv_handle_t *)&ctl->sweep, on_handle_closed);
   uv_close((uv_handle_t *)&ctl->pump, on_handle_closed);
+}
+
+const char *control_path(const struct master *m) {
+  return m->ctl ? m->ctl->path : NULL;
+}
+
+int control_fd(const struct master *m, int *fd) {
+  uv_os_fd_t f;
+  if (m->ctl == NULL || uv_fileno((const uv_handle_t *)&m->ctl->server, &f))
+    return -1;
+  *fd = f;
+  return 0;
 }
 
 void control_reload_done(struct master *m, int code, json_t *errors) {

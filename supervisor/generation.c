@@ -106,7 +106,9 @@ void activation_init(struct activation *a) {
     goto out;
   a->fds = calloc((size_t)n, sizeof(int));
   a->names = calloc((size_t)n, sizeof(char *));
-  if (!a->fds || !a->names)
+  a->slot = calloc((size_t)n, sizeof(int));
+  a->handed = calloc((size_t)n, sizeof(int));
+  if (!a->fds || !a->names || !a->slot || !a->handed)
     goto out;
   a->n = (size_t)n;
   char **names = NULL;
@@ -123,6 +125,7 @@ void activation_init(struct activation *a) {
   }
   for (size_t i = 0; i < a->n; i++) {
     a->fds[i] = 3 + (int)i;
+    a->slot[i] = -1;
     util_set_cloexec(a->fds[i], 1);
     if (nn > 0 && i < (size_t)nn)
       a->names[i] = strdup(names[i]);
@@ -144,7 +147,56 @@ void activation_close(struct activation *a) {
   }
   free(a->fds);
   free(a->names);
+  free(a->slot);
+  free(a->handed);
   memset(a, 0, sizeof(*a));
+}
+
+int activation_add(struct activation *a, int fd, const char *name, int slot,
+                   int handed) {
+  size_t n = a->n + 1;
+  int *fds = realloc(a->fds, n * sizeof(int));
+  if (fds)
+    a->fds = fds;
+  char **names = realloc(a->names, n * sizeof(char *));
+  if (names)
+    a->names = names;
+  int *slots = realloc(a->slot, n * sizeof(int));
+  if (slots)
+    a->slot = slots;
+  int *h = realloc(a->handed, n * sizeof(int));
+  if (h)
+    a->handed = h;
+  char *copy = name ? strdup(name) : NULL;
+  if (!fds || !names || !slots || !h || (name && !copy)) {
+    free(copy);
+    close(fd);
+    return -ENOMEM;
+  }
+  util_set_cloexec(fd, 1);
+  a->fds[a->n] = fd;
+  a->names[a->n] = copy;
+  a->slot[a->n] = slot;
+  a->handed[a->n] = handed;
+  a->n = n;
+  return 0;
+}
+
+void activation_drop_handed(struct activation *a) {
+  size_t k = 0;
+  for (size_t i = 0; i < a->n; i++) {
+    if (a->handed[i]) {
+      close(a->fds[i]);
+      free(a->names[i]);
+      continue;
+    }
+    a->fds[k] = a->fds[i];
+    a->names[k] = a->names[i];
+    a->slot[k] = a->slot[i];
+    a->handed[k] = 0;
+    k++;
+  }
+  a->n = k;
 }
 
 /* Does the passed socket fd listen where sc says? */
@@ -184,15 +236,33 @@ static int fd_matches(int fd, const struct server_conf *sc) {
          memcmp(a, b, fam == AF_INET6 ? 16 : 4) == 0;
 }
 
+/* The entry of act for server sc and slot (-1: the one socket of a
+ * shared server), or -1. A handed socket is taken by name only, and only
+ * while it still listens where sc says (a port-0 server: wherever). */
 static int activation_find(const struct activation *act,
-                           const struct server_conf *sc) {
+                           const struct server_conf *sc, int slot) {
   for (size_t i = 0; act && i < act->n; i++)
-    if (act->names[i] && strcmp(act->names[i], sc->name) == 0)
-      return act->fds[i];
-  for (size_t i = 0; act && i < act->n; i++)
-    if (fd_matches(act->fds[i], sc))
-      return act->fds[i];
+    if (act->slot[i] == slot && act->names[i] &&
+        strcmp(act->names[i], sc->name) == 0 &&
+        (!act->handed[i] || sc->port == 0 || fd_matches(act->fds[i], sc)))
+      return (int)i;
+  for (size_t i = 0; act && slot < 0 && i < act->n; i++)
+    if (!act->handed[i] && fd_matches(act->fds[i], sc))
+      return (int)i;
   return -1;
+}
+
+/* The port fd is bound to (an adopted socket of a port-0 server). */
+static int bound_port(int fd) {
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof(ss);
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+    return 0;
+  if (ss.ss_family == AF_INET)
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  if (ss.ss_family == AF_INET6)
+    return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  return 0;
 }
 
 /* ---- binding ------------------------------------------------------------- */
@@ -210,12 +280,13 @@ static int bind_shared(struct generation *g, size_t i,
   if (g->shared[i] >= 0)
     return 0;
   int j = find_same(from, sc);
-  int src = -1;
+  int src = -1, k;
   if (j >= 0 && from->shared[j] >= 0) {
     src = from->shared[j];
     g->activated[i] = from->activated[j];
-  } else if ((src = activation_find(act, sc)) >= 0) {
-    g->activated[i] = 1;
+  } else if ((k = activation_find(act, sc, -1)) >= 0) {
+    src = act->fds[k];
+    g->activated[i] = !act->handed[k];
   }
   if (src >= 0) {
     int fd = dup_cloexec(src);
@@ -284,6 +355,16 @@ int generation_bind_slot(struct generation *g, size_t slot,
         from->fds[slot][j] >= 0) {
       fds[i] = dup_cloexec(from->fds[slot][j]);
       err = fds[i] < 0 ? fds[i] : 0;
+      continue;
+    }
+    /* This slot's socket, handed over by the image an upgrade replaced:
+     * its accept queue is the one the old worker of the slot serves. */
+    int k = from ? -1 : activation_find(act, sc, (int)slot);
+    if (k >= 0) {
+      fds[i] = dup_cloexec(act->fds[k]);
+      err = fds[i] < 0 ? fds[i] : 0;
+      if (err == 0 && g->ports[i] == 0)
+        g->ports[i] = bound_port(fds[i]);
       continue;
     }
     char msg[512];

@@ -13,6 +13,13 @@
 /* Take the passed fds from the environment (once, at start). */
 void activation_init(struct activation *a);
 void activation_close(struct activation *a);
+/* Add a socket handed over by the image an upgrade replaced (steals fd):
+ * for server name, slot (-1: the one socket of a shared server). 0 or
+ * -ENOMEM. */
+int activation_add(struct activation *a, int fd, const char *name, int slot,
+                   int handed);
+/* Close the handed sockets (the generation holds dups). */
+void activation_drop_handed(struct activation *a);
 
 /* Returns new; steals app (its memory is moved in). NULL on no memory. */
 struct generation *generation_new(struct app *app, unsigned id);

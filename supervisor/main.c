@@ -20,6 +20,7 @@
 #include "master.h"
 #include "proctitle.h"
 #include "rlimit.h"
+#include "upgrade.h"
 #include "util.h"
 #include "worker.h"
 
@@ -37,6 +38,8 @@ static void usage(FILE *out) {
       "  check     validate the configuration and its modules, like nginx -t\n"
       "  test      run the tests of the configured modules\n"
       "  reload    reload the running master (like SIGHUP), report errors\n"
+      "  upgrade   re-execute the running master from a new binary (like\n"
+      "            SIGUSR2) without closing a listening socket\n"
       "  stop      stop the running master (--now: immediately)\n"
       "  status    show the master and its workers (--json)\n"
       "  emit      deliver SIGNAL [JSON] to the running listeners\n"
@@ -152,6 +155,13 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
     fprintf(stderr, "aio run: unexpected argument '%s'\n", argv[optind]);
     return EXIT_USAGE;
   }
+  /* Re-executed in place by `aio upgrade`: detached already (or not), the
+   * pidfile locked, the readiness told; the rest comes in master_run. */
+  int upgraded = upgrade_init();
+  if (upgraded) {
+    daemonize = 0;
+    ready_fd = -1;
+  }
   char *found = cli_config_path(config_path);
   if (found == NULL)
     return EXIT_CONFIG;
@@ -167,6 +177,8 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
   struct app app;
   diag_init(&d);
   if (app_load(&app, path, &d)) {
+    if (upgraded)
+      upgrade_fall_back(d.n ? d.msgs[0] : "the configuration has errors");
     diag_print(&d, stderr);
     fprintf(stderr, "aio: configuration %s has errors; nothing started\n",
             path);
@@ -178,7 +190,11 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
   diag_close(&d);
   int rc = 0, pid_fd = -1, daemon_fd = -1;
   char *pidpath = NULL;
-  if (pidfile || app.s.pidfile) {
+  if (upgraded) {
+    const char *inherited;
+    pid_fd = upgrade_pidfile(&inherited);
+    pidpath = inherited ? strdup(inherited) : NULL;
+  } else if (pidfile || app.s.pidfile) {
     pidpath = pidfile ? realpath_or_copy(pidfile) : strdup(app.s.pidfile);
     char msg[512];
     pid_fd = daemon_pidfile_lock(pidpath, msg, sizeof(msg));
@@ -188,11 +204,14 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
       goto out;
     }
   }
+  upgrade_set_pidfile(pid_fd, pidpath);
   log_set_level(app.s.log_level);
   log_set_format(app.s.log_format);
   if (app.s.log_file) {
     int err = log_open(app.s.log_file);
     if (err) {
+      if (upgraded)
+        upgrade_fall_back("cannot open log_file");
       fprintf(stderr, "aio: cannot open log_file %s: %s\n", app.s.log_file,
               strerror(-err));
       rc = EXIT_CANTCREAT;
@@ -382,9 +401,9 @@ int main(int argc, char **argv) {
   const char *cmd = argv[optind];
   int cargc = argc - optind;
   char **cargv = argv + optind;
-  static const char *const builtins[] = {"run",    "config", "check",
-                                         "test",   "reload", "stop",
-                                         "status", "emit",   "scale"};
+  static const char *const builtins[] = {"run",    "config", "check",  "test",
+                                         "reload", "stop",   "status", "emit",
+                                         "scale",  "upgrade"};
   for (size_t i = 0; i < UTIL_ARRAY_LEN(builtins); i++)
     if (strcmp(cmd, builtins[i]) == 0 &&
         take_config_option(&cargc, cargv, &config_path)) {
@@ -404,8 +423,8 @@ int main(int argc, char **argv) {
     return cli_check(config_path, cargc, cargv);
   if (strcmp(cmd, "test") == 0)
     return cli_test(config_path, cargc, cargv);
-  static const char *const control_cmds[] = {"reload", "stop", "status", "emit",
-                                             "scale"};
+  static const char *const control_cmds[] = {"reload", "stop",  "status",
+                                             "emit",   "scale", "upgrade"};
   for (size_t i = 0; i < UTIL_ARRAY_LEN(control_cmds); i++)
     if (strcmp(cmd, control_cmds[i]) == 0)
       return cli_control(config_path, cargc, cargv);

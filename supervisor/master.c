@@ -35,6 +35,7 @@
 #include "output.h"
 #include "proctitle.h"
 #include "sockets.h"
+#include "upgrade.h"
 #include "util.h"
 
 /* Backoff between respawns of a slot that keeps crashing (backoff_ms). */
@@ -120,6 +121,8 @@ static int slot_start(struct master *m, struct slot *s) {
  * started and exits 70 (a process manager sees a failed start, never a
  * master holding ports that nobody serves). */
 static void master_start_failed(struct master *m, const char *why) {
+  if (upgrade_start_failed(m, why))
+    return;
   log_error("start failed: %s; nothing is served: stopping (exit %d)", why,
             EXIT_SOFTWARE);
   m->exit_code = EXIT_SOFTWARE;
@@ -383,6 +386,8 @@ void master_reap(struct master *m) {
       p = p->next;
     if (p)
       worker_exited(m, p, status);
+    else
+      upgrade_reaped(m, pid, status);
     /* else: a probe child or an orphan we adopted as PID 1: reaped. */
   }
 }
@@ -476,6 +481,7 @@ void master_begin_stop(struct master *m, enum master_phase to) {
   router_emit(m, "aio-stopping", NULL);
   for (struct wproc *p = m->procs; p; p = p->next)
     master_proc_stop(m, p, graceful);
+  upgrade_stop(m, graceful);
 }
 
 /* Retire the highest slot: stop new connections reaching it, drain it,
@@ -561,6 +567,7 @@ static void announce_ready(struct master *m) {
     notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers",
                 (int)getpid(), ready);
   router_emit(m, "aio-started", NULL);
+  upgrade_served(m);
 }
 
 int master_proc_ready(struct master *m, struct wproc *p) {
@@ -772,7 +779,8 @@ void master_on_tick(uv_timer_t *t) {
   start_tick(m, now);
   reload_tick(m, now);
   recycle_tick(m, now);
+  upgrade_tick(m, now);
   router_tick(m);
-  if (master_stopping(m) && m->procs == NULL)
+  if (master_stopping(m) && m->procs == NULL && !upgrade_elders(m))
     uv_stop(m->loop);
 }

@@ -193,11 +193,16 @@ struct sched;
 struct control;
 struct cluster;
 struct metrics;
+struct upgrade;
 
-/* Sockets systemd passed with LISTEN_FDS (socket activation). */
+/* Sockets systemd passed with LISTEN_FDS (socket activation), and those
+ * the image an upgrade replaced handed over (upgrade.c). */
 struct activation {
   int *fds;
   char **names; /* LISTEN_FDNAMES, or NULL entries */
+  int *slot;    /* the worker slot a handed socket serves; -1: all */
+  int *handed;  /* 1: handed over by the replaced image, let go once the
+                   first generation holds its own (dups) */
   size_t n;
 };
 
@@ -246,6 +251,7 @@ struct master {
   size_t nscheds;
   size_t rr;               /* round-robin cursor for job dispatch */
   struct cluster *cluster; /* the link to the cluster's Redis, or NULL */
+  struct upgrade *up;      /* upgrade.c: old workers, what was handed */
   int exit_code;
 };
 
@@ -370,6 +376,10 @@ const char *recycle_trigger_name(int t);
 /* control.c */
 int control_open(struct master *m);
 void control_close(struct master *m);
+/* The control socket's path (borrowed) and listening fd, for an upgrade:
+ * NULL / -1 when closed. */
+const char *control_path(const struct master *m);
+int control_fd(const struct master *m, int *fd);
 /* Tell clients waiting on a reload how it went: code 0 when it worked,
  * else the exit status for `aio reload` (errors: array or NULL). */
 void control_reload_done(struct master *m, int code, json_t *errors);
@@ -391,6 +401,9 @@ json_t *metrics_endpoint_status(const struct master *m);
 /* notify.c: systemd's sd_notify protocol, when NOTIFY_SOCKET is set. */
 void notify_init(void);
 int notify_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Put the variables notify_init took back into the environment, for an
+ * exec in place (upgrade.c). */
+void notify_export(void);
 /* WATCHDOG_USEC for this process, or 0. */
 uint64_t notify_watchdog_usec(void);
 

@@ -18,6 +18,7 @@
 #include "master.h"
 #include "proctitle.h"
 #include "sockets.h"
+#include "upgrade.h"
 #include "util.h"
 
 #define TICK_MS 100
@@ -47,7 +48,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   switch (signum) {
   case SIGCHLD:
     master_reap(m);
-    if (master_stopping(m) && m->procs == NULL)
+    if (master_stopping(m) && m->procs == NULL && !upgrade_elders(m))
       uv_stop(m->loop);
     break;
   case SIGTERM:
@@ -76,6 +77,13 @@ static void on_signal(uv_signal_t *h, int signum) {
       json_decref(msg);
     }
     break;
+  case SIGUSR2: {
+    char *why = NULL;
+    if (upgrade_start(m, NULL, -1, &why) && why)
+      log_warnx("SIGUSR2: not upgraded: %s", why);
+    free(why);
+    break;
+  }
   case SIGTTIN:
     if (m->next_gen)
       log_warnx("SIGTTIN ignored during a reload");
@@ -122,7 +130,7 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
     return EXIT_OSERR;
   }
   m->start_ms = uv_now(m->loop);
-  m->gen = generation_new(app, 1);
+  m->gen = generation_new(app, upgrade_generation() + 1);
   if (m->gen == NULL) {
     log_error("out of memory");
     return EXIT_OSERR;
@@ -130,7 +138,7 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
   m->gen->refs = 1;
   log_info("aio %s starting: %s, %d worker%s", AIO_VERSION, config_path,
            m->gen->app.s.workers, m->gen->app.s.workers == 1 ? "" : "s");
-  proctitle_set("aio: master (generation 1) %s", config_path);
+  proctitle_set("aio: master (generation %u) %s", m->gen->id, config_path);
   signal(SIGPIPE, SIG_IGN);
   for (size_t i = 0; i < UTIL_ARRAY_LEN(master_signals); i++) {
     uv_signal_init(m->loop, &m->sig[i]);
@@ -139,6 +147,9 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
   }
   notify_init();
   activation_init(&m->act);
+  /* After the handlers: the signals held across an upgrade's exec are
+   * let through here. */
+  upgrade_adopt(m);
   /* First, as a second master of this configuration must not bind or
    * fork anything. */
   int rc = control_open(m);
@@ -202,6 +213,7 @@ out:
   control_close(m);
   cluster_close(m);
   metrics_close(m);
+  upgrade_close(m);
   uv_walk(m->loop, close_walk, NULL);
   uv_run(m->loop, UV_RUN_DEFAULT);
   uv_loop_close(m->loop);

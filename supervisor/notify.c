@@ -20,6 +20,7 @@
 static struct sockaddr_un notify_addr;
 static socklen_t notify_len;
 static uint64_t watchdog_usec;
+static char notify_path[sizeof(notify_addr.sun_path) + 1];
 
 void notify_init(void) {
   const char *path = getenv("NOTIFY_SOCKET");
@@ -32,6 +33,7 @@ void notify_init(void) {
       notify_addr.sun_path[0] = '\0'; /* abstract namespace */
     notify_len =
         (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+    snprintf(notify_path, sizeof(notify_path), "%s", path);
   }
   const char *wd = getenv("WATCHDOG_USEC"), *wp = getenv("WATCHDOG_PID");
   long usec, pid;
@@ -42,6 +44,19 @@ void notify_init(void) {
   unsetenv("NOTIFY_SOCKET");
   unsetenv("WATCHDOG_USEC");
   unsetenv("WATCHDOG_PID");
+}
+
+void notify_export(void) {
+  if (notify_len == 0)
+    return;
+  setenv("NOTIFY_SOCKET", notify_path, 1);
+  if (watchdog_usec) {
+    char v[32];
+    snprintf(v, sizeof(v), "%llu", (unsigned long long)watchdog_usec);
+    setenv("WATCHDOG_USEC", v, 1);
+    snprintf(v, sizeof(v), "%d", (int)getpid());
+    setenv("WATCHDOG_PID", v, 1);
+  }
 }
 
 uint64_t notify_watchdog_usec(void) { return notify_len ? watchdog_usec : 0; }

@@ -119,7 +119,7 @@ static void output_close_fds(struct output *o) {
   }
 }
 
-struct output *output_new(void) {
+static struct output *output_alloc(void) {
   struct output *o = calloc(1, sizeof(*o));
   if (o == NULL)
     return NULL;
@@ -132,6 +132,31 @@ struct output *output_new(void) {
     st->level = levels[i];
     st->o = o;
   }
+  return o;
+}
+
+struct output *output_adopt(int out_fd, int err_fd) {
+  struct output *o = out_fd >= 0 && err_fd >= 0 ? output_alloc() : NULL;
+  if (o == NULL) {
+    if (out_fd >= 0)
+      close(out_fd);
+    if (err_fd >= 0)
+      close(err_fd);
+    return NULL;
+  }
+  o->st[0].rfd = out_fd;
+  o->st[1].rfd = err_fd;
+  return o;
+}
+
+int output_fd(const struct output *o, int stream) {
+  return o && (stream == 0 || stream == 1) ? o->st[stream].rfd : -1;
+}
+
+struct output *output_new(void) {
+  struct output *o = output_alloc();
+  if (o == NULL)
+    return NULL;
   for (int i = 0; i < 2; i++) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) < 0)
@@ -214,7 +239,8 @@ void output_start(struct output *o, uv_loop_t *loop, int slot, pid_t pid) {
   o->started = 1;
   for (int i = 0; i < 2; i++) {
     struct output_stream *st = &o->st[i];
-    close(st->wfd);
+    if (st->wfd >= 0) /* not for an adopted one */
+      close(st->wfd);
     st->wfd = -1;
     uv_poll_init(loop, &st->poll, st->rfd);
     st->poll.data = st;

@@ -49,6 +49,13 @@ struct output;
 /* Two pipes for a worker about to be forked. Returns new, or NULL (errno
  * set). */
 struct output *output_new(void);
+/* For an upgrade: the read end of o's stdout (stream 0) or stderr (1)
+ * pipe, borrowed; -1 when none. */
+int output_fd(const struct output *o, int stream);
+/* The pipes of a worker that the image an upgrade replaced had started:
+ * their read ends (stolen; both, or neither is used). Returns new, to
+ * output_start, or NULL. */
+struct output *output_adopt(int out_fd, int err_fd);
 /* In the forked worker: its stdout and stderr become the pipes (line
  * buffered), its log moves off them. 0 or -errno. Frees the child's copy
  * of o either way. */

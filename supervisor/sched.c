@@ -33,6 +33,9 @@
 #include "util.h"
 
 #define SCHED_MAX_INFLIGHT 64
+/* What a line about run n of schedule sc carries, for log_fields. */
+#define SCHED_FIELDS(sc, n)                                                    \
+  LOG_FIELDS(LOG_STR("schedule", (sc)->conf->name), LOG_INT("run", (n)))
 
 struct inflight {
   json_int_t id;
@@ -122,13 +125,15 @@ static int dispatch(struct sched *sc, int which, long long run, double due,
   if (to == NULL || to->state != WPROC_READY)
     to = pick_worker(m);
   if (to == NULL) {
-    log_warnx("[schedule:%s] run %lld: no ready worker; skipped",
-              sc->conf->name, run);
+    log_fields(AIO_LOG_WARN, SCHED_FIELDS(sc, run),
+               "[schedule:%s] run %lld: no ready worker; skipped",
+               sc->conf->name, run);
     return -EAGAIN;
   }
   if (sc->ninflight == SCHED_MAX_INFLIGHT) {
-    log_warnx("[schedule:%s] run %lld: %d runs in flight; skipped",
-              sc->conf->name, run, SCHED_MAX_INFLIGHT);
+    log_fields(AIO_LOG_WARN, SCHED_FIELDS(sc, run),
+               "[schedule:%s] run %lld: %d runs in flight; skipped",
+               sc->conf->name, run, SCHED_MAX_INFLIGHT);
     return -EBUSY;
   }
   json_int_t id = m->next_id++;
@@ -443,15 +448,17 @@ static void finish(struct sched *sc, size_t i, const struct outcome *o) {
   }
   if (f.which != 0) {
     if (!o->ok)
-      log_warnx("[schedule:%s] run %lld: %s failed: %s", sc->conf->name, f.run,
-                f.which == 1 ? "cb" : "err", o->error);
+      log_fields(AIO_LOG_WARN, SCHED_FIELDS(sc, f.run),
+                 "[schedule:%s] run %lld: %s failed: %s", sc->conf->name, f.run,
+                 f.which == 1 ? "cb" : "err", o->error);
     return;
   }
   if (o->ok && sc->conf->has_cb)
     dispatch(sc, 1, f.run, f.due, f.p, o);
   else if (!o->ok) {
-    log_warnx("[schedule:%s] run %lld failed: %s", sc->conf->name, f.run,
-              o->error);
+    log_fields(AIO_LOG_WARN, SCHED_FIELDS(sc, f.run),
+               "[schedule:%s] run %lld failed: %s", sc->conf->name, f.run,
+               o->error);
     if (sc->conf->has_err)
       dispatch(sc, 2, f.run, f.due, f.p, o);
   }
@@ -496,8 +503,9 @@ void sched_worker_gone(struct master *m, struct wproc *p) {
       }
       char why[64];
       snprintf(why, sizeof(why), "its worker %d died during it", p->slot);
-      log_warnx("[schedule:%s] run %lld: worker %d died during it",
-                sc->conf->name, sc->inflight[i].run, p->slot);
+      log_fields(AIO_LOG_WARN, SCHED_FIELDS(sc, sc->inflight[i].run),
+                 "[schedule:%s] run %lld: worker %d died during it",
+                 sc->conf->name, sc->inflight[i].run, p->slot);
       sc->inflight[i].p = NULL; /* err goes to another worker */
       finish(sc, i, &(struct outcome){.ok = 0, .status = -EPIPE, .error = why});
     }

@@ -88,8 +88,9 @@ aio_conn_t *conn_new_stream(struct wserver *srv, int fd) {
   err = srv->conf->type == SERVER_UNIX ? uv_pipe_open(&c->h.pipe, fd)
                                        : uv_tcp_open(&c->h.tcp, fd);
   if (err) {
-    log_warnx("[server:%s] cannot take a new connection: %s", srv->conf->name,
-              uv_strerror(err));
+    log_fields(AIO_LOG_WARN, LOG_FIELDS(LOG_STR("server", srv->conf->name)),
+               "[server:%s] cannot take a new connection: %s", srv->conf->name,
+               uv_strerror(err));
     close(fd); /* not the handle's yet */
     conn_abort(c, err);
     return NULL;

@@ -55,15 +55,19 @@ static unsigned long long fd_limit(void) {
 static void say_first(struct wserver *s, enum server_event e) {
   const char *name = s->conf->name;
   if (e == SERVER_OVER_MAX_CONNECTIONS)
-    log_warnx("[server:%s] over max_connections (%zu): closing new "
-              "connections (one line per %d s says how many)",
-              name, s->w->app->s.max_connections, SERVER_TALLY_MS / 1000);
+    log_fields(AIO_LOG_WARN, LOG_FIELDS(LOG_STR("server", name)),
+               "[server:%s] over max_connections (%zu): closing new "
+               "connections (one line per %d s says how many)",
+               name, s->w->app->s.max_connections, SERVER_TALLY_MS / 1000);
   else
-    log_warnx("[server:%s] accept: %s: not accepting for %d ms, new "
-              "connections wait in the listen queue (%zu open, "
-              "RLIMIT_NOFILE %llu; one line per %d s says how often)",
-              name, strerror(s->accept_err), SERVER_ACCEPT_PAUSE_MS,
-              s->w->nconns, fd_limit(), SERVER_TALLY_MS / 1000);
+    log_fields(AIO_LOG_WARN,
+               LOG_FIELDS(LOG_STR("server", name),
+                          LOG_STR("error", strerror(s->accept_err))),
+               "[server:%s] accept: %s: not accepting for %d ms, new "
+               "connections wait in the listen queue (%zu open, "
+               "RLIMIT_NOFILE %llu; one line per %d s says how often)",
+               name, strerror(s->accept_err), SERVER_ACCEPT_PAUSE_MS,
+               s->w->nconns, fd_limit(), SERVER_TALLY_MS / 1000);
 }
 
 /* What happened since the last line, one line per kind of warning and one
@@ -72,17 +76,19 @@ static void say_unsaid(struct wserver *s, uint64_t now) {
   const char *name = s->conf->name;
   int secs = SERVER_TALLY_MS / 1000;
   if (s->unsaid[SERVER_OVER_MAX_CONNECTIONS])
-    log_warnx("[server:%s] over max_connections (%zu): closed %llu new "
-              "connections in the last %d s (%llu since start)",
-              name, s->w->app->s.max_connections,
-              (unsigned long long)s->unsaid[SERVER_OVER_MAX_CONNECTIONS], secs,
-              count_of(s, SERVER_OVER_MAX_CONNECTIONS));
+    log_fields(AIO_LOG_WARN, LOG_FIELDS(LOG_STR("server", name)),
+               "[server:%s] over max_connections (%zu): closed %llu new "
+               "connections in the last %d s (%llu since start)",
+               name, s->w->app->s.max_connections,
+               (unsigned long long)s->unsaid[SERVER_OVER_MAX_CONNECTIONS], secs,
+               count_of(s, SERVER_OVER_MAX_CONNECTIONS));
   if (s->unsaid[SERVER_ACCEPT_PAUSED])
-    log_warnx("[server:%s] accept paused %llu times in the last %d s (%llu "
-              "since start; last: %s; %zu open, RLIMIT_NOFILE %llu)",
-              name, (unsigned long long)s->unsaid[SERVER_ACCEPT_PAUSED], secs,
-              count_of(s, SERVER_ACCEPT_PAUSED), strerror(s->accept_err),
-              s->w->nconns, fd_limit());
+    log_fields(AIO_LOG_WARN, LOG_FIELDS(LOG_STR("server", name)),
+               "[server:%s] accept paused %llu times in the last %d s (%llu "
+               "since start; last: %s; %zu open, RLIMIT_NOFILE %llu)",
+               name, (unsigned long long)s->unsaid[SERVER_ACCEPT_PAUSED], secs,
+               count_of(s, SERVER_ACCEPT_PAUSED), strerror(s->accept_err),
+               s->w->nconns, fd_limit());
   if (s->unsaid[SERVER_IDLE_TIMEOUT] || s->unsaid[SERVER_SEND_TIMEOUT] ||
       s->unsaid[SERVER_DEADLINE])
     log_info("[server:%s] connections timed out in the last %d s: %llu idle, "
@@ -154,8 +160,11 @@ static void on_acceptable(uv_poll_t *h, int status, int events) {
   struct wserver *s = h->data;
   (void)events;
   if (status < 0) {
-    log_warnx("[server:%s] listening socket: %s", s->conf->name,
-              uv_strerror(status));
+    log_fields(AIO_LOG_WARN,
+               LOG_FIELDS(LOG_STR("server", s->conf->name),
+                          LOG_STR("error", uv_strerror(status))),
+               "[server:%s] listening socket: %s", s->conf->name,
+               uv_strerror(status));
     pause_accepting(s, -status);
     return;
   }

@@ -462,11 +462,14 @@ static void on_run_timeout(uv_timer_t *t) {
   char text[128];
   double secs = w->app->s.schedules[r->index / 3].timeout;
   snprintf(text, sizeof(text), "timed out after %g s", secs);
-  log_warnx("[schedule:%s] run %lld: %s %s", r->ev.name, r->ev.run,
-            r->index % 3 == 0   ? "func"
-            : r->index % 3 == 1 ? "cb"
-                                : "err",
-            text);
+  log_fields(
+      AIO_LOG_WARN,
+      LOG_FIELDS(LOG_STR("schedule", r->ev.name), LOG_INT("run", r->ev.run)),
+      "[schedule:%s] run %lld: %s %s", r->ev.name, r->ev.run,
+      r->index % 3 == 0   ? "func"
+      : r->index % 3 == 1 ? "cb"
+                          : "err",
+      text);
   run_finish(r, -ETIMEDOUT, NULL, text);
   r->timed_out = 1;
   /* Kept for its late aio_event_done(), within a bound: the oldest goes
@@ -641,6 +644,16 @@ static void runs_free(struct worker *w) {
 
 /* ---- listeners, and async ones (AIO_LISTENER_ASYNC) ---------------------- */
 
+/* A listener returned non-zero: the line carries the listener and the
+ * signal as fields. */
+static void log_listener_failed(const char *listener, const char *signal,
+                                int rc) {
+  log_fields(AIO_LOG_WARN,
+             LOG_FIELDS(LOG_STR("listener", listener),
+                        LOG_STR("signal", signal), LOG_INT("status", rc)),
+             "listener %s for signal '%s' failed: %d", listener, signal, rc);
+}
+
 /* Call listener k with sig (w->pend.sig): 0, or AIO_PENDING from an async
  * listener that goes on. */
 static int call_listener(struct worker *w, size_t k, aio_signal_t *sig) {
@@ -667,8 +680,7 @@ static int call_listener(struct worker *w, size_t k, aio_signal_t *sig) {
     return AIO_PENDING;
   }
   if (rc)
-    log_warnx("listener %s for signal '%s' failed: %d",
-              w->app->s.listeners[k].fn.text, sig->name, rc);
+    log_listener_failed(w->app->s.listeners[k].fn.text, sig->name, rc);
   return 0;
 }
 
@@ -785,8 +797,7 @@ static int signal_done_here(struct worker *w, const aio_signal_t *signal,
     return -EALREADY;
   }
   if (status)
-    log_warnx("listener %s for signal '%s' failed: %d",
-              w->app->s.listeners[pd->k].fn.text, pd->name, status);
+    log_listener_failed(w->app->s.listeners[pd->k].fn.text, pd->name, status);
   pd->active = 0;
   json_t *data = pd->data; /* held until the rest ran */
   pd->data = NULL;

@@ -66,6 +66,68 @@ START_TEST(test_json_log_is_one_object_per_line) {
 }
 END_TEST
 
+/* The first JSON line of p's log whose field key is the string want (NULL:
+ * any string) and whose msg contains text. Returns new, or NULL. */
+static json_t *json_line_with(const struct aio_proc *p, const char *key,
+                              const char *want, const char *text) {
+  char *log = h_slurp(p->log);
+  json_t *found = NULL;
+  for (char *line = log, *next; *line && !found; line = next) {
+    next = strchr(line, '\n');
+    if (next == NULL)
+      break;
+    *next++ = '\0';
+    json_t *o = json_loads(line, 0, NULL);
+    const char *v = json_string_value(json_object_get(o, key));
+    const char *msg = json_string_value(json_object_get(o, "msg"));
+    if (v && msg && strstr(msg, text) && (want == NULL || strcmp(v, want) == 0))
+      found = json_incref(o);
+    json_decref(o);
+  }
+  free(log);
+  return found;
+}
+
+/* The fields a message carries are members of their own, escaped by
+ * jansson like the rest: the server of an accept warning, the schedule and
+ * run of a failed run. */
+START_TEST(test_json_log_carries_the_message_fields) {
+  struct aio_proc p;
+  char conf[2048];
+  int port = h_free_port();
+  h_conf(conf, sizeof(conf), "busmod",
+         "workers = 1\nlog_format = json\nmax_connections = 1\n");
+  h_conf_add(conf, sizeof(conf),
+             "[server:we\"ird\\name]\nprotocol = aio.echo\n"
+             "address = 127.0.0.1\nport = %d\n"
+             "\n[schedule:flaky]\nevery = 0.1\nfunc = busmod.flaky\n",
+             port);
+  h_start_ready(&p, conf, NULL);
+  /* Over max_connections = 1: the second one is closed and said. */
+  int a = h_connect(port, 5000), b = h_connect(port, 5000);
+  ck_assert_int_ge(a, 0);
+  ck_assert_int_ge(b, 0);
+  ck_assert_int_eq(h_wait_log(&p, "over max_connections", 10000), 0);
+  /* busmod.flaky fails its even runs. */
+  ck_assert_int_eq(h_wait_log(&p, "run 2 failed", 10000), 0);
+  close(a);
+  close(b);
+  h_stop_ok(&p);
+
+  json_t *o =
+      json_line_with(&p, "server", "we\"ird\\name", "over max_connections");
+  ck_assert_msg(o, "no line with a \"server\" field");
+  json_decref(o);
+  o = json_line_with(&p, "schedule", "flaky", "run 2 failed");
+  ck_assert_msg(o, "no line with a \"schedule\" field");
+  ck_assert_int_eq(json_integer_value(json_object_get(o, "run")), 2);
+  /* The fields never take the place of the line's own members. */
+  ck_assert_ptr_nonnull(json_string_value(json_object_get(o, "time")));
+  ck_assert_str_eq(json_string_value(json_object_get(o, "role")), "master");
+  json_decref(o);
+}
+END_TEST
+
 /* /proc/PID/cmdline as ps shows it (NULs as spaces), into buf. */
 static const char *cmdline(pid_t pid, char *buf, size_t n) {
   char path[64];
@@ -131,6 +193,7 @@ static Suite *suite(void) {
   TCase *tc = tcase_create("logs");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_json_log_is_one_object_per_line);
+  tcase_add_test(tc, test_json_log_carries_the_message_fields);
   tcase_add_test(tc, test_ps_shows_master_and_workers_with_generation);
   suite_add_tcase(s, tc);
   return s;

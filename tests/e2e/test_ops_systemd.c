@@ -156,16 +156,21 @@ static int ready_note(struct notes *ns, pid_t pid) {
   return ready;
 }
 
+/* start_notified in a fresh directory, with a watchdog of 400 ms for
+ * aio's pid; returns the index of READY=1. */
+static int start_watched(struct aio_proc *p, struct notes *ns) {
+  h_tmpdir(p->dir, sizeof(p->dir));
+  notes_open(ns, p->dir);
+  static const char *const env[] = {"WATCHDOG_USEC=400000", NULL};
+  start_notified(p, ns, env, "WATCHDOG_PID=$$ ");
+  return ready_note(ns, p->pid);
+}
+
 START_TEST(test_sd_notify_ready_reload_watchdog_stopping) {
   struct aio_proc p = {0};
   struct notes ns;
-  h_tmpdir(p.dir, sizeof(p.dir));
-  notes_open(&ns, p.dir);
-  static const char *const env[] = {"WATCHDOG_USEC=400000", NULL};
-  start_notified(&p, &ns, env, "WATCHDOG_PID=$$ ");
-
   /* READY=1 with MAINPID, the first thing said, once ready. */
-  int ready = ready_note(&ns, p.pid);
+  int ready = start_watched(&p, &ns);
   ck_assert_msg(has_line(ns.msg[ready], "READY=1"), "%s", ns.msg[ready]);
   ck_assert_ptr_nonnull(strstr(ns.msg[ready], "STATUS="));
   for (int i = 0; i < ready; i++)
@@ -507,6 +512,49 @@ START_TEST(test_user_nobody_workers_follow_a_rotated_log) {
 }
 END_TEST
 
+/* `aio upgrade`: RELOADING=1 before the exec, READY=1 with the same
+ * MAINPID once the new image serves, and the watchdog goes on (the
+ * variables notify_init takes out are put back for the new image). */
+START_TEST(test_sd_notify_upgrade_keeps_mainpid_and_watchdog) {
+  struct aio_proc p = {0};
+  struct notes ns;
+  int ready = start_watched(&p, &ns);
+  char out[4096];
+  ops_expect(&p, 0, out, sizeof(out), "upgrade", NULL);
+  int reloading = notes_until(&ns, "RELOADING=1", 5000);
+  ck_assert_int_gt(reloading, ready);
+  ck_assert_ptr_nonnull(strstr(ns.msg[reloading], "MONOTONIC_USEC="));
+  int again = ready_note(&ns, p.pid);
+  ck_assert_int_gt(again, reloading);
+  ck_assert_int_ge(notes_until(&ns, "WATCHDOG=1", 2000), 0);
+  h_stop_ok(&p);
+  notes_close(&ns);
+}
+END_TEST
+
+/* A socket systemd passed is handed on by an upgrade like the others:
+ * still the only listener on its port, closed at the stop. */
+START_TEST(test_socket_activation_survives_an_upgrade) {
+  struct aio_proc p;
+  char conf[4096], out[4096];
+  int port = 0;
+  int fd = h_listen_tcp(&port, 0);
+  ck_assert_int_ge(fd, 0);
+  conf_server(conf, sizeof(conf), "web", port, "testmod.whoami", NULL);
+  start_activated(&p, conf, &fd, 1, "web");
+  assert_workers_serve(&p, port);
+  ops_expect(&p, 0, out, sizeof(out), "upgrade", NULL);
+  ck_assert_msg(strstr(out, "generation 2"), "%s", out);
+  assert_workers_serve(&p, port);
+  ck_assert_int_eq(ops_listeners(port), 1);
+  ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
+  assert_workers_serve(&p, port);
+  ck_assert_int_eq(ops_listeners(port), 1);
+  h_stop_ok(&p);
+  ck_assert_int_eq(ops_listeners(port), 0);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("e2e_ops_systemd");
   TCase *tc = tcase_create("systemd");
@@ -515,6 +563,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_sd_notify_abstract_socket);
   tcase_add_test(tc, test_sd_notify_watchdog_fed_while_a_reload_loads_modules);
   tcase_add_test(tc, test_sd_notify_watchdog_is_for_the_named_pid_only);
+  tcase_add_test(tc, test_sd_notify_upgrade_keeps_mainpid_and_watchdog);
+  tcase_add_test(tc, test_socket_activation_survives_an_upgrade);
   tcase_add_test(tc, test_socket_activation_by_name);
   tcase_add_test(tc, test_socket_activation_by_address);
   tcase_add_test(tc, test_socket_activation_two_sockets_by_name);
