@@ -1237,6 +1237,32 @@ START_TEST(test_bus_drain_finishes_emit_waits) {
 }
 END_TEST
 
+/* A worker told to stop at once (QUIT) calls the done_cb of a wait still
+ * pending as it stops, with -ECANCELED for what did not finish. */
+START_TEST(test_bus_quit_cancels_pending_emit_waits) {
+  char reply[128];
+  pid_t pid;
+  int fd = start_async(10000, &pid);
+  ask(fd, "wait bus-wait q 1 0", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "wait ok 1 again 0 other 0\n");
+  json_t *begun = rec_wait(out_path, "sig", "bus-wait", 1, 5000);
+  ck_assert_ptr_nonnull(begun);
+  json_decref(begun);
+  ck_assert_int_eq(kill(pid, SIGQUIT), 0);
+  json_t *q = wait_done_of("q", 10000);
+  if (q == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(q);
+  ck_assert_int_eq(rec_int(q, "status"), -ECANCELED);
+  ck_assert_int_eq(rec_int(q, "pid"), pid);
+  assert_listener(q, 0, "busmod.status_async", -ECANCELED);
+  assert_listener(q, 1, "busmod.record", -ECANCELED);
+  json_decref(q);
+  close(fd);
+  stop();
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("e2e_bus");
   TCase *tc = tcase_create("bus");
@@ -1264,6 +1290,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_emit_wait_from_a_thread_completes_on_the_loop);
   tcase_add_test(tc, test_bus_emit_wait_is_bounded_and_counted);
   tcase_add_test(tc, test_bus_drain_finishes_emit_waits);
+  tcase_add_test(tc, test_bus_quit_cancels_pending_emit_waits);
   suite_add_tcase(s, tc);
   return s;
 }
