@@ -381,11 +381,18 @@ static void server_join(struct server *s) {
   close(s->fd);
 }
 
+/* One run of fetch.get against s answering `answer`. */
+static aio_test_outcome_t get_from(struct server *s, const char *answer) {
+  aio_test_outcome_t o;
+  server_start(s, answer);
+  ck_assert_int_eq(aio_test_run_schedule("fetch.get", 5000, &o), 0);
+  return o;
+}
+
 START_TEST(test_get_finishes_with_the_answer) {
   struct server s = {0};
-  server_start(&s, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello");
-  aio_test_outcome_t o;
-  ck_assert_int_eq(aio_test_run_schedule("fetch.get", 5000, &o), 0);
+  aio_test_outcome_t o =
+      get_from(&s, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello");
   ck_assert_int_eq(o.status, 0);
   ck_assert_int_eq(json_integer_value(json_object_get(o.result, "status")),
                    200);
@@ -402,9 +409,7 @@ END_TEST
 
 START_TEST(test_get_fails_on_an_http_error) {
   struct server s = {0};
-  server_start(&s, "HTTP/1.0 404 Not Found\r\n\r\n");
-  aio_test_outcome_t o;
-  ck_assert_int_eq(aio_test_run_schedule("fetch.get", 5000, &o), 0);
+  aio_test_outcome_t o = get_from(&s, "HTTP/1.0 404 Not Found\r\n\r\n");
   ck_assert_int_eq(o.status, 404);
   ck_assert_ptr_nonnull(strstr(json_string_value(o.result), "HTTP 404"));
   json_decref(o.result);

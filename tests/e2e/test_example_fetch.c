@@ -139,16 +139,25 @@ static json_t *log_wait(const char *key, size_t n, int timeout_ms) {
   }
 }
 
-START_TEST(test_fetch_runs_fetch_from_a_loopback_server_and_append) {
-  struct http h = {0};
-  http_start(&h, 0);
-  char *conf = shipped_conf(h.port, "2s");
+/* `aio run` the shipped configuration against h (silent or not) with the
+ * request's timeout; then wait for n log records with key. Returns them
+ * (new). */
+static json_t *run_against(struct http *h, int silent, const char *timeout,
+                           const char *key, size_t n) {
+  http_start(h, silent);
+  char *conf = shipped_conf(h->port, timeout);
   h_start_ready(&P, conf, NULL);
   free(conf);
-  json_t *answers = log_wait("answer", 3, 10000);
-  if (answers == NULL)
+  json_t *got = log_wait(key, n, 10000);
+  if (got == NULL)
     h_dump_log(&P);
-  ck_assert_ptr_nonnull(answers);
+  ck_assert_ptr_nonnull(got);
+  return got;
+}
+
+START_TEST(test_fetch_runs_fetch_from_a_loopback_server_and_append) {
+  struct http h = {0};
+  json_t *answers = run_against(&h, 0, "2s", "answer", 3);
   const json_t *a = json_object_get(json_array_get(answers, 0), "answer");
   ck_assert_int_eq(json_integer_value(json_object_get(a, "status")), 200);
   ck_assert_str_eq(json_string_value(json_object_get(a, "body")), "pong");
@@ -164,14 +173,7 @@ END_TEST
 
 START_TEST(test_fetch_a_server_that_never_answers_fails_at_the_timeout) {
   struct http h = {0};
-  http_start(&h, 1);
-  char *conf = shipped_conf(h.port, "0.3s");
-  h_start_ready(&P, conf, NULL);
-  free(conf);
-  json_t *errors = log_wait("error", 1, 10000);
-  if (errors == NULL)
-    h_dump_log(&P);
-  ck_assert_ptr_nonnull(errors);
+  json_t *errors = run_against(&h, 1, "0.3s", "error", 1);
   const json_t *e = json_array_get(errors, 0);
   ck_assert_msg(strstr(json_string_value(json_object_get(e, "error")),
                        "no answer in time"),
