@@ -107,6 +107,10 @@ static struct worker *test_worker(void) {
 
 struct uv_loop_s *testing_loop(void) {
   struct worker *w = test_worker();
+  /* Between runs the loop's clock stands still: a timer the test (or its
+   * scheduler) starts now counts from now. */
+  if (w && !L.running)
+    uv_update_time(&w->loop);
   return w ? &w->loop : NULL;
 }
 
@@ -142,7 +146,6 @@ int aio_test_run(aio_test_until_fn *until, void *arg, int timeout_ms) {
   uv_timer_t t;
   uv_timer_init(&w->loop, &t);
   uint64_t deadline = util_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
-  uv_timer_start(&t, on_deadline, timeout_ms > 0 ? (uint64_t)timeout_ms : 0, 0);
   int rc = -ETIMEDOUT;
   L.running = 1;
   for (;;) {
@@ -150,8 +153,14 @@ int aio_test_run(aio_test_until_fn *until, void *arg, int timeout_ms) {
       rc = 0;
       break;
     }
-    if (util_now_ms() >= deadline)
+    uint64_t now = util_now_ms();
+    if (now >= deadline)
       break;
+    /* The loop's clock is as old as its last turn (which may be long
+     * ago): updated first, and the timer set for what is left each time,
+     * so a turn never sleeps past the deadline. */
+    uv_update_time(&w->loop);
+    uv_timer_start(&t, on_deadline, deadline - now, 0);
     uv_run(&w->loop, UV_RUN_ONCE);
   }
   uv_close((uv_handle_t *)&t, NULL);
@@ -200,6 +209,7 @@ int aio_test_run_schedule(const char *schedule, int timeout_ms,
   L.runs = r;
   L.nruns++;
   pthread_mutex_unlock(&L.lock);
+  uv_update_time(&L.w.loop); /* its timers count from now */
   int rc = decl->u.scheduler(&r->ev);
   if (rc != AIO_PENDING && !r->done) {
     r->done = 1;

@@ -436,7 +436,9 @@ START_TEST(test_get_times_out) {
   ck_assert_int_eq(aio_test_run_schedule("fetch.get", 5000, &o), 0);
   ck_assert_int_eq(o.status, -ETIMEDOUT);
   ck_assert_ptr_nonnull(strstr(json_string_value(o.result), "no answer"));
-  ck_assert_int_ge(ticks, 5);
+  /* A loop held by the request would run the repeating tick once at
+   * most (once per turn, however late): two or more say it turned. */
+  ck_assert_int_ge(ticks, 2);
   json_decref(o.result);
   uv_close((uv_handle_t *)&tick, NULL);
   ck_assert_int_eq(aio_test_run(NULL, NULL, 50), -ETIMEDOUT); /* the close */
