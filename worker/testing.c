@@ -4,8 +4,9 @@
  * ephemeral loopback port from a background thread that has a libuv loop
  * and a struct worker of its own, so the runtime (conn.c, server.c) runs
  * there exactly as in a worker process; aio_test_exchange() is the client
- * side; aio_emit() and aio_config_get() answer from the configuration the
- * suites run with.
+ * side; aio_config_get() answers from the configuration the suites run
+ * with, whose listeners are resolved here for worker/testing_loop.c (the
+ * test's own loop, and what aio_emit() runs).
  *
  * `aio test` runs each test in a child it forks (Check's CK_FORK), so a
  * server belongs to the test that started it and dies with it at the
