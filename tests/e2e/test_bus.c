@@ -1214,18 +1214,26 @@ START_TEST(test_bus_emit_wait_is_bounded_and_counted) {
 }
 END_TEST
 
-/* A drain (`aio stop`) waits for a pending wait: its async listener
- * finishes and done_cb runs with 0 before the worker exits. */
-START_TEST(test_bus_drain_finishes_emit_waits) {
-  char reply[128];
-  pid_t pid;
-  int fd = start_async(500, &pid);
-  ask(fd, "wait bus-wait d 1 0", reply, sizeof(reply));
+/* One aio_emit_wait of bus-wait tagged tag, its async listener begun and
+ * pending for later_ms; returns the connection, the worker in *pid. */
+static int start_pending_wait(int later_ms, const char *tag, pid_t *pid) {
+  char cmd[64], reply[128];
+  int fd = start_async(later_ms, pid);
+  snprintf(cmd, sizeof(cmd), "wait bus-wait %s 1 0", tag);
+  ask(fd, cmd, reply, sizeof(reply));
   ck_assert_str_eq(reply, "wait ok 1 again 0 other 0\n");
   json_t *begun = rec_wait(out_path, "sig", "bus-wait", 1, 5000);
   ck_assert_ptr_nonnull(begun);
   json_decref(begun);
   ck_assert_uint_eq(waits_done(), 0);
+  return fd;
+}
+
+/* A drain (`aio stop`) waits for a pending wait: its async listener
+ * finishes and done_cb runs with 0 before the worker exits. */
+START_TEST(test_bus_drain_finishes_emit_waits) {
+  pid_t pid;
+  int fd = start_pending_wait(500, "d", &pid);
   close(fd);
   stop();
   json_t *d = wait_done_of("d", 0);
@@ -1240,14 +1248,8 @@ END_TEST
 /* A worker told to stop at once (QUIT) calls the done_cb of a wait still
  * pending as it stops, with -ECANCELED for what did not finish. */
 START_TEST(test_bus_quit_cancels_pending_emit_waits) {
-  char reply[128];
   pid_t pid;
-  int fd = start_async(10000, &pid);
-  ask(fd, "wait bus-wait q 1 0", reply, sizeof(reply));
-  ck_assert_str_eq(reply, "wait ok 1 again 0 other 0\n");
-  json_t *begun = rec_wait(out_path, "sig", "bus-wait", 1, 5000);
-  ck_assert_ptr_nonnull(begun);
-  json_decref(begun);
+  int fd = start_pending_wait(10000, "q", &pid);
   ck_assert_int_eq(kill(pid, SIGQUIT), 0);
   json_t *q = wait_done_of("q", 10000);
   if (q == NULL)
