@@ -155,6 +155,9 @@ struct bus_mark {
   /* aio_call_soon() calls (and off-loop aio_emit()s) refused at the
    * queue's bound, counted by the worker for `aio status`. */
   volatile uint64_t soon_refused;
+  /* aio_emit_wait() calls refused because bus_journal waits were pending
+   * already, counted by the worker for `aio status`. */
+  volatile uint64_t wait_refused;
 };
 
 #define BUS_CB_NONE 0

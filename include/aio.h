@@ -22,8 +22,9 @@
  * Threads. A worker runs all plugin code (init, protocol callbacks,
  * listeners, schedulers, factories) on one thread, its loop's. A module
  * may start threads of its own (or use uv_queue_work); from those:
- *   - safe from any thread of a worker: aio_call_soon(), aio_emit() and
- *     aio_emit_new() (handed to the loop, see there), aio_event_done(),
+ *   - safe from any thread of a worker: aio_call_soon(), aio_emit(),
+ *     aio_emit_new() and aio_emit_wait() (handed to the loop, see there),
+ *     aio_event_done(),
  *     aio_signal_done(),
  *     aio_config_get() and the other aio_config_* readers, aio_modules(),
  *     aio_log();
@@ -62,7 +63,8 @@ extern "C" {
  * aio_conn_server_data), aio_call_soon(), async schedulers (AIO_PENDING,
  * aio_event_done()) and the members of aio_event_t after run, and
  * AIO_LISTENER_ASYNC with aio_signal_done(); 2.2 added
- * aio_conn_request_done(). */
+ * aio_conn_request_done(), aio_emit_wait() and the test loop
+ * (aio_test_run(), aio_test_run_schedule()). */
 #define AIO_API_MAJOR 2
 #define AIO_API_MINOR 2
 #define AIO_API_VERSION ((AIO_API_MAJOR << 16) | AIO_API_MINOR)
@@ -250,8 +252,8 @@ typedef int aio_listener_async_fn(const aio_signal_t *signal);
  * for: status 0, or a failure that is logged. Safe from any thread of a
  * worker (handed to the loop as aio_call_soon() does). Returns 0, -EINVAL
  * (signal NULL), -EALREADY on the loop thread for a signal not pending
- * (finished already: ignored), -ENOTSUP outside a worker (`aio test` runs
- * listeners where they are emitted and does not wait for one), or
+ * (finished already: ignored), -ENOTSUP outside a worker (under `aio
+ * test`, 2.2: completed on the test's loop, aio_test_run()), or
  * aio_call_soon()'s errors from another thread. */
 AIO_EXPORT int aio_signal_done(const aio_signal_t *signal, int status);
 
@@ -291,6 +293,61 @@ AIO_EXPORT int aio_emit(const char *signal, json_t *data);
  * value, with no copy, so it must not be changed afterwards. For data made
  * only to be emitted: aio_emit_new("order-paid", json_pack(...)). */
 AIO_EXPORT int aio_emit_new(const char *signal, json_t *data);
+
+/* (API 2.2) How one listener waited for by aio_emit_wait() ended. */
+typedef struct aio_listener_status_s {
+  const char *listener; /* "module.symbol", as the configuration names it */
+  /* 0 (a plain AIO_LISTENER always); an async listener's non-zero return
+   * or aio_signal_done() status; -ECANCELED when it never finished: the
+   * worker stopped first (an `aio stop` past graceful_timeout, QUIT). */
+  int status;
+} aio_listener_status_t;
+
+/* (API 2.2) What done_cb gets, borrowed for the call. */
+typedef struct aio_emit_result_s {
+  const char *signal;
+  /* 0 when every listener waited for ended with 0; else the first
+   * non-zero listener status, -ECANCELED when the worker stopped before
+   * they all finished, or the error of an emit made from another thread
+   * that the bus then refused (-EAGAIN, -EMSGSIZE, -EPIPE; n is 0). */
+  int status;
+  size_t n; /* the listeners waited for: listeners[0 .. n), in run order */
+  const aio_listener_status_t *listeners;
+} aio_emit_result_t;
+
+typedef void aio_emit_done_fn(const aio_emit_result_t *result, void *arg);
+
+/* (API 2.2) aio_emit(), and done_cb(result, arg) once every once-per-emit
+ * listener of the signal has finished: the Python runner's `yield from
+ * app.signals.emit(...)`. data is not stolen, as for aio_emit().
+ *   - Those are the listeners that run in this worker (they run where the
+ *     signal is emitted), async ones up to their aio_signal_done(). A
+ *     broadcast listener runs on every worker through the master and is
+ *     not waited for, nor listed; a signal with only broadcast listeners,
+ *     or with none, is done with n = 0.
+ *   - done_cb runs on the worker's loop thread, exactly once for a call
+ *     that returned 0, always on a later turn of the loop (never inside
+ *     this call, even with no listener); not at all for a call that
+ *     returned an error (the caller keeps arg).
+ *   - A draining worker (reload, `aio stop`) finishes its own signals
+ *     first, so its waits end as usual: the drain waits for every done_cb,
+ *     within graceful_timeout. A worker that stops sooner calls the
+ *     pending done_cbs as it stops, with -ECANCELED for what did not
+ *     finish. A worker that dies (a crash, SIGKILL) calls none: its
+ *     signals not yet run are redelivered to another worker as aio_emit()'s
+ *     are (docs/bus.md), with nobody waiting for them.
+ * Returns what aio_emit() returns (-EAGAIN at the bus's bounds: nothing was
+ * emitted), and -EINVAL (done_cb NULL), -EAGAIN when [aio] bus_journal
+ * waits of this worker are pending already (counted as wait_refused in
+ * `aio status`), -EBUSY before the worker is ready (in a module's init or
+ * a factory: emit with aio_emit() there), -ENOTSUP in a mapped command.
+ * Safe from any thread of a worker: the emit is handed to the loop like
+ * aio_emit()'s (the return says whether it was handed over), and what the
+ * bus then says of it comes to done_cb as result->status.
+ * Under `aio test` the listeners run on the test's loop (aio_test_run()),
+ * so done_cb runs while the test runs it. */
+AIO_EXPORT int aio_emit_wait(const char *signal, json_t *data,
+                             aio_emit_done_fn *done_cb, void *arg);
 
 /* ---- schedulers -------------------------------------------------------- */
 
@@ -362,7 +419,10 @@ AIO_EXPORT struct uv_loop_s *aio_loop(void);
  * 65536 calls are already waiting (nothing is queued; counted as
  * soon_refused in `aio status`), -ENOMEM, -EPIPE when the worker is
  * exiting (calls still queued then are not made), or -ENOTSUP outside a
- * worker (the master, an AIO_COMMAND, `aio test`). On -EAGAIN or -EPIPE
+ * worker (the master, an AIO_COMMAND; under `aio test`, 2.2: the test's
+ * loop takes them, aio_test_run(), once it exists: the test's thread makes
+ * it at its first call, another thread gets -ENOTSUP before). On -EAGAIN
+ * or -EPIPE
  * the caller still owns arg. */
 AIO_EXPORT int aio_call_soon(void (*fn)(void *arg), void *arg);
 /* The interpolated value of SECTION:KEY, or NULL. Borrowed: valid until the
@@ -429,7 +489,9 @@ AIO_EXPORT void aio_log(int level, const char *fmt, ...) AIO_PRINTF(2, 3);
  * the port, or -EINVAL (not a module.symbol), -ENOENT (no such protocol;
  * logged), -ENOTSUP (not under `aio test`) or another negative errno.
  * While `aio test` runs, aio_config_get() answers from its configuration
- * and aio_emit() runs the configured listeners of the signal at once. */
+ * and aio_emit() runs the configured listeners of the signal at once (an
+ * async one that goes on holds the rest until its aio_signal_done(), which
+ * the test's loop runs: aio_test_run()). */
 AIO_EXPORT int aio_test_serve(const char *protocol);
 /* The same on an ephemeral 127.0.0.1 UDP port, for a protocol with
  * datagram_received. Returns the port or a negative errno as above. */
@@ -450,6 +512,44 @@ AIO_EXPORT char *aio_test_exchange(int port, const char *request,
  * when it could not send or nothing listens on the port. */
 AIO_EXPORT char *aio_test_datagram(int port, const char *request,
                                    int timeout_ms);
+
+/* (API 2.2) The test's loop. Under `aio test` the thread that runs a test
+ * has a libuv loop of its own, made on first use, that serves as its
+ * worker's: aio_loop() returns it there, aio_call_soon() (from any thread
+ * of the test) queues to it, aio_event_done() and aio_signal_done()
+ * complete on it, and aio_emit_wait()'s listeners and done_cb run on it.
+ * It turns only inside aio_test_run() and aio_test_run_schedule(), so a
+ * test runs an async scheduler or listener for real and then asserts.
+ * until(arg) says whether what the test waits for happened; it is asked
+ * before the first turn and after each one. */
+typedef int aio_test_until_fn(void *arg);
+/* Run the test's loop until until(arg) is non-zero (0) or timeout_ms
+ * passed (-ETIMEDOUT; until NULL: run for timeout_ms). -ENOTSUP outside
+ * `aio test` or on another thread than the test's, -EBUSY from a callback
+ * of the loop itself (it is running already), -ENOMEM. */
+AIO_EXPORT int aio_test_run(aio_test_until_fn *until, void *arg,
+                            int timeout_ms);
+
+/* (API 2.2) How a run of aio_test_run_schedule() ended. */
+typedef struct aio_test_outcome_s {
+  /* 0; the scheduler's non-zero return or aio_event_done() status. */
+  int status;
+  /* aio_event_done()'s result: a new reference (json_decref it), or NULL. */
+  json_t *result;
+} aio_test_outcome_t;
+
+/* (API 2.2) Run one occurrence of a scheduler on the test's loop: schedule
+ * is the NAME of a [schedule:NAME] of the configuration (its func runs),
+ * or a "module.symbol" declared with AIO_SCHEDULER. The event is named
+ * after it, with run counting up from 1 per process, due = now and node
+ * "test". A scheduler that returns AIO_PENDING runs until its
+ * aio_event_done() (from the loop or any thread) or until timeout_ms.
+ * Returns 0 with *out filled, -ETIMEDOUT (no done in time; a late one is
+ * ignored, its event stays valid), -ENOENT (no such schedule or
+ * scheduler; logged), -EINVAL, or aio_test_run()'s errors. cb and err of
+ * the schedule are not run: the test asserts on *out instead. */
+AIO_EXPORT int aio_test_run_schedule(const char *schedule, int timeout_ms,
+                                     aio_test_outcome_t *out);
 
 /* ---- declarations ------------------------------------------------------ */
 

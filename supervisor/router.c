@@ -620,14 +620,15 @@ json_t *router_proc_status(const struct wproc *p) {
     }
     ring = -1;
   }
-  return json_pack("{s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:I}", "pending", pending,
-                   "pending_bytes", (json_int_t)p->pending_bytes, "journal",
-                   journal, "journal_bytes",
-                   (json_int_t)(p->journal.len - p->journal.head), "ring_bytes",
-                   ring, "full", p->full, "refused",
-                   (json_int_t)(p->mark ? p->mark->refused : 0), "dropped",
-                   (json_int_t)p->dropped, "soon_refused",
-                   (json_int_t)(p->mark ? p->mark->soon_refused : 0));
+  return json_pack(
+      "{s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I}", "pending", pending,
+      "pending_bytes", (json_int_t)p->pending_bytes, "journal", journal,
+      "journal_bytes", (json_int_t)(p->journal.len - p->journal.head),
+      "ring_bytes", ring, "full", p->full, "refused",
+      (json_int_t)(p->mark ? p->mark->refused : 0), "dropped",
+      (json_int_t)p->dropped, "soon_refused",
+      (json_int_t)(p->mark ? p->mark->soon_refused : 0), "wait_refused",
+      (json_int_t)(p->mark ? p->mark->wait_refused : 0));
 }
 
 void router_tick(struct master *m) {

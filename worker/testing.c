@@ -4,8 +4,9 @@
  * ephemeral loopback port from a background thread that has a libuv loop
  * and a struct worker of its own, so the runtime (conn.c, server.c) runs
  * there exactly as in a worker process; aio_test_exchange() is the client
- * side; aio_emit() and aio_config_get() answer from the configuration the
- * suites run with.
+ * side; aio_config_get() answers from the configuration the suites run
+ * with, whose listeners are resolved here for worker/testing_loop.c (the
+ * test's own loop, and what aio_emit() runs).
  *
  * `aio test` runs each test in a child it forks (Check's CK_FORK), so a
  * server belongs to the test that started it and dies with it at the
@@ -33,8 +34,6 @@
 #include "util.h"
 #include "worker.h"
 
-/* Listeners that emit run nested; a chain deeper than this is a loop. */
-#define TESTING_MAX_EMIT_DEPTH 8
 /* aio_test_exchange() reading until the peer closes keeps at most this. */
 #define TESTING_MAX_REPLY (16u << 20)
 
@@ -58,8 +57,6 @@ static struct {
   int atexit_done;
 } T = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static _Thread_local int emit_depth;
-
 /* ---- the configuration ------------------------------------------------- */
 
 int testing_attach(struct app *app, struct loader *l) {
@@ -78,12 +75,14 @@ int testing_attach(struct app *app, struct loader *l) {
   diag_close(&d);
   T.app = app;
   T.loader = l;
+  testing_loop_attach();
   loader_set_process(l);
   return rc;
 }
 
 void testing_detach(void) {
   aio_test_stop();
+  testing_loop_detach();
   free(T.listeners);
   T.listeners = NULL;
   T.app = NULL;
@@ -93,51 +92,8 @@ void testing_detach(void) {
 
 const struct app *testing_app(void) { return T.app; }
 
-int testing_emit(const char *signal, json_t *data) {
-  if (T.app == NULL)
-    return -EINVAL;
-  if (emit_depth >= TESTING_MAX_EMIT_DEPTH) {
-    log_warnx("aio_emit('%s'): listeners emit into each other more than %d "
-              "deep",
-              signal, TESTING_MAX_EMIT_DEPTH);
-    return -ELOOP;
-  }
-  /* What a listener gets in production went through the bus: same limits,
-   * and a copy the emitter's object cannot alias. */
-  json_t *m = bus_msg(BUS_EMIT);
-  json_object_set(m, "data", data ? data : json_null());
-  size_t len;
-  char *line = bus_encode(m, &len);
-  json_decref(m);
-  if (line == NULL)
-    return -EMSGSIZE;
-  enum bus_type t;
-  int err;
-  m = bus_decode(line, len - 1, &t, &err);
-  free(line);
-  if (m == NULL)
-    return err;
-  aio_signal_t sig = {.name = signal, .data = json_object_get(m, "data")};
-  const struct settings *s = &T.app->s;
-  int ran = 0;
-  emit_depth++;
-  for (size_t i = 0; i < s->nlisteners; i++)
-    if (T.listeners[i] && strcmp(s->listeners[i].signal, signal) == 0) {
-      if (T.listeners[i]->kind == AIO_KIND_LISTENER_ASYNC) {
-        /* Not waited for: the signal is valid for the call only here. */
-        if (T.listeners[i]->u.listener_async(&sig) == AIO_PENDING)
-          log_debug("aio_emit('%s'): %s is pending; aio test does not wait",
-                    signal, s->listeners[i].fn.text);
-      } else {
-        T.listeners[i]->u.listener(&sig);
-      }
-      ran++;
-    }
-  emit_depth--;
-  json_decref(m);
-  log_debug("aio_emit('%s'): ran %d listener%s", signal, ran,
-            ran == 1 ? "" : "s");
-  return 0;
+const aio_decl_t *testing_listener(size_t i) {
+  return T.app && i < T.app->s.nlisteners ? T.listeners[i] : NULL;
 }
 
 /* ---- serving ----------------------------------------------------------- */
@@ -164,21 +120,30 @@ static void tserver_free(struct tserver *t) {
 
 static void stop_at_exit(void) { aio_test_stop(); }
 
-/* The protocol `text` refers to, loading (and initialising) its module when
- * the configuration did not name it. Borrowed, or NULL (logged). */
-static const aio_decl_t *resolve(const char *text, struct ref *ref) {
+/* The symbol `text` refers to, loading (and initialising) its module when
+ * the configuration did not name it. Borrowed, or NULL (logged). With
+ * T.lock held. */
+static const aio_decl_t *resolve(const char *text, struct ref *ref,
+                                 aio_kind_t kind, const char *what) {
   struct diag d;
   diag_init(&d);
   const aio_decl_t *decl = NULL;
-  if (settings_parse_ref(ref, text, "aio_test_serve", 0, &d) == 0 &&
+  if (settings_parse_ref(ref, text, what, 0, &d) == 0 &&
       (loader_find_module(T.loader, ref->module) ||
-       (loader_load(T.loader, &T.app->s, ref->module, "aio_test_serve", 0,
-                    &d) &&
+       (loader_load(T.loader, &T.app->s, ref->module, what, 0, &d) &&
         loader_init(T.loader, &d) == 0)))
-    decl = loader_resolve(T.loader, ref, AIO_KIND_PROTOCOL, &d);
+    decl = loader_resolve(T.loader, ref, kind, &d);
   for (size_t i = 0; i < d.n; i++)
     log_error("%s", d.msgs[i]);
   diag_close(&d);
+  return decl;
+}
+
+const aio_decl_t *testing_resolve(const char *text, struct ref *ref,
+                                  aio_kind_t kind, const char *what) {
+  pthread_mutex_lock(&T.lock);
+  const aio_decl_t *decl = T.app ? resolve(text, ref, kind, what) : NULL;
+  pthread_mutex_unlock(&T.lock);
   return decl;
 }
 
@@ -279,7 +244,8 @@ static int test_serve(const char *protocol, int udp) {
     rc = -ENOMEM;
     goto out;
   }
-  t->srv.decl = resolve(protocol, &t->conf.handler);
+  t->srv.decl =
+      resolve(protocol, &t->conf.handler, AIO_KIND_PROTOCOL, "aio_test_serve");
   if (t->srv.decl == NULL) {
     rc = t->conf.handler.text ? -ENOENT : -EINVAL;
     goto out;

@@ -22,6 +22,7 @@
 #include "bus_codec.h"
 #include "conn.h"
 #include "counters.h"
+#include "emit_wait.h"
 #include "loader.h"
 #include "log.h"
 #include "proctitle.h"
@@ -164,11 +165,14 @@ static void worker_finish(struct worker *w, int code) {
  * emits have run and no factory holds the worker (aio_server_hold). */
 static void drain_check(struct worker *w) {
   if (w->draining && w->nconns == 0 && w->lq_head == w->lq_len &&
-      w->nruns == 0 && !w->pend.active && w->holds == 0)
+      w->nruns == 0 && !w->pend.active && w->holds == 0 &&
+      emit_wait_pending(w) == 0)
     worker_finish(w, 0);
 }
 
 void worker_conn_gone(struct worker *w) { drain_check(w); }
+
+void worker_waits_changed(struct worker *w) { drain_check(w); }
 
 static void on_drain_tick(uv_timer_t *t) {
   struct worker *w = t->data;
@@ -271,6 +275,8 @@ static int soon_grow_locked(void) {
 int aio_call_soon(void (*fn)(void *arg), void *arg) {
   if (fn == NULL)
     return -EINVAL;
+  if (worker_self == NULL && testing_app())
+    testing_loop(); /* the test's thread: its loop takes the calls */
   int err = 0;
   pthread_mutex_lock(&soon.mu);
   struct worker *w = soon.w;
@@ -330,7 +336,7 @@ static int soon_here(void) {
 }
 
 /* From now on aio_call_soon() reaches w's loop. */
-static int soon_open(struct worker *w) {
+int worker_soon_open(struct worker *w) {
   int err = uv_async_init(&w->loop, &w->soon_async, on_soon);
   if (err)
     return err;
@@ -344,7 +350,7 @@ static int soon_open(struct worker *w) {
 
 /* No more calls: before the loop's handles close. What is still queued
  * is not run (its owners are threads of a module about to be unloaded). */
-static void soon_close(void) {
+void worker_soon_close(void) {
   pthread_mutex_lock(&soon.mu);
   if (soon.w)
     soon.closed = 1;
@@ -613,6 +619,8 @@ int aio_event_done(aio_event_t *event, int status, const json_t *result) {
   struct worker *w = worker_self;
   if (event == NULL)
     return -EINVAL;
+  if (testing_app())
+    return testing_event_done(event, status, result);
   if (w && !w->in_test)
     return event_done_here(w, event, status, result);
   if (!soon_here())
@@ -654,8 +662,9 @@ static void log_listener_failed(const char *listener, const char *signal,
              "listener %s for signal '%s' failed: %d", listener, signal, rc);
 }
 
-/* Call listener k with sig (w->pend.sig): 0, or AIO_PENDING from an async
- * listener that goes on. */
+/* Call listener k with sig (w->pend.sig): its status (0, or an async
+ * listener's failure, logged), or AIO_PENDING from an async listener that
+ * goes on. */
 static int call_listener(struct worker *w, size_t k, aio_signal_t *sig) {
   const aio_decl_t *decl = w->listeners[k];
   if (decl->kind != AIO_KIND_LISTENER_ASYNC) {
@@ -681,7 +690,7 @@ static int call_listener(struct worker *w, size_t k, aio_signal_t *sig) {
   }
   if (rc)
     log_listener_failed(w->app->s.listeners[k].fn.text, sig->name, rc);
-  return 0;
+  return rc;
 }
 
 /* Run the listeners ks[0..nk) of deliver frame id (the n-th), from
@@ -761,15 +770,20 @@ static void local_run(struct worker *w, const struct local_item *it,
      * socket here): they are redelivered, not lost. */
     worker_bus_sync(w);
     cb_enter(w, BUS_CB_LISTENER, k);
-    if (call_listener(w, k, sig) == AIO_PENDING) {
+    int rc = call_listener(w, k, sig);
+    if (rc == AIO_PENDING) {
       cb_leave(w);
       w->pend.local = 1;
       w->pend.it = *it;
       w->pend.it.data = json_incref(it->data);
       return;
     }
+    if (it->wait)
+      emit_wait_next(it->wait, rc);
   }
   cb_leave(w);
+  if (it->wait)
+    emit_wait_finish(w, it->wait, 0);
   w->mark->local_done = it->seq;
   w->mark->local_in_hand = 0;
   if (it->ring_end)
@@ -803,6 +817,8 @@ static int signal_done_here(struct worker *w, const aio_signal_t *signal,
   pd->data = NULL;
   if (pd->local) {
     struct local_item it = pd->it;
+    if (it.wait)
+      emit_wait_next(it.wait, status);
     local_run(w, &it, bus_index_next(&w->sigs, pd->k));
     json_decref(it.data);
   } else {
@@ -842,6 +858,8 @@ int aio_signal_done(const aio_signal_t *signal, int status) {
   struct worker *w = worker_self;
   if (signal == NULL)
     return -EINVAL;
+  if (testing_app())
+    return testing_signal_done(signal, status);
   if (w && !w->in_test)
     return signal_done_here(w, signal, status);
   if (!soon_here())
@@ -891,7 +909,8 @@ static void on_local_idle(uv_idle_t *h) {
 }
 
 static int local_push(struct worker *w, uint64_t seq, size_t first,
-                      json_t *data, uint64_t ring_end, size_t bytes) {
+                      json_t *data, uint64_t ring_end, size_t bytes,
+                      struct emit_wait *wait) {
   if (w->lq_len == w->lq_cap) {
     if (w->lq_head > 0) {
       memmove(w->lq, w->lq + w->lq_head,
@@ -908,7 +927,8 @@ static int local_push(struct worker *w, uint64_t seq, size_t first,
       w->lq_cap = cap;
     }
   }
-  w->lq[w->lq_len++] = (struct local_item){seq, first, data, ring_end, bytes};
+  w->lq[w->lq_len++] =
+      (struct local_item){seq, first, data, ring_end, bytes, wait};
   w->lq_bytes += bytes;
   if (!uv_is_active((uv_handle_t *)&w->lq_idle))
     uv_idle_start(&w->lq_idle, on_local_idle);
@@ -1116,7 +1136,7 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
     return 1;
   }
   /* Before the modules' init, which may start threads that call. */
-  if (soon_open(w)) {
+  if (worker_soon_open(w) || emit_wait_open(w)) {
     log_error("cannot create the aio_call_soon() queue");
     goto out;
   }
@@ -1191,8 +1211,10 @@ int worker_run(struct app *app, int slot, unsigned gen, int bus_fd,
   if (w->bus_open)
     bus_out_flush(&w->out, w->bus_fd, BUS_SYNC_FLUSH_MS);
 out:
-  soon_close();
+  worker_soon_close();
+  emit_wait_close(w); /* done_cbs are module code: before it unloads */
   worker_close_loop(w);
+  emit_wait_free_all(w);
   runs_free(w);
   json_decref(w->pend.data);
   free(w->pend.ks);
@@ -1227,7 +1249,11 @@ void worker_close_loop(struct worker *w) {
 
 /* ---- the runtime API that is not about connections --------------------- */
 
-uv_loop_t *aio_loop(void) { return worker_self ? &worker_self->loop : NULL; }
+uv_loop_t *aio_loop(void) {
+  if (worker_self)
+    return &worker_self->loop;
+  return testing_app() ? testing_loop() : NULL;
+}
 
 /* Back-pressure (docs/bus.md, Bounds), before anything is kept: a
  * worker's delivery queue in the master is full and a broadcast would
@@ -1326,7 +1352,8 @@ out:
   return err;
 }
 
-static int emit(const char *signal, json_t *data, int steal);
+static int emit(const char *signal, json_t *data, int steal,
+                struct emit_wait *wait);
 
 /* The emits of init, right after the ready frame, in order. One refused
  * now (the bus at its bound) is logged and counted; the module's init
@@ -1334,7 +1361,7 @@ static int emit(const char *signal, json_t *data, int steal);
 static void early_send(struct worker *w) {
   for (size_t i = 0; i < w->nearly; i++) {
     struct early_emit *e = &w->early[i];
-    int err = emit(e->signal, e->data, 1);
+    int err = emit(e->signal, e->data, 1, NULL);
     if (err)
       log_warnx("aio_emit('%s') during init, sent once ready: %s", e->signal,
                 strerror(-err));
@@ -1356,11 +1383,13 @@ static void early_free(struct worker *w) {
   w->nearly = w->early_cap = w->early_bytes = 0;
 }
 
-static int emit(const char *signal, json_t *data, int steal);
+static int emit(const char *signal, json_t *data, int steal,
+                struct emit_wait *wait);
 
 /* An emit made on another thread, on its way to the loop. */
 struct soon_emit {
-  json_t *data; /* owned */
+  json_t *data;           /* owned */
+  struct emit_wait *wait; /* aio_emit_wait()'s, or NULL */
   char signal[];
 };
 
@@ -1371,8 +1400,11 @@ static atomic_size_t soon_emits;
 static void on_soon_emit(void *arg) {
   struct soon_emit *e = arg;
   atomic_fetch_sub(&soon_emits, 1);
-  int err = emit(e->signal, e->data, 1);
-  if (err)
+  int err = emit(e->signal, e->data, 1, e->wait);
+  if (err && e->wait && worker_self)
+    /* The caller was told 0: the bus's answer is its result. */
+    emit_wait_finish(worker_self, e->wait, err);
+  else if (err)
     log_warnx("aio_emit('%s') from another thread: %s", e->signal,
               strerror(-err));
   free(e);
@@ -1381,7 +1413,8 @@ static void on_soon_emit(void *arg) {
 /* Hand an emit of a thread that is not the loop's to the loop, with a
  * value of its own (data copied, or stolen). 0 or -errno; data is
  * released on error when stolen. */
-static int emit_from_thread(const char *signal, json_t *data, int steal) {
+static int emit_from_thread(const char *signal, json_t *data, int steal,
+                            struct emit_wait *wait) {
   size_t n = strlen(signal) + 1;
   pthread_mutex_lock(&soon.mu);
   struct worker *w = soon.w; /* NULL once closed: aio_call_soon says so */
@@ -1401,6 +1434,7 @@ static int emit_from_thread(const char *signal, json_t *data, int steal) {
   if (err == 0) {
     memcpy(e->signal, signal, n);
     e->data = mine;
+    e->wait = wait;
     err = aio_call_soon(on_soon_emit, e);
   }
   if (err) {
@@ -1411,8 +1445,11 @@ static int emit_from_thread(const char *signal, json_t *data, int steal) {
   return err;
 }
 
-/* aio_emit() and aio_emit_new(): steal says data is ours to keep. */
-static int emit(const char *signal, json_t *data, int steal) {
+/* aio_emit() and aio_emit_new(): steal says data is ours to keep.
+ * aio_emit_wait(): wait (begun here when the emit is taken, else the
+ * caller's to drop), on the loop thread of a ready worker only. */
+static int emit(const char *signal, json_t *data, int steal,
+                struct emit_wait *wait) {
   struct worker *w = worker_self;
   int err;
   if (signal == NULL || *signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL) {
@@ -1425,12 +1462,16 @@ static int emit(const char *signal, json_t *data, int steal) {
   }
   if (w == NULL && soon_here()) {
     /* A thread of this worker's modules: the loop emits it. */
-    err = emit_from_thread(signal, data, steal);
+    err = emit_from_thread(signal, data, steal, NULL);
     steal = 0;
     goto out;
   }
   if (w == NULL || w->in_test) {
     err = testing_emit(signal, data);
+    goto out;
+  }
+  if (!w->ready && wait) {
+    err = -EBUSY; /* emitted from a thread while the worker starts */
     goto out;
   }
   if (!w->ready) {
@@ -1456,6 +1497,8 @@ static int emit(const char *signal, json_t *data, int steal) {
      * configured does not change what aio_emit() accepts. */
     o->len = start;
     log_debug("aio_emit('%s'): no listener", signal);
+    if (wait)
+      emit_wait_finish(w, wait, 0);
     goto out;
   }
   if (emit_full(w, kinds, bytes)) {
@@ -1479,7 +1522,9 @@ static int emit(const char *signal, json_t *data, int steal) {
                                 : bus_json_copy(data);
     steal = 0;
     if (mine == NULL ||
-        local_push(w, seq, ix->first[BUS_KIND_ONCE], mine, ring_end, bytes)) {
+        (wait && emit_wait_add_chain(w, wait, ix->first[BUS_KIND_ONCE])) ||
+        local_push(w, seq, ix->first[BUS_KIND_ONCE], mine, ring_end, bytes,
+                   wait)) {
       json_decref(mine);
       w->mark->ring_tail = ring_tail; /* take the record back */
       o->len = start;
@@ -1490,6 +1535,8 @@ static int emit(const char *signal, json_t *data, int steal) {
   w->emit_seq = seq;
   if (!ring_end)
     bus_queued(w, 1);
+  if (wait && !(kinds & ONCE))
+    emit_wait_finish(w, wait, 0); /* broadcast listeners are not waited for */
   goto out;
 refused:
   /* Counted for `aio status`: nothing is refused in silence. */
@@ -1500,8 +1547,40 @@ out:
   return err;
 }
 
-int aio_emit(const char *signal, json_t *data) { return emit(signal, data, 0); }
+int aio_emit(const char *signal, json_t *data) {
+  return emit(signal, data, 0, NULL);
+}
 
 int aio_emit_new(const char *signal, json_t *data) {
-  return emit(signal, data, 1);
+  return emit(signal, data, 1, NULL);
+}
+
+int aio_emit_wait(const char *signal, json_t *data, aio_emit_done_fn *done_cb,
+                  void *arg) {
+  struct worker *w = worker_self;
+  int err;
+  if (done_cb == NULL || signal == NULL || *signal == '\0' ||
+      strlen(signal) > BUS_MAX_SIGNAL)
+    return -EINVAL;
+  if ((w == NULL || w->in_test) && testing_app())
+    return testing_emit_wait(signal, data, done_cb, arg);
+  if (w == NULL && soon_here()) {
+    pthread_mutex_lock(&soon.mu);
+    w = soon.w;
+    pthread_mutex_unlock(&soon.mu);
+    if (w == NULL)
+      return -EPIPE;
+    struct emit_wait *ew = emit_wait_new(w, signal, done_cb, arg, &err);
+    if (ew && (err = emit_from_thread(signal, data, 0, ew)))
+      emit_wait_drop(w, ew);
+    return err;
+  }
+  if (w == NULL)
+    return -ENOTSUP; /* a mapped command: nothing waits there */
+  if (!w->ready)
+    return -EBUSY;
+  struct emit_wait *ew = emit_wait_new(w, signal, done_cb, arg, &err);
+  if (ew && (err = emit(signal, data, 0, ew)))
+    emit_wait_drop(w, ew);
+  return err;
 }

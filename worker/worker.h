@@ -18,6 +18,8 @@
 struct wserver;
 struct loader;
 struct job_run;
+struct emit_wait;
+struct emit_waits;
 
 /* An own emit whose listeners run here. */
 struct local_item {
@@ -26,6 +28,7 @@ struct local_item {
   json_t *data;      /* owned */
   uint64_t ring_end; /* in the ring up to here; 0: kept by the master */
   size_t bytes; /* of its frame: what it counts against bus_journal_bytes */
+  struct emit_wait *wait; /* aio_emit_wait()'s, or NULL (emit_wait.c) */
 };
 
 /* An aio_emit() of a module's init, sent once the worker is ready. */
@@ -89,6 +92,7 @@ struct worker {
   uv_async_t sig_async;  /* woken by the TERM/QUIT handler */
   uv_async_t soon_async; /* woken by aio_call_soon() (worker.c) */
   struct pending_signal pend;
+  struct emit_waits *waits; /* aio_emit_wait()'s (emit_wait.c) */
   struct wserver *servers;
   size_t nservers;
   struct aio_conn_s *conns; /* every open connection, for drain and status */
@@ -148,8 +152,15 @@ void worker_proto_enter(struct worker *w, const struct wserver *srv,
                         enum bus_proto_cb which);
 void worker_proto_leave(struct worker *w);
 
+/* From now on aio_call_soon() reaches w's loop (its soon_async); after
+ * worker_soon_close() nothing does, and what was queued is not run. */
+int worker_soon_open(struct worker *w);
+void worker_soon_close(void);
+
 /* Called when a connection closed, to finish a drain. */
 void worker_conn_gone(struct worker *w);
+/* Called when aio_emit_wait()s finished (emit_wait.c), likewise. */
+void worker_waits_changed(struct worker *w);
 
 /* After the loop stopped: abort every connection (each gets its
  * connection_lost), close every handle, run the closes and close the loop.

@@ -18,13 +18,15 @@
 
 static char dir[128];
 static char out[OUT_MAX];
+/* Sections the next aio_test() adds to its aio.conf. */
+static const char *extra_conf = "";
 
 /* In a fresh directory with aio.conf loading `modules` from
  * `module_path`, run `aio -c aio.conf test ARGS...` (NULL-terminated); it
  * must exit with want. Its output is in out. */
 __attribute__((sentinel)) static void
 aio_test(const char *modules, const char *module_path, int want, ...) {
-  char conf[1024];
+  char conf[2048];
   h_tmpdir(dir, sizeof(dir));
   snprintf(conf, sizeof(conf),
            "[aio]\n"
@@ -34,8 +36,9 @@ aio_test(const char *modules, const char *module_path, int want, ...) {
            "[server:addition]\n"
            "protocol = aio.echo\n"
            "address = 127.0.0.1\n"
-           "port = 0\n",
-           modules, module_path);
+           "port = 0\n"
+           "%s",
+           modules, module_path, extra_conf);
   ck_assert_int_eq(h_write(dir, "aio.conf", conf), 0);
   const char *argv[16] = {"-c", "aio.conf", "test"};
   int argc = 3;
@@ -114,6 +117,24 @@ START_TEST(test_aio_test_reports_crashing_tests_as_failures) {
 }
 END_TEST
 
+/* The test's loop (busmod's suite): an async scheduler from a uv_timer
+ * and from a thread, aio_call_soon and aio_emit_wait with an async
+ * listener all complete on it, run by aio_test_run(). */
+START_TEST(test_aio_test_runs_async_code_on_the_test_loop) {
+  extra_conf = "\n[busmod]\nlater_ms = 100\n"
+               "\n[schedule:bus-later-thread]\nevery = 3600\n"
+               "func = busmod.later_thread\n"
+               "\n[listen:bus]\nbus-wait = busmod.status_async\n"
+               "    busmod.record\n";
+  aio_test("busmod", AIO_TEST_MODULES, 0, "-v", NULL);
+  extra_conf = "";
+  ck_assert_msg(strstr(out, "aio test: 1 module, 4 tests, 0 failed\n"),
+                "no summary line in:\n%s", out);
+  ck_assert_msg(strstr(out, "test_emit_wait_on_the_test_loop:0: Passed"), "%s",
+                out);
+}
+END_TEST
+
 START_TEST(test_aio_test_writes_tap_and_xml) {
   aio_test("crashsuite", AIO_TEST_MODULES, 1, "--tap", "t.tap", "--xml",
            "t.xml", NULL);
@@ -149,6 +170,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_aio_test_bad_configuration_exits_78);
   tcase_add_test(tc, test_aio_test_reports_crashing_tests_as_failures);
   tcase_add_test(tc, test_aio_test_writes_tap_and_xml);
+  tcase_add_test(tc, test_aio_test_runs_async_code_on_the_test_loop);
   suite_add_tcase(s, tc);
   return s;
 }

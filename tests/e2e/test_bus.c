@@ -56,6 +56,9 @@ static void conf_text(char *conf, size_t n, int workers, const char *first) {
            "bus-async = busmod.record_async\n"
            "    busmod.record\n"
            "odd\"bcast = busmod.record broadcast\n"
+           "bus-wait = busmod.status_async\n"
+           "    busmod.record\n"
+           "bus-wbcast = busmod.record broadcast\n"
            "\n"
            "[listen:lifecycle]\n"
            "aio-starting = busmod.record broadcast\n"
@@ -689,10 +692,11 @@ static json_t *phased(const json_t *all, const char *tag, const char *phase) {
   return out;
 }
 
-/* Start 1 worker whose async listener takes later_ms; returns a
- * connection to it, its pid in *pid. */
-static int start_async(int later_ms, pid_t *pid) {
-  char dir[128], conf[4096], with[4200];
+/* Start 1 worker whose async listeners take later_ms, with aio_keys
+ * ("key = value\n"...) added to [aio]; returns a connection to it, its pid
+ * in *pid. */
+static int start_async_with(int later_ms, const char *aio_keys, pid_t *pid) {
+  char dir[128], conf[4096], with[4200], keys[4400];
   h_tmpdir(dir, sizeof(dir));
   snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
   port = h_free_port();
@@ -702,11 +706,17 @@ static int start_async(int later_ms, pid_t *pid) {
   ck_assert_ptr_nonnull(at);
   snprintf(with, sizeof(with), "%.*s[busmod]\nlater_ms = %d\n%s",
            (int)(at - conf), conf, later_ms, at + 9);
-  h_start_ready(&P, with, NULL);
+  /* [aio] is first: its keys go right after its header. */
+  snprintf(keys, sizeof(keys), "[aio]\n%s%s", aio_keys, with + 6);
+  h_start_ready(&P, keys, NULL);
   int fd = h_connect(port, 5000);
   ck_assert_int_ge(fd, 0);
   *pid = ask_pid(fd);
   return fd;
+}
+
+static int start_async(int later_ms, pid_t *pid) {
+  return start_async_with(later_ms, "", pid);
 }
 
 /* An async listener (AIO_LISTENER_ASYNC, busmod.record_async: 300 ms,
@@ -1054,6 +1064,207 @@ START_TEST(test_bus_listener_spelling_checked) {
 }
 END_TEST
 
+/* The wait-done record (busmod.wait_done) of tag, waiting for it. */
+static json_t *wait_done_of(const char *tag, int timeout_ms) {
+  long long deadline = h_now_ms() + timeout_ms;
+  for (;;) {
+    json_t *all = rec_load(out_path), *done = rec_where(all, "fn", "wait-done");
+    json_decref(all);
+    size_t i;
+    json_t *r;
+    json_array_foreach(done, i, r) {
+      const char *t = json_string_value(json_object_get(r, "tag"));
+      if (t && strcmp(t, tag) == 0) {
+        json_incref(r);
+        json_decref(done);
+        return r;
+      }
+    }
+    json_decref(done);
+    if (h_now_ms() >= deadline)
+      return NULL;
+    usleep(10000);
+  }
+}
+
+/* How many wait-done records there are. */
+static size_t waits_done(void) {
+  json_t *all = rec_load(out_path), *done = rec_where(all, "fn", "wait-done");
+  size_t n = json_array_size(done);
+  json_decref(done);
+  json_decref(all);
+  return n;
+}
+
+static void assert_listener(const json_t *done, size_t i, const char *name,
+                            int status) {
+  const json_t *l = json_array_get(json_object_get(done, "listeners"), i);
+  ck_assert_ptr_nonnull(l);
+  ck_assert_str_eq(json_string_value(json_object_get(l, "listener")), name);
+  ck_assert_int_eq(rec_int(l, "status"), status);
+}
+
+/* aio_emit_wait: done_cb runs once every once-per-emit listener finished
+ * (the async one up to its aio_signal_done, 300 ms later, and the plain
+ * one after it), on the loop, never inside the call, with each one's
+ * status; a signal with no listener, or only broadcast ones, is done with
+ * none, on a later turn; the broadcast still reaches its listener. */
+START_TEST(test_bus_emit_wait_reports_every_listener_once_all_finished) {
+  char reply[256];
+  pid_t pid;
+  int fd = start_async(300, &pid);
+  ask(fd, "wait bus-wait a 1 7; wait bus-none n 1 0; wait bus-wbcast b 1 0",
+      reply, sizeof(reply));
+  ck_assert_str_eq(reply, "wait ok 1 again 0 other 0\n"
+                          "wait ok 1 again 0 other 0\n"
+                          "wait ok 1 again 0 other 0\n");
+  json_t *a = wait_done_of("a", 10000);
+  if (a == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(a);
+  json_t *n = wait_done_of("n", 1000), *b = wait_done_of("b", 1000);
+  ck_assert_ptr_nonnull(n);
+  ck_assert_ptr_nonnull(b);
+  ck_assert_int_eq(rec_int(a, "status"), 7);
+  ck_assert_int_eq(rec_int(a, "n"), 2);
+  assert_listener(a, 0, "busmod.status_async", 7);
+  assert_listener(a, 1, "busmod.record", 0);
+  json_t *all = rec_load(out_path);
+  json_t *wait_sigs = tagged(all, "bus-wait", "a");
+  /* begin, done (status_async), then record's: done_cb after all three. */
+  ck_assert_int_eq(json_array_size(wait_sigs), 3);
+  for (size_t i = 0; i < 3; i++)
+    ck_assert_int_ge(rec_int(a, "t"),
+                     rec_int(json_array_get(wait_sigs, i), "t"));
+  ck_assert_int_ge(rec_int(json_array_get(wait_sigs, 1), "t") -
+                       rec_int(json_array_get(wait_sigs, 0), "t"),
+                   290 * 1000000LL);
+  json_decref(wait_sigs);
+  json_decref(all);
+  const json_t *all3[] = {a, n, b};
+  for (size_t i = 0; i < 3; i++) {
+    ck_assert(json_is_false(json_object_get(all3[i], "in_call")));
+    ck_assert(json_is_true(json_object_get(all3[i], "on_loop")));
+    ck_assert_int_eq(rec_int(all3[i], "pid"), pid);
+  }
+  ck_assert_int_eq(rec_int(n, "n"), 0);
+  ck_assert_int_eq(rec_int(n, "status"), 0);
+  ck_assert_int_eq(rec_int(b, "n"), 0);
+  json_t *bcast = rec_wait(out_path, "sig", "bus-wbcast", 1, 10000);
+  ck_assert_ptr_nonnull(bcast);
+  json_decref(bcast);
+  /* Exactly once each. */
+  ck_assert_uint_eq(waits_done(), 3);
+  json_decref(a);
+  json_decref(n);
+  json_decref(b);
+  close(fd);
+  stop();
+}
+END_TEST
+
+/* From a thread of the module's own: handed to the loop, done_cb there. */
+START_TEST(test_bus_emit_wait_from_a_thread_completes_on_the_loop) {
+  char reply[128];
+  pid_t pid;
+  int fd = start_async(100, &pid);
+  ask(fd, "waitthread bus-wait t 0", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "waitthread 0\n");
+  json_t *t = wait_done_of("t", 10000);
+  if (t == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(t);
+  ck_assert(json_is_true(json_object_get(t, "on_loop")));
+  ck_assert_int_eq(rec_int(t, "status"), 0);
+  ck_assert_int_eq(rec_int(t, "n"), 2);
+  assert_listener(t, 0, "busmod.status_async", 0);
+  json_decref(t);
+  close(fd);
+  stop();
+}
+END_TEST
+
+/* Waits pending are bounded by bus_journal: past it aio_emit_wait says
+ * -EAGAIN, and `aio status` counts it; those taken all finish, and then
+ * there is room again. */
+START_TEST(test_bus_emit_wait_is_bounded_and_counted) {
+  char reply[128];
+  pid_t pid;
+  int fd = start_async_with(100, "bus_journal = 8\n", &pid);
+  ask(fd, "wait bus-none f 20 0", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "wait ok 8 again 12 other 0\n");
+  long long deadline = h_now_ms() + 10000;
+  while (waits_done() < 8 && h_now_ms() < deadline)
+    usleep(10000);
+  ck_assert_uint_eq(waits_done(), 8);
+  json_t *st = ops_status(&P);
+  json_t *bus =
+      json_object_get(json_array_get(json_object_get(st, "procs"), 0), "bus");
+  ck_assert_int_eq(ops_int(bus, "wait_refused"), 12);
+  ck_assert_int_eq(ops_int(bus, "refused"), 0);
+  json_decref(st);
+  ask(fd, "wait bus-none g 8 0", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "wait ok 8 again 0 other 0\n");
+  deadline = h_now_ms() + 10000;
+  while (waits_done() < 16 && h_now_ms() < deadline)
+    usleep(10000);
+  ck_assert_uint_eq(waits_done(), 16);
+  close(fd);
+  stop();
+}
+END_TEST
+
+/* One aio_emit_wait of bus-wait tagged tag, its async listener begun and
+ * pending for later_ms; returns the connection, the worker in *pid. */
+static int start_pending_wait(int later_ms, const char *tag, pid_t *pid) {
+  char cmd[64], reply[128];
+  int fd = start_async(later_ms, pid);
+  snprintf(cmd, sizeof(cmd), "wait bus-wait %s 1 0", tag);
+  ask(fd, cmd, reply, sizeof(reply));
+  ck_assert_str_eq(reply, "wait ok 1 again 0 other 0\n");
+  json_t *begun = rec_wait(out_path, "sig", "bus-wait", 1, 5000);
+  ck_assert_ptr_nonnull(begun);
+  json_decref(begun);
+  ck_assert_uint_eq(waits_done(), 0);
+  return fd;
+}
+
+/* A drain (`aio stop`) waits for a pending wait: its async listener
+ * finishes and done_cb runs with 0 before the worker exits. */
+START_TEST(test_bus_drain_finishes_emit_waits) {
+  pid_t pid;
+  int fd = start_pending_wait(500, "d", &pid);
+  close(fd);
+  stop();
+  json_t *d = wait_done_of("d", 0);
+  ck_assert_ptr_nonnull(d);
+  ck_assert_int_eq(rec_int(d, "status"), 0);
+  assert_listener(d, 0, "busmod.status_async", 0);
+  assert_listener(d, 1, "busmod.record", 0);
+  json_decref(d);
+}
+END_TEST
+
+/* A worker told to stop at once (QUIT) calls the done_cb of a wait still
+ * pending as it stops, with -ECANCELED for what did not finish. */
+START_TEST(test_bus_quit_cancels_pending_emit_waits) {
+  pid_t pid;
+  int fd = start_pending_wait(10000, "q", &pid);
+  ck_assert_int_eq(kill(pid, SIGQUIT), 0);
+  json_t *q = wait_done_of("q", 10000);
+  if (q == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(q);
+  ck_assert_int_eq(rec_int(q, "status"), -ECANCELED);
+  ck_assert_int_eq(rec_int(q, "pid"), pid);
+  assert_listener(q, 0, "busmod.status_async", -ECANCELED);
+  assert_listener(q, 1, "busmod.record", -ECANCELED);
+  json_decref(q);
+  close(fd);
+  stop();
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("e2e_bus");
   TCase *tc = tcase_create("bus");
@@ -1076,6 +1287,12 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_async_listener_holds_later_signals_until_done);
   tcase_add_test(tc, test_bus_async_listener_holds_the_masters_frames_too);
   tcase_add_test(tc, test_bus_async_listener_pending_at_a_crash_is_in_hand);
+  tcase_add_test(tc,
+                 test_bus_emit_wait_reports_every_listener_once_all_finished);
+  tcase_add_test(tc, test_bus_emit_wait_from_a_thread_completes_on_the_loop);
+  tcase_add_test(tc, test_bus_emit_wait_is_bounded_and_counted);
+  tcase_add_test(tc, test_bus_drain_finishes_emit_waits);
+  tcase_add_test(tc, test_bus_quit_cancels_pending_emit_waits);
   suite_add_tcase(s, tc);
   return s;
 }

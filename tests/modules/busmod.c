@@ -184,6 +184,38 @@ static int record_async(const aio_signal_t *sig) {
 
 AIO_LISTENER_ASYNC(record_async);
 
+/* An async listener that ends with data.status: at once when data.now,
+ * else from a uv_timer later_ms after its call; records "phase". */
+struct status_job {
+  const aio_signal_t *sig;
+  int status;
+  uv_timer_t timer;
+};
+
+static void status_fire(uv_timer_t *t) {
+  struct status_job *j = t->data;
+  async_record(j->sig, "done");
+  aio_signal_done(j->sig, j->status);
+  uv_close((uv_handle_t *)t, async_closed);
+}
+
+static int status_async(const aio_signal_t *sig) {
+  int status = (int)json_integer_value(json_object_get(sig->data, "status"));
+  async_record(sig, "begin");
+  if (json_is_true(json_object_get(sig->data, "now")))
+    return status;
+  struct status_job *j = calloc(1, sizeof(*j));
+  if (j == NULL)
+    return -ENOMEM;
+  j->sig = sig;
+  j->status = status;
+  uv_timer_init(aio_loop(), &j->timer);
+  j->timer.data = j;
+  uv_timer_start(&j->timer, status_fire, (uint64_t)conf_ms("later_ms", 200), 0);
+  return AIO_PENDING;
+}
+AIO_LISTENER_ASYNC(status_async);
+
 static void spin_ms(long long ms) {
   long long until = mono_ns() + ms * 1000000LL;
   while (mono_ns() < until)
@@ -456,6 +488,58 @@ static void *flood_main(void *arg) {
   return NULL;
 }
 
+/* ---- aio_emit_wait ------------------------------------------------------ */
+
+static int in_wait_call; /* loop thread: inside an aio_emit_wait() call */
+
+/* done_cb: one record of what it was given, and where it ran. */
+static void wait_done(const aio_emit_result_t *r, void *arg) {
+  char *tag = arg;
+  json_t *ls = json_array();
+  for (size_t i = 0; i < r->n; i++)
+    json_array_append_new(ls, json_pack("{s:s,s:i}", "listener",
+                                        r->listeners[i].listener, "status",
+                                        r->listeners[i].status));
+  put_record(thread_witness(json_pack(
+      "{s:s,s:s,s:s,s:i,s:I,s:o,s:b,s:I}", "fn", "wait-done", "sig", r->signal,
+      "tag", tag, "status", r->status, "n", (json_int_t)r->n, "listeners", ls,
+      "in_call", in_wait_call, "t", (json_int_t)mono_ns())));
+  free(tag);
+}
+
+/* n waits for sig, data {tag, seq, status}; the count that returned 0 and
+ * the first error. */
+static void emit_waits(const char *sig, const char *tag, int n, int status,
+                       int *ok, int *again, int *other) {
+  for (int i = 1; i <= n; i++) {
+    char *t = strdup(tag);
+    json_t *data =
+        json_pack("{s:s,s:i,s:i}", "tag", tag, "seq", i, "status", status);
+    in_wait_call = 1;
+    int rc = t ? aio_emit_wait(sig, data, wait_done, t) : -ENOMEM;
+    in_wait_call = 0;
+    json_decref(data);
+    if (rc)
+      free(t);
+    *ok += rc == 0;
+    *again += rc == -EAGAIN;
+    *other += rc != 0 && rc != -EAGAIN;
+  }
+}
+
+struct wait_thread {
+  char sig[128], tag[64];
+  int status, rc;
+};
+
+static void *wait_main(void *arg) {
+  struct wait_thread *j = arg;
+  int ok = 0, again = 0, other = 0;
+  emit_waits(j->sig, j->tag, 1, j->status, &ok, &again, &other);
+  j->rc = ok ? 0 : -1;
+  return NULL;
+}
+
 /* ---- the emitter protocol --------------------------------------------- */
 
 /* The worker's end of its bus: the socketpair the master created, so the
@@ -541,7 +625,9 @@ static int junk(const char *kind) {
  * what aio_emit refused), "reuse SIGNAL TAG N" (one object, changed
  * after each emit and renamed at the end: listeners must see each emit as it
  * was), "chain TAG N MS" (see chain), "junk KIND", "busy MS" (say "busy", hold
- * the loop, say "idle"), "die". */
+ * the loop, say "idle"), "die", "wait SIGNAL TAG N STATUS" (aio_emit_wait
+ * with done_cb wait_done), "waitthread SIGNAL TAG STATUS" (one, from a
+ * thread). */
 static void command(aio_conn_t *c, char *cmd) {
   char out[128], sig[128], tag[64], kind[32];
   int n, i_ms;
@@ -568,6 +654,19 @@ static void command(aio_conn_t *c, char *cmd) {
       json_decref(data);
     }
     n = snprintf(out, sizeof(out), "emitted %d\n", ok);
+  } else if (sscanf(cmd, "wait %127s %63s %d %d", sig, tag, &n, &i_ms) == 4) {
+    int ok = 0, again = 0, other = 0;
+    emit_waits(sig, tag, n, i_ms, &ok, &again, &other);
+    n = snprintf(out, sizeof(out), "wait ok %d again %d other %d\n", ok, again,
+                 other);
+  } else if (sscanf(cmd, "waitthread %127s %63s %d", sig, tag, &i_ms) == 3) {
+    struct wait_thread j = {.status = i_ms, .rc = -1};
+    pthread_t tid;
+    snprintf(j.sig, sizeof(j.sig), "%s", sig);
+    snprintf(j.tag, sizeof(j.tag), "%s", tag);
+    if (pthread_create(&tid, NULL, wait_main, &j) == 0)
+      pthread_join(tid, NULL);
+    n = snprintf(out, sizeof(out), "waitthread %d\n", j.rc);
   } else if (sscanf(cmd, "emitbig %127s %63s %d %d", sig, tag, &n, &i_ms) ==
              4) {
     /* Like emit, each with i_ms bytes of padding. */
@@ -703,5 +802,118 @@ static int busmod_init(void) {
   return 0;
 }
 
+#ifdef AIO_HAVE_CHECK
+#include <check.h>
+
+/* ---- under `aio test`: the test's loop runs them for real --------------- */
+
+/* An async scheduler (busmod.later, from a uv_timer) runs on the test's
+ * loop until its aio_event_done(): odd runs succeed with a result. */
+START_TEST(test_later_runs_on_the_test_loop) {
+  aio_test_outcome_t o;
+  ck_assert_ptr_nonnull(aio_loop());
+  ck_assert_int_eq(aio_test_run_schedule("busmod.later", 5000, &o), 0);
+  ck_assert_int_eq(o.status, 0);
+  ck_assert_int_eq(json_integer_value(json_object_get(o.result, "run")), 1);
+  ck_assert_str_eq(json_string_value(json_object_get(o.result, "via")),
+                   "timer");
+  json_decref(o.result);
+  /* Run 2 fails, with its message as the result. */
+  ck_assert_int_eq(aio_test_run_schedule("busmod.later", 5000, &o), 0);
+  ck_assert_int_eq(o.status, 5);
+  ck_assert_str_eq(json_string_value(o.result), "even runs fail");
+  json_decref(o.result);
+}
+END_TEST
+
+/* From a thread of its own, by the schedule's name. */
+START_TEST(test_later_thread_completes_from_a_thread) {
+  aio_test_outcome_t o;
+  ck_assert_int_eq(aio_test_run_schedule("bus-later-thread", 5000, &o), 0);
+  ck_assert_int_eq(o.status, 0);
+  ck_assert_str_eq(json_string_value(json_object_get(o.result, "via")),
+                   "thread");
+  json_decref(o.result);
+  ck_assert_int_eq(aio_test_run_schedule("nosuch", 100, &o), -ENOENT);
+}
+END_TEST
+
+static int calls_seen;
+static void count_call(void *arg) { calls_seen += arg == &calls_seen; }
+static int seen_one(void *arg) {
+  (void)arg;
+  return calls_seen == 1;
+}
+
+START_TEST(test_call_soon_runs_on_the_test_loop) {
+  ck_assert_int_eq(aio_call_soon(count_call, &calls_seen), 0);
+  ck_assert_int_eq(calls_seen, 0);
+  ck_assert_int_eq(aio_test_run(seen_one, NULL, 2000), 0);
+  ck_assert_int_eq(aio_test_run(NULL, NULL, 10), -ETIMEDOUT);
+}
+END_TEST
+
+struct got {
+  int calls, status;
+  size_t n;
+  int st[4];
+  char names[4][64];
+};
+
+static void got_done(const aio_emit_result_t *r, void *arg) {
+  struct got *g = arg;
+  g->calls++;
+  g->status = r->status;
+  g->n = r->n;
+  for (size_t i = 0; i < r->n && i < 4; i++) {
+    g->st[i] = r->listeners[i].status;
+    snprintf(g->names[i], sizeof(g->names[i]), "%s", r->listeners[i].listener);
+  }
+}
+
+static int got_called(void *arg) { return ((struct got *)arg)->calls > 0; }
+
+/* aio_emit_wait: the async listener ends 7 from a timer, the plain one
+ * after it; done_cb on a later turn, with both. */
+START_TEST(test_emit_wait_on_the_test_loop) {
+  struct got g = {0};
+  json_t *data = json_pack("{s:i}", "status", 7);
+  ck_assert_int_eq(aio_emit_wait("bus-wait", data, got_done, &g), 0);
+  json_decref(data);
+  ck_assert_int_eq(g.calls, 0);
+  ck_assert_int_eq(aio_test_run(got_called, &g, 5000), 0);
+  ck_assert_int_eq(g.calls, 1);
+  ck_assert_int_eq(g.status, 7);
+  ck_assert_uint_eq(g.n, 2);
+  ck_assert_str_eq(g.names[0], "busmod.status_async");
+  ck_assert_int_eq(g.st[0], 7);
+  ck_assert_str_eq(g.names[1], "busmod.record");
+  ck_assert_int_eq(g.st[1], 0);
+  /* No listener: done on a later turn too, with none. */
+  struct got none = {0};
+  ck_assert_int_eq(aio_emit_wait("bus-none", NULL, got_done, &none), 0);
+  ck_assert_int_eq(none.calls, 0);
+  ck_assert_int_eq(aio_test_run(got_called, &none, 2000), 0);
+  ck_assert_uint_eq(none.n, 0);
+  ck_assert_int_eq(none.status, 0);
+  ck_assert_int_eq(aio_emit_wait("bus-none", NULL, NULL, NULL), -EINVAL);
+}
+END_TEST
+
+static struct Suite *busmod_tests(void) {
+  Suite *s = suite_create("busmod");
+  TCase *tc = tcase_create("loop");
+  tcase_add_test(tc, test_later_runs_on_the_test_loop);
+  tcase_add_test(tc, test_later_thread_completes_from_a_thread);
+  tcase_add_test(tc, test_call_soon_runs_on_the_test_loop);
+  tcase_add_test(tc, test_emit_wait_on_the_test_loop);
+  suite_add_tcase(s, tc);
+  return s;
+}
+#define BUSMOD_TESTS busmod_tests
+#else
+#define BUSMOD_TESTS NULL
+#endif
+
 AIO_MODULE(.name = "busmod", .description = "signal bus and schedule fixtures",
-           .init = busmod_init);
+           .init = busmod_init, .tests = BUSMOD_TESTS);

@@ -343,6 +343,25 @@ START_TEST(test_module_of_an_older_minor_loads) {
 }
 END_TEST
 
+/* Built against the frozen API 2.1 header (before aio_emit_wait): it
+ * loads in 2.2, its check hook and async listener as they were. */
+START_TEST(test_module_of_minor_2_1_loads) {
+  struct fixture f;
+  setup(&f, "[listen:x]\nsig = api21mod.later\n");
+  ck_assert_int_eq(loader_load_all(f.l, &f.s, &f.d), 0);
+  ck_assert_int_eq(loader_check(f.l, &f.s, &f.d), 0);
+  struct loader_module *m = loader_find_module(f.l, "api21mod");
+  ck_assert_ptr_nonnull(m);
+  ck_assert_ptr_nonnull(m->def->check);
+  const aio_decl_t *decl =
+      loader_resolve(f.l, &f.s.listeners[0].fn, AIO_KIND_LISTENER, &f.d);
+  ck_assert_ptr_nonnull(decl);
+  ck_assert_int_eq(decl->kind, AIO_KIND_LISTENER_ASYNC);
+  ck_assert_uint_eq(decl->api_version, (2u << 16) | 1u);
+  teardown(&f);
+}
+END_TEST
+
 START_TEST(test_module_of_a_newer_minor_is_refused) {
   char want[160];
   snprintf(want, sizeof(want),
@@ -490,6 +509,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_wrong_kind);
   tcase_add_test(tc, test_module_built_for_old_api);
   tcase_add_test(tc, test_module_of_an_older_minor_loads);
+  tcase_add_test(tc, test_module_of_minor_2_1_loads);
   tcase_add_test(tc, test_module_of_a_newer_minor_is_refused);
   tcase_add_test(tc, test_module_without_aio_module);
   tcase_add_test(tc, test_symbol_declared_for_old_api);
