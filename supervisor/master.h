@@ -73,6 +73,17 @@ struct master;
 struct generation;
 struct ctr_server;
 
+/* Which listeners a deliver frame is for: the local kinds, and the
+ * cluster ones (docs/cluster.md), which only a deliver frame from the
+ * master runs. Bit 1: broadcast. */
+enum listener_kind {
+  LK_ONCE = 0,
+  LK_BROADCAST = 1,
+  LK_CLUSTER = 2,
+  LK_CLUSTER_BROADCAST = 3
+};
+struct csig_entry;
+
 struct delivery {
   json_int_t id;
   uint64_t n; /* its place among deliver frames sent to the worker; 0: unsent */
@@ -80,6 +91,8 @@ struct delivery {
   size_t len;
   unsigned gen; /* the generation whose listener list it indexes */
   int broadcast;
+  int kind;                /* of its listeners: enum listener_kind */
+  struct csig_entry *cref; /* a cluster entry to acknowledge, or NULL */
   struct delivery *next;
 };
 
@@ -219,6 +232,7 @@ struct master {
   size_t nscheds;
   size_t rr;               /* round-robin cursor for job dispatch */
   struct cluster *cluster; /* the link to the cluster's Redis, or NULL */
+  struct csig *csig;       /* cluster signals on that link, or NULL */
   int exit_code;
 };
 

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cluster_signals.h"
 #include "log.h"
 #include "master.h"
 #include "util.h"
@@ -173,17 +174,20 @@ static void maybe_trim(struct master *m) {
 /* Queue frame (stolen), made for p's generation, for p and keep it until
  * acknowledged. */
 static void send_delivery(struct wproc *p, char *frame, size_t len,
-                          json_int_t id, int broadcast) {
+                          json_int_t id, int kind, struct csig_entry *cref) {
   struct delivery *d = calloc(1, sizeof(*d));
   if (d == NULL) {
     free(frame);
+    csig_abandon(p->m, cref);
     return;
   }
   d->id = id;
   d->gen = p->g->id;
   d->frame = frame;
   d->len = len;
-  d->broadcast = broadcast;
+  d->broadcast = kind & LK_BROADCAST;
+  d->kind = kind;
+  d->cref = cref;
   /* A failure (the channel is closing) keeps it, unsent: the worker's
    * death hands it to another worker. */
   if (master_send_raw(p, frame, len) == 0)
@@ -261,22 +265,27 @@ static struct wproc *any_ready(struct master *m, const struct wproc * not ) {
 
 /* Keep a frame (stolen) for a worker that does not exist yet. */
 static void backlog_add(json_t **backlog, char *frame, size_t len,
-                        json_int_t id, unsigned gen) {
+                        json_int_t id, unsigned gen, int kind) {
   if (*backlog == NULL)
     *backlog = json_array();
-  json_array_append_new(*backlog,
-                        json_pack("[I,s%,i]", id, frame, len, (int)gen));
+  json_array_append_new(
+      *backlog, json_pack("[I,s%,i,i]", id, frame, len, (int)gen, kind));
   free(frame);
 }
 
-/* The listeners of generation g for signal, once-per-emit or broadcast:
- * their indices in idx (room for all of g's). Returns how many. */
-static size_t match(const struct generation *g, const char *signal,
-                    int broadcast, size_t *idx) {
+static int kind_of(const struct listener_conf *l) {
+  return (l->broadcast ? LK_BROADCAST : 0) | (l->cluster ? LK_CLUSTER : 0);
+}
+
+/* The listeners of generation g for signal of one kind (enum
+ * listener_kind): their indices in idx (room for all of g's). Returns how
+ * many. */
+static size_t match(const struct generation *g, const char *signal, int kind,
+                    size_t *idx) {
   const struct settings *s = &g->app.s;
   size_t n = 0;
   for (size_t i = 0; i < s->nlisteners; i++)
-    if (!s->listeners[i].broadcast == !broadcast &&
+    if (kind_of(&s->listeners[i]) == kind &&
         strcmp(s->listeners[i].signal, signal) == 0)
       idx[n++] = i;
   return n;
@@ -285,25 +294,31 @@ static size_t match(const struct generation *g, const char *signal,
 /* Deliver signal to `to`'s listeners of one kind (to NULL: keep it in
  * backlog for the next worker). Listener indices are those of the
  * generation that will run them, which a reload can make differ from the
- * emitter's. */
+ * emitter's. cref: the cluster entry it is (to is not NULL then), given
+ * back to cluster_signals.c if nothing is sent. */
 static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
                            const char *signal, const json_t *data,
-                           const struct bus_span *raw, int broadcast) {
+                           const struct bus_span *raw, int kind,
+                           struct csig_entry *cref) {
   struct generation *g = to ? to->g : m->gen;
   size_t local[32], *idx = local, n, len;
   if (g->app.s.nlisteners > 32 &&
-      (idx = malloc(g->app.s.nlisteners * sizeof(*idx))) == NULL)
+      (idx = malloc(g->app.s.nlisteners * sizeof(*idx))) == NULL) {
+    csig_abandon(m, cref);
     return 0;
+  }
   json_int_t id;
   char *frame;
   size_t queued = 0;
-  if ((n = match(g, signal, broadcast, idx)) > 0 &&
+  if ((n = match(g, signal, kind, idx)) > 0 &&
       (frame = encode_deliver(m, signal, data, raw, idx, n, &id, &len))) {
     if (to)
-      send_delivery(to, frame, len, id, broadcast);
+      send_delivery(to, frame, len, id, kind, cref);
     else
-      backlog_add(backlog, frame, len, id, g->id);
+      backlog_add(backlog, frame, len, id, g->id, kind);
     queued = len;
+  } else {
+    csig_abandon(m, cref);
   }
   if (idx != local)
     free(idx);
@@ -338,6 +353,10 @@ static void slot_check(struct master *m, struct slot *sl) {
 
 #define SIG_ONCE 1
 #define SIG_BROADCAST 2
+#define SIG_CLUSTER_ONCE 4
+#define SIG_CLUSTER_BROADCAST 8
+
+static int sig_bit(const struct listener_conf *l) { return 1 << kind_of(l); }
 
 /* Which kinds of listener generation g has for signal: SIG_ONCE,
  * SIG_BROADCAST, both or neither. From a map made at first use: every
@@ -348,14 +367,14 @@ static int sig_kinds(struct generation *g, const char *signal) {
     for (size_t i = 0; i < s->nlisteners; i++) {
       const char *name = s->listeners[i].signal;
       json_int_t k = json_integer_value(json_object_get(g->sigmap, name));
-      k |= s->listeners[i].broadcast ? SIG_BROADCAST : SIG_ONCE;
+      k |= sig_bit(&s->listeners[i]);
       json_object_set_new(g->sigmap, name, json_integer(k));
     }
   if (g->sigmap == NULL) { /* out of memory: the list itself */
     int k = 0;
     for (size_t i = 0; i < s->nlisteners; i++)
       if (strcmp(s->listeners[i].signal, signal) == 0)
-        k |= s->listeners[i].broadcast ? SIG_BROADCAST : SIG_ONCE;
+        k |= sig_bit(&s->listeners[i]);
     return k;
   }
   return (int)json_integer_value(json_object_get(g->sigmap, signal));
@@ -364,46 +383,92 @@ static int sig_kinds(struct generation *g, const char *signal) {
 /* Route one signal from the master, or the broadcast part of a worker's
  * emit (from: the emitter, which runs the once-per-emit part itself). Its
  * data is the JSON text raw when given, else data. */
+static void route_slots(struct master *m, const char *signal,
+                        const json_t *data, const struct bus_span *raw,
+                        int kind);
+
 static void route(struct master *m, struct wproc *from, const char *signal,
                   const json_t *data, const struct bus_span *raw) {
   if (from == NULL)
-    deliver_kind(m, any_ready(m, NULL), &m->backlog, signal, data, raw, 0);
+    deliver_kind(m, any_ready(m, NULL), &m->backlog, signal, data, raw, LK_ONCE,
+                 NULL);
   /* Broadcast: each slot's worker, if the emitter's list (for the
    * master's own signals: any list, during a reload) has a broadcast
    * listener; each receiver runs those of its own list. */
   int any =
       from ? (sig_kinds(from->g, signal) & SIG_BROADCAST)
            : m->next_gen != NULL || (sig_kinds(m->gen, signal) & SIG_BROADCAST);
-  for (size_t i = 0; any && i < m->nslots; i++) {
+  if (any)
+    route_slots(m, signal, data, raw, LK_BROADCAST);
+  /* Cluster listeners: Redis's (cluster_signals.c), in the emitter's
+   * list, as the master's own signals in the current one. */
+  int kinds = sig_kinds(from ? from->g : m->gen, signal);
+  if (kinds & (SIG_CLUSTER_ONCE | SIG_CLUSTER_BROADCAST))
+    csig_emit(m, signal, (kinds & SIG_CLUSTER_ONCE) != 0,
+              (kinds & SIG_CLUSTER_BROADCAST) != 0, data, raw);
+}
+
+/* One signal of a broadcast kind to every slot's worker. */
+static void route_slots(struct master *m, const char *signal,
+                        const json_t *data, const struct bus_span *raw,
+                        int kind) {
+  for (size_t i = 0; i < m->nslots; i++) {
     struct slot *sl = &m->slots[i];
     /* A slot starting, respawning or not forked yet (aio-starting is
      * emitted before the first fork) keeps it for its next worker. */
     if (sl->state == SLOT_FAILED)
       continue;
     if (sl->cur && sl->cur->state == WPROC_READY) {
-      deliver_kind(m, sl->cur, NULL, signal, data, raw, 1);
+      deliver_kind(m, sl->cur, NULL, signal, data, raw, kind, NULL);
     } else {
       sl->backlog_bytes +=
-          deliver_kind(m, NULL, &sl->backlog, signal, data, raw, 1);
+          deliver_kind(m, NULL, &sl->backlog, signal, data, raw, kind, NULL);
       slot_check(m, sl);
     }
   }
+}
+
+int router_cluster_deliver(struct master *m, const char *signal,
+                           const json_t *data, struct csig_entry *cref) {
+  struct wproc *to = any_ready(m, NULL);
+  if (to == NULL)
+    return -EAGAIN;
+  deliver_kind(m, to, NULL, signal, data, NULL, LK_CLUSTER, cref);
+  return 0;
+}
+
+void router_cluster_broadcast(struct master *m, const char *signal,
+                              const json_t *data) {
+  route_slots(m, signal, data, NULL, LK_CLUSTER_BROADCAST);
+}
+
+int router_cluster_ready(struct master *m) {
+  return any_ready(m, NULL) != NULL;
+}
+
+int router_cluster_kinds(struct master *m, const char *signal) {
+  int k = sig_kinds(m->gen, signal);
+  return ((k & SIG_CLUSTER_ONCE) ? 1 : 0) |
+         ((k & SIG_CLUSTER_BROADCAST) ? 2 : 0);
 }
 
 /* Pass on a kept frame (stolen) made for generation gen. A worker of
  * another generation gets it made again for its own listener list (a new
  * id), or not at all when that list has no listener of its kind. */
 static void hand_over(struct master *m, struct wproc *to, char *frame,
-                      size_t len, json_int_t id, int broadcast, unsigned gen) {
+                      size_t len, json_int_t id, int kind, unsigned gen,
+                      struct csig_entry *cref) {
   if (gen == to->g->id) {
-    send_delivery(to, frame, len, id, broadcast);
+    send_delivery(to, frame, len, id, kind, cref);
     return;
   }
   json_t *msg = json_loadb(frame, len, 0, NULL);
   const char *signal = json_string_value(json_object_get(msg, "signal"));
   if (signal)
-    deliver_kind(m, to, NULL, signal, json_object_get(msg, "data"), NULL,
-                 broadcast);
+    deliver_kind(m, to, NULL, signal, json_object_get(msg, "data"), NULL, kind,
+                 cref);
+  else
+    csig_abandon(m, cref);
   json_decref(msg);
   free(frame);
 }
@@ -412,8 +477,8 @@ void router_emit(struct master *m, const char *signal, json_t *data) {
   route(m, NULL, signal, data, NULL);
 }
 
-static void flush_backlog(struct master *m, json_t **backlog, struct wproc *to,
-                          int broadcast) {
+static void flush_backlog(struct master *m, json_t **backlog,
+                          struct wproc *to) {
   if (*backlog == NULL)
     return;
   size_t i;
@@ -426,7 +491,8 @@ static void flush_backlog(struct master *m, json_t **backlog, struct wproc *to,
       continue;
     memcpy(frame, json_string_value(f), len);
     hand_over(m, to, frame, len, json_integer_value(json_array_get(e, 0)),
-              broadcast, (unsigned)json_integer_value(json_array_get(e, 2)));
+              (int)json_integer_value(json_array_get(e, 3)),
+              (unsigned)json_integer_value(json_array_get(e, 2)), NULL);
   }
   json_decref(*backlog);
   *backlog = NULL;
@@ -495,7 +561,7 @@ static void own_emit_gone(struct master *m, struct wproc *p, uint64_t seq,
               signal, (unsigned long long)seq, p->slot);
   else
     deliver_kind(m, any_ready(m, p), &m->backlog, signal,
-                 msg ? json_object_get(msg, "data") : NULL, raw, 0);
+                 msg ? json_object_get(msg, "data") : NULL, raw, LK_ONCE, NULL);
   json_decref(msg);
 }
 
@@ -543,6 +609,7 @@ void router_worker_gone(struct master *m, struct wproc *p) {
     next = d->next;
     if (d->n != 0 && d->n <= done) {
       /* Finished; only its acknowledgement died with the worker. */
+      csig_done(m, d->cref);
     } else if (died_in_hand(p, d->n, hand)) {
       /* Redelivering it could kill the next worker the same way. */
       json_t *msg = json_loadb(d->frame, d->len, 0, NULL);
@@ -551,19 +618,27 @@ void router_worker_gone(struct master *m, struct wproc *p) {
                 json_string_value(json_object_get(msg, "signal")),
                 (long long)d->id, p->slot);
       json_decref(msg);
+      /* A cluster entry stays pending in Redis: claimed again after
+       * cluster_claim_timeout, until cluster_max_deliveries. */
+      csig_abandon(m, d->cref);
     } else if (d->broadcast) {
       if (sl && (size_t)sl->index < m->nslots) {
-        backlog_add(&sl->backlog, d->frame, d->len, d->id, d->gen);
+        backlog_add(&sl->backlog, d->frame, d->len, d->id, d->gen, d->kind);
         sl->backlog_bytes += d->len;
         d->frame = NULL;
       }
     } else {
+      /* A cluster entry goes to another worker here, with its entry (not
+       * added to Redis again); with none ready it stays pending there. */
       struct wproc *to = any_ready(m, p);
       if (to)
-        hand_over(m, to, d->frame, d->len, d->id, 0, d->gen);
+        hand_over(m, to, d->frame, d->len, d->id, d->kind, d->gen, d->cref);
+      else if (d->cref)
+        csig_abandon(m, d->cref);
       else
-        backlog_add(&m->backlog, d->frame, d->len, d->id, d->gen);
-      d->frame = NULL;
+        backlog_add(&m->backlog, d->frame, d->len, d->id, d->gen, d->kind);
+      if (to || !d->cref)
+        d->frame = NULL;
     }
     free(d->frame);
     free(d);
@@ -579,10 +654,10 @@ static void worker_became_ready(struct master *m, struct wproc *p) {
    * aio-started, which must not overtake it. */
   if (p->g == m->gen) {
     struct slot *sl = &m->slots[p->slot];
-    flush_backlog(m, &sl->backlog, p, 1);
+    flush_backlog(m, &sl->backlog, p);
     sl->backlog_bytes = 0;
     slot_check(m, sl);
-    flush_backlog(m, &m->backlog, p, 0);
+    flush_backlog(m, &m->backlog, p);
   }
   master_worker_ready(m, p);
 }
@@ -668,6 +743,7 @@ static int ack_upto(struct wproc *p, json_int_t id) {
   struct delivery *rest = d->next, *next;
   for (d = p->pending; d != rest; d = next) {
     next = d->next;
+    csig_done(p->m, d->cref);
     p->pending_bytes -= d->len;
     free(d->frame);
     free(d);

@@ -784,12 +784,15 @@ static void send_ack(struct worker *w) {
 #define NO_NEXT ((size_t)-1)
 
 /* What w->sigmap says of a signal: which kinds of listener this worker's
- * list has for it, and its first once-per-emit listener. */
+ * list has for it, and its first once-per-emit listener. SIG_CLUSTER: a
+ * cluster listener, which the master hands to Redis and which never runs
+ * here on our own emit (it comes back as a deliver frame, if at all). */
 #define SIG_ONCE 1
 #define SIG_BROADCAST 2
-#define SIG_VALUE(first, kinds) ((((json_int_t)(first) + 1) << 2) | (kinds))
-#define SIG_KINDS(v) ((int)((v)&3))
-#define SIG_FIRST(v) ((size_t)(((v) >> 2) - 1))
+#define SIG_CLUSTER 4
+#define SIG_VALUE(first, kinds) ((((json_int_t)(first) + 1) << 3) | (kinds))
+#define SIG_KINDS(v) ((int)((v)&7))
+#define SIG_FIRST(v) ((size_t)(((v) >> 3) - 1))
 
 /* Index the listeners by signal: what aio_emit() runs here, and whether
  * the master must hear of it for broadcast listeners. */
@@ -806,7 +809,9 @@ static int index_listeners(struct worker *w) {
     const char *name = s->listeners[i].signal;
     json_int_t v = json_integer_value(json_object_get(w->sigmap, name));
     w->once_next[i] = NO_NEXT;
-    if (s->listeners[i].broadcast) {
+    if (s->listeners[i].cluster) {
+      v |= SIG_CLUSTER;
+    } else if (s->listeners[i].broadcast) {
       v |= SIG_BROADCAST;
     } else if (!(SIG_KINDS(v) & SIG_ONCE)) {
       v = SIG_VALUE(i, SIG_KINDS(v) | SIG_ONCE);
