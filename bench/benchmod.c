@@ -234,12 +234,15 @@ static void c_on_flush(uv_timer_t *t) {
   if (dir == NULL || C.got == C.written)
     return;
   char path[512], tmp[512];
+  /* Both files renamed into place: a reader never sees half of one. */
+  snprintf(tmp, sizeof(tmp), "%s/clat.%d.tmp", dir, (int)getpid());
   snprintf(path, sizeof(path), "%s/clat.%d", dir, (int)getpid());
-  FILE *f = fopen(path, "wb");
+  FILE *f = fopen(tmp, "wb");
   if (f == NULL)
     return;
   size_t w = fwrite(C.lat, sizeof(int64_t), (size_t)C.got, f);
   fclose(f);
+  rename(tmp, path);
   snprintf(tmp, sizeof(tmp), "%s/cres.%d.tmp", dir, (int)getpid());
   snprintf(path, sizeof(path), "%s/cres.%d", dir, (int)getpid());
   f = fopen(tmp, "w");

@@ -217,7 +217,7 @@ static long read_res(const char *dir, struct res *sum, int64_t **lat) {
   long total = 0;
   *sum = (struct res){0};
   while (d && (e = readdir(d))) {
-    if (strncmp(e->d_name, "cres.", 5) != 0)
+    if (strncmp(e->d_name, "cres.", 5) != 0 || strstr(e->d_name, ".tmp"))
       continue;
     char path[1024];
     snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
