@@ -1064,8 +1064,9 @@ START_TEST(test_error_listener_format_on_its_line) {
                         "\n"
                         "    m.two sometimes\n",
                         5,
-                        "[listen:x] sig: expected 'module.function' or "
-                        "'module.function broadcast', one per line");
+                        "[listen:x] sig: expected 'module.function', "
+                        "'module.function broadcast', either with 'cluster' "
+                        "after it, one per line");
   expect_settings_error("[listen:x]\nsig =\n    nodot\n", 3,
                         "'nodot' is not a module.symbol reference");
 }
