@@ -226,6 +226,18 @@ static void print_cluster(json_t *r, int nodes) {
          (long long)json_integer_value(json_object_get(cl, "failed")),
          (long long)json_integer_value(json_object_get(cl, "skipped")),
          (long long)json_integer_value(json_object_get(cl, "local")));
+  json_t *sg = json_object_get(c, "signals");
+  if (json_integer_value(json_object_get(sg, "streams")) > 0 ||
+      json_integer_value(json_object_get(sg, "emitted")) > 0)
+    printf("  signals: %lld queued, %lld dropped, %lld added, %lld ran, "
+           "%lld claimed, %lld dead; reader %s\n",
+           (long long)json_integer_value(json_object_get(sg, "queued")),
+           (long long)json_integer_value(json_object_get(sg, "dropped")),
+           (long long)json_integer_value(json_object_get(sg, "added")),
+           (long long)json_integer_value(json_object_get(sg, "ran")),
+           (long long)json_integer_value(json_object_get(sg, "claimed")),
+           (long long)json_integer_value(json_object_get(sg, "dead")),
+           json_string_value(json_object_get(sg, "reader")));
   if (!nodes)
     return;
   printf("%-20s %-8s %-10s %-4s %-8s %s\n", "NODE", "PID", "VERSION", "GEN",
