@@ -383,8 +383,9 @@ static int held_has(const struct csig *c, const char *key, const char *id,
   return 0;
 }
 
+static void flush_acks(struct csig *c);
+
 void csig_done(struct master *m, struct csig_entry *e) {
-  (void)m;
   if (e == NULL)
     return;
   if (e->c == NULL) {
@@ -394,7 +395,10 @@ void csig_done(struct master *m, struct csig_entry *e) {
   e->c->ran++;
   e->c->inflight--;
   e->state = HELD_DONE;
-  read_more(e->c);
+  if (master_stopping(m))
+    flush_acks(e->c); /* now: there may be no next tick */
+  else
+    read_more(e->c);
 }
 
 void csig_abandon(struct master *m, struct csig_entry *e) {
