@@ -195,6 +195,10 @@ static void fmt_bytes(long long b, char *out, size_t n) {
     snprintf(out, n, "%lldK", b / 1024);
 }
 
+static long long ival(const json_t *o, const char *key) {
+  return (long long)json_integer_value(json_object_get(o, key));
+}
+
 /* The cluster line of `aio status`, and `aio status --cluster`: the live
  * nodes the master saw at its last read (docs/cluster.md). */
 static void print_cluster(json_t *r, int nodes) {
@@ -219,24 +223,15 @@ static void print_cluster(json_t *r, int nodes) {
          "lost %lld, failed %lld, skipped %lld, local %lld\n",
          json_array_size(json_object_get(c, "peers")),
          json_array_size(json_object_get(c, "peers")) == 1 ? "" : "s",
-         (long long)json_integer_value(json_object_get(q, "outstanding")),
-         (long long)json_integer_value(json_object_get(q, "refused")),
-         (long long)json_integer_value(json_object_get(cl, "won")),
-         (long long)json_integer_value(json_object_get(cl, "lost")),
-         (long long)json_integer_value(json_object_get(cl, "failed")),
-         (long long)json_integer_value(json_object_get(cl, "skipped")),
-         (long long)json_integer_value(json_object_get(cl, "local")));
+         ival(q, "outstanding"), ival(q, "refused"), ival(cl, "won"),
+         ival(cl, "lost"), ival(cl, "failed"), ival(cl, "skipped"),
+         ival(cl, "local"));
   json_t *sg = json_object_get(c, "signals");
-  if (json_integer_value(json_object_get(sg, "streams")) > 0 ||
-      json_integer_value(json_object_get(sg, "emitted")) > 0)
+  if (ival(sg, "streams") > 0 || ival(sg, "emitted") > 0)
     printf("  signals: %lld queued, %lld dropped, %lld added, %lld ran, "
            "%lld claimed, %lld dead; reader %s\n",
-           (long long)json_integer_value(json_object_get(sg, "queued")),
-           (long long)json_integer_value(json_object_get(sg, "dropped")),
-           (long long)json_integer_value(json_object_get(sg, "added")),
-           (long long)json_integer_value(json_object_get(sg, "ran")),
-           (long long)json_integer_value(json_object_get(sg, "claimed")),
-           (long long)json_integer_value(json_object_get(sg, "dead")),
+           ival(sg, "queued"), ival(sg, "dropped"), ival(sg, "added"),
+           ival(sg, "ran"), ival(sg, "claimed"), ival(sg, "dead"),
            json_string_value(json_object_get(sg, "reader")));
   if (!nodes)
     return;
