@@ -28,7 +28,9 @@
   X(CTR_SEND_TIMEOUT, "send_timeout")   /* reset by send_timeout */            \
   X(CTR_DEADLINE, "deadline")           /* header_timeout, or a deadline */    \
   X(CTR_BYTES_READ, "bytes_read")       /* from peers (datagrams too) */       \
-  X(CTR_BYTES_WRITTEN, "bytes_written") /* taken by the kernel for peers */
+  X(CTR_BYTES_WRITTEN, "bytes_written") /* taken by the kernel for peers */    \
+  X(CTR_REQUESTS, "requests") /* aio_conn_request_done(): protocols that       \
+                                 count requests (aio.hello) */
 
 enum ctr_index {
 #define CTR_ENUM(e, s) e,

@@ -138,6 +138,14 @@ struct settings {
   /* ---- placement ---- */
   int cpu_affinity; /* 1 (auto): worker slot k pinned to CPU k; 0 (off) */
 
+  /* ---- recycling (supervisor/recycle.c); 0: off ---- */
+  int max_requests;           /* requests (or connections) per worker */
+  int max_requests_jitter;    /* each worker's limit: + randint(0, this) */
+  double max_lifetime;        /* seconds a worker serves */
+  double max_lifetime_jitter; /* + uniform(0, this) seconds */
+  size_t max_memory;          /* resident bytes of a worker */
+  int recycle_concurrency;    /* slots being replaced at once, at most */
+
   /* ---- [aio] cluster keys (issue 15; docs/cluster.md) ---------------- */
   char *cluster;                /* the URL as written; NULL: a single host */
   struct redis_url redis;       /* cluster, parsed (password from the file) */

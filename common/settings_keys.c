@@ -97,14 +97,30 @@ static int parse_whole(struct settings_ctx *c, const struct settings_key *k,
   return -1;
 }
 
+/* The duration syntax of the modules' own keys (aio_config_duration) too:
+ * "30", "1.5", "250ms", "5m", "1h". */
 static void parse_seconds(struct settings_ctx *c, const struct settings_key *k,
                           void *base, const char *v) {
   double out;
-  if (util_parse_double(v, k->min, k->max, &out))
-    settings_fail(c, k->name, "expected a number of seconds between %g and %g",
+  if (util_parse_duration(v, &out) || out < k->min || out > k->max)
+    settings_fail(c, k->name,
+                  "expected a number of seconds between %g and %g (a unit "
+                  "may follow: ms, s, m, h, d)",
                   k->min, k->max);
   else
     *(double *)field(base, k->offset) = out;
+}
+
+static void parse_bytes(struct settings_ctx *c, const struct settings_key *k,
+                        void *base, const char *v) {
+  unsigned long long out;
+  if (util_parse_size(v, &out) || (double)out < k->min || (double)out > k->max)
+    settings_fail(c, k->name,
+                  "expected bytes between %.0f and %.0f (a unit may follow: "
+                  "K, M, G, T)",
+                  k->min, k->max);
+  else
+    *(size_t *)field(base, k->offset) = (size_t)out;
 }
 
 static void parse_bool(struct settings_ctx *c, const struct settings_key *k,
@@ -202,6 +218,9 @@ static void apply_row(struct settings_ctx *c, const struct settings_key *k,
     break;
   case SETTINGS_SECONDS:
     parse_seconds(c, k, base, v);
+    break;
+  case SETTINGS_BYTES:
+    parse_bytes(c, k, base, v);
     break;
   case SETTINGS_BOOL:
     parse_bool(c, k, base, v);

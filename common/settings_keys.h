@@ -18,7 +18,10 @@
 enum settings_type {
   SETTINGS_INT,     /* int: a whole number in [min, max] */
   SETTINGS_SIZE,    /* size_t: a whole number in [min, max] */
-  SETTINGS_SECONDS, /* double: a number of seconds in [min, max] */
+  SETTINGS_SECONDS, /* double: seconds in [min, max], with an optional unit
+                       (250ms, 30s, 5m, 1h, 1d) */
+  SETTINGS_BYTES,   /* size_t: bytes in [min, max], with an optional binary
+                       unit (64K, 256M, 2G) */
   SETTINGS_BOOL,    /* int 0/1: yes/no, true/false, on/off, 1/0 */
   SETTINGS_STRING,  /* char *, new; NULL when empty */
   SETTINGS_PATH,    /* as STRING, relative to the config's directory */

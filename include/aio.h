@@ -61,9 +61,10 @@ extern "C" {
  * factories that serve (aio_server_serve, aio_server_hold/release,
  * aio_conn_server_data), aio_call_soon(), async schedulers (AIO_PENDING,
  * aio_event_done()) and the members of aio_event_t after run, and
- * AIO_LISTENER_ASYNC with aio_signal_done(). */
+ * AIO_LISTENER_ASYNC with aio_signal_done(); 2.2 added
+ * aio_conn_request_done(). */
 #define AIO_API_MAJOR 2
-#define AIO_API_MINOR 1
+#define AIO_API_MINOR 2
 #define AIO_API_VERSION ((AIO_API_MAJOR << 16) | AIO_API_MINOR)
 #define AIO_VERSION "0.1.0"
 
@@ -133,6 +134,11 @@ AIO_EXPORT void *aio_conn_server_data(const aio_conn_t *conn);
  * keep-alive should finish the request in hand and then close. conn may be
  * NULL (a factory's own handles, see aio_server_hold). */
 AIO_EXPORT int aio_conn_draining(const aio_conn_t *conn);
+/* (API 2.2) One request on conn is answered. A protocol that calls it
+ * counts requests for [aio] max_requests (a worker is recycled after that
+ * many) and for aio_requests_total in the metrics; a server whose protocol
+ * never calls it counts each connection as one request. */
+AIO_EXPORT void aio_conn_request_done(aio_conn_t *conn);
 
 /* ---- timeouts (stream connections; docs/plugins.md) -------------------- */
 

@@ -278,6 +278,46 @@ static void print_servers(json_t *servers) {
   }
 }
 
+/* Workers replaced, by reason, summed over the slots, and what recycling
+ * did (its triggers); nothing when no worker was ever replaced. */
+static void print_replaced(json_t *r) {
+  long long by[8] = {0};
+  const char *names[8] = {0};
+  size_t nr = 0, k;
+  json_t *sl;
+  json_array_foreach(json_object_get(r, "slots"), k, sl) {
+    const char *key;
+    json_t *v;
+    size_t i = 0;
+    json_object_foreach(json_object_get(sl, "replaced"), key, v) {
+      if (i >= 8)
+        break;
+      names[i] = key;
+      by[i++] += (long long)json_integer_value(v);
+    }
+    nr = i > nr ? i : nr;
+  }
+  long long all = 0;
+  for (size_t i = 0; i < nr; i++)
+    all += by[i];
+  if (all == 0)
+    return;
+  printf("workers replaced:");
+  for (size_t i = 0; i < nr; i++)
+    printf("%s %s %lld", i ? "," : "", names[i], by[i]);
+  printf("\n");
+  json_t *rc = json_object_get(r, "recycles");
+  if (json_is_object(rc))
+    printf("recycled: requests %lld, lifetime %lld, memory %lld; %lld "
+           "replacement%s failed, %lld in flight\n",
+           (long long)json_integer_value(json_object_get(rc, "requests")),
+           (long long)json_integer_value(json_object_get(rc, "lifetime")),
+           (long long)json_integer_value(json_object_get(rc, "memory")),
+           (long long)json_integer_value(json_object_get(rc, "failed")),
+           json_integer_value(json_object_get(rc, "failed")) == 1 ? "" : "s",
+           (long long)json_integer_value(json_object_get(rc, "in_flight")));
+}
+
 static void print_status(json_t *r) {
   printf("master pid %lld, up %.1f s, generation %lld%s, %lld worker%s, "
          "%lld reload%s\nconfig %s\n",
@@ -307,6 +347,7 @@ static void print_status(json_t *r) {
   if (failures > 0)
     printf("%lld failed start%s of a worker (before it existed; retried)\n",
            (long long)failures, failures == 1 ? "" : "s");
+  print_replaced(r);
   size_t k;
   json_t *sl;
   json_array_foreach(json_object_get(r, "slots"), k, sl) {

@@ -57,7 +57,7 @@ void generation_free(struct generation *g, const struct generation *keep) {
   free(g->ports);
   free(g->shared);
   free(g->activated);
-  json_decref(g->sigmap);
+  bus_index_close(&g->sigs);
   app_close(&g->app);
   free(g);
 }
@@ -73,7 +73,9 @@ struct generation *generation_new(struct app *app, unsigned id) {
   g->ports = calloc(n, sizeof(int));
   g->shared = malloc(n * sizeof(int));
   g->activated = calloc(n, sizeof(int));
-  if (!g->ports || !g->shared || !g->activated) {
+  /* The listener index both the router and the workers read. */
+  if (!g->ports || !g->shared || !g->activated ||
+      bus_index_build(&g->sigs, &g->app.s)) {
     generation_free(g, NULL);
     return NULL;
   }

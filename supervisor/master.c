@@ -39,6 +39,12 @@ static const char *const slot_state_names[] = {
 #undef SLOT_NAME
 };
 
+static const char *const restart_reason_names[] = {
+#define REASON_NAME(e, s) s,
+    RESTART_REASONS(REASON_NAME)
+#undef REASON_NAME
+};
+
 static const char *const master_phase_names[] = {
 #define MASTER_NAME(e, s) s,
     MASTER_PHASES(MASTER_NAME)
@@ -291,6 +297,7 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
   enum wproc_state was = p->state;
   p->state = WPROC_DEAD;
   reload_worker_exited(m, p, how);
+  recycle_worker_exited(m, p, how);
   router_worker_gone(m, p);
   sched_worker_gone(m, p);
   json_t *data = json_pack("{s:i,s:i,s:s}", "slot", p->slot, "pid", (int)p->pid,
@@ -438,6 +445,27 @@ void master_proc_stop(struct master *m, struct wproc *p, int graceful) {
   json_decref(msg);
 }
 
+void master_slot_switch(struct master *m, struct slot *s,
+                        enum restart_reason why) {
+  struct wproc *was = s->cur;
+  s->cur = s->next;
+  s->next = NULL;
+  if (was) {
+    s->replaced[why]++;
+    master_proc_stop(m, was, 1);
+  }
+}
+
+void master_slot_drop_next(struct master *m, struct slot *s) {
+  (void)m;
+  struct wproc *p = s->next;
+  s->next = NULL;
+  if (p && p->state != WPROC_DEAD) {
+    p->state = WPROC_DRAINING; /* an expected exit: no crash accounting */
+    kill(p->pid, SIGKILL);
+  }
+}
+
 void master_begin_stop(struct master *m, enum master_phase to) {
   int graceful = to == MASTER_STOPPING;
   if (m->phase >= to)
@@ -446,6 +474,7 @@ void master_begin_stop(struct master *m, enum master_phase to) {
   log_info("%s shutdown", graceful ? "graceful" : "immediate");
   /* A generation that is not serving yet has nothing to drain. */
   reload_cancel(m, "the master is shutting down");
+  recycle_cancel(m, "the master is shutting down");
   sched_stop(m);
   cluster_leave(m);
   notify_send("STOPPING=1\nSTATUS=%s shutdown",
@@ -470,6 +499,8 @@ void master_scale(struct master *m, size_t n) {
   if (n == old)
     return;
   log_info("workers: %zu -> %zu", old, n);
+  if (n < old)
+    recycle_cancel(m, "the workers are scaled down");
   m->nslots = n;
   for (size_t i = old; i < n; i++) {
     struct slot *s = master_slot_get(m, i);
@@ -548,6 +579,8 @@ void master_worker_ready(struct master *m, struct wproc *p) {
     reload_worker_ready(m, p);
     return;
   }
+  if (recycle_worker_ready(m, p))
+    return;
   if (m->unserved && p->g == m->gen)
     master_served_again(m, p);
   announce_ready(m);
@@ -592,6 +625,14 @@ void master_status(struct master *m, json_t *reply) {
                           slot_state_names[s->state], "serving", ready,
                           "restarts", (int)s->restarts, "start_failures",
                           (int)s->start_failures, "why", s->why);
+    json_t *replaced = json_object();
+    for (int r = 0; r < RESTART_NREASONS; r++)
+      json_object_set_new(replaced, restart_reason_names[r],
+                          json_integer((json_int_t)s->replaced[r]));
+    json_object_set_new(o, "replaced", replaced);
+    const char *recycling = recycle_trigger_name(s->recycling - 1);
+    json_object_set_new(o, "recycling",
+                        recycling ? json_string(recycling) : json_null());
     if (s->state == SLOT_BACKOFF) {
       if (retrying == NULL)
         retrying = s;
@@ -623,6 +664,7 @@ void master_status(struct master *m, json_t *reply) {
   json_object_set_new(reply, "problem", problem);
   json_object_set_new(reply, "reload_queued", json_boolean(m->reload_queued));
   json_object_set_new(reply, "slots", slots);
+  json_object_set_new(reply, "recycles", recycle_status(m));
 }
 
 /* ---- the tick: liveness, backoff, deadlines ---------------------------- */
@@ -667,6 +709,7 @@ static void on_tick(uv_timer_t *t) {
     }
   start_tick(m, now);
   reload_tick(m, now);
+  recycle_tick(m, now);
   router_tick(m);
   if (master_stopping(m) && m->procs == NULL)
     uv_stop(m->loop);

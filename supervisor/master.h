@@ -13,6 +13,7 @@
 
 #include "app.h"
 #include "bus.h"
+#include "bus_index.h"
 
 /* X(enum, name): a worker process's lifecycle, in order. */
 #define WPROC_STATES(X)                                                        \
@@ -60,7 +61,9 @@ enum master_phase {
   X(CRASH, "crash")                 /* exited unexpectedly */                  \
   X(HEARTBEAT, "heartbeat")         /* killed: silent past [aio] timeout */    \
   X(START_FAILURE, "start_failure") /* could not be started */                 \
-  X(RELOAD, "reload")               /* replaced by a new generation */
+  X(RELOAD, "reload")               /* replaced by a new generation */         \
+  X(RECYCLE, "recycle") /* max_requests, max_lifetime, max_memory (recycle.c)  \
+                         */
 
 enum restart_reason {
 #define RESTART_ENUM(e, s) RESTART_##e,
@@ -73,14 +76,17 @@ struct master;
 struct generation;
 struct ctr_server;
 
-/* Which listeners a deliver frame is for: the local kinds, and the
- * cluster ones (docs/cluster.md), which only a deliver frame from the
- * master runs. Bit 1: broadcast. */
-enum listener_kind {
-  LK_ONCE = 0,
-  LK_BROADCAST = 1,
-  LK_CLUSTER = 2,
-  LK_CLUSTER_BROADCAST = 3
+/* X(enum, name): what made the master recycle a worker (recycle.c). */
+#define RECYCLE_TRIGGERS(X)                                                    \
+  X(REQUESTS, "requests") /* [aio] max_requests (+ jitter) */                  \
+  X(LIFETIME, "lifetime") /* [aio] max_lifetime (+ jitter) */                  \
+  X(MEMORY, "memory")     /* [aio] max_memory */
+
+enum recycle_trigger {
+#define RECYCLE_ENUM(e, s) RECYCLE_##e,
+  RECYCLE_TRIGGERS(RECYCLE_ENUM)
+#undef RECYCLE_ENUM
+      RECYCLE_NTRIGGERS
 };
 struct csig_entry;
 
@@ -91,7 +97,7 @@ struct delivery {
   size_t len;
   unsigned gen; /* the generation whose listener list it indexes */
   int broadcast;
-  int kind;                /* of its listeners: enum listener_kind */
+  int kind;                /* of its listeners: enum bus_kind */
   struct csig_entry *cref; /* a cluster entry to acknowledge, or NULL */
   struct delivery *next;
 };
@@ -136,6 +142,10 @@ struct wproc {
   struct ctr_server *ctrs;       /* shared: its counters, one block per
                                     server of g (counters.h) */
   int silenced;                  /* killed for its heartbeat's silence */
+  /* Its own recycling limits, drawn once with their jitter (recycle.c):
+   * requests to serve and the time it may serve, 0 for none. */
+  int limits_drawn;
+  uint64_t max_requests, max_lifetime_ms;
   struct wproc *next;
 };
 
@@ -161,6 +171,12 @@ struct slot {
   size_t backlog_bytes; /* their frames' bytes */
   int full;             /* backlog at its bound (router.c) */
   uint64_t replaced[RESTART_NREASONS]; /* its workers replaced, by why */
+  /* Recycling its worker (recycle.c): next is a worker of the serving
+   * generation, started for trigger-1 (0: none); after a replacement
+   * that failed, not again before recycle_retry_ms. */
+  int recycling;
+  unsigned recycle_failures; /* replacements in a row that failed */
+  uint64_t recycle_retry_ms;
 };
 
 /* A generation: one configuration and the sockets for it. A reload makes a
@@ -175,7 +191,7 @@ struct generation {
   int *activated; /* per server: came from socket activation */
   size_t nslots_fds;
   int refs;
-  json_t *sigmap; /* signal -> SIG_ONCE | SIG_BROADCAST; made by the router */
+  struct bus_index sigs; /* signal -> its listeners, by kind */
 };
 
 struct sched;
@@ -224,11 +240,14 @@ struct master {
   int reload_queued;
   unsigned reloads; /* successful reloads so far */
   unsigned reload_failures;
-  struct metrics *metrics; /* [aio] metrics, or NULL */
-  struct control *ctl;     /* the control socket, or NULL */
-  uv_timer_t watchdog;     /* sd_notify WATCHDOG=1 */
-  char *pidfile;           /* written and locked by daemon.c */
-  struct sched *scheds;    /* one per [schedule:NAME] of the current config */
+  uint64_t recycles[RECYCLE_NTRIGGERS]; /* workers recycled, by trigger */
+  uint64_t recycle_failed;              /* replacements that failed */
+  uint64_t recycle_mem_ms;              /* max_memory: when last checked */
+  struct metrics *metrics;              /* [aio] metrics, or NULL */
+  struct control *ctl;                  /* the control socket, or NULL */
+  uv_timer_t watchdog;                  /* sd_notify WATCHDOG=1 */
+  char *pidfile;                        /* written and locked by daemon.c */
+  struct sched *scheds; /* one per [schedule:NAME] of the current config */
   size_t nscheds;
   size_t rr;               /* round-robin cursor for job dispatch */
   struct cluster *cluster; /* the link to the cluster's Redis, or NULL */
@@ -266,6 +285,14 @@ struct slot *master_slot_get(struct master *m, size_t index);
 void master_proc_stop(struct master *m, struct wproc *p, int graceful);
 void master_begin_stop(struct master *m, enum master_phase to);
 void master_scale(struct master *m, size_t n);
+/* Replace-then-drain, the step a reload and a recycle share: s's next
+ * worker (ready) becomes its current one, and the one it replaces, if
+ * any, is counted as replaced for why and told to drain. */
+void master_slot_switch(struct master *m, struct slot *s,
+                        enum restart_reason why);
+/* Give up s's next worker before it serves: killed, with no crash
+ * accounting when it goes. */
+void master_slot_drop_next(struct master *m, struct slot *s);
 /* For `aio status`: adds "serving" (ready workers of the serving
  * generation), "start_failures", "problem" (why no worker serves, or
  * null), "reload_queued" and "slots" (state, restarts, start_failures,
@@ -283,6 +310,24 @@ void reload_tick(struct master *m, uint64_t now);
 /* Abandon a reload in flight (the master is stopping): kill its workers,
  * keep the old generation, answer its clients with why. */
 void reload_cancel(struct master *m, const char *why);
+
+/* recycle.c: [aio] max_requests, max_lifetime, max_memory. Each tick:
+ * start a replacement for a worker past a limit (at most
+ * recycle_concurrency slots at once, never during a reload or a stop). */
+void recycle_tick(struct master *m, uint64_t now);
+/* p became ready: 1 when it was a slot's replacement, now switched in. */
+int recycle_worker_ready(struct master *m, struct wproc *p);
+/* p exited (before its slot's bookkeeping): a replacement that died
+ * before it served, or a worker whose replacement is still starting. */
+void recycle_worker_exited(struct master *m, struct wproc *p, const char *how);
+/* Abandon every replacement still starting (a reload replaces every slot
+ * anyway; a stop or a scale-down wants none). */
+void recycle_cancel(struct master *m, const char *why);
+/* For aio status: {"requests": n, "lifetime": n, "memory": n, "failed": n,
+ * "in_flight": n} (new). */
+json_t *recycle_status(const struct master *m);
+/* The name of an enum recycle_trigger ("requests"...), NULL past them. */
+const char *recycle_trigger_name(int t);
 
 /* control.c */
 int control_open(struct master *m);

@@ -395,6 +395,10 @@ static const struct {
      "Times accepting paused because accept(2) ran out of descriptors or "
      "memory.",
      CTR_ACCEPT_PAUSED},
+    {"aio_requests_total", "counter",
+     "Requests answered, as counted by protocols that call "
+     "aio_conn_request_done() (aio.hello does).",
+     CTR_REQUESTS},
     {"aio_bytes_read_total", "counter", "Bytes read from clients.",
      CTR_BYTES_READ},
     {"aio_bytes_written_total", "counter",
@@ -442,7 +446,8 @@ static void expose_workers(struct util_buf *b, const struct master *m,
                     slot_serves(m, (int)i));
   family(b, "aio_worker_restarts_total", "counter",
          "Workers of the slot replaced, by reason: crash, heartbeat (killed "
-         "for silence), start_failure, reload.");
+         "for silence), start_failure, reload, recycle (max_requests, "
+         "max_lifetime, max_memory).");
   for (size_t i = 0; i < nslots; i++)
     for (int r = 0; r < RESTART_NREASONS; r++)
       util_buf_printf(b,
@@ -450,6 +455,13 @@ static void expose_workers(struct util_buf *b, const struct master *m,
                       "%llu\n",
                       i, reason_names[r],
                       (unsigned long long)m->slots[i].replaced[r]);
+  family(b, "aio_worker_recycles_total", "counter",
+         "Workers recycled, by trigger: requests (max_requests), lifetime "
+         "(max_lifetime), memory (max_memory).");
+  for (int t = 0; t < RECYCLE_NTRIGGERS; t++)
+    util_buf_printf(b, "aio_worker_recycles_total{trigger=\"%s\"} %llu\n",
+                    recycle_trigger_name(t),
+                    (unsigned long long)m->recycles[t]);
   family(b, "aio_reloads_total", "counter", "Reloads, by result.");
   util_buf_printf(b,
                   "aio_reloads_total{result=\"ok\"} %u\n"

@@ -60,14 +60,8 @@ static void abort_next(struct master *m, int code, const char *why) {
   m->next_gen = NULL;
   if (m->phase == MASTER_RELOADING) /* not when a stop abandons it */
     m->phase = MASTER_SERVING;
-  for (size_t i = 0; i < m->slots_cap; i++) {
-    struct wproc *p = m->slots[i].next;
-    m->slots[i].next = NULL;
-    if (p && p->state != WPROC_DEAD) {
-      p->state = WPROC_DRAINING; /* expected exit: no crash accounting */
-      kill(p->pid, SIGKILL);
-    }
-  }
+  for (size_t i = 0; i < m->slots_cap; i++)
+    master_slot_drop_next(m, &m->slots[i]);
   /* The generation goes when its last worker is reaped. */
   if (--g->refs == 0)
     generation_free(g, m->gen);
@@ -163,6 +157,9 @@ int reload_start(struct master *m, char **why) {
       return -1;
     }
   }
+  /* A worker being recycled is replaced by this reload's instead: its
+   * replacement, still starting, would hold the slot's next. */
+  recycle_cancel(m, "a reload replaces every worker");
   m->next_gen = g;
   m->phase = MASTER_RELOADING;
   uint64_t limit = (uint64_t)(g->app.s.timeout * 1000);
@@ -198,15 +195,9 @@ static void commit(struct master *m) {
   m->unserved = 0; /* every slot has a ready worker of g */
   for (size_t i = 0; i < top; i++) {
     struct slot *s = &m->slots[i];
-    struct wproc *was = s->cur;
-    s->cur = s->next;
-    s->next = NULL;
     s->ncrash = 0;
     s->state = i < n ? SLOT_RUNNING : SLOT_IDLE;
-    if (was) {
-      s->replaced[RESTART_RELOAD]++;
-      master_proc_stop(m, was, 1);
-    }
+    master_slot_switch(m, s, RESTART_RELOAD);
   }
   /* Old sockets close with the old generation's last worker. */
   if (--old->refs == 0)

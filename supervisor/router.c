@@ -27,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bus_codec.h"
 #include "cluster_signals.h"
 #include "log.h"
 #include "master.h"
@@ -174,7 +175,8 @@ static void maybe_trim(struct master *m) {
 /* Queue frame (stolen), made for p's generation, for p and keep it until
  * acknowledged. */
 static void send_delivery(struct wproc *p, char *frame, size_t len,
-                          json_int_t id, int kind, struct csig_entry *cref) {
+                          json_int_t id, enum bus_kind kind,
+                          struct csig_entry *cref) {
   struct delivery *d = calloc(1, sizeof(*d));
   if (d == NULL) {
     free(frame);
@@ -185,7 +187,7 @@ static void send_delivery(struct wproc *p, char *frame, size_t len,
   d->gen = p->g->id;
   d->frame = frame;
   d->len = len;
-  d->broadcast = kind & LK_BROADCAST;
+  d->broadcast = bus_kind_broadcast(kind);
   d->kind = kind;
   d->cref = cref;
   /* A failure (the channel is closing) keeps it, unsent: the worker's
@@ -216,29 +218,7 @@ static char *encode_deliver(struct master *m, const char *signal,
                             size_t *len) {
   *id = m->next_id++;
   scratch.off = scratch.len = 0;
-  int err = bus_out_raw(&scratch, "{\"t\":\"deliver\",\"id\":", 20);
-  if (!err)
-    err = bus_out_int(&scratch, *id);
-  if (!err)
-    err = bus_out_raw(&scratch, ",\"signal\":", 10);
-  if (!err)
-    err = bus_out_str(&scratch, signal);
-  if (!err)
-    err = bus_out_raw(&scratch, ",\"data\":", 8);
-  if (!err) /* an emit's data is copied as it came, already checked */
-    err = raw ? bus_out_raw(&scratch, raw->p, raw->n)
-              : bus_out_json(&scratch, data);
-  if (!err)
-    err = bus_out_raw(&scratch, ",\"listeners\":[", 14);
-  for (size_t i = 0; i < n && !err; i++) {
-    if (i > 0)
-      err = bus_out_raw(&scratch, ",", 1);
-    if (!err)
-      err = bus_out_int(&scratch, (long long)listeners[i]);
-  }
-  if (!err)
-    err = bus_out_raw(&scratch, "]}", 2);
-  err = bus_out_end(&scratch, 0, err);
+  int err = bus_deliver_encode(&scratch, *id, signal, data, raw, listeners, n);
   char *frame = err ? NULL : malloc(scratch.len);
   if (frame == NULL) {
     /* Too large happens when the data fitted in the emit frame but not
@@ -265,29 +245,40 @@ static struct wproc *any_ready(struct master *m, const struct wproc * not ) {
 
 /* Keep a frame (stolen) for a worker that does not exist yet. */
 static void backlog_add(json_t **backlog, char *frame, size_t len,
-                        json_int_t id, unsigned gen, int kind) {
+                        json_int_t id, unsigned gen, enum bus_kind kind) {
   if (*backlog == NULL)
     *backlog = json_array();
   json_array_append_new(
-      *backlog, json_pack("[I,s%,i,i]", id, frame, len, (int)gen, kind));
+      *backlog, json_pack("[I,s%,i,i]", id, frame, len, (int)gen, (int)kind));
   free(frame);
 }
 
-static int kind_of(const struct listener_conf *l) {
-  return (l->broadcast ? LK_BROADCAST : 0) | (l->cluster ? LK_CLUSTER : 0);
+/* What one generation's index says of the signal being routed: looked up
+ * once per signal and generation, not once per receiver. */
+struct sig_look {
+  const char *signal;
+  const struct generation *g; /* NULL: not looked up yet */
+  const struct bus_index_sig *e;
+};
+
+static const struct bus_index_sig *look(struct sig_look *l,
+                                        const struct generation *g) {
+  if (l->g != g) {
+    l->g = g;
+    l->e = bus_index_get(&g->sigs, l->signal);
+  }
+  return l->e;
 }
 
-/* The listeners of generation g for signal of one kind (enum
- * listener_kind): their indices in idx (room for all of g's). Returns how
- * many. */
-static size_t match(const struct generation *g, const char *signal, int kind,
-                    size_t *idx) {
-  const struct settings *s = &g->app.s;
+/* The listeners of generation g for the signal of one kind: their indices
+ * in idx (room for all of g's). Returns how many. */
+static size_t match(const struct generation *g, struct sig_look *l,
+                    enum bus_kind kind, size_t *idx) {
+  const struct bus_index_sig *e = look(l, g);
   size_t n = 0;
-  for (size_t i = 0; i < s->nlisteners; i++)
-    if (kind_of(&s->listeners[i]) == kind &&
-        strcmp(s->listeners[i].signal, signal) == 0)
-      idx[n++] = i;
+  for (size_t k = e ? e->first[kind] : BUS_INDEX_END; k != BUS_INDEX_END;
+       k = bus_index_next(&g->sigs, k))
+    idx[n++] = k;
   return n;
 }
 
@@ -297,9 +288,10 @@ static size_t match(const struct generation *g, const char *signal, int kind,
  * emitter's. cref: the cluster entry it is (to is not NULL then), given
  * back to cluster_signals.c if nothing is sent. */
 static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
-                           const char *signal, const json_t *data,
-                           const struct bus_span *raw, int kind,
+                           struct sig_look *l, const json_t *data,
+                           const struct bus_span *raw, enum bus_kind kind,
                            struct csig_entry *cref) {
+  const char *signal = l->signal;
   struct generation *g = to ? to->g : m->gen;
   size_t local[32], *idx = local, n, len;
   if (g->app.s.nlisteners > 32 &&
@@ -310,7 +302,7 @@ static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
   json_int_t id;
   char *frame;
   size_t queued = 0;
-  if ((n = match(g, signal, kind, idx)) > 0 &&
+  if ((n = match(g, l, kind, idx)) > 0 &&
       (frame = encode_deliver(m, signal, data, raw, idx, n, &id, &len))) {
     if (to)
       send_delivery(to, frame, len, id, kind, cref);
@@ -351,67 +343,41 @@ static void slot_check(struct master *m, struct slot *sl) {
   }
 }
 
-#define SIG_ONCE 1
-#define SIG_BROADCAST 2
-#define SIG_CLUSTER_ONCE 4
-#define SIG_CLUSTER_BROADCAST 8
+#define ONCE BUS_KIND_BIT(BUS_KIND_ONCE)
+#define BROADCAST BUS_KIND_BIT(BUS_KIND_BROADCAST)
+#define CLUSTER BUS_KIND_BIT(BUS_KIND_CLUSTER)
+#define CLUSTER_BROADCAST BUS_KIND_BIT(BUS_KIND_CLUSTER_BROADCAST)
 
-static int sig_bit(const struct listener_conf *l) { return 1 << kind_of(l); }
-
-/* Which kinds of listener generation g has for signal: SIG_ONCE,
- * SIG_BROADCAST, both or neither. From a map made at first use: every
- * emit asks. */
-static int sig_kinds(struct generation *g, const char *signal) {
-  const struct settings *s = &g->app.s;
-  if (g->sigmap == NULL && (g->sigmap = json_object()) != NULL)
-    for (size_t i = 0; i < s->nlisteners; i++) {
-      const char *name = s->listeners[i].signal;
-      json_int_t k = json_integer_value(json_object_get(g->sigmap, name));
-      k |= sig_bit(&s->listeners[i]);
-      json_object_set_new(g->sigmap, name, json_integer(k));
-    }
-  if (g->sigmap == NULL) { /* out of memory: the list itself */
-    int k = 0;
-    for (size_t i = 0; i < s->nlisteners; i++)
-      if (strcmp(s->listeners[i].signal, signal) == 0)
-        k |= sig_bit(&s->listeners[i]);
-    return k;
-  }
-  return (int)json_integer_value(json_object_get(g->sigmap, signal));
-}
+static void route_slots(struct master *m, struct sig_look *l,
+                        const json_t *data, const struct bus_span *raw,
+                        enum bus_kind kind);
 
 /* Route one signal from the master, or the broadcast part of a worker's
  * emit (from: the emitter, which runs the once-per-emit part itself). Its
  * data is the JSON text raw when given, else data. */
-static void route_slots(struct master *m, const char *signal,
-                        const json_t *data, const struct bus_span *raw,
-                        int kind);
-
-static void route(struct master *m, struct wproc *from, const char *signal,
+static void route(struct master *m, struct wproc *from, struct sig_look *l,
                   const json_t *data, const struct bus_span *raw) {
   if (from == NULL)
-    deliver_kind(m, any_ready(m, NULL), &m->backlog, signal, data, raw, LK_ONCE,
-                 NULL);
+    deliver_kind(m, any_ready(m, NULL), &m->backlog, l, data, raw,
+                 BUS_KIND_ONCE, NULL);
   /* Broadcast: each slot's worker, if the emitter's list (for the
    * master's own signals: any list, during a reload) has a broadcast
    * listener; each receiver runs those of its own list. */
-  int any =
-      from ? (sig_kinds(from->g, signal) & SIG_BROADCAST)
-           : m->next_gen != NULL || (sig_kinds(m->gen, signal) & SIG_BROADCAST);
-  if (any)
-    route_slots(m, signal, data, raw, LK_BROADCAST);
+  const struct bus_index_sig *e = look(l, from ? from->g : m->gen);
+  unsigned kinds = e ? e->kinds : 0;
+  if ((kinds & BROADCAST) || (!from && m->next_gen != NULL))
+    route_slots(m, l, data, raw, BUS_KIND_BROADCAST);
   /* Cluster listeners: Redis's (cluster_signals.c), in the emitter's
    * list, as the master's own signals in the current one. */
-  int kinds = sig_kinds(from ? from->g : m->gen, signal);
-  if (kinds & (SIG_CLUSTER_ONCE | SIG_CLUSTER_BROADCAST))
-    csig_emit(m, signal, (kinds & SIG_CLUSTER_ONCE) != 0,
-              (kinds & SIG_CLUSTER_BROADCAST) != 0, data, raw);
+  if (kinds & (CLUSTER | CLUSTER_BROADCAST))
+    csig_emit(m, l->signal, (kinds & CLUSTER) != 0,
+              (kinds & CLUSTER_BROADCAST) != 0, data, raw);
 }
 
 /* One signal of a broadcast kind to every slot's worker. */
-static void route_slots(struct master *m, const char *signal,
+static void route_slots(struct master *m, struct sig_look *l,
                         const json_t *data, const struct bus_span *raw,
-                        int kind) {
+                        enum bus_kind kind) {
   for (size_t i = 0; i < m->nslots; i++) {
     struct slot *sl = &m->slots[i];
     /* A slot starting, respawning or not forked yet (aio-starting is
@@ -419,10 +385,10 @@ static void route_slots(struct master *m, const char *signal,
     if (sl->state == SLOT_FAILED)
       continue;
     if (sl->cur && sl->cur->state == WPROC_READY) {
-      deliver_kind(m, sl->cur, NULL, signal, data, raw, kind, NULL);
+      deliver_kind(m, sl->cur, NULL, l, data, raw, kind, NULL);
     } else {
       sl->backlog_bytes +=
-          deliver_kind(m, NULL, &sl->backlog, signal, data, raw, kind, NULL);
+          deliver_kind(m, NULL, &sl->backlog, l, data, raw, kind, NULL);
       slot_check(m, sl);
     }
   }
@@ -433,13 +399,15 @@ int router_cluster_deliver(struct master *m, const char *signal,
   struct wproc *to = any_ready(m, NULL);
   if (to == NULL)
     return -EAGAIN;
-  deliver_kind(m, to, NULL, signal, data, NULL, LK_CLUSTER, cref);
+  deliver_kind(m, to, NULL, &(struct sig_look){.signal = signal}, data, NULL,
+               BUS_KIND_CLUSTER, cref);
   return 0;
 }
 
 void router_cluster_broadcast(struct master *m, const char *signal,
                               const json_t *data) {
-  route_slots(m, signal, data, NULL, LK_CLUSTER_BROADCAST);
+  route_slots(m, &(struct sig_look){.signal = signal}, data, NULL,
+              BUS_KIND_CLUSTER_BROADCAST);
 }
 
 int router_cluster_ready(struct master *m) {
@@ -447,34 +415,36 @@ int router_cluster_ready(struct master *m) {
 }
 
 int router_cluster_kinds(struct master *m, const char *signal) {
-  int k = sig_kinds(m->gen, signal);
-  return ((k & SIG_CLUSTER_ONCE) ? 1 : 0) |
-         ((k & SIG_CLUSTER_BROADCAST) ? 2 : 0);
+  unsigned k = bus_index_kinds(&m->gen->sigs, signal);
+  return ((k & CLUSTER) ? 1 : 0) | ((k & CLUSTER_BROADCAST) ? 2 : 0);
 }
+
+/* Our own deliver frames, read back (a reload, a dead worker's). */
+#define OWN_DELIVER (BUS_IN_BIT(BUS_DELIVER) | BUS_IN_TRUSTED)
 
 /* Pass on a kept frame (stolen) made for generation gen. A worker of
  * another generation gets it made again for its own listener list (a new
  * id), or not at all when that list has no listener of its kind. */
 static void hand_over(struct master *m, struct wproc *to, char *frame,
-                      size_t len, json_int_t id, int kind, unsigned gen,
-                      struct csig_entry *cref) {
+                      size_t len, json_int_t id, enum bus_kind kind,
+                      unsigned gen, struct csig_entry *cref) {
   if (gen == to->g->id) {
     send_delivery(to, frame, len, id, kind, cref);
     return;
   }
-  json_t *msg = json_loadb(frame, len, 0, NULL);
-  const char *signal = json_string_value(json_object_get(msg, "signal"));
-  if (signal)
-    deliver_kind(m, to, NULL, signal, json_object_get(msg, "data"), NULL, kind,
-                 cref);
+  struct bus_in in; /* our own frame, without its newline */
+  if (bus_in_decode(frame, len - 1, OWN_DELIVER, &in) == 0 &&
+      in.type == BUS_DELIVER)
+    deliver_kind(m, to, NULL, &(struct sig_look){.signal = in.signal}, in.data,
+                 NULL, kind, cref);
   else
     csig_abandon(m, cref);
-  json_decref(msg);
+  bus_in_free(&in);
   free(frame);
 }
 
 void router_emit(struct master *m, const char *signal, json_t *data) {
-  route(m, NULL, signal, data, NULL);
+  route(m, NULL, &(struct sig_look){.signal = signal}, data, NULL);
 }
 
 static void flush_backlog(struct master *m, json_t **backlog,
@@ -491,14 +461,14 @@ static void flush_backlog(struct master *m, json_t **backlog,
       continue;
     memcpy(frame, json_string_value(f), len);
     hand_over(m, to, frame, len, json_integer_value(json_array_get(e, 0)),
-              (int)json_integer_value(json_array_get(e, 3)),
+              (enum bus_kind)json_integer_value(json_array_get(e, 3)),
               (unsigned)json_integer_value(json_array_get(e, 2)), NULL);
   }
   json_decref(*backlog);
   *backlog = NULL;
 }
 
-static int on_dead_line(void *arg, const char *frame, size_t len);
+static int on_dead_in(void *arg, struct bus_in *in);
 
 /* Read what the dead worker wrote before it died. SIGCHLD can be handled
  * before the last bytes on its socket, and the process is freed after
@@ -511,8 +481,8 @@ static void drain_dead(struct wproc *p) {
   char buf[16384];
   for (int i = 0; i < 4096; i++) { /* bounded: a socket buffer's worth */
     ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0 ||
-        bus_reader_split(&p->rd, buf, (size_t)n, on_dead_line, p) != 0)
+    struct bus_in_sink sink = {on_dead_in, p, BUS_IN_MASTER};
+    if (n <= 0 || bus_reader_split(&p->rd, buf, (size_t)n, bus_in_line, &sink))
       return;
   }
 }
@@ -531,38 +501,20 @@ static int died_in_hand(const struct wproc *p, uint64_t n, uint64_t in_hand) {
  * checked here like any frame from a worker, and dropped if bad. */
 static void own_emit_gone(struct master *m, struct wproc *p, uint64_t seq,
                           const char *frame, size_t len) {
-  struct bus_frame f;
-  char name[BUS_MAX_SIGNAL + 1];
-  const char *signal = NULL;
-  const struct bus_span *raw = NULL;
-  json_t *msg = NULL;
-  int rc = bus_scan(frame, len, &f);
-  if (rc == 0 && f.type == BUS_EMIT && f.signal.p && f.signal.n > 0 &&
-      f.signal.n <= BUS_MAX_SIGNAL) {
-    memcpy(name, f.signal.p, f.signal.n);
-    name[f.signal.n] = '\0';
-    signal = name;
-    raw = f.data.p ? &f.data : NULL;
-  } else if (rc == -EAGAIN) { /* an escape in a key: jansson decides */
-    enum bus_type t;
-    msg = bus_decode(frame, len, &t, &rc);
-    signal = msg && t == BUS_EMIT
-                 ? json_string_value(json_object_get(msg, "signal"))
-                 : NULL;
-    if (signal && (*signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL))
-      signal = NULL;
-  }
-  if (signal == NULL)
+  struct bus_in in;
+  if (bus_in_decode(frame, len, BUS_IN_BIT(BUS_EMIT), &in) != 0 ||
+      in.type != BUS_EMIT)
     log_warnx("worker %d left an unreadable signal (emit %llu); dropped",
               p->slot, (unsigned long long)seq);
   else if (died_in_hand(p, seq, p->mark->local_in_hand))
     log_warnx("signal '%s' (emit %llu) was being handled by worker %d "
               "when it died; not redelivered",
-              signal, (unsigned long long)seq, p->slot);
+              in.signal, (unsigned long long)seq, p->slot);
   else
-    deliver_kind(m, any_ready(m, p), &m->backlog, signal,
-                 msg ? json_object_get(msg, "data") : NULL, raw, LK_ONCE, NULL);
-  json_decref(msg);
+    deliver_kind(m, any_ready(m, p), &m->backlog,
+                 &(struct sig_look){.signal = in.signal}, in.data,
+                 in.raw.p ? &in.raw : NULL, BUS_KIND_ONCE, NULL);
+  bus_in_free(&in);
 }
 
 /* p's own emits it had not finished, from its journal (sent to us) and
@@ -612,12 +564,12 @@ void router_worker_gone(struct master *m, struct wproc *p) {
       csig_done(m, d->cref);
     } else if (died_in_hand(p, d->n, hand)) {
       /* Redelivering it could kill the next worker the same way. */
-      json_t *msg = json_loadb(d->frame, d->len, 0, NULL);
+      struct bus_in in;
+      int err = bus_in_decode(d->frame, d->len - 1, OWN_DELIVER, &in);
       log_warnx("signal '%s' (delivery %lld) was being handled by worker %d "
                 "when it died; not redelivered",
-                json_string_value(json_object_get(msg, "signal")),
-                (long long)d->id, p->slot);
-      json_decref(msg);
+                err ? "?" : in.signal, (long long)d->id, p->slot);
+      bus_in_free(&in);
       /* A cluster entry stays pending in Redis: claimed again after
        * cluster_claim_timeout, until cluster_max_deliveries. */
       csig_abandon(m, d->cref);
@@ -701,11 +653,13 @@ static int on_emit(struct wproc *p, const char *frame, size_t len,
   if (seq <= (json_int_t)p->emits)
     return -EBADMSG;
   p->emits = (uint64_t)seq;
-  int kinds = sig_kinds(p->g, signal);
-  if (kinds & SIG_ONCE)
+  struct sig_look l = {.signal = signal};
+  const struct bus_index_sig *e = look(&l, p->g);
+  unsigned kinds = e ? e->kinds : 0;
+  if (kinds & ONCE)
     keep_own(p, signal, frame, len);
   uint64_t slack = p->g->app.s.bus_buffer + INFLIGHT_SLACK;
-  if ((kinds & SIG_BROADCAST) && p->m->nfull > 0 &&
+  if ((kinds & BROADCAST) && p->m->nfull > 0 &&
       (p->over_bytes += len) > slack) {
     /* It sent on long after it was told its broadcasts are refused: a
      * worker that ignores back-pressure does not get to grow the others'
@@ -717,19 +671,8 @@ static int on_emit(struct wproc *p, const char *frame, size_t len,
                 signal, p->slot, p->slot, (unsigned long long)p->dropped);
     return 0;
   }
-  route(p->m, p, signal, data, raw);
+  route(p->m, p, &l, data, raw);
   return 0;
-}
-
-static int on_emit_msg(struct wproc *p, const char *frame, size_t len,
-                       json_t *msg) {
-  const char *signal = json_string_value(json_object_get(msg, "signal"));
-  json_t *seq = json_object_get(msg, "seq");
-  if (signal == NULL || *signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL ||
-      !json_is_integer(seq))
-    return -EBADMSG;
-  return on_emit(p, frame, len, signal, json_integer_value(seq),
-                 json_object_get(msg, "data"), NULL);
 }
 
 /* "delivered" is cumulative: the worker handles deliveries in the order
@@ -774,64 +717,39 @@ static int on_ack(struct wproc *p, int has_id, json_int_t id, int has_seq,
   return has_id ? ack_upto(p, id) : 0;
 }
 
-static int on_delivered(struct wproc *p, json_t *msg) {
-  json_t *idv = json_object_get(msg, "id"), *seqv = json_object_get(msg, "seq");
-  if ((idv && !json_is_integer(idv)) || (seqv && !json_is_integer(seqv)))
-    return -EBADMSG;
-  return on_ack(p, idv != NULL, json_integer_value(idv), seqv != NULL,
-                json_integer_value(seqv));
-}
-
-/* One frame from a worker. emit and delivered, nearly all the traffic, are
- * handled from their text (bus_scan checks them as strictly as jansson
- * would); the rest are decoded. dead: the worker has exited, and only its
- * last words (emits, acknowledgements, job results) still matter. */
-static int on_line(struct wproc *p, const char *frame, size_t len, int dead) {
-  struct bus_frame f;
-  int err = bus_scan(frame, len, &f);
-  if (err == 0 && f.type == BUS_EMIT) {
-    char signal[BUS_MAX_SIGNAL + 1];
-    if (f.signal.p == NULL || f.signal.n == 0 || f.signal.n > BUS_MAX_SIGNAL)
-      return -EBADMSG;
-    json_int_t seq;
-    if (bus_span_int(&f.seq, &seq))
-      return -EBADMSG;
-    memcpy(signal, f.signal.p, f.signal.n);
-    signal[f.signal.n] = '\0';
-    return on_emit(p, frame, len, signal, seq, NULL, f.data.p ? &f.data : NULL);
+/* One frame from a worker (bus_in_line decoded it: emit and delivered,
+ * nearly all the traffic, from their text, as strictly as jansson would).
+ * dead: the worker has exited, and only its last words (emits,
+ * acknowledgements, job results) still matter. */
+static int on_in(struct wproc *p, struct bus_in *in, int dead) {
+  switch (in->type) {
+  case BUS_EMIT:
+    return on_emit(p, in->frame, in->len, in->signal, in->seq, in->data,
+                   in->raw.p ? &in->raw : NULL);
+  case BUS_DELIVERED:
+    return on_ack(p, in->has_id, in->id, in->has_seq, in->seq);
+  case BUS_READY:
+  case BUS_HEARTBEAT:
+  case BUS_STATUS:
+    if (dead)
+      return 0;
+    /* fall through */
+  default:
+    return router_frame(p, in->type, in->msg);
   }
-  if (err == 0 && f.type == BUS_DELIVERED) {
-    json_int_t id = 0, seq = 0;
-    if ((f.id.p && bus_span_int(&f.id, &id)) ||
-        (f.seq.p && bus_span_int(&f.seq, &seq)))
-      return -EBADMSG;
-    return on_ack(p, f.id.p != NULL, id, f.seq.p != NULL, seq);
-  }
-  if (err && err != -EAGAIN)
-    return err;
-  enum bus_type t;
-  json_t *msg = bus_decode(frame, len, &t, &err);
-  if (msg == NULL)
-    return err;
-  int rc = 0;
-  if (t == BUS_EMIT)
-    rc = on_emit_msg(p, frame, len, msg);
-  else if (!dead || (t != BUS_READY && t != BUS_HEARTBEAT && t != BUS_STATUS))
-    rc = router_frame(p, t, msg);
-  json_decref(msg);
-  return rc;
 }
 
-static int on_live_line(void *arg, const char *frame, size_t len) {
-  return on_line(arg, frame, len, 0);
+static int on_live_in(void *arg, struct bus_in *in) {
+  return on_in(arg, in, 0);
 }
 
-static int on_dead_line(void *arg, const char *frame, size_t len) {
-  return on_line(arg, frame, len, 1);
+static int on_dead_in(void *arg, struct bus_in *in) {
+  return on_in(arg, in, 1);
 }
 
 int router_feed(struct wproc *p, const char *data, size_t len) {
-  return bus_reader_split(&p->rd, data, len, on_live_line, p);
+  struct bus_in_sink sink = {on_live_in, p, BUS_IN_MASTER};
+  return bus_reader_split(&p->rd, data, len, bus_in_line, &sink);
 }
 
 int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {
@@ -852,8 +770,6 @@ int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {
     p->last_hb_ms = uv_now(m->loop);
     p->conns = (long)json_integer_value(json_object_get(msg, "conns"));
     return 0;
-  case BUS_DELIVERED:
-    return on_delivered(p, msg);
   case BUS_DONE:
     return sched_done(m, p, msg);
   default:

@@ -332,6 +332,7 @@ static void hello_data(aio_conn_t *c, const char *data, size_t len) {
     if (r == HTTP_NEED_MORE)
       break;
     heads++;
+    aio_conn_request_done(c); /* answered below: [aio] max_requests */
     if (r < 0) {
       failed |= answer(c, h, &o, r == HTTP_TOO_LARGE ? ANS_431 : ANS_400);
       break;

@@ -338,6 +338,12 @@ int aio_conn_draining(const aio_conn_t *c) {
   return worker_self ? worker_self->draining : 0;
 }
 
+/* Into the page the master reads ([aio] max_requests, recycle.c). */
+void aio_conn_request_done(aio_conn_t *c) {
+  if (c && c->srv->ctr)
+    ctr_add(c->srv->ctr, CTR_REQUESTS, 1);
+}
+
 /* ---- UDP --------------------------------------------------------------- */
 
 static void on_udp_read(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,

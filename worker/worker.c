@@ -19,6 +19,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "bus_codec.h"
 #include "conn.h"
 #include "counters.h"
 #include "loader.h"
@@ -718,125 +719,31 @@ static void run_listeners(struct worker *w, json_int_t id, const char *name,
   deliver_run(w, id, ++w->delivers, &w->pend.sig, ks, nk, 0);
 }
 
-static void deliver(struct worker *w, json_t *msg) {
-  const char *name = json_string_value(json_object_get(msg, "signal"));
-  json_t *listeners = json_object_get(msg, "listeners");
-  size_t nk = json_array_size(listeners);
-  json_int_t local[8] = {0}, *ks = nk <= 8 ? local : malloc(nk * sizeof(*ks));
-  if (ks == NULL)
-    nk = 0, ks = local;
-  for (size_t i = 0; i < nk; i++)
-    ks[i] = json_integer_value(json_array_get(listeners, i));
-  run_listeners(w, json_integer_value(json_object_get(msg, "id")),
-                name ? name : "", json_object_get(msg, "data"), ks, nk);
-  if (ks != local)
-    free(ks);
-}
-
-/* A deliver frame from its text: only its data becomes a json_t. -EAGAIN
- * when it is not the plain shape the master writes (then it is decoded). */
-static int deliver_text(struct worker *w, const struct bus_frame *f) {
-  json_int_t id = 0, ks[8];
-  size_t nk = 0;
-  char name[BUS_MAX_SIGNAL + 1];
-  if ((f->id.p && bus_span_int(&f->id, &id)) || f->signal.p == NULL ||
-      f->signal.n > BUS_MAX_SIGNAL || f->listeners.p == NULL)
-    return -EAGAIN;
-  /* "[i,j,...]", as the master writes it. */
-  const char *p = f->listeners.p + 1, *end = f->listeners.p + f->listeners.n;
-  while (p < end && *p != ']') {
-    char *next;
-    errno = 0;
-    long long k = strtoll(p, &next, 10);
-    if (next == p || errno || nk == 8)
-      return -EAGAIN;
-    ks[nk++] = k;
-    p = next + (*next == ',');
-  }
-  memcpy(name, f->signal.p, f->signal.n);
-  name[f->signal.n] = '\0';
-  json_t *data = bus_span_json(&f->data);
-  if (data == NULL)
-    return -EAGAIN;
-  run_listeners(w, id, name, data, ks, nk);
-  json_decref(data);
-  return 0;
-}
-
 /* "delivered" is cumulative: it covers every delivery before it too, and
  * every own emit up to seq. */
 static void send_ack(struct worker *w) {
   if (w->ack_id == 0 && w->local_ack == 0)
     return;
-  json_t *ack = bus_msg(BUS_DELIVERED);
-  if (w->ack_id)
-    json_object_set_new(ack, "id", json_integer(w->ack_id));
-  if (w->local_ack)
-    json_object_set_new(ack, "seq", json_integer((json_int_t)w->local_ack));
-  bus_queue(w, ack, 0);
-  json_decref(ack);
+  if (w->bus_open &&
+      bus_delivered_encode(&w->out, w->ack_id != 0, w->ack_id,
+                           w->local_ack != 0, (json_int_t)w->local_ack) == 0)
+    bus_queued(w, 0);
   w->ack_id = 0;
   w->local_ack = 0;
 }
 
 /* ---- own emits, run here ----------------------------------------------- */
 
-#define NO_NEXT ((size_t)-1)
+#define ONCE BUS_KIND_BIT(BUS_KIND_ONCE)
+#define BROADCAST BUS_KIND_BIT(BUS_KIND_BROADCAST)
 
-/* What w->sigmap says of a signal: which kinds of listener this worker's
- * list has for it, and its first once-per-emit listener. SIG_CLUSTER: a
- * cluster listener, which the master hands to Redis and which never runs
- * here on our own emit (it comes back as a deliver frame, if at all). */
-#define SIG_ONCE 1
-#define SIG_BROADCAST 2
-#define SIG_CLUSTER 4
-#define SIG_VALUE(first, kinds) ((((json_int_t)(first) + 1) << 3) | (kinds))
-#define SIG_KINDS(v) ((int)((v)&7))
-#define SIG_FIRST(v) ((size_t)(((v) >> 3) - 1))
-
-/* Index the listeners by signal: what aio_emit() runs here, and whether
- * the master must hear of it for broadcast listeners. */
-static int index_listeners(struct worker *w) {
-  const struct settings *s = &w->app->s;
-  w->sigmap = json_object();
-  w->once_next = malloc((s->nlisteners + 1) * sizeof(*w->once_next));
-  size_t *last = calloc(s->nlisteners + 1, sizeof(*last));
-  if (w->sigmap == NULL || w->once_next == NULL || last == NULL) {
-    free(last);
-    return -1;
-  }
-  for (size_t i = 0; i < s->nlisteners; i++) {
-    const char *name = s->listeners[i].signal;
-    json_int_t v = json_integer_value(json_object_get(w->sigmap, name));
-    w->once_next[i] = NO_NEXT;
-    if (s->listeners[i].cluster) {
-      v |= SIG_CLUSTER;
-    } else if (s->listeners[i].broadcast) {
-      v |= SIG_BROADCAST;
-    } else if (!(SIG_KINDS(v) & SIG_ONCE)) {
-      v = SIG_VALUE(i, SIG_KINDS(v) | SIG_ONCE);
-      last[i] = i;
-    } else {
-      /* last[f]: the last listener so far of the signal whose first is f */
-      w->once_next[last[SIG_FIRST(v)]] = i;
-      last[SIG_FIRST(v)] = i;
-    }
-    if (json_object_set_new(w->sigmap, name, json_integer(v))) {
-      free(last);
-      return -1;
-    }
-  }
-  free(last);
-  return 0;
-}
-
-/* Run the listeners of own emit it from listener `from` on (NO_NEXT:
+/* Run the listeners of own emit it from listener `from` on (BUS_INDEX_END:
  * none left). An async one that goes on keeps it in w->pend, in hand. */
 static void local_run(struct worker *w, const struct local_item *it,
                       size_t from) {
   aio_signal_t *sig = &w->pend.sig;
   w->mark->local_in_hand = it->seq;
-  for (size_t k = from; k != NO_NEXT; k = w->once_next[k]) {
+  for (size_t k = from; k != BUS_INDEX_END; k = bus_index_next(&w->sigs, k)) {
     /* The emits behind this one are where the master finds them before a
      * listener that could kill us runs (the ring, or written to the
      * socket here): they are redelivered, not lost. */
@@ -885,7 +792,7 @@ static int signal_done_here(struct worker *w, const aio_signal_t *signal,
   pd->data = NULL;
   if (pd->local) {
     struct local_item it = pd->it;
-    local_run(w, &it, w->once_next[pd->k]);
+    local_run(w, &it, bus_index_next(&w->sigs, pd->k));
     json_decref(it.data);
   } else {
     json_int_t *ks = pd->ks; /* deliver_run may pend again, with a copy */
@@ -1003,10 +910,7 @@ static void local_free(struct worker *w) {
   free(w->lq);
   w->lq = NULL;
   w->lq_head = w->lq_len = w->lq_cap = 0;
-  json_decref(w->sigmap);
-  w->sigmap = NULL;
-  free(w->once_next);
-  w->once_next = NULL;
+  bus_index_close(&w->sigs);
 }
 
 static int on_frame(void *arg, enum bus_type t, json_t *msg) {
@@ -1020,9 +924,6 @@ static int on_frame(void *arg, enum bus_type t, json_t *msg) {
     return 0;
   case BUS_RUN:
     run_job(w, msg);
-    return 0;
-  case BUS_DELIVER:
-    deliver(w, msg);
     return 0;
   case BUS_REOPEN:
     if (log_reopen() < 0)
@@ -1041,96 +942,24 @@ static int on_frame(void *arg, enum bus_type t, json_t *msg) {
   }
 }
 
-/* A deliver frame in exactly the shape the master writes it (router.c's
- * encode_deliver), taken apart where it stands: its data is text the
- * master checked (a worker's emit) or encoded itself, so it is built into
- * a tree without a second check. -EAGAIN for any other shape (an escaped
- * signal name, say): then the frame is checked and decoded in full. */
-static int deliver_trusted(struct worker *w, const char *frame, size_t len) {
-  static const char head[] = "{\"t\":\"deliver\",\"id\":",
-                    sig[] = ",\"signal\":\"",
-                    dat[] = "\",\"data\":", lis[] = ",\"listeners\":[";
-  const char *p = frame, *end = frame + len;
-  json_int_t id = 0, ks[8];
-  size_t nk = 0;
-  if (len < sizeof(head) + sizeof(sig) + sizeof(dat) + sizeof(lis) ||
-      memcmp(p, head, sizeof(head) - 1) != 0)
-    return -EAGAIN;
-  p += sizeof(head) - 1;
-  const char *digits = p;
-  while (p < end && *p >= '0' && *p <= '9' && p - digits < 18)
-    id = id * 10 + (*p++ - '0');
-  if (p == digits || end - p < (ptrdiff_t)(sizeof(sig) - 1) ||
-      memcmp(p, sig, sizeof(sig) - 1) != 0)
-    return -EAGAIN;
-  const char *name = p += sizeof(sig) - 1;
-  while (p < end && *p != '"' && *p != '\\')
-    p++;
-  size_t name_len = (size_t)(p - name);
-  if (name_len == 0 || name_len > BUS_MAX_SIGNAL ||
-      end - p < (ptrdiff_t)(sizeof(dat) - 1) ||
-      memcmp(p, dat, sizeof(dat) - 1) != 0)
-    return -EAGAIN;
-  const char *data = p + sizeof(dat) - 1;
-  /* The tail: ,"listeners":[i,j,...]} */
-  const char *q = end;
-  if (q - data < 3 || q[-1] != '}' || q[-2] != ']')
-    return -EAGAIN;
-  q -= 2;
-  while (q > data && ((*(q - 1) >= '0' && *(q - 1) <= '9') || *(q - 1) == ','))
-    q--;
-  const char *list = q;
-  if (q - data < (ptrdiff_t)(sizeof(lis) - 1) ||
-      memcmp(q - (sizeof(lis) - 1), lis, sizeof(lis) - 1) != 0)
-    return -EAGAIN;
-  const char *data_end = q - (sizeof(lis) - 1);
-  for (q = list; q < end - 2;) {
-    json_int_t k = 0;
-    const char *start = q;
-    while (q < end - 2 && *q >= '0' && *q <= '9' && q - start < 18)
-      k = k * 10 + (*q++ - '0');
-    if (q == start || nk == 8 || (q < end - 2 && *q++ != ','))
-      return -EAGAIN;
-    ks[nk++] = k;
-  }
-  char signal[BUS_MAX_SIGNAL + 1];
-  memcpy(signal, name, name_len);
-  signal[name_len] = '\0';
-  struct bus_span sp = {data, (size_t)(data_end - data)};
-  json_t *value = bus_span_json(&sp);
-  if (value == NULL)
-    return -EAGAIN;
-  run_listeners(w, id, signal, value, ks, nk);
-  json_decref(value);
-  return 0;
-}
-
-/* One frame from the master: deliver, nearly all the traffic, from its
- * text; the rest decoded. */
-static int on_line_run(struct worker *w, const char *frame, size_t len) {
-  if (deliver_trusted(w, frame, len) == 0)
-    return 0;
-  struct bus_frame f;
-  int err = bus_scan(frame, len, &f);
-  if (err == 0 && f.type == BUS_DELIVER && deliver_text(w, &f) == 0)
-    return 0;
-  if (err && err != -EAGAIN)
-    return err;
-  enum bus_type t;
-  json_t *msg = bus_decode(frame, len, &t, &err);
-  if (msg == NULL)
-    return err;
-  int rc = on_frame(w, t, msg);
-  json_decref(msg);
-  return rc;
-}
-
-/* Frames past this turn's slice wait in the reader (BUS_PAUSE). */
-static int on_line(void *arg, const char *frame, size_t len) {
+/* One frame from the master (bus_in_line decoded it): deliver, nearly
+ * all the traffic, from its text; the rest as a tree. Frames past this
+ * turn's slice wait in the reader (BUS_PAUSE). */
+static int on_in(void *arg, struct bus_in *in) {
   struct worker *w = arg;
-  int rc = on_line_run(w, frame, len);
+  int rc = 0;
+  if (in->type == BUS_DELIVER)
+    run_listeners(w, in->id, in->signal, in->data, in->ks, in->nk);
+  else
+    rc = on_frame(w, in->type, in->msg);
   /* Behind an async listener in hand, the rest waits for its done. */
   return rc ? rc : slice_spent(w) || w->pend.active ? BUS_PAUSE : 0;
+}
+
+static int on_line(void *arg, const char *frame, size_t len) {
+  struct worker *w = arg;
+  struct bus_in_sink sink = {on_in, w, BUS_IN_WORKER};
+  return bus_in_line(&sink, frame, len);
 }
 
 static void on_bus_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -1235,7 +1064,7 @@ static int resolve_all(struct worker *w, struct diag *d) {
         sv->conf->is_factory ? AIO_KIND_FACTORY : AIO_KIND_PROTOCOL, d);
   }
   w->nservers = s->nservers;
-  if (index_listeners(w)) {
+  if (bus_index_build(&w->sigs, &w->app->s)) {
     diag_add(d, NULL, 0, "out of memory");
     return -1;
   }
@@ -1389,41 +1218,15 @@ void worker_close_loop(struct worker *w) {
 
 uv_loop_t *aio_loop(void) { return worker_self ? &worker_self->loop : NULL; }
 
-/* An emit frame for signal, data and seq at the end of o. 0 or -errno,
- * with nothing added on error. */
-static int encode_emit(struct bus_out *o, const char *signal,
-                       const json_t *data, uint64_t seq) {
-  size_t start = o->len;
-  int err = bus_out_raw(o, "{\"t\":\"emit\",\"signal\":", 21);
-  if (!err)
-    err = bus_out_str(o, signal);
-  if (!err)
-    err = bus_out_raw(o, ",\"data\":", 8);
-  if (!err)
-    err = bus_out_json(o, data);
-  if (!err)
-    err = bus_out_raw(o, ",\"seq\":", 7);
-  if (!err)
-    err = bus_out_int(o, (long long)seq);
-  if (!err)
-    err = bus_out_raw(o, "}", 1);
-  err = bus_out_end(o, start, err);
-  if (err == 0 && o->len - start > BUS_MAX_EMIT) {
-    o->len = start; /* its deliver frame would not fit */
-    err = -EMSGSIZE;
-  }
-  return err;
-}
-
 /* Back-pressure (docs/bus.md, Bounds), before anything is kept: a
  * worker's delivery queue in the master is full and a broadcast would
  * grow it on every worker, or this worker's own signals not yet run (what
  * its ring and the master's journal keep) are at their bound. */
-static int emit_full(const struct worker *w, int kinds, size_t bytes) {
+static int emit_full(const struct worker *w, unsigned kinds, size_t bytes) {
   const struct settings *s = &w->app->s;
-  return ((kinds & SIG_BROADCAST) && w->mark->busy) ||
-         ((kinds & SIG_ONCE) && (w->lq_len - w->lq_head >= s->bus_journal ||
-                                 w->lq_bytes + bytes > s->bus_journal_bytes));
+  return ((kinds & BROADCAST) && w->mark->busy) ||
+         ((kinds & ONCE) && (w->lq_len - w->lq_head >= s->bus_journal ||
+                             w->lq_bytes + bytes > s->bus_journal_bytes));
 }
 
 /* The emit frame at o[start, o->len) goes to the master: is there room in
@@ -1452,7 +1255,7 @@ static int emit_to_master(struct worker *w, size_t *start, const char *signal,
   if (bus_out_pending(o) + bytes > cap)
     return -EAGAIN;
   *start = o->len;
-  return encode_emit(o, signal, data, seq) ? -EAGAIN : 0;
+  return bus_emit_encode(o, signal, data, seq) ? -EAGAIN : 0;
 }
 
 /* A mapped command's way to the master (worker_set_command_emit); set
@@ -1470,12 +1273,12 @@ static int early_push(struct worker *w, const char *signal, json_t *data,
   const struct settings *s = &w->app->s;
   struct bus_out *o = &w->out;
   size_t start = o->len;
-  int err = encode_emit(o, signal, data, w->emit_seq + 1);
+  int err = bus_emit_encode(o, signal, data, w->emit_seq + 1);
   size_t bytes = o->len - start;
   o->len = start; /* only measured: it is encoded again when it goes */
   if (err)
     goto out;
-  if (SIG_KINDS(json_integer_value(json_object_get(w->sigmap, signal))) == 0)
+  if (bus_index_kinds(&w->sigs, signal) == 0)
     goto out; /* nobody listens: 0, as later */
   if (w->nearly >= s->bus_journal ||
       w->early_bytes + bytes > s->bus_journal_bytes) {
@@ -1632,10 +1435,10 @@ static int emit(const char *signal, json_t *data, int steal) {
   struct bus_out *o = &w->out;
   size_t start = o->len;
   uint64_t seq = w->emit_seq + 1;
-  if ((err = encode_emit(o, signal, data, seq)))
+  if ((err = bus_emit_encode(o, signal, data, seq)))
     goto out;
-  json_int_t v = json_integer_value(json_object_get(w->sigmap, signal));
-  int kinds = SIG_KINDS(v);
+  const struct bus_index_sig *ix = bus_index_get(&w->sigs, signal);
+  unsigned kinds = ix ? ix->kinds : 0;
   size_t bytes = o->len - start;
   if (kinds == 0) {
     /* Checked and encoded like any other, so that whether a listener is
@@ -1650,14 +1453,14 @@ static int emit(const char *signal, json_t *data, int steal) {
     goto refused;
   }
   uint64_t ring_end = 0, ring_tail = w->mark->ring_tail;
-  if (kinds == SIG_ONCE && bus_ring_put(w->mark, seq, o->buf + start,
-                                        o->len - start - 1, &ring_end) == 0)
+  if (kinds == ONCE && bus_ring_put(w->mark, seq, o->buf + start,
+                                    o->len - start - 1, &ring_end) == 0)
     /* Only our own listeners: the master hears of it only if we die
      * before they ran, from the ring. */
     o->len = start;
   else if ((err = emit_to_master(w, &start, signal, data, seq)))
     goto refused;
-  if (kinds & SIG_ONCE) {
+  if (kinds & ONCE) {
     /* They run here, on what was emitted: a value of our own, which later
      * changes to the caller's cannot reach. */
     json_t *mine = data == NULL ? json_null()
@@ -1665,7 +1468,7 @@ static int emit(const char *signal, json_t *data, int steal) {
                                 : bus_json_copy(data);
     steal = 0;
     if (mine == NULL ||
-        local_push(w, seq, SIG_FIRST(v), mine, ring_end, bytes)) {
+        local_push(w, seq, ix->first[BUS_KIND_ONCE], mine, ring_end, bytes)) {
       json_decref(mine);
       w->mark->ring_tail = ring_tail; /* take the record back */
       o->len = start;

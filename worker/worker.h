@@ -13,6 +13,7 @@
 #include "aio.h"
 #include "app.h"
 #include "bus.h"
+#include "bus_index.h"
 
 struct wserver;
 struct loader;
@@ -74,8 +75,7 @@ struct worker {
    * order, from lq[lq_head, lq_len). Their frames wait in the ring of
    * w->mark, released as they finish, or, when they went to the master,
    * in its journal until local_ack says they finished. */
-  json_t *sigmap;    /* signal -> its listeners here (worker.c, SIG_*) */
-  size_t *once_next; /* per listener: the next one of its signal, or -1 */
+  struct bus_index sigs; /* signal -> its listeners here, by kind */
   struct local_item *lq;
   size_t lq_head, lq_len, lq_cap;
   size_t lq_bytes; /* the frames' bytes of lq[lq_head, lq_len) */

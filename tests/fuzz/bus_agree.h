@@ -11,4 +11,10 @@
  * to bus_decode() (-EAGAIN); else what differs, in a static buffer. */
 const char *bus_scan_disagrees(const char *buf, size_t len);
 
+/* NULL when the codec's decoder (common/bus_codec.c), checked and
+ * trusted, reads the frame buf[0, len) as jansson does (verdict, type and
+ * members of emit, deliver and delivered), and what it read is encoded and
+ * read back unchanged; else what differs, in a static buffer. */
+const char *bus_codec_disagrees(const char *buf, size_t len);
+
 #endif

@@ -7,7 +7,9 @@
  * same frames and the same final status, and every frame must survive an
  * encode/decode round trip unchanged. bus_scan(), the master's check of a
  * frame without a tree, must agree with jansson on the input and on every
- * line of it. And the input, laid in a dead worker's ring with counters
+ * line of it, and so must the codec's decoder (common/bus_codec.c, checked
+ * and trusted), whose encoders write what it read back unchanged. And the
+ * input, laid in a dead worker's ring with counters
  * taken from it, must be read back by bus_ring_next() without a read
  * outside the ring.
  */
@@ -86,6 +88,11 @@ static void check_scan(const char *buf, size_t len) {
   if (why) {
     fprintf(stderr, "bus_scan and jansson disagree (%s): %.*s\n", why, (int)len,
             buf);
+    abort();
+  }
+  /* The codec's decoder, checked and trusted, and its encoders. */
+  if ((why = bus_codec_disagrees(buf, len)) != NULL) {
+    fprintf(stderr, "bus codec: %s: %.*s\n", why, (int)len, buf);
     abort();
   }
 }

@@ -27,9 +27,10 @@ struct aio_conn_s {
   char *out;
   size_t len, cap;
   int closed;
-  int slow;      /* the peer takes nothing until drained */
-  size_t queued; /* what it has not taken */
-  int paused;    /* aio_conn_pause_reading() */
+  int slow;        /* the peer takes nothing until drained */
+  size_t queued;   /* what it has not taken */
+  int paused;      /* aio_conn_pause_reading() */
+  size_t requests; /* aio_conn_request_done() */
 };
 
 /* write_limit at its smallest: the protocol must never be refused. */
@@ -81,6 +82,7 @@ int aio_conn_set_deadline(aio_conn_t *c, double seconds, aio_timeout_fn *fn) {
 }
 void aio_conn_set_data(aio_conn_t *c, void *data) { c->data = data; }
 void *aio_conn_get_data(const aio_conn_t *c) { return c->data; }
+void aio_conn_request_done(aio_conn_t *c) { c->requests++; }
 int aio_conn_draining(const aio_conn_t *c) {
   (void)c;
   return 0;
@@ -180,12 +182,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (size_t i = 0; i < 3; i++) {
     const aio_conn_t *o = other[i];
     if (whole.closed != o->closed || whole.len != o->len ||
+        whole.requests != o->requests ||
         (whole.len && memcmp(whole.out, o->out, whole.len) != 0)) {
       fprintf(stderr,
-              "aio.hello answers differ: one read %zu bytes%s, %s %zu: %zu "
-              "bytes%s\n",
-              whole.len, whole.closed ? " and close" : "", how[i], sizes[i],
-              o->len, o->closed ? " and close" : "");
+              "aio.hello answers differ: one read %zu bytes%s (%zu "
+              "requests), %s %zu: %zu bytes%s (%zu requests)\n",
+              whole.len, whole.closed ? " and close" : "", whole.requests,
+              how[i], sizes[i], o->len, o->closed ? " and close" : "",
+              o->requests);
       abort();
     }
   }
