@@ -52,15 +52,19 @@ static struct {
  * member by member: json_pack("{s:I,s:I}") costs about 0.14 us more per
  * message here (parsing its format), which is the module's time, not the
  * bus's. */
-static int emit_one(void) {
+static int emit_stamped(const char *signal, long i) {
   json_t *d = json_object();
   if (d == NULL ||
       json_object_set_new_nocheck(d, "t", json_integer(mono_ns())) ||
-      json_object_set_new_nocheck(d, "i", json_integer(B.emitted))) {
+      json_object_set_new_nocheck(d, "i", json_integer(i))) {
     json_decref(d);
     return -ENOMEM;
   }
-  int err = aio_emit_new("bench-sig", d);
+  return aio_emit_new(signal, d);
+}
+
+static int emit_one(void) {
+  int err = emit_stamped("bench-sig", B.emitted);
   if (err == 0)
     B.emitted++;
   return err;
@@ -161,13 +165,17 @@ static void on_sig(const aio_signal_t *sig) {
 }
 AIO_LISTENER(on_sig);
 
+static void c_start(long count, long pace_ms);
+
 static void driver_data(aio_conn_t *c, const char *data, size_t len) {
   char line[128];
   long count = 0, window = 0;
   size_t n = len < sizeof(line) - 1 ? len : sizeof(line) - 1;
   memcpy(line, data, n);
   line[n] = '\0';
-  if (sscanf(line, "go %ld %ld", &count, &window) == 2) {
+  if (sscanf(line, "cgo %ld %ld", &count, &window) == 2) {
+    c_start(count, window);
+  } else if (sscanf(line, "go %ld %ld", &count, &window) == 2) {
     json_t *d = json_pack("{s:I,s:I}", "count", (json_int_t)count, "window",
                           (json_int_t)window);
     aio_emit("bench-go", d);
@@ -178,6 +186,115 @@ static void driver_data(aio_conn_t *c, const char *data, size_t len) {
   }
   aio_write(c, "ok\n", 3);
 }
+/* ---- bench/cluster: cluster signals from node a to any node ---------- */
+
+static struct {
+  long count, emitted, pace_ms;
+  uv_idle_t idle;
+  uv_timer_t pace;
+  int init;
+  /* Receiver: what this worker ran, written out by a timer. */
+  int64_t *lat;
+  long got, cap, written;
+  int64_t first, last;
+  uv_timer_t flush;
+  int flush_init;
+} C;
+
+static void c_emit(void) {
+  if (emit_stamped("bench-c", C.emitted) == 0)
+    C.emitted++;
+}
+
+/* A burst: up to 500 a turn (a refusal waits for the next turn). */
+static void c_on_idle(uv_idle_t *h) {
+  for (int i = 0; i < 500 && C.emitted < C.count; i++)
+    c_emit();
+  if (C.emitted >= C.count)
+    uv_idle_stop(h);
+}
+
+static void c_on_pace(uv_timer_t *t) {
+  c_emit();
+  if (C.emitted >= C.count)
+    uv_timer_stop(t);
+}
+
+static void c_start(long count, long pace_ms) {
+  if (!C.init) {
+    uv_idle_init(aio_loop(), &C.idle);
+    uv_timer_init(aio_loop(), &C.pace);
+    C.init = 1;
+  }
+  C.count = count;
+  C.emitted = 0;
+  const char *dir = aio_config_get("bench", "out");
+  char path[512];
+  snprintf(path, sizeof(path), "%s/../t0", dir ? dir : ".");
+  FILE *f = fopen(path, "w");
+  if (f) {
+    fprintf(f, "%lld\n", (long long)mono_ns());
+    fclose(f);
+  }
+  if (pace_ms > 0)
+    uv_timer_start(&C.pace, c_on_pace, (uint64_t)pace_ms, (uint64_t)pace_ms);
+  else
+    uv_idle_start(&C.idle, c_on_idle);
+}
+
+/* What this worker ran so far, to [bench] out: clat.PID, then cres.PID
+ * ("received first last"), renamed into place. */
+static void c_on_flush(uv_timer_t *t) {
+  (void)t;
+  const char *dir = aio_config_get("bench", "out");
+  if (dir == NULL || C.got == C.written)
+    return;
+  char path[512], tmp[512];
+  /* Both files renamed into place: a reader never sees half of one. */
+  snprintf(tmp, sizeof(tmp), "%s/clat.%d.tmp", dir, (int)getpid());
+  snprintf(path, sizeof(path), "%s/clat.%d", dir, (int)getpid());
+  FILE *f = fopen(tmp, "wb");
+  if (f == NULL)
+    return;
+  size_t w = fwrite(C.lat, sizeof(int64_t), (size_t)C.got, f);
+  fclose(f);
+  rename(tmp, path);
+  snprintf(tmp, sizeof(tmp), "%s/cres.%d.tmp", dir, (int)getpid());
+  snprintf(path, sizeof(path), "%s/cres.%d", dir, (int)getpid());
+  f = fopen(tmp, "w");
+  if (f == NULL)
+    return;
+  fprintf(f, "%ld %lld %lld\n", (long)w, (long long)C.first, (long long)C.last);
+  fclose(f);
+  rename(tmp, path);
+  C.written = C.got;
+}
+
+/* bench-c (cluster): on whichever node's worker Redis gave it to. */
+static void on_csig(const aio_signal_t *sig) {
+  int64_t now = mono_ns();
+  int64_t t = (int64_t)json_integer_value(json_object_get(sig->data, "t"));
+  if (!C.flush_init) {
+    uv_timer_init(aio_loop(), &C.flush);
+    uv_timer_start(&C.flush, c_on_flush, 100, 100);
+    uv_unref((uv_handle_t *)&C.flush);
+    C.flush_init = 1;
+  }
+  if (C.got == C.cap) {
+    long cap = C.cap ? C.cap * 2 : 65536;
+    int64_t *nl = realloc(C.lat, (size_t)cap * sizeof(*nl));
+    if (nl == NULL)
+      return;
+    C.lat = nl;
+    C.cap = cap;
+  }
+  if (C.got == 0)
+    C.first = t;
+  C.lat[C.got++] = now - t;
+  C.last = now;
+}
+AIO_LISTENER(on_csig);
+
 AIO_PROTOCOL(driver, .data_received = driver_data);
 
 AIO_MODULE(.name = "benchmod", .description = "signal bus benchmark");

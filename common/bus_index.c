@@ -6,6 +6,8 @@
 #include <string.h>
 
 enum bus_kind bus_listener_kind(const struct listener_conf *l) {
+  if (l->cluster)
+    return l->broadcast ? BUS_KIND_CLUSTER_BROADCAST : BUS_KIND_CLUSTER;
   return l->broadcast ? BUS_KIND_BROADCAST : BUS_KIND_ONCE;
 }
 

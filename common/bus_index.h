@@ -19,8 +19,17 @@
 enum bus_kind {
   BUS_KIND_ONCE,      /* once per emit, on the emitting worker */
   BUS_KIND_BROADCAST, /* on every worker, through the master */
+  /* A cluster listener (docs/cluster.md): the master hands the emit to
+   * Redis; never run on the emitting worker because of the emit. */
+  BUS_KIND_CLUSTER,           /* once per emit, on one worker of one node */
+  BUS_KIND_CLUSTER_BROADCAST, /* on every worker of every node */
   BUS_KIND_COUNT
 };
+
+/* Does a kind run on every worker (a slot's successor gets it)? */
+static inline int bus_kind_broadcast(enum bus_kind k) {
+  return k == BUS_KIND_BROADCAST || k == BUS_KIND_CLUSTER_BROADCAST;
+}
 
 /* A signal's kinds, as a set: BUS_KIND_BIT(k) for each kind it has. */
 #define BUS_KIND_BIT(k) (1u << (k))

@@ -100,19 +100,29 @@ struct loading {
   size_t nsignals;
 };
 
-/* One line of a [listen:NAME] entry: "module.fn" or "module.fn broadcast". */
+/* One line of a [listen:NAME] entry: "module.fn", "module.fn broadcast",
+ * and either with "cluster" after it (docs/cluster.md). */
 static void add_listener(struct settings *s, struct loading *ld,
                          const struct config_entry *e, int line, char **w,
                          int n) {
   struct settings_ctx *c = &ld->c;
-  int broadcast = n == 2 && strcmp(w[1], "broadcast") == 0;
-  if (n != 1 && !broadcast) {
+  int cluster = n >= 2 && strcmp(w[n - 1], "cluster") == 0;
+  int broadcast = n - cluster == 2 && strcmp(w[1], "broadcast") == 0;
+  if (n - cluster != 1 && !broadcast) {
     diag_add(c->d, e->file, line,
-             "[%s] %s: expected 'module.function' or "
-             "'module.function broadcast', one per line",
+             "[%s] %s: expected 'module.function', "
+             "'module.function broadcast', either with 'cluster' after it, "
+             "one per line",
              c->secname, e->key);
     c->failed = 1;
     return;
+  }
+  if (cluster && s->cluster == NULL) {
+    diag_add(&s->warnings, e->file, line,
+             "[%s] %s: 'cluster', but [aio] cluster is not set: it listens "
+             "on this host only",
+             c->secname, e->key);
+    cluster = 0;
   }
   /* As the Python runner's set of listeners: one function runs once per
    * signal, however often it is named. */
@@ -139,6 +149,7 @@ static void add_listener(struct settings *s, struct loading *ld,
   }
   l->signal = strdup(e->key);
   l->broadcast = broadcast;
+  l->cluster = cluster;
   if (l->signal == NULL) {
     settings_ref_close(&l->fn);
     goto oom;

@@ -87,6 +87,7 @@ struct listener_conf {
   char *signal;
   struct ref fn;
   int broadcast;
+  int cluster; /* a cluster listener (docs/cluster.md): the master's */
 };
 
 struct command_conf {
@@ -146,14 +147,19 @@ struct settings {
   int recycle_concurrency;    /* slots being replaced at once, at most */
 
   /* ---- [aio] cluster keys (issue 15; docs/cluster.md) ---------------- */
-  char *cluster;               /* the URL as written; NULL: a single host */
-  struct redis_url redis;      /* cluster, parsed (password from the file) */
-  char *node;                  /* this master's name; default the host name */
-  char *cluster_prefix;        /* of every key, default "aio" */
-  char *cluster_password_file; /* absolute; its first line is the password */
-  int cluster_fallback;        /* enum cluster_fallback: the default of the
-                                  schedules */
-  double cluster_timeout;      /* connect and reply timeout, seconds */
+  char *cluster;                /* the URL as written; NULL: a single host */
+  struct redis_url redis;       /* cluster, parsed (password from the file) */
+  char *node;                   /* this master's name; default the host name */
+  char *cluster_prefix;         /* of every key, default "aio" */
+  char *cluster_password_file;  /* absolute; its first line is the password */
+  int cluster_fallback;         /* enum cluster_fallback: the default of the
+                                   schedules */
+  double cluster_timeout;       /* connect and reply timeout, seconds */
+  size_t cluster_queue;         /* cluster emits kept while Redis is down */
+  size_t cluster_queue_bytes;   /* and their bytes */
+  double cluster_claim_timeout; /* an entry idle this long is claimed */
+  int cluster_max_deliveries;   /* then it goes to the dead-letter stream */
+  size_t cluster_stream_len;    /* XADD MAXLEN ~ of each stream */
   /* ---- end of the cluster keys ---------------------------------------- */
   char *metrics; /* [aio] metrics address, or NULL: off */
 

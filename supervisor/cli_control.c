@@ -195,6 +195,10 @@ static void fmt_bytes(long long b, char *out, size_t n) {
     snprintf(out, n, "%lldK", b / 1024);
 }
 
+static long long ival(const json_t *o, const char *key) {
+  return (long long)json_integer_value(json_object_get(o, key));
+}
+
 /* The cluster line of `aio status`, and `aio status --cluster`: the live
  * nodes the master saw at its last read (docs/cluster.md). */
 static void print_cluster(json_t *r, int nodes) {
@@ -219,13 +223,16 @@ static void print_cluster(json_t *r, int nodes) {
          "lost %lld, failed %lld, skipped %lld, local %lld\n",
          json_array_size(json_object_get(c, "peers")),
          json_array_size(json_object_get(c, "peers")) == 1 ? "" : "s",
-         (long long)json_integer_value(json_object_get(q, "outstanding")),
-         (long long)json_integer_value(json_object_get(q, "refused")),
-         (long long)json_integer_value(json_object_get(cl, "won")),
-         (long long)json_integer_value(json_object_get(cl, "lost")),
-         (long long)json_integer_value(json_object_get(cl, "failed")),
-         (long long)json_integer_value(json_object_get(cl, "skipped")),
-         (long long)json_integer_value(json_object_get(cl, "local")));
+         ival(q, "outstanding"), ival(q, "refused"), ival(cl, "won"),
+         ival(cl, "lost"), ival(cl, "failed"), ival(cl, "skipped"),
+         ival(cl, "local"));
+  json_t *sg = json_object_get(c, "signals");
+  if (ival(sg, "streams") > 0 || ival(sg, "emitted") > 0)
+    printf("  signals: %lld queued, %lld dropped, %lld added, %lld ran, "
+           "%lld claimed, %lld dead; reader %s\n",
+           ival(sg, "queued"), ival(sg, "dropped"), ival(sg, "added"),
+           ival(sg, "ran"), ival(sg, "claimed"), ival(sg, "dead"),
+           json_string_value(json_object_get(sg, "reader")));
   if (!nodes)
     return;
   printf("%-20s %-8s %-10s %-4s %-8s %s\n", "NODE", "PID", "VERSION", "GEN",

@@ -28,6 +28,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "cluster_signals.h"
 #include "log.h"
 #include "master.h"
 #include "util.h"
@@ -79,9 +80,10 @@ struct ccmd {
 struct cluster {
   struct master *m;
   /* What it was started with: a reload does not move a live link. */
-  struct redis_url url; /* owned copy */
-  char *node, *prefix;  /* owned */
-  char where[512];      /* the URL without the password, for logs */
+  struct redis_url url;      /* owned copy */
+  char *node, *prefix;       /* owned */
+  char where[512];           /* the URL without the password, for logs */
+  char ip[INET6_ADDRSTRLEN]; /* the address of the current attempt */
   uint64_t timeout_ms;
 
   enum cstate state;
@@ -235,6 +237,7 @@ static void lost(struct cluster *c, const char *why) {
   c->ready = 0;
   if (c->closing)
     return;
+  csig_link_down(c->m);
   unsigned base = c->backoff_ms;
   unsigned delay = base / 2 + (unsigned)(rnd(c) % (base / 2 + 1));
   c->backoff_ms = base * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : base * 2;
@@ -289,6 +292,7 @@ static void on_handshake(struct cluster *c, redisReply *r, void *arg) {
   set_state(c, CS_CONNECTED);
   c->next_announce_ms = 0;
   announce(c);
+  csig_link_up(c->m);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status) {
@@ -354,32 +358,44 @@ static void poll_del_write(void *arg) {
   poll_set(p, p->events & ~UV_WRITABLE);
 }
 
-/* Connect to an address (numeric, or NULL for the unix path). */
-static void connect_to(struct cluster *c, const char *ip) {
+/* A new context to an address (numeric, or NULL for the unix path),
+ * attached to the loop; NULL with why said. */
+static redisAsyncContext *open_ctx(struct cluster *c, const char *ip, char *why,
+                                   size_t n) {
   redisAsyncContext *ac = ip ? redisAsyncConnect(ip, c->url.port)
                              : redisAsyncConnectUnix(c->url.path);
   if (ac == NULL) {
-    lost(c, "out of memory");
-    return;
+    snprintf(why, n, "out of memory");
+    return NULL;
   }
   if (ac->err) {
-    char why[256];
-    snprintf(why, sizeof(why), "%s", ac->errstr);
+    snprintf(why, n, "%s", ac->errstr);
     redisAsyncFree(ac);
-    lost(c, why);
-    return;
+    return NULL;
   }
-  ac->data = c;
   if (redisLibuvAttach(ac, c->m->loop) != REDIS_OK) {
     redisAsyncFree(ac);
-    lost(c, "cannot watch the socket");
-    return;
+    snprintf(why, n, "cannot watch the socket");
+    return NULL;
   }
   /* The adapter's handle and cleanup, with the poll callback above. */
   ac->ev.addRead = poll_add_read;
   ac->ev.delRead = poll_del_read;
   ac->ev.addWrite = poll_add_write;
   ac->ev.delWrite = poll_del_write;
+  return ac;
+}
+
+/* Connect to an address (numeric, or NULL for the unix path). */
+static void connect_to(struct cluster *c, const char *ip) {
+  char why[256];
+  snprintf(c->ip, sizeof(c->ip), "%s", ip ? ip : "");
+  redisAsyncContext *ac = open_ctx(c, ip, why, sizeof(why));
+  if (ac == NULL) {
+    lost(c, why);
+    return;
+  }
+  ac->data = c;
   redisAsyncSetConnectCallback(ac, on_connect);
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
   c->ac = ac;
@@ -598,6 +614,7 @@ static void on_tick(uv_timer_t *t) {
     attempt(c);
   if (c->ready && now >= c->next_announce_ms)
     announce(c);
+  csig_tick(c->m);
 }
 
 /* ---- the master's hooks ----------------------------------------------- */
@@ -680,6 +697,7 @@ void cluster_close(struct master *m) {
   c->ac = NULL;
   if (ac)
     redisAsyncFree(ac); /* outstanding callbacks run now, with no reply */
+  csig_close(m);
   if (c->resolving)
     uv_cancel((uv_req_t *)&c->gai);
   redis_url_close(&c->url);
@@ -703,6 +721,82 @@ const char *cluster_node(const struct master *m) {
 
 const char *cluster_state_name(const struct master *m) {
   return m->cluster ? cstate_names[m->cluster->state] : cstate_names[CS_OFF];
+}
+
+/* ---- for cluster signals (cluster_signals.c) ----------------------------- */
+
+struct ext_cmd {
+  cluster_reply_fn *fn;
+  void *arg;
+};
+
+static void on_ext_reply(struct cluster *c, redisReply *r, void *arg) {
+  struct ext_cmd x = *(struct ext_cmd *)arg;
+  free(arg);
+  if (x.fn)
+    x.fn(c->m, r, x.arg);
+}
+
+int cluster_command(struct master *m, cluster_reply_fn *fn, void *arg, int argc,
+                    const char **argv, const size_t *len) {
+  struct cluster *c = m->cluster;
+  if (c == NULL)
+    return -ENOTCONN;
+  struct ext_cmd *x = malloc(sizeof(*x));
+  if (x == NULL)
+    return -ENOMEM;
+  *x = (struct ext_cmd){.fn = fn, .arg = arg};
+  int err = send_argv(c, 0, on_ext_reply, x, argc, argv, len);
+  if (err)
+    free(x);
+  return err;
+}
+
+size_t cluster_room(const struct master *m) {
+  const struct cluster *c = m->cluster;
+  if (c == NULL || !c->ready || c->ncmds >= CLUSTER_MAX_OUTSTANDING / 2 ||
+      c->bytes >= CLUSTER_MAX_BYTES / 2)
+    return 0;
+  return CLUSTER_MAX_BYTES / 2 - c->bytes;
+}
+
+struct redisAsyncContext *cluster_open_extra(struct master *m,
+                                             redisCallbackFn *hs, void *priv,
+                                             char *why, size_t n) {
+  struct cluster *c = m->cluster;
+  if (c == NULL || !c->ready) {
+    snprintf(why, n, "the link is down");
+    return NULL;
+  }
+  redisAsyncContext *ac = open_ctx(c, c->url.path ? NULL : c->ip, why, n);
+  if (ac == NULL)
+    return NULL;
+  int err = REDIS_OK;
+  if (c->url.password && c->url.user)
+    err = redisAsyncCommand(ac, hs, priv, "AUTH %s %s", c->url.user,
+                            c->url.password);
+  else if (c->url.password)
+    err = redisAsyncCommand(ac, hs, priv, "AUTH %s", c->url.password);
+  if (err == REDIS_OK && c->url.db)
+    err = redisAsyncCommand(ac, hs, priv, "SELECT %d", c->url.db);
+  if (err != REDIS_OK) {
+    redisAsyncFree(ac);
+    snprintf(why, n, "cannot queue the handshake");
+    return NULL;
+  }
+  return ac;
+}
+
+uint64_t cluster_timeout_ms(const struct master *m) {
+  return m->cluster ? m->cluster->timeout_ms : 2000;
+}
+
+const char *cluster_prefix(const struct master *m) {
+  return m->cluster ? m->cluster->prefix : "aio";
+}
+
+const json_t *cluster_peers(const struct master *m) {
+  return m->cluster ? m->cluster->peers : NULL;
 }
 
 /* ---- claims ------------------------------------------------------------ */
@@ -793,5 +887,7 @@ json_t *cluster_status(const struct master *m) {
     json_object_set_new(st, "down_since", json_real(c->down_since));
   if (st && c->last_error[0])
     json_object_set_new(st, "last_error", json_string(c->last_error));
+  if (st)
+    json_object_set_new(st, "signals", csig_status(m));
   return st;
 }

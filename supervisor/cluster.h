@@ -50,6 +50,34 @@ int cluster_claim(struct master *m, const char *name, long long occurrence,
 /* sched.c took the fallback for an occurrence it could not claim. */
 void cluster_fallback_taken(struct master *m, int ran_locally);
 
+/* ---- for cluster signals (cluster_signals.c) ---- */
+struct redisReply;
+struct redisAsyncContext;
+/* A reply (NULL: none: the link went away) to a cluster_command. */
+typedef void cluster_reply_fn(struct master *m, struct redisReply *r,
+                              void *arg);
+/* Send a command on the link (within its bounded queue, with its deadline).
+ * fn runs exactly once, later, unless this returns an error (-ENOTCONN,
+ * -ENOBUFS, -ENOMEM; counted as refused). fn may be NULL. */
+int cluster_command(struct master *m, cluster_reply_fn *fn, void *arg, int argc,
+                    const char **argv, const size_t *len);
+/* Bytes a bulk sender may still queue on the link now (it leaves half of
+ * the queue to the rest); 0 while down. */
+size_t cluster_room(const struct master *m);
+/* A second connection to the same Redis (the address the link reached),
+ * attached to the loop, with AUTH and SELECT queued with hs (hiredis's
+ * callback type) and priv. NULL with why said while the link is down or on
+ * failure. */
+struct redisAsyncContext *
+cluster_open_extra(struct master *m,
+                   void (*hs)(struct redisAsyncContext *, void *, void *),
+                   void *priv, char *why, size_t n);
+uint64_t cluster_timeout_ms(const struct master *m);
+/* The key prefix the link started with. Borrowed. */
+const char *cluster_prefix(const struct master *m);
+/* The live nodes at the last read: [{"node": ...}, ...], or NULL. */
+const json_t *cluster_peers(const struct master *m);
+
 /* For `aio status`: {"state": "off"} or the whole picture. Returns new. */
 json_t *cluster_status(const struct master *m);
 

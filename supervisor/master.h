@@ -89,6 +89,7 @@ enum recycle_trigger {
 #undef RECYCLE_ENUM
       RECYCLE_NTRIGGERS
 };
+struct csig_entry;
 
 struct delivery {
   json_int_t id;
@@ -97,6 +98,8 @@ struct delivery {
   size_t len;
   unsigned gen; /* the generation whose listener list it indexes */
   int broadcast;
+  int kind;                /* of its listeners: enum bus_kind */
+  struct csig_entry *cref; /* a cluster entry to acknowledge, or NULL */
   struct delivery *next;
 };
 
@@ -252,6 +255,7 @@ struct master {
   size_t rr;               /* round-robin cursor for job dispatch */
   struct cluster *cluster; /* the link to the cluster's Redis, or NULL */
   struct upgrade *up;      /* upgrade.c: old workers, what was handed */
+  struct csig *csig;       /* cluster signals on that link, or NULL */
   int exit_code;
 };
 

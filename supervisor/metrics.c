@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
+#include "cluster_signals.h"
 #include "counters.h"
 #include "log.h"
 #include "master.h"

@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
+#include "cluster_signals.h"
 #include "counters.h"
 #include "log.h"
 #include "master.h"
@@ -237,6 +239,25 @@ static void expose_schedules(struct util_buf *b, const struct master *m) {
   }
 }
 
+/* Cluster signals (docs/cluster.md), from the counters aio status shows. */
+static void expose_cluster_signals(struct util_buf *b, const struct master *m) {
+  static const char *const events[] = {
+      "emitted", "added", "dropped", "received", "broadcasts",
+      "ran",     "acked", "claimed", "dead",     "abandoned"};
+  json_t *st = csig_status(m);
+  family(b, "aio_cluster_signals_total", "counter",
+         "Cluster signals by event (docs/cluster.md).");
+  for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+    util_buf_printf(
+        b, "aio_cluster_signals_total{event=\"%s\"} %lld\n", events[i],
+        (long long)json_integer_value(json_object_get(st, events[i])));
+  family(b, "aio_cluster_signals_queued", "gauge",
+         "Cluster signals waiting for Redis in the master.");
+  util_buf_printf(b, "aio_cluster_signals_queued %lld\n",
+                  (long long)json_integer_value(json_object_get(st, "queued")));
+  json_decref(st);
+}
+
 /* The bus, per slot: frames counted over its workers, and what waits. */
 static void expose_bus(struct util_buf *b, const struct master *m,
                        size_t nslots) {
@@ -284,6 +305,8 @@ static void expose_bus(struct util_buf *b, const struct master *m,
   family(b, "aio_bus_backlog", "gauge",
          "Signals the master keeps for workers not ready yet.");
   util_buf_printf(b, "aio_bus_backlog %zu\n", router_backlog(m));
+  if (cluster_enabled(m))
+    expose_cluster_signals(b, m);
 }
 
 static void expose_processes(struct util_buf *b, const struct master *m) {

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "bus_codec.h"
+#include "cluster_signals.h"
 #include "journal.h"
 #include "log.h"
 #include "master.h"
@@ -96,17 +97,21 @@ static void maybe_trim(struct master *m) {
 /* Queue frame (stolen), made for p's generation, for p and keep it until
  * acknowledged. */
 static void send_delivery(struct wproc *p, char *frame, size_t len,
-                          json_int_t id, int broadcast) {
+                          json_int_t id, enum bus_kind kind,
+                          struct csig_entry *cref) {
   struct delivery *d = calloc(1, sizeof(*d));
   if (d == NULL) {
     free(frame);
+    csig_abandon(p->m, cref);
     return;
   }
   d->id = id;
   d->gen = p->g->id;
   d->frame = frame;
   d->len = len;
-  d->broadcast = broadcast;
+  d->broadcast = bus_kind_broadcast(kind);
+  d->kind = kind;
+  d->cref = cref;
   /* A failure (the channel is closing) keeps it, unsent: the worker's
    * death hands it to another worker. */
   if (channel_send_raw(&p->ch, frame, len) == 0)
@@ -162,11 +167,11 @@ static struct wproc *any_ready(struct master *m, const struct wproc * not ) {
 
 /* Keep a frame (stolen) for a worker that does not exist yet. */
 static void backlog_add(json_t **backlog, char *frame, size_t len,
-                        json_int_t id, unsigned gen) {
+                        json_int_t id, unsigned gen, enum bus_kind kind) {
   if (*backlog == NULL)
     *backlog = json_array();
-  json_array_append_new(*backlog,
-                        json_pack("[I,s%,i]", id, frame, len, (int)gen));
+  json_array_append_new(
+      *backlog, json_pack("[I,s%,i,i]", id, frame, len, (int)gen, (int)kind));
   free(frame);
 }
 
@@ -202,27 +207,32 @@ static size_t match(const struct generation *g, struct sig_look *l,
 /* Deliver signal to `to`'s listeners of one kind (to NULL: keep it in
  * backlog for the next worker). Listener indices are those of the
  * generation that will run them, which a reload can make differ from the
- * emitter's. */
+ * emitter's. cref: the cluster entry it is (to is not NULL then), given
+ * back to cluster_signals.c if nothing is sent. */
 static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
                            struct sig_look *l, const json_t *data,
-                           const struct bus_span *raw, int broadcast) {
+                           const struct bus_span *raw, enum bus_kind kind,
+                           struct csig_entry *cref) {
   const char *signal = l->signal;
   struct generation *g = to ? to->g : m->gen;
   size_t local[32], *idx = local, n, len;
   if (g->app.s.nlisteners > 32 &&
-      (idx = malloc(g->app.s.nlisteners * sizeof(*idx))) == NULL)
+      (idx = malloc(g->app.s.nlisteners * sizeof(*idx))) == NULL) {
+    csig_abandon(m, cref);
     return 0;
+  }
   json_int_t id;
   char *frame;
   size_t queued = 0;
-  if ((n = match(g, l, broadcast ? BUS_KIND_BROADCAST : BUS_KIND_ONCE, idx)) >
-          0 &&
+  if ((n = match(g, l, kind, idx)) > 0 &&
       (frame = encode_deliver(m, signal, data, raw, idx, n, &id, &len))) {
     if (to)
-      send_delivery(to, frame, len, id, broadcast);
+      send_delivery(to, frame, len, id, kind, cref);
     else
-      backlog_add(backlog, frame, len, id, g->id);
+      backlog_add(backlog, frame, len, id, g->id, kind);
     queued = len;
+  } else {
+    csig_abandon(m, cref);
   }
   if (idx != local)
     free(idx);
@@ -257,6 +267,12 @@ static void slot_check(struct master *m, struct slot *sl) {
 
 #define ONCE BUS_KIND_BIT(BUS_KIND_ONCE)
 #define BROADCAST BUS_KIND_BIT(BUS_KIND_BROADCAST)
+#define CLUSTER BUS_KIND_BIT(BUS_KIND_CLUSTER)
+#define CLUSTER_BROADCAST BUS_KIND_BIT(BUS_KIND_CLUSTER_BROADCAST)
+
+static void route_slots(struct master *m, struct sig_look *l,
+                        const json_t *data, const struct bus_span *raw,
+                        enum bus_kind kind);
 
 /* Route one signal from the master, or the broadcast part of a worker's
  * emit (from: the emitter, which runs the once-per-emit part itself). Its
@@ -264,25 +280,65 @@ static void slot_check(struct master *m, struct slot *sl) {
 static void route(struct master *m, struct wproc *from, struct sig_look *l,
                   const json_t *data, const struct bus_span *raw) {
   if (from == NULL)
-    deliver_kind(m, any_ready(m, NULL), &m->backlog, l, data, raw, 0);
+    deliver_kind(m, any_ready(m, NULL), &m->backlog, l, data, raw,
+                 BUS_KIND_ONCE, NULL);
   /* Broadcast: each slot's worker, if the emitter's list (for the
    * master's own signals: any list, during a reload) has a broadcast
    * listener; each receiver runs those of its own list. */
   const struct bus_index_sig *e = look(l, from ? from->g : m->gen);
-  int any = (e && (e->kinds & BROADCAST)) || (!from && m->next_gen != NULL);
-  for (size_t i = 0; any && i < m->nslots; i++) {
+  unsigned kinds = e ? e->kinds : 0;
+  if ((kinds & BROADCAST) || (!from && m->next_gen != NULL))
+    route_slots(m, l, data, raw, BUS_KIND_BROADCAST);
+  /* Cluster listeners: Redis's (cluster_signals.c), in the emitter's
+   * list, as the master's own signals in the current one. */
+  if (kinds & (CLUSTER | CLUSTER_BROADCAST))
+    csig_emit(m, l->signal, (kinds & CLUSTER) != 0,
+              (kinds & CLUSTER_BROADCAST) != 0, data, raw);
+}
+
+/* One signal of a broadcast kind to every slot's worker. */
+static void route_slots(struct master *m, struct sig_look *l,
+                        const json_t *data, const struct bus_span *raw,
+                        enum bus_kind kind) {
+  for (size_t i = 0; i < m->nslots; i++) {
     struct slot *sl = &m->slots[i];
     /* A slot starting, respawning or not forked yet (aio-starting is
      * emitted before the first fork) keeps it for its next worker. */
     if (sl->state == SLOT_FAILED)
       continue;
     if (sl->cur && sl->cur->state == WPROC_READY) {
-      deliver_kind(m, sl->cur, NULL, l, data, raw, 1);
+      deliver_kind(m, sl->cur, NULL, l, data, raw, kind, NULL);
     } else {
-      sl->backlog_bytes += deliver_kind(m, NULL, &sl->backlog, l, data, raw, 1);
+      sl->backlog_bytes +=
+          deliver_kind(m, NULL, &sl->backlog, l, data, raw, kind, NULL);
       slot_check(m, sl);
     }
   }
+}
+
+int router_cluster_deliver(struct master *m, const char *signal,
+                           const json_t *data, struct csig_entry *cref) {
+  struct wproc *to = any_ready(m, NULL);
+  if (to == NULL)
+    return -EAGAIN;
+  deliver_kind(m, to, NULL, &(struct sig_look){.signal = signal}, data, NULL,
+               BUS_KIND_CLUSTER, cref);
+  return 0;
+}
+
+void router_cluster_broadcast(struct master *m, const char *signal,
+                              const json_t *data) {
+  route_slots(m, &(struct sig_look){.signal = signal}, data, NULL,
+              BUS_KIND_CLUSTER_BROADCAST);
+}
+
+int router_cluster_ready(struct master *m) {
+  return any_ready(m, NULL) != NULL;
+}
+
+int router_cluster_kinds(struct master *m, const char *signal) {
+  unsigned k = bus_index_kinds(&m->gen->sigs, signal);
+  return ((k & CLUSTER) ? 1 : 0) | ((k & CLUSTER_BROADCAST) ? 2 : 0);
 }
 
 /* Our own deliver frames, read back (a reload, a dead worker's). */
@@ -292,16 +348,19 @@ static void route(struct master *m, struct wproc *from, struct sig_look *l,
  * another generation gets it made again for its own listener list (a new
  * id), or not at all when that list has no listener of its kind. */
 static void hand_over(struct master *m, struct wproc *to, char *frame,
-                      size_t len, json_int_t id, int broadcast, unsigned gen) {
+                      size_t len, json_int_t id, enum bus_kind kind,
+                      unsigned gen, struct csig_entry *cref) {
   if (gen == to->g->id) {
-    send_delivery(to, frame, len, id, broadcast);
+    send_delivery(to, frame, len, id, kind, cref);
     return;
   }
   struct bus_in in; /* our own frame, without its newline */
   if (bus_in_decode(frame, len - 1, OWN_DELIVER, &in) == 0 &&
       in.type == BUS_DELIVER)
     deliver_kind(m, to, NULL, &(struct sig_look){.signal = in.signal}, in.data,
-                 NULL, broadcast);
+                 NULL, kind, cref);
+  else
+    csig_abandon(m, cref);
   bus_in_free(&in);
   free(frame);
 }
@@ -310,8 +369,8 @@ void router_emit(struct master *m, const char *signal, json_t *data) {
   route(m, NULL, &(struct sig_look){.signal = signal}, data, NULL);
 }
 
-static void flush_backlog(struct master *m, json_t **backlog, struct wproc *to,
-                          int broadcast) {
+static void flush_backlog(struct master *m, json_t **backlog,
+                          struct wproc *to) {
   if (*backlog == NULL)
     return;
   size_t i;
@@ -324,7 +383,8 @@ static void flush_backlog(struct master *m, json_t **backlog, struct wproc *to,
       continue;
     memcpy(frame, json_string_value(f), len);
     hand_over(m, to, frame, len, json_integer_value(json_array_get(e, 0)),
-              broadcast, (unsigned)json_integer_value(json_array_get(e, 2)));
+              (enum bus_kind)json_integer_value(json_array_get(e, 3)),
+              (unsigned)json_integer_value(json_array_get(e, 2)), NULL);
   }
   json_decref(*backlog);
   *backlog = NULL;
@@ -358,7 +418,7 @@ static void own_emit_gone(struct master *m, struct wproc *p, uint64_t seq,
   else
     deliver_kind(m, any_ready(m, p), &m->backlog,
                  &(struct sig_look){.signal = in.signal}, in.data,
-                 in.raw.p ? &in.raw : NULL, 0);
+                 in.raw.p ? &in.raw : NULL, BUS_KIND_ONCE, NULL);
   bus_in_free(&in);
 }
 
@@ -407,6 +467,7 @@ void router_worker_gone(struct master *m, struct wproc *p) {
     next = d->next;
     if (d->n != 0 && d->n <= done) {
       /* Finished; only its acknowledgement died with the worker. */
+      csig_done(m, d->cref);
     } else if (died_in_hand(p, d->n, hand)) {
       /* Redelivering it could kill the next worker the same way. */
       struct bus_in in;
@@ -415,19 +476,27 @@ void router_worker_gone(struct master *m, struct wproc *p) {
                 "when it died; not redelivered",
                 err ? "?" : in.signal, (long long)d->id, p->slot);
       bus_in_free(&in);
+      /* A cluster entry stays pending in Redis: claimed again after
+       * cluster_claim_timeout, until cluster_max_deliveries. */
+      csig_abandon(m, d->cref);
     } else if (d->broadcast) {
       if (sl && (size_t)sl->index < m->nslots) {
-        backlog_add(&sl->backlog, d->frame, d->len, d->id, d->gen);
+        backlog_add(&sl->backlog, d->frame, d->len, d->id, d->gen, d->kind);
         sl->backlog_bytes += d->len;
         d->frame = NULL;
       }
     } else {
+      /* A cluster entry goes to another worker here, with its entry (not
+       * added to Redis again); with none ready it stays pending there. */
       struct wproc *to = any_ready(m, p);
       if (to)
-        hand_over(m, to, d->frame, d->len, d->id, 0, d->gen);
+        hand_over(m, to, d->frame, d->len, d->id, d->kind, d->gen, d->cref);
+      else if (d->cref)
+        csig_abandon(m, d->cref);
       else
-        backlog_add(&m->backlog, d->frame, d->len, d->id, d->gen);
-      d->frame = NULL;
+        backlog_add(&m->backlog, d->frame, d->len, d->id, d->gen, d->kind);
+      if (to || !d->cref)
+        d->frame = NULL;
     }
     free(d->frame);
     free(d);
@@ -441,10 +510,10 @@ void router_worker_gone(struct master *m, struct wproc *p) {
 void router_worker_ready(struct master *m, struct wproc *p) {
   if (p->g == m->gen) {
     struct slot *sl = &m->slots[p->slot];
-    flush_backlog(m, &sl->backlog, p, 1);
+    flush_backlog(m, &sl->backlog, p);
     sl->backlog_bytes = 0;
     slot_check(m, sl);
-    flush_backlog(m, &m->backlog, p, 0);
+    flush_backlog(m, &m->backlog, p);
   }
 }
 
@@ -520,6 +589,7 @@ static int ack_upto(struct wproc *p, json_int_t id) {
   struct delivery *rest = d->next, *next;
   for (d = p->pending; d != rest; d = next) {
     next = d->next;
+    csig_done(p->m, d->cref);
     p->pending_bytes -= d->len;
     free(d->frame);
     free(d);

@@ -1096,8 +1096,9 @@ START_TEST(test_error_listener_format_on_its_line) {
                         "\n"
                         "    m.two sometimes\n",
                         5,
-                        "[listen:x] sig: expected 'module.function' or "
-                        "'module.function broadcast', one per line");
+                        "[listen:x] sig: expected 'module.function', "
+                        "'module.function broadcast', either with 'cluster' "
+                        "after it, one per line");
   expect_settings_error("[listen:x]\nsig =\n    nodot\n", 3,
                         "'nodot' is not a module.symbol reference");
 }
@@ -1577,6 +1578,41 @@ static void close_warnings(struct settings *s, struct config *c, struct diag *d,
   diag_close(d);
 }
 
+/* Issue 15: `cluster` after a listener makes it the cluster's; without
+ * [aio] cluster it is a warning at its line, and a local listener. */
+START_TEST(test_cluster_listeners) {
+  struct settings s;
+  struct config *c;
+  struct diag d, warn;
+  load_warnings("[aio]\ncluster = redis://127.0.0.1:6390\n"
+                "[listen:x]\n"
+                "a = m.one cluster\n"
+                "    m.two broadcast cluster\n"
+                "    m.three broadcast\n"
+                "    m.four\n",
+                &s, &c, &d, &warn, 0);
+  ck_assert_uint_eq(s.nlisteners, 4);
+  int want[4][2] = {{0, 1}, {1, 1}, {1, 0}, {0, 0}};
+  for (int i = 0; i < 4; i++) {
+    ck_assert_int_eq(s.listeners[i].broadcast, want[i][0]);
+    ck_assert_int_eq(s.listeners[i].cluster, want[i][1]);
+  }
+  ck_assert_uint_eq(s.cluster_queue, 10000);
+  ck_assert_int_eq(s.cluster_max_deliveries, 5);
+  ck_assert(s.cluster_claim_timeout == 30);
+  close_warnings(&s, c, &d, &warn);
+
+  load_warnings("[listen:x]\na = m.one cluster\n", &s, &c, &d, &warn, 1);
+  ck_assert(has_diag(&warn, 2, "'cluster', but [aio] cluster is not set"));
+  ck_assert_int_eq(s.listeners[0].cluster, 0);
+  close_warnings(&s, c, &d, &warn);
+
+  expect_settings_error("[aio]\ncluster = redis://127.0.0.1:6390\n"
+                        "[listen:x]\na = m.one cluster broadcast\n",
+                        4, "expected 'module.function'");
+}
+END_TEST
+
 /* Issue 13: "adress = 127.0.0.1" bound all interfaces in silence. */
 START_TEST(test_unknown_keys_in_server_and_schedule_sections_warn) {
   static const char text[] = "[server/web]\n"        /* 1 */
@@ -1840,6 +1876,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_util_parse_bool_duration_size);
   tcase_add_test(tc, test_remap_builtin_command_is_ignored_with_a_warning);
   tcase_add_test(tc, test_listener_named_twice_runs_once);
+  tcase_add_test(tc, test_cluster_listeners);
   tcase_add_test(tc, test_error_listener_format_on_its_line);
   tcase_add_test(tc, test_error_module_name_with_slash);
   tcase_add_test(tc, test_error_unnamed_server_and_schedule);
