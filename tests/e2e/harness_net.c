@@ -5,13 +5,16 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -41,8 +44,33 @@ static struct sockaddr_in loopback(int port) {
  * may give the same port back, which once made CI fail); each process
  * starts at an offset drawn from its pid, so the suites ctest runs side by
  * side walk different parts of the range, and a port still taken by
- * someone else is skipped by the bind check. */
+ * someone else is skipped by the bind check.
+ *
+ * The bind check alone leaves a window: two test processes may both find
+ * a port free before either aio binds it, and aio's SO_REUSEPORT sockets
+ * (same uid) would then share it silently, each server answering some of
+ * the other's clients. So a port handed out is also reserved across
+ * processes: an flock on a file named after it, held until the process
+ * that took it exits (each Check case is its own process). */
 enum { PORT_LO = 20000, PORT_SPAN = 12000 };
+
+#define PORT_LOCK_DIR "/tmp/aio-test-ports"
+
+/* 1 when this process now holds port's reservation, 0 when another does. */
+static int reserve_port(int port) {
+  char path[64];
+  if (mkdir(PORT_LOCK_DIR, 01777) < 0 && errno != EEXIST)
+    return 1; /* no reservations possible: the bind check only */
+  snprintf(path, sizeof(path), PORT_LOCK_DIR "/%d", port);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0)
+    return 1;
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    close(fd);
+    return 0;
+  }
+  return 1; /* fd stays open: the lock goes with this process */
+}
 
 int h_free_port(void) {
   static pid_t owner;
@@ -65,7 +93,7 @@ int h_free_port(void) {
     }
     if (t >= 0)
       close(t);
-    if (ok)
+    if (ok && reserve_port(port))
       return port;
   }
   abort();
