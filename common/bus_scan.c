@@ -437,6 +437,24 @@ int bus_scan(const char *data, size_t len, struct bus_frame *f) {
   return f->type == BUS_NONE ? -EPROTO : 0;
 }
 
+int bus_scan_value(const char *data, size_t len) {
+  struct scan s;
+  s.p = data;
+  s.end = data + len;
+  s.depth = 0;
+  s.keys = s.local;
+  s.nkeys = 0;
+  s.cap = SCAN_LOCAL_KEYS;
+  skip_ws(&s);
+  int rc = scan_value(&s, NULL);
+  skip_ws(&s);
+  if (rc == 0 && s.p != s.end)
+    rc = BAD;
+  if (s.keys != s.local)
+    free(s.keys);
+  return rc;
+}
+
 int bus_span_int(const struct bus_span *sp, json_int_t *v) {
   char num[24], *end;
   if (sp->p == NULL || sp->n == 0 || sp->n >= sizeof(num))
