@@ -104,6 +104,10 @@ struct bus_frame {
  * escape, an escaped "t" or "signal"); or -ENOMEM. Spans point into data.
  * (common/bus_scan.c) */
 int bus_scan(const char *data, size_t len, struct bus_frame *f);
+/* Check one JSON value of any type (a signal's data) as json_loadb with
+ * JSON_DECODE_ANY | JSON_REJECT_DUPLICATES would, without building a
+ * tree. 0, -EBADMSG, -EAGAIN when only jansson can tell, or -ENOMEM. */
+int bus_scan_value(const char *data, size_t len);
 /* The integer a member's text holds (what json_is_integer would say).
  * 0, or -1 when it is absent or not an integer. */
 int bus_span_int(const struct bus_span *sp, json_int_t *v);

@@ -405,25 +405,34 @@ static int plain_string(struct bus_span *sp) {
   return 0;
 }
 
+static void scan_init(struct scan *s, const char *data, size_t len) {
+  s->p = data;
+  s->end = data + len;
+  s->depth = 0;
+  s->keys = s->local;
+  s->nkeys = 0;
+  s->cap = SCAN_LOCAL_KEYS;
+  skip_ws(s);
+}
+
+/* After the value (rc its verdict): only white space may follow. */
+static int scan_end(struct scan *s, int rc) {
+  skip_ws(s);
+  if (rc == 0 && s->p != s->end)
+    rc = BAD; /* "end of file expected" */
+  if (s->keys != s->local)
+    free(s->keys);
+  return rc;
+}
+
 int bus_scan(const char *data, size_t len, struct bus_frame *f) {
   memset(f, 0, sizeof(*f));
   struct scan s;
-  s.p = data;
-  s.end = data + len;
-  s.depth = 0;
-  s.keys = s.local;
-  s.nkeys = 0;
-  s.cap = SCAN_LOCAL_KEYS;
-  skip_ws(&s);
+  scan_init(&s, data, len);
   int rc = BAD;
   if (s.p < s.end && (*s.p == '{' || *s.p == '['))
     rc = scan_value(&s, *s.p == '{' ? f : NULL);
-  skip_ws(&s);
-  if (rc == 0 && s.p != s.end)
-    rc = BAD; /* "end of file expected" */
-  if (s.keys != s.local)
-    free(s.keys);
-  if (rc)
+  if ((rc = scan_end(&s, rc)) != 0)
     return rc;
   if (f->t.p == NULL || f->t.p[0] != '"')
     return BAD; /* not an object, no "t", or "t" not a string */
@@ -435,6 +444,12 @@ int bus_scan(const char *data, size_t len, struct bus_frame *f) {
     return SLOW;
   f->type = bus_type_parsen(f->t.p, f->t.n);
   return f->type == BUS_NONE ? -EPROTO : 0;
+}
+
+int bus_scan_value(const char *data, size_t len) {
+  struct scan s;
+  scan_init(&s, data, len);
+  return scan_end(&s, scan_value(&s, NULL));
 }
 
 int bus_span_int(const struct bus_span *sp, json_int_t *v) {

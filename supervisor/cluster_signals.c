@@ -491,10 +491,22 @@ static void take(struct csig *c, size_t k, const redisReply *ent) {
     return;
   const redisReply *id = ent->element[0], *fv = ent->element[1];
   const redisReply *sig = field(fv, "s"), *d = field(fv, "d");
-  json_t *data = d ? json_loadb(d->str, d->len, JSON_DECODE_ANY, NULL) : NULL;
+  /* Data as an aio node wrote it is checked, not decoded: its text goes
+   * into the deliver frame as it is. Any other (a newline in it, a
+   * duplicate key, what only jansson can judge) is decoded and encoded
+   * again, as a worker could not take it as it is. */
+  struct bus_span text = {d ? d->str : NULL, d ? d->len : 0};
+  const struct bus_span *raw = d && memchr(d->str, '\n', d->len) == NULL &&
+                                       bus_scan_value(d->str, d->len) == 0
+                                   ? &text
+                                   : NULL;
+  json_t *data = d && raw == NULL
+                     ? json_loadb(d->str, d->len, JSON_DECODE_ANY, NULL)
+                     : NULL;
   int inbox = k >= c->nonce;
   const char *signal = inbox ? (sig ? sig->str : NULL) : c->signals[k];
-  if (data == NULL || signal == NULL || (inbox && sig->len > BUS_MAX_SIGNAL)) {
+  if ((data == NULL && raw == NULL) || signal == NULL ||
+      (inbox && sig->len > BUS_MAX_SIGNAL)) {
     /* Trimmed away before it was read, or not ours to read. */
     if (c->bad++ % 1000 == 0)
       log_warnx("cluster: entry %s of %s is not a signal; acknowledged "
@@ -507,7 +519,7 @@ static void take(struct csig *c, size_t k, const redisReply *ent) {
   if (inbox) {
     c->broadcasts++;
     if (router_cluster_kinds(c->m, signal) & 2)
-      router_cluster_broadcast(c->m, signal, data);
+      router_cluster_broadcast(c->m, signal, data, raw);
     /* Kept by the router for every slot: done here. */
     struct csig_entry *e = held_new(c, k, id);
     if (e)
@@ -515,7 +527,7 @@ static void take(struct csig *c, size_t k, const redisReply *ent) {
   } else {
     c->received++;
     struct csig_entry *e = held_new(c, k, id);
-    if (e && router_cluster_deliver(c->m, signal, data, e) != 0)
+    if (e && router_cluster_deliver(c->m, signal, data, raw, e) != 0)
       csig_abandon(c->m, e);
   }
   json_decref(data);

@@ -19,6 +19,8 @@
 
 #include <jansson.h>
 
+#include "bus.h"
+
 struct master;
 struct csig_entry;
 struct bus_span;
@@ -50,11 +52,14 @@ json_t *csig_status(const struct master *m);
  * `cluster` listeners (0), or -EAGAIN with none ready (nothing kept);
  * deliver to every slot's `broadcast cluster` listeners; which cluster
  * kinds the current generation has for signal (bit 0 once, bit 1
- * broadcast); whether a worker is ready to take entries. */
+ * broadcast); whether a worker is ready to take entries. The data is
+ * raw (its checked JSON text, copied into the deliver frame as it is)
+ * when raw is not NULL, else data. */
 int router_cluster_deliver(struct master *m, const char *signal,
-                           const json_t *data, struct csig_entry *cref);
+                           const json_t *data, const struct bus_span *raw,
+                           struct csig_entry *cref);
 void router_cluster_broadcast(struct master *m, const char *signal,
-                              const json_t *data);
+                              const json_t *data, const struct bus_span *raw);
 int router_cluster_kinds(struct master *m, const char *signal);
 int router_cluster_ready(struct master *m);
 

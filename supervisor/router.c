@@ -317,18 +317,19 @@ static void route_slots(struct master *m, struct sig_look *l,
 }
 
 int router_cluster_deliver(struct master *m, const char *signal,
-                           const json_t *data, struct csig_entry *cref) {
+                           const json_t *data, const struct bus_span *raw,
+                           struct csig_entry *cref) {
   struct wproc *to = any_ready(m, NULL);
   if (to == NULL)
     return -EAGAIN;
-  deliver_kind(m, to, NULL, &(struct sig_look){.signal = signal}, data, NULL,
+  deliver_kind(m, to, NULL, &(struct sig_look){.signal = signal}, data, raw,
                BUS_KIND_CLUSTER, cref);
   return 0;
 }
 
 void router_cluster_broadcast(struct master *m, const char *signal,
-                              const json_t *data) {
-  route_slots(m, &(struct sig_look){.signal = signal}, data, NULL,
+                              const json_t *data, const struct bus_span *raw) {
+  route_slots(m, &(struct sig_look){.signal = signal}, data, raw,
               BUS_KIND_CLUSTER_BROADCAST);
 }
 

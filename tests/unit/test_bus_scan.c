@@ -178,6 +178,46 @@ END_TEST
 /* bus_out_json writes what jansson reads back as the same value, and
  * refuses what the master would refuse (a cycle, a NUL, bad UTF-8) with
  * -EINVAL instead of costing the worker its channel. */
+/* A signal's data alone (cluster entries): any type at the top, the
+ * same verdict as jansson's wherever bus_scan_value() gives one. */
+START_TEST(test_bus_scan_value_agrees_with_jansson) {
+  static const char *const cases[] = {
+      "{\"x\":[1,2.5,-0,1e3]}",
+      " 7 ",
+      "\"s\"",
+      "null",
+      "true",
+      "false",
+      "[]",
+      "{}",
+      "",
+      " ",
+      "{\"a\":1,\"a\":2}",
+      "{\"a\":1} x",
+      "[1,]",
+      "\"\\u0000\"",
+      "\"\\ud800\"",
+      "\"\xc0\xaf\"",
+      "9223372036854775808",
+      "1e999",
+      "{\"a\\u0062\":1}",
+      "01",
+      "[1,{\"b\":[null]}]\r\n\t",
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    const char *v = cases[i];
+    int rc = bus_scan_value(v, strlen(v));
+    json_t *j = json_loadb(v, strlen(v),
+                           JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+    ck_assert_msg(rc == 0 || rc == -EBADMSG || rc == -EAGAIN, "%s: %d", v, rc);
+    if (rc != -EAGAIN)
+      ck_assert_msg((rc == 0) == (j != NULL), "%s: scan %d, jansson %s", v, rc,
+                    j ? "accepts" : "refuses");
+    json_decref(j);
+  }
+}
+END_TEST
+
 START_TEST(test_bus_out_json_round_trips_and_refuses) {
   static const char *const values[] = {
       "{\"a\":[1,-2,3.25,1e-300,true,false,null,{},[]],\"b\":\"caf\u00e9 "
@@ -294,6 +334,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_scan_agrees_on_edge_cases);
   tcase_add_test(tc, test_bus_scan_agrees_on_depth);
   tcase_add_test(tc, test_bus_scan_agrees_on_mutations);
+  tcase_add_test(tc, test_bus_scan_value_agrees_with_jansson);
   tcase_add_test(tc, test_bus_out_json_round_trips_and_refuses);
   tcase_add_test(tc, test_bus_out_int_matches_printf);
   tcase_add_test(tc, test_bus_json_copy_is_equal_and_separate);
