@@ -102,7 +102,10 @@ static json_t *ctl_call_q(const char *config_path, json_t *req, int timeout_ms,
   while (memchr(in.data ? in.data : "", '\n', in.len) == NULL) {
     long long left = deadline - (long long)util_now_ms();
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) {
+    int ready = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+    if (ready < 0 && errno == EINTR)
+      continue;
+    if (ready <= 0) {
       ctl_say(quiet, "aio: no answer from the master within %d s\n",
               timeout_ms / 1000);
       *code = EXIT_TEMPFAIL;

@@ -156,6 +156,9 @@ const char *h_result_name(int r);
  * Returns an enum h_result. */
 int h_exchange_once(int port, const char *req, const char *until, char *buf,
                     size_t n, int timeout_ms);
+/* The errno behind this thread's last h_exchange_once() that did not end
+ * H_OK (0 when there was none, as for a timeout). */
+int h_exchange_errno(void);
 /* One UDP datagram round trip on 127.0.0.1:port (resent until answered).
  * Returns the answer (new), or NULL. */
 char *h_udp_exchange(int port, const char *req, int timeout_ms);

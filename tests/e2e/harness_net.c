@@ -119,6 +119,29 @@ int h_listen_tcp(int *port, int reuseport) {
   return fd;
 }
 
+/* The outcome of a connect that is under way on fd: 0 or an errno. */
+static int connect_outcome(int fd, int timeout_ms) {
+  long long deadline = h_now_ms() + (timeout_ms > 0 ? timeout_ms : 5000);
+  for (;;) {
+    long long left = deadline - h_now_ms();
+    if (left <= 0)
+      return ETIMEDOUT;
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+    int r = poll(&pfd, 1, (int)left);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0)
+      return errno;
+    if (r == 0)
+      return ETIMEDOUT;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+      return errno;
+    return err;
+  }
+}
+
 /* One connect, no retry: the fd, or -errno. A send timeout (when
  * timeout_ms > 0) bounds a connect the listener does not answer. */
 static int connect_once(const struct sockaddr *sa, socklen_t sl,
@@ -133,8 +156,15 @@ static int connect_once(const struct sockaddr *sa, socklen_t sl,
   }
   if (connect(fd, sa, sl) < 0) {
     int err = errno;
-    close(fd);
-    return -err;
+    /* Interrupted (with a send timeout set, even a stop and continue of
+     * this process does it, see signal(7)): the handshake goes on in the
+     * kernel. Wait for its outcome instead of calling it a failure. */
+    if (err == EINTR)
+      err = connect_outcome(fd, timeout_ms);
+    if (err != 0) {
+      close(fd);
+      return -err;
+    }
   }
   if (sa->sa_family == AF_INET) {
     int one = 1;
@@ -230,22 +260,32 @@ int h_recv_until(int fd, char *buf, size_t n, const char *until,
   return (int)have;
 }
 
+static _Thread_local int last_errno;
+
+int h_exchange_errno(void) { return last_errno; }
+
 int h_exchange_once(int port, const char *req, const char *until, char *buf,
                     size_t n, int timeout_ms) {
   long long deadline = h_now_ms() + timeout_ms;
   buf[0] = '\0';
+  last_errno = 0;
   struct sockaddr_in sin = loopback(port);
   int fd = connect_once((struct sockaddr *)&sin, sizeof(sin), timeout_ms);
+  if (fd < 0)
+    last_errno = -fd;
   if (fd < 0)
     return fd == -ECONNREFUSED                      ? H_REFUSED
            : fd == -EINPROGRESS || fd == -ETIMEDOUT ? H_TIMEOUT
                                                     : H_ERROR;
   int r;
   size_t have;
+  errno = 0;
   if (h_send(fd, req, strlen(req)) < 0)
     r = errno == ECONNRESET || errno == EPIPE ? H_RESET : H_ERROR;
   else
     r = recv_until(fd, buf, n, until, deadline, &have);
+  if (r != H_OK)
+    last_errno = errno;
   close(fd);
   return r;
 }

@@ -153,16 +153,27 @@ struct load {
   int port, n;
   int ok;
   long long bytes_in; /* the answers' bytes, as received */
+  int first_bad;      /* the first exchange that failed, or -1 */
+  int bad_result;     /* its enum h_result */
+  long long bad_ms;   /* how long it took */
+  int bad_errno;      /* and the errno behind it */
 };
 
 static void *run_load(void *arg) {
   struct load *l = arg;
   char buf[4096];
+  l->first_bad = -1;
   for (int i = 0; i < l->n; i++) {
+    long long t0 = h_now_ms();
     int r = h_exchange_once(l->port, HELLO_REQ, NULL, buf, sizeof(buf), 5000);
     if (r == H_OK) {
       l->ok++;
       l->bytes_in += (long long)strlen(buf);
+    } else if (l->first_bad < 0) {
+      l->first_bad = i;
+      l->bad_result = r;
+      l->bad_ms = h_now_ms() - t0;
+      l->bad_errno = h_exchange_errno();
     }
   }
   return NULL;
@@ -198,7 +209,11 @@ static void load_while_scraping(const struct fixture *f, int n,
       break;
     usleep(2 * 1000);
   }
-  ck_assert_int_eq(l->ok, n);
+  ck_assert_msg(l->ok == n,
+                "%d of %d exchanges failed; the first, #%d: %s (%s) after "
+                "%lld ms",
+                n - l->ok, n, l->first_bad, h_result_name(l->bad_result),
+                strerror(l->bad_errno), l->bad_ms);
   fprintf(stderr, "figure: %d scrapes during %d connections\n", scrapes, n);
 }
 
