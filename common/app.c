@@ -15,6 +15,7 @@
 #include "child.h"
 #include "loader.h"
 #include "log.h"
+#include "proctitle.h"
 #include "util.h"
 
 /* Loading a module must not take longer than this; a constructor that
@@ -172,6 +173,9 @@ static void probe_child(const char *path, const struct settings *first,
                         int fd) {
   int keep[] = {fd, log_fd()};
   child_close_fds_except(keep, UTIL_ARRAY_LEN(keep));
+  /* Not the master's title: ps, and a script that signals the process
+   * titled "aio: master", must not take it for the master. */
+  proctitle_set("aio: checking %s", path);
   struct diag d;
   struct app a;
   struct loader *l = loader_new();
