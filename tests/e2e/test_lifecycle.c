@@ -343,6 +343,11 @@ START_TEST(test_daemon_returns_the_failed_start_status) {
   ck_assert_msg(rc == 70, "aio run -d exited %d: %s", rc, out);
   ck_assert_msg(took < FAIL_FAST_MS, "took %lld ms", took);
   assert_log_tail_has(&p, "init failed");
+  /* The user who typed it is told why, and where the rest is: the log is
+   * a file they may not think of (and without log_file, discarded). */
+  ck_assert_msg(strstr(out, "aio: start failed: worker ") &&
+                    strstr(out, "; the log: ") && strstr(out, "aio.log"),
+                "aio run -d said: %s", out);
   /* Nobody is left behind answering. */
   ops_expect(&p, 69, out, sizeof(out), "status", NULL);
   assert_port_free(port);
