@@ -15,6 +15,7 @@
 #include "child.h"
 #include "loader.h"
 #include "log.h"
+#include "proctitle.h"
 #include "util.h"
 
 /* Loading a module must not take longer than this; a constructor that
@@ -172,6 +173,9 @@ static void probe_child(const char *path, const struct settings *first,
                         int fd) {
   int keep[] = {fd, log_fd()};
   child_close_fds_except(keep, UTIL_ARRAY_LEN(keep));
+  /* Not the master's title: ps, and a script that signals the process
+   * titled "aio: master", must not take it for the master. */
+  proctitle_set("aio: checking %s", path);
   struct diag d;
   struct app a;
   struct loader *l = loader_new();
@@ -289,10 +293,16 @@ int app_load(struct app *a, const char *path, struct diag *d) {
     return -1;
   }
   /* The probe child does the full load and lists every problem, as the
-   * user the first pass named. */
-  json_t *defaults = NULL;
-  rc = probe(path, &a->s, &defaults, d);
+   * user the first pass named. The first pass is freed before the fork:
+   * kept, the child would hold it beside its own load, twice the memory
+   * of a large file (100 000 sections: 177 MB instead of 89). */
+  struct settings who = {.drop_privileges = a->s.drop_privileges,
+                         .ids_unknown = a->s.ids_unknown,
+                         .uid = a->s.uid,
+                         .gid = a->s.gid};
   reset(a);
+  json_t *defaults = NULL;
+  rc = probe(path, &who, &defaults, d);
   if (rc)
     return -1;
   rc = build(a, path, NULL, defaults, d, 0);

@@ -232,12 +232,24 @@ static void log_end_line(char *line, size_t n, size_t cap) {
   log_write_all(line, n);
 }
 
+/* The message of the last error line, for a process that must say why it
+ * ends where its log may not be seen (aio run -d's waiting parent). */
+static char log_last[512];
+
+const char *log_last_error(void) { return log_last; }
+
 static void log_emit(int level, const char *suffix, const struct log_field *f,
                      size_t nf, const char *fmt, va_list ap) {
   char line[2048];
   struct timeval tv;
   struct log_who who = log_self();
   gettimeofday(&tv, NULL);
+  if (level == AIO_LOG_ERROR) {
+    va_list copy;
+    va_copy(copy, ap);
+    vsnprintf(log_last, sizeof(log_last), fmt, copy);
+    va_end(copy);
+  }
   if (log_json) {
     va_list copy;
     va_copy(copy, ap);

@@ -72,5 +72,8 @@ void log_info(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_warn(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_warnx(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_error(const char *fmt, ...) LOG_PRINTF(1, 2);
+/* The message of this process's last error line, "" when none. Borrowed:
+ * valid until the next one. */
+const char *log_last_error(void);
 
 #endif

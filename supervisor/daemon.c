@@ -120,8 +120,25 @@ int daemon_detach(int keep_stderr) {
     do
       r = read(p[0], &c, 1);
     while (r < 0 && errno == EINTR);
+    /* 'R': ready. Another byte: the exit status of a failed start, then
+     * why, to a newline. */
+    if (r == 1 && c != 'R') {
+      char why[1024];
+      size_t n = 0;
+      while (n < sizeof(why) - 1 && (n == 0 || why[n - 1] != '\n')) {
+        ssize_t m = read(p[0], why + n, sizeof(why) - 1 - n);
+        if (m < 0 && errno == EINTR)
+          continue;
+        if (m <= 0)
+          break;
+        n += (size_t)m;
+      }
+      while (n > 0 && why[n - 1] == '\n')
+        n--;
+      if (n > 0)
+        fprintf(stderr, "aio: %.*s\n", (int)n, why);
+    }
     waitpid(pid, NULL, 0); /* the session leader, gone by now */
-    /* 'R': ready. Another byte: the exit status of a failed start. */
     _exit(r == 1 ? (c == 'R' ? 0 : (unsigned char)c) : 1);
   }
   close(p[0]);

@@ -109,7 +109,7 @@ static void run_usage(FILE *out) {
       "  -d, --daemon     detach; returns once every worker serves (exit\n"
       "                   0) or the start failed (its exit status: 70 when\n"
       "                   the workers cannot start, or are not ready\n"
-      "                   within [aio] start_timeout)\n"
+      "                   within [aio] start_timeout), and prints why\n"
       "  --pidfile PATH   write and lock PATH (default: [aio] pidfile)\n"
       "  --ready-fd N     write a newline to fd N once every worker serves\n"
       "                   (s6-style readiness notification)\n");
@@ -239,6 +239,10 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
     log_warnx("%s", warn.msgs[i]);
   diag_close(&warn);
   rlimit_nofile_fit(&app.s);
+  /* Named before master_run takes app over, for a failed start's word. */
+  char log_hint[512] = "";
+  if (app.s.log_file)
+    snprintf(log_hint, sizeof(log_hint), "; the log: %s", app.s.log_file);
   rc = master_run(&app, path, ready_fd, &daemon_fd);
   if (pid_fd >= 0) {
     /* Gone before the waiting parent of -d hears of a failed start, so
@@ -249,9 +253,19 @@ static int cmd_run(const char *config_path, int argc, char **argv) {
     pid_fd = -1;
   }
   if (daemon_fd >= 0) {
-    /* The start failed: tell the waiting parent with what status. */
-    char code = (char)(rc ? rc : 1);
-    ssize_t w = write(daemon_fd, &code, 1);
+    /* The start failed: tell the waiting parent with what status, and
+     * why, for its stderr is what the user sees (the log is a file, or
+     * discarded). One write, under PIPE_BUF: it arrives whole. */
+    char msg[1024];
+    msg[0] = (char)(rc ? rc : 1);
+    int len =
+        snprintf(msg + 1, sizeof(msg) - 2, "%s%s", log_last_error(), log_hint);
+    if (len < 0)
+      len = 0;
+    if (len > (int)sizeof(msg) - 3)
+      len = (int)sizeof(msg) - 3;
+    msg[1 + len] = '\n';
+    ssize_t w = write(daemon_fd, msg, (size_t)len + 2);
     (void)w;
     close(daemon_fd);
   }

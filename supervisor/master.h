@@ -239,8 +239,9 @@ struct master {
   uint64_t reload_started_ms;
   /* Reloads begun so far: `aio reload` waits for reload_serial + 1. */
   unsigned reload_serial;
-  /* A reload was asked for during one: it runs when that one is over. */
-  int reload_queued;
+  /* Reloads asked for during one (or during the start): one more runs
+   * when that one is over, however many; the count is for its log line. */
+  unsigned reload_queued;
   unsigned reloads; /* successful reloads so far */
   unsigned reload_failures;
   uint64_t recycles[RECYCLE_NTRIGGERS]; /* workers recycled, by trigger */

@@ -54,19 +54,25 @@ int reload_start(struct master *m, char **why) {
   if (m->phase == MASTER_STARTING) {
     /* Replacing a generation that never served would leave nothing to
      * announce as ready: once it serves. */
-    log_info("reload requested during the start: queued");
-    m->reload_queued = 1;
+    if (m->reload_queued++ == 0)
+      log_info("reload requested during the start: queued");
     return 1;
   }
   if (m->phase == MASTER_RELOADING) {
     /* The configuration may have changed since this reload read it: one
      * more reload after it, however many requests came meanwhile, as a
-     * process manager that sent them expects. */
-    log_info("reload requested during a reload: %s",
-             m->reload_queued ? "already queued" : "queued");
-    m->reload_queued = 1;
+     * process manager that sent them expects. Said once: a HUP storm
+     * must not write a line per signal; the reload that runs them says
+     * how many came. */
+    if (m->reload_queued++ == 0)
+      log_info("reload requested during a reload: queued");
     return 1;
   }
+  /* This reload reads the file as it is now, so requests queued before
+   * it (one that came between the end of a reload and the tick that runs
+   * the queued one) are served by it, not by one more after it; their
+   * `aio reload` waits for this serial and is answered by it. */
+  m->reload_queued = 0;
   m->reload_serial++;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -177,8 +183,10 @@ void reload_tick(struct master *m, uint64_t now) {
   /* From the tick rather than where the last reload ended: that is deep
    * in reaping or in a worker's frame, and a reload blocks on its probe. */
   if (m->phase == MASTER_SERVING && m->reload_queued) {
+    unsigned n = m->reload_queued;
     m->reload_queued = 0;
-    log_info("running the reload queued during the last one");
+    log_info("running the reload queued during the last one (%u request%s)", n,
+             n == 1 ? "" : "s");
     char *why = NULL;
     reload_start(m, &why); /* a failure is logged and answered there */
     free(why);

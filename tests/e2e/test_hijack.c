@@ -85,6 +85,7 @@ END_TEST
 
 struct probe_record {
   int euid;
+  char title[256];
   int extra_fds;   /* open above stderr */
   int extra_pipes; /* of which pipes (the result pipe) */
   char fds[2048];  /* the fd lines above stderr, for the failure message */
@@ -100,6 +101,8 @@ static void read_record(const char *dir, const char *name,
   r->euid = -1;
   sscanf(s, "euid %d", &r->euid);
   for (char *line = strtok(s, "\n"); line; line = strtok(NULL, "\n")) {
+    if (strncmp(line, "title ", 6) == 0)
+      snprintf(r->title, sizeof(r->title), "%s", line + 6);
     int fd;
     char target[512] = "";
     if (sscanf(line, "fd %d %511s", &fd, target) < 1 || fd <= 2)
@@ -134,6 +137,11 @@ static int assert_probe_records(const char *dir, int want_euid) {
                     "the probe child (pid %s) ran the module as euid %d, "
                     "want %d",
                     e->d_name, r.euid, want_euid);
+    /* ps (or a script that signals "aio: master") must not take it for
+     * the master. */
+    ck_assert_msg(strncmp(r.title, "aio: master", 11) != 0,
+                  "the probe child (pid %s) is titled '%s'", e->d_name,
+                  r.title);
     /* Its result pipe, and nothing of the master's. */
     ck_assert_msg(r.extra_fds == 1 && r.extra_pipes == 1,
                   "the probe child (pid %s) holds %d fds beyond stdio:%s",

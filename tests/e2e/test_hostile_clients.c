@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "ops_util.h"
 #include "process_util.h"
 
 /* Start aio with the [aio] lines aio_lines, serving protocol as
@@ -512,6 +513,13 @@ START_TEST(test_accept_pauses_at_the_descriptor_limit) {
                 "closed",
                 more);
   ck_assert_int_eq(h_wait_log(&p, "accept paused", 8000), 0);
+  /* Counted where an operator looks, not only said in the log. */
+  json_t *st = ops_status(&p);
+  json_int_t paused = ops_int(
+      json_object_get(json_object_get(st, "servers"), "echo"), "accept_paused");
+  json_decref(st);
+  ck_assert_msg(paused >= 2, "aio status counts %lld accept pauses",
+                (long long)paused);
   fprintf(stderr,
           "figure: RLIMIT_NOFILE 48: %d of %d connections served, the rest "
           "waited; %d more served once ten closed\n",

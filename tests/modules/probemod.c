@@ -1,9 +1,10 @@
 /*
  * probemod.c - a module that tells who loaded it. Its constructor writes
- * $AIO_TEST_PROBE_RECORD/PID: "euid N" and one "fd N TARGET" line per open
- * descriptor (from /proc/self/fd). Its init, which only a worker runs,
- * adds PID.worker, so a record without one is the probe child that loads
- * the modules to check a configuration (test_e2e_hijack).
+ * $AIO_TEST_PROBE_RECORD/PID: "euid N", "title T" (its process title) and
+ * one "fd N TARGET" line per open descriptor (from /proc/self/fd). Its init,
+ * which only a worker runs, adds PID.worker, so a record without one is the
+ * probe child that loads the modules to check a configuration
+ * (test_e2e_hijack).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -21,6 +22,16 @@ __attribute__((constructor)) static void probemod_record(void) {
     return;
   char lines[8192];
   int len = snprintf(lines, sizeof(lines), "euid %d\n", (int)geteuid());
+  /* The process title ps shows: the first string of its cmdline. */
+  char title[256] = "";
+  int tfd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+  if (tfd >= 0) {
+    ssize_t n = read(tfd, title, sizeof(title) - 1);
+    title[n > 0 ? n : 0] = '\0';
+    close(tfd);
+  }
+  len +=
+      snprintf(lines + len, sizeof(lines) - (size_t)len, "title %s\n", title);
   DIR *d = opendir("/proc/self/fd");
   if (d) {
     struct dirent *e;
