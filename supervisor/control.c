@@ -59,6 +59,7 @@ struct client {
   unsigned waiting_reload; /* answer when the reload of this number
                               (master's reload_serial) finishes; 0: none */
   int closing;
+  size_t replies; /* written to libuv, not to the socket yet */
   struct client *next;
 };
 
@@ -73,6 +74,7 @@ struct control {
   uint64_t refused; /* connections past CONTROL_MAX_CLIENTS */
   uint64_t dropped; /* clients that did not read for control_timeout */
   uint64_t paused;  /* times a client was not read for its replies */
+  size_t high;      /* most reply bytes one client had waiting */
   int handles;      /* open: server, sweep, pump; freed with the last */
 };
 
@@ -125,6 +127,7 @@ static void on_reply_written(uv_write_t *req, int status) {
   struct client *c = req->handle->data;
   free(r->line);
   free(r);
+  c->replies--;
   if (status < 0 || c->closing)
     return;
   c->progress_ms = uv_now(c->ctl->m->loop);
@@ -160,7 +163,11 @@ static void client_reply(struct client *c, json_t *reply) {
   if (uv_write(&r->req, (uv_stream_t *)&c->h, &b, 1, on_reply_written)) {
     free(line);
     free(r);
+    return;
   }
+  c->replies++;
+  if (client_queued(c) > c->ctl->high)
+    c->ctl->high = client_queued(c);
 }
 
 static json_t *error_reply(const char *msg) {
@@ -200,13 +207,6 @@ static const char *const wproc_state_names[] = {
 #undef WPROC_NAME
 };
 
-/* The control socket's own bounds, as counted since the start. */
-static json_t *control_status(const struct control *ctl) {
-  return json_pack("{s:I,s:I,s:I,s:I}", "clients", (json_int_t)ctl->nclients,
-                   "refused", (json_int_t)ctl->refused, "dropped",
-                   (json_int_t)ctl->dropped, "paused", (json_int_t)ctl->paused);
-}
-
 /* Slot order, then generation: how an operator reads the table (the
  * process list itself is newest first). */
 static int by_slot(const void *a, const void *b) {
@@ -245,24 +245,41 @@ static json_t *status_reply(struct master *m) {
     /* Into the row just added (a NULL row takes nothing, and frees it). */
     json_t *w = json_array_get(workers, json_array_size(workers) - 1);
     json_object_set_new(w, "output", output_status(p->output));
+    json_object_set_new(w, "queues", queues_proc_status(p));
     json_object_set_new(w, "cpu",
                         p->cpu >= 0 ? json_integer(p->cpu) : json_null());
   }
   free(sorted);
   long long rss, priv;
   proc_memory(getpid(), &rss, &priv);
-  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:i,s:b,s:I,s:I,s:o,s:o,"
-                   "s:o,s:o,s:o,s:o}",
-                   "ok", 1, "pid", (int)getpid(), "version", AIO_VERSION,
-                   "uptime", (double)(now - m->start_ms) / 1000.0, "config",
-                   m->config_path, "generation", (int)m->gen->id, "workers",
-                   (int)m->nslots, "reloads", (int)m->reloads,
-                   "reload_failures", (int)m->reload_failures, "reloading",
-                   m->next_gen != NULL, "rss", (json_int_t)rss, "backlog",
-                   (json_int_t)router_backlog(m), "control",
-                   control_status(m->ctl), "servers", metrics_servers_status(m),
-                   "metrics", metrics_endpoint_status(m), "procs", workers,
-                   "cluster", cluster_status(m), "upgrade", upgrade_status(m));
+  return json_pack(
+      "{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:i,s:b,s:I,s:I,s:o,s:o,"
+      "s:o,s:o,s:o,s:o}",
+      "ok", 1, "pid", (int)getpid(), "version", AIO_VERSION, "uptime",
+      (double)(now - m->start_ms) / 1000.0, "config", m->config_path,
+      "generation", (int)m->gen->id, "workers", (int)m->nslots, "reloads",
+      (int)m->reloads, "reload_failures", (int)m->reload_failures, "reloading",
+      m->next_gen != NULL, "rss", (json_int_t)rss, "backlog",
+      (json_int_t)router_backlog(m), "control", control_status(m), "servers",
+      metrics_servers_status(m), "metrics", metrics_endpoint_status(m), "procs",
+      workers, "cluster", cluster_status(m), "upgrade", upgrade_status(m));
+}
+
+json_t *control_status(const struct master *m) {
+  const struct control *ctl = m->ctl;
+  if (ctl == NULL)
+    return json_null();
+  size_t replies = 0, bytes = 0;
+  for (const struct client *c = ctl->clients; c; c = c->next) {
+    replies += c->replies;
+    bytes += client_queued(c);
+  }
+  return json_pack(
+      "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "clients", (json_int_t)ctl->nclients,
+      "refused", (json_int_t)ctl->refused, "dropped", (json_int_t)ctl->dropped,
+      "paused", (json_int_t)ctl->paused, "replies", (json_int_t)replies,
+      "bytes", (json_int_t)bytes, "high_bytes", (json_int_t)ctl->high,
+      "limit_bytes", (json_int_t)CONTROL_QUEUE_MAX);
 }
 
 static void handle(struct client *c, const char *line, size_t len) {

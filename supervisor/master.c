@@ -342,6 +342,7 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
     s->next = NULL;
   reload_worker_exited(m, p, how);
   recycle_worker_exited(m, p, how);
+  queues_worker_exited(p);
   router_worker_gone(m, p);
   sched_worker_gone(m, p);
   json_t *data = json_pack("{s:i,s:i,s:s}", "slot", p->slot, "pid", (int)p->pid,
@@ -371,8 +372,10 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
 /* Before the loop sleeps: every worker's frames of this iteration. */
 void master_on_bus_flush(uv_prepare_t *h) {
   struct master *m = h->data;
-  for (struct wproc *p = m->procs; p; p = p->next)
+  for (struct wproc *p = m->procs; p; p = p->next) {
+    queues_sample(p);
     channel_flush(&p->ch);
+  }
 }
 
 void master_reap(struct master *m) {
