@@ -395,6 +395,8 @@ int control_fd(const struct master *m, int *fd);
 /* Tell clients waiting on a reload how it went: code 0 when it worked,
  * else the exit status for `aio reload` (errors: array or NULL). */
 void control_reload_done(struct master *m, int code, json_t *errors);
+/* status.c: the reply to `aio status` (new). */
+json_t *status_reply(struct master *m);
 /* The control socket's bounds and what they refused, as counted since
  * the start (new). */
 json_t *control_status(const struct master *m);
