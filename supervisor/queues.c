@@ -20,18 +20,21 @@ static void raise_to(size_t *high, size_t now) {
     *high = now;
 }
 
-void queues_sample(struct wproc *p) {
-  raise_to(&p->high.deliveries, p->npending);
-  raise_to(&p->high.deliveries_bytes, p->pending_bytes);
-  raise_to(&p->high.journal, p->journal.n);
-  raise_to(&p->high.journal_bytes, p->journal.len - p->journal.head);
-}
-
 void queues_high_join(struct queue_high *to, const struct queue_high *from) {
   raise_to(&to->deliveries, from->deliveries);
   raise_to(&to->deliveries_bytes, from->deliveries_bytes);
   raise_to(&to->journal, from->journal);
   raise_to(&to->journal_bytes, from->journal_bytes);
+}
+
+void queues_sample(struct wproc *p) {
+  const struct queue_high now = {
+      .deliveries = p->npending,
+      .deliveries_bytes = p->pending_bytes,
+      .journal = p->journal.n,
+      .journal_bytes = p->journal.len - p->journal.head,
+  };
+  queues_high_join(&p->high, &now);
 }
 
 void queues_refused(const struct wproc *p, uint64_t *v) {
