@@ -9,6 +9,7 @@
  * is reported as origin:line and nothing is half-applied.
  */
 #include "config.h"
+#include "config_int.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -79,7 +80,7 @@ void config_canonical_section(const char *name, char *out, size_t n) {
   }
 }
 
-static struct config_section *section_find(const struct config *cfg,
+struct config_section *config_section_find(const struct config *cfg,
                                            const char *name) {
   char canon[256];
   config_canonical_section(name, canon, sizeof(canon));
@@ -89,7 +90,7 @@ static struct config_section *section_find(const struct config *cfg,
 
 static struct config_section *section_get(struct config *cfg, const char *name,
                                           const char *file, int line) {
-  struct config_section *s = section_find(cfg, name);
+  struct config_section *s = config_section_find(cfg, name);
   if (s)
     return s;
   if (util_grow((void **)&cfg->sections, &cfg->cap, cfg->n + 1,
@@ -116,7 +117,7 @@ static size_t entry_ns(const struct config *cfg,
   return (size_t)(s - cfg->sections) + 1;
 }
 
-static struct config_entry *entry_find(const struct config *cfg,
+struct config_entry *config_entry_find(const struct config *cfg,
                                        const struct config_section *s,
                                        const char *key) {
   size_t i = strmap_get(&cfg->index, entry_ns(cfg, s), key);
@@ -125,13 +126,13 @@ static struct config_entry *entry_find(const struct config *cfg,
 
 const struct config_section *config_section(const struct config *cfg,
                                             const char *name) {
-  return section_find(cfg, name);
+  return config_section_find(cfg, name);
 }
 
 const struct config_entry *config_entry(const struct config *cfg,
                                         const char *section, const char *key) {
-  const struct config_section *s = section_find(cfg, section);
-  return s ? entry_find(cfg, s, key) : NULL;
+  const struct config_section *s = config_section_find(cfg, section);
+  return s ? config_entry_find(cfg, s, key) : NULL;
 }
 
 int config_entry_line(const struct config_entry *e, size_t part) {
@@ -406,7 +407,7 @@ static int handler(void *user, const char *section, const char *name,
   struct config_section *s = section_get(cfg, section, st->origin, st->lineno);
   if (s == NULL)
     return 0;
-  struct config_entry *e = entry_find(cfg, s, name);
+  struct config_entry *e = config_entry_find(cfg, s, name);
   if (e && e->layer == st->layer) {
     diag_add(st->d, st->origin, st->lineno,
              "duplicate key '%s' in [%s] (first set at line %d)", name, s->name,
@@ -512,180 +513,6 @@ int config_parse_file(struct config *cfg, const char *path, struct diag *d) {
   return rc;
 }
 
-/* ---- interpolation ----------------------------------------------------- */
-
-/* Python's ExtendedInterpolation allows 10 levels; a chain deeper than this
- * is either a mistake or hostile, and recursion must stay bounded. */
-#define INTERP_MAX_DEPTH 32
-
-/* One config_interpolate() run. Each value is expanded once and kept
- * (memoized), so the work is linear in what is produced, and what is
- * produced is capped as it grows: a value at CONFIG_MAX_VALUE, all
- * substitutions together at CONFIG_MAX_EXPANSION. A bomb (each key twice
- * the next) is refused after at most 128 KiB of work instead of the
- * gigabytes it asks for. */
-struct interp {
-  struct config *cfg;
-  struct diag *d;
-  size_t total; /* bytes substituted for references so far */
-  int over;     /* the total was refused: stop */
-};
-
-static int interp_entry(struct interp *ip, struct config_section *sec,
-                        struct config_entry *e, int depth);
-
-/* Add len bytes to the value of e being built in out. A reference's
- * bytes count towards the total. 0 or -1 (reported). */
-static int interp_add(struct interp *ip, const struct config_section *sec,
-                      const struct config_entry *e, struct util_buf *out,
-                      const char *data, size_t len, int is_ref) {
-  if (out->len + len > CONFIG_MAX_VALUE) {
-    diag_add(ip->d, e->file, e->line,
-             "[%s] %s: the interpolated value would be longer than 64 KiB "
-             "(%d bytes, the limit of one value)",
-             sec->name, e->key, CONFIG_MAX_VALUE);
-    return -1;
-  }
-  if (is_ref && ip->total + len > CONFIG_MAX_EXPANSION) {
-    diag_add(ip->d, e->file, e->line,
-             "[%s] %s: interpolation would produce more than 16 MiB (%d "
-             "bytes, the limit of all values together)",
-             sec->name, e->key, CONFIG_MAX_EXPANSION);
-    ip->over = 1;
-    return -1;
-  }
-  if (util_buf_add(out, data, len)) {
-    diag_add(ip->d, e->file, e->line, "[%s] %s: out of memory", sec->name,
-             e->key);
-    return -1;
-  }
-  if (is_ref)
-    ip->total += len;
-  return 0;
-}
-
-static int interp_ref(struct interp *ip, struct config_section *sec,
-                      struct config_entry *e, const char *ref,
-                      struct util_buf *out, int depth) {
-  char secname[256];
-  const char *key = ref;
-  struct config_section *ts = sec;
-  const char *colon = strrchr(ref, ':');
-  if (colon) {
-    size_t len = (size_t)(colon - ref);
-    if (len == 0 || len >= sizeof(secname)) {
-      diag_add(ip->d, e->file, e->line, "bad reference ${%s} in [%s] %s", ref,
-               sec->name, e->key);
-      return -1;
-    }
-    memcpy(secname, ref, len);
-    secname[len] = '\0';
-    key = colon + 1;
-    ts = section_find(ip->cfg, secname);
-  }
-  struct config_entry *te = ts ? entry_find(ip->cfg, ts, key) : NULL;
-  if (te == NULL) {
-    diag_add(ip->d, e->file, e->line,
-             "[%s] %s refers to ${%s}, but there is no key '%s' in [%s]",
-             sec->name, e->key, ref, key, colon ? secname : sec->name);
-    return -1;
-  }
-  if (te->state == 1) {
-    diag_add(ip->d, e->file, e->line,
-             "[%s] %s: interpolation cycle through ${%s}", sec->name, e->key,
-             ref);
-    return -1;
-  }
-  if (depth >= INTERP_MAX_DEPTH) {
-    diag_add(ip->d, e->file, e->line,
-             "[%s] %s: references nested more than %d deep", sec->name, e->key,
-             INTERP_MAX_DEPTH);
-    return -1;
-  }
-  if (interp_entry(ip, ts, te, depth + 1))
-    return -1;
-  return interp_add(ip, sec, e, out, te->value, te->vlen, 1);
-}
-
-static int interp_entry(struct interp *ip, struct config_section *sec,
-                        struct config_entry *e, int depth) {
-  if (e->state == 2)
-    return 0;
-  if (e->state == 3)
-    return -1; /* already reported */
-  if (strchr(e->value, '$') == NULL) {
-    e->state = 2;
-    return 0;
-  }
-  e->state = 1;
-  struct util_buf out = {0};
-  const char *p = e->value;
-  int rc = 0;
-  while (*p && rc == 0) {
-    const char *dollar = strchr(p, '$');
-    if (dollar == NULL) {
-      rc = interp_add(ip, sec, e, &out, p, strlen(p), 0);
-      break;
-    }
-    rc = interp_add(ip, sec, e, &out, p, (size_t)(dollar - p), 0);
-    if (rc)
-      break;
-    if (dollar[1] == '$') {
-      rc = interp_add(ip, sec, e, &out, "$", 1, 0);
-      p = dollar + 2;
-    } else if (dollar[1] == '{') {
-      const char *end = strchr(dollar + 2, '}');
-      if (end == NULL) {
-        diag_add(ip->d, e->file, e->line, "[%s] %s: '${' has no closing '}'",
-                 sec->name, e->key);
-        rc = -1;
-        break;
-      }
-      char ref[512];
-      size_t len = (size_t)(end - dollar - 2);
-      if (len == 0 || len >= sizeof(ref)) {
-        diag_add(ip->d, e->file, e->line, "[%s] %s: bad reference", sec->name,
-                 e->key);
-        rc = -1;
-        break;
-      }
-      memcpy(ref, dollar + 2, len);
-      ref[len] = '\0';
-      rc = interp_ref(ip, sec, e, ref, &out, depth);
-      p = end + 1;
-    } else {
-      diag_add(ip->d, e->file, e->line,
-               "[%s] %s: '$' must be followed by '{' or '$' (write $$ for a "
-               "literal $)",
-               sec->name, e->key);
-      rc = -1;
-    }
-  }
-  if (rc == 0 && interp_add(ip, sec, e, &out, "", 0, 0) == 0) {
-    free(e->value);
-    e->value = out.data;
-    e->vlen = out.len;
-    e->vcap = out.cap;
-    e->state = 2;
-    return 0;
-  }
-  free(out.data);
-  e->state = 3;
-  return -1;
-}
-
-int config_interpolate(struct config *cfg, struct diag *d) {
-  struct interp ip = {.cfg = cfg, .d = d};
-  int rc = 0;
-  for (size_t i = 0; i < cfg->n && !ip.over; i++) {
-    struct config_section *s = &cfg->sections[i];
-    for (size_t j = 0; j < s->n && !ip.over; j++)
-      if (interp_entry(&ip, s, &s->entries[j], 0))
-        rc = -1;
-  }
-  return rc;
-}
-
 /* ---- output ------------------------------------------------------------ */
 
 static void dump_value(const char *key, const char *value, FILE *out) {
@@ -700,7 +527,7 @@ static void dump_value(const char *key, const char *value, FILE *out) {
 
 int config_dump_section(const struct config *cfg, const char *section,
                         FILE *out) {
-  const struct config_section *s = section_find(cfg, section);
+  const struct config_section *s = config_section_find(cfg, section);
   if (s == NULL)
     return -1;
   for (size_t j = 0; j < s->n; j++)

@@ -96,7 +96,8 @@ struct command_conf {
 };
 
 /* The fields [aio] sets come from its rows in settings_table.c; so do
- * those of server_conf and schedule_conf (but name, file and line). */
+ * those of server_conf and schedule_conf, from settings_sections.c (but
+ * name, file and line). */
 struct settings {
   int workers;
   double timeout;          /* heartbeat silence that gets a worker killed */

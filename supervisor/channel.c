@@ -154,11 +154,23 @@ static void eager_flush(struct channel *c) {
     channel_flush(c);
 }
 
+size_t channel_queued(const struct channel *c) {
+  size_t n = bus_out_pending(&c->out);
+  if (c->piped)
+    n += uv_stream_get_write_queue_size((const uv_stream_t *)&c->pipe);
+  return n;
+}
+
 static int sent(struct channel *c, int err, size_t before) {
   if (err)
     return err;
   c->st.frames_out++;
   c->st.bytes_out += c->out.len - before;
+  /* Only a send adds to what waits (a flush moves it into libuv's queue
+   * or writes it): the high-water mark is exact. */
+  size_t q = channel_queued(c);
+  if (q > c->st.high)
+    c->st.high = q;
   eager_flush(c);
   return 0;
 }

@@ -33,6 +33,7 @@ struct channel_stats {
   uint64_t frames_out, bytes_out; /* queued for it */
   uint64_t writes;                /* flushes that wrote something */
   uint64_t lost;                  /* queued bytes never written (peer gone) */
+  size_t high;                    /* most bytes waiting to be written at once */
 };
 
 typedef int (*channel_sink)(void *arg, const char *data, size_t len);
@@ -81,6 +82,9 @@ static inline int channel_fd(const struct channel *c) {
              ? fd
              : -1;
 }
+/* Bytes queued for the peer and not written yet: in the channel's own
+ * buffer and in libuv's write queue. */
+size_t channel_queued(const struct channel *c);
 static inline const struct channel_stats *
 channel_stats(const struct channel *c) {
   return &c->st;

@@ -33,6 +33,11 @@ int cli_control(const char *config_path, int argc, char **argv);
  * the control socket's request size), -EINVAL, -EPROTO. */
 int cli_emit(const char *config_path, const char *signal, const json_t *data);
 
+/* cli_status.c: `aio status` from the master's status reply r
+ * (borrowed), and `aio status --cluster` (nodes: one line per node). */
+void cli_print_status(json_t *r);
+void cli_print_cluster(json_t *r, int nodes);
+
 /* Resolve -c or the search order; prints the error. NULL on failure. */
 char *cli_config_path(const char *given);
 

@@ -13,9 +13,14 @@
  * retried until CONNECTED again). Commands go out only while CONNECTED,
  * at most CLUSTER_MAX_OUTSTANDING of them (and CLUSTER_MAX_BYTES) waiting
  * for their replies; past that they are refused and counted.
+ *
+ * This file is the link itself; what goes over it for the nodes (the
+ * announcement and peers, the schedule claims) and the status are
+ * cluster_nodes.c's (cluster_int.h).
  */
 #define _GNU_SOURCE
 #include "cluster.h"
+#include "cluster_int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,95 +38,21 @@
 #include "master.h"
 #include "util.h"
 
-#define CLUSTER_MAX_OUTSTANDING 1024
-#define CLUSTER_MAX_BYTES (1024 * 1024)
 #define CLUSTER_TICK_MS 50
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
-/* The node key lives this long unless refreshed; it is refreshed every
- * ANNOUNCE_MS, so a node is listed for at most NODE_TTL_MS after it died. */
-#define NODE_TTL_MS 15000
-#define ANNOUNCE_MS 3000
-#define MAX_PEERS 256
 
-/* X(enum, name) */
-#define CLUSTER_STATES(X)                                                      \
-  X(OFF, "off")                                                                \
-  X(CONNECTING, "connecting")                                                  \
-  X(CONNECTED, "connected")                                                    \
-  X(DOWN, "down")
-
-enum cstate {
-#define CS_ENUM(e, s) CS_##e,
-  CLUSTER_STATES(CS_ENUM)
-#undef CS_ENUM
-};
-
-static const char *const cstate_names[] = {
+const char *const cluster_state_names[] = {
 #define CS_NAME(e, s) s,
     CLUSTER_STATES(CS_NAME)
 #undef CS_NAME
 };
 
-struct cluster;
-/* A reply (NULL: none came: the connection went away) for arg. */
-typedef void reply_fn(struct cluster *c, redisReply *r, void *arg);
-
-/* One command sent and not answered yet, oldest first in c->cmds. */
-struct ccmd {
-  struct cluster *c;
-  uint64_t sent_ms;
-  size_t bytes;
-  reply_fn *fn;
-  void *arg;
-  struct ccmd *prev, *next;
-};
-
-struct cluster {
-  struct master *m;
-  /* What it was started with: a reload does not move a live link. */
-  struct redis_url url;      /* owned copy */
-  char *node, *prefix;       /* owned */
-  char where[512];           /* the URL without the password, for logs */
-  char ip[INET6_ADDRSTRLEN]; /* the address of the current attempt */
-  uint64_t timeout_ms;
-
-  enum cstate state;
-  redisAsyncContext *ac; /* the current connection, or NULL */
-  int ready;             /* handshake answered on ac */
-  uint64_t attempt_ms;   /* when the current attempt began */
-  uint64_t retry_at_ms;  /* next attempt (state DOWN, ac NULL), or 0 */
-  unsigned backoff_ms;
-  uint64_t rng;
-  uv_getaddrinfo_t gai;
-  int resolving;
-  uv_timer_t tick;
-  uint64_t next_announce_ms;
-  int leaving, closing;
-  int handles; /* open handles and requests: freed at 0 after closing */
-
-  struct ccmd *cmds, *cmds_last;
-  size_t ncmds, bytes;
-
-  double since;      /* wall clock of the last state change */
-  double down_since; /* wall clock the link was lost, 0 when up */
-  double started;    /* wall clock of the master's start */
-  char last_error[256];
-  json_t *peers; /* [{node, ...announcement, seen}] from the last read */
-  unsigned announced_gen; /* the generation whose settings were compared */
-
-  /* Counters, since the start. */
-  uint64_t connects, losses, attempts, refused, timeouts, errors;
-  uint64_t won, lost, failed, fallback_skip, fallback_local;
-};
-
-static double wall_now(void) {
+double cluster_wall_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
-
-static uint64_t mono_ms(const struct cluster *c) { return uv_now(c->m->loop); }
 
 /* xorshift64: jitter needs no quality, only nodes that do not agree. */
 static uint64_t rnd(struct cluster *c) {
@@ -135,11 +66,11 @@ static void set_state(struct cluster *c, enum cstate s) {
   if (c->state == s)
     return;
   c->state = s;
-  c->since = wall_now();
+  c->since = cluster_wall_now();
   struct master *m = c->m;
   if (m->phase == MASTER_SERVING || m->phase == MASTER_RELOADING)
     notify_send("STATUS=serving with %zu workers; cluster %s (node %s)",
-                m->nslots, cstate_names[s], c->node);
+                m->nslots, cluster_state_names[s], c->node);
 }
 
 /* ---- commands ------------------------------------------------------------ */
@@ -171,8 +102,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
 
 /* Send argv on the connection. handshake: also before it is ready. 0, or
  * -ENOTCONN / -ENOBUFS (counted as refused; fn is not called). */
-static int send_argv(struct cluster *c, int handshake, reply_fn *fn, void *arg,
-                     int argc, const char **argv, const size_t *len) {
+int cluster_send_argv(struct cluster *c, int handshake, reply_fn *fn, void *arg,
+                      int argc, const char **argv, const size_t *len) {
   if (c->ac == NULL || c->closing || (!c->ready && !handshake)) {
     c->refused++;
     return -ENOTCONN;
@@ -191,7 +122,7 @@ static int send_argv(struct cluster *c, int handshake, reply_fn *fn, void *arg,
     return -ENOMEM;
   }
   *q = (struct ccmd){.c = c,
-                     .sent_ms = mono_ms(c),
+                     .sent_ms = cluster_mono_ms(c),
                      .bytes = bytes,
                      .fn = fn,
                      .arg = arg,
@@ -212,15 +143,15 @@ static int send_argv(struct cluster *c, int handshake, reply_fn *fn, void *arg,
 }
 
 /* The same for NUL-terminated arguments. */
-static int send_cmd(struct cluster *c, int handshake, reply_fn *fn, void *arg,
-                    int argc, const char **argv) {
+int cluster_send_cmd(struct cluster *c, int handshake, reply_fn *fn, void *arg,
+                     int argc, const char **argv) {
   size_t len[8];
   for (int i = 0; i < argc && i < 8; i++)
     len[i] = strlen(argv[i]);
-  return send_argv(c, handshake, fn, arg, argc, argv, len);
+  return cluster_send_argv(c, handshake, fn, arg, argc, argv, len);
 }
 
-static void ignore_reply(struct cluster *c, redisReply *r, void *arg) {
+void cluster_ignore_reply(struct cluster *c, redisReply *r, void *arg) {
   (void)c, (void)r, (void)arg;
 }
 
@@ -241,14 +172,14 @@ static void lost(struct cluster *c, const char *why) {
   unsigned base = c->backoff_ms;
   unsigned delay = base / 2 + (unsigned)(rnd(c) % (base / 2 + 1));
   c->backoff_ms = base * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : base * 2;
-  c->retry_at_ms = mono_ms(c) + delay;
+  c->retry_at_ms = cluster_mono_ms(c) + delay;
   if (c->state == CS_CONNECTED) {
     c->losses++;
-    c->down_since = wall_now();
+    c->down_since = cluster_wall_now();
     log_warnx("cluster: lost %s: %s; reconnecting in %u ms", c->where, why,
               delay);
   } else if (c->state == CS_CONNECTING) {
-    c->down_since = wall_now();
+    c->down_since = cluster_wall_now();
     log_warnx("cluster: cannot reach %s: %s; retrying in %u ms", c->where, why,
               delay);
   } else {
@@ -268,8 +199,6 @@ static void drop(struct cluster *c, const char *why) {
     redisAsyncFree(ac);
   lost(c, why);
 }
-
-static void announce(struct cluster *c);
 
 static void on_handshake(struct cluster *c, redisReply *r, void *arg) {
   const char *what = arg;
@@ -291,7 +220,7 @@ static void on_handshake(struct cluster *c, redisReply *r, void *arg) {
   log_info("cluster: connected to %s as node %s", c->where, c->node);
   set_state(c, CS_CONNECTED);
   c->next_announce_ms = 0;
-  announce(c);
+  cluster_announce(c);
   csig_link_up(c->m);
 }
 
@@ -403,19 +332,21 @@ static void connect_to(struct cluster *c, const char *ip) {
    * that accepts and never answers. */
   int err = 0;
   if (c->url.password && c->url.user)
-    err = send_cmd(c, 1, on_handshake, "AUTH", 3,
-                   (const char *[]){"AUTH", c->url.user, c->url.password});
+    err = cluster_send_cmd(
+        c, 1, on_handshake, "AUTH", 3,
+        (const char *[]){"AUTH", c->url.user, c->url.password});
   else if (c->url.password)
-    err = send_cmd(c, 1, on_handshake, "AUTH", 2,
-                   (const char *[]){"AUTH", c->url.password});
+    err = cluster_send_cmd(c, 1, on_handshake, "AUTH", 2,
+                           (const char *[]){"AUTH", c->url.password});
   if (err == 0 && c->url.db) {
     char db[16];
     snprintf(db, sizeof(db), "%d", c->url.db);
-    err = send_cmd(c, 1, on_handshake, "SELECT", 2,
-                   (const char *[]){"SELECT", db});
+    err = cluster_send_cmd(c, 1, on_handshake, "SELECT", 2,
+                           (const char *[]){"SELECT", db});
   }
   if (err == 0)
-    err = send_cmd(c, 1, on_handshake, "PING", 1, (const char *[]){"PING"});
+    err = cluster_send_cmd(c, 1, on_handshake, "PING", 1,
+                           (const char *[]){"PING"});
   if (err)
     drop(c, "cannot queue the handshake");
 }
@@ -452,7 +383,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
 static void attempt(struct cluster *c) {
   c->retry_at_ms = 0;
   c->attempts++;
-  c->attempt_ms = mono_ms(c);
+  c->attempt_ms = cluster_mono_ms(c);
   if (c->url.path) {
     connect_to(c, NULL);
     return;
@@ -475,127 +406,11 @@ static void attempt(struct cluster *c) {
   }
 }
 
-/* ---- the node's announcement and its peers --------------------------- */
-
-static void on_peers(struct cluster *c, redisReply *r, void *arg) {
-  json_t *names = arg; /* [[node, seen_ms], ...], stolen */
-  if (r && r->type == REDIS_REPLY_ARRAY) {
-    json_t *peers = json_array();
-    double now = wall_now();
-    for (size_t i = 0; i < r->elements && i < json_array_size(names); i++) {
-      redisReply *e = r->element[i];
-      if (e->type != REDIS_REPLY_STRING)
-        continue; /* its key expired: not alive */
-      json_t *info = json_loadb(e->str, e->len, 0, NULL);
-      if (!json_is_object(info)) {
-        json_decref(info);
-        continue;
-      }
-      json_t *pair = json_array_get(names, i);
-      double seen = (double)json_integer_value(json_array_get(pair, 1)) / 1e3;
-      json_object_set_new(info, "seen", json_real(seen));
-      json_object_set_new(info, "seen_ago",
-                          json_real(now > seen ? now - seen : 0));
-      json_array_append_new(peers, info);
-    }
-    json_decref(c->peers);
-    c->peers = peers;
-  }
-  json_decref(names);
-}
-
-static void on_members(struct cluster *c, redisReply *r, void *arg) {
-  (void)arg;
-  if (r == NULL || r->type != REDIS_REPLY_ARRAY || c->ac == NULL)
-    return;
-  /* WITHSCORES: name, score, name, score... */
-  size_t n = r->elements / 2;
-  if (n > MAX_PEERS)
-    n = MAX_PEERS;
-  const char **argv = calloc(n + 1, sizeof(*argv));
-  size_t *len = calloc(n + 1, sizeof(*len));
-  char **keys = calloc(n + 1, sizeof(*keys));
-  json_t *names = json_array();
-  if (!argv || !len || !keys || !names)
-    goto out;
-  argv[0] = "MGET";
-  len[0] = 4;
-  for (size_t i = 0; i < n; i++) {
-    redisReply *nm = r->element[2 * i], *sc = r->element[2 * i + 1];
-    keys[i] = util_asprintf("%s:node:%.*s", c->prefix, (int)nm->len,
-                            nm->str ? nm->str : "");
-    argv[i + 1] = keys[i] ? keys[i] : "";
-    len[i + 1] = strlen(argv[i + 1]);
-    json_array_append_new(
-        names, json_pack("[s%,I]", nm->str ? nm->str : "", (size_t)nm->len,
-                         (json_int_t)(sc->str ? atof(sc->str) : 0)));
-  }
-  if (n == 0) {
-    json_decref(c->peers);
-    c->peers = json_array();
-  } else if (send_argv(c, 0, on_peers, names, (int)n + 1, argv, len) == 0) {
-    names = NULL; /* on_peers has it */
-  }
-out:
-  for (size_t i = 0; keys && i < n; i++)
-    free(keys[i]);
-  free(keys);
-  free(argv);
-  free(len);
-  json_decref(names);
-}
-
-static void announce(struct cluster *c) {
-  struct master *m = c->m;
-  if (!c->ready || c->leaving)
-    return;
-  c->next_announce_ms = mono_ms(c) + ANNOUNCE_MS;
-  if (m->gen && m->gen->id != c->announced_gen) {
-    /* A reload keeps the link it has: say so if the keys moved. */
-    const struct settings *s = &m->gen->app.s;
-    char now[512] = "";
-    c->announced_gen = m->gen->id;
-    if (s->cluster)
-      redis_url_describe(&s->redis, now, sizeof(now));
-    if (strcmp(now, c->where) != 0 || strcmp(s->node, c->node) != 0 ||
-        strcmp(s->cluster_prefix, c->prefix) != 0)
-      log_warnx("cluster: [aio] cluster, node and cluster_prefix take effect "
-                "on a restart; still %s as node %s",
-                c->where, c->node);
-  }
-  char *key = util_asprintf("%s:node:%s", c->prefix, c->node);
-  char *set = util_asprintf("%s:nodes", c->prefix);
-  json_t *info = json_pack("{s:s,s:i,s:s,s:i,s:i,s:f}", "node", c->node, "pid",
-                           (int)getpid(), "version", AIO_VERSION, "generation",
-                           m->gen ? (int)m->gen->id : 0, "workers",
-                           (int)m->nslots, "started", c->started);
-  char *js = info ? json_dumps(info, JSON_COMPACT) : NULL;
-  json_decref(info);
-  if (key && set && js) {
-    char ttl[24], score[24], oldest[32];
-    long long now_ms = (long long)(wall_now() * 1000);
-    snprintf(ttl, sizeof(ttl), "%d", NODE_TTL_MS);
-    snprintf(score, sizeof(score), "%lld", now_ms);
-    snprintf(oldest, sizeof(oldest), "(%lld", now_ms - NODE_TTL_MS);
-    send_cmd(c, 0, ignore_reply, NULL, 5,
-             (const char *[]){"SET", key, js, "PX", ttl});
-    send_cmd(c, 0, ignore_reply, NULL, 4,
-             (const char *[]){"ZADD", set, score, c->node});
-    send_cmd(c, 0, ignore_reply, NULL, 4,
-             (const char *[]){"ZREMRANGEBYSCORE", set, "-inf", oldest});
-    send_cmd(c, 0, on_members, NULL, 5,
-             (const char *[]){"ZRANGE", set, "0", "-1", "WITHSCORES"});
-  }
-  free(key);
-  free(set);
-  free(js);
-}
-
 /* ---- the tick: deadlines, retries, announcements ----------------------- */
 
 static void on_tick(uv_timer_t *t) {
   struct cluster *c = t->data;
-  uint64_t now = mono_ms(c);
+  uint64_t now = cluster_mono_ms(c);
   if (c->ac && !c->ready && now - c->attempt_ms > c->timeout_ms) {
     char why[96];
     snprintf(why, sizeof(why), "no answer within %llu ms of connecting",
@@ -613,7 +428,7 @@ static void on_tick(uv_timer_t *t) {
       now >= c->retry_at_ms && !c->leaving)
     attempt(c);
   if (c->ready && now >= c->next_announce_ms)
-    announce(c);
+    cluster_announce(c);
   csig_tick(c->m);
 }
 
@@ -648,7 +463,7 @@ int cluster_start(struct master *m) {
   c->timeout_ms = (uint64_t)(s->cluster_timeout * 1000);
   c->backoff_ms = BACKOFF_MIN_MS;
   c->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ULL;
-  c->started = wall_now();
+  c->started = cluster_wall_now();
   c->since = c->started;
   c->announced_gen = m->gen->id;
   c->state = CS_CONNECTING;
@@ -671,9 +486,10 @@ void cluster_leave(struct master *m) {
     char *key = util_asprintf("%s:node:%s", c->prefix, c->node);
     char *set = util_asprintf("%s:nodes", c->prefix);
     if (key && set) {
-      send_cmd(c, 0, ignore_reply, NULL, 2, (const char *[]){"DEL", key});
-      send_cmd(c, 0, ignore_reply, NULL, 3,
-               (const char *[]){"ZREM", set, c->node});
+      cluster_send_cmd(c, 0, cluster_ignore_reply, NULL, 2,
+                       (const char *[]){"DEL", key});
+      cluster_send_cmd(c, 0, cluster_ignore_reply, NULL, 3,
+                       (const char *[]){"ZREM", set, c->node});
     }
     free(key);
     free(set);
@@ -720,7 +536,8 @@ const char *cluster_node(const struct master *m) {
 }
 
 const char *cluster_state_name(const struct master *m) {
-  return m->cluster ? cstate_names[m->cluster->state] : cstate_names[CS_OFF];
+  return m->cluster ? cluster_state_names[m->cluster->state]
+                    : cluster_state_names[CS_OFF];
 }
 
 /* ---- for cluster signals (cluster_signals.c) ----------------------------- */
@@ -746,7 +563,7 @@ int cluster_command(struct master *m, cluster_reply_fn *fn, void *arg, int argc,
   if (x == NULL)
     return -ENOMEM;
   *x = (struct ext_cmd){.fn = fn, .arg = arg};
-  int err = send_argv(c, 0, on_ext_reply, x, argc, argv, len);
+  int err = cluster_send_argv(c, 0, on_ext_reply, x, argc, argv, len);
   if (err)
     free(x);
   return err;
@@ -797,97 +614,4 @@ const char *cluster_prefix(const struct master *m) {
 
 const json_t *cluster_peers(const struct master *m) {
   return m->cluster ? m->cluster->peers : NULL;
-}
-
-/* ---- claims ------------------------------------------------------------ */
-
-struct claim {
-  cluster_claim_fn *fn;
-  void *arg;
-};
-
-static void on_claimed(struct cluster *c, redisReply *r, void *arg) {
-  struct claim cl = *(struct claim *)arg;
-  free(arg);
-  enum cluster_claim res;
-  if (c->closing)
-    res = CLUSTER_CLOSED;
-  else if (r && r->type == REDIS_REPLY_STATUS)
-    res = CLUSTER_WON; /* +OK */
-  else if (r && r->type == REDIS_REPLY_NIL)
-    res = CLUSTER_LOST;
-  else
-    res = CLUSTER_FAILED;
-  if (res == CLUSTER_WON)
-    c->won++;
-  else if (res == CLUSTER_LOST)
-    c->lost++;
-  else if (res == CLUSTER_FAILED)
-    c->failed++;
-  cl.fn(c->m, cl.arg, res);
-}
-
-int cluster_claim(struct master *m, const char *name, long long occurrence,
-                  uint64_t ttl_ms, cluster_claim_fn *fn, void *arg) {
-  struct cluster *c = m->cluster;
-  if (c == NULL || !c->ready) {
-    if (c)
-      c->refused++;
-    return -ENOTCONN;
-  }
-  struct claim *cl = malloc(sizeof(*cl));
-  char *key = util_asprintf("%s:sched:%s:%lld", c->prefix, name, occurrence);
-  char ttl[24];
-  snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)ttl_ms);
-  int err = -ENOMEM;
-  if (cl && key) {
-    *cl = (struct claim){.fn = fn, .arg = arg};
-    err = send_cmd(c, 0, on_claimed, cl, 6,
-                   (const char *[]){"SET", key, c->node, "NX", "PX", ttl});
-  }
-  if (err)
-    free(cl);
-  free(key);
-  return err;
-}
-
-void cluster_fallback_taken(struct master *m, int ran_locally) {
-  struct cluster *c = m->cluster;
-  if (c == NULL)
-    return;
-  if (ran_locally)
-    c->fallback_local++;
-  else
-    c->fallback_skip++;
-}
-
-/* ---- status ------------------------------------------------------------- */
-
-json_t *cluster_status(const struct master *m) {
-  const struct cluster *c = m->cluster;
-  if (c == NULL)
-    return json_pack("{s:s}", "state", "off");
-  json_t *st = json_pack(
-      "{s:s,s:s,s:s,s:s,s:f,s:O,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,"
-      "s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I}}",
-      "state", cstate_names[c->state], "node", c->node, "redis", c->where,
-      "prefix", c->prefix, "since", c->since, "peers", c->peers, "queue",
-      "outstanding", (json_int_t)c->ncmds, "bytes", (json_int_t)c->bytes,
-      "limit", (json_int_t)CLUSTER_MAX_OUTSTANDING, "refused",
-      (json_int_t)c->refused, "link", "connects", (json_int_t)c->connects,
-      "losses", (json_int_t)c->losses, "attempts", (json_int_t)c->attempts,
-      "timeouts", (json_int_t)c->timeouts, "errors", (json_int_t)c->errors,
-      "backoff_ms", (json_int_t)c->backoff_ms, "next_attempt_ms",
-      (json_int_t)(c->retry_at_ms > mono_ms(c) ? c->retry_at_ms - mono_ms(c)
-                                               : 0),
-      "claims", "won", (json_int_t)c->won, "lost", (json_int_t)c->lost,
-      "failed", (json_int_t)c->failed, "skipped", (json_int_t)c->fallback_skip,
-      "local", (json_int_t)c->fallback_local);
-  if (st && c->down_since > 0)
-    json_object_set_new(st, "down_since", json_real(c->down_since));
-  if (st && c->last_error[0])
-    json_object_set_new(st, "last_error", json_string(c->last_error));
-  if (st)
-    json_object_set_new(st, "signals", csig_status(m));
-  return st;
 }

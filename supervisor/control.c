@@ -26,11 +26,9 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "cluster.h"
 #include "ctl.h"
 #include "log.h"
 #include "master.h"
-#include "output.h"
 #include "upgrade.h"
 #include "util.h"
 
@@ -59,6 +57,7 @@ struct client {
   unsigned waiting_reload; /* answer when the reload of this number
                               (master's reload_serial) finishes; 0: none */
   int closing;
+  size_t replies; /* written to libuv, not to the socket yet */
   struct client *next;
 };
 
@@ -73,6 +72,7 @@ struct control {
   uint64_t refused; /* connections past CONTROL_MAX_CLIENTS */
   uint64_t dropped; /* clients that did not read for control_timeout */
   uint64_t paused;  /* times a client was not read for its replies */
+  size_t high;      /* most reply bytes one client had waiting */
   int handles;      /* open: server, sweep, pump; freed with the last */
 };
 
@@ -125,6 +125,7 @@ static void on_reply_written(uv_write_t *req, int status) {
   struct client *c = req->handle->data;
   free(r->line);
   free(r);
+  c->replies--;
   if (status < 0 || c->closing)
     return;
   c->progress_ms = uv_now(c->ctl->m->loop);
@@ -160,7 +161,11 @@ static void client_reply(struct client *c, json_t *reply) {
   if (uv_write(&r->req, (uv_stream_t *)&c->h, &b, 1, on_reply_written)) {
     free(line);
     free(r);
+    return;
   }
+  c->replies++;
+  if (client_queued(c) > c->ctl->high)
+    c->ctl->high = client_queued(c);
 }
 
 static json_t *error_reply(const char *msg) {
@@ -173,96 +178,21 @@ static json_t *busy_reply(const char *msg) {
                    EXIT_TEMPFAIL);
 }
 
-/* RSS and private (unshared) memory of pid, in bytes; -1 when unknown. */
-static void proc_memory(pid_t pid, long long *rss, long long *priv) {
-  char path[64], line[256];
-  *rss = *priv = -1;
-  snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
-  FILE *f = fopen(path, "re");
-  if (f == NULL)
-    return;
-  long long kb, pc = 0, pd = 0;
-  while (fgets(line, sizeof(line), f)) {
-    if (sscanf(line, "Rss: %lld kB", &kb) == 1)
-      *rss = kb * 1024;
-    else if (sscanf(line, "Private_Clean: %lld kB", &kb) == 1)
-      pc = kb;
-    else if (sscanf(line, "Private_Dirty: %lld kB", &kb) == 1)
-      pd = kb;
+json_t *control_status(const struct master *m) {
+  const struct control *ctl = m->ctl;
+  if (ctl == NULL)
+    return json_null();
+  size_t replies = 0, bytes = 0;
+  for (const struct client *c = ctl->clients; c; c = c->next) {
+    replies += c->replies;
+    bytes += client_queued(c);
   }
-  fclose(f);
-  *priv = (pc + pd) * 1024;
-}
-
-static const char *const wproc_state_names[] = {
-#define WPROC_NAME(e, s) s,
-    WPROC_STATES(WPROC_NAME)
-#undef WPROC_NAME
-};
-
-/* The control socket's own bounds, as counted since the start. */
-static json_t *control_status(const struct control *ctl) {
-  return json_pack("{s:I,s:I,s:I,s:I}", "clients", (json_int_t)ctl->nclients,
-                   "refused", (json_int_t)ctl->refused, "dropped",
-                   (json_int_t)ctl->dropped, "paused", (json_int_t)ctl->paused);
-}
-
-/* Slot order, then generation: how an operator reads the table (the
- * process list itself is newest first). */
-static int by_slot(const void *a, const void *b) {
-  const struct wproc *x = *(struct wproc *const *)a;
-  const struct wproc *y = *(struct wproc *const *)b;
-  if (x->slot != y->slot)
-    return x->slot < y->slot ? -1 : 1;
-  return x->g->id < y->g->id ? -1 : x->g->id > y->g->id;
-}
-
-static json_t *status_reply(struct master *m) {
-  uint64_t now = uv_now(m->loop);
-  json_t *workers = json_array();
-  size_t n = 0;
-  for (struct wproc *p = m->procs; p; p = p->next)
-    n++;
-  struct wproc **sorted = calloc(n ? n : 1, sizeof(*sorted));
-  n = 0;
-  for (struct wproc *p = m->procs; sorted && p; p = p->next)
-    sorted[n++] = p;
-  if (sorted)
-    qsort(sorted, n, sizeof(*sorted), by_slot);
-  for (size_t i = 0; i < n; i++) {
-    const struct wproc *p = sorted[i];
-    long long rss, priv;
-    proc_memory(p->pid, &rss, &priv);
-    json_array_append_new(
-        workers,
-        json_pack("{s:i,s:i,s:s,s:i,s:f,s:i,s:I,s:I,s:I,s:o,s:o}", "slot",
-                  p->slot, "pid", (int)p->pid, "state",
-                  wproc_state_names[p->state], "generation", (int)p->g->id,
-                  "uptime", (double)(now - p->started_ms) / 1000.0, "restarts",
-                  (int)p->restarts, "connections", (json_int_t)p->conns, "rss",
-                  (json_int_t)rss, "private", (json_int_t)priv, "bus",
-                  router_proc_status(p), "servers", metrics_proc_status(p)));
-    /* Into the row just added (a NULL row takes nothing, and frees it). */
-    json_t *w = json_array_get(workers, json_array_size(workers) - 1);
-    json_object_set_new(w, "output", output_status(p->output));
-    json_object_set_new(w, "cpu",
-                        p->cpu >= 0 ? json_integer(p->cpu) : json_null());
-  }
-  free(sorted);
-  long long rss, priv;
-  proc_memory(getpid(), &rss, &priv);
-  return json_pack("{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:i,s:b,s:I,s:I,s:o,s:o,"
-                   "s:o,s:o,s:o,s:o}",
-                   "ok", 1, "pid", (int)getpid(), "version", AIO_VERSION,
-                   "uptime", (double)(now - m->start_ms) / 1000.0, "config",
-                   m->config_path, "generation", (int)m->gen->id, "workers",
-                   (int)m->nslots, "reloads", (int)m->reloads,
-                   "reload_failures", (int)m->reload_failures, "reloading",
-                   m->next_gen != NULL, "rss", (json_int_t)rss, "backlog",
-                   (json_int_t)router_backlog(m), "control",
-                   control_status(m->ctl), "servers", metrics_servers_status(m),
-                   "metrics", metrics_endpoint_status(m), "procs", workers,
-                   "cluster", cluster_status(m), "upgrade", upgrade_status(m));
+  return json_pack(
+      "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "clients", (json_int_t)ctl->nclients,
+      "refused", (json_int_t)ctl->refused, "dropped", (json_int_t)ctl->dropped,
+      "paused", (json_int_t)ctl->paused, "replies", (json_int_t)replies,
+      "bytes", (json_int_t)bytes, "high_bytes", (json_int_t)ctl->high,
+      "limit_bytes", (json_int_t)CONTROL_QUEUE_MAX);
 }
 
 static void handle(struct client *c, const char *line, size_t len) {
@@ -277,7 +207,6 @@ static void handle(struct client *c, const char *line, size_t len) {
   switch (req.cmd) {
   case CTL_STATUS: {
     json_t *r = status_reply(m);
-    master_status(m, r); /* the slots, and what the service lacks */
     client_reply(c, r);
     break;
   }

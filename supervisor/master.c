@@ -1,11 +1,12 @@
 /*
- * master.c - the master's state machine: the only file that changes the
- * state of a slot or a worker process, or the master's phase, as nginx's
+ * master.c - the master's state machine: with master_gen.c (a slot's
+ * successor, a generation begun, committed or aborted) and master_stop.c
+ * (drain, kill, shutdown), the only code that changes the state of a slot
+ * or a worker process, or the master's phase, as nginx's
  * ngx_process_cycle.c keeps every transition in one place. Its verbs
  * (master.h) are spawned, ready, alive, exited (reaping, and respawn with
- * backoff or a crash loop), drain, kill, promote or discard a slot's
- * successor, and begin, commit or abort a generation; plus the tick
- * (liveness, backoff, deadlines), scaling and shutdown.
+ * backoff or a crash loop); plus the tick (liveness, backoff, deadlines)
+ * and scaling.
  *
  * The supervisor is a star around this file. The other files decide and
  * call these verbs, and master.c calls them back when their events come:
@@ -44,8 +45,6 @@
  * from 1 s, doubling, up to this. */
 #define LONELY_BACKOFF_MIN_MS 1000
 #define LONELY_BACKOFF_MAX_MS 30000
-/* What an immediate stop (QUIT) waits before SIGKILL. */
-#define QUIT_GRACE_MS 2000
 
 /* ---- slots -------------------------------------------------------------- */
 
@@ -342,6 +341,7 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
     s->next = NULL;
   reload_worker_exited(m, p, how);
   recycle_worker_exited(m, p, how);
+  queues_worker_exited(p);
   router_worker_gone(m, p);
   sched_worker_gone(m, p);
   json_t *data = json_pack("{s:i,s:i,s:s}", "slot", p->slot, "pid", (int)p->pid,
@@ -371,8 +371,10 @@ static void worker_exited(struct master *m, struct wproc *p, int status) {
 /* Before the loop sleeps: every worker's frames of this iteration. */
 void master_on_bus_flush(uv_prepare_t *h) {
   struct master *m = h->data;
-  for (struct wproc *p = m->procs; p; p = p->next)
+  for (struct wproc *p = m->procs; p; p = p->next) {
+    queues_sample(p);
     channel_flush(&p->ch);
+  }
 }
 
 void master_reap(struct master *m) {
@@ -417,72 +419,7 @@ void master_kill_all(struct master *m) {
   }
 }
 
-/* ---- stopping, draining, scaling ----------------------------------------- */
-
-void master_proc_stop(struct master *m, struct wproc *p, int graceful) {
-  if (p->state == WPROC_DEAD)
-    return;
-  uint64_t now = uv_now(m->loop);
-  if (p->state != WPROC_DRAINING) {
-    p->state = WPROC_DRAINING;
-    p->stop_deadline_ms =
-        now + (graceful ? (uint64_t)(p->g->app.s.graceful_timeout * 1000)
-                        : QUIT_GRACE_MS);
-  } else if (!graceful && p->stop_deadline_ms > now + QUIT_GRACE_MS) {
-    /* QUIT during a drain: a worker that ignores it has the short grace
-     * left, not what remains of graceful_timeout. */
-    p->stop_deadline_ms = now + QUIT_GRACE_MS;
-  }
-  json_t *msg = bus_msg(BUS_STOP);
-  json_object_set_new(msg, "graceful", json_boolean(graceful));
-  if (!graceful)
-    channel_send(&p->ch, msg);
-  /* The bus says it; the signal covers a worker whose bus is stuck. */
-  if (!graceful)
-    kill(p->pid, SIGQUIT);
-  else if (channel_send(&p->ch, msg) != 0)
-    kill(p->pid, SIGTERM);
-  json_decref(msg);
-}
-
-void master_proc_kill(struct master *m, struct wproc *p, enum proc_kill why) {
-  (void)m;
-  switch (why) {
-  case PROC_KILL_DISCARD:
-    p->state = WPROC_DRAINING; /* its exit is expected: no crash accounting */
-    break;
-  case PROC_KILL_SILENT:
-    p->silenced = 1;
-    p->last_hb_ms = UINT64_MAX; /* in the future: killed once */
-    break;
-  case PROC_KILL_LATE:
-    p->stop_deadline_ms = UINT64_MAX;
-    break;
-  case PROC_KILL_BAD:
-    break;
-  }
-  kill(p->pid, SIGKILL);
-}
-
-void master_begin_stop(struct master *m, enum master_phase to) {
-  int graceful = to == MASTER_STOPPING;
-  if (m->phase >= to)
-    return;
-  m->phase = to;
-  log_info("%s shutdown", graceful ? "graceful" : "immediate");
-  /* A generation that is not serving yet has nothing to drain. */
-  reload_cancel(m, "the master is shutting down");
-  recycle_cancel(m, "the master is shutting down");
-  sched_stop(m);
-  cluster_leave(m);
-  notify_send("STOPPING=1\nSTATUS=%s shutdown",
-              graceful ? "graceful" : "immediate");
-  control_close(m);
-  router_emit(m, "aio-stopping", NULL);
-  for (struct wproc *p = m->procs; p; p = p->next)
-    master_proc_stop(m, p, graceful);
-  upgrade_stop(m, graceful);
-}
+/* ---- scaling ------------------------------------------------------------ */
 
 /* Retire the highest slot: stop new connections reaching it, drain it,
  * then close its sockets. Closing a SO_REUSEPORT listener resets what
@@ -611,111 +548,6 @@ void master_waited(struct master *m) {
   for (struct wproc *p = m->procs; p; p = p->next)
     if (p->last_hb_ms < UINT64_MAX / 2)
       p->last_hb_ms = uv_now(m->loop);
-}
-
-/* ---- successors and generations (reload.c decides) ---------------------- */
-
-int master_slot_spawn_next(struct master *m, struct generation *g, size_t k) {
-  struct slot *s = master_slot_get(m, k);
-  if (s == NULL)
-    return -ENOMEM;
-  return master_spawn(m, g, s, &s->next);
-}
-
-/* Slot s's successor (or none) becomes its worker; the one it replaces
- * drains, counted as replaced for why. wanted: the slot is still one of
- * the wanted ones (else it is retired). */
-static void slot_promote(struct master *m, struct slot *s,
-                         enum restart_reason why, int wanted) {
-  struct wproc *was = s->cur;
-  s->cur = s->next;
-  s->next = NULL;
-  s->ncrash = 0;
-  s->state = wanted ? SLOT_RUNNING : SLOT_IDLE;
-  if (was) {
-    s->replaced[why]++;
-    master_proc_stop(m, was, 1);
-  }
-}
-
-void master_slot_promote(struct master *m, size_t k, enum restart_reason why) {
-  if (k < m->slots_cap)
-    slot_promote(m, &m->slots[k], why, k < m->nslots);
-}
-
-void master_slot_discard_next(struct master *m, size_t k) {
-  struct wproc *p = k < m->slots_cap ? m->slots[k].next : NULL;
-  if (p == NULL)
-    return;
-  m->slots[k].next = NULL;
-  if (p->state != WPROC_DEAD)
-    master_proc_kill(m, p, PROC_KILL_DISCARD);
-}
-
-void master_gen_begin(struct master *m, struct generation *g,
-                      uint64_t deadline_ms) {
-  m->next_gen = g;
-  m->phase = MASTER_RELOADING;
-  m->reload_deadline_ms = deadline_ms;
-}
-
-void master_gen_commit(struct master *m) {
-  struct generation *old = m->gen, *g = m->next_gen;
-  size_t n = (size_t)g->app.s.workers;
-  size_t top = m->nslots > n ? m->nslots : n;
-  m->gen = g;
-  m->next_gen = NULL;
-  m->phase = MASTER_SERVING;
-  m->nslots = n;
-  m->unserved = 0; /* every slot has a ready worker of g */
-  for (size_t i = 0; i < top; i++)
-    slot_promote(m, &m->slots[i], RESTART_RELOAD, i < n);
-  /* Old sockets close with the old generation's last worker. */
-  if (--old->refs == 0)
-    generation_free(old, m->gen);
-  sched_restart(m);
-  metrics_reloaded(m);
-  m->reloads++;
-  proctitle_set("aio: master (generation %u) %s", g->id, m->config_path);
-  log_info("reloaded: generation %u, %zu worker%s, in %llu ms", g->id, n,
-           n == 1 ? "" : "s",
-           (unsigned long long)(uv_now(m->loop) - m->reload_started_ms));
-  notify_send("READY=1\nSTATUS=serving generation %u with %zu workers", g->id,
-              n);
-  control_reload_done(m, 0, NULL);
-  json_t *data = json_pack("{s:b,s:i}", "ok", 1, "generation", (int)g->id);
-  router_emit(m, "aio-reloaded", data);
-  json_decref(data);
-}
-
-void master_gen_abort(struct master *m, int code, const char *why,
-                      json_t *errors) {
-  struct generation *g = m->next_gen;
-  if (g) {
-    m->next_gen = NULL;
-    if (m->phase == MASTER_RELOADING) /* not when a stop abandons it */
-      m->phase = MASTER_SERVING;
-    for (size_t i = 0; i < m->slots_cap; i++)
-      master_slot_discard_next(m, i);
-    /* The generation goes when its last worker is reaped. */
-    if (--g->refs == 0)
-      generation_free(g, m->gen);
-  }
-  m->reload_failures++;
-  log_error("reload failed: %s; still serving generation %u", why, m->gen->id);
-  if (!master_stopping(m)) /* systemd heard STOPPING=1 last */
-    notify_send("READY=1\nSTATUS=reload failed: %s", why);
-  if (errors == NULL) {
-    errors = json_array();
-    json_array_append_new(errors, json_string(why));
-  } else {
-    json_incref(errors);
-  }
-  control_reload_done(m, code, errors);
-  json_decref(errors);
-  json_t *data = json_pack("{s:b,s:s}", "ok", 0, "error", why);
-  router_emit(m, "aio-reloaded", data);
-  json_decref(data);
 }
 
 /* The first generation must be ready by [aio] start_timeout. */

@@ -113,6 +113,12 @@ struct journal {
   size_t n;              /* how many */
 };
 
+/* The most a worker's queues in the master held at once, as seen at the
+ * end of each loop turn (queues.c). */
+struct queue_high {
+  size_t deliveries, deliveries_bytes, journal, journal_bytes;
+};
+
 struct wproc {
   struct master *m;
   struct generation *g;
@@ -133,13 +139,15 @@ struct wproc {
   uint64_t sent;                 /* deliver frames sent to it */
   uint64_t emits;                /* the seq of its last emit frame received */
   struct journal journal;        /* its emits it runs itself, unfinished */
-  struct bus_mark *mark;         /* shared: what it was doing when it died */
-  json_int_t running_job;        /* job id in flight, or 0 */
-  struct output *output;         /* its stdout and stderr (output.c) */
-  int cpu;                       /* pinned to this CPU (cpu_affinity), or -1 */
-  struct ctr_server *ctrs;       /* shared: its counters, one block per
-                                    server of g (counters.h) */
-  int silenced;                  /* killed for its heartbeat's silence */
+  struct queue_high high;        /* its queues' high-water marks */
+  uint64_t refused[3];     /* the mark's refusals, kept as it is unmapped */
+  struct bus_mark *mark;   /* shared: what it was doing when it died */
+  json_int_t running_job;  /* job id in flight, or 0 */
+  struct output *output;   /* its stdout and stderr (output.c) */
+  int cpu;                 /* pinned to this CPU (cpu_affinity), or -1 */
+  struct ctr_server *ctrs; /* shared: its counters, one block per
+                              server of g (counters.h) */
+  int silenced;            /* killed for its heartbeat's silence */
   /* Its own recycling limits, drawn once with their jitter (recycle.c):
    * requests to serve and the time it may serve, 0 for none. */
   int limits_drawn;
@@ -388,6 +396,11 @@ int control_fd(const struct master *m, int *fd);
 /* Tell clients waiting on a reload how it went: code 0 when it worked,
  * else the exit status for `aio reload` (errors: array or NULL). */
 void control_reload_done(struct master *m, int code, json_t *errors);
+/* status.c: the reply to `aio status` (new). */
+json_t *status_reply(struct master *m);
+/* The control socket's bounds and what they refused, as counted since
+ * the start (new). */
+json_t *control_status(const struct master *m);
 
 /* metrics.c: the [aio] metrics endpoint and the counters behind it. */
 int metrics_open(struct master *m);
@@ -402,6 +415,20 @@ json_t *metrics_servers_status(struct master *m);
 json_t *metrics_proc_status(const struct wproc *p);
 /* The endpoint's own counters (new), or null when off. */
 json_t *metrics_endpoint_status(const struct master *m);
+
+/* queues.c: the bounded queues between the master and its workers, for
+ * `aio status` and /metrics (docs/bus.md, Bounds). */
+/* End of a loop turn: p's queues' high-water marks follow. */
+void queues_sample(struct wproc *p);
+/* p exited: keep what its mark counted before the mark goes. */
+void queues_worker_exited(struct wproc *p);
+/* aio_emit(), aio_call_soon(), aio_emit_wait() calls p refused, into v. */
+void queues_refused(const struct wproc *p, uint64_t *v);
+/* Raise to's marks to from's where from's are higher. */
+void queues_high_join(struct queue_high *to, const struct queue_high *from);
+/* p's queues: what each holds, its high-water mark, its bound and what
+ * it lost (new). */
+json_t *queues_proc_status(const struct wproc *p);
 
 /* notify.c: systemd's sd_notify protocol, when NOTIFY_SOCKET is set. */
 void notify_init(void);

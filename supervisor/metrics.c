@@ -102,6 +102,7 @@ void metrics_worker_gone(struct master *m, struct wproc *p) {
   if (b) {
     b->emits += p->emits;
     b->delivers += p->sent;
+    queues_worker_gone(b, p);
   }
 }
 

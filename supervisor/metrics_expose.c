@@ -26,8 +26,8 @@
 #include "util.h"
 /* ---- the exposition ------------------------------------------------------ */
 
-static void family(struct util_buf *b, const char *name, const char *type,
-                   const char *help) {
+void metrics_family(struct util_buf *b, const char *name, const char *type,
+                    const char *help) {
   util_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
@@ -155,8 +155,8 @@ static const struct {
 
 static void expose_connections(struct util_buf *b, const struct rows *rs) {
   for (size_t f = 0; f < UTIL_ARRAY_LEN(conn_families); f++) {
-    family(b, conn_families[f].name, conn_families[f].type,
-           conn_families[f].help);
+    metrics_family(b, conn_families[f].name, conn_families[f].type,
+                   conn_families[f].help);
     for (size_t i = 0; i < rs->n; i++) {
       const struct row *r = &rs->r[i];
       int c = conn_families[f].ctr;
@@ -164,9 +164,10 @@ static void expose_connections(struct util_buf *b, const struct rows *rs) {
                 c < 0 ? open_of(r->v) : r->v[c]);
     }
   }
-  family(b, "aio_connections_timed_out_total", "counter",
-         "Connections closed by a timeout: idle (idle_timeout), send "
-         "(send_timeout), deadline (header_timeout or a module's deadline).");
+  metrics_family(
+      b, "aio_connections_timed_out_total", "counter",
+      "Connections closed by a timeout: idle (idle_timeout), send "
+      "(send_timeout), deadline (header_timeout or a module's deadline).");
   for (size_t i = 0; i < rs->n; i++)
     for (size_t k = 0; k < UTIL_ARRAY_LEN(timeout_kinds); k++) {
       char extra[32];
@@ -178,17 +179,19 @@ static void expose_connections(struct util_buf *b, const struct rows *rs) {
 
 static void expose_workers(struct util_buf *b, const struct master *m,
                            size_t nslots) {
-  family(b, "aio_workers", "gauge", "Workers wanted ([aio] workers, scale).");
+  metrics_family(b, "aio_workers", "gauge",
+                 "Workers wanted ([aio] workers, scale).");
   util_buf_printf(b, "aio_workers %zu\n", m->nslots);
-  family(b, "aio_worker_up", "gauge",
-         "1 while a worker of the slot serves, else 0.");
+  metrics_family(b, "aio_worker_up", "gauge",
+                 "1 while a worker of the slot serves, else 0.");
   for (size_t i = 0; i < nslots; i++)
     util_buf_printf(b, "aio_worker_up{slot=\"%zu\"} %d\n", i,
                     slot_serves(m, (int)i));
-  family(b, "aio_worker_restarts_total", "counter",
-         "Workers of the slot replaced, by reason: crash, heartbeat (killed "
-         "for silence), start_failure, reload, recycle (max_requests, "
-         "max_lifetime, max_memory).");
+  metrics_family(
+      b, "aio_worker_restarts_total", "counter",
+      "Workers of the slot replaced, by reason: crash, heartbeat (killed "
+      "for silence), start_failure, reload, recycle (max_requests, "
+      "max_lifetime, max_memory).");
   for (size_t i = 0; i < nslots; i++)
     for (int r = 0; r < RESTART_NREASONS; r++)
       util_buf_printf(b,
@@ -196,19 +199,21 @@ static void expose_workers(struct util_buf *b, const struct master *m,
                       "%llu\n",
                       i, reason_names[r],
                       (unsigned long long)m->slots[i].replaced[r]);
-  family(b, "aio_worker_recycles_total", "counter",
-         "Workers recycled, by trigger: requests (max_requests), lifetime "
-         "(max_lifetime), memory (max_memory).");
+  metrics_family(
+      b, "aio_worker_recycles_total", "counter",
+      "Workers recycled, by trigger: requests (max_requests), lifetime "
+      "(max_lifetime), memory (max_memory).");
   for (int t = 0; t < RECYCLE_NTRIGGERS; t++)
     util_buf_printf(b, "aio_worker_recycles_total{trigger=\"%s\"} %llu\n",
                     recycle_trigger_name(t),
                     (unsigned long long)m->recycles[t]);
-  family(b, "aio_reloads_total", "counter", "Reloads, by result.");
+  metrics_family(b, "aio_reloads_total", "counter", "Reloads, by result.");
   util_buf_printf(b,
                   "aio_reloads_total{result=\"ok\"} %u\n"
                   "aio_reloads_total{result=\"failed\"} %u\n",
                   m->reloads, m->reload_failures);
-  family(b, "aio_generation", "gauge", "The serving configuration's number.");
+  metrics_family(b, "aio_generation", "gauge",
+                 "The serving configuration's number.");
   util_buf_printf(b, "aio_generation %u\n", m->gen->id);
 }
 
@@ -216,8 +221,8 @@ static void expose_schedules(struct util_buf *b, const struct master *m) {
   static const char *const results[] = {"ok", "failed", "skipped"};
   struct sched_counts c;
   const char *name;
-  family(b, "aio_schedule_runs_total", "counter",
-         "Runs of a schedule, by result (skipped: busy or no worker).");
+  metrics_family(b, "aio_schedule_runs_total", "counter",
+                 "Runs of a schedule, by result (skipped: busy or no worker).");
   for (size_t i = 0; (name = sched_counts(m, i, &c)) != NULL; i++) {
     uint64_t v[] = {c.ok, c.failed, c.skipped};
     for (size_t r = 0; r < UTIL_ARRAY_LEN(results); r++) {
@@ -227,8 +232,8 @@ static void expose_schedules(struct util_buf *b, const struct master *m) {
                       (unsigned long long)v[r]);
     }
   }
-  family(b, "aio_schedule_run_duration_seconds", "summary",
-         "How long the runs of a schedule took, done to finished.");
+  metrics_family(b, "aio_schedule_run_duration_seconds", "summary",
+                 "How long the runs of a schedule took, done to finished.");
   for (size_t i = 0; (name = sched_counts(m, i, &c)) != NULL; i++) {
     util_buf_printf(b, "aio_schedule_run_duration_seconds_sum{schedule=\"");
     label_value(b, name);
@@ -245,14 +250,14 @@ static void expose_cluster_signals(struct util_buf *b, const struct master *m) {
       "emitted", "added", "dropped", "received", "broadcasts",
       "ran",     "acked", "claimed", "dead",     "abandoned"};
   json_t *st = csig_status(m);
-  family(b, "aio_cluster_signals_total", "counter",
-         "Cluster signals by event (docs/cluster.md).");
+  metrics_family(b, "aio_cluster_signals_total", "counter",
+                 "Cluster signals by event (docs/cluster.md).");
   for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
     util_buf_printf(
         b, "aio_cluster_signals_total{event=\"%s\"} %lld\n", events[i],
         (long long)json_integer_value(json_object_get(st, events[i])));
-  family(b, "aio_cluster_signals_queued", "gauge",
-         "Cluster signals waiting for Redis in the master.");
+  metrics_family(b, "aio_cluster_signals_queued", "gauge",
+                 "Cluster signals waiting for Redis in the master.");
   util_buf_printf(b, "aio_cluster_signals_queued %lld\n",
                   (long long)json_integer_value(json_object_get(st, "queued")));
   json_decref(st);
@@ -277,7 +282,7 @@ static void expose_bus(struct util_buf *b, const struct master *m,
        "Bytes of the slot's workers' own signals waiting in their rings."},
   };
   for (size_t f = 0; f < UTIL_ARRAY_LEN(fams); f++) {
-    family(b, fams[f].name, fams[f].type, fams[f].help);
+    metrics_family(b, fams[f].name, fams[f].type, fams[f].help);
     for (size_t i = 0; i < nslots; i++) {
       long long v = 0;
       if (f < 2 && i < mt->nbus)
@@ -302,8 +307,8 @@ static void expose_bus(struct util_buf *b, const struct master *m,
       util_buf_printf(b, "%s{slot=\"%zu\"} %lld\n", fams[f].name, i, v);
     }
   }
-  family(b, "aio_bus_backlog", "gauge",
-         "Signals the master keeps for workers not ready yet.");
+  metrics_family(b, "aio_bus_backlog", "gauge",
+                 "Signals the master keeps for workers not ready yet.");
   util_buf_printf(b, "aio_bus_backlog %zu\n", router_backlog(m));
   if (cluster_enabled(m))
     expose_cluster_signals(b, m);
@@ -331,9 +336,10 @@ static void expose_processes(struct util_buf *b, const struct master *m) {
   for (int f = 0; f < 2; f++) {
     const char *name = f ? "aio_process_resident_memory_bytes"
                          : "aio_process_cpu_seconds_total";
-    family(b, name, f ? "gauge" : "counter",
-           f ? "Resident memory of the master and each worker, bytes."
-             : "User and system CPU time of the master and each worker.");
+    metrics_family(
+        b, name, f ? "gauge" : "counter",
+        f ? "Resident memory of the master and each worker, bytes."
+          : "User and system CPU time of the master and each worker.");
     if (have_me) {
       if (f)
         util_buf_printf(b, "%s{role=\"master\"} %lld\n", name, me.rss);
@@ -357,14 +363,15 @@ static void expose_processes(struct util_buf *b, const struct master *m) {
 }
 
 static void expose_endpoint(struct util_buf *b, const struct metrics *mt) {
-  family(b, "aio_metrics_requests_total", "counter",
-         "Requests this endpoint answered.");
+  metrics_family(b, "aio_metrics_requests_total", "counter",
+                 "Requests this endpoint answered.");
   util_buf_printf(b, "aio_metrics_requests_total %llu\n",
                   (unsigned long long)mt->requests);
-  family(b, "aio_metrics_clients_rejected_total", "counter",
-         "Clients of this endpoint cut off, by reason: too_large (request "
-         "head over 8 KiB), timeout (not done in 5 s), evicted (made room at "
-         "32 clients), refused (no room), bad (not HTTP).");
+  metrics_family(
+      b, "aio_metrics_clients_rejected_total", "counter",
+      "Clients of this endpoint cut off, by reason: too_large (request "
+      "head over 8 KiB), timeout (not done in 5 s), evicted (made room at "
+      "32 clients), refused (no room), bad (not HTTP).");
   util_buf_printf(b,
                   "aio_metrics_clients_rejected_total{reason=\"too_large\"} "
                   "%llu\n"
@@ -386,17 +393,19 @@ void expose(struct util_buf *b, const struct master *m) {
   struct rows rs;
   collect(m, &rs);
   size_t nslots = slots_seen(m, &rs);
-  family(b, "aio_build_info", "gauge", "aio's version and module API version.");
+  metrics_family(b, "aio_build_info", "gauge",
+                 "aio's version and module API version.");
   util_buf_printf(b, "aio_build_info{version=\"%s\",api=\"%d.%d\"} 1\n",
                   AIO_VERSION, AIO_API_MAJOR, AIO_API_MINOR);
-  family(b, "aio_master_start_time_seconds", "gauge",
-         "When the master started, seconds since the epoch.");
+  metrics_family(b, "aio_master_start_time_seconds", "gauge",
+                 "When the master started, seconds since the epoch.");
   util_buf_printf(b, "aio_master_start_time_seconds %lld\n",
                   (long long)m->metrics->started);
   expose_workers(b, m, nslots);
   expose_connections(b, &rs);
   expose_schedules(b, m);
   expose_bus(b, m, nslots);
+  expose_queues(b, m, nslots);
   expose_processes(b, m);
   expose_endpoint(b, m->metrics);
   if (rs.failed)

@@ -26,6 +26,11 @@ struct total {
 /* Per slot: the bus frames of its workers that exited. */
 struct bus_total {
   uint64_t emits, delivers;
+  /* aio_emit(), aio_call_soon(), aio_emit_wait() calls refused; deliveries
+   * dropped; bytes for them never written (metrics_queues.c) */
+  uint64_t refused[3], dropped, lost;
+  struct queue_high high; /* the most any of them held */
+  size_t channel_high;
 };
 
 struct metrics {
@@ -64,6 +69,13 @@ void collect(const struct master *m, struct rows *rs);
 uint64_t open_of(const uint64_t *v);
 /* metrics_expose.c: the whole exposition of m into b. */
 void expose(struct util_buf *b, const struct master *m);
+/* # HELP and # TYPE of a family. */
+void metrics_family(struct util_buf *b, const char *name, const char *type,
+                    const char *help);
+/* metrics_queues.c: the bus's queues per slot, and the control socket's. */
+void expose_queues(struct util_buf *b, const struct master *m, size_t nslots);
+/* p's queue counts join b's (p exited). */
+void queues_worker_gone(struct bus_total *b, const struct wproc *p);
 /* Does any worker serve (for GET /healthz)? */
 int any_serves(const struct master *m);
 

@@ -24,6 +24,7 @@
 #include "harness.h"
 #include "ops_util.h"
 #include "process_util.h"
+#include "prom_util.h"
 #include "records.h"
 
 /* What the master may grow by under a flood (docs/bus.md, Bounds), and
@@ -365,6 +366,107 @@ START_TEST(test_bounds_slow_broadcast_listener_under_a_burst_is_not_killed) {
 }
 END_TEST
 
+/* The pid of the worker that answers on the emitter port, or -1 (none
+ * answers yet). */
+static pid_t emitter_pid(void) {
+  int fd = h_connect(port, 500);
+  if (fd < 0)
+    return -1;
+  char reply[64] = "";
+  pid_t pid = -1;
+  if (h_send(fd, "pid\n", 4) == 0 &&
+      h_recv_until(fd, reply, sizeof(reply), "\n", 1000) > 0)
+    pid = pu_parse_pid(reply);
+  close(fd);
+  return pid;
+}
+
+/* /metrics on mport says slot 0 had refused emits refused, and that its
+ * delivery queue held at least half its bound of 50 at once. */
+static void expect_metrics(int mport, int refused) {
+  char *parsed = prom_scrape(mport, P.dir);
+  ck_assert_double_eq(prom_sum(parsed, "aio_bus_refused_total", "slot=\"0\"",
+                               "call=\"emit\"", NULL),
+                      refused);
+  ck_assert_double_ge(prom_sum(parsed, "aio_bus_queue_high_entries",
+                               "queue=\"deliveries\"", NULL),
+                      25);
+  free(parsed);
+}
+
+/* The delivery queue's bound is visible: a slow broadcast listener under
+ * a burst fills its worker's queue, and the emits refused then show in
+ * `aio status --json` (bus.refused, and the queue's high-water mark
+ * against its bound) and in /metrics (aio_bus_refused_total), grown by
+ * exactly what aio_emit() said. The worker killed and replaced, the
+ * metric keeps its count (a counter never goes back). */
+START_TEST(test_bounds_refusals_show_in_status_and_metrics) {
+  int mport = h_free_port();
+  char aio[128];
+  snprintf(aio, sizeof(aio),
+           "workers = 1\nbus_queue = 50\nmetrics = 127.0.0.1:%d\n", mport);
+  start_busmod(aio, "bus-slowb = busmod.slowpoke broadcast\n");
+  char *parsed = prom_scrape(mport, P.dir);
+  ck_assert_double_eq(
+      prom_sum(parsed, "aio_bus_refused_total", "call=\"emit\"", NULL), 0);
+  ck_assert_double_eq(prom_sum(parsed, "aio_bus_queue_limit_entries",
+                               "queue=\"deliveries\"", NULL),
+                      50);
+  free(parsed);
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  char reply[64];
+  ask(fd, "pid", reply, sizeof(reply));
+  pid_t pid = pu_parse_pid(reply);
+  /* 100 deliveries of 50 ms fill the queue (50) for seconds: once the
+   * master says it is full, the next emits are refused. */
+  struct flood f = flood(fd, "bus-slowb", "v", 100, 10);
+  int full = 0;
+  for (long long until = h_now_ms() + 5000; !full && h_now_ms() < until;
+       usleep(20 * 1000)) {
+    json_t *st = ops_status(&P);
+    json_t *w = json_array_get(json_object_get(st, "procs"), 0);
+    full = json_is_true(json_object_get(json_object_get(w, "bus"), "full"));
+    json_decref(st);
+  }
+  ck_assert_msg(full, "the delivery queue was never full");
+  struct flood more = flood(fd, "bus-slowb", "v", 50, 10);
+  ck_assert_int_gt(more.again, 0);
+  f.ok += more.ok;
+  f.again += more.again;
+  ck_assert_int_eq(tally_wait("bus-slowb", "v", f.ok, 30000), f.ok);
+  ck_assert_int_eq(wait_bus_empty(5000), 0);
+
+  json_t *st = ops_status(&P);
+  json_t *w = json_array_get(json_object_get(st, "procs"), 0);
+  json_t *q = json_object_get(w, "queues");
+  json_t *d = json_object_get(q, "deliveries");
+  ck_assert_int_eq(ops_int(json_object_get(w, "bus"), "refused"), f.again);
+  ck_assert_int_eq(ops_int(d, "limit_entries"), 50);
+  ck_assert_int_eq(ops_int(d, "entries"), 0);
+  /* Refusals begin at the bound and end under half of it. */
+  ck_assert_int_ge(ops_int(d, "high_entries"), 25);
+  ck_assert_int_eq(ops_int(d, "dropped"), 0);
+  ck_assert_int_gt(ops_int(json_object_get(q, "channel"), "high_bytes"), 0);
+  json_decref(st);
+  expect_metrics(mport, f.again);
+
+  close(fd);
+  ck_assert_int_eq(kill(pid, SIGKILL), 0);
+  pid_t next = pid;
+  for (long long until = h_now_ms() + 10000;
+       (next == pid || next <= 0) && h_now_ms() < until; usleep(50 * 1000))
+    next = emitter_pid();
+  ck_assert_int_ne(next, pid);
+  st = ops_status(&P);
+  w = json_array_get(json_object_get(st, "procs"), 0);
+  ck_assert_int_eq(ops_int(json_object_get(w, "bus"), "refused"), 0);
+  json_decref(st);
+  expect_metrics(mport, f.again);
+  h_stop_ok(&P);
+}
+END_TEST
+
 /* A slot whose worker is starting keeps the broadcasts for it, within
  * the same bound: past it every worker refuses broadcasts until the new
  * worker serves and takes the backlog; what was taken reaches both. */
@@ -489,6 +591,7 @@ static Suite *bounds_suite(void) {
   tcase_add_test(tc, test_bounds_slow_listener_under_a_burst_is_not_killed);
   tcase_add_test(
       tc, test_bounds_slow_broadcast_listener_under_a_burst_is_not_killed);
+  tcase_add_test(tc, test_bounds_refusals_show_in_status_and_metrics);
   tcase_add_test(tc, test_bounds_backlog_of_a_starting_worker_is_bounded);
   tcase_add_test(tc, test_bounds_stuck_listener_is_killed_and_named);
   tcase_add_test(tc, test_bounds_stuck_protocol_callback_is_killed_and_named);

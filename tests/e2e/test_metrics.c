@@ -22,8 +22,8 @@
 #include "harness.h"
 #include "ops_util.h"
 #include "process_util.h"
+#include "prom_util.h"
 
-#define PARSER AIO_SOURCE_DIR "/tests/e2e/prom_parse.py"
 #define HELLO_REQ "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 
 struct fixture {
@@ -43,20 +43,9 @@ static void start(struct fixture *f, const char *extra) {
   h_start_ready(&f->p, conf, NULL);
 }
 
-/* GET path on the metrics port: the HTTP status, the whole answer in
- * *out (new). */
 static int get(const struct fixture *f, const char *path, char **out,
                int timeout_ms) {
-  size_t n = 1 << 20;
-  char *buf = malloc(n), req[256];
-  ck_assert_ptr_nonnull(buf);
-  snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
-  int r = h_exchange_once(f->metrics, req, NULL, buf, n, timeout_ms);
-  int code = -1;
-  if (r == H_OK || r == H_CLOSED)
-    sscanf(buf, "HTTP/1.1 %d", &code);
-  *out = buf;
-  return code;
+  return prom_get(f->metrics, path, out, timeout_ms);
 }
 
 /* GET path must answer code. */
@@ -67,63 +56,15 @@ static void expect_get(const struct fixture *f, const char *path, int code) {
   free(answer);
 }
 
-/* Scrape, check the body with the real parser, and return the parser's
- * samples (new), one per line: name{labels} value. */
 static char *scrape(const struct fixture *f) {
-  char *answer;
-  int code = get(f, "/metrics", &answer, 5000);
-  ck_assert_msg(code == 200, "scrape: %d %s", code, answer);
-  ck_assert_msg(strstr(answer, "\r\nContent-Type: text/plain; version=0.0.4; "
-                               "charset=utf-8\r\n") != NULL,
-                "content type: %s", answer);
-  const char *body = strstr(answer, "\r\n\r\n");
-  ck_assert_ptr_nonnull(body);
-  h_write(f->p.dir, "scrape.txt", body + 4);
-  free(answer);
-  char cmd[512], path[256];
-  snprintf(path, sizeof(path), "%s/parsed.txt", f->p.dir);
-  snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s %s/scrape.txt > %s 2>&1",
-           PARSER, f->p.dir, path);
-  int rc = system(cmd);
-  char *parsed = h_slurp(path);
-  ck_assert_msg(rc == 0, "the parser refused the scrape: %s", parsed);
-  return parsed;
-}
-
-/* The sum of the samples called name whose labels contain every filter
- * (`server="web"`; NULL-terminated), or -1 when there is none. */
-static double sum_of(const char *parsed, const char *name, ...) {
-  double sum = -1;
-  size_t nl = strlen(name);
-  for (const char *line = parsed; *line;) {
-    const char *end = strchr(line, '\n');
-    size_t len = end ? (size_t)(end - line) : strlen(line);
-    if (len > nl && strncmp(line, name, nl) == 0 && line[nl] == '{') {
-      char copy[1024];
-      snprintf(copy, sizeof(copy), "%.*s", (int)len, line);
-      int match = 1;
-      va_list ap;
-      va_start(ap, name);
-      for (const char *f; match && (f = va_arg(ap, const char *)) != NULL;)
-        match = strstr(copy, f) != NULL;
-      va_end(ap);
-      const char *sp = strrchr(copy, ' ');
-      if (match && sp) {
-        if (sum < 0)
-          sum = 0;
-        sum += strtod(sp + 1, NULL);
-      }
-    }
-    line += len + (end != NULL);
-  }
-  return sum;
+  return prom_scrape(f->metrics, f->p.dir);
 }
 
 #define WEB "server=\"web\""
 
 static double web(const struct fixture *f, const char *name) {
   char *parsed = scrape(f);
-  double v = sum_of(parsed, name, WEB, NULL);
+  double v = prom_sum(parsed, name, WEB, NULL);
   free(parsed);
   return v;
 }
@@ -137,7 +78,7 @@ static int wait_value(const struct fixture *f, const char *name,
   for (;;) {
     char *answer;
     ck_assert_int_eq(get(f, "/metrics", &answer, 5000), 200);
-    double v = sum_of(answer, name, filter, NULL);
+    double v = prom_sum(answer, name, filter, NULL);
     free(answer);
     if (v == want)
       return 0;
@@ -199,7 +140,7 @@ static void load_while_scraping(const struct fixture *f, int n,
     } else {
       char *answer;
       ck_assert_int_eq(get(f, "/metrics", &answer, 5000), 200);
-      v = sum_of(answer, "aio_connections_accepted_total", WEB, NULL);
+      v = prom_sum(answer, "aio_connections_accepted_total", WEB, NULL);
       free(answer);
     }
     ck_assert_msg(v >= last, "accepted went back: %g after %g", v, last);
@@ -222,11 +163,11 @@ START_TEST(test_counts_match_the_load_and_never_go_back) {
   start(&f, "workers = 2\n");
   char *parsed = scrape(&f);
   ck_assert_double_eq(
-      sum_of(parsed, "aio_build_info", "version=\"", "api=\"", NULL), 1);
-  ck_assert_double_eq(sum_of(parsed, "aio_worker_up", NULL), 2);
-  double a0 = sum_of(parsed, "aio_connections_accepted_total", WEB, NULL);
-  double r0 = sum_of(parsed, "aio_bytes_read_total", WEB, NULL);
-  double w0 = sum_of(parsed, "aio_bytes_written_total", WEB, NULL);
+      prom_sum(parsed, "aio_build_info", "version=\"", "api=\"", NULL), 1);
+  ck_assert_double_eq(prom_sum(parsed, "aio_worker_up", NULL), 2);
+  double a0 = prom_sum(parsed, "aio_connections_accepted_total", WEB, NULL);
+  double r0 = prom_sum(parsed, "aio_bytes_read_total", WEB, NULL);
+  double w0 = prom_sum(parsed, "aio_bytes_written_total", WEB, NULL);
   ck_assert_double_eq(a0, 0);
   free(parsed);
 
@@ -236,18 +177,18 @@ START_TEST(test_counts_match_the_load_and_never_go_back) {
   /* Each connection is counted before its answer leaves: exact now. */
   parsed = scrape(&f);
   ck_assert_double_eq(
-      sum_of(parsed, "aio_connections_accepted_total", WEB, NULL), a0 + n);
-  ck_assert_double_eq(sum_of(parsed, "aio_bytes_read_total", WEB, NULL),
+      prom_sum(parsed, "aio_connections_accepted_total", WEB, NULL), a0 + n);
+  ck_assert_double_eq(prom_sum(parsed, "aio_bytes_read_total", WEB, NULL),
                       r0 + (double)n * strlen(HELLO_REQ));
-  ck_assert_double_eq(sum_of(parsed, "aio_bytes_written_total", WEB, NULL),
+  ck_assert_double_eq(prom_sum(parsed, "aio_bytes_written_total", WEB, NULL),
                       w0 + (double)l.bytes_in);
   ck_assert_double_eq(
-      sum_of(parsed, "aio_connections_refused_total", WEB, NULL), 0);
+      prom_sum(parsed, "aio_connections_refused_total", WEB, NULL), 0);
   /* Both slots served some (SO_REUSEPORT spreads them). */
-  ck_assert(sum_of(parsed, "aio_connections_accepted_total", WEB, "slot=\"0\"",
-                   NULL) > 0);
-  ck_assert(sum_of(parsed, "aio_connections_accepted_total", WEB, "slot=\"1\"",
-                   NULL) > 0);
+  ck_assert(prom_sum(parsed, "aio_connections_accepted_total", WEB,
+                     "slot=\"0\"", NULL) > 0);
+  ck_assert(prom_sum(parsed, "aio_connections_accepted_total", WEB,
+                     "slot=\"1\"", NULL) > 0);
   free(parsed);
   ck_assert_int_eq(wait_value(&f, "aio_connections_open", WEB, 0, 5000), 0);
   double total = a0 + n;
@@ -271,13 +212,13 @@ START_TEST(test_counts_match_the_load_and_never_go_back) {
   ops_expect(&f.p, 0, out, sizeof(out), "reload", NULL);
   parsed = scrape(&f);
   ck_assert_double_eq(
-      sum_of(parsed, "aio_connections_accepted_total", WEB, NULL), total);
+      prom_sum(parsed, "aio_connections_accepted_total", WEB, NULL), total);
   ck_assert_double_eq(
-      sum_of(parsed, "aio_reloads_total", "result=\"ok\"", NULL), 1);
+      prom_sum(parsed, "aio_reloads_total", "result=\"ok\"", NULL), 1);
   ck_assert_double_eq(
-      sum_of(parsed, "aio_worker_restarts_total", "reason=\"reload\"", NULL),
+      prom_sum(parsed, "aio_worker_restarts_total", "reason=\"reload\"", NULL),
       2);
-  ck_assert_double_eq(sum_of(parsed, "aio_generation", NULL), 2);
+  ck_assert_double_eq(prom_sum(parsed, "aio_generation", NULL), 2);
   free(parsed);
   load_while_scraping(&f, 50, &l);
   total += 50;
@@ -327,9 +268,10 @@ START_TEST(test_healthz_says_whether_a_worker_serves) {
   ck_assert_msg(code == 503, "healthz %d: %s", code, answer);
   free(answer);
   char *parsed = scrape(&f);
-  ck_assert_double_eq(sum_of(parsed, "aio_worker_up", NULL), 0);
+  ck_assert_double_eq(prom_sum(parsed, "aio_worker_up", NULL), 0);
   ck_assert_double_eq(
-      sum_of(parsed, "aio_worker_restarts_total", "reason=\"crash\"", NULL), 2);
+      prom_sum(parsed, "aio_worker_restarts_total", "reason=\"crash\"", NULL),
+      2);
   free(parsed);
   /* Not found, not allowed. */
   expect_get(&f, "/nope", 404);
@@ -393,10 +335,10 @@ START_TEST(test_hostile_clients_cost_nothing) {
   fprintf(stderr, "figure: a scrape beside 40 silent clients took %lld ms\n",
           took);
   ck_assert_msg(took < 1000, "the scrape took %lld ms", took);
-  ck_assert(sum_of(parsed, "aio_metrics_clients_rejected_total",
-                   "reason=\"evicted\"", NULL) >= 8);
-  ck_assert_double_eq(sum_of(parsed, "aio_metrics_clients_rejected_total",
-                             "reason=\"too_large\"", NULL),
+  ck_assert(prom_sum(parsed, "aio_metrics_clients_rejected_total",
+                     "reason=\"evicted\"", NULL) >= 8);
+  ck_assert_double_eq(prom_sum(parsed, "aio_metrics_clients_rejected_total",
+                               "reason=\"too_large\"", NULL),
                       1);
   free(parsed);
   /* The newest silent one is cut off by the 5 s timeout. */
@@ -407,8 +349,8 @@ START_TEST(test_hostile_clients_cost_nothing) {
   for (int i = 0; i < 40; i++)
     close(silent[i]);
   parsed = scrape(&f);
-  ck_assert(sum_of(parsed, "aio_metrics_clients_rejected_total",
-                   "reason=\"timeout\"", NULL) >= 1);
+  ck_assert(prom_sum(parsed, "aio_metrics_clients_rejected_total",
+                     "reason=\"timeout\"", NULL) >= 1);
   free(parsed);
   h_stop_ok(&f.p);
 }
@@ -441,9 +383,9 @@ START_TEST(test_refusals_and_timeouts_are_counted) {
                    0);
   char *parsed = scrape(&f);
   ck_assert_double_eq(
-      sum_of(parsed, "aio_connections_refused_total", WEB, NULL), 1);
+      prom_sum(parsed, "aio_connections_refused_total", WEB, NULL), 1);
   ck_assert_double_eq(
-      sum_of(parsed, "aio_connections_accepted_total", WEB, NULL), 1);
+      prom_sum(parsed, "aio_connections_accepted_total", WEB, NULL), 1);
   free(parsed);
   ck_assert_int_eq(wait_value(&f, "aio_connections_open", WEB, 0, 5000), 0);
   json_t *st = ops_status(&f.p);
@@ -478,21 +420,22 @@ START_TEST(test_schedules_and_heartbeat_restarts) {
   double ok = 0, failed = 0;
   while (h_now_ms() < until && (ok < 3 || failed < 3)) {
     char *parsed = scrape(&f);
-    ok = sum_of(parsed, "aio_schedule_runs_total", job, "result=\"ok\"", NULL);
-    failed = sum_of(parsed, "aio_schedule_runs_total", job, "result=\"failed\"",
-                    NULL);
+    ok =
+        prom_sum(parsed, "aio_schedule_runs_total", job, "result=\"ok\"", NULL);
+    failed = prom_sum(parsed, "aio_schedule_runs_total", job,
+                      "result=\"failed\"", NULL);
     double done =
-        sum_of(parsed, "aio_schedule_run_duration_seconds_count", job, NULL);
+        prom_sum(parsed, "aio_schedule_run_duration_seconds_count", job, NULL);
     ck_assert_double_eq(done, ok + failed);
     free(parsed);
   }
   ck_assert(ok >= 3 && failed >= 3);
   ops_expect(&f.p, 0, out, sizeof(out), "reload", NULL);
   char *parsed = scrape(&f);
-  ck_assert(sum_of(parsed, "aio_schedule_runs_total", job, "result=\"ok\"",
-                   NULL) >= ok);
-  ck_assert(sum_of(parsed, "aio_schedule_runs_total", job, "result=\"failed\"",
-                   NULL) >= failed);
+  ck_assert(prom_sum(parsed, "aio_schedule_runs_total", job, "result=\"ok\"",
+                     NULL) >= ok);
+  ck_assert(prom_sum(parsed, "aio_schedule_runs_total", job,
+                     "result=\"failed\"", NULL) >= failed);
   free(parsed);
 
   /* A stopped worker sends no heartbeat: killed after timeout = 1. */
@@ -505,7 +448,8 @@ START_TEST(test_schedules_and_heartbeat_restarts) {
   ck_assert_int_eq(wait_value(&f, "aio_worker_up", "slot=", 1, 10000), 0);
   parsed = scrape(&f);
   ck_assert_double_eq(
-      sum_of(parsed, "aio_worker_restarts_total", "reason=\"crash\"", NULL), 0);
+      prom_sum(parsed, "aio_worker_restarts_total", "reason=\"crash\"", NULL),
+      0);
   free(parsed);
   h_stop_ok(&f.p);
 }
@@ -527,7 +471,7 @@ START_TEST(test_reload_moves_the_endpoint) {
   expect_get(&f, "/healthz", 200);
   char *parsed = scrape(&f);
   ck_assert_double_eq(
-      sum_of(parsed, "aio_reloads_total", "result=\"ok\"", NULL), 1);
+      prom_sum(parsed, "aio_reloads_total", "result=\"ok\"", NULL), 1);
   free(parsed);
   char buf[256];
   ck_assert_int_eq(h_exchange_once(old, "GET /healthz HTTP/1.1\r\n\r\n", NULL,
