@@ -800,6 +800,7 @@ static void run_local(struct worker *w, const struct local_item *it) {
 
 static void on_local_idle(uv_idle_t *h);
 static void on_bus_idle(uv_idle_t *h);
+static void kept_free(struct worker *w);
 
 /* aio_signal_done() on the loop thread: the listeners after the pending
  * one, then the sources that waited behind it. */
@@ -941,7 +942,78 @@ static void local_free(struct worker *w) {
   free(w->lq);
   w->lq = NULL;
   w->lq_head = w->lq_len = w->lq_cap = 0;
+  kept_free(w);
   bus_index_close(&w->sigs);
+}
+
+/* ---- own emits kept for our broadcast listeners ------------------------ */
+
+/* May the next emit be kept? Within bus_queue entries and bus_queue_bytes
+ * (the bound of what the master keeps for us), and not while draining:
+ * broadcasts then go to our successor, and none would come back. */
+static int kept_room(const struct worker *w) {
+  const struct settings *s = &w->app->s;
+  return !w->draining && w->kq_len - w->kq_head < s->bus_queue &&
+         w->kq_bytes < s->bus_queue_bytes;
+}
+
+/* Keep data (stolen) for own emit seq. 0 or -ENOMEM (data released). */
+static int kept_push(struct worker *w, uint64_t seq, json_t *data,
+                     size_t bytes) {
+  if (w->kq_len == w->kq_cap) {
+    if (w->kq_head > 0) {
+      memmove(w->kq, w->kq + w->kq_head,
+              (w->kq_len - w->kq_head) * sizeof(*w->kq));
+      w->kq_len -= w->kq_head;
+      w->kq_head = 0;
+    }
+    if (w->kq_len == w->kq_cap) {
+      size_t cap = w->kq_cap ? w->kq_cap * 2 : 256;
+      struct kept_emit *nq = realloc(w->kq, cap * sizeof(*nq));
+      if (nq == NULL) {
+        json_decref(data);
+        return -ENOMEM;
+      }
+      w->kq = nq;
+      w->kq_cap = cap;
+    }
+  }
+  w->kq[w->kq_len++] = (struct kept_emit){seq, data, bytes};
+  w->kq_bytes += bytes;
+  return 0;
+}
+
+static void kept_pop(struct worker *w) {
+  struct kept_emit *k = &w->kq[w->kq_head++];
+  w->kq_bytes -= k->bytes;
+  json_decref(k->data);
+  if (w->kq_head == w->kq_len) {
+    w->kq_head = w->kq_len = 0;
+    if (w->kq_cap > 256) { /* a burst's queue is given back */
+      free(w->kq);
+      w->kq = NULL;
+      w->kq_cap = 0;
+    }
+  }
+}
+
+/* The data kept for own emit seq (borrowed until kept_pop), or NULL. The
+ * master's delivers come in emit order: those kept before seq that it
+ * did not send back (it routed them elsewhere) never will. */
+static json_t *kept_find(struct worker *w, uint64_t seq) {
+  while (w->kq_head < w->kq_len && w->kq[w->kq_head].seq < seq)
+    kept_pop(w);
+  return w->kq_head < w->kq_len && w->kq[w->kq_head].seq == seq
+             ? w->kq[w->kq_head].data
+             : NULL;
+}
+
+static void kept_free(struct worker *w) {
+  while (w->kq_head < w->kq_len)
+    kept_pop(w);
+  free(w->kq);
+  w->kq = NULL;
+  w->kq_cap = 0;
 }
 
 static int on_frame(void *arg, enum bus_type t, json_t *msg) {
@@ -979,7 +1051,17 @@ static int on_frame(void *arg, enum bus_type t, json_t *msg) {
 static int on_in(void *arg, struct bus_in *in) {
   struct worker *w = arg;
   int rc = 0;
-  if (in->type == BUS_DELIVER)
+  if (in->type == BUS_DELIVER && in->has_seq) {
+    /* One of our own emits, back: its data is what we kept. */
+    json_t *data = kept_find(w, (uint64_t)in->seq);
+    if (data == NULL) {
+      log_warnx("bus: deliver %lld names emit %lld, not kept here",
+                (long long)in->id, (long long)in->seq);
+      return -EBADMSG;
+    }
+    run_listeners(w, in->id, in->signal, data, in->ks, in->nk);
+    kept_pop(w);
+  } else if (in->type == BUS_DELIVER)
     run_listeners(w, in->id, in->signal, in->data, in->ks, in->nk);
   else
     rc = on_frame(w, in->type, in->msg);
@@ -1273,7 +1355,7 @@ static int emit_full(const struct worker *w, unsigned kinds, size_t bytes) {
  * read meanwhile), and the frame is made again if it fits now. 0 (the
  * frame is at *start), or -EAGAIN with the frame taken out. */
 static int emit_to_master(struct worker *w, size_t *start, const char *signal,
-                          const json_t *data, uint64_t seq) {
+                          const json_t *data, uint64_t seq, int keep) {
   struct bus_out *o = &w->out;
   size_t bytes = o->len - *start, cap = w->app->s.bus_buffer;
   if (bus_out_pending(o) <= cap)
@@ -1292,7 +1374,7 @@ static int emit_to_master(struct worker *w, size_t *start, const char *signal,
   if (bus_out_pending(o) + bytes > cap)
     return -EAGAIN;
   *start = o->len;
-  return bus_emit_encode(o, signal, data, seq) ? -EAGAIN : 0;
+  return bus_emit_encode(o, signal, data, seq, keep) ? -EAGAIN : 0;
 }
 
 /* A mapped command's way to the master (worker_set_command_emit); set
@@ -1310,7 +1392,7 @@ static int early_push(struct worker *w, const char *signal, json_t *data,
   const struct settings *s = &w->app->s;
   struct bus_out *o = &w->out;
   size_t start = o->len;
-  int err = bus_emit_encode(o, signal, data, w->emit_seq + 1);
+  int err = bus_emit_encode(o, signal, data, w->emit_seq + 1, 0);
   size_t bytes = o->len - start;
   o->len = start; /* only measured: it is encoded again when it goes */
   if (err)
@@ -1487,10 +1569,13 @@ static int emit(const char *signal, json_t *data, int steal,
   struct bus_out *o = &w->out;
   size_t start = o->len;
   uint64_t seq = w->emit_seq + 1;
-  if ((err = bus_emit_encode(o, signal, data, seq)))
-    goto out;
   const struct bus_index_sig *ix = bus_index_get(&w->sigs, signal);
   unsigned kinds = ix ? ix->kinds : 0;
+  /* Our own broadcast listeners will get it back from the master: with
+   * keep, by its seq, and they run on the data kept here. */
+  int keep = (kinds & BROADCAST) && kept_room(w);
+  if ((err = bus_emit_encode(o, signal, data, seq, keep)))
+    goto out;
   size_t bytes = o->len - start;
   if (kinds == 0) {
     /* Checked and encoded like any other, so that whether a listener is
@@ -1512,25 +1597,33 @@ static int emit(const char *signal, json_t *data, int steal,
     /* Only our own listeners: the master hears of it only if we die
      * before they ran, from the ring. */
     o->len = start;
-  else if ((err = emit_to_master(w, &start, signal, data, seq)))
+  else if ((err = emit_to_master(w, &start, signal, data, seq, keep)))
     goto refused;
-  if (kinds & ONCE) {
+  if (kinds & ONCE || keep) {
     /* They run here, on what was emitted: a value of our own, which later
      * changes to the caller's cannot reach. */
     json_t *mine = data == NULL ? json_null()
                    : steal      ? data
                                 : bus_json_copy(data);
     steal = 0;
-    if (mine == NULL ||
-        (wait && emit_wait_add_chain(w, wait, ix->first[BUS_KIND_ONCE])) ||
-        local_push(w, seq, ix->first[BUS_KIND_ONCE], mine, ring_end, bytes,
-                   wait)) {
+    size_t kept = w->kq_len;
+    if (mine == NULL || (keep && kept_push(w, seq, json_incref(mine), bytes)) ||
+        ((kinds & ONCE) &&
+         ((wait && emit_wait_add_chain(w, wait, ix->first[BUS_KIND_ONCE])) ||
+          local_push(w, seq, ix->first[BUS_KIND_ONCE], mine, ring_end, bytes,
+                     wait)))) {
+      if (keep && w->kq_len > kept) { /* take it back */
+        w->kq_bytes -= w->kq[--w->kq_len].bytes;
+        json_decref(w->kq[w->kq_len].data);
+      }
       json_decref(mine);
       w->mark->ring_tail = ring_tail; /* take the record back */
       o->len = start;
       err = -ENOMEM;
       goto out;
     }
+    if (!(kinds & ONCE))
+      json_decref(mine); /* only kept */
   }
   w->emit_seq = seq;
   if (!ring_end)

@@ -31,6 +31,14 @@ struct local_item {
   struct emit_wait *wait; /* aio_emit_wait()'s, or NULL (emit_wait.c) */
 };
 
+/* An own emit sent to the master with "keep" (it has broadcast listeners
+ * here too): its data, until the master's deliver back names its seq. */
+struct kept_emit {
+  uint64_t seq;
+  json_t *data; /* owned */
+  size_t bytes; /* of its frame */
+};
+
 /* An aio_emit() of a module's init, sent once the worker is ready. */
 struct early_emit {
   char *signal; /* owned */
@@ -87,6 +95,11 @@ struct worker {
   uint64_t slice_start; /* uv_hrtime() when this turn's slice began */
   uint64_t local_ack;   /* the last journaled own emit finished, not yet
                            acknowledged */
+  /* Own emits kept for our broadcast listeners, oldest first, in
+   * kq[kq_head, kq_len): within bus_queue entries and bus_queue_bytes
+   * (past them an emit goes without keep, its data in the deliver). */
+  struct kept_emit *kq;
+  size_t kq_head, kq_len, kq_cap, kq_bytes;
   uv_timer_t heartbeat;
   uv_timer_t drain_timer;
   uv_async_t sig_async;  /* woken by the TERM/QUIT handler */
