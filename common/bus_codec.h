@@ -29,6 +29,14 @@
  * BUS_MAX_EMIT), -ENOMEM, with nothing added. */
 int bus_emit_encode(struct bus_out *o, const char *signal, const json_t *data,
                     uint64_t seq, int keep);
+/* The same with the name's bytes text when not NULL: signal's, as
+ * bus_name_plain() accepted them (copied without a second look). */
+int bus_emit_encode_text(struct bus_out *o, const char *signal,
+                         const struct bus_span *text, const json_t *data,
+                         uint64_t seq, int keep);
+/* Do s[0, n) go into a JSON string as they are (printable ASCII, no quote
+ * or backslash, at least one)? */
+int bus_name_plain(const char *s, size_t n);
 
 /* {"t":"deliver","id":I,"signal":S,"data":D,"listeners":[k,...]}, at the
  * end of o. Its data is the JSON text raw when given (an emit's data,
@@ -71,7 +79,7 @@ struct bus_in {
   struct bus_span signal_text; /* emit from the scanner: as in the frame */
   json_int_t *ks;              /* deliver: the listener indices, nk of them */
   size_t nk;
-  json_int_t ks_local[8];
+  json_int_t ks_local[8]; /* every member above is cleared by in_reset() */
   char signal[BUS_MAX_SIGNAL + 1]; /* emit, deliver: 1 to 256 bytes */
 };
 

@@ -98,20 +98,44 @@ static void cb_enter(struct worker *w, uint32_t kind, size_t index) {
   w->mark->cb_kind = kind;
   w->mark->cb_index = (uint32_t)index;
   w->mark->cb_since = bus_mono_ms();
+  w->clock_fresh = 0;
 }
 
-static void cb_leave(struct worker *w) { w->mark->cb_since = 0; }
+static void cb_leave(struct worker *w) {
+  w->mark->cb_since = 0;
+  w->clock_fresh = 0; /* user code ran since the clock was read */
+}
+
+/* A listener's start: the clock the slice check just read, when nothing
+ * happened since (one clock read per signal, not two), else a new one. */
+static void cb_enter_listener(struct worker *w, size_t k) {
+  w->mark->cb_kind = BUS_CB_LISTENER;
+  w->mark->cb_index = (uint32_t)k;
+  w->mark->cb_since = w->clock_fresh ? w->clock_ns / 1000000 : bus_mono_ms();
+  w->clock_fresh = 0;
+}
+
+/* This turn's slice of user code begins now. (uv_hrtime() and
+ * bus_mono_ms() read the same clock, CLOCK_MONOTONIC.) */
+static void slice_begin(struct worker *w) {
+  w->slice_start = w->clock_ns = uv_hrtime();
+  w->clock_fresh = 1;
+}
 
 /* Has this turn's slice of user code been spent? */
-static int slice_spent(const struct worker *w) {
-  return uv_hrtime() - w->slice_start >= BUS_SLICE_NS;
+static int slice_spent(struct worker *w) {
+  w->clock_ns = uv_hrtime();
+  w->clock_fresh = 1;
+  return w->clock_ns - w->slice_start >= BUS_SLICE_NS;
 }
 
 void worker_bus_sync(struct worker *w) {
   /* Acknowledgements may wait: the mark tells the master which deliveries
    * were finished. */
-  if (w && w->out_urgent)
+  if (w && w->out_urgent) {
     bus_flush(w, BUS_SYNC_FLUSH_MS);
+    w->clock_fresh = 0; /* it may have waited */
+  }
 }
 
 void worker_proto_enter(struct worker *w, const struct wserver *srv,
@@ -299,7 +323,7 @@ int aio_call_soon(void (*fn)(void *arg), void *arg) {
  * does not starve I/O and timers. */
 static void on_soon(uv_async_t *h) {
   struct worker *w = h->data;
-  w->slice_start = uv_hrtime();
+  slice_begin(w);
   for (size_t i = 0;; i++) {
     pthread_mutex_lock(&soon.mu);
     if (soon.len == 0 || (i > 0 && slice_spent(w))) {
@@ -707,7 +731,7 @@ static void deliver_run(struct worker *w, json_int_t id, uint64_t n,
       continue;
     }
     worker_bus_sync(w);
-    cb_enter(w, BUS_CB_LISTENER, (size_t)k);
+    cb_enter_listener(w, (size_t)k);
     if (call_listener(w, (size_t)k, sig) == AIO_PENDING) {
       struct pending_signal *pd = &w->pend;
       cb_leave(w);
@@ -769,7 +793,7 @@ static void local_run(struct worker *w, const struct local_item *it,
      * listener that could kill us runs (the ring, or written to the
      * socket here): they are redelivered, not lost. */
     worker_bus_sync(w);
-    cb_enter(w, BUS_CB_LISTENER, k);
+    cb_enter_listener(w, k);
     int rc = call_listener(w, k, sig);
     if (rc == AIO_PENDING) {
       cb_leave(w);
@@ -885,7 +909,7 @@ static void on_local_idle(uv_idle_t *h) {
     uv_idle_stop(h);
     return;
   }
-  w->slice_start = uv_hrtime();
+  slice_begin(w);
   for (size_t i = 0; i < n && (i == 0 || !slice_spent(w)) && !w->pend.active;
        i++) {
     struct local_item it = w->lq[w->lq_head++]; /* lq may move meanwhile */
@@ -944,6 +968,7 @@ static void local_free(struct worker *w) {
   w->lq_head = w->lq_len = w->lq_cap = 0;
   kept_free(w);
   bus_index_close(&w->sigs);
+  w->last_sig.n = 0; /* its entry is gone */
 }
 
 /* ---- own emits kept for our broadcast listeners ------------------------ */
@@ -1098,7 +1123,7 @@ static void on_bus_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     worker_finish(w, nread == UV_EOF ? 0 : 1);
     return;
   }
-  w->slice_start = uv_hrtime();
+  slice_begin(w);
   bus_split_done(
       w, bus_reader_split(&w->rd, buf->base, (size_t)nread, on_line, w));
 }
@@ -1110,7 +1135,7 @@ static void on_bus_idle(uv_idle_t *h) {
     uv_idle_stop(h);
     return;
   }
-  w->slice_start = uv_hrtime();
+  slice_begin(w);
   bus_split_done(w, bus_reader_resume(&w->rd, on_line, w));
 }
 
@@ -1534,7 +1559,8 @@ static int emit(const char *signal, json_t *data, int steal,
                 struct emit_wait *wait) {
   struct worker *w = worker_self;
   int err;
-  if (signal == NULL || *signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL) {
+  size_t sn = signal ? strlen(signal) : 0;
+  if (sn == 0 || sn > BUS_MAX_SIGNAL) {
     err = -EINVAL;
     goto out;
   }
@@ -1569,12 +1595,20 @@ static int emit(const char *signal, json_t *data, int steal,
   struct bus_out *o = &w->out;
   size_t start = o->len;
   uint64_t seq = w->emit_seq + 1;
-  const struct bus_index_sig *ix = bus_index_get(&w->sigs, signal);
+  if (sn != w->last_sig.n || memcmp(signal, w->last_sig.name, sn) != 0) {
+    memcpy(w->last_sig.name, signal, sn + 1);
+    w->last_sig.n = sn;
+    w->last_sig.ix = bus_index_get(&w->sigs, signal);
+    w->last_sig.plain = bus_name_plain(signal, sn);
+  }
+  const struct bus_index_sig *ix = w->last_sig.ix;
   unsigned kinds = ix ? ix->kinds : 0;
   /* Our own broadcast listeners will get it back from the master: with
    * keep, by its seq, and they run on the data kept here. */
   int keep = (kinds & BROADCAST) && kept_room(w);
-  if ((err = bus_emit_encode(o, signal, data, seq, keep)))
+  struct bus_span text = {w->last_sig.name, sn};
+  if ((err = bus_emit_encode_text(o, signal, w->last_sig.plain ? &text : NULL,
+                                  data, seq, keep)))
     goto out;
   size_t bytes = o->len - start;
   if (kinds == 0) {

@@ -87,12 +87,24 @@ struct worker {
    * w->mark, released as they finish, or, when they went to the master,
    * in its journal until local_ack says they finished. */
   struct bus_index sigs; /* signal -> its listeners here, by kind */
+  /* The signal of the last aio_emit() (a burst emits one name over and
+   * over): its entry in sigs (or NULL), and whether its name goes into a
+   * frame as it is, without hashing or checking it again. */
+  struct {
+    char name[BUS_MAX_SIGNAL + 1];
+    size_t n; /* 0: none yet */
+    const struct bus_index_sig *ix;
+    int plain;
+  } last_sig;
   struct local_item *lq;
   size_t lq_head, lq_len, lq_cap;
   size_t lq_bytes; /* the frames' bytes of lq[lq_head, lq_len) */
   uv_idle_t lq_idle;
   uv_idle_t bus_idle;   /* splits frames a paused read held back */
   uint64_t slice_start; /* uv_hrtime() when this turn's slice began */
+  uint64_t clock_ns;    /* uv_hrtime() as the slice last read it */
+  int clock_fresh;      /* and nothing ran since that a listener's start
+                           would have to be read after */
   uint64_t local_ack;   /* the last journaled own emit finished, not yet
                            acknowledged */
   /* Own emits kept for our broadcast listeners, oldest first, in
