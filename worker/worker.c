@@ -43,7 +43,7 @@ static struct worker *signal_worker;
 
 /* Frames are batched in w->out and written before the loop sleeps (or
  * sooner, once this much is waiting): one write(2) for many frames. */
-#define BUS_EAGER_FLUSH (64 * 1024)
+#define BUS_EAGER_FLUSH (16 * 1024)
 /* How long a worker waits for room on its bus before it runs a listener or
  * a job; past it the frames stay queued and the user code runs anyway. */
 #define BUS_SYNC_FLUSH_MS 2000
