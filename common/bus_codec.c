@@ -94,17 +94,22 @@ static int deliver_listeners(struct bus_out *o, const size_t *listeners,
   return err ? err : PIECE(o, DELIVER_TAIL);
 }
 
-int bus_deliver_encode(struct bus_out *o, json_int_t id, const char *signal,
-                       const json_t *data, const struct bus_span *raw,
-                       const size_t *listeners, size_t n) {
-  size_t start = o->len;
+/* {"t":"deliver","id":I,"signal":S */
+static int deliver_head(struct bus_out *o, json_int_t id, const char *signal,
+                        const struct bus_span *text) {
   int err = PIECE(o, DELIVER_HEAD);
   if (!err)
     err = bus_out_int(o, id);
   if (!err)
     err = PIECE(o, DELIVER_SIGNAL);
-  if (!err)
-    err = bus_out_str(o, signal);
+  return err ? err : out_name(o, signal, text);
+}
+
+int bus_deliver_encode(struct bus_out *o, json_int_t id, const char *signal,
+                       const json_t *data, const struct bus_span *raw,
+                       const size_t *listeners, size_t n) {
+  size_t start = o->len;
+  int err = deliver_head(o, id, signal, NULL);
   if (!err)
     err = PIECE(o, DELIVER_DATA);
   if (!err)
@@ -118,13 +123,7 @@ int bus_deliver_ref_encode(struct bus_out *o, json_int_t id, const char *signal,
                            const struct bus_span *text, json_int_t seq,
                            const size_t *listeners, size_t n) {
   size_t start = o->len;
-  int err = PIECE(o, DELIVER_HEAD);
-  if (!err)
-    err = bus_out_int(o, id);
-  if (!err)
-    err = PIECE(o, DELIVER_SIGNAL);
-  if (!err)
-    err = out_name(o, signal, text);
+  int err = deliver_head(o, id, signal, text);
   if (!err)
     err = PIECE(o, DELIVER_SEQ);
   if (!err)

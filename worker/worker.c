@@ -933,25 +933,36 @@ static void on_local_idle(uv_idle_t *h) {
   drain_check(w);
 }
 
+/* Room for one more entry (of size bytes) at the tail of a queue that
+ * lives in (*buf)[*head, *len): the live entries slid down to the start,
+ * or the array doubled (from 256). 0 or -ENOMEM. */
+static int queue_room(void **buf, size_t *head, size_t *len, size_t *cap,
+                      size_t size) {
+  if (*len < *cap)
+    return 0;
+  if (*head > 0) {
+    memmove(*buf, (char *)*buf + *head * size, (*len - *head) * size);
+    *len -= *head;
+    *head = 0;
+    return 0;
+  }
+  size_t ncap = *cap ? *cap * 2 : 256;
+  void *nb = realloc(*buf, ncap * size);
+  if (nb == NULL)
+    return -ENOMEM;
+  *buf = nb;
+  *cap = ncap;
+  return 0;
+}
+
 static int local_push(struct worker *w, uint64_t seq, size_t first,
                       json_t *data, uint64_t ring_end, size_t bytes,
                       struct emit_wait *wait) {
-  if (w->lq_len == w->lq_cap) {
-    if (w->lq_head > 0) {
-      memmove(w->lq, w->lq + w->lq_head,
-              (w->lq_len - w->lq_head) * sizeof(*w->lq));
-      w->lq_len -= w->lq_head;
-      w->lq_head = 0;
-    }
-    if (w->lq_len == w->lq_cap) {
-      size_t cap = w->lq_cap ? w->lq_cap * 2 : 256;
-      struct local_item *nq = realloc(w->lq, cap * sizeof(*nq));
-      if (nq == NULL)
-        return -ENOMEM;
-      w->lq = nq;
-      w->lq_cap = cap;
-    }
-  }
+  void *q = w->lq;
+  int err = queue_room(&q, &w->lq_head, &w->lq_len, &w->lq_cap, sizeof(*w->lq));
+  w->lq = q;
+  if (err)
+    return err;
   w->lq[w->lq_len++] =
       (struct local_item){seq, first, data, ring_end, bytes, wait};
   w->lq_bytes += bytes;
@@ -985,23 +996,12 @@ static int kept_room(const struct worker *w) {
 /* Keep data (stolen) for own emit seq. 0 or -ENOMEM (data released). */
 static int kept_push(struct worker *w, uint64_t seq, json_t *data,
                      size_t bytes) {
-  if (w->kq_len == w->kq_cap) {
-    if (w->kq_head > 0) {
-      memmove(w->kq, w->kq + w->kq_head,
-              (w->kq_len - w->kq_head) * sizeof(*w->kq));
-      w->kq_len -= w->kq_head;
-      w->kq_head = 0;
-    }
-    if (w->kq_len == w->kq_cap) {
-      size_t cap = w->kq_cap ? w->kq_cap * 2 : 256;
-      struct kept_emit *nq = realloc(w->kq, cap * sizeof(*nq));
-      if (nq == NULL) {
-        json_decref(data);
-        return -ENOMEM;
-      }
-      w->kq = nq;
-      w->kq_cap = cap;
-    }
+  void *q = w->kq;
+  int err = queue_room(&q, &w->kq_head, &w->kq_len, &w->kq_cap, sizeof(*w->kq));
+  w->kq = q;
+  if (err) {
+    json_decref(data);
+    return err;
   }
   w->kq[w->kq_len++] = (struct kept_emit){seq, data, bytes};
   w->kq_bytes += bytes;
