@@ -360,11 +360,14 @@ static const char digit_pairs[] = "00010203040506070809"
 int bus_out_int(struct bus_out *o, long long v) {
   unsigned long long u =
       v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-  /* Digits, counted against powers of ten (a multiply each, not the
-   * division a loop over u / 100 costs). */
+  /* Digits: 2 per factor of 100, and 1 or 2 for the leading group. */
   size_t n = (size_t)(v < 0) + 1;
-  for (unsigned long long p = 10; n - (v < 0) < 20 && u >= p; p *= 10)
-    n++;
+  unsigned long long lead = u;
+  while (lead >= 100) {
+    lead /= 100;
+    n += 2;
+  }
+  n += lead >= 10;
   if (o->cap - o->len < n && out_reserve(o, n))
     return -ENOMEM;
   /* Written in place, from the last digits back. */
