@@ -494,7 +494,7 @@ static int run_aio(const char *aio, const char *moddir, int workers, long count,
   close(fd);
   /* lat.PID becomes lat.I for merge(); res.PID gives the span. */
   int64_t t0s[64] = {0}, t1s[64] = {0};
-  int64_t cpu = proc_cpu_ns(pid) - master0;
+  int64_t cpu = proc_cpu_ns(pid) - master0, master_cpu = cpu;
   for (int i = 0; i < done; i++) {
     char path[700], to[700];
     long got;
@@ -513,6 +513,10 @@ static int run_aio(const char *aio, const char *moddir, int workers, long count,
     snprintf(to, sizeof(to), "%s/lat.%d", dir, i);
     rename(path, to);
   }
+  if (getenv("BUSBENCH_SPLIT")) /* which process the CPU went to */
+    fprintf(stderr, "cpu_us per message: master %.3f, workers %.3f\n",
+            (double)master_cpu / 1e3 / (double)(count * workers),
+            (double)(cpu - master_cpu) / 1e3 / (double)(count * workers));
   kill(pid, SIGTERM);
   waitpid(pid, NULL, 0);
   int rc = merge(bcast ? "aio-bc" : "aio", dir, workers, count, t0s, t1s, cpu);

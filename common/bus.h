@@ -95,7 +95,7 @@ struct bus_span {
 struct bus_frame {
   enum bus_type type;
   struct bus_span t, signal; /* the strings' bytes, without quotes */
-  struct bus_span data, id, seq, listeners; /* JSON text of the values */
+  struct bus_span data, id, seq, listeners, keep; /* JSON text of values */
 };
 
 /* Check one frame (without its newline) as bus_decode() would, without
@@ -108,6 +108,11 @@ int bus_scan(const char *data, size_t len, struct bus_frame *f);
  * JSON_DECODE_ANY | JSON_REJECT_DUPLICATES would, without building a
  * tree. 0, -EBADMSG, -EAGAIN when only jansson can tell, or -ENOMEM. */
 int bus_scan_value(const char *data, size_t len);
+/* Check the value at data[0, len), a member of a frame's top-level
+ * object (nesting counted as bus_scan() counts it there), as bus_scan()
+ * checks it, and no further: *used says where it ends. 0, -EBADMSG (also
+ * for white space before it), -EAGAIN or -ENOMEM as bus_scan(). */
+int bus_scan_member(const char *data, size_t len, size_t *used);
 /* The integer a member's text holds (what json_is_integer would say).
  * 0, or -1 when it is absent or not an integer. */
 int bus_span_int(const struct bus_span *sp, json_int_t *v);

@@ -21,11 +21,22 @@
 
 #include "bus.h"
 
-/* {"t":"emit","signal":S,"data":D,"seq":N}, at the end of o. 0, or
- * -EINVAL (a name or string that is not UTF-8 or holds a NUL, too deep,
- * a cycle), -EMSGSIZE (over BUS_MAX_EMIT), -ENOMEM, with nothing added. */
+/* {"t":"emit","signal":S,"data":D,"seq":N}, at the end of o, with
+ * ,"keep":true before the end when keep (the worker keeps D for its own
+ * broadcast listeners: the master's deliver back to it names the seq
+ * instead of carrying D). 0, or -EINVAL (a name or string that is not
+ * UTF-8 or holds a NUL, too deep, a cycle), -EMSGSIZE (over
+ * BUS_MAX_EMIT), -ENOMEM, with nothing added. */
 int bus_emit_encode(struct bus_out *o, const char *signal, const json_t *data,
-                    uint64_t seq);
+                    uint64_t seq, int keep);
+/* The same with the name's bytes text when not NULL: signal's, as
+ * bus_name_plain() accepted them (copied without a second look). */
+int bus_emit_encode_text(struct bus_out *o, const char *signal,
+                         const struct bus_span *text, const json_t *data,
+                         uint64_t seq, int keep);
+/* Do s[0, n) go into a JSON string as they are (printable ASCII, no quote
+ * or backslash, at least one)? */
+int bus_name_plain(const char *s, size_t n);
 
 /* {"t":"deliver","id":I,"signal":S,"data":D,"listeners":[k,...]}, at the
  * end of o. Its data is the JSON text raw when given (an emit's data,
@@ -34,6 +45,15 @@ int bus_emit_encode(struct bus_out *o, const char *signal, const json_t *data,
 int bus_deliver_encode(struct bus_out *o, json_int_t id, const char *signal,
                        const json_t *data, const struct bus_span *raw,
                        const size_t *listeners, size_t n);
+
+/* {"t":"deliver","id":I,"signal":S,"seq":N,"listeners":[k,...]}: the
+ * deliver of a kept emit (keep) back to its emitter, whose data it holds:
+ * N is the emit's seq. text, when given, is the emit's signal as it came
+ * (checked, without quotes, no escape: copied as it is), else signal is
+ * encoded. 0 or an error as bus_out_end(), with nothing added. */
+int bus_deliver_ref_encode(struct bus_out *o, json_int_t id, const char *signal,
+                           const struct bus_span *text, json_int_t seq,
+                           const size_t *listeners, size_t n);
 
 /* {"t":"delivered","id":I,"seq":S}, each member only when has_*. */
 int bus_delivered_encode(struct bus_out *o, int has_id, json_int_t id,
@@ -53,11 +73,13 @@ struct bus_in {
   struct bus_span raw;
   json_t *data;
   int has_id, has_seq;
+  int keep;       /* emit: "keep" is true (the emitter keeps its data) */
   json_int_t id;  /* deliver, delivered */
-  json_int_t seq; /* emit, delivered */
-  json_int_t *ks; /* deliver: the listener indices, nk of them */
+  json_int_t seq; /* emit, delivered; deliver when has_seq: a kept emit's */
+  struct bus_span signal_text; /* emit from the scanner: as in the frame */
+  json_int_t *ks;              /* deliver: the listener indices, nk of them */
   size_t nk;
-  json_int_t ks_local[8];
+  json_int_t ks_local[8]; /* every member above is cleared by in_reset() */
   char signal[BUS_MAX_SIGNAL + 1]; /* emit, deliver: 1 to 256 bytes */
 };
 

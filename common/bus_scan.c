@@ -316,6 +316,7 @@ static void note_member(struct bus_frame *f, const char *key, size_t n,
   MEMBER(id)
   MEMBER(seq)
   MEMBER(listeners)
+  MEMBER(keep)
 #undef MEMBER
 }
 
@@ -444,6 +445,18 @@ int bus_scan(const char *data, size_t len, struct bus_frame *f) {
     return SLOW;
   f->type = bus_type_parsen(f->t.p, f->t.n);
   return f->type == BUS_NONE ? -EPROTO : 0;
+}
+
+int bus_scan_member(const char *data, size_t len, size_t *used) {
+  struct scan s;
+  scan_init(&s, data, 0); /* no white space skipped */
+  s.end = data + len;
+  s.depth = 1; /* inside the frame's object, as bus_scan() counts */
+  int rc = scan_value(&s, NULL);
+  if (s.keys != s.local)
+    free(s.keys);
+  *used = (size_t)(s.p - data);
+  return rc;
 }
 
 int bus_scan_value(const char *data, size_t len) {

@@ -10,9 +10,9 @@
 
 extern char **environ;
 
-static char **env_copy;  /* the environment, moved: what environ was */
-static char **env_owned; /* every string of it, also those unsetenv()
-                            takes out of environ later (freed at exit) */
+static char **env_copy;   /* the environment, moved: what environ was */
+static char **env_owned;  /* every string of it, also those unsetenv()
+                             takes out of environ later (freed at exit) */
 static char *title_start; /* argv[0] */
 static size_t title_room; /* bytes from argv[0] to the end of the last
                              contiguous argv/environ string */

@@ -94,13 +94,17 @@ struct csig_entry;
 struct delivery {
   json_int_t id;
   uint64_t n; /* its place among deliver frames sent to the worker; 0: unsent */
-  char *frame; /* the deliver frame as sent, newline included */
+  char *frame; /* the deliver frame as sent, newline included; for ref,
+                  the emit frame it came from, without its newline */
   size_t len;
+  int ref;      /* sent to its emitter naming the emit's seq, not its data */
   unsigned gen; /* the generation whose listener list it indexes */
   int broadcast;
   int kind;                /* of its listeners: enum bus_kind */
   struct csig_entry *cref; /* a cluster entry to acknowledge, or NULL */
   struct delivery *next;
+  char inl[]; /* the frame, kept with it (frame points here unless router.c
+                 made it again, in its own allocation) */
 };
 
 /* A worker's own emits whose once-per-emit listeners it runs itself: the

@@ -94,27 +94,38 @@ static void maybe_trim(struct master *m) {
 
 /* ---- deliveries -------------------------------------------------------- */
 
-/* Queue frame (stolen), made for p's generation, for p and keep it until
- * acknowledged. */
-static void send_delivery(struct wproc *p, char *frame, size_t len,
+static void delivery_free(struct delivery *d) {
+  if (d->frame != d->inl)
+    free(d->frame);
+  free(d);
+}
+
+/* Queue frame (borrowed: copied into the delivery, one allocation for
+ * both), made for p's generation, for p and keep it until acknowledged.
+ * wire, when not NULL, is what is sent instead (a ref deliver: frame is
+ * then the emit frame it names). */
+static void send_delivery(struct wproc *p, const char *frame, size_t len,
                           json_int_t id, enum bus_kind kind,
-                          struct csig_entry *cref) {
-  struct delivery *d = calloc(1, sizeof(*d));
+                          struct csig_entry *cref, const struct bus_out *wire) {
+  struct delivery *d = malloc(sizeof(*d) + len);
   if (d == NULL) {
-    free(frame);
     csig_abandon(p->m, cref);
     return;
   }
+  memset(d, 0, sizeof(*d));
+  memcpy(d->inl, frame, len);
   d->id = id;
   d->gen = p->g->id;
-  d->frame = frame;
+  d->frame = d->inl;
   d->len = len;
   d->broadcast = bus_kind_broadcast(kind);
   d->kind = kind;
   d->cref = cref;
+  d->ref = wire != NULL;
   /* A failure (the channel is closing) keeps it, unsent: the worker's
    * death hands it to another worker. */
-  if (channel_send_raw(&p->ch, frame, len) == 0)
+  if ((wire ? channel_send_raw(&p->ch, wire->buf, wire->len)
+            : channel_send_raw(&p->ch, d->frame, len)) == 0)
     d->n = ++p->sent;
   /* At the tail in O(1): thousands may be in flight. */
   if (p->pending_last)
@@ -132,26 +143,26 @@ static void send_delivery(struct wproc *p, char *frame, size_t len,
  * be, redelivered. No json_t tree per delivery. */
 static struct bus_out scratch;
 
-/* A new deliver frame (malloc'd, newline included) in *len bytes, with a
- * new id in *id; NULL when it cannot be made (logged). */
-static char *encode_deliver(struct master *m, const char *signal,
-                            const json_t *data, const struct bus_span *raw,
-                            const size_t *listeners, size_t n, json_int_t *id,
-                            size_t *len) {
+/* A new deliver frame (newline included, in scratch: borrowed until the
+ * next one is made) in *len bytes, with a new id in *id; NULL when it
+ * cannot be made (logged). */
+static const char *encode_deliver(struct master *m, const char *signal,
+                                  const json_t *data,
+                                  const struct bus_span *raw,
+                                  const size_t *listeners, size_t n,
+                                  json_int_t *id, size_t *len) {
   *id = m->next_id++;
   scratch.off = scratch.len = 0;
   int err = bus_deliver_encode(&scratch, *id, signal, data, raw, listeners, n);
-  char *frame = err ? NULL : malloc(scratch.len);
-  if (frame == NULL) {
+  if (err) {
     /* Too large happens when the data fitted in the emit frame but not
      * with the deliver fields: it could never be delivered. */
     log_warnx("signal '%s': cannot make its deliver frame (%s); dropped",
-              signal, strerror(err ? -err : ENOMEM));
+              signal, strerror(-err));
     return NULL;
   }
-  memcpy(frame, scratch.buf, scratch.len);
   *len = scratch.len;
-  return frame;
+  return scratch.buf;
 }
 
 /* A ready worker of the current generation, lowest slot first; NULL when
@@ -165,14 +176,13 @@ static struct wproc *any_ready(struct master *m, const struct wproc * not ) {
   return best;
 }
 
-/* Keep a frame (stolen) for a worker that does not exist yet. */
-static void backlog_add(json_t **backlog, char *frame, size_t len,
+/* Keep a frame (borrowed: copied) for a worker that does not exist yet. */
+static void backlog_add(json_t **backlog, const char *frame, size_t len,
                         json_int_t id, unsigned gen, enum bus_kind kind) {
   if (*backlog == NULL)
     *backlog = json_array();
   json_array_append_new(
       *backlog, json_pack("[I,s%,i,i]", id, frame, len, (int)gen, (int)kind));
-  free(frame);
 }
 
 /* What one generation's index says of the signal being routed: looked up
@@ -204,15 +214,43 @@ static size_t match(const struct generation *g, struct sig_look *l,
   return n;
 }
 
+/* The emit being routed, when a worker's: a deliver back to its emitter,
+ * which kept its data (keep), names its seq instead of carrying it. */
+struct own_emit {
+  const struct wproc *from;
+  const struct bus_in *in;
+};
+
+/* to's deliver of a kept emit, back to its emitter: the frame sent names
+ * the seq; the emit frame is what is kept (made into a deliver frame only
+ * if to dies first: unref). */
+static size_t deliver_ref(struct master *m, struct wproc *to,
+                          const struct bus_in *in, const size_t *idx, size_t n,
+                          enum bus_kind kind) {
+  json_int_t id = m->next_id++;
+  scratch.off = scratch.len = 0;
+  if (bus_deliver_ref_encode(&scratch, id, in->signal,
+                             in->signal_text.p ? &in->signal_text : NULL,
+                             in->seq, idx, n) != 0) {
+    log_warnx("signal '%s': cannot make its deliver frame (%s); dropped",
+              in->signal, strerror(ENOMEM));
+    return 0;
+  }
+  send_delivery(to, in->frame, in->len, id, kind, NULL, &scratch);
+  return in->len;
+}
+
 /* Deliver signal to `to`'s listeners of one kind (to NULL: keep it in
  * backlog for the next worker). Listener indices are those of the
  * generation that will run them, which a reload can make differ from the
  * emitter's. cref: the cluster entry it is (to is not NULL then), given
- * back to cluster_signals.c if nothing is sent. */
+ * back to cluster_signals.c if nothing is sent. own: the worker's emit
+ * being routed, or NULL. */
 static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
                            struct sig_look *l, const json_t *data,
                            const struct bus_span *raw, enum bus_kind kind,
-                           struct csig_entry *cref) {
+                           struct csig_entry *cref,
+                           const struct own_emit *own) {
   const char *signal = l->signal;
   struct generation *g = to ? to->g : m->gen;
   size_t local[32], *idx = local, n, len;
@@ -222,12 +260,16 @@ static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
     return 0;
   }
   json_int_t id;
-  char *frame;
+  const char *frame;
   size_t queued = 0;
-  if ((n = match(g, l, kind, idx)) > 0 &&
-      (frame = encode_deliver(m, signal, data, raw, idx, n, &id, &len))) {
+  if (own && to == own->from && own->in->keep && cref == NULL) {
+    if ((n = match(g, l, kind, idx)) > 0)
+      queued = deliver_ref(m, to, own->in, idx, n, kind);
+  } else if ((n = match(g, l, kind, idx)) > 0 &&
+             (frame =
+                  encode_deliver(m, signal, data, raw, idx, n, &id, &len))) {
     if (to)
-      send_delivery(to, frame, len, id, kind, cref);
+      send_delivery(to, frame, len, id, kind, cref, NULL);
     else
       backlog_add(backlog, frame, len, id, g->id, kind);
     queued = len;
@@ -272,23 +314,25 @@ static void slot_check(struct master *m, struct slot *sl) {
 
 static void route_slots(struct master *m, struct sig_look *l,
                         const json_t *data, const struct bus_span *raw,
-                        enum bus_kind kind);
+                        enum bus_kind kind, const struct own_emit *own);
 
 /* Route one signal from the master, or the broadcast part of a worker's
- * emit (from: the emitter, which runs the once-per-emit part itself). Its
- * data is the JSON text raw when given, else data. */
-static void route(struct master *m, struct wproc *from, struct sig_look *l,
-                  const json_t *data, const struct bus_span *raw) {
+ * emit (from: the emitter, which runs the once-per-emit part itself; in:
+ * its emit). Its data is the JSON text raw when given, else data. */
+static void route(struct master *m, struct wproc *from, const struct bus_in *in,
+                  struct sig_look *l, const json_t *data,
+                  const struct bus_span *raw) {
+  struct own_emit own = {from, in};
   if (from == NULL)
     deliver_kind(m, any_ready(m, NULL), &m->backlog, l, data, raw,
-                 BUS_KIND_ONCE, NULL);
+                 BUS_KIND_ONCE, NULL, NULL);
   /* Broadcast: each slot's worker, if the emitter's list (for the
    * master's own signals: any list, during a reload) has a broadcast
    * listener; each receiver runs those of its own list. */
   const struct bus_index_sig *e = look(l, from ? from->g : m->gen);
   unsigned kinds = e ? e->kinds : 0;
   if ((kinds & BROADCAST) || (!from && m->next_gen != NULL))
-    route_slots(m, l, data, raw, BUS_KIND_BROADCAST);
+    route_slots(m, l, data, raw, BUS_KIND_BROADCAST, from ? &own : NULL);
   /* Cluster listeners: Redis's (cluster_signals.c), in the emitter's
    * list, as the master's own signals in the current one. */
   if (kinds & (CLUSTER | CLUSTER_BROADCAST))
@@ -299,7 +343,7 @@ static void route(struct master *m, struct wproc *from, struct sig_look *l,
 /* One signal of a broadcast kind to every slot's worker. */
 static void route_slots(struct master *m, struct sig_look *l,
                         const json_t *data, const struct bus_span *raw,
-                        enum bus_kind kind) {
+                        enum bus_kind kind, const struct own_emit *own) {
   for (size_t i = 0; i < m->nslots; i++) {
     struct slot *sl = &m->slots[i];
     /* A slot starting, respawning or not forked yet (aio-starting is
@@ -307,10 +351,10 @@ static void route_slots(struct master *m, struct sig_look *l,
     if (sl->state == SLOT_FAILED)
       continue;
     if (sl->cur && sl->cur->state == WPROC_READY) {
-      deliver_kind(m, sl->cur, NULL, l, data, raw, kind, NULL);
+      deliver_kind(m, sl->cur, NULL, l, data, raw, kind, NULL, own);
     } else {
       sl->backlog_bytes +=
-          deliver_kind(m, NULL, &sl->backlog, l, data, raw, kind, NULL);
+          deliver_kind(m, NULL, &sl->backlog, l, data, raw, kind, NULL, NULL);
       slot_check(m, sl);
     }
   }
@@ -323,14 +367,14 @@ int router_cluster_deliver(struct master *m, const char *signal,
   if (to == NULL)
     return -EAGAIN;
   deliver_kind(m, to, NULL, &(struct sig_look){.signal = signal}, data, raw,
-               BUS_KIND_CLUSTER, cref);
+               BUS_KIND_CLUSTER, cref, NULL);
   return 0;
 }
 
 void router_cluster_broadcast(struct master *m, const char *signal,
                               const json_t *data, const struct bus_span *raw) {
   route_slots(m, &(struct sig_look){.signal = signal}, data, raw,
-              BUS_KIND_CLUSTER_BROADCAST);
+              BUS_KIND_CLUSTER_BROADCAST, NULL);
 }
 
 int router_cluster_ready(struct master *m) {
@@ -345,29 +389,28 @@ int router_cluster_kinds(struct master *m, const char *signal) {
 /* Our own deliver frames, read back (a reload, a dead worker's). */
 #define OWN_DELIVER (BUS_IN_BIT(BUS_DELIVER) | BUS_IN_TRUSTED)
 
-/* Pass on a kept frame (stolen) made for generation gen. A worker of
+/* Pass on a kept frame (borrowed) made for generation gen. A worker of
  * another generation gets it made again for its own listener list (a new
  * id), or not at all when that list has no listener of its kind. */
-static void hand_over(struct master *m, struct wproc *to, char *frame,
+static void hand_over(struct master *m, struct wproc *to, const char *frame,
                       size_t len, json_int_t id, enum bus_kind kind,
                       unsigned gen, struct csig_entry *cref) {
   if (gen == to->g->id) {
-    send_delivery(to, frame, len, id, kind, cref);
+    send_delivery(to, frame, len, id, kind, cref, NULL);
     return;
   }
   struct bus_in in; /* our own frame, without its newline */
   if (bus_in_decode(frame, len - 1, OWN_DELIVER, &in) == 0 &&
       in.type == BUS_DELIVER)
     deliver_kind(m, to, NULL, &(struct sig_look){.signal = in.signal}, in.data,
-                 NULL, kind, cref);
+                 NULL, kind, cref, NULL);
   else
     csig_abandon(m, cref);
   bus_in_free(&in);
-  free(frame);
 }
 
 void router_emit(struct master *m, const char *signal, json_t *data) {
-  route(m, NULL, &(struct sig_look){.signal = signal}, data, NULL);
+  route(m, NULL, NULL, &(struct sig_look){.signal = signal}, data, NULL);
 }
 
 static void flush_backlog(struct master *m, json_t **backlog,
@@ -378,12 +421,8 @@ static void flush_backlog(struct master *m, json_t **backlog,
   json_t *e;
   json_array_foreach(*backlog, i, e) {
     json_t *f = json_array_get(e, 1);
-    size_t len = json_string_length(f);
-    char *frame = malloc(len ? len : 1);
-    if (frame == NULL)
-      continue;
-    memcpy(frame, json_string_value(f), len);
-    hand_over(m, to, frame, len, json_integer_value(json_array_get(e, 0)),
+    hand_over(m, to, json_string_value(f), json_string_length(f),
+              json_integer_value(json_array_get(e, 0)),
               (enum bus_kind)json_integer_value(json_array_get(e, 3)),
               (unsigned)json_integer_value(json_array_get(e, 2)), NULL);
   }
@@ -392,6 +431,46 @@ static void flush_backlog(struct master *m, json_t **backlog,
 }
 
 static int on_dead_line(void *arg, const char *frame, size_t len);
+
+/* d was sent to p naming the emit it kept; p died before it ran: make it
+ * the deliver frame it stands for (same id), for p's successor. 0, or -1
+ * when it cannot be made (logged; dropped). */
+static int unref(struct wproc *p, struct delivery *d) {
+  struct bus_in in;
+  struct generation *g = p->g;
+  size_t local[32], *idx = local, n = 0;
+  int err = bus_in_decode(d->frame, d->len, BUS_IN_BIT(BUS_EMIT), &in);
+  if (err == 0 && in.type != BUS_EMIT)
+    err = -EBADMSG;
+  if (err == 0 && g->app.s.nlisteners > 32 &&
+      (idx = malloc(g->app.s.nlisteners * sizeof(*idx))) == NULL)
+    err = -ENOMEM;
+  if (err == 0)
+    n = match(g, &(struct sig_look){.signal = in.signal},
+              (enum bus_kind)d->kind, idx);
+  scratch.off = scratch.len = 0;
+  if (err == 0)
+    err = bus_deliver_encode(&scratch, d->id, in.signal, in.data,
+                             in.raw.p ? &in.raw : NULL, idx, n);
+  char *frame = err ? NULL : malloc(scratch.len);
+  if (frame) {
+    memcpy(frame, scratch.buf, scratch.len);
+    if (d->frame != d->inl)
+      free(d->frame);
+    d->frame = frame;
+    d->len = scratch.len;
+    d->ref = 0;
+  } else {
+    log_warnx("signal '%s' (delivery %lld) for worker %d: cannot make its "
+              "deliver frame again (%s); dropped",
+              in.signal[0] ? in.signal : "?", (long long)d->id, p->slot,
+              strerror(err ? -err : ENOMEM));
+  }
+  if (idx != local)
+    free(idx);
+  bus_in_free(&in);
+  return frame ? 0 : -1;
+}
 
 /* Did p die with its listeners running, the delivery numbered n of a
  * stream whose number in hand the mark gives? A clean exit or our own
@@ -419,7 +498,7 @@ static void own_emit_gone(struct master *m, struct wproc *p, uint64_t seq,
   else
     deliver_kind(m, any_ready(m, p), &m->backlog,
                  &(struct sig_look){.signal = in.signal}, in.data,
-                 in.raw.p ? &in.raw : NULL, BUS_KIND_ONCE, NULL);
+                 in.raw.p ? &in.raw : NULL, BUS_KIND_ONCE, NULL, NULL);
   bus_in_free(&in);
 }
 
@@ -466,6 +545,10 @@ void router_worker_gone(struct master *m, struct wproc *p) {
   uint64_t done = p->mark->done, hand = p->mark->in_hand;
   for (; d; d = next) {
     next = d->next;
+    if (d->ref && !(d->n != 0 && d->n <= done) && unref(p, d) != 0) {
+      delivery_free(d);
+      continue;
+    }
     if (d->n != 0 && d->n <= done) {
       /* Finished; only its acknowledgement died with the worker. */
       csig_done(m, d->cref);
@@ -484,7 +567,6 @@ void router_worker_gone(struct master *m, struct wproc *p) {
       if (sl && (size_t)sl->index < m->nslots) {
         backlog_add(&sl->backlog, d->frame, d->len, d->id, d->gen, d->kind);
         sl->backlog_bytes += d->len;
-        d->frame = NULL;
       }
     } else {
       /* A cluster entry goes to another worker here, with its entry (not
@@ -496,11 +578,8 @@ void router_worker_gone(struct master *m, struct wproc *p) {
         csig_abandon(m, d->cref);
       else
         backlog_add(&m->backlog, d->frame, d->len, d->id, d->gen, d->kind);
-      if (to || !d->cref)
-        d->frame = NULL;
     }
-    free(d->frame);
-    free(d);
+    delivery_free(d);
   }
   own_emits_redeliver(m, p);
   bus_mark_free(p->mark);
@@ -550,9 +629,10 @@ static void keep_own(struct wproc *p, const char *signal, const char *frame,
  * last. When p's own list has once-per-emit listeners for it, p runs them
  * itself, and the frame is kept until p says they finished; broadcast
  * listeners get it from us. */
-static int on_emit(struct wproc *p, const char *frame, size_t len,
-                   const char *signal, json_int_t seq, const json_t *data,
-                   const struct bus_span *raw) {
+static int on_emit(struct wproc *p, const struct bus_in *in) {
+  const char *frame = in->frame, *signal = in->signal;
+  size_t len = in->len;
+  json_int_t seq = in->seq;
   /* The emits a worker keeps in its ring do not come here: gaps. */
   if (seq <= (json_int_t)p->emits)
     return -EBADMSG;
@@ -575,7 +655,7 @@ static int on_emit(struct wproc *p, const char *frame, size_t len,
                 signal, p->slot, p->slot, (unsigned long long)p->dropped);
     return 0;
   }
-  route(p->m, p, &l, data, raw);
+  route(p->m, p, in, &l, in->data, in->raw.p ? &in->raw : NULL);
   return 0;
 }
 
@@ -592,8 +672,7 @@ static int ack_upto(struct wproc *p, json_int_t id) {
     next = d->next;
     csig_done(p->m, d->cref);
     p->pending_bytes -= d->len;
-    free(d->frame);
-    free(d);
+    delivery_free(d);
     p->npending--;
   }
   p->pending = rest;
@@ -628,8 +707,7 @@ static int on_ack(struct wproc *p, int has_id, json_int_t id, int has_seq,
 static int on_in(struct wproc *p, struct bus_in *in, int dead) {
   switch (in->type) {
   case BUS_EMIT:
-    return on_emit(p, in->frame, in->len, in->signal, in->seq, in->data,
-                   in->raw.p ? &in->raw : NULL);
+    return on_emit(p, in);
   case BUS_DELIVERED:
     return on_ack(p, in->has_id, in->id, in->has_seq, in->seq);
   case BUS_READY:

@@ -43,7 +43,7 @@ static struct worker *signal_worker;
 
 /* Frames are batched in w->out and written before the loop sleeps (or
  * sooner, once this much is waiting): one write(2) for many frames. */
-#define BUS_EAGER_FLUSH (64 * 1024)
+#define BUS_EAGER_FLUSH (16 * 1024)
 /* How long a worker waits for room on its bus before it runs a listener or
  * a job; past it the frames stay queued and the user code runs anyway. */
 #define BUS_SYNC_FLUSH_MS 2000
@@ -98,20 +98,44 @@ static void cb_enter(struct worker *w, uint32_t kind, size_t index) {
   w->mark->cb_kind = kind;
   w->mark->cb_index = (uint32_t)index;
   w->mark->cb_since = bus_mono_ms();
+  w->clock_fresh = 0;
 }
 
-static void cb_leave(struct worker *w) { w->mark->cb_since = 0; }
+static void cb_leave(struct worker *w) {
+  w->mark->cb_since = 0;
+  w->clock_fresh = 0; /* user code ran since the clock was read */
+}
+
+/* A listener's start: the clock the slice check just read, when nothing
+ * happened since (one clock read per signal, not two), else a new one. */
+static void cb_enter_listener(struct worker *w, size_t k) {
+  w->mark->cb_kind = BUS_CB_LISTENER;
+  w->mark->cb_index = (uint32_t)k;
+  w->mark->cb_since = w->clock_fresh ? w->clock_ns / 1000000 : bus_mono_ms();
+  w->clock_fresh = 0;
+}
+
+/* This turn's slice of user code begins now. (uv_hrtime() and
+ * bus_mono_ms() read the same clock, CLOCK_MONOTONIC.) */
+static void slice_begin(struct worker *w) {
+  w->slice_start = w->clock_ns = uv_hrtime();
+  w->clock_fresh = 1;
+}
 
 /* Has this turn's slice of user code been spent? */
-static int slice_spent(const struct worker *w) {
-  return uv_hrtime() - w->slice_start >= BUS_SLICE_NS;
+static int slice_spent(struct worker *w) {
+  w->clock_ns = uv_hrtime();
+  w->clock_fresh = 1;
+  return w->clock_ns - w->slice_start >= BUS_SLICE_NS;
 }
 
 void worker_bus_sync(struct worker *w) {
   /* Acknowledgements may wait: the mark tells the master which deliveries
    * were finished. */
-  if (w && w->out_urgent)
+  if (w && w->out_urgent) {
     bus_flush(w, BUS_SYNC_FLUSH_MS);
+    w->clock_fresh = 0; /* it may have waited */
+  }
 }
 
 void worker_proto_enter(struct worker *w, const struct wserver *srv,
@@ -299,7 +323,7 @@ int aio_call_soon(void (*fn)(void *arg), void *arg) {
  * does not starve I/O and timers. */
 static void on_soon(uv_async_t *h) {
   struct worker *w = h->data;
-  w->slice_start = uv_hrtime();
+  slice_begin(w);
   for (size_t i = 0;; i++) {
     pthread_mutex_lock(&soon.mu);
     if (soon.len == 0 || (i > 0 && slice_spent(w))) {
@@ -707,7 +731,7 @@ static void deliver_run(struct worker *w, json_int_t id, uint64_t n,
       continue;
     }
     worker_bus_sync(w);
-    cb_enter(w, BUS_CB_LISTENER, (size_t)k);
+    cb_enter_listener(w, (size_t)k);
     if (call_listener(w, (size_t)k, sig) == AIO_PENDING) {
       struct pending_signal *pd = &w->pend;
       cb_leave(w);
@@ -769,7 +793,7 @@ static void local_run(struct worker *w, const struct local_item *it,
      * listener that could kill us runs (the ring, or written to the
      * socket here): they are redelivered, not lost. */
     worker_bus_sync(w);
-    cb_enter(w, BUS_CB_LISTENER, k);
+    cb_enter_listener(w, k);
     int rc = call_listener(w, k, sig);
     if (rc == AIO_PENDING) {
       cb_leave(w);
@@ -800,6 +824,7 @@ static void run_local(struct worker *w, const struct local_item *it) {
 
 static void on_local_idle(uv_idle_t *h);
 static void on_bus_idle(uv_idle_t *h);
+static void kept_free(struct worker *w);
 
 /* aio_signal_done() on the loop thread: the listeners after the pending
  * one, then the sources that waited behind it. */
@@ -884,7 +909,7 @@ static void on_local_idle(uv_idle_t *h) {
     uv_idle_stop(h);
     return;
   }
-  w->slice_start = uv_hrtime();
+  slice_begin(w);
   for (size_t i = 0; i < n && (i == 0 || !slice_spent(w)) && !w->pend.active;
        i++) {
     struct local_item it = w->lq[w->lq_head++]; /* lq may move meanwhile */
@@ -908,25 +933,36 @@ static void on_local_idle(uv_idle_t *h) {
   drain_check(w);
 }
 
+/* Room for one more entry (of size bytes) at the tail of a queue that
+ * lives in (*buf)[*head, *len): the live entries slid down to the start,
+ * or the array doubled (from 256). 0 or -ENOMEM. */
+static int queue_room(void **buf, size_t *head, size_t *len, size_t *cap,
+                      size_t size) {
+  if (*len < *cap)
+    return 0;
+  if (*head > 0) {
+    memmove(*buf, (char *)*buf + *head * size, (*len - *head) * size);
+    *len -= *head;
+    *head = 0;
+    return 0;
+  }
+  size_t ncap = *cap ? *cap * 2 : 256;
+  void *nb = realloc(*buf, ncap * size);
+  if (nb == NULL)
+    return -ENOMEM;
+  *buf = nb;
+  *cap = ncap;
+  return 0;
+}
+
 static int local_push(struct worker *w, uint64_t seq, size_t first,
                       json_t *data, uint64_t ring_end, size_t bytes,
                       struct emit_wait *wait) {
-  if (w->lq_len == w->lq_cap) {
-    if (w->lq_head > 0) {
-      memmove(w->lq, w->lq + w->lq_head,
-              (w->lq_len - w->lq_head) * sizeof(*w->lq));
-      w->lq_len -= w->lq_head;
-      w->lq_head = 0;
-    }
-    if (w->lq_len == w->lq_cap) {
-      size_t cap = w->lq_cap ? w->lq_cap * 2 : 256;
-      struct local_item *nq = realloc(w->lq, cap * sizeof(*nq));
-      if (nq == NULL)
-        return -ENOMEM;
-      w->lq = nq;
-      w->lq_cap = cap;
-    }
-  }
+  void *q = w->lq;
+  int err = queue_room(&q, &w->lq_head, &w->lq_len, &w->lq_cap, sizeof(*w->lq));
+  w->lq = q;
+  if (err)
+    return err;
   w->lq[w->lq_len++] =
       (struct local_item){seq, first, data, ring_end, bytes, wait};
   w->lq_bytes += bytes;
@@ -941,7 +977,68 @@ static void local_free(struct worker *w) {
   free(w->lq);
   w->lq = NULL;
   w->lq_head = w->lq_len = w->lq_cap = 0;
+  kept_free(w);
   bus_index_close(&w->sigs);
+  w->last_sig.n = 0; /* its entry is gone */
+}
+
+/* ---- own emits kept for our broadcast listeners ------------------------ */
+
+/* May the next emit be kept? Within bus_queue entries and bus_queue_bytes
+ * (the bound of what the master keeps for us), and not while draining:
+ * broadcasts then go to our successor, and none would come back. */
+static int kept_room(const struct worker *w) {
+  const struct settings *s = &w->app->s;
+  return !w->draining && w->kq_len - w->kq_head < s->bus_queue &&
+         w->kq_bytes < s->bus_queue_bytes;
+}
+
+/* Keep data (stolen) for own emit seq. 0 or -ENOMEM (data released). */
+static int kept_push(struct worker *w, uint64_t seq, json_t *data,
+                     size_t bytes) {
+  void *q = w->kq;
+  int err = queue_room(&q, &w->kq_head, &w->kq_len, &w->kq_cap, sizeof(*w->kq));
+  w->kq = q;
+  if (err) {
+    json_decref(data);
+    return err;
+  }
+  w->kq[w->kq_len++] = (struct kept_emit){seq, data, bytes};
+  w->kq_bytes += bytes;
+  return 0;
+}
+
+static void kept_pop(struct worker *w) {
+  struct kept_emit *k = &w->kq[w->kq_head++];
+  w->kq_bytes -= k->bytes;
+  json_decref(k->data);
+  if (w->kq_head == w->kq_len) {
+    w->kq_head = w->kq_len = 0;
+    if (w->kq_cap > 256) { /* a burst's queue is given back */
+      free(w->kq);
+      w->kq = NULL;
+      w->kq_cap = 0;
+    }
+  }
+}
+
+/* The data kept for own emit seq (borrowed until kept_pop), or NULL. The
+ * master's delivers come in emit order: those kept before seq that it
+ * did not send back (it routed them elsewhere) never will. */
+static json_t *kept_find(struct worker *w, uint64_t seq) {
+  while (w->kq_head < w->kq_len && w->kq[w->kq_head].seq < seq)
+    kept_pop(w);
+  return w->kq_head < w->kq_len && w->kq[w->kq_head].seq == seq
+             ? w->kq[w->kq_head].data
+             : NULL;
+}
+
+static void kept_free(struct worker *w) {
+  while (w->kq_head < w->kq_len)
+    kept_pop(w);
+  free(w->kq);
+  w->kq = NULL;
+  w->kq_cap = 0;
 }
 
 static int on_frame(void *arg, enum bus_type t, json_t *msg) {
@@ -979,7 +1076,17 @@ static int on_frame(void *arg, enum bus_type t, json_t *msg) {
 static int on_in(void *arg, struct bus_in *in) {
   struct worker *w = arg;
   int rc = 0;
-  if (in->type == BUS_DELIVER)
+  if (in->type == BUS_DELIVER && in->has_seq) {
+    /* One of our own emits, back: its data is what we kept. */
+    json_t *data = kept_find(w, (uint64_t)in->seq);
+    if (data == NULL) {
+      log_warnx("bus: deliver %lld names emit %lld, not kept here",
+                (long long)in->id, (long long)in->seq);
+      return -EBADMSG;
+    }
+    run_listeners(w, in->id, in->signal, data, in->ks, in->nk);
+    kept_pop(w);
+  } else if (in->type == BUS_DELIVER)
     run_listeners(w, in->id, in->signal, in->data, in->ks, in->nk);
   else
     rc = on_frame(w, in->type, in->msg);
@@ -1016,7 +1123,7 @@ static void on_bus_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     worker_finish(w, nread == UV_EOF ? 0 : 1);
     return;
   }
-  w->slice_start = uv_hrtime();
+  slice_begin(w);
   bus_split_done(
       w, bus_reader_split(&w->rd, buf->base, (size_t)nread, on_line, w));
 }
@@ -1028,7 +1135,7 @@ static void on_bus_idle(uv_idle_t *h) {
     uv_idle_stop(h);
     return;
   }
-  w->slice_start = uv_hrtime();
+  slice_begin(w);
   bus_split_done(w, bus_reader_resume(&w->rd, on_line, w));
 }
 
@@ -1273,7 +1380,7 @@ static int emit_full(const struct worker *w, unsigned kinds, size_t bytes) {
  * read meanwhile), and the frame is made again if it fits now. 0 (the
  * frame is at *start), or -EAGAIN with the frame taken out. */
 static int emit_to_master(struct worker *w, size_t *start, const char *signal,
-                          const json_t *data, uint64_t seq) {
+                          const json_t *data, uint64_t seq, int keep) {
   struct bus_out *o = &w->out;
   size_t bytes = o->len - *start, cap = w->app->s.bus_buffer;
   if (bus_out_pending(o) <= cap)
@@ -1292,7 +1399,7 @@ static int emit_to_master(struct worker *w, size_t *start, const char *signal,
   if (bus_out_pending(o) + bytes > cap)
     return -EAGAIN;
   *start = o->len;
-  return bus_emit_encode(o, signal, data, seq) ? -EAGAIN : 0;
+  return bus_emit_encode(o, signal, data, seq, keep) ? -EAGAIN : 0;
 }
 
 /* A mapped command's way to the master (worker_set_command_emit); set
@@ -1310,7 +1417,7 @@ static int early_push(struct worker *w, const char *signal, json_t *data,
   const struct settings *s = &w->app->s;
   struct bus_out *o = &w->out;
   size_t start = o->len;
-  int err = bus_emit_encode(o, signal, data, w->emit_seq + 1);
+  int err = bus_emit_encode(o, signal, data, w->emit_seq + 1, 0);
   size_t bytes = o->len - start;
   o->len = start; /* only measured: it is encoded again when it goes */
   if (err)
@@ -1452,7 +1559,8 @@ static int emit(const char *signal, json_t *data, int steal,
                 struct emit_wait *wait) {
   struct worker *w = worker_self;
   int err;
-  if (signal == NULL || *signal == '\0' || strlen(signal) > BUS_MAX_SIGNAL) {
+  size_t sn = signal ? strlen(signal) : 0;
+  if (sn == 0 || sn > BUS_MAX_SIGNAL) {
     err = -EINVAL;
     goto out;
   }
@@ -1487,10 +1595,21 @@ static int emit(const char *signal, json_t *data, int steal,
   struct bus_out *o = &w->out;
   size_t start = o->len;
   uint64_t seq = w->emit_seq + 1;
-  if ((err = bus_emit_encode(o, signal, data, seq)))
-    goto out;
-  const struct bus_index_sig *ix = bus_index_get(&w->sigs, signal);
+  if (sn != w->last_sig.n || memcmp(signal, w->last_sig.name, sn) != 0) {
+    memcpy(w->last_sig.name, signal, sn + 1);
+    w->last_sig.n = sn;
+    w->last_sig.ix = bus_index_get(&w->sigs, signal);
+    w->last_sig.plain = bus_name_plain(signal, sn);
+  }
+  const struct bus_index_sig *ix = w->last_sig.ix;
   unsigned kinds = ix ? ix->kinds : 0;
+  /* Our own broadcast listeners will get it back from the master: with
+   * keep, by its seq, and they run on the data kept here. */
+  int keep = (kinds & BROADCAST) && kept_room(w);
+  struct bus_span text = {w->last_sig.name, sn};
+  if ((err = bus_emit_encode_text(o, signal, w->last_sig.plain ? &text : NULL,
+                                  data, seq, keep)))
+    goto out;
   size_t bytes = o->len - start;
   if (kinds == 0) {
     /* Checked and encoded like any other, so that whether a listener is
@@ -1512,25 +1631,33 @@ static int emit(const char *signal, json_t *data, int steal,
     /* Only our own listeners: the master hears of it only if we die
      * before they ran, from the ring. */
     o->len = start;
-  else if ((err = emit_to_master(w, &start, signal, data, seq)))
+  else if ((err = emit_to_master(w, &start, signal, data, seq, keep)))
     goto refused;
-  if (kinds & ONCE) {
+  if (kinds & ONCE || keep) {
     /* They run here, on what was emitted: a value of our own, which later
      * changes to the caller's cannot reach. */
     json_t *mine = data == NULL ? json_null()
                    : steal      ? data
                                 : bus_json_copy(data);
     steal = 0;
-    if (mine == NULL ||
-        (wait && emit_wait_add_chain(w, wait, ix->first[BUS_KIND_ONCE])) ||
-        local_push(w, seq, ix->first[BUS_KIND_ONCE], mine, ring_end, bytes,
-                   wait)) {
+    size_t kept = w->kq_len;
+    if (mine == NULL || (keep && kept_push(w, seq, json_incref(mine), bytes)) ||
+        ((kinds & ONCE) &&
+         ((wait && emit_wait_add_chain(w, wait, ix->first[BUS_KIND_ONCE])) ||
+          local_push(w, seq, ix->first[BUS_KIND_ONCE], mine, ring_end, bytes,
+                     wait)))) {
+      if (keep && w->kq_len > kept) { /* take it back */
+        w->kq_bytes -= w->kq[--w->kq_len].bytes;
+        json_decref(w->kq[w->kq_len].data);
+      }
       json_decref(mine);
       w->mark->ring_tail = ring_tail; /* take the record back */
       o->len = start;
       err = -ENOMEM;
       goto out;
     }
+    if (!(kinds & ONCE))
+      json_decref(mine); /* only kept */
   }
   w->emit_seq = seq;
   if (!ring_end)

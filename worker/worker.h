@@ -31,6 +31,14 @@ struct local_item {
   struct emit_wait *wait; /* aio_emit_wait()'s, or NULL (emit_wait.c) */
 };
 
+/* An own emit sent to the master with "keep" (it has broadcast listeners
+ * here too): its data, until the master's deliver back names its seq. */
+struct kept_emit {
+  uint64_t seq;
+  json_t *data; /* owned */
+  size_t bytes; /* of its frame */
+};
+
 /* An aio_emit() of a module's init, sent once the worker is ready. */
 struct early_emit {
   char *signal; /* owned */
@@ -79,14 +87,31 @@ struct worker {
    * w->mark, released as they finish, or, when they went to the master,
    * in its journal until local_ack says they finished. */
   struct bus_index sigs; /* signal -> its listeners here, by kind */
+  /* The signal of the last aio_emit() (a burst emits one name over and
+   * over): its entry in sigs (or NULL), and whether its name goes into a
+   * frame as it is, without hashing or checking it again. */
+  struct {
+    char name[BUS_MAX_SIGNAL + 1];
+    size_t n; /* 0: none yet */
+    const struct bus_index_sig *ix;
+    int plain;
+  } last_sig;
   struct local_item *lq;
   size_t lq_head, lq_len, lq_cap;
   size_t lq_bytes; /* the frames' bytes of lq[lq_head, lq_len) */
   uv_idle_t lq_idle;
   uv_idle_t bus_idle;   /* splits frames a paused read held back */
   uint64_t slice_start; /* uv_hrtime() when this turn's slice began */
+  uint64_t clock_ns;    /* uv_hrtime() as the slice last read it */
+  int clock_fresh;      /* and nothing ran since that a listener's start
+                           would have to be read after */
   uint64_t local_ack;   /* the last journaled own emit finished, not yet
                            acknowledged */
+  /* Own emits kept for our broadcast listeners, oldest first, in
+   * kq[kq_head, kq_len): within bus_queue entries and bus_queue_bytes
+   * (past them an emit goes without keep, its data in the deliver). */
+  struct kept_emit *kq;
+  size_t kq_head, kq_len, kq_cap, kq_bytes;
   uv_timer_t heartbeat;
   uv_timer_t drain_timer;
   uv_async_t sig_async;  /* woken by the TERM/QUIT handler */

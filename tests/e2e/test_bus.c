@@ -413,6 +413,43 @@ START_TEST(test_bus_crash_with_ring_full_loses_nothing) {
 }
 END_TEST
 
+/* A broadcast that comes back to its emitter names the emit whose data
+ * the worker kept instead of carrying it. If the emitter dies before it
+ * ran them, the master makes those deliveries whole again for the
+ * slot's successor: between the dead worker and its successor each of
+ * the emitter's broadcasts runs once, in order, with its data; the other
+ * worker runs them all. */
+START_TEST(test_bus_kept_broadcasts_of_a_dead_emitter_reach_its_successor) {
+  pid_t victim, heir;
+  json_t *all = crash_mid_line(
+      "emit crash-sig x 1; emit bus-bcast kept 200; emit bus-fence f 1\n",
+      &victim, &heir);
+  json_decref(all);
+  json_t *got = rec_wait(out_path, "sig", "bus-bcast", 400, 20000);
+  if (got == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(got);
+  json_decref(got);
+  all = rec_load(out_path);
+  json_t *kept = tagged(all, "bus-bcast", "kept");
+  json_t *theirs = json_array(), *ours = json_array();
+  size_t i;
+  json_t *r;
+  json_array_foreach(kept, i, r) {
+    json_array_append(rec_int(r, "pid") == heir ? theirs : ours, r);
+    ck_assert_str_eq(rec_data_str(r, "tag"), "kept"); /* its data, whole */
+  }
+  assert_seq_once_in_order(theirs, 200, "on the other worker");
+  assert_seq_once_in_order(ours, 200, "on the emitter and its successor");
+  ck_assert_int_lt(count_pid(ours, victim), 200); /* the successor ran some */
+  json_decref(theirs);
+  json_decref(ours);
+  json_decref(kept);
+  json_decref(all);
+  stop();
+}
+END_TEST
+
 /* Start 1 worker; returns a connection to it, its pid in *pid. */
 static int start_one(pid_t *pid) {
   start(1);
@@ -1271,6 +1308,8 @@ static Suite *suite(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_bus_once_per_emit_exactly_once_on_emitter_in_order);
   tcase_add_test(tc, test_bus_broadcast_reaches_every_worker_once_in_order);
+  tcase_add_test(
+      tc, test_bus_kept_broadcasts_of_a_dead_emitter_reach_its_successor);
   tcase_add_test(tc, test_bus_lifecycle_signals_arrive);
   tcase_add_test(tc, test_bus_crashing_listener_loses_no_other_delivery);
   tcase_add_test(tc, test_bus_emits_survive_a_later_callback_crash);

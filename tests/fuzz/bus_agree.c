@@ -90,13 +90,18 @@ static int reference(const char *buf, size_t len, struct bus_in *ref) {
     if (ref->type == BUS_EMIT) {
       err = json_is_integer(seq) ? 0 : -EBADMSG;
       ref->seq = json_integer_value(seq);
+      ref->keep = json_is_true(json_object_get(msg, "keep"));
       break;
     }
-    if (!json_is_integer(id) || !json_is_array(ks)) {
+    /* A deliver names a kept emit's seq or carries data, not both. */
+    if (!json_is_integer(id) || !json_is_array(ks) ||
+        (seq && (!json_is_integer(seq) || ref->data))) {
       err = -EBADMSG;
       break;
     }
     ref->id = json_integer_value(id);
+    ref->has_seq = seq != NULL;
+    ref->seq = json_integer_value(seq);
     if (json_array_size(ks) >
             sizeof(ref->ks_local) / sizeof(ref->ks_local[0]) &&
         (ref->ks = malloc(json_array_size(ks) * sizeof(*ref->ks))) == NULL)
@@ -140,7 +145,10 @@ static const char *differs(const struct bus_in *a, const struct bus_in *b) {
     return "signal";
   if (a->type == BUS_DELIVER && a->id != b->id)
     return "id";
-  if (a->type == BUS_EMIT && a->seq != b->seq)
+  if (a->type == BUS_EMIT && (a->seq != b->seq || a->keep != b->keep))
+    return "seq or keep";
+  if (a->type == BUS_DELIVER &&
+      (a->has_seq != b->has_seq || (a->has_seq && a->seq != b->seq)))
     return "seq";
   if (a->type == BUS_DELIVERED &&
       (a->has_id != b->has_id || a->has_seq != b->has_seq ||
@@ -166,7 +174,7 @@ static int reencode(const struct bus_in *in, struct bus_out *o) {
   switch (in->type) {
   case BUS_EMIT: {
     json_t *d = data_of(in);
-    int err = bus_emit_encode(o, in->signal, d, (uint64_t)in->seq);
+    int err = bus_emit_encode(o, in->signal, d, (uint64_t)in->seq, in->keep);
     json_decref(d);
     return err;
   }
@@ -175,6 +183,9 @@ static int reencode(const struct bus_in *in, struct bus_out *o) {
       return -E2BIG;
     for (size_t i = 0; i < in->nk; i++)
       ks[i] = (size_t)in->ks[i];
+    if (in->has_seq)
+      return bus_deliver_ref_encode(o, in->id, in->signal, NULL, in->seq, ks,
+                                    in->nk);
     return bus_deliver_encode(o, in->id, in->signal, in->data, NULL, ks,
                               in->nk);
   case BUS_DELIVERED:

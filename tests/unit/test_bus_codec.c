@@ -35,37 +35,44 @@ static void agree(const char *s) {
 START_TEST(test_emit_round_trips) {
   json_t *data =
       json_pack("{s:s,s:[i,f,b,n]}", "k", "v\"\n\xc3\xa9", "a", 1, 2.5, 1);
-  out.len = out.off = 0;
-  ck_assert_int_eq(bus_emit_encode(&out, "order-paid", data, 42), 0);
-  size_t len;
-  const char *f = frame(&len);
-  for (int trusted = 0; trusted < 2; trusted++) {
-    struct bus_in in;
-    ck_assert_int_eq(bus_in_decode(f, len, HOW(trusted), &in), 0);
-    ck_assert_int_eq(in.type, BUS_EMIT);
-    ck_assert_str_eq(in.signal, "order-paid");
-    ck_assert_int_eq(in.seq, 42);
-    ck_assert_ptr_null(in.msg); /* from its text, no tree */
-    ck_assert_ptr_nonnull(in.raw.p);
-    json_t *got = json_loadb(in.raw.p, in.raw.n, JSON_DECODE_ANY, NULL);
-    ck_assert(json_equal(got, data));
-    json_decref(got);
-    bus_in_free(&in);
+  /* keep: the worker kept the data for its own broadcast listeners. */
+  for (int keep = 0; keep < 2; keep++) {
+    out.len = out.off = 0;
+    ck_assert_int_eq(bus_emit_encode(&out, "order-paid", data, 42, keep), 0);
+    size_t len;
+    const char *f = frame(&len);
+    for (int trusted = 0; trusted < 2; trusted++) {
+      struct bus_in in;
+      ck_assert_int_eq(bus_in_decode(f, len, HOW(trusted), &in), 0);
+      ck_assert_int_eq(in.type, BUS_EMIT);
+      ck_assert_str_eq(in.signal, "order-paid");
+      ck_assert_int_eq(in.seq, 42);
+      ck_assert_int_eq(in.keep, keep);
+      ck_assert_uint_eq(in.signal_text.n, strlen("order-paid"));
+      ck_assert_int_eq(memcmp(in.signal_text.p, "order-paid", in.signal_text.n),
+                       0);
+      ck_assert_ptr_null(in.msg); /* from its text, no tree */
+      ck_assert_ptr_nonnull(in.raw.p);
+      json_t *got = json_loadb(in.raw.p, in.raw.n, JSON_DECODE_ANY, NULL);
+      ck_assert(json_equal(got, data));
+      json_decref(got);
+      bus_in_free(&in);
+    }
+    ck_assert_ptr_null(bus_codec_disagrees(f, len));
   }
-  ck_assert_ptr_null(bus_codec_disagrees(f, len));
   json_decref(data);
 }
 END_TEST
 
 START_TEST(test_emit_refuses_what_the_master_would) {
   out.len = out.off = 0;
-  ck_assert_int_eq(bus_emit_encode(&out, "bad\xff", NULL, 1), -EINVAL);
+  ck_assert_int_eq(bus_emit_encode(&out, "bad\xff", NULL, 1, 0), -EINVAL);
   ck_assert_uint_eq(out.len, 0);
   char *big = malloc(BUS_MAX_EMIT);
   memset(big, 'x', BUS_MAX_EMIT - 1);
   big[BUS_MAX_EMIT - 1] = '\0';
   json_t *d = json_string(big);
-  ck_assert_int_eq(bus_emit_encode(&out, "s", d, 1), -EMSGSIZE);
+  ck_assert_int_eq(bus_emit_encode(&out, "s", d, 1, 0), -EMSGSIZE);
   ck_assert_uint_eq(out.len, 0); /* nothing added */
   json_decref(d);
   free(big);
@@ -106,6 +113,55 @@ START_TEST(test_deliver_round_trips) {
       ck_assert_ptr_null(bus_codec_disagrees(f, len));
     }
   json_decref(data);
+}
+END_TEST
+
+/* The deliver of a kept emit back to its emitter names the emit's seq
+ * instead of carrying the data, and is read the same checked, trusted,
+ * or in another shape. */
+START_TEST(test_kept_emit_and_its_deliver_round_trip) {
+  size_t len;
+  const char *f;
+  size_t ks[] = {0, 4};
+  struct bus_span text = {"sig", 3};
+  for (int with_text = 0; with_text < 2; with_text++) {
+    out.len = out.off = 0;
+    ck_assert_int_eq(bus_deliver_ref_encode(&out, 12, "sig",
+                                            with_text ? &text : NULL, 9, ks, 2),
+                     0);
+    f = frame(&len);
+    for (int trusted = 0; trusted < 2; trusted++) {
+      struct bus_in in;
+      ck_assert_int_eq(bus_in_decode(f, len, HOW(trusted), &in), 0);
+      ck_assert_int_eq(in.type, BUS_DELIVER);
+      ck_assert_int_eq(in.id, 12);
+      ck_assert_int_eq(in.has_seq, 1);
+      ck_assert_int_eq(in.seq, 9);
+      ck_assert_str_eq(in.signal, "sig");
+      ck_assert_uint_eq(in.nk, 2);
+      ck_assert_int_eq(in.ks[1], 4);
+      ck_assert(json_is_null(in.data));
+      bus_in_free(&in);
+    }
+    ck_assert_ptr_null(bus_codec_disagrees(f, len));
+  }
+  agree("{\"listeners\":[1],\"seq\":3,\"signal\":\"s\",\"id\":5,"
+        "\"t\":\"deliver\"}");
+  agree("{\"t\":\"emit\",\"signal\":\"s\",\"seq\":3,\"keep\":1}");
+  /* A seq and data, or a seq that is not an integer: not a deliver. */
+  static const char *const bad[] = {
+      "{\"t\":\"deliver\",\"id\":5,\"signal\":\"s\",\"seq\":3,\"data\":1,"
+      "\"listeners\":[1]}",
+      "{\"t\":\"deliver\",\"id\":5,\"signal\":\"s\",\"seq\":\"3\","
+      "\"listeners\":[1]}",
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    struct bus_in in;
+    for (int trusted = 0; trusted < 2; trusted++)
+      ck_assert_int_eq(bus_in_decode(bad[i], strlen(bad[i]), HOW(trusted), &in),
+                       -EBADMSG);
+    agree(bad[i]);
+  }
 }
 END_TEST
 
@@ -318,6 +374,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_emit_refuses_what_the_master_would);
   tcase_add_test(tc, test_deliver_round_trips);
   tcase_add_test(tc, test_deliver_in_other_shapes);
+  tcase_add_test(tc, test_kept_emit_and_its_deliver_round_trip);
   tcase_add_test(tc, test_bad_hot_frames_are_ebadmsg);
   tcase_add_test(tc, test_delivered_round_trips);
   tcase_add_test(tc, test_types_not_taken_apart_come_as_trees);
