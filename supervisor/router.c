@@ -47,7 +47,7 @@ static void set_busy(struct master *m, int busy) {
   for (struct wproc *q = m->procs; q; q = q->next) {
     if (q->mark)
       q->mark->busy = (uint64_t)busy;
-    q->over_bytes = 0;
+    q->route.over_bytes = 0;
   }
 }
 
@@ -57,38 +57,38 @@ static void set_busy(struct master *m, int busy) {
 static void queue_check(struct wproc *p) {
   struct master *m = p->m;
   const struct settings *s = &p->g->app.s;
-  if (!p->full &&
-      (p->npending >= s->bus_queue || p->pending_bytes >= s->bus_queue_bytes)) {
-    p->full = 1;
-    if (m->nfull++ == 0)
+  if (!p->route.full && (p->route.npending >= s->bus_queue ||
+                         p->route.pending_bytes >= s->bus_queue_bytes)) {
+    p->route.full = 1;
+    if (m->route.nfull++ == 0)
       set_busy(m, 1);
     log_warnx("worker %d pid %d has %zu signal deliveries waiting (%zu "
               "bytes; bus_queue = %zu, bus_queue_bytes = %zu): its listeners "
               "fall behind; signals for broadcast listeners are refused",
-              p->slot, (int)p->pid, p->npending, p->pending_bytes, s->bus_queue,
-              s->bus_queue_bytes);
-  } else if (p->full && p->npending < s->bus_queue / 2 + 1 &&
-             p->pending_bytes < s->bus_queue_bytes / 2) {
-    p->full = 0;
-    if (--m->nfull == 0)
+              p->slot, (int)p->pid, p->route.npending, p->route.pending_bytes,
+              s->bus_queue, s->bus_queue_bytes);
+  } else if (p->route.full && p->route.npending < s->bus_queue / 2 + 1 &&
+             p->route.pending_bytes < s->bus_queue_bytes / 2) {
+    p->route.full = 0;
+    if (--m->route.nfull == 0)
       set_busy(m, 0);
     log_info("worker %d pid %d caught up: %zu signal deliveries waiting",
-             p->slot, (int)p->pid, p->npending);
+             p->slot, (int)p->pid, p->route.npending);
   }
-  if (p->pending_bytes >= TRIM_AFTER)
-    m->trim_wanted = 1;
+  if (p->route.pending_bytes >= TRIM_AFTER)
+    m->route.trim_wanted = 1;
 }
 
 /* After a burst, once nothing large is queued any more: freed memory that
  * glibc keeps in its arenas goes back to the kernel. */
 static void maybe_trim(struct master *m) {
-  if (!m->trim_wanted)
+  if (!m->route.trim_wanted)
     return;
   for (struct wproc *q = m->procs; q; q = q->next)
-    if (q->pending_bytes >= TRIM_AFTER / 4 ||
-        q->journal.len - q->journal.head >= TRIM_AFTER / 4)
+    if (q->route.pending_bytes >= TRIM_AFTER / 4 ||
+        q->route.journal.len - q->route.journal.head >= TRIM_AFTER / 4)
       return;
-  m->trim_wanted = 0;
+  m->route.trim_wanted = 0;
   malloc_trim(0);
 }
 
@@ -126,15 +126,15 @@ static void send_delivery(struct wproc *p, const char *frame, size_t len,
    * death hands it to another worker. */
   if ((wire ? channel_send_raw(&p->ch, wire->buf, wire->len)
             : channel_send_raw(&p->ch, d->frame, len)) == 0)
-    d->n = ++p->sent;
+    d->n = ++p->route.sent;
   /* At the tail in O(1): thousands may be in flight. */
-  if (p->pending_last)
-    p->pending_last->next = d;
+  if (p->route.pending_last)
+    p->route.pending_last->next = d;
   else
-    p->pending = d;
-  p->pending_last = d;
-  p->npending++;
-  p->pending_bytes += len;
+    p->route.pending = d;
+  p->route.pending_last = d;
+  p->route.npending++;
+  p->route.pending_bytes += len;
   queue_check(p);
 }
 
@@ -287,22 +287,22 @@ static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
  * more and holds nobody back. */
 static void slot_check(struct master *m, struct slot *sl) {
   const struct settings *s = &m->gen->app.s;
-  size_t n = json_array_size(sl->backlog), b = sl->backlog_bytes;
+  size_t n = json_array_size(sl->route.backlog), b = sl->route.backlog_bytes;
   int live = (size_t)sl->index < m->nslots && sl->state != SLOT_FAILED;
-  int full =
-      live && (sl->full ? n > s->bus_queue / 2 || b >= s->bus_queue_bytes / 2
-                        : n >= s->bus_queue || b >= s->bus_queue_bytes);
-  if (full == sl->full)
+  int full = live && (sl->route.full
+                          ? n > s->bus_queue / 2 || b >= s->bus_queue_bytes / 2
+                          : n >= s->bus_queue || b >= s->bus_queue_bytes);
+  if (full == sl->route.full)
     return;
-  sl->full = full;
+  sl->route.full = full;
   if (full) {
-    if (m->nfull++ == 0)
+    if (m->route.nfull++ == 0)
       set_busy(m, 1);
     log_warnx("worker %d has %zu signal deliveries waiting (%zu bytes) "
               "for its next process: signals for broadcast listeners are "
               "refused",
               sl->index, n, b);
-  } else if (--m->nfull == 0) {
+  } else if (--m->route.nfull == 0) {
     set_busy(m, 0);
   }
 }
@@ -324,7 +324,7 @@ static void route(struct master *m, struct wproc *from, const struct bus_in *in,
                   const struct bus_span *raw) {
   struct own_emit own = {from, in};
   if (from == NULL)
-    deliver_kind(m, any_ready(m, NULL), &m->backlog, l, data, raw,
+    deliver_kind(m, any_ready(m, NULL), &m->route.backlog, l, data, raw,
                  BUS_KIND_ONCE, NULL, NULL);
   /* Broadcast: each slot's worker, if the emitter's list (for the
    * master's own signals: any list, during a reload) has a broadcast
@@ -353,8 +353,8 @@ static void route_slots(struct master *m, struct sig_look *l,
     if (sl->cur && sl->cur->state == WPROC_READY) {
       deliver_kind(m, sl->cur, NULL, l, data, raw, kind, NULL, own);
     } else {
-      sl->backlog_bytes +=
-          deliver_kind(m, NULL, &sl->backlog, l, data, raw, kind, NULL, NULL);
+      sl->route.backlog_bytes += deliver_kind(m, NULL, &sl->route.backlog, l,
+                                              data, raw, kind, NULL, NULL);
       slot_check(m, sl);
     }
   }
@@ -496,7 +496,7 @@ static void own_emit_gone(struct master *m, struct wproc *p, uint64_t seq,
               "when it died; not redelivered",
               in.signal, (unsigned long long)seq, p->slot);
   else
-    deliver_kind(m, any_ready(m, p), &m->backlog,
+    deliver_kind(m, any_ready(m, p), &m->route.backlog,
                  &(struct sig_look){.signal = in.signal}, in.data,
                  in.raw.p ? &in.raw : NULL, BUS_KIND_ONCE, NULL, NULL);
   bus_in_free(&in);
@@ -509,14 +509,14 @@ static void own_emits_redeliver(struct master *m, struct wproc *p) {
   uint64_t done = p->mark->local_done, pos = p->mark->ring_head, rseq = 0;
   const char *jframe, *rframe = NULL;
   size_t rlen = 0;
-  const struct jrec *r = journal_first(&p->journal, &jframe);
+  const struct jrec *r = journal_first(&p->route.journal, &jframe);
   int ring = bus_ring_next(p->mark, &pos, &rseq, &rframe, &rlen);
   while (r || ring == 1) {
     if (r && (ring != 1 || r->seq < rseq)) {
       if (r->seq > done)
         own_emit_gone(m, p, r->seq, jframe, r->len);
-      journal_pop(&p->journal);
-      r = journal_first(&p->journal, &jframe);
+      journal_pop(&p->route.journal);
+      r = journal_first(&p->route.journal, &jframe);
     } else {
       if (rseq > done)
         own_emit_gone(m, p, rseq, rframe, rlen);
@@ -527,20 +527,20 @@ static void own_emits_redeliver(struct master *m, struct wproc *p) {
     log_warnx("worker %d left a damaged signal ring; what remains in it "
               "is dropped",
               p->slot);
-  journal_free(&p->journal);
+  journal_free(&p->route.journal);
 }
 
 void router_worker_gone(struct master *m, struct wproc *p) {
   /* What it wrote before it died, still unread (channel.c). */
   channel_drain(&p->ch, on_dead_line, p);
-  struct delivery *d = p->pending, *next;
-  p->pending = NULL;
-  p->pending_last = NULL;
-  p->npending = 0;
-  p->pending_bytes = 0;
-  if (p->full && --m->nfull == 0)
+  struct delivery *d = p->route.pending, *next;
+  p->route.pending = NULL;
+  p->route.pending_last = NULL;
+  p->route.npending = 0;
+  p->route.pending_bytes = 0;
+  if (p->route.full && --m->route.nfull == 0)
     set_busy(m, 0);
-  p->full = 0;
+  p->route.full = 0;
   struct slot *sl = (size_t)p->slot < m->slots_cap ? &m->slots[p->slot] : NULL;
   uint64_t done = p->mark->done, hand = p->mark->in_hand;
   for (; d; d = next) {
@@ -565,8 +565,9 @@ void router_worker_gone(struct master *m, struct wproc *p) {
       csig_abandon(m, d->cref);
     } else if (d->broadcast) {
       if (sl && (size_t)sl->index < m->nslots) {
-        backlog_add(&sl->backlog, d->frame, d->len, d->id, d->gen, d->kind);
-        sl->backlog_bytes += d->len;
+        backlog_add(&sl->route.backlog, d->frame, d->len, d->id, d->gen,
+                    d->kind);
+        sl->route.backlog_bytes += d->len;
       }
     } else {
       /* A cluster entry goes to another worker here, with its entry (not
@@ -577,7 +578,8 @@ void router_worker_gone(struct master *m, struct wproc *p) {
       else if (d->cref)
         csig_abandon(m, d->cref);
       else
-        backlog_add(&m->backlog, d->frame, d->len, d->id, d->gen, d->kind);
+        backlog_add(&m->route.backlog, d->frame, d->len, d->id, d->gen,
+                    d->kind);
     }
     delivery_free(d);
   }
@@ -590,10 +592,10 @@ void router_worker_gone(struct master *m, struct wproc *p) {
 void router_worker_ready(struct master *m, struct wproc *p) {
   if (p->g == m->gen) {
     struct slot *sl = &m->slots[p->slot];
-    flush_backlog(m, &sl->backlog, p);
-    sl->backlog_bytes = 0;
+    flush_backlog(m, &sl->route.backlog, p);
+    sl->route.backlog_bytes = 0;
     slot_check(m, sl);
-    flush_backlog(m, &m->backlog, p);
+    flush_backlog(m, &m->route.backlog, p);
   }
 }
 
@@ -607,22 +609,23 @@ static void keep_own(struct wproc *p, const char *signal, const char *frame,
                      size_t len) {
   const struct settings *s = &p->g->app.s;
   uint64_t done = p->mark->local_done;
-  journal_ack(&p->journal, done < p->emits ? done : p->emits);
+  journal_ack(&p->route.journal, done < p->route.emits ? done : p->route.emits);
   const char *why = NULL;
-  if (p->journal.n >= s->bus_journal ||
-      p->journal.len - p->journal.head + len > s->bus_journal_bytes)
+  if (p->route.journal.n >= s->bus_journal ||
+      p->route.journal.len - p->route.journal.head + len > s->bus_journal_bytes)
     why = "its journal is full";
-  else if (journal_add(&p->journal, p->emits, frame, len) != 0)
+  else if (journal_add(&p->route.journal, p->route.emits, frame, len) != 0)
     why = "out of memory";
   if (why == NULL) {
-    if (p->journal.cap >= TRIM_AFTER)
-      p->m->trim_wanted = 1;
+    if (p->route.journal.cap >= TRIM_AFTER)
+      p->m->route.trim_wanted = 1;
     return;
   }
-  if (p->dropped++ % 1000 == 0)
+  if (p->route.dropped++ % 1000 == 0)
     log_warnx("signal '%s' from worker %d: %s; not kept for redelivery "
               "(worker %d has dropped %llu)",
-              signal, p->slot, why, p->slot, (unsigned long long)p->dropped);
+              signal, p->slot, why, p->slot,
+              (unsigned long long)p->route.dropped);
 }
 
 /* An emit from p, its frame text whole: its seq must be greater than the
@@ -634,25 +637,25 @@ static int on_emit(struct wproc *p, const struct bus_in *in) {
   size_t len = in->len;
   json_int_t seq = in->seq;
   /* The emits a worker keeps in its ring do not come here: gaps. */
-  if (seq <= (json_int_t)p->emits)
+  if (seq <= (json_int_t)p->route.emits)
     return -EBADMSG;
-  p->emits = (uint64_t)seq;
+  p->route.emits = (uint64_t)seq;
   struct sig_look l = {.signal = signal};
   const struct bus_index_sig *e = look(&l, p->g);
   unsigned kinds = e ? e->kinds : 0;
   if (kinds & ONCE)
     keep_own(p, signal, frame, len);
   uint64_t slack = p->g->app.s.bus_buffer + INFLIGHT_SLACK;
-  if ((kinds & BROADCAST) && p->m->nfull > 0 &&
-      (p->over_bytes += len) > slack) {
+  if ((kinds & BROADCAST) && p->m->route.nfull > 0 &&
+      (p->route.over_bytes += len) > slack) {
     /* It sent on long after it was told its broadcasts are refused: a
      * worker that ignores back-pressure does not get to grow the others'
      * queues. Logged once each time it happens. */
-    p->dropped++;
-    if (p->over_bytes - len <= slack)
+    p->route.dropped++;
+    if (p->route.over_bytes - len <= slack)
       log_warnx("signal '%s' from worker %d: broadcast while the bus is "
                 "full; dropped (worker %d has dropped %llu)",
-                signal, p->slot, p->slot, (unsigned long long)p->dropped);
+                signal, p->slot, p->slot, (unsigned long long)p->route.dropped);
     return 0;
   }
   route(p->m, p, in, &l, in->data, in->raw.p ? &in->raw : NULL);
@@ -662,22 +665,22 @@ static int on_emit(struct wproc *p, const struct bus_in *in) {
 /* "delivered" is cumulative: the worker handles deliveries in the order
  * they were sent, so the one it names and all before it are finished. */
 static int ack_upto(struct wproc *p, json_int_t id) {
-  struct delivery *d = p->pending;
+  struct delivery *d = p->route.pending;
   while (d && d->id != id)
     d = d->next;
   if (d == NULL)
     return -EBADMSG; /* acknowledging what was never sent */
   struct delivery *rest = d->next, *next;
-  for (d = p->pending; d != rest; d = next) {
+  for (d = p->route.pending; d != rest; d = next) {
     next = d->next;
     csig_done(p->m, d->cref);
-    p->pending_bytes -= d->len;
+    p->route.pending_bytes -= d->len;
     delivery_free(d);
-    p->npending--;
+    p->route.npending--;
   }
-  p->pending = rest;
+  p->route.pending = rest;
   if (rest == NULL)
-    p->pending_last = NULL;
+    p->route.pending_last = NULL;
   queue_check(p);
   if (rest == NULL)
     maybe_trim(p->m);
@@ -691,10 +694,10 @@ static int on_ack(struct wproc *p, int has_id, json_int_t id, int has_seq,
   if (!has_id && !has_seq)
     return -EBADMSG;
   if (has_seq) {
-    if (seq < 1 || (uint64_t)seq > p->emits)
+    if (seq < 1 || (uint64_t)seq > p->route.emits)
       return -EBADMSG;
-    journal_ack(&p->journal, (uint64_t)seq);
-    if (p->journal.n == 0)
+    journal_ack(&p->route.journal, (uint64_t)seq);
+    if (p->route.journal.n == 0)
       maybe_trim(p->m);
   }
   return has_id ? ack_upto(p, id) : 0;
@@ -757,8 +760,8 @@ int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {
 }
 
 json_t *router_proc_status(const struct wproc *p) {
-  json_int_t pending = (json_int_t)p->npending, ring = 0;
-  json_int_t journal = (json_int_t)p->journal.n;
+  json_int_t pending = (json_int_t)p->route.npending, ring = 0;
+  json_int_t journal = (json_int_t)p->route.journal.n;
   /* The worker moves the counters as it goes: a snapshot in which head
    * did not move while tail was read. */
   for (int tries = 0; p->mark && tries < 100; tries++) {
@@ -769,15 +772,16 @@ json_t *router_proc_status(const struct wproc *p) {
     }
     ring = -1;
   }
-  return json_pack(
-      "{s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I}", "pending", pending,
-      "pending_bytes", (json_int_t)p->pending_bytes, "journal", journal,
-      "journal_bytes", (json_int_t)(p->journal.len - p->journal.head),
-      "ring_bytes", ring, "full", p->full, "refused",
-      (json_int_t)(p->mark ? p->mark->refused : 0), "dropped",
-      (json_int_t)p->dropped, "soon_refused",
-      (json_int_t)(p->mark ? p->mark->soon_refused : 0), "wait_refused",
-      (json_int_t)(p->mark ? p->mark->wait_refused : 0));
+  return json_pack("{s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I}", "pending",
+                   pending, "pending_bytes", (json_int_t)p->route.pending_bytes,
+                   "journal", journal, "journal_bytes",
+                   (json_int_t)(p->route.journal.len - p->route.journal.head),
+                   "ring_bytes", ring, "full", p->route.full, "refused",
+                   (json_int_t)(p->mark ? p->mark->refused : 0), "dropped",
+                   (json_int_t)p->route.dropped, "soon_refused",
+                   (json_int_t)(p->mark ? p->mark->soon_refused : 0),
+                   "wait_refused",
+                   (json_int_t)(p->mark ? p->mark->wait_refused : 0));
 }
 
 void router_tick(struct master *m) {
@@ -787,8 +791,20 @@ void router_tick(struct master *m) {
 }
 
 size_t router_backlog(const struct master *m) {
-  size_t n = json_array_size(m->backlog);
+  size_t n = json_array_size(m->route.backlog);
   for (size_t i = 0; i < m->nslots && i < m->slots_cap; i++)
-    n += json_array_size(m->slots[i].backlog);
+    n += json_array_size(m->slots[i].route.backlog);
   return n;
+}
+
+void router_proc_init(const struct master *m, struct wproc *p) {
+  p->mark->busy = m->route.nfull > 0;
+}
+
+void router_proc_close(struct wproc *p) { journal_free(&p->route.journal); }
+
+void router_close(struct master *m) {
+  for (size_t i = 0; i < m->slots_cap; i++)
+    json_decref(m->slots[i].route.backlog);
+  json_decref(m->route.backlog);
 }
