@@ -124,7 +124,7 @@ struct queue_high {
 };
 
 /* The bus's bookkeeping for one worker process: its deliveries in flight,
- * its journal, its back-pressure. Only router.c writes it (and frees what
+ * its journal, its back-pressure. Only router*.c write it (and free what
  * it holds); others read it for status and metrics. */
 struct route_proc {
   struct delivery *pending;      /* sent, not yet acknowledged, oldest first */
@@ -139,7 +139,7 @@ struct route_proc {
   struct journal journal;        /* its emits it runs itself, unfinished */
 };
 
-/* The bus's bookkeeping for one slot, written only by router.c. */
+/* The bus's bookkeeping for one slot, written only by router*.c. */
 struct route_slot {
   json_t *backlog;      /* broadcast deliveries for this slot's next worker,
                           [id, frame, generation] each */
@@ -147,7 +147,7 @@ struct route_slot {
   int full;             /* backlog at its bound */
 };
 
-/* The bus's bookkeeping for the master, written only by router.c. */
+/* The bus's bookkeeping for the master, written only by router*.c. */
 struct route_master {
   size_t nfull;    /* workers whose delivery queue is full */
   int trim_wanted; /* a burst grew the heap: give it back when it ends */
