@@ -245,7 +245,7 @@ static void master_served_again(struct master *m, struct wproc *p) {
 
 static void on_bus_closed(void *arg) {
   struct wproc *p = arg;
-  free(p->journal.buf);
+  router_proc_close(p);
   struct generation *g = p->g;
   ctr_region_free(p->ctrs, g->app.s.nservers);
   if (--g->refs == 0 && g != p->m->gen)

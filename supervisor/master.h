@@ -123,16 +123,10 @@ struct queue_high {
   size_t deliveries, deliveries_bytes, journal, journal_bytes;
 };
 
-struct wproc {
-  struct master *m;
-  struct generation *g;
-  pid_t pid;
-  int slot;
-  enum wproc_state state;
-  struct channel ch; /* its bus end: nothing else reads or writes it */
-  uint64_t started_ms, ready_ms, last_hb_ms, stop_deadline_ms;
-  long conns;
-  unsigned restarts;             /* of its slot when it was spawned */
+/* The bus's bookkeeping for one worker process: its deliveries in flight,
+ * its journal, its back-pressure. Only router*.c write it (and free what
+ * it holds); others read it for status and metrics. */
+struct route_proc {
   struct delivery *pending;      /* sent, not yet acknowledged, oldest first */
   struct delivery *pending_last; /* its tail, NULL when empty */
   size_t npending;               /* how many */
@@ -143,7 +137,36 @@ struct wproc {
   uint64_t sent;                 /* deliver frames sent to it */
   uint64_t emits;                /* the seq of its last emit frame received */
   struct journal journal;        /* its emits it runs itself, unfinished */
-  struct queue_high high;        /* its queues' high-water marks */
+};
+
+/* The bus's bookkeeping for one slot, written only by router*.c. */
+struct route_slot {
+  json_t *backlog;      /* broadcast deliveries for this slot's next worker,
+                          [id, frame, generation] each */
+  size_t backlog_bytes; /* their frames' bytes */
+  int full;             /* backlog at its bound */
+};
+
+/* The bus's bookkeeping for the master, written only by router*.c. */
+struct route_master {
+  size_t nfull;    /* workers whose delivery queue is full */
+  int trim_wanted; /* a burst grew the heap: give it back when it ends */
+  json_t *backlog; /* deliveries waiting for any ready worker,
+                     [id, frame, generation] */
+};
+
+struct wproc {
+  struct master *m;
+  struct generation *g;
+  pid_t pid;
+  int slot;
+  enum wproc_state state;
+  struct channel ch; /* its bus end: nothing else reads or writes it */
+  uint64_t started_ms, ready_ms, last_hb_ms, stop_deadline_ms;
+  long conns;
+  unsigned restarts;       /* of its slot when it was spawned */
+  struct route_proc route; /* the bus's (router.c) */
+  struct queue_high high;  /* its queues' high-water marks */
   uint64_t refused[3];     /* the mark's refusals, kept as it is unmapped */
   struct bus_mark *mark;   /* shared: what it was doing when it died */
   json_int_t running_job;  /* job id in flight, or 0 */
@@ -174,12 +197,9 @@ struct slot {
   unsigned lonely;         /* slow retries in a row as the last slot trying,
                               once no worker serves (0: not lonely) */
   uint64_t respawn_at_ms;
-  char why[160];        /* how its last worker went, or why it could not
-                           start ("" when fine) */
-  json_t *backlog;      /* broadcast deliveries for this slot's next worker,
-                          [id, frame, generation] each */
-  size_t backlog_bytes; /* their frames' bytes */
-  int full;             /* backlog at its bound (router.c) */
+  char why[160];           /* how its last worker went, or why it could not
+                              start ("" when fine) */
+  struct route_slot route; /* the bus's (router.c) */
   uint64_t replaced[RESTART_NREASONS]; /* its workers replaced, by why */
   /* Recycling its worker (recycle.c): next is a worker of the serving
    * generation, started for trigger-1 (0: none); after a replacement
@@ -241,10 +261,7 @@ struct master {
   uint64_t unserved_since_ms;
   uint64_t start_ms;
   json_int_t next_id;
-  size_t nfull;    /* workers whose delivery queue is full (router.c) */
-  int trim_wanted; /* a burst grew the heap: give it back when it ends */
-  json_t *backlog; /* deliveries waiting for any ready worker,
-                     [id, frame, generation] */
+  struct route_master route; /* the bus's (router.c) */
   struct activation act;
   struct generation *next_gen; /* being started by a reload */
   uint64_t reload_deadline_ms;
@@ -289,6 +306,13 @@ int router_frame(struct wproc *p, enum bus_type t, json_t *msg);
 int router_line(struct wproc *p, const char *frame, size_t len);
 /* A worker went away: redeliver what it had. */
 void router_worker_gone(struct master *m, struct wproc *p);
+/* p is being spawned (its mark is mapped, not yet forked): the
+ * back-pressure already on applies to it from the start. */
+void router_proc_init(const struct master *m, struct wproc *p);
+/* p's record is freed: what the bus still holds for it. */
+void router_proc_close(struct wproc *p);
+/* The master ends: the backlogs nobody took. */
+void router_close(struct master *m);
 /* STOPPING or QUITTING. */
 static inline int master_stopping(const struct master *m) {
   return m->phase >= MASTER_STOPPING;

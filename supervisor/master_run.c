@@ -222,9 +222,7 @@ out:
   m->gen->refs--;
   generation_free(m->gen, NULL);
   activation_close(&m->act);
-  for (size_t i = 0; i < m->slots_cap; i++)
-    json_decref(m->slots[i].backlog);
-  json_decref(m->backlog);
+  router_close(m);
   free(m->slots);
   free(m->scheds);
   return m->exit_code;

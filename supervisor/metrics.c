@@ -100,8 +100,8 @@ void metrics_worker_gone(struct master *m, struct wproc *p) {
   }
   struct bus_total *b = bus_get(mt, p->slot);
   if (b) {
-    b->emits += p->emits;
-    b->delivers += p->sent;
+    b->emits += p->route.emits;
+    b->delivers += p->route.sent;
     queues_worker_gone(b, p);
   }
 }

@@ -291,9 +291,9 @@ static void expose_bus(struct util_buf *b, const struct master *m,
         if ((size_t)p->slot != i)
           continue;
         if (f == 0)
-          v += (long long)p->emits;
+          v += (long long)p->route.emits;
         else if (f == 1)
-          v += (long long)p->sent;
+          v += (long long)p->route.sent;
         else {
           json_t *st = router_proc_status(p);
           const char *key = f == 2   ? "pending"

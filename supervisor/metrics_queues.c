@@ -23,7 +23,7 @@ void queues_worker_gone(struct bus_total *b, const struct wproc *p) {
   queues_refused(p, r);
   for (int i = 0; i < 3; i++)
     b->refused[i] += r[i];
-  b->dropped += p->dropped;
+  b->dropped += p->route.dropped;
   b->lost += channel_stats(&p->ch)->lost;
   queues_high_join(&b->high, &p->high);
   if (channel_stats(&p->ch)->high > b->channel_high)
@@ -100,10 +100,10 @@ static void slot_read(const struct master *m, size_t slot,
     if ((size_t)p->slot != slot)
       continue;
     queues_worker_gone(&t, p);
-    now[0] += p->npending;
-    now[1] += p->journal.n;
-    now[2] += p->pending_bytes;
-    now[3] += p->journal.len - p->journal.head;
+    now[0] += p->route.npending;
+    now[1] += p->route.journal.n;
+    now[2] += p->route.pending_bytes;
+    now[3] += p->route.journal.len - p->route.journal.head;
     now[4] += channel_queued(&p->ch);
   }
   for (int k = 0; k < 3; k++)

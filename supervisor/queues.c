@@ -29,10 +29,10 @@ void queues_high_join(struct queue_high *to, const struct queue_high *from) {
 
 void queues_sample(struct wproc *p) {
   const struct queue_high now = {
-      .deliveries = p->npending,
-      .deliveries_bytes = p->pending_bytes,
-      .journal = p->journal.n,
-      .journal_bytes = p->journal.len - p->journal.head,
+      .deliveries = p->route.npending,
+      .deliveries_bytes = p->route.pending_bytes,
+      .journal = p->route.journal.n,
+      .journal_bytes = p->route.journal.len - p->route.journal.head,
   };
   queues_high_join(&p->high, &now);
 }
@@ -62,12 +62,14 @@ static json_t *queue(size_t n, size_t bytes, size_t high_n, size_t high_bytes,
 json_t *queues_proc_status(const struct wproc *p) {
   const struct settings *s = &p->g->app.s;
   const struct channel_stats *st = channel_stats(&p->ch);
-  json_t *d = queue(p->npending, p->pending_bytes, p->high.deliveries,
-                    p->high.deliveries_bytes, s->bus_queue, s->bus_queue_bytes);
-  json_object_set_new(d, "dropped", json_integer((json_int_t)p->dropped));
+  json_t *d =
+      queue(p->route.npending, p->route.pending_bytes, p->high.deliveries,
+            p->high.deliveries_bytes, s->bus_queue, s->bus_queue_bytes);
+  json_object_set_new(d, "dropped", json_integer((json_int_t)p->route.dropped));
   json_t *j =
-      queue(p->journal.n, p->journal.len - p->journal.head, p->high.journal,
-            p->high.journal_bytes, s->bus_journal, s->bus_journal_bytes);
+      queue(p->route.journal.n, p->route.journal.len - p->route.journal.head,
+            p->high.journal, p->high.journal_bytes, s->bus_journal,
+            s->bus_journal_bytes);
   /* Bounded by what is queued above (deliveries) and by one frame per job
    * or command: no bound of its own. */
   json_t *c = json_pack(

@@ -1,6 +1,7 @@
 /*
  * router.c - the master's side of the signal bus: frames from workers, and
- * delivery of emitted signals to listeners.
+ * delivery of emitted signals to listeners. What a worker's exit and a
+ * worker's start hand over is router_handover.c.
  *
  * Routing: a signal emitted by a worker is handled, for its once-per-emit
  * listeners, by the emitting worker itself (per-emitter affinity), which
@@ -32,6 +33,7 @@
 #include "journal.h"
 #include "log.h"
 #include "master.h"
+#include "router_int.h"
 #include "util.h"
 
 /* ---- bounds ------------------------------------------------------------- */
@@ -43,11 +45,11 @@
  * KiB), with room to spare. Past it, it ignores the refusal. */
 #define INFLIGHT_SLACK (2 * 1024 * 1024)
 
-static void set_busy(struct master *m, int busy) {
+void router_set_busy(struct master *m, int busy) {
   for (struct wproc *q = m->procs; q; q = q->next) {
     if (q->mark)
       q->mark->busy = (uint64_t)busy;
-    q->over_bytes = 0;
+    q->route.over_bytes = 0;
   }
 }
 
@@ -57,44 +59,44 @@ static void set_busy(struct master *m, int busy) {
 static void queue_check(struct wproc *p) {
   struct master *m = p->m;
   const struct settings *s = &p->g->app.s;
-  if (!p->full &&
-      (p->npending >= s->bus_queue || p->pending_bytes >= s->bus_queue_bytes)) {
-    p->full = 1;
-    if (m->nfull++ == 0)
-      set_busy(m, 1);
+  if (!p->route.full && (p->route.npending >= s->bus_queue ||
+                         p->route.pending_bytes >= s->bus_queue_bytes)) {
+    p->route.full = 1;
+    if (m->route.nfull++ == 0)
+      router_set_busy(m, 1);
     log_warnx("worker %d pid %d has %zu signal deliveries waiting (%zu "
               "bytes; bus_queue = %zu, bus_queue_bytes = %zu): its listeners "
               "fall behind; signals for broadcast listeners are refused",
-              p->slot, (int)p->pid, p->npending, p->pending_bytes, s->bus_queue,
-              s->bus_queue_bytes);
-  } else if (p->full && p->npending < s->bus_queue / 2 + 1 &&
-             p->pending_bytes < s->bus_queue_bytes / 2) {
-    p->full = 0;
-    if (--m->nfull == 0)
-      set_busy(m, 0);
+              p->slot, (int)p->pid, p->route.npending, p->route.pending_bytes,
+              s->bus_queue, s->bus_queue_bytes);
+  } else if (p->route.full && p->route.npending < s->bus_queue / 2 + 1 &&
+             p->route.pending_bytes < s->bus_queue_bytes / 2) {
+    p->route.full = 0;
+    if (--m->route.nfull == 0)
+      router_set_busy(m, 0);
     log_info("worker %d pid %d caught up: %zu signal deliveries waiting",
-             p->slot, (int)p->pid, p->npending);
+             p->slot, (int)p->pid, p->route.npending);
   }
-  if (p->pending_bytes >= TRIM_AFTER)
-    m->trim_wanted = 1;
+  if (p->route.pending_bytes >= TRIM_AFTER)
+    m->route.trim_wanted = 1;
 }
 
 /* After a burst, once nothing large is queued any more: freed memory that
  * glibc keeps in its arenas goes back to the kernel. */
-static void maybe_trim(struct master *m) {
-  if (!m->trim_wanted)
+void router_maybe_trim(struct master *m) {
+  if (!m->route.trim_wanted)
     return;
   for (struct wproc *q = m->procs; q; q = q->next)
-    if (q->pending_bytes >= TRIM_AFTER / 4 ||
-        q->journal.len - q->journal.head >= TRIM_AFTER / 4)
+    if (q->route.pending_bytes >= TRIM_AFTER / 4 ||
+        q->route.journal.len - q->route.journal.head >= TRIM_AFTER / 4)
       return;
-  m->trim_wanted = 0;
+  m->route.trim_wanted = 0;
   malloc_trim(0);
 }
 
 /* ---- deliveries -------------------------------------------------------- */
 
-static void delivery_free(struct delivery *d) {
+void router_delivery_free(struct delivery *d) {
   if (d->frame != d->inl)
     free(d->frame);
   free(d);
@@ -104,7 +106,7 @@ static void delivery_free(struct delivery *d) {
  * both), made for p's generation, for p and keep it until acknowledged.
  * wire, when not NULL, is what is sent instead (a ref deliver: frame is
  * then the emit frame it names). */
-static void send_delivery(struct wproc *p, const char *frame, size_t len,
+void router_send_delivery(struct wproc *p, const char *frame, size_t len,
                           json_int_t id, enum bus_kind kind,
                           struct csig_entry *cref, const struct bus_out *wire) {
   struct delivery *d = malloc(sizeof(*d) + len);
@@ -126,24 +128,24 @@ static void send_delivery(struct wproc *p, const char *frame, size_t len,
    * death hands it to another worker. */
   if ((wire ? channel_send_raw(&p->ch, wire->buf, wire->len)
             : channel_send_raw(&p->ch, d->frame, len)) == 0)
-    d->n = ++p->sent;
+    d->n = ++p->route.sent;
   /* At the tail in O(1): thousands may be in flight. */
-  if (p->pending_last)
-    p->pending_last->next = d;
+  if (p->route.pending_last)
+    p->route.pending_last->next = d;
   else
-    p->pending = d;
-  p->pending_last = d;
-  p->npending++;
-  p->pending_bytes += len;
+    p->route.pending = d;
+  p->route.pending_last = d;
+  p->route.npending++;
+  p->route.pending_bytes += len;
   queue_check(p);
 }
 
 /* Where deliver frames are built: a frame is encoded once, straight from
  * the emit's parsed data, and its text is what is sent, kept and, if need
  * be, redelivered. No json_t tree per delivery. */
-static struct bus_out scratch;
+struct bus_out router_scratch;
 
-/* A new deliver frame (newline included, in scratch: borrowed until the
+/* A new deliver frame (newline included, in router_scratch: borrowed until the
  * next one is made) in *len bytes, with a new id in *id; NULL when it
  * cannot be made (logged). */
 static const char *encode_deliver(struct master *m, const char *signal,
@@ -152,8 +154,9 @@ static const char *encode_deliver(struct master *m, const char *signal,
                                   const size_t *listeners, size_t n,
                                   json_int_t *id, size_t *len) {
   *id = m->next_id++;
-  scratch.off = scratch.len = 0;
-  int err = bus_deliver_encode(&scratch, *id, signal, data, raw, listeners, n);
+  router_scratch.off = router_scratch.len = 0;
+  int err =
+      bus_deliver_encode(&router_scratch, *id, signal, data, raw, listeners, n);
   if (err) {
     /* Too large happens when the data fitted in the emit frame but not
      * with the deliver fields: it could never be delivered. */
@@ -161,13 +164,13 @@ static const char *encode_deliver(struct master *m, const char *signal,
               signal, strerror(-err));
     return NULL;
   }
-  *len = scratch.len;
-  return scratch.buf;
+  *len = router_scratch.len;
+  return router_scratch.buf;
 }
 
 /* A ready worker of the current generation, lowest slot first; NULL when
  * none. */
-static struct wproc *any_ready(struct master *m, const struct wproc * not ) {
+struct wproc *router_any_ready(struct master *m, const struct wproc * not ) {
   struct wproc *best = NULL;
   for (struct wproc *p = m->procs; p; p = p->next)
     if (p != not &&p->state == WPROC_READY && p->g == m->gen &&
@@ -177,21 +180,13 @@ static struct wproc *any_ready(struct master *m, const struct wproc * not ) {
 }
 
 /* Keep a frame (borrowed: copied) for a worker that does not exist yet. */
-static void backlog_add(json_t **backlog, const char *frame, size_t len,
+void router_backlog_add(json_t **backlog, const char *frame, size_t len,
                         json_int_t id, unsigned gen, enum bus_kind kind) {
   if (*backlog == NULL)
     *backlog = json_array();
   json_array_append_new(
       *backlog, json_pack("[I,s%,i,i]", id, frame, len, (int)gen, (int)kind));
 }
-
-/* What one generation's index says of the signal being routed: looked up
- * once per signal and generation, not once per receiver. */
-struct sig_look {
-  const char *signal;
-  const struct generation *g; /* NULL: not looked up yet */
-  const struct bus_index_sig *e;
-};
 
 static const struct bus_index_sig *look(struct sig_look *l,
                                         const struct generation *g) {
@@ -204,7 +199,7 @@ static const struct bus_index_sig *look(struct sig_look *l,
 
 /* The listeners of generation g for the signal of one kind: their indices
  * in idx (room for all of g's). Returns how many. */
-static size_t match(const struct generation *g, struct sig_look *l,
+size_t router_match(const struct generation *g, struct sig_look *l,
                     enum bus_kind kind, size_t *idx) {
   const struct bus_index_sig *e = look(l, g);
   size_t n = 0;
@@ -228,15 +223,15 @@ static size_t deliver_ref(struct master *m, struct wproc *to,
                           const struct bus_in *in, const size_t *idx, size_t n,
                           enum bus_kind kind) {
   json_int_t id = m->next_id++;
-  scratch.off = scratch.len = 0;
-  if (bus_deliver_ref_encode(&scratch, id, in->signal,
+  router_scratch.off = router_scratch.len = 0;
+  if (bus_deliver_ref_encode(&router_scratch, id, in->signal,
                              in->signal_text.p ? &in->signal_text : NULL,
                              in->seq, idx, n) != 0) {
     log_warnx("signal '%s': cannot make its deliver frame (%s); dropped",
               in->signal, strerror(ENOMEM));
     return 0;
   }
-  send_delivery(to, in->frame, in->len, id, kind, NULL, &scratch);
+  router_send_delivery(to, in->frame, in->len, id, kind, NULL, &router_scratch);
   return in->len;
 }
 
@@ -246,7 +241,7 @@ static size_t deliver_ref(struct master *m, struct wproc *to,
  * emitter's. cref: the cluster entry it is (to is not NULL then), given
  * back to cluster_signals.c if nothing is sent. own: the worker's emit
  * being routed, or NULL. */
-static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
+size_t router_deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
                            struct sig_look *l, const json_t *data,
                            const struct bus_span *raw, enum bus_kind kind,
                            struct csig_entry *cref,
@@ -263,15 +258,15 @@ static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
   const char *frame;
   size_t queued = 0;
   if (own && to == own->from && own->in->keep && cref == NULL) {
-    if ((n = match(g, l, kind, idx)) > 0)
+    if ((n = router_match(g, l, kind, idx)) > 0)
       queued = deliver_ref(m, to, own->in, idx, n, kind);
-  } else if ((n = match(g, l, kind, idx)) > 0 &&
+  } else if ((n = router_match(g, l, kind, idx)) > 0 &&
              (frame =
                   encode_deliver(m, signal, data, raw, idx, n, &id, &len))) {
     if (to)
-      send_delivery(to, frame, len, id, kind, cref, NULL);
+      router_send_delivery(to, frame, len, id, kind, cref, NULL);
     else
-      backlog_add(backlog, frame, len, id, g->id, kind);
+      router_backlog_add(backlog, frame, len, id, g->id, kind);
     queued = len;
   } else {
     csig_abandon(m, cref);
@@ -285,25 +280,25 @@ static size_t deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
  * backs off after a crash) is bounded as a worker's delivery queue is,
  * with the same busy word; a slot that is given up or retired gets no
  * more and holds nobody back. */
-static void slot_check(struct master *m, struct slot *sl) {
+void router_slot_check(struct master *m, struct slot *sl) {
   const struct settings *s = &m->gen->app.s;
-  size_t n = json_array_size(sl->backlog), b = sl->backlog_bytes;
+  size_t n = json_array_size(sl->route.backlog), b = sl->route.backlog_bytes;
   int live = (size_t)sl->index < m->nslots && sl->state != SLOT_FAILED;
-  int full =
-      live && (sl->full ? n > s->bus_queue / 2 || b >= s->bus_queue_bytes / 2
-                        : n >= s->bus_queue || b >= s->bus_queue_bytes);
-  if (full == sl->full)
+  int full = live && (sl->route.full
+                          ? n > s->bus_queue / 2 || b >= s->bus_queue_bytes / 2
+                          : n >= s->bus_queue || b >= s->bus_queue_bytes);
+  if (full == sl->route.full)
     return;
-  sl->full = full;
+  sl->route.full = full;
   if (full) {
-    if (m->nfull++ == 0)
-      set_busy(m, 1);
+    if (m->route.nfull++ == 0)
+      router_set_busy(m, 1);
     log_warnx("worker %d has %zu signal deliveries waiting (%zu bytes) "
               "for its next process: signals for broadcast listeners are "
               "refused",
               sl->index, n, b);
-  } else if (--m->nfull == 0) {
-    set_busy(m, 0);
+  } else if (--m->route.nfull == 0) {
+    router_set_busy(m, 0);
   }
 }
 
@@ -324,8 +319,8 @@ static void route(struct master *m, struct wproc *from, const struct bus_in *in,
                   const struct bus_span *raw) {
   struct own_emit own = {from, in};
   if (from == NULL)
-    deliver_kind(m, any_ready(m, NULL), &m->backlog, l, data, raw,
-                 BUS_KIND_ONCE, NULL, NULL);
+    router_deliver_kind(m, router_any_ready(m, NULL), &m->route.backlog, l,
+                        data, raw, BUS_KIND_ONCE, NULL, NULL);
   /* Broadcast: each slot's worker, if the emitter's list (for the
    * master's own signals: any list, during a reload) has a broadcast
    * listener; each receiver runs those of its own list. */
@@ -351,11 +346,11 @@ static void route_slots(struct master *m, struct sig_look *l,
     if (sl->state == SLOT_FAILED)
       continue;
     if (sl->cur && sl->cur->state == WPROC_READY) {
-      deliver_kind(m, sl->cur, NULL, l, data, raw, kind, NULL, own);
+      router_deliver_kind(m, sl->cur, NULL, l, data, raw, kind, NULL, own);
     } else {
-      sl->backlog_bytes +=
-          deliver_kind(m, NULL, &sl->backlog, l, data, raw, kind, NULL, NULL);
-      slot_check(m, sl);
+      sl->route.backlog_bytes += router_deliver_kind(
+          m, NULL, &sl->route.backlog, l, data, raw, kind, NULL, NULL);
+      router_slot_check(m, sl);
     }
   }
 }
@@ -363,11 +358,11 @@ static void route_slots(struct master *m, struct sig_look *l,
 int router_cluster_deliver(struct master *m, const char *signal,
                            const json_t *data, const struct bus_span *raw,
                            struct csig_entry *cref) {
-  struct wproc *to = any_ready(m, NULL);
+  struct wproc *to = router_any_ready(m, NULL);
   if (to == NULL)
     return -EAGAIN;
-  deliver_kind(m, to, NULL, &(struct sig_look){.signal = signal}, data, raw,
-               BUS_KIND_CLUSTER, cref, NULL);
+  router_deliver_kind(m, to, NULL, &(struct sig_look){.signal = signal}, data,
+                      raw, BUS_KIND_CLUSTER, cref, NULL);
   return 0;
 }
 
@@ -378,7 +373,7 @@ void router_cluster_broadcast(struct master *m, const char *signal,
 }
 
 int router_cluster_ready(struct master *m) {
-  return any_ready(m, NULL) != NULL;
+  return router_any_ready(m, NULL) != NULL;
 }
 
 int router_cluster_kinds(struct master *m, const char *signal) {
@@ -386,215 +381,8 @@ int router_cluster_kinds(struct master *m, const char *signal) {
   return ((k & CLUSTER) ? 1 : 0) | ((k & CLUSTER_BROADCAST) ? 2 : 0);
 }
 
-/* Our own deliver frames, read back (a reload, a dead worker's). */
-#define OWN_DELIVER (BUS_IN_BIT(BUS_DELIVER) | BUS_IN_TRUSTED)
-
-/* Pass on a kept frame (borrowed) made for generation gen. A worker of
- * another generation gets it made again for its own listener list (a new
- * id), or not at all when that list has no listener of its kind. */
-static void hand_over(struct master *m, struct wproc *to, const char *frame,
-                      size_t len, json_int_t id, enum bus_kind kind,
-                      unsigned gen, struct csig_entry *cref) {
-  if (gen == to->g->id) {
-    send_delivery(to, frame, len, id, kind, cref, NULL);
-    return;
-  }
-  struct bus_in in; /* our own frame, without its newline */
-  if (bus_in_decode(frame, len - 1, OWN_DELIVER, &in) == 0 &&
-      in.type == BUS_DELIVER)
-    deliver_kind(m, to, NULL, &(struct sig_look){.signal = in.signal}, in.data,
-                 NULL, kind, cref, NULL);
-  else
-    csig_abandon(m, cref);
-  bus_in_free(&in);
-}
-
 void router_emit(struct master *m, const char *signal, json_t *data) {
   route(m, NULL, NULL, &(struct sig_look){.signal = signal}, data, NULL);
-}
-
-static void flush_backlog(struct master *m, json_t **backlog,
-                          struct wproc *to) {
-  if (*backlog == NULL)
-    return;
-  size_t i;
-  json_t *e;
-  json_array_foreach(*backlog, i, e) {
-    json_t *f = json_array_get(e, 1);
-    hand_over(m, to, json_string_value(f), json_string_length(f),
-              json_integer_value(json_array_get(e, 0)),
-              (enum bus_kind)json_integer_value(json_array_get(e, 3)),
-              (unsigned)json_integer_value(json_array_get(e, 2)), NULL);
-  }
-  json_decref(*backlog);
-  *backlog = NULL;
-}
-
-static int on_dead_line(void *arg, const char *frame, size_t len);
-
-/* d was sent to p naming the emit it kept; p died before it ran: make it
- * the deliver frame it stands for (same id), for p's successor. 0, or -1
- * when it cannot be made (logged; dropped). */
-static int unref(struct wproc *p, struct delivery *d) {
-  struct bus_in in;
-  struct generation *g = p->g;
-  size_t local[32], *idx = local, n = 0;
-  int err = bus_in_decode(d->frame, d->len, BUS_IN_BIT(BUS_EMIT), &in);
-  if (err == 0 && in.type != BUS_EMIT)
-    err = -EBADMSG;
-  if (err == 0 && g->app.s.nlisteners > 32 &&
-      (idx = malloc(g->app.s.nlisteners * sizeof(*idx))) == NULL)
-    err = -ENOMEM;
-  if (err == 0)
-    n = match(g, &(struct sig_look){.signal = in.signal},
-              (enum bus_kind)d->kind, idx);
-  scratch.off = scratch.len = 0;
-  if (err == 0)
-    err = bus_deliver_encode(&scratch, d->id, in.signal, in.data,
-                             in.raw.p ? &in.raw : NULL, idx, n);
-  char *frame = err ? NULL : malloc(scratch.len);
-  if (frame) {
-    memcpy(frame, scratch.buf, scratch.len);
-    if (d->frame != d->inl)
-      free(d->frame);
-    d->frame = frame;
-    d->len = scratch.len;
-    d->ref = 0;
-  } else {
-    log_warnx("signal '%s' (delivery %lld) for worker %d: cannot make its "
-              "deliver frame again (%s); dropped",
-              in.signal[0] ? in.signal : "?", (long long)d->id, p->slot,
-              strerror(err ? -err : ENOMEM));
-  }
-  if (idx != local)
-    free(idx);
-  bus_in_free(&in);
-  return frame ? 0 : -1;
-}
-
-/* Did p die with its listeners running, the delivery numbered n of a
- * stream whose number in hand the mark gives? A clean exit or our own
- * shutdown has none. */
-static int died_in_hand(const struct wproc *p, uint64_t n, uint64_t in_hand) {
-  return p->state == WPROC_DEAD && !master_stopping(p->m) && n != 0 &&
-         n == in_hand;
-}
-
-/* One own emit of p that it had not finished when it died (frame: the
- * emit frame, from the journal or from p's ring): redelivered, unless it
- * is the one in hand. A frame from the ring was never checked: it is
- * checked here like any frame from a worker, and dropped if bad. */
-static void own_emit_gone(struct master *m, struct wproc *p, uint64_t seq,
-                          const char *frame, size_t len) {
-  struct bus_in in;
-  if (bus_in_decode(frame, len, BUS_IN_BIT(BUS_EMIT), &in) != 0 ||
-      in.type != BUS_EMIT)
-    log_warnx("worker %d left an unreadable signal (emit %llu); dropped",
-              p->slot, (unsigned long long)seq);
-  else if (died_in_hand(p, seq, p->mark->local_in_hand))
-    log_warnx("signal '%s' (emit %llu) was being handled by worker %d "
-              "when it died; not redelivered",
-              in.signal, (unsigned long long)seq, p->slot);
-  else
-    deliver_kind(m, any_ready(m, p), &m->backlog,
-                 &(struct sig_look){.signal = in.signal}, in.data,
-                 in.raw.p ? &in.raw : NULL, BUS_KIND_ONCE, NULL, NULL);
-  bus_in_free(&in);
-}
-
-/* p's own emits it had not finished, from its journal (sent to us) and
- * its ring (not sent), merged back into emit order: all but the one in
- * hand go to another worker. */
-static void own_emits_redeliver(struct master *m, struct wproc *p) {
-  uint64_t done = p->mark->local_done, pos = p->mark->ring_head, rseq = 0;
-  const char *jframe, *rframe = NULL;
-  size_t rlen = 0;
-  const struct jrec *r = journal_first(&p->journal, &jframe);
-  int ring = bus_ring_next(p->mark, &pos, &rseq, &rframe, &rlen);
-  while (r || ring == 1) {
-    if (r && (ring != 1 || r->seq < rseq)) {
-      if (r->seq > done)
-        own_emit_gone(m, p, r->seq, jframe, r->len);
-      journal_pop(&p->journal);
-      r = journal_first(&p->journal, &jframe);
-    } else {
-      if (rseq > done)
-        own_emit_gone(m, p, rseq, rframe, rlen);
-      ring = bus_ring_next(p->mark, &pos, &rseq, &rframe, &rlen);
-    }
-  }
-  if (ring < 0)
-    log_warnx("worker %d left a damaged signal ring; what remains in it "
-              "is dropped",
-              p->slot);
-  journal_free(&p->journal);
-}
-
-void router_worker_gone(struct master *m, struct wproc *p) {
-  /* What it wrote before it died, still unread (channel.c). */
-  channel_drain(&p->ch, on_dead_line, p);
-  struct delivery *d = p->pending, *next;
-  p->pending = NULL;
-  p->pending_last = NULL;
-  p->npending = 0;
-  p->pending_bytes = 0;
-  if (p->full && --m->nfull == 0)
-    set_busy(m, 0);
-  p->full = 0;
-  struct slot *sl = (size_t)p->slot < m->slots_cap ? &m->slots[p->slot] : NULL;
-  uint64_t done = p->mark->done, hand = p->mark->in_hand;
-  for (; d; d = next) {
-    next = d->next;
-    if (d->ref && !(d->n != 0 && d->n <= done) && unref(p, d) != 0) {
-      delivery_free(d);
-      continue;
-    }
-    if (d->n != 0 && d->n <= done) {
-      /* Finished; only its acknowledgement died with the worker. */
-      csig_done(m, d->cref);
-    } else if (died_in_hand(p, d->n, hand)) {
-      /* Redelivering it could kill the next worker the same way. */
-      struct bus_in in;
-      int err = bus_in_decode(d->frame, d->len - 1, OWN_DELIVER, &in);
-      log_warnx("signal '%s' (delivery %lld) was being handled by worker %d "
-                "when it died; not redelivered",
-                err ? "?" : in.signal, (long long)d->id, p->slot);
-      bus_in_free(&in);
-      /* A cluster entry stays pending in Redis: claimed again after
-       * cluster_claim_timeout, until cluster_max_deliveries. */
-      csig_abandon(m, d->cref);
-    } else if (d->broadcast) {
-      if (sl && (size_t)sl->index < m->nslots) {
-        backlog_add(&sl->backlog, d->frame, d->len, d->id, d->gen, d->kind);
-        sl->backlog_bytes += d->len;
-      }
-    } else {
-      /* A cluster entry goes to another worker here, with its entry (not
-       * added to Redis again); with none ready it stays pending there. */
-      struct wproc *to = any_ready(m, p);
-      if (to)
-        hand_over(m, to, d->frame, d->len, d->id, d->kind, d->gen, d->cref);
-      else if (d->cref)
-        csig_abandon(m, d->cref);
-      else
-        backlog_add(&m->backlog, d->frame, d->len, d->id, d->gen, d->kind);
-    }
-    delivery_free(d);
-  }
-  own_emits_redeliver(m, p);
-  bus_mark_free(p->mark);
-  p->mark = NULL;
-  maybe_trim(m);
-}
-
-void router_worker_ready(struct master *m, struct wproc *p) {
-  if (p->g == m->gen) {
-    struct slot *sl = &m->slots[p->slot];
-    flush_backlog(m, &sl->backlog, p);
-    sl->backlog_bytes = 0;
-    slot_check(m, sl);
-    flush_backlog(m, &m->backlog, p);
-  }
 }
 
 /* Keep p's own emit, whose once-per-emit listeners it runs itself, in
@@ -607,22 +395,23 @@ static void keep_own(struct wproc *p, const char *signal, const char *frame,
                      size_t len) {
   const struct settings *s = &p->g->app.s;
   uint64_t done = p->mark->local_done;
-  journal_ack(&p->journal, done < p->emits ? done : p->emits);
+  journal_ack(&p->route.journal, done < p->route.emits ? done : p->route.emits);
   const char *why = NULL;
-  if (p->journal.n >= s->bus_journal ||
-      p->journal.len - p->journal.head + len > s->bus_journal_bytes)
+  if (p->route.journal.n >= s->bus_journal ||
+      p->route.journal.len - p->route.journal.head + len > s->bus_journal_bytes)
     why = "its journal is full";
-  else if (journal_add(&p->journal, p->emits, frame, len) != 0)
+  else if (journal_add(&p->route.journal, p->route.emits, frame, len) != 0)
     why = "out of memory";
   if (why == NULL) {
-    if (p->journal.cap >= TRIM_AFTER)
-      p->m->trim_wanted = 1;
+    if (p->route.journal.cap >= TRIM_AFTER)
+      p->m->route.trim_wanted = 1;
     return;
   }
-  if (p->dropped++ % 1000 == 0)
+  if (p->route.dropped++ % 1000 == 0)
     log_warnx("signal '%s' from worker %d: %s; not kept for redelivery "
               "(worker %d has dropped %llu)",
-              signal, p->slot, why, p->slot, (unsigned long long)p->dropped);
+              signal, p->slot, why, p->slot,
+              (unsigned long long)p->route.dropped);
 }
 
 /* An emit from p, its frame text whole: its seq must be greater than the
@@ -634,25 +423,25 @@ static int on_emit(struct wproc *p, const struct bus_in *in) {
   size_t len = in->len;
   json_int_t seq = in->seq;
   /* The emits a worker keeps in its ring do not come here: gaps. */
-  if (seq <= (json_int_t)p->emits)
+  if (seq <= (json_int_t)p->route.emits)
     return -EBADMSG;
-  p->emits = (uint64_t)seq;
+  p->route.emits = (uint64_t)seq;
   struct sig_look l = {.signal = signal};
   const struct bus_index_sig *e = look(&l, p->g);
   unsigned kinds = e ? e->kinds : 0;
   if (kinds & ONCE)
     keep_own(p, signal, frame, len);
   uint64_t slack = p->g->app.s.bus_buffer + INFLIGHT_SLACK;
-  if ((kinds & BROADCAST) && p->m->nfull > 0 &&
-      (p->over_bytes += len) > slack) {
+  if ((kinds & BROADCAST) && p->m->route.nfull > 0 &&
+      (p->route.over_bytes += len) > slack) {
     /* It sent on long after it was told its broadcasts are refused: a
      * worker that ignores back-pressure does not get to grow the others'
      * queues. Logged once each time it happens. */
-    p->dropped++;
-    if (p->over_bytes - len <= slack)
+    p->route.dropped++;
+    if (p->route.over_bytes - len <= slack)
       log_warnx("signal '%s' from worker %d: broadcast while the bus is "
                 "full; dropped (worker %d has dropped %llu)",
-                signal, p->slot, p->slot, (unsigned long long)p->dropped);
+                signal, p->slot, p->slot, (unsigned long long)p->route.dropped);
     return 0;
   }
   route(p->m, p, in, &l, in->data, in->raw.p ? &in->raw : NULL);
@@ -662,25 +451,25 @@ static int on_emit(struct wproc *p, const struct bus_in *in) {
 /* "delivered" is cumulative: the worker handles deliveries in the order
  * they were sent, so the one it names and all before it are finished. */
 static int ack_upto(struct wproc *p, json_int_t id) {
-  struct delivery *d = p->pending;
+  struct delivery *d = p->route.pending;
   while (d && d->id != id)
     d = d->next;
   if (d == NULL)
     return -EBADMSG; /* acknowledging what was never sent */
   struct delivery *rest = d->next, *next;
-  for (d = p->pending; d != rest; d = next) {
+  for (d = p->route.pending; d != rest; d = next) {
     next = d->next;
     csig_done(p->m, d->cref);
-    p->pending_bytes -= d->len;
-    delivery_free(d);
-    p->npending--;
+    p->route.pending_bytes -= d->len;
+    router_delivery_free(d);
+    p->route.npending--;
   }
-  p->pending = rest;
+  p->route.pending = rest;
   if (rest == NULL)
-    p->pending_last = NULL;
+    p->route.pending_last = NULL;
   queue_check(p);
   if (rest == NULL)
-    maybe_trim(p->m);
+    router_maybe_trim(p->m);
   return 0;
 }
 
@@ -691,11 +480,11 @@ static int on_ack(struct wproc *p, int has_id, json_int_t id, int has_seq,
   if (!has_id && !has_seq)
     return -EBADMSG;
   if (has_seq) {
-    if (seq < 1 || (uint64_t)seq > p->emits)
+    if (seq < 1 || (uint64_t)seq > p->route.emits)
       return -EBADMSG;
-    journal_ack(&p->journal, (uint64_t)seq);
-    if (p->journal.n == 0)
-      maybe_trim(p->m);
+    journal_ack(&p->route.journal, (uint64_t)seq);
+    if (p->route.journal.n == 0)
+      router_maybe_trim(p->m);
   }
   return has_id ? ack_upto(p, id) : 0;
 }
@@ -729,7 +518,7 @@ static int on_dead_in(void *arg, struct bus_in *in) {
   return on_in(arg, in, 1);
 }
 
-static int on_dead_line(void *arg, const char *frame, size_t len) {
+int router_dead_line(void *arg, const char *frame, size_t len) {
   struct bus_in_sink sink = {on_dead_in, arg, BUS_IN_MASTER};
   return bus_in_line(&sink, frame, len);
 }
@@ -757,8 +546,8 @@ int router_frame(struct wproc *p, enum bus_type t, json_t *msg) {
 }
 
 json_t *router_proc_status(const struct wproc *p) {
-  json_int_t pending = (json_int_t)p->npending, ring = 0;
-  json_int_t journal = (json_int_t)p->journal.n;
+  json_int_t pending = (json_int_t)p->route.npending, ring = 0;
+  json_int_t journal = (json_int_t)p->route.journal.n;
   /* The worker moves the counters as it goes: a snapshot in which head
    * did not move while tail was read. */
   for (int tries = 0; p->mark && tries < 100; tries++) {
@@ -769,26 +558,39 @@ json_t *router_proc_status(const struct wproc *p) {
     }
     ring = -1;
   }
-  return json_pack(
-      "{s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I}", "pending", pending,
-      "pending_bytes", (json_int_t)p->pending_bytes, "journal", journal,
-      "journal_bytes", (json_int_t)(p->journal.len - p->journal.head),
-      "ring_bytes", ring, "full", p->full, "refused",
-      (json_int_t)(p->mark ? p->mark->refused : 0), "dropped",
-      (json_int_t)p->dropped, "soon_refused",
-      (json_int_t)(p->mark ? p->mark->soon_refused : 0), "wait_refused",
-      (json_int_t)(p->mark ? p->mark->wait_refused : 0));
+  return json_pack("{s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I}", "pending",
+                   pending, "pending_bytes", (json_int_t)p->route.pending_bytes,
+                   "journal", journal, "journal_bytes",
+                   (json_int_t)(p->route.journal.len - p->route.journal.head),
+                   "ring_bytes", ring, "full", p->route.full, "refused",
+                   (json_int_t)(p->mark ? p->mark->refused : 0), "dropped",
+                   (json_int_t)p->route.dropped, "soon_refused",
+                   (json_int_t)(p->mark ? p->mark->soon_refused : 0),
+                   "wait_refused",
+                   (json_int_t)(p->mark ? p->mark->wait_refused : 0));
 }
 
 void router_tick(struct master *m) {
   for (size_t i = 0; i < m->slots_cap; i++)
-    slot_check(m, &m->slots[i]);
-  maybe_trim(m);
+    router_slot_check(m, &m->slots[i]);
+  router_maybe_trim(m);
 }
 
 size_t router_backlog(const struct master *m) {
-  size_t n = json_array_size(m->backlog);
+  size_t n = json_array_size(m->route.backlog);
   for (size_t i = 0; i < m->nslots && i < m->slots_cap; i++)
-    n += json_array_size(m->slots[i].backlog);
+    n += json_array_size(m->slots[i].route.backlog);
   return n;
+}
+
+void router_proc_init(const struct master *m, struct wproc *p) {
+  p->mark->busy = m->route.nfull > 0;
+}
+
+void router_proc_close(struct wproc *p) { journal_free(&p->route.journal); }
+
+void router_close(struct master *m) {
+  for (size_t i = 0; i < m->slots_cap; i++)
+    json_decref(m->slots[i].route.backlog);
+  json_decref(m->route.backlog);
 }

@@ -70,8 +70,7 @@ int spawn_worker(struct master *m, struct generation *g, struct slot *s,
     free(p);
     return err;
   }
-  /* Back-pressure already on (router.c) applies to it from the start. */
-  p->mark->busy = m->nfull > 0;
+  router_proc_init(m, p);
   p->cpu = spawn_cpu_for(&g->app.s, s->index);
   pid_t master_pid = getpid();
   pid_t pid = fork();

@@ -1,11 +1,11 @@
 /*
  * emit_wait.c - the waits of aio_emit_wait(): one record per call, in a
  * list of the worker's (bounded by [aio] bus_journal, as its own signals
- * are), told by worker.c or testing.c how each once-per-emit listener
+ * are), told by listeners.c or testing.c how each once-per-emit listener
  * ended. A finished wait's done_cb runs from an idle handle of the loop,
  * so never inside the aio_emit_wait() call, in slices like the bus's,
  * exactly once: at the latest when the worker stops (emit_wait_close).
- * The API function itself is in worker.c, beside aio_emit().
+ * The API function itself is in emit.c, beside aio_emit().
  */
 #define _GNU_SOURCE
 #include "emit_wait.h"

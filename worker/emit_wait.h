@@ -2,7 +2,7 @@
  * emit_wait.h - aio_emit_wait(): the record of one emit whose caller waits
  * for its once-per-emit listeners (worker/emit_wait.c). A worker (and the
  * loop of `aio test`) keeps its waits in one bounded list; the code that
- * runs listeners (worker.c, testing.c) says how each ended, and the
+ * runs listeners (listeners.c, testing.c) says how each ended, and the
  * caller's done_cb runs from the loop, on a later turn, exactly once.
  */
 #ifndef AIO_WORKER_EMIT_WAIT_H

@@ -115,7 +115,7 @@ struct worker {
   uv_timer_t heartbeat;
   uv_timer_t drain_timer;
   uv_async_t sig_async;  /* woken by the TERM/QUIT handler */
-  uv_async_t soon_async; /* woken by aio_call_soon() (worker.c) */
+  uv_async_t soon_async; /* woken by aio_call_soon() (call_soon.c) */
   struct pending_signal pend;
   struct emit_waits *waits; /* aio_emit_wait()'s (emit_wait.c) */
   struct wserver *servers;
@@ -135,7 +135,7 @@ struct worker {
   uint64_t emit_seq;
   const aio_decl_t **listeners; /* resolved s.listeners, same order */
   const aio_decl_t **jobs;      /* 3 per schedule: func, cb, err */
-  struct job_run *runs;         /* runs in hand, newest first (worker.c) */
+  struct job_run *runs;         /* runs in hand, newest first (jobs.c) */
   size_t nruns;                 /* of them not finished */
   size_t nruns_late;            /* of them timed out, kept for a late done */
   char readbuf[64 * 1024];      /* shared: data_received runs to completion */

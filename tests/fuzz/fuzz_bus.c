@@ -60,7 +60,7 @@ static int on_frame(void *arg, enum bus_type t, json_t *msg) {
   return 0;
 }
 
-/* Feed like worker.c does: stop at the first error. */
+/* Feed like worker_bus.c does: stop at the first error. */
 static int feed(const uint8_t *data, size_t size, uint8_t shape,
                 struct seen *s) {
   struct bus_reader rd;

@@ -184,7 +184,7 @@ static void proc_free(struct wproc *p) {
     }
   channel_close(&p->ch);
   bus_mark_free(p->mark);
-  free(p->journal.buf);
+  router_proc_close(p);
   for (size_t i = 0; i < 2 * NPROC; i++)
     if (procs[i] == p)
       procs[i] = NULL;
@@ -321,9 +321,7 @@ static void teardown(void) {
   while (nextra > 0)
     generation_free(extra[--nextra], NULL);
   generation_free(m.gen, NULL);
-  for (size_t i = 0; i < m.slots_cap; i++)
-    json_decref(m.slots[i].backlog);
-  json_decref(m.backlog);
+  router_close(&m);
   free(m.slots);
   char cmd[128];
   snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
@@ -358,14 +356,14 @@ START_TEST(test_master_signal_once_goes_to_one_worker) {
   ck_assert_int_gt(id, 0);
   ck_assert_int_eq(delivered_to(1, "once"), 0);
   ck_assert_int_eq(delivered_to(2, "once"), 0);
-  ck_assert_uint_eq(procs[0]->npending, 1);
+  ck_assert_uint_eq(procs[0]->route.npending, 1);
   /* Its ack forgets it; acknowledging it again is a lie that costs the
    * worker its channel. */
   char ack[64];
   snprintf(ack, sizeof(ack), "{\"t\":\"delivered\",\"id\":%lld}",
            (long long)id);
   ck_assert_int_eq(feed(0, ack), 0);
-  ck_assert_uint_eq(procs[0]->npending, 0);
+  ck_assert_uint_eq(procs[0]->route.npending, 0);
   ck_assert_int_eq(feed(0, ack), -EBADMSG);
   ck_assert_ptr_nonnull(strstr(calls, "kill 0 (bad frame"));
   ck_assert_int_eq(channel_is_open(&procs[0]->ch), 0);
@@ -378,15 +376,15 @@ START_TEST(test_broadcast_goes_to_every_worker_and_acks_are_per_worker) {
   for (size_t i = 0; i < NPROC; i++) {
     id[i] = delivered_to(i, "bcast");
     ck_assert_int_gt(id[i], 0);
-    ck_assert_uint_eq(procs[i]->npending, 1);
+    ck_assert_uint_eq(procs[i]->route.npending, 1);
   }
   char ack[64];
   snprintf(ack, sizeof(ack), "{\"t\":\"delivered\",\"id\":%lld}",
            (long long)id[1]);
   ck_assert_int_eq(feed(1, ack), 0);
-  ck_assert_uint_eq(procs[1]->npending, 0);
-  ck_assert_uint_eq(procs[0]->npending, 1);
-  ck_assert_uint_eq(procs[2]->npending, 1);
+  ck_assert_uint_eq(procs[1]->route.npending, 0);
+  ck_assert_uint_eq(procs[0]->route.npending, 1);
+  ck_assert_uint_eq(procs[2]->route.npending, 1);
   /* A signal nobody listens to is sent nowhere. */
   forget_sent();
   router_emit(&m, "nobody", NULL);
@@ -400,11 +398,11 @@ START_TEST(test_worker_emit_runs_once_part_itself_broadcast_through_us) {
    * says so, and sent to nobody. */
   ck_assert_int_eq(
       feed(1, "{\"t\":\"emit\",\"signal\":\"once\",\"seq\":1,\"data\":{}}"), 0);
-  ck_assert_uint_eq(procs[1]->journal.n, 1);
+  ck_assert_uint_eq(procs[1]->route.journal.n, 1);
   for (size_t i = 0; i < NPROC; i++)
     ck_assert_int_eq(delivered_to(i, "once"), 0);
   ck_assert_int_eq(feed(1, "{\"t\":\"delivered\",\"seq\":1}"), 0);
-  ck_assert_uint_eq(procs[1]->journal.n, 0);
+  ck_assert_uint_eq(procs[1]->route.journal.n, 0);
   /* Broadcast: every worker, the emitter too. */
   ck_assert_int_eq(
       feed(1, "{\"t\":\"emit\",\"signal\":\"bcast\",\"seq\":2,\"data\":[1]}"),
