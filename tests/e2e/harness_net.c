@@ -271,12 +271,12 @@ int h_exchange_once(int port, const char *req, const char *until, char *buf,
   last_errno = 0;
   struct sockaddr_in sin = loopback(port);
   int fd = connect_once((struct sockaddr *)&sin, sizeof(sin), timeout_ms);
-  if (fd < 0)
+  if (fd < 0) {
     last_errno = -fd;
-  if (fd < 0)
     return fd == -ECONNREFUSED                      ? H_REFUSED
            : fd == -EINPROGRESS || fd == -ETIMEDOUT ? H_TIMEOUT
                                                     : H_ERROR;
+  }
   int r;
   size_t have;
   errno = 0;
