@@ -402,8 +402,9 @@ void reload_cancel(struct master *m, const char *why);
 void recycle_tick(struct master *m, uint64_t now);
 /* p became ready: 1 when it was a slot's replacement, now switched in. */
 int recycle_worker_ready(struct master *m, struct wproc *p);
-/* p exited (before its slot's bookkeeping): a replacement that died
- * before it served, or a worker whose replacement is still starting. */
+/* p exited (its slot's next cleared already if it was p; the rest of
+ * the slot's bookkeeping not yet done): a replacement that died before it
+ * served, or a worker whose replacement is still starting. */
 void recycle_worker_exited(struct master *m, struct wproc *p, const char *how);
 /* Abandon every replacement still starting (a reload replaces every slot
  * anyway; a stop or a scale-down wants none). */

@@ -161,12 +161,13 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
   }
   if (cluster_start(m)) {
     log_error("cannot start the cluster link: out of memory");
-    m->exit_code = 71;
+    m->exit_code = EXIT_OSERR;
     goto out;
   }
   rc = metrics_open(m);
   if (rc) {
-    m->exit_code = rc == -EADDRINUSE || rc == -EADDRNOTAVAIL ? 69 : 71;
+    m->exit_code = rc == -EADDRINUSE || rc == -EADDRNOTAVAIL ? EXIT_UNAVAILABLE
+                                                             : EXIT_OSERR;
     goto out;
   }
   /* Bind everything before the first fork: a bad address fails the start
