@@ -262,6 +262,14 @@ static const struct settings_key aio_keys[] = {
      .offset = AIO(control_timeout),
      .help = "a control client that leaves its replies unread this long is "
              "dropped"},
+    {.name = "control_buffer",
+     .type = SETTINGS_SIZE,
+     .dflt = "65536",
+     .min = 4096,
+     .max = 1L << 30,
+     .offset = AIO(control_buffer),
+     .help = "reply bytes waiting for a control client past which it is not "
+             "read until they drain below half"},
     {.name = "user",
      .type = SETTINGS_CUSTOM,
      .dflt = "",
