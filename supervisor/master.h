@@ -318,9 +318,10 @@ static inline int master_stopping(const struct master *m) {
   return m->phase >= MASTER_STOPPING;
 }
 /* ---- master.c's verbs ----------------------------------------------------
- * master.c is the only file that changes slot and process state (and the
- * phase). The other files decide and call these; they keep no pointer
- * into a slot across calls. */
+ * master.c (with master_live.c, master_gen.c and master_stop.c) is the
+ * only code that changes slot and process state (and the phase). The other
+ * files decide and call these; they keep no pointer into a slot across calls.
+ */
 /* Spawned: fork a worker of g for slot s and register it, starting; *out
  * gets it. 0 or -errno. */
 int master_spawn(struct master *m, struct generation *g, struct slot *s,
