@@ -258,7 +258,7 @@ static void handle(struct client *c, const char *line, size_t len) {
     client_reply(c, json_pack("{s:b}", "ok", 1));
     break;
   case CTL_SCALE:
-    if (m->next_gen) {
+    if (m->phase == MASTER_RELOADING) {
       client_reply(c, busy_reply("a reload is in progress"));
     } else if (master_stopping(m)) {
       client_reply(c, busy_reply("the master is shutting down"));

@@ -85,13 +85,13 @@ static void on_signal(uv_signal_t *h, int signum) {
     break;
   }
   case SIGTTIN:
-    if (m->next_gen)
+    if (m->phase == MASTER_RELOADING)
       log_warnx("SIGTTIN ignored during a reload");
     else if (!master_stopping(m))
       master_scale(m, m->nslots + 1);
     break;
   case SIGTTOU:
-    if (m->next_gen)
+    if (m->phase == MASTER_RELOADING)
       log_warnx("SIGTTOU ignored during a reload");
     else if (!master_stopping(m)) /* at the fewest, master_scale says so */
       master_scale(m, m->nslots - 1);

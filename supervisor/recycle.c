@@ -199,7 +199,7 @@ void recycle_tick(struct master *m, uint64_t now) {
     }
     busy++;
   }
-  if (m->phase != MASTER_SERVING || m->next_gen)
+  if (m->phase != MASTER_SERVING) /* not while RELOADING, STOPPING... */
     return;
   if (!set->max_requests && !set->max_lifetime && !set->max_memory)
     return;
