@@ -16,11 +16,14 @@
  * calls into master.c, the calls between those form no loop: control.c and
  * metrics*.c read router.c's and sched.c's status, reload.c and control.c
  * emit signals through router_emit, and all of them use the leaves:
- * channel.c (a worker's pipe), generation.c, notify.c, cluster.c. Two
+ * channel.c (a worker's pipe), generation.c, notify.c, cluster.c. Some
  * pairs outside them do call each other: router.c and cluster_signals*.c
  * (a cluster signal goes out on the link, and what comes in is routed),
- * and control.c and status.c (the reply to `aio status` includes the
- * control socket's own counters).
+ * cluster.c and cluster_signals.c (the link's tick drives the signals,
+ * which send on the link), control.c and status.c (the reply to `aio
+ * status` includes the control socket's own counters), and control.c and
+ * upgrade_exec.c (`aio upgrade` comes in on the control socket, which the
+ * new image is handed).
  */
 #define _GNU_SOURCE
 #include "master.h"
