@@ -116,6 +116,8 @@ struct settings {
   char *control;
   double control_timeout; /* a control client that reads none of its
                              replies this long is dropped */
+  size_t control_buffer;  /* reply bytes waiting past which a control
+                             client is not read */
   char *user, *group;
   int drop_privileges; /* user or group set: workers run as uid/gid */
   int ids_unknown;     /* user or group not found: uid/gid are not what

@@ -5,7 +5,8 @@
  * the [aio] rows, in this order, are also the built-in layer `aio config`
  * prints. settings_keys.c reads the rows; this file holds [aio]'s and
  * settings_sections.c the others, each with the few setters a type
- * cannot express and its section's checks across keys.
+ * cannot express and its section's checks across keys ([aio]'s cluster
+ * setters and check: settings_cluster.c).
  *
  * Adding a key is one row in its section's table below (name, type,
  * default, range, offsetof its field, one line of help), plus the field in
@@ -160,113 +161,6 @@ static void set_group(struct settings_ctx *c, const struct settings_key *k,
   }
 }
 
-/* ---- [aio] cluster (docs/cluster.md) ----------------------------------- */
-
-/* A node name or key prefix goes into Redis keys: letters, digits and
- * ". _ -" (and ':' in a prefix), 1 to 64 of them. */
-static int valid_name(const char *v, int colon) {
-  size_t n = strlen(v);
-  if (n == 0 || n > 64)
-    return 0;
-  for (const char *p = v; *p; p++)
-    if (!(('a' <= *p && *p <= 'z') || ('A' <= *p && *p <= 'Z') ||
-          ('0' <= *p && *p <= '9') || *p == '.' || *p == '_' || *p == '-' ||
-          (colon && *p == ':')))
-      return 0;
-  return 1;
-}
-
-static void set_cluster(struct settings_ctx *c, const struct settings_key *k,
-                        void *base, const char *v) {
-  struct settings *s = base;
-  char err[256];
-  if (*v == '\0')
-    return;
-  if ((s->cluster = strdup(v)) == NULL)
-    settings_fail(c, k->name, "out of memory");
-  else if (redis_url_parse(&s->redis, v, err, sizeof(err)))
-    settings_fail(c, k->name, "%s", err);
-}
-
-/* After cluster: only a cluster puts the name in keys, so a single host's
- * host name may be anything. */
-static void set_node(struct settings_ctx *c, const struct settings_key *k,
-                     void *base, const char *v) {
-  struct settings *s = base;
-  if (*v) {
-    s->node = strdup(v);
-    if (s->node && !valid_name(s->node, 0))
-      settings_fail(c, k->name,
-                    "'%s' is not a node name (letters, digits, '.', '_', "
-                    "'-'; up to 64)",
-                    v);
-    return;
-  }
-  char host[256];
-  if (gethostname(host, sizeof(host)) == 0) {
-    host[sizeof(host) - 1] = '\0';
-    host[strcspn(host, ".")] = '\0'; /* web-1.example.com -> web-1 */
-    s->node = strdup(host);
-  }
-  if (s->node == NULL)
-    s->node = strdup("localhost");
-  if (s->cluster && s->node && !valid_name(s->node, 0))
-    settings_fail(c, k->name,
-                  "the host name '%s' cannot be a node name: set [aio] node "
-                  "(letters, digits, '.', '_', '-'; up to 64)",
-                  s->node);
-}
-
-static void set_prefix(struct settings_ctx *c, const struct settings_key *k,
-                       void *base, const char *v) {
-  struct settings *s = base;
-  if ((s->cluster_prefix = strdup(v)) == NULL)
-    settings_fail(c, k->name, "out of memory");
-  else if (!valid_name(v, 1))
-    settings_fail(c, k->name,
-                  "'%s' is not a key prefix (letters, digits, '.', '_', '-', "
-                  "':'; up to 64)",
-                  v);
-}
-
-/* The first line of the password file, read now: a missing file is a
- * config error, not a master that cannot log in. */
-static void read_password_file(struct settings_ctx *c, struct settings *s) {
-  FILE *f = fopen(s->cluster_password_file, "re");
-  char line[1024];
-  if (f == NULL) {
-    settings_fail(c, "cluster_password_file", "cannot read it: %s",
-                  strerror(errno));
-    return;
-  }
-  if (fgets(line, sizeof(line), f) == NULL)
-    line[0] = '\0';
-  fclose(f);
-  line[strcspn(line, "\r\n")] = '\0';
-  if (line[0] == '\0') {
-    settings_fail(c, "cluster_password_file", "its first line is empty");
-    return;
-  }
-  if (s->redis.password) {
-    memset(s->redis.password, 0, strlen(s->redis.password));
-    free(s->redis.password);
-  }
-  s->redis.password = strdup(line);
-  memset(line, 0, sizeof(line));
-}
-
-/* After the rows: the password file (made absolute by its row). */
-static void aio_check(struct settings_ctx *c, void *base) {
-  struct settings *s = base;
-  int bad_url = s->cluster && s->redis.host == NULL && s->redis.path == NULL;
-  if (s->cluster_password_file && !bad_url)
-    read_password_file(c, s);
-}
-
-const char *const settings_fallbacks[] = {"skip", "local", NULL};
-_Static_assert(CLUSTER_FALLBACK_SKIP == 0 && CLUSTER_FALLBACK_LOCAL == 1,
-               "fallbacks[] is indexed by enum cluster_fallback");
-
 /* metrics: where the master serves /metrics and /healthz, checked here so
  * that a typo is a FILE:LINE error, not a master that cannot bind. A path
  * (it has a '/') is relative to the configuration's directory. */
@@ -368,6 +262,14 @@ static const struct settings_key aio_keys[] = {
      .offset = AIO(control_timeout),
      .help = "a control client that leaves its replies unread this long is "
              "dropped"},
+    {.name = "control_buffer",
+     .type = SETTINGS_SIZE,
+     .dflt = "65536",
+     .min = 4096,
+     .max = 1L << 30,
+     .offset = AIO(control_buffer),
+     .help = "reply bytes waiting for a control client past which it is not "
+             "read until they drain below half"},
     {.name = "user",
      .type = SETTINGS_CUSTOM,
      .dflt = "",
@@ -520,18 +422,18 @@ static const struct settings_key aio_keys[] = {
     {.name = "cluster",
      .type = SETTINGS_CUSTOM,
      .dflt = "",
-     .set = set_cluster,
+     .set = settings_set_cluster,
      .help = "redis://[user:password@]host[:port][/db] or unix:///path: this "
              "master is a node of that cluster; empty: a single host"},
     {.name = "node",
      .type = SETTINGS_CUSTOM,
      .dflt = "",
-     .set = set_node,
+     .set = settings_set_node,
      .help = "this master's name in the cluster; the host name when empty"},
     {.name = "cluster_prefix",
      .type = SETTINGS_CUSTOM,
      .dflt = "aio",
-     .set = set_prefix,
+     .set = settings_set_prefix,
      .help = "the prefix of every Redis key, so services can share one Redis"},
     {.name = "cluster_password_file",
      .type = SETTINGS_PATH,
@@ -599,4 +501,4 @@ const struct settings_keyset settings_aio_keyset = {
     .prefix = "aio",
     .keys = aio_keys,
     .n = UTIL_ARRAY_LEN(aio_keys),
-    .check = aio_check};
+    .check = settings_aio_check};

@@ -1,7 +1,8 @@
 /*
- * cluster_int.h - what the two halves of the cluster link share:
- * cluster.c (the connection to Redis: resolving, connecting, the
- * handshake, backoff, commands and their deadlines) and cluster_nodes.c
+ * cluster_int.h - what the parts of the cluster link share: cluster.c
+ * (commands and their deadlines, the tick, the master's hooks),
+ * cluster_conn.c (the connection to Redis: resolving, connecting, the
+ * handshake, backoff) and cluster_nodes.c
  * (what goes over it for the nodes: the announcement and the peers, the
  * schedule claims, and the status).
  */
@@ -24,6 +25,9 @@
 #define NODE_TTL_MS 15000
 #define ANNOUNCE_MS 3000
 #define MAX_PEERS 256
+/* A lost link is retried after this, doubled at each failure up to max. */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 10000
 
 /* X(enum, name) */
 #define CLUSTER_STATES(X)                                                      \
@@ -106,6 +110,15 @@ int cluster_send_argv(struct cluster *c, int handshake, reply_fn *fn, void *arg,
 int cluster_send_cmd(struct cluster *c, int handshake, reply_fn *fn, void *arg,
                      int argc, const char **argv);
 void cluster_ignore_reply(struct cluster *c, redisReply *r, void *arg);
+/* cluster_conn.c: start an attempt to connect (resolving first when the
+ * host is a name); drop the current connection ourselves (a timeout, a
+ * refused handshake), its outstanding commands called back with no reply
+ * now, and retry after the backoff; a new context to ip (NULL: the unix
+ * socket) with the adapter on the master's loop, or NULL with why set. */
+void cluster_attempt(struct cluster *c);
+void cluster_drop(struct cluster *c, const char *why);
+redisAsyncContext *cluster_open_ctx(struct cluster *c, const char *ip,
+                                    char *why, size_t n);
 /* cluster_nodes.c: say this node is alive and read who else is. */
 void cluster_announce(struct cluster *c);
 

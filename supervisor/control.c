@@ -6,8 +6,8 @@
  * A malformed request gets an error reply; a client that sends more than
  * CTL_MAX_REQUEST without a newline is cut off.
  *
- * Bounded: a client is read only while its replies drain. Past
- * CONTROL_QUEUE_MAX bytes of replies waiting, reading it stops until they
+ * Bounded: a client is read only while its replies drain. Past [aio]
+ * control_buffer bytes of replies waiting, reading it stops until they
  * are written; one that has not read for [aio] control_timeout while
  * replies wait is dropped; a loop turn answers at most CONTROL_BATCH
  * requests of a client; past CONTROL_MAX_CLIENTS connections, more are
@@ -32,9 +32,6 @@
 #include "upgrade.h"
 #include "util.h"
 
-/* Replies waiting to be written to one client before it is read no more
- * (a status reply is about 1 KiB, more with many workers). */
-#define CONTROL_QUEUE_MAX (64 * 1024)
 /* Requests of one client answered in one loop turn (a status reply reads
  * /proc for every worker: a few of them are already a slice). */
 #define CONTROL_BATCH 8
@@ -108,6 +105,13 @@ static void client_close(struct client *c) {
   uv_close((uv_handle_t *)&c->h, on_client_closed);
 }
 
+/* Replies waiting to be written to one client before it is read no more
+ * ([aio] control_buffer; a status reply is about 1 KiB, more with many
+ * workers). */
+static size_t queue_max(const struct control *ctl) {
+  return ctl->m->gen->app.s.control_buffer;
+}
+
 static size_t client_queued(const struct client *c) {
   return uv_stream_get_write_queue_size((const uv_stream_t *)&c->h);
 }
@@ -131,7 +135,7 @@ static void on_reply_written(uv_write_t *req, int status) {
   c->progress_ms = uv_now(c->ctl->m->loop);
   /* Drained below half: its next requests, on the pump's turn (many
    * writes complete in one turn, and each must not answer a batch). */
-  if (c->full && client_queued(c) <= CONTROL_QUEUE_MAX / 2) {
+  if (c->full && client_queued(c) <= queue_max(c->ctl) / 2) {
     c->full = 0;
     uv_idle_start(&c->ctl->pump, on_pump);
   }
@@ -192,7 +196,7 @@ json_t *control_status(const struct master *m) {
       "refused", (json_int_t)ctl->refused, "dropped", (json_int_t)ctl->dropped,
       "paused", (json_int_t)ctl->paused, "replies", (json_int_t)replies,
       "bytes", (json_int_t)bytes, "high_bytes", (json_int_t)ctl->high,
-      "limit_bytes", (json_int_t)CONTROL_QUEUE_MAX);
+      "limit_bytes", (json_int_t)queue_max(ctl));
 }
 
 static void handle(struct client *c, const char *line, size_t len) {
@@ -254,7 +258,7 @@ static void handle(struct client *c, const char *line, size_t len) {
     client_reply(c, json_pack("{s:b}", "ok", 1));
     break;
   case CTL_SCALE:
-    if (m->next_gen) {
+    if (m->phase == MASTER_RELOADING) {
       client_reply(c, busy_reply("a reload is in progress"));
     } else if (master_stopping(m)) {
       client_reply(c, busy_reply("the master is shutting down"));
@@ -297,7 +301,7 @@ static void client_pump(struct client *c) {
   int done = 0;
   char *nl;
   while (!c->closing && done < CONTROL_BATCH && off < c->in.len &&
-         client_queued(c) <= CONTROL_QUEUE_MAX &&
+         client_queued(c) <= queue_max(c->ctl) &&
          (nl = memchr(c->in.data + off, '\n', c->in.len - off)) != NULL) {
     size_t len = (size_t)(nl - (c->in.data + off));
     handle(c, c->in.data + off, len);
@@ -316,7 +320,7 @@ static void client_pump(struct client *c) {
     client_close(c);
     return;
   }
-  int full = client_queued(c) > CONTROL_QUEUE_MAX;
+  int full = client_queued(c) > queue_max(c->ctl);
   int more = c->in.len && memchr(c->in.data, '\n', c->in.len) != NULL;
   if (full && !c->full)
     c->ctl->paused++;

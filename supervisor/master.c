@@ -1,25 +1,33 @@
 /*
- * master.c - the master's state machine: with master_gen.c (a slot's
- * successor, a generation begun, committed or aborted) and master_stop.c
- * (drain, kill, shutdown), the only code that changes the state of a slot
- * or a worker process, or the master's phase, as nginx's
- * ngx_process_cycle.c keeps every transition in one place. Its verbs
- * (master.h) are spawned, ready, alive, exited (reaping, and respawn with
- * backoff or a crash loop); plus the tick (liveness, backoff, deadlines)
- * and scaling.
+ * master.c - the master's state machine: with master_live.c (ready,
+ * alive, the tick), master_gen.c (a slot's successor, a generation
+ * begun, committed or aborted) and master_stop.c (drain, kill, shutdown),
+ * the only code that changes the state of a slot or a worker process, or
+ * the master's phase, as nginx's ngx_process_cycle.c keeps every
+ * transition in one place. This file's verbs (master.h) are spawned and
+ * exited (reaping, and respawn with backoff or a crash loop), and
+ * scaling.
  *
  * The supervisor is a star around this file. The other files decide and
  * call these verbs, and master.c calls them back when their events come:
  * reload.c (what a reload does next), router.c (a worker's frames and the
  * signals' deliveries), sched.c (which worker runs a job), control.c (the
  * operator's requests), master_run.c (the loop and the signals). Besides
- * calls into master.c, the calls between them form no loop: control.c and
+ * calls into master.c, the calls between those form no loop: control.c and
  * metrics*.c read router.c's and sched.c's status, reload.c and control.c
  * emit signals through router_emit, and all of them use the leaves:
- * channel.c (a worker's pipe), generation.c, notify.c, cluster.c.
+ * channel.c (a worker's pipe), generation.c, notify.c, cluster.c. Some
+ * pairs outside them do call each other: router.c and cluster_signals*.c
+ * (a cluster signal goes out on the link, and what comes in is routed),
+ * cluster.c and cluster_signals.c (the link's tick drives the signals,
+ * which send on the link), control.c and status.c (the reply to `aio
+ * status` includes the control socket's own counters), and control.c and
+ * upgrade_exec.c (`aio upgrade` comes in on the control socket, which the
+ * new image is handed).
  */
 #define _GNU_SOURCE
 #include "master.h"
+#include "master_int.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -29,7 +37,6 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "cluster.h"
 #include "counters.h"
 #include "generation.h"
 #include "log.h"
@@ -102,7 +109,7 @@ static void slot_start_failed(struct master *m, struct slot *s, int err) {
             s->failed_starts == 1 ? "" : "s", (unsigned long long)delay);
 }
 
-static int slot_start(struct master *m, struct slot *s) {
+int slot_start(struct master *m, struct slot *s) {
   int err = generation_bind_slot(m->gen, (size_t)s->index, NULL, &m->act);
   if (err == 0)
     err = master_spawn(m, m->gen, s, &s->cur);
@@ -119,7 +126,7 @@ static int slot_start(struct master *m, struct slot *s) {
 /* The first generation cannot become ready: `aio run` stops what it
  * started and exits 70 (a process manager sees a failed start, never a
  * master holding ports that nobody serves). */
-static void master_start_failed(struct master *m, const char *why) {
+void master_start_failed(struct master *m, const char *why) {
   if (upgrade_start_failed(m, why))
     return;
   log_error("start failed: %s; nothing is served: stopping (exit %d)", why,
@@ -128,8 +135,6 @@ static void master_start_failed(struct master *m, const char *why) {
   master_begin_stop(m, MASTER_QUITTING);
   notify_send("STATUS=start failed: %s", why);
 }
-
-static void announce_ready(struct master *m);
 
 /* Workers of slots other than s that serve (ready), and slots that will
  * (starting, or waiting to be retried). */
@@ -159,7 +164,7 @@ static void slot_crash_loop(struct master *m, struct slot *s, unsigned recent) {
               s->index, recent, set->restart_window, set->max_restarts, s->why,
               serving ? "the other workers keep serving"
                       : "the other workers are not serving yet");
-    announce_ready(m); /* the others may be all the start waited for */
+    master_announce_ready(m); /* the others may be all the start waited for */
     return;
   }
   char why[320];
@@ -224,7 +229,7 @@ static void slot_crashed(struct master *m, struct slot *s) {
 
 /* A worker serves again after none did: the cause went away, so the
  * slots given up on meanwhile get a fresh start too. */
-static void master_served_again(struct master *m, struct wproc *p) {
+void master_served_again(struct master *m, struct wproc *p) {
   m->unserved = 0;
   log_info("a worker serves again after %.1f s without one (worker %d)",
            (double)(uv_now(m->loop) - m->unserved_since_ms) / 1000, p->slot);
@@ -400,7 +405,7 @@ void master_start_slots(struct master *m) {
     slot_start(m, &m->slots[i]);
   }
   if (m->nslots == 0)
-    announce_ready(m);
+    master_announce_ready(m);
 }
 
 void master_kill_all(struct master *m) {
@@ -462,157 +467,4 @@ void master_scale(struct master *m, size_t n) {
     s->cur = NULL;
     generation_close_slot(m->gen, i);
   }
-}
-
-static void announce_ready(struct master *m) {
-  if (m->phase != MASTER_STARTING)
-    return;
-  size_t ready = 0;
-  for (size_t i = 0; i < m->nslots; i++) {
-    struct slot *s = &m->slots[i];
-    if (s->state == SLOT_FAILED || s->state == SLOT_IDLE)
-      continue; /* given up on: said in the log */
-    if (!s->cur || s->cur->state != WPROC_READY)
-      return;
-    ready++;
-  }
-  m->phase = MASTER_SERVING;
-  log_info("ready: %zu worker%s serving (generation %u) in %llu ms", ready,
-           ready == 1 ? "" : "s", m->gen->id,
-           (unsigned long long)(uv_now(m->loop) - m->start_ms));
-  if (m->ready_fd >= 0) {
-    ssize_t r;
-    do
-      r = write(m->ready_fd, "\n", 1);
-    while (r < 0 && errno == EINTR);
-    close(m->ready_fd);
-    m->ready_fd = -1;
-  }
-  if (m->daemon_fd && *m->daemon_fd >= 0) {
-    ssize_t r;
-    do
-      r = write(*m->daemon_fd, "R", 1);
-    while (r < 0 && errno == EINTR);
-    close(*m->daemon_fd);
-    *m->daemon_fd = -1;
-  }
-  if (cluster_enabled(m))
-    notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers; "
-                "cluster %s",
-                (int)getpid(), ready, cluster_state_name(m));
-  else
-    notify_send("READY=1\nMAINPID=%d\nSTATUS=serving with %zu workers",
-                (int)getpid(), ready);
-  router_emit(m, "aio-started", NULL);
-  upgrade_served(m);
-}
-
-int master_proc_ready(struct master *m, struct wproc *p) {
-  /* Told to stop while it started (a shutdown, a cancelled reload): a
-   * late ready is no lie, but it changes nothing. */
-  if (p->state == WPROC_DRAINING)
-    return 0;
-  if (p->state != WPROC_STARTING)
-    return -EPROTO;
-  p->last_hb_ms = uv_now(m->loop);
-  /* The backlog first: it holds aio-starting, and becoming ready may emit
-   * aio-started, which must not overtake it. */
-  router_worker_ready(m, p);
-  p->state = WPROC_READY;
-  p->ready_ms = uv_now(m->loop);
-  log_info("worker %d (pid %d) ready in %llu ms", p->slot, (int)p->pid,
-           (unsigned long long)(p->ready_ms - p->started_ms));
-  if (p->g == m->next_gen) {
-    reload_worker_ready(m, p);
-    return 0;
-  }
-  if (recycle_worker_ready(m, p))
-    return 0;
-  if (m->unserved && p->g == m->gen)
-    master_served_again(m, p);
-  announce_ready(m);
-  return 0;
-}
-
-void master_proc_alive(struct master *m, struct wproc *p, long conns) {
-  p->last_hb_ms = uv_now(m->loop);
-  p->conns = conns;
-}
-
-int master_job_done(struct master *m, struct wproc *p, json_t *msg) {
-  return sched_done(m, p, msg);
-}
-
-void master_waited(struct master *m) {
-  uv_update_time(m->loop);
-  for (struct wproc *p = m->procs; p; p = p->next)
-    if (p->last_hb_ms < UINT64_MAX / 2)
-      p->last_hb_ms = uv_now(m->loop);
-}
-
-/* The first generation must be ready by [aio] start_timeout. */
-static void start_tick(struct master *m, uint64_t now) {
-  double limit = m->gen->app.s.start_timeout;
-  if (m->phase != MASTER_STARTING || limit <= 0 ||
-      now - m->start_ms < (uint64_t)(limit * 1000))
-    return;
-  char why[320] = "";
-  for (size_t i = 0; i < m->nslots && !why[0]; i++) {
-    const struct slot *s = &m->slots[i];
-    if (s->cur && s->cur->state == WPROC_STARTING)
-      snprintf(why, sizeof(why), "worker %zu (pid %d) still starting", i,
-               (int)s->cur->pid);
-    else if (s->state == SLOT_BACKOFF)
-      snprintf(why, sizeof(why), "worker %zu %s", i, s->why);
-  }
-  char msg[400];
-  snprintf(msg, sizeof(msg), "not ready within start_timeout = %g s: %s", limit,
-           why[0] ? why : "workers not ready");
-  master_start_failed(m, msg);
-}
-
-/* ---- the tick: liveness, backoff, deadlines ---------------------------- */
-
-void master_on_tick(uv_timer_t *t) {
-  struct master *m = t->data;
-  uint64_t now = uv_now(m->loop);
-  uint64_t timeout = (uint64_t)(m->gen->app.s.timeout * 1000);
-  for (struct wproc *p = m->procs; p; p = p->next) {
-    if (p->state == WPROC_DRAINING) {
-      if (now >= p->stop_deadline_ms) {
-        log_warnx("worker %d (pid %d) still running after the graceful "
-                  "timeout; killing it",
-                  p->slot, (int)p->pid);
-        master_proc_kill(m, p, PROC_KILL_LATE);
-      }
-    } else if (timeout && p->state != WPROC_DEAD && now > p->last_hb_ms &&
-               now - p->last_hb_ms > timeout) {
-      /* A loop that turns is alive, however slowly its heartbeats come
-       * through; one that does not is hung (docs/bus.md, Liveness). */
-      char why[512];
-      if (!liveness_hung(p, timeout, why, sizeof(why)))
-        continue;
-      log_error("worker %d (pid %d) silent for %llu ms (timeout %.1f s), %s: "
-                "killing it",
-                p->slot, (int)p->pid, (unsigned long long)(now - p->last_hb_ms),
-                m->gen->app.s.timeout, why);
-      master_proc_kill(m, p, PROC_KILL_SILENT);
-    }
-  }
-  if (!master_stopping(m))
-    for (size_t i = 0; i < m->nslots; i++) {
-      struct slot *s = &m->slots[i];
-      if (s->state == SLOT_BACKOFF && now >= s->respawn_at_ms) {
-        s->state = SLOT_RUNNING;
-        log_info("worker %d: respawning after backoff", s->index);
-        slot_start(m, s);
-      }
-    }
-  start_tick(m, now);
-  reload_tick(m, now);
-  recycle_tick(m, now);
-  upgrade_tick(m, now);
-  router_tick(m);
-  if (master_stopping(m) && m->procs == NULL && !upgrade_elders(m))
-    uv_stop(m->loop);
 }

@@ -318,9 +318,10 @@ static inline int master_stopping(const struct master *m) {
   return m->phase >= MASTER_STOPPING;
 }
 /* ---- master.c's verbs ----------------------------------------------------
- * master.c is the only file that changes slot and process state (and the
- * phase). The other files decide and call these; they keep no pointer
- * into a slot across calls. */
+ * master.c (with master_live.c, master_gen.c and master_stop.c) is the
+ * only code that changes slot and process state (and the phase). The other
+ * files decide and call these; they keep no pointer into a slot across calls.
+ */
 /* Spawned: fork a worker of g for slot s and register it, starting; *out
  * gets it. 0 or -errno. */
 int master_spawn(struct master *m, struct generation *g, struct slot *s,
@@ -402,8 +403,9 @@ void reload_cancel(struct master *m, const char *why);
 void recycle_tick(struct master *m, uint64_t now);
 /* p became ready: 1 when it was a slot's replacement, now switched in. */
 int recycle_worker_ready(struct master *m, struct wproc *p);
-/* p exited (before its slot's bookkeeping): a replacement that died
- * before it served, or a worker whose replacement is still starting. */
+/* p exited (its slot's next cleared already if it was p; the rest of
+ * the slot's bookkeeping not yet done): a replacement that died before it
+ * served, or a worker whose replacement is still starting. */
 void recycle_worker_exited(struct master *m, struct wproc *p, const char *how);
 /* Abandon every replacement still starting (a reload replaces every slot
  * anyway; a stop or a scale-down wants none). */

@@ -85,13 +85,13 @@ static void on_signal(uv_signal_t *h, int signum) {
     break;
   }
   case SIGTTIN:
-    if (m->next_gen)
+    if (m->phase == MASTER_RELOADING)
       log_warnx("SIGTTIN ignored during a reload");
     else if (!master_stopping(m))
       master_scale(m, m->nslots + 1);
     break;
   case SIGTTOU:
-    if (m->next_gen)
+    if (m->phase == MASTER_RELOADING)
       log_warnx("SIGTTOU ignored during a reload");
     else if (!master_stopping(m)) /* at the fewest, master_scale says so */
       master_scale(m, m->nslots - 1);
@@ -161,12 +161,13 @@ int master_run(struct app *app, const char *config_path, int ready_fd,
   }
   if (cluster_start(m)) {
     log_error("cannot start the cluster link: out of memory");
-    m->exit_code = 71;
+    m->exit_code = EXIT_OSERR;
     goto out;
   }
   rc = metrics_open(m);
   if (rc) {
-    m->exit_code = rc == -EADDRINUSE || rc == -EADDRNOTAVAIL ? 69 : 71;
+    m->exit_code = rc == -EADDRINUSE || rc == -EADDRNOTAVAIL ? EXIT_UNAVAILABLE
+                                                             : EXIT_OSERR;
     goto out;
   }
   /* Bind everything before the first fork: a bad address fails the start

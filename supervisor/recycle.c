@@ -199,7 +199,7 @@ void recycle_tick(struct master *m, uint64_t now) {
     }
     busy++;
   }
-  if (m->phase != MASTER_SERVING || m->next_gen)
+  if (m->phase != MASTER_SERVING) /* not while RELOADING, STOPPING... */
     return;
   if (!set->max_requests && !set->max_lifetime && !set->max_memory)
     return;
@@ -246,8 +246,7 @@ void recycle_worker_exited(struct master *m, struct wproc *p, const char *how) {
   if (s == NULL || !s->recycling)
     return;
   /* Its replacement: master.c has cleared the slot's next already. */
-  if (s->cur != p && (s->next == NULL || s->next == p)) {
-    s->next = NULL;
+  if (s->cur != p && s->next == NULL) {
     log_error("worker %d: its replacement (pid %d) %s before it was ready; "
               "pid %d goes on serving",
               s->index, (int)p->pid, how, s->cur ? (int)s->cur->pid : 0);

@@ -94,7 +94,7 @@ json_t *status_reply(struct master *m) {
       (double)(now - m->start_ms) / 1000.0, "config", m->config_path,
       "generation", (int)m->gen->id, "workers", (int)m->nslots, "reloads",
       (int)m->reloads, "reload_failures", (int)m->reload_failures, "reloading",
-      m->next_gen != NULL, "rss", (json_int_t)rss, "backlog",
+      m->phase == MASTER_RELOADING, "rss", (json_int_t)rss, "backlog",
       (json_int_t)router_backlog(m), "control", control_status(m), "servers",
       metrics_servers_status(m), "metrics", metrics_endpoint_status(m), "procs",
       workers, "cluster", cluster_status(m), "upgrade", upgrade_status(m));

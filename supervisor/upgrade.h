@@ -33,7 +33,7 @@ int upgrade_pidfile(const char **path);
  * only when there is none to go back to. */
 void upgrade_fall_back(const char *why);
 
-/* ---- master.c ---- */
+/* ---- the master (master*.c) ---- */
 
 /* The generation the old image served (0: not an upgrade). */
 unsigned upgrade_generation(void);

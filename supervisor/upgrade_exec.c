@@ -279,10 +279,7 @@ int upgrade_start(struct master *m, const char *binary, int client_fd,
   int code = check_binary(binary, m->config_path, why);
   /* The check may have taken a while: the workers' heartbeats were not
    * read meanwhile. */
-  uv_update_time(m->loop);
-  for (struct wproc *p = m->procs; p; p = p->next)
-    if (p->last_hb_ms < UINT64_MAX / 2)
-      p->last_hb_ms = uv_now(m->loop);
+  master_waited(m);
   int image = -1;
   if (code == 0) {
     image = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);

@@ -578,6 +578,29 @@ START_TEST(test_bounds_stuck_protocol_callback_is_killed_and_named) {
 }
 END_TEST
 
+/* The same for a scheduled job: the log names the schedule and its
+ * function (docs/bus.md, Liveness). */
+START_TEST(test_bounds_stuck_job_is_killed_and_named) {
+  char dir[128], conf[4096];
+  h_tmpdir(dir, sizeof(dir));
+  snprintf(out_path, sizeof(out_path), "%s/records.ndjson", dir);
+  port = h_free_port();
+  h_conf(conf, sizeof(conf), "busmod", "workers = 1\ntimeout = 1\n");
+  h_conf_add(conf, sizeof(conf), "\n[busmod]\nout = %s\nslow_ms = 10000\n",
+             out_path);
+  h_conf_server(conf, sizeof(conf), "emitter", "busmod.emitter", port);
+  h_conf_add(conf, sizeof(conf),
+             "\n[schedule:nightly]\nevery = 0.2\nfunc = busmod.slow\n");
+  h_start_ready(&P, conf, NULL);
+  if (h_wait_log(&P, "stuck in job nightly (busmod.slow) for ", 8000)) {
+    h_dump_log(&P);
+    ck_abort_msg("no kill naming the job");
+  }
+  ck_assert_int_eq(h_wait_log(&P, "killed by signal 9", 3000), 0);
+  h_stop_ok(&P);
+}
+END_TEST
+
 static Suite *bounds_suite(void) {
   Suite *s = suite_create("e2e_bus_bounds");
   TCase *tc = tcase_create("bounds");
@@ -595,6 +618,7 @@ static Suite *bounds_suite(void) {
   tcase_add_test(tc, test_bounds_backlog_of_a_starting_worker_is_bounded);
   tcase_add_test(tc, test_bounds_stuck_listener_is_killed_and_named);
   tcase_add_test(tc, test_bounds_stuck_protocol_callback_is_killed_and_named);
+  tcase_add_test(tc, test_bounds_stuck_job_is_killed_and_named);
   suite_add_tcase(s, tc);
   return s;
 }

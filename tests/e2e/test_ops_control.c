@@ -595,6 +595,44 @@ START_TEST(test_control_client_that_never_reads_is_bounded) {
 }
 END_TEST
 
+/* The reply queue's bound is [aio] control_buffer: a client that never
+ * reads is paused once that many bytes of replies wait for it (give or
+ * take one turn's batch of 8 replies), not at the 64 KiB default, and
+ * `aio status` shows the bound. */
+START_TEST(test_control_buffer_sets_the_reply_queue_bound) {
+  struct aio_proc p;
+  char sock[256], conf[4096], buf[16384];
+  conf_whoami(conf, sizeof(conf), h_free_port(),
+              "control = ctl.sock\ncontrol_timeout = 30\n"
+              "control_buffer = 4096\n");
+  h_start_ready(&p, conf, NULL);
+  snprintf(sock, sizeof(sock), "%s/ctl.sock", p.dir);
+  static const char req[] = "{\"cmd\":\"status\"}\n";
+  int reply =
+      ops_raw_request(sock, req, sizeof(req) - 1, buf, sizeof(buf), 5000);
+  ck_assert_int_gt(reply, 0);
+  ck_assert_int_eq(control_counter(&p, "limit_bytes"), 4096);
+  pid_t hostile = start_hostile_client(sock);
+  long long deadline = h_now_ms() + 20000;
+  while (control_counter(&p, "paused") < 1 && h_now_ms() < deadline)
+    usleep(20 * 1000);
+  long long high = control_counter(&p, "high_bytes");
+  fprintf(stderr,
+          "test_control_buffer_sets_the_reply_queue_bound: a status reply "
+          "%d bytes, the most waiting for the client %lld bytes\n",
+          reply, high);
+  ck_assert_msg(control_counter(&p, "paused") >= 1,
+                "the client that does not read was never paused");
+  ck_assert_msg(high > 0 && high <= 4096 + 8 * (long long)reply,
+                "%lld bytes of replies waited for one client, past "
+                "control_buffer = 4096 and a batch of 8 replies of %d bytes",
+                high, reply);
+  kill(hostile, SIGKILL);
+  waitpid(hostile, NULL, 0);
+  h_stop_ok(&p);
+}
+END_TEST
+
 START_TEST(test_control_clients_are_bounded) {
   struct aio_proc p;
   char sock[256], out[8192];
@@ -747,6 +785,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_control_commands_without_a_master_exit_69);
   tcase_add_test(tc, test_control_socket_survives_malformed_requests);
   tcase_add_test(tc, test_control_client_that_never_reads_is_bounded);
+  tcase_add_test(tc, test_control_buffer_sets_the_reply_queue_bound);
   tcase_add_test(tc, test_control_clients_are_bounded);
   tcase_add_test(tc, test_stop_drains_and_stop_now_does_not);
   tcase_add_test(tc, test_stop_waits_for_the_running_masters_graceful_timeout);
