@@ -59,6 +59,8 @@ static void on_bus_prepare(uv_prepare_t *h) {
   struct worker *w = h->data;
   w->mark->turn_ms = bus_mono_ms();
   worker_bus_flush(w, 0);
+  if (uv_backend_timeout(&w->loop) != 0) /* it will wait: a burst is over */
+    worker_queues_trim(w);
 }
 
 /* Which user callback runs, for the master's kill log if it never
