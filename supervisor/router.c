@@ -30,6 +30,7 @@
 
 #include "bus_codec.h"
 #include "cluster_signals.h"
+#include "jalloc.h"
 #include "journal.h"
 #include "log.h"
 #include "master.h"
@@ -91,6 +92,7 @@ void router_maybe_trim(struct master *m) {
         q->route.journal.len - q->route.journal.head >= TRIM_AFTER / 4)
       return;
   m->route.trim_wanted = 0;
+  jalloc_trim();
   malloc_trim(0);
 }
 
