@@ -89,7 +89,7 @@ static unsigned class_of_request(size_t n) {
   return k < CLASSES ? k : 0;
 }
 
-static void *j_malloc(size_t n) {
+void *jalloc_malloc(size_t n) {
   struct cache *c = tc;
   unsigned k = class_of_request(n);
   if (c && k && c->n[k]) {
@@ -113,7 +113,7 @@ static struct cache *cache_here(void) {
   return tc = c;
 }
 
-static void j_free(void *p) {
+void jalloc_free(void *p) {
   if (p == NULL)
     return;
   size_t u = malloc_usable_size(p);
@@ -137,7 +137,7 @@ static void j_free(void *p) {
   free(p);
 }
 
-void jalloc_install(void) { json_set_alloc_funcs(j_malloc, j_free); }
+void jalloc_install(void) { json_set_alloc_funcs(jalloc_malloc, jalloc_free); }
 
 void jalloc_trim(void) {
   if (tc && tc->bytes)
@@ -146,6 +146,8 @@ void jalloc_trim(void) {
 
 size_t jalloc_cached(void) { return tc ? tc->bytes : 0; }
 #else
+void *jalloc_malloc(size_t n) { return malloc(n); }
+void jalloc_free(void *p) { free(p); }
 void jalloc_install(void) {}
 void jalloc_trim(void) {}
 size_t jalloc_cached(void) { return 0; }

@@ -14,6 +14,11 @@ void jalloc_install(void);
 /* Give the calling thread's cached blocks back to malloc: the worker
  * calls it when its loop is about to sleep, after a burst. */
 void jalloc_trim(void);
+/* The same for aio's own small blocks that live as long as a signal (the
+ * master's deliveries): malloc(), and free() through the cache. A block
+ * of either may be given to free() as well. */
+void *jalloc_malloc(size_t n);
+void jalloc_free(void *p);
 /* Bytes the calling thread's cache holds now (0 where it is off). */
 size_t jalloc_cached(void);
 /* Is the cache on in this build (glibc, no ASan)? */
