@@ -222,7 +222,7 @@ char *bus_encode(const json_t *msg, size_t *len) {
 /* Room for `more` bytes: the buffer only grows here, so a frame being
  * built keeps its offset (callers remember where it started). The written
  * front is reused by bus_out_flush(), between frames. */
-static int out_reserve(struct bus_out *o, size_t more) {
+int bus_out_reserve(struct bus_out *o, size_t more) {
   if (o->len + more <= o->cap)
     return 0;
   size_t cap = o->cap ? o->cap : 16384;
@@ -236,9 +236,9 @@ static int out_reserve(struct bus_out *o, size_t more) {
   return 0;
 }
 
-static int out_append(const char *data, size_t n, void *arg) {
+int bus_out_append(const char *data, size_t n, void *arg) {
   struct bus_out *o = arg;
-  if (o->len + n > o->cap && out_reserve(o, n))
+  if (o->len + n > o->cap && bus_out_reserve(o, n))
     return -1;
   memcpy(o->buf + o->len, data, n);
   o->len += n;
@@ -248,8 +248,8 @@ static int out_append(const char *data, size_t n, void *arg) {
 int bus_out_add(struct bus_out *o, const json_t *msg) {
   size_t start = o->len;
   /* Encoded in place: no intermediate string per frame. */
-  if (json_dump_callback(msg, out_append, o, JSON_COMPACT) != 0 ||
-      out_append("\n", 1, o) != 0) {
+  if (json_dump_callback(msg, bus_out_append, o, JSON_COMPACT) != 0 ||
+      bus_out_append("\n", 1, o) != 0) {
     o->len = start;
     return -ENOMEM;
   }
@@ -261,229 +261,14 @@ int bus_out_add(struct bus_out *o, const json_t *msg) {
 }
 
 static int out_char(struct bus_out *o, char c) {
-  if (o->len == o->cap && out_reserve(o, 1))
+  if (o->len == o->cap && bus_out_reserve(o, 1))
     return -ENOMEM;
   o->buf[o->len++] = c;
   return 0;
 }
 
 int bus_out_raw_grow(struct bus_out *o, const char *s, size_t n) {
-  return out_append(s, n, o) ? -ENOMEM : 0;
-}
-
-/* Is s valid UTF-8 (no overlong forms, surrogates, or past U+10FFFF)? */
-static int utf8_valid(const unsigned char *s) {
-  while (*s) {
-    unsigned c = *s++, n, min, cp;
-    if (c < 0x80)
-      continue;
-    if (c >= 0xc2 && c <= 0xdf)
-      n = 1, min = 0x80, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef)
-      n = 2, min = 0x800, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4)
-      n = 3, min = 0x10000, cp = c & 0x07;
-    else
-      return 0;
-    for (unsigned i = 0; i < n; i++, s++) {
-      if ((*s & 0xc0) != 0x80)
-        return 0;
-      cp = (cp << 6) | (*s & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-      return 0;
-  }
-  return 1;
-}
-
-/* Bytes a JSON string cannot hold as they are: controls, DEL, '"', '\\';
- * and bytes >= 0x80, which need the UTF-8 check. */
-static int plain_byte(unsigned char c) {
-  return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
-}
-
-int bus_out_str(struct bus_out *o, const char *s) {
-  static const char hex[] = "0123456789abcdef";
-  size_t n = strlen(s), i = 0;
-  while (i < n && plain_byte((unsigned char)s[i]))
-    i++;
-  if (i == n) { /* the common case: printable ASCII, copied as it is */
-    if (out_reserve(o, n + 2))
-      return -ENOMEM;
-    char *p = o->buf + o->len;
-    *p++ = '"';
-    memcpy(p, s, n);
-    p[n] = '"';
-    o->len += n + 2;
-    return 0;
-  }
-  if (!utf8_valid((const unsigned char *)s + i))
-    return -EINVAL;
-  if (out_reserve(o, 2 + 6 * n))
-    return -ENOMEM;
-  char *p = o->buf + o->len;
-  *p++ = '"';
-  memcpy(p, s, i);
-  p += i;
-  for (const unsigned char *c = (const unsigned char *)s + i; *c; c++) {
-    if (*c == '"' || *c == '\\') {
-      *p++ = '\\';
-      *p++ = (char)*c;
-    } else if (*c < 0x20 || *c == 0x7f) {
-      *p++ = '\\';
-      *p++ = 'u';
-      *p++ = '0';
-      *p++ = '0';
-      *p++ = hex[*c >> 4];
-      *p++ = hex[*c & 15];
-    } else {
-      *p++ = (char)*c;
-    }
-  }
-  *p++ = '"';
-  o->len = (size_t)(p - o->buf);
-  return 0;
-}
-
-/* "00" to "99": integers are written two digits at a time. */
-static const char digit_pairs[] = "00010203040506070809"
-                                  "10111213141516171819"
-                                  "20212223242526272829"
-                                  "30313233343536373839"
-                                  "40414243444546474849"
-                                  "50515253545556575859"
-                                  "60616263646566676869"
-                                  "70717273747576777879"
-                                  "80818283848586878889"
-                                  "90919293949596979899";
-
-int bus_out_int(struct bus_out *o, long long v) {
-  unsigned long long u =
-      v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-  /* Digits: 2 per factor of 100, and 1 or 2 for the leading group. */
-  size_t n = (size_t)(v < 0) + 1;
-  unsigned long long lead = u;
-  while (lead >= 100) {
-    lead /= 100;
-    n += 2;
-  }
-  n += lead >= 10;
-  if (o->cap - o->len < n && out_reserve(o, n))
-    return -ENOMEM;
-  /* Written in place, from the last digits back. */
-  char *p = o->buf + o->len + n;
-  while (u >= 100) {
-    unsigned k = (unsigned)(u % 100) * 2;
-    u /= 100;
-    *--p = digit_pairs[k + 1];
-    *--p = digit_pairs[k];
-  }
-  if (u >= 10) {
-    *--p = digit_pairs[u * 2 + 1];
-    *--p = digit_pairs[u * 2];
-  } else {
-    *--p = (char)('0' + u);
-  }
-  if (v < 0)
-    *--p = '-';
-  o->len += n;
-  return 0;
-}
-
-/* What the master's check accepts is nested at most this deep (jansson's
- * limit); deeper, or a cycle, is refused here rather than at the master. */
-#define OUT_MAX_DEPTH 2040
-
-static int out_value(struct bus_out *o, const json_t *v, int depth) {
-  int err = 0;
-  size_t i;
-  const char *key;
-  json_t *m;
-  if (depth > OUT_MAX_DEPTH)
-    return -EINVAL;
-  switch (json_typeof(v)) {
-  case JSON_OBJECT:
-    err = out_char(o, '{');
-    i = 0;
-    json_object_foreach((json_t *)v, key, m) {
-      if (!err && i++ > 0)
-        err = out_char(o, ',');
-      if (!err)
-        err = bus_out_str(o, key);
-      if (!err)
-        err = out_char(o, ':');
-      if (!err)
-        err = out_value(o, m, depth + 1);
-    }
-    return err ? err : out_char(o, '}');
-  case JSON_ARRAY:
-    err = out_char(o, '[');
-    json_array_foreach(v, i, m) {
-      if (!err && i > 0)
-        err = out_char(o, ',');
-      if (!err)
-        err = out_value(o, m, depth + 1);
-    }
-    return err ? err : out_char(o, ']');
-  case JSON_STRING:
-    /* Length-counted: a string holding NUL is not sent as its prefix. */
-    if (memchr(json_string_value(v), '\0', json_string_length(v)))
-      return -EINVAL;
-    return bus_out_str(o, json_string_value(v));
-  case JSON_INTEGER:
-    return bus_out_int(o, (long long)json_integer_value(v));
-  case JSON_TRUE:
-    return bus_out_raw(o, "true", 4);
-  case JSON_FALSE:
-    return bus_out_raw(o, "false", 5);
-  case JSON_NULL:
-    return bus_out_raw(o, "null", 4);
-  default: /* reals: jansson's formatting */
-    return json_dump_callback(v, out_append, o, JSON_COMPACT | JSON_ENCODE_ANY)
-               ? -ENOMEM
-               : 0;
-  }
-}
-
-int bus_out_json(struct bus_out *o, const json_t *v) {
-  return v ? out_value(o, v, 1) : bus_out_raw(o, "null", 4);
-}
-
-json_t *bus_json_copy(const json_t *v) {
-  size_t i;
-  const char *key;
-  json_t *m, *c, *out;
-  switch (json_typeof(v)) {
-  case JSON_OBJECT:
-    if ((out = json_object()) == NULL)
-      return NULL;
-    json_object_foreach((json_t *)v, key, m) {
-      if ((c = bus_json_copy(m)) == NULL ||
-          json_object_set_new_nocheck(out, key, c) != 0) {
-        json_decref(out);
-        return NULL;
-      }
-    }
-    return out;
-  case JSON_ARRAY:
-    if ((out = json_array()) == NULL)
-      return NULL;
-    json_array_foreach(v, i, m) {
-      if ((c = bus_json_copy(m)) == NULL || json_array_append_new(out, c)) {
-        json_decref(out);
-        return NULL;
-      }
-    }
-    return out;
-  case JSON_STRING:
-    return json_stringn_nocheck(json_string_value(v), json_string_length(v));
-  case JSON_INTEGER:
-    return json_integer(json_integer_value(v));
-  case JSON_REAL:
-    return json_real(json_real_value(v));
-  default: /* true, false, null: jansson's singletons */
-    return (json_t *)v;
-  }
+  return bus_out_append(s, n, o) ? -ENOMEM : 0;
 }
 
 int bus_out_end(struct bus_out *o, size_t start, int err) {

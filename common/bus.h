@@ -235,6 +235,10 @@ int bus_out_add(struct bus_out *o, const json_t *msg);
  * bus_out_end checks the size and, on any error, takes the partial frame back
  * out. */
 int bus_out_raw_grow(struct bus_out *o, const char *s, size_t n);
+/* Room for more bytes past o->len: 0 or -ENOMEM. */
+int bus_out_reserve(struct bus_out *o, size_t more);
+/* json_dump_callback()'s callback: appends to the bus_out arg. */
+int bus_out_append(const char *data, size_t n, void *arg);
 /* Inline, so that pieces of a known size are copied without a call. */
 static inline int bus_out_raw(struct bus_out *o, const char *s, size_t n) {
   if (o->cap - o->len < n)

@@ -15,6 +15,7 @@
 #include "app.h"
 #include "cli.h"
 #include "daemon.h"
+#include "jalloc.h"
 #include "loader.h"
 #include "log.h"
 #include "master.h"
@@ -380,6 +381,7 @@ static int take_config_option(int *argc, char **argv, const char **path) {
 }
 
 int main(int argc, char **argv) {
+  jalloc_install(); /* before jansson allocates anything */
   static const struct option opts[] = {{"config", required_argument, 0, 'c'},
                                        {"help", no_argument, 0, 'h'},
                                        {"version", no_argument, 0, 'V'},

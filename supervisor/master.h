@@ -137,6 +137,14 @@ struct route_proc {
   uint64_t sent;                 /* deliver frames sent to it */
   uint64_t emits;                /* the seq of its last emit frame received */
   struct journal journal;        /* its emits it runs itself, unfinished */
+  /* The signal of its last emit and its entry in its generation's index
+   * (which lives as long as the worker): a burst of one signal is looked
+   * up once. n 0: none yet. */
+  struct {
+    size_t n;
+    const struct bus_index_sig *e;
+    char name[BUS_MAX_SIGNAL + 1];
+  } last;
 };
 
 /* The bus's bookkeeping for one slot, written only by router*.c. */

@@ -30,6 +30,7 @@
 
 #include "bus_codec.h"
 #include "cluster_signals.h"
+#include "jalloc.h"
 #include "journal.h"
 #include "log.h"
 #include "master.h"
@@ -91,6 +92,7 @@ void router_maybe_trim(struct master *m) {
         q->route.journal.len - q->route.journal.head >= TRIM_AFTER / 4)
       return;
   m->route.trim_wanted = 0;
+  jalloc_trim();
   malloc_trim(0);
 }
 
@@ -99,7 +101,7 @@ void router_maybe_trim(struct master *m) {
 void router_delivery_free(struct delivery *d) {
   if (d->frame != d->inl)
     free(d->frame);
-  free(d);
+  jalloc_free(d);
 }
 
 /* Queue frame (borrowed: copied into the delivery, one allocation for
@@ -109,7 +111,7 @@ void router_delivery_free(struct delivery *d) {
 void router_send_delivery(struct wproc *p, const char *frame, size_t len,
                           json_int_t id, enum bus_kind kind,
                           struct csig_entry *cref, const struct bus_out *wire) {
-  struct delivery *d = malloc(sizeof(*d) + len);
+  struct delivery *d = jalloc_malloc(sizeof(*d) + len);
   if (d == NULL) {
     csig_abandon(p->m, cref);
     return;
@@ -427,7 +429,19 @@ static int on_emit(struct wproc *p, const struct bus_in *in) {
     return -EBADMSG;
   p->route.emits = (uint64_t)seq;
   struct sig_look l = {.signal = signal};
+  size_t sn = strlen(signal);
+  int hit =
+      sn == p->route.last.n && memcmp(signal, p->route.last.name, sn) == 0;
+  if (hit) { /* as look() found it for the last one */
+    l.g = p->g;
+    l.e = p->route.last.e;
+  }
   const struct bus_index_sig *e = look(&l, p->g);
+  if (!hit) {
+    p->route.last.n = sn;
+    memcpy(p->route.last.name, signal, sn + 1);
+    p->route.last.e = e;
+  }
   unsigned kinds = e ? e->kinds : 0;
   if (kinds & ONCE)
     keep_own(p, signal, frame, len);

@@ -54,14 +54,8 @@ void worker_kept_pop(struct worker *w) {
   struct kept_emit *k = &w->kq[w->kq_head++];
   w->kq_bytes -= k->bytes;
   json_decref(k->data);
-  if (w->kq_head == w->kq_len) {
+  if (w->kq_head == w->kq_len) /* given back when the loop sleeps */
     w->kq_head = w->kq_len = 0;
-    if (w->kq_cap > 256) { /* a burst's queue is given back */
-      free(w->kq);
-      w->kq = NULL;
-      w->kq_cap = 0;
-    }
-  }
 }
 
 /* The data kept for own emit seq (borrowed until worker_kept_pop), or NULL. The

@@ -240,24 +240,22 @@ static void on_local_idle(uv_idle_t *h) {
     w->lq_head = w->lq_len = 0;
     w->lq_bytes = 0;
     uv_idle_stop(h);
-    if (w->lq_cap > 256) { /* a burst's queue is given back */
-      free(w->lq);
-      w->lq = NULL;
-      w->lq_cap = 0;
-    }
   }
   worker_send_ack(w);
   worker_drain_check(w);
 }
 
 /* Room for one more entry (of size bytes) at the tail of a queue that
- * lives in (*buf)[*head, *len): the live entries slid down to the start,
- * or the array doubled (from 256). 0 or -ENOMEM. */
+ * lives in (*buf)[*head, *len): the live entries slid down to the start
+ * when they fill at most half of it (so each entry moves O(1) times: a
+ * queue that stays nearly full, a window of emits, would otherwise move
+ * all of them every few pushes), or the array doubled (from 256). 0 or
+ * -ENOMEM. */
 int worker_queue_room(void **buf, size_t *head, size_t *len, size_t *cap,
                       size_t size) {
   if (*len < *cap)
     return 0;
-  if (*head > 0) {
+  if (*head > 0 && *len - *head <= *cap / 2) {
     memmove(*buf, (char *)*buf + *head * size, (*len - *head) * size);
     *len -= *head;
     *head = 0;
@@ -287,6 +285,23 @@ int worker_local_push(struct worker *w, uint64_t seq, size_t first,
   if (!uv_is_active((uv_handle_t *)&w->lq_idle))
     uv_idle_start(&w->lq_idle, on_local_idle);
   return 0;
+}
+
+/* Before the loop sleeps: a burst's queues, empty now and grown past 256
+ * entries, are given back. Not as they empty: a window of emits empties
+ * and refills them at every read, and each new array's first malloc made
+ * glibc sort all its small free chunks (malloc_consolidate). */
+void worker_queues_trim(struct worker *w) {
+  if (w->lq_head == w->lq_len && w->lq_cap > 256) {
+    free(w->lq);
+    w->lq = NULL;
+    w->lq_head = w->lq_len = w->lq_cap = 0;
+  }
+  if (w->kq_head == w->kq_len && w->kq_cap > 256) {
+    free(w->kq);
+    w->kq = NULL;
+    w->kq_head = w->kq_len = w->kq_cap = 0;
+  }
 }
 
 void worker_local_free(struct worker *w) {

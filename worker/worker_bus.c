@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "bus_codec.h"
+#include "jalloc.h"
 #include "log.h"
 #include "server.h"
 #include "worker_int.h"
@@ -59,6 +60,10 @@ static void on_bus_prepare(uv_prepare_t *h) {
   struct worker *w = h->data;
   w->mark->turn_ms = bus_mono_ms();
   worker_bus_flush(w, 0);
+  if (uv_backend_timeout(&w->loop) != 0) { /* it will wait: a burst is over */
+    worker_queues_trim(w);
+    jalloc_trim();
+  }
 }
 
 /* Which user callback runs, for the master's kill log if it never

@@ -56,6 +56,8 @@ int worker_local_push(struct worker *w, uint64_t seq, size_t first,
                       struct emit_wait *wait);
 /* After the loop closed: the own emits not run, the kept ones, the index. */
 void worker_local_free(struct worker *w);
+/* Give back the own-signal queues a burst grew, once empty (loop idle). */
+void worker_queues_trim(struct worker *w);
 /* Room for one more entry of size bytes in (*buf)[*head, *len). 0 or
  * -ENOMEM. */
 int worker_queue_room(void **buf, size_t *head, size_t *len, size_t *cap,

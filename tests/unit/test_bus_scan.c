@@ -258,7 +258,16 @@ START_TEST(test_bus_out_json_round_trips_and_refuses) {
 }
 END_TEST
 
-/* bus_out_int writes what printf does, two digits at a time. */
+static void int_as_printf(struct bus_out *o, long long v) {
+  char want[32];
+  o->len = 0;
+  ck_assert_int_eq(bus_out_int(o, v), 0);
+  int n = snprintf(want, sizeof(want), "%lld", v);
+  ck_assert_msg(o->len == (size_t)n && memcmp(o->buf, want, o->len) == 0,
+                "%s written as %.*s", want, (int)o->len, o->buf);
+}
+
+/* bus_out_int writes what printf does, 8 digits at a time. */
 START_TEST(test_bus_out_int_matches_printf) {
   static const long long edges[] = {0,
                                     1,
@@ -281,26 +290,26 @@ START_TEST(test_bus_out_int_matches_printf) {
                                     999999999999999999LL,
                                     -999999999999999999LL};
   struct bus_out o = {0};
-  char want[32];
   for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]) + 400000; i++) {
     long long v = i < sizeof(edges) / sizeof(edges[0])
                       ? edges[i]
                       : (long long)i - 200000 -
                             (long long)(sizeof(edges) / sizeof(edges[0]));
-    o.len = 0;
-    ck_assert_int_eq(bus_out_int(&o, v), 0);
-    int n = snprintf(want, sizeof(want), "%lld", v);
-    ck_assert_msg(o.len == (size_t)n && memcmp(o.buf, want, o.len) == 0,
-                  "%s written as %.*s", want, (int)o.len, o.buf);
+    int_as_printf(&o, v);
+  }
+  /* Every magnitude, 8 digits at a time or not: random values of each
+   * bit length, both signs (a fixed seed: the same values every run). */
+  unsigned long long x = 0x9e3779b97f4a7c15ULL;
+  for (int i = 0; i < 200000; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    long long v = (long long)(x >> (i % 64));
+    v = i & 64 ? -v : v;
+    int_as_printf(&o, v);
   }
   /* Powers of ten and their neighbours, where the digit count changes. */
   for (long long p = 1; p <= LLONG_MAX / 10; p *= 10)
     for (long long d = -1; d <= 1; d++) {
-      o.len = 0;
-      ck_assert_int_eq(bus_out_int(&o, p + d), 0);
-      int n = snprintf(want, sizeof(want), "%lld", p + d);
-      ck_assert_msg(o.len == (size_t)n && memcmp(o.buf, want, o.len) == 0,
-                    "%s written as %.*s", want, (int)o.len, o.buf);
+      int_as_printf(&o, p + d);
     }
   bus_out_close(&o);
 }
