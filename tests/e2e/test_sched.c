@@ -82,7 +82,7 @@ static void assert_no_overlap(const json_t *runs) {
 }
 
 /* Why the master skipped a run, from its log. */
-enum skip { NOT_SKIPPED, SKIP_LATE, SKIP_RUNNING };
+enum skip { NOT_SKIPPED, SKIP_LATE, SKIP_RUNNING, SKIP_NO_WORKER };
 
 #define MAX_RUN 512
 
@@ -117,6 +117,10 @@ static void log_skips(const char *name, long long every_ms,
                used > 0) {
       b = a;
       w = SKIP_RUNNING;
+    } else if (sscanf(t, " %lld: no ready worker; skipped%n", &a, &used) == 1 &&
+               used > 0) {
+      b = a;
+      w = SKIP_NO_WORKER;
     } else {
       continue;
     }
@@ -144,9 +148,9 @@ static int by_run(const void *a, const void *b) {
  * the runs recorded: once at least n runs of fn have recorded, the
  * status's last_run L is taken, and then every due time 1..L either ran
  * exactly once (a record of fn) or was skipped, and logged with its
- * reason (why[]); the status counts agree (ok + failed + skipped = L once
- * the runs in flight are done, late = the runs logged as late). Returns
- * fn's records of runs 1..L sorted by run (new) and their count in *nrec.
+ * reason (why[]); the status counts agree (ok + failed + skipped +
+ * in_flight = L, skipped and late = the runs logged as such). Returns fn's
+ * records of runs 1..L sorted by run (new).
  */
 static json_t *account(const char *name, const char *fn, long long every_ms,
                        size_t n, int timeout_ms, enum skip why[MAX_RUN]) {
@@ -157,6 +161,9 @@ static json_t *account(const char *name, const char *fn, long long every_ms,
   long long last = ops_int(sc, "last_run"), skipped = ops_int(sc, "skipped");
   long long late = ops_int(sc, "late");
   ck_assert_int_lt(last, MAX_RUN);
+  ck_assert_int_eq(ops_int(sc, "ok") + ops_int(sc, "failed") + skipped +
+                       ops_int(sc, "in_flight"),
+                   last);
   json_decref(st);
   /* The runs in flight as the status was taken record soon. */
   json_t *mine = NULL;
@@ -212,8 +219,8 @@ static json_t *account(const char *name, const char *fn, long long every_ms,
 
 /* Run k of an every schedule is due at base + (k-1) * every whatever
  * earlier runs took, to the microsecond (the master's monotonic grid given
- * to the run as wall clock: both clocks read at once), and none of runs
- * started before it was due (the clocks read in the master and in the
+ * to the run as wall clock: both clocks read at once), and none of the
+ * runs started before it was due (the clocks read in the master and in the
  * worker: a few us apart). */
 static void assert_on_grid(const json_t *runs, long long every_us) {
   const json_t *r0 = json_array_get(runs, 0);
