@@ -251,10 +251,10 @@ START_TEST(test_sched_every_fires_on_a_drift_free_grid) {
   /* No drift: the runs start on their due times, at the end as at the
    * beginning. A loaded machine makes some runs late, not each of a
    * quarter of them (the master and the worker sleep until then, so they
-   * are woken first: their best case stays under a ms at load 6 on 2
-   * cores); a timer armed from the previous run instead of from the grid
-   * is later with each run (0.3 ms a run: 6 ms a quarter), a fixed error
-   * late always. */
+   * are woken first: each quarter's least stays near 1 ms, idle or with
+   * four CPU hogs on 2 cores); a timer armed from the previous run instead
+   * of from the grid is later with each run (0.3 ms a run: 6 ms a
+   * quarter), a fixed error late always. */
   ck_assert_uint_ge(nr, N / 2);
   long long least[4] = {LLONG_MAX, LLONG_MAX, LLONG_MAX, LLONG_MAX};
   json_array_foreach(runs, i, r) {
