@@ -519,14 +519,18 @@ static void wait_runs(size_t n, json_int_t *ids, size_t *who) {
       json_t *f;
       json_array_foreach(r, k, f) {
         json_int_t id = json_integer_value(json_object_get(f, "id"));
-        /* ids grow with each dispatch: their rank is the order. */
-        size_t at = got;
+        /* ids grow with each dispatch: their rank is the order. The n
+         * first are kept, sorted, in ids[0..n-1] (more may have been sent
+         * by the time the loop is looked at). */
+        size_t at = got < n ? got : n;
         while (at > 0 && ids[at - 1] > id) {
-          ids[at] = ids[at - 1];
-          who[at] = who[at - 1];
+          if (at < n) {
+            ids[at] = ids[at - 1];
+            who[at] = who[at - 1];
+          }
           at--;
         }
-        if (got < n) {
+        if (at < n) {
           ids[at] = id;
           who[at] = i;
         }
