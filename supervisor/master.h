@@ -487,14 +487,18 @@ int sched_done(struct master *m, struct wproc *p, json_t *msg);
  * reloads while its name stays. */
 struct sched_counts {
   uint64_t ok, failed, skipped; /* skipped: not run (busy, no worker) */
-  uint64_t done;                /* ok + failed, as timed */
-  double seconds;               /* the runs' total duration */
+  uint64_t late;  /* of skipped: due times passed while the master was busy */
+  uint64_t done;  /* ok + failed, as timed */
+  double seconds; /* the runs' total duration */
 };
 /* Schedule i of the current generation: its name (borrowed), counts in
  * *out. NULL past the last. */
 const char *sched_counts(const struct master *m, size_t i,
                          struct sched_counts *out);
 void sched_worker_gone(struct master *m, struct wproc *p);
+/* `aio status`'s "schedules": per name, its counts, the last run handled
+ * and the runs in flight. Returns new. */
+json_t *sched_status(const struct master *m);
 /* Emit a lifecycle signal from the master. */
 void router_emit(struct master *m, const char *signal, json_t *data);
 /* What the bus holds for p, for `aio status`: {"pending": deliver frames

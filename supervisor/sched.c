@@ -3,7 +3,9 @@
  * `every` schedule is due at start + offset + k * every on the monotonic
  * clock, whatever earlier runs took, so there is no cumulative drift. Each
  * run goes to one ready worker, the least busy with runs (round robin among
- * equals); by default a run is skipped,
+ * equals). A master held up past due times runs the last of them and
+ * skips the others, logged with their numbers and counted as late
+ * (skip_late); by default a run is skipped,
  * and logged, while the previous one has not reported done (for a
  * scheduler that returned AIO_PENDING: until its aio_event_done() or its
  * timeout, both seen in the worker). A run whose worker dies counts as
@@ -57,7 +59,6 @@ struct sched {
   long long k;      /* the next run number (1-based) */
   struct inflight inflight[SCHED_MAX_INFLIGHT];
   size_t ninflight;
-  long long skipped;
   struct sched_counts n;
   uint64_t name_hash;        /* finds it again after a reload, when the old
                                 configuration's strings may be gone */
@@ -183,6 +184,28 @@ static double wall_of(uint64_t mono_ns) {
 static void arm(struct sched *sc);
 static void on_timer(uv_timer_t *t);
 
+/* The due times of runs sc->k to last passed while the master was held up
+ * (a busy loop, a starved or stopped process): skipped, counted, and
+ * logged with the runs and how late the master was for the first of them,
+ * which tells a starved master (late by more than the period) from a grid
+ * that drifts (runs that come late without such a line). */
+static void skip_late(struct sched *sc, long long last, uint64_t now) {
+  long long first = sc->k, n = last - first + 1;
+  long long ago_ms = (long long)((now - due_ns(sc, first)) / 1000000);
+  sc->n.skipped += (uint64_t)n;
+  sc->n.late += (uint64_t)n;
+  if (n == 1)
+    log_fields(AIO_LOG_WARN, SCHED_FIELDS(sc, first),
+               "[schedule:%s] run %lld skipped: its due time passed while "
+               "the master was busy (due %lld ms ago)",
+               sc->conf->name, first, ago_ms);
+  else
+    log_fields(AIO_LOG_WARN, SCHED_FIELDS(sc, first),
+               "[schedule:%s] runs %lld to %lld skipped: their due times "
+               "passed while the master was busy (run %lld due %lld ms ago)",
+               sc->conf->name, first, last, first, ago_ms);
+}
+
 /* Is a run of sc in flight that a new one must not overlap? */
 static int sched_busy(const struct sched *sc) {
   int busy = 0;
@@ -262,7 +285,8 @@ static uint64_t claim_ttl_ms(const struct sched *sc) {
 static void cluster_occurrence(struct sched *sc, long long occ, double due) {
   struct master *m = sc->m;
   if (sc->last_occ && occ > sc->last_occ + 1) {
-    sc->skipped += occ - sc->last_occ - 1;
+    sc->n.skipped += (uint64_t)(occ - sc->last_occ - 1);
+    sc->n.late += (uint64_t)(occ - sc->last_occ - 1);
     log_warnx("[schedule:%s] %lld occurrences passed while the master was "
               "busy; skipped",
               sc->conf->name, occ - sc->last_occ - 1);
@@ -270,7 +294,7 @@ static void cluster_occurrence(struct sched *sc, long long occ, double due) {
   sc->last_occ = occ;
   if (sched_busy(sc)) {
     /* Not claimed: another node may take it. */
-    sc->skipped++;
+    sc->n.skipped++;
     log_warnx("[schedule:%s] occurrence %lld not claimed: run still in "
               "progress here",
               sc->conf->name, occ);
@@ -333,28 +357,27 @@ static void on_timer(uv_timer_t *t) {
   }
   uint64_t now = uv_hrtime();
   long long k = sc->k;
+  if (sc->conf->every > 0 && now < due_ns(sc, k)) {
+    arm(sc); /* early: run k is not due yet */
+    return;
+  }
   if (sc->conf->every > 0) {
     /* If the master was held up past several due times, run once and
      * skip the rest rather than firing a burst. */
-    while (due_ns(sc, k + 1) <= now) {
+    while (due_ns(sc, k + 1) <= now)
       k++;
-      sc->skipped++;
-      sc->n.skipped++;
-    }
     if (k != sc->k)
-      log_warnx("[schedule:%s] %lld due times passed while the master was "
-                "busy; skipped",
-                sc->conf->name, k - sc->k);
+      skip_late(sc, k - 1, now);
   }
   sc->k = k + 1;
   if (sc->cluster) {
     /* cron: the occurrence is the minute. */
     cluster_occurrence(sc, (long long)(sc->cron_at / 60), (double)sc->cron_at);
   } else if (sched_busy(sc)) {
-    sc->skipped++;
     sc->n.skipped++;
-    log_warnx("[schedule:%s] run %lld skipped: run still in progress",
-              sc->conf->name, k);
+    log_fields(AIO_LOG_WARN, SCHED_FIELDS(sc, k),
+               "[schedule:%s] run %lld skipped: run still in progress",
+               sc->conf->name, k);
   } else {
     log_debug("[schedule:%s] run %lld", sc->conf->name, k);
     if (dispatch(sc, 0, k,
@@ -376,8 +399,11 @@ static void arm(struct sched *sc) {
     return;
   }
   if (sc->conf->every > 0) {
-    uint64_t due = due_ns(sc, sc->k), now = uv_hrtime();
-    /* Round up: a timer never fires before its due time. */
+    /* From the loop's time, in whole ms and behind uv_hrtime() by up to
+     * one (more with a coarse clock), which the timer counts from, rounded
+     * up: a timer never fires before its due time. (Counted from
+     * uv_hrtime(), it could fire up to a few ms early.) */
+    uint64_t due = due_ns(sc, sc->k), now = uv_now(sc->m->loop) * 1000000;
     delay_ms = due > now ? (due - now + 999999) / 1000000 : 0;
   } else {
     struct timespec ts;
@@ -552,6 +578,22 @@ void sched_restart(struct master *m) {
       if (m->scheds[i].name_hash == old[j].name_hash)
         m->scheds[i].n = kept[j];
   free(kept);
+}
+
+json_t *sched_status(const struct master *m) {
+  json_t *o = json_object();
+  for (size_t i = 0; i < m->nscheds; i++) {
+    const struct sched *sc = &m->scheds[i];
+    long long last = sc->cluster ? sc->last_occ : sc->k - 1;
+    json_object_set_new(o, sc->conf->name,
+                        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "last_run",
+                                  (json_int_t)last, "ok", (json_int_t)sc->n.ok,
+                                  "failed", (json_int_t)sc->n.failed, "skipped",
+                                  (json_int_t)sc->n.skipped, "late",
+                                  (json_int_t)sc->n.late, "in_flight",
+                                  (json_int_t)sc->ninflight));
+  }
+  return o;
 }
 
 const char *sched_counts(const struct master *m, size_t i,

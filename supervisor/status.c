@@ -89,7 +89,7 @@ json_t *status_reply(struct master *m) {
   proc_memory(getpid(), &rss, &priv);
   json_t *r = json_pack(
       "{s:b,s:i,s:s,s:f,s:s,s:i,s:i,s:i,s:i,s:b,s:I,s:I,s:o,s:o,"
-      "s:o,s:o,s:o,s:o}",
+      "s:o,s:o,s:o,s:o,s:o}",
       "ok", 1, "pid", (int)getpid(), "version", AIO_VERSION, "uptime",
       (double)(now - m->start_ms) / 1000.0, "config", m->config_path,
       "generation", (int)m->gen->id, "workers", (int)m->nslots, "reloads",
@@ -97,7 +97,8 @@ json_t *status_reply(struct master *m) {
       m->phase == MASTER_RELOADING, "rss", (json_int_t)rss, "backlog",
       (json_int_t)router_backlog(m), "control", control_status(m), "servers",
       metrics_servers_status(m), "metrics", metrics_endpoint_status(m), "procs",
-      workers, "cluster", cluster_status(m), "upgrade", upgrade_status(m));
+      workers, "cluster", cluster_status(m), "upgrade", upgrade_status(m),
+      "schedules", sched_status(m));
   master_status(m, r); /* the slots, and what the service lacks */
   return r;
 }

@@ -371,6 +371,8 @@ static void redis_outage(const char *fb) {
     ck_assert_int_eq(h_log_count(p, "cluster: lost"), 1);
     ck_assert_int_eq(h_log_count(p, "still unreachable"), 0);
     /* Once per schedule and outage. */
+    if (h_log_count(p, "cluster_fallback =") != 2)
+      h_dump_log(p);
     ck_assert_int_eq(h_log_count(p, "cluster_fallback ="), 2);
   }
   h_redis_stop(&R);

@@ -26,9 +26,14 @@
 #include "ops_util.h"
 #include "process_util.h"
 
-/* How long a start that cannot succeed may take to be given up: the
- * crash-loop backoff of max_restarts = 5 is about 1.5 s. */
-#define FAIL_FAST_MS 8000
+/* How long the tests wait for a start that cannot succeed to be given up.
+ * aio gives up after max_restarts = 5 crashes of each slot (1.5 s of
+ * backoff, plus the crashes: each one over a second under ASan on a
+ * loaded machine, so no time bound is a promise). Half the default
+ * start_timeout: the reason (max_restarts, see GAVE_UP) tells a crash loop
+ * given up from a start that waited for its timeout. */
+#define GIVE_UP_MS 30000
+#define GAVE_UP "times in 60 s, max_restarts = 5)"
 
 /* Open descriptors of pid, from /proc. */
 static int fd_count(pid_t pid) {
@@ -247,23 +252,22 @@ END_TEST
 
 /* ---- 2. a start that cannot succeed ------------------------------------ */
 
-/* Start conf and expect aio run to exit 70 within FAIL_FAST_MS, with
- * reason in the last lines of its log and the port free again. */
+/* Start conf and expect aio run to exit 70, given up after the crash
+ * loop, with reason in the last lines of its log and the port free
+ * again. */
 static void expect_start_fails(struct aio_proc *p, const char *conf,
                                const struct h_opts *o, int port,
                                const char *reason) {
-  long long t0 = h_now_ms();
   ck_assert_int_eq(h_start(p, conf, o), 0);
-  if (h_wait_exit(p, FAIL_FAST_MS) != 0) {
+  if (h_wait_exit(p, GIVE_UP_MS) != 0) {
     h_dump_log(p);
     h_stop(p, SIGKILL, 2000);
     ck_abort_msg("aio run did not exit after a start that cannot succeed");
   }
-  long long took = h_now_ms() - t0;
   h_assert_exit_status(p, 70);
-  ck_assert_msg(took < FAIL_FAST_MS, "took %lld ms", took);
   assert_log_tail_has(p, reason);
   assert_log_tail_has(p, "start failed");
+  assert_log_tail_has(p, GAVE_UP);
   ck_assert(!h_log_has(p, "the other workers keep serving"));
   assert_port_free(port);
 }
@@ -335,14 +339,12 @@ START_TEST(test_daemon_returns_the_failed_start_status) {
   int port = h_free_port();
   conf_init_fails(conf, sizeof(conf), port, "log_file = aio.log\n");
   ck_assert_int_eq(h_prepare(&p, conf, NULL), 0);
-  long long t0 = h_now_ms();
   int rc = ops_aio(&p, out, sizeof(out), "run", "-d", NULL);
-  long long took = h_now_ms() - t0;
   if (rc != 70)
     h_dump_log(&p);
   ck_assert_msg(rc == 70, "aio run -d exited %d: %s", rc, out);
-  ck_assert_msg(took < FAIL_FAST_MS, "took %lld ms", took);
   assert_log_tail_has(&p, "init failed");
+  assert_log_tail_has(&p, GAVE_UP);
   /* The user who typed it is told why, and where the rest is: the log is
    * a file they may not think of (and without log_file, discarded). */
   ck_assert_msg(strstr(out, "aio: start failed: worker ") &&

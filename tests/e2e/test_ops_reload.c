@@ -338,7 +338,15 @@ START_TEST(test_reload_applies_a_new_worker_count) {
   ops_expect(&p, 0, out, sizeof(out), "reload", NULL);
   ck_assert_int_eq(h_wait_gone(before, 2, 10000), 0);
   ck_assert_int_eq(pu_wait_live_children(p.pid, 3, 10000), 0);
+  /* The old workers have exited, and the master lists them until it has
+   * reaped them (its next loop turn, on a loaded machine a while later). */
   json_t *st = ops_status(&p);
+  for (long long until = h_now_ms() + 10000;
+       json_array_size(json_object_get(st, "procs")) != 3 && h_now_ms() < until;
+       usleep(20000)) {
+    json_decref(st);
+    st = ops_status(&p);
+  }
   ck_assert_int_eq(ops_int(st, "workers"), 3);
   ck_assert_int_eq(json_array_size(json_object_get(st, "procs")), 3);
   json_decref(st);

@@ -247,13 +247,24 @@ AIO_LISTENER(crash);
 
 /* ---- schedulers ------------------------------------------------------- */
 
-/* A record of a job's call, with what a cb or err was given. */
+static long long wall_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+/* A record of a job's call, with what a cb or err was given: its run, the
+ * due time the master gave it (wall clock, us) and how long after that it
+ * started (late_us), its monotonic start and end. */
 static int job_record(const aio_event_t *ev, const char *fn, long long start,
                       int rc) {
+  long long end = mono_ns(), due_us = (long long)(ev->due * 1e6 + 0.5);
+  long long start_us = wall_us() - (end - start) / 1000;
   json_t *rec =
-      json_pack("{s:s,s:s,s:I,s:I,s:I,s:i}", "fn", fn, "job", ev->name, "run",
-                (json_int_t)ev->run, "start", (json_int_t)start, "end",
-                (json_int_t)mono_ns(), "rc", rc);
+      json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:i}", "fn", fn, "job", ev->name,
+                "run", (json_int_t)ev->run, "start", (json_int_t)start, "end",
+                (json_int_t)end, "due_us", (json_int_t)due_us, "late_us",
+                (json_int_t)(start_us - due_us), "rc", rc);
   if (ev->result)
     json_object_set(rec, "result", ev->result);
   if (ev->status)
