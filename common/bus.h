@@ -154,7 +154,7 @@ struct bus_mark {
   volatile uint64_t turn_ms;  /* the loop's last turn */
   volatile uint64_t cb_since; /* the callback running began; 0: none */
   volatile uint32_t cb_kind;  /* BUS_CB_*, what cb_index counts */
-  volatile uint32_t cb_index; /* listener index, or schedule * 3 + which */
+  volatile uint32_t cb_index; /* listener index, or BUS_JOB_INDEX() */
   /* aio_emit() calls refused for back-pressure (docs/bus.md), counted by
    * the worker for `aio status`. */
   volatile uint64_t refused;
@@ -168,6 +168,23 @@ struct bus_mark {
    * already, counted by the worker for `aio status`. */
   volatile uint64_t wait_refused;
 };
+
+/* A schedule's three functions: a run frame's "which", and a job's index
+ * (the mark's cb_index, the worker's jobs[]) is BUS_JOB_INDEX(schedule,
+ * part). */
+enum bus_job_part { BUS_JOB_FUNC, BUS_JOB_CB, BUS_JOB_ERR, BUS_JOB_PARTS };
+#define BUS_JOB_INDEX(schedule, part) ((schedule)*BUS_JOB_PARTS + (part))
+/* "func", "cb" or "err": the part of job index `index`. */
+static inline const char *bus_job_part_name(size_t index) {
+  switch (index % BUS_JOB_PARTS) {
+  case BUS_JOB_FUNC:
+    return "func";
+  case BUS_JOB_CB:
+    return "cb";
+  default:
+    return "err";
+  }
+}
 
 #define BUS_CB_NONE 0
 #define BUS_CB_LISTENER 1 /* own signal or deliver frame */

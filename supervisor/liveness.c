@@ -32,15 +32,16 @@ int liveness_hung(const struct wproc *p, uint64_t timeout_ms, char *why,
   if (held && kind == BUS_CB_LISTENER && idx < s->nlisteners)
     snprintf(why, n, "stuck in listener %s for signal '%s' for %llu ms",
              s->listeners[idx].fn.text, s->listeners[idx].signal, held);
-  else if (held && kind == BUS_CB_JOB && idx / 3 < s->nschedules)
-    snprintf(why, n, "stuck in job %s (%s) for %llu ms",
-             s->schedules[idx / 3].name,
-             idx % 3 == 0   ? s->schedules[idx / 3].func.text
-             : idx % 3 == 1 ? s->schedules[idx / 3].cb.text
-                            : s->schedules[idx / 3].err.text,
+  else if (held && kind == BUS_CB_JOB && idx / BUS_JOB_PARTS < s->nschedules) {
+    const struct schedule_conf *sc = &s->schedules[idx / BUS_JOB_PARTS];
+    unsigned part = idx % BUS_JOB_PARTS;
+    snprintf(why, n, "stuck in job %s (%s) for %llu ms", sc->name,
+             part == BUS_JOB_FUNC ? sc->func.text
+             : part == BUS_JOB_CB ? sc->cb.text
+                                  : sc->err.text,
              held);
-  else if (held && kind == BUS_CB_PROTOCOL &&
-           idx / BUS_PROTO_COUNT < s->nservers)
+  } else if (held && kind == BUS_CB_PROTOCOL &&
+             idx / BUS_PROTO_COUNT < s->nservers)
     snprintf(why, n, "stuck in %s of server %s (%s) for %llu ms",
              proto_cb_names[idx % BUS_PROTO_COUNT],
              s->servers[idx / BUS_PROTO_COUNT].name,

@@ -42,7 +42,7 @@
 struct inflight {
   json_int_t id;
   struct wproc *p;
-  int which; /* 0 func, 1 cb, 2 err */
+  int which; /* enum bus_job_part */
   long long run;
   double due; /* wall clock the run was due, for aio_event_t */
   uint64_t started_ns;
@@ -146,9 +146,9 @@ static int dispatch(struct sched *sc, int which, long long run, double due,
   json_object_set_new(msg, "due", json_real(due));
   if (cluster_node(m))
     json_object_set_new(msg, "node", json_string(cluster_node(m)));
-  if (which == 1 && o && o->result)
+  if (which == BUS_JOB_CB && o && o->result)
     json_object_set(msg, "result", o->result);
-  if (which == 2 && o) {
+  if (which == BUS_JOB_ERR && o) {
     json_object_set_new(msg, "status", json_integer(o->status));
     json_object_set_new(msg, "error", json_string(o->error));
   }
@@ -210,7 +210,7 @@ static void skip_late(struct sched *sc, long long last, uint64_t now) {
 static int sched_busy(const struct sched *sc) {
   int busy = 0;
   for (size_t i = 0; i < sc->ninflight; i++)
-    busy |= sc->inflight[i].which == 0 || !sc->conf->overlap;
+    busy |= sc->inflight[i].which == BUS_JOB_FUNC || !sc->conf->overlap;
   return busy && !sc->conf->overlap;
 }
 
@@ -249,7 +249,7 @@ static void fallback(struct sched *sc, long long occ, double due,
               local ? "run here" : "skipped");
   sc->fallback_said = 1;
   if (local)
-    dispatch(sc, 0, occ, due, NULL, NULL);
+    dispatch(sc, BUS_JOB_FUNC, occ, due, NULL, NULL);
 }
 
 static void on_claim(struct master *m, void *arg, enum cluster_claim res) {
@@ -262,7 +262,7 @@ static void on_claim(struct master *m, void *arg, enum cluster_claim res) {
       sc->fallback_said = 0;
       log_debug("[schedule:%s] occurrence %lld: claimed; running it",
                 sc->conf->name, pc->occ);
-      dispatch(sc, 0, pc->occ, pc->due, NULL, NULL);
+      dispatch(sc, BUS_JOB_FUNC, pc->occ, pc->due, NULL, NULL);
     } else if (res == CLUSTER_LOST) {
       sc->fallback_said = 0;
       log_debug("[schedule:%s] occurrence %lld: another node has it",
@@ -380,7 +380,7 @@ static void on_timer(uv_timer_t *t) {
                sc->conf->name, k);
   } else {
     log_debug("[schedule:%s] run %lld", sc->conf->name, k);
-    if (dispatch(sc, 0, k,
+    if (dispatch(sc, BUS_JOB_FUNC, k,
                  sc->conf->every > 0 ? wall_of(due_ns(sc, k))
                                      : (double)sc->cron_at,
                  NULL, NULL))
@@ -464,7 +464,7 @@ void sched_stop(struct master *m) {
 static void finish(struct sched *sc, size_t i, const struct outcome *o) {
   struct inflight f = sc->inflight[i];
   sc->inflight[i] = sc->inflight[--sc->ninflight];
-  if (f.which == 0) {
+  if (f.which == BUS_JOB_FUNC) {
     if (o->ok)
       sc->n.ok++;
     else
@@ -472,21 +472,21 @@ static void finish(struct sched *sc, size_t i, const struct outcome *o) {
     sc->n.done++;
     sc->n.seconds += (double)(uv_hrtime() - f.started_ns) / 1e9;
   }
-  if (f.which != 0) {
+  if (f.which != BUS_JOB_FUNC) {
     if (!o->ok)
       log_fields(AIO_LOG_WARN, SCHED_FIELDS(sc, f.run),
                  "[schedule:%s] run %lld: %s failed: %s", sc->conf->name, f.run,
-                 f.which == 1 ? "cb" : "err", o->error);
+                 bus_job_part_name((size_t)f.which), o->error);
     return;
   }
   if (o->ok && sc->conf->has_cb)
-    dispatch(sc, 1, f.run, f.due, f.p, o);
+    dispatch(sc, BUS_JOB_CB, f.run, f.due, f.p, o);
   else if (!o->ok) {
     log_fields(AIO_LOG_WARN, SCHED_FIELDS(sc, f.run),
                "[schedule:%s] run %lld failed: %s", sc->conf->name, f.run,
                o->error);
     if (sc->conf->has_err)
-      dispatch(sc, 2, f.run, f.due, f.p, o);
+      dispatch(sc, BUS_JOB_ERR, f.run, f.due, f.p, o);
   }
 }
 

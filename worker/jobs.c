@@ -27,7 +27,7 @@ struct job_run {
   struct worker *w;
   struct job_run *next; /* w->runs */
   json_int_t id;        /* the master's run frame id */
-  size_t index;         /* job * 3 + which */
+  size_t index;         /* BUS_JOB_INDEX(job, which) */
   json_t *result;       /* owned: ev.result, for a cb */
   char *error;          /* owned: ev.error, for an err */
   char *node;           /* owned: ev.node */
@@ -93,7 +93,7 @@ static void run_finish(struct job_run *r, int status, const json_t *result,
   if (status) {
     json_object_set_new(done, "status", json_integer(status));
     json_object_set_new(done, "error", json_string(error));
-  } else if (result && r->index % 3 == 0) {
+  } else if (result && r->index % BUS_JOB_PARTS == BUS_JOB_FUNC) {
     json_object_set(done, "result", (json_t *)result);
   }
   int err = worker_send(w, done);
@@ -118,16 +118,13 @@ static void on_run_timeout(uv_timer_t *t) {
   struct job_run *r = t->data;
   struct worker *w = r->w;
   char text[128];
-  double secs = w->app->s.schedules[r->index / 3].timeout;
+  double secs = w->app->s.schedules[r->index / BUS_JOB_PARTS].timeout;
   snprintf(text, sizeof(text), "timed out after %g s", secs);
   log_fields(
       AIO_LOG_WARN,
       LOG_FIELDS(LOG_STR("schedule", r->ev.name), LOG_INT("run", r->ev.run)),
       "[schedule:%s] run %lld: %s %s", r->ev.name, r->ev.run,
-      r->index % 3 == 0   ? "func"
-      : r->index % 3 == 1 ? "cb"
-                          : "err",
-      text);
+      bus_job_part_name(r->index), text);
   run_finish(r, -ETIMEDOUT, NULL, text);
   r->timed_out = 1;
   /* Kept for its late aio_event_done(), within a bound: the oldest goes
@@ -160,7 +157,7 @@ void worker_job_run(struct worker *w, json_t *msg) {
   json_int_t which = json_integer_value(json_object_get(msg, "which"));
   json_int_t run = json_integer_value(json_object_get(msg, "run"));
   if (job < 0 || (size_t)job >= w->app->s.nschedules || which < 0 ||
-      which > 2 || w->jobs[job * 3 + which] == NULL) {
+      which >= BUS_JOB_PARTS || w->jobs[BUS_JOB_INDEX(job, which)] == NULL) {
     log_warnx("bus: run for unknown job %lld/%lld", (long long)job,
               (long long)which);
     run_refused(w, id, -ENOENT, "no such job in this worker");
@@ -168,15 +165,15 @@ void worker_job_run(struct worker *w, json_t *msg) {
   }
   struct job_run *r = calloc(1, sizeof(*r));
   const char *error = json_string_value(json_object_get(msg, "error"));
-  if (r == NULL ||
-      (which == 2 && (r->error = strdup(error ? error : "failed")) == NULL)) {
+  if (r == NULL || (which == BUS_JOB_ERR &&
+                    (r->error = strdup(error ? error : "failed")) == NULL)) {
     free(r);
     run_refused(w, id, -ENOMEM, "out of memory");
     return;
   }
   r->w = w;
   r->id = id;
-  r->index = (size_t)(job * 3 + which);
+  r->index = (size_t)BUS_JOB_INDEX(job, which);
   r->ev.name = w->app->s.schedules[job].name;
   r->ev.run = run;
   r->ev.due = json_number_value(json_object_get(msg, "due"));
@@ -188,9 +185,9 @@ void worker_job_run(struct worker *w, json_t *msg) {
     return;
   }
   r->ev.node = r->node;
-  if (which == 1)
+  if (which == BUS_JOB_CB)
     r->ev.result = r->result = json_incref(json_object_get(msg, "result"));
-  if (which == 2) {
+  if (which == BUS_JOB_ERR) {
     /* A failure has a non-zero status, whatever the frame says. */
     r->ev.status = (int)json_integer_value(json_object_get(msg, "status"));
     if (r->ev.status == 0)

@@ -152,7 +152,7 @@ int worker_on_frame(void *arg, enum bus_type t, json_t *msg) {
 static int resolve_all(struct worker *w, struct diag *d) {
   const struct settings *s = &w->app->s;
   w->listeners = calloc(s->nlisteners + 1, sizeof(*w->listeners));
-  w->jobs = calloc(s->nschedules * 3 + 1, sizeof(*w->jobs));
+  w->jobs = calloc(s->nschedules * BUS_JOB_PARTS + 1, sizeof(*w->jobs));
   w->servers = calloc(s->nservers + 1, sizeof(*w->servers));
   if (!w->listeners || !w->jobs || !w->servers)
     return -1;
@@ -161,13 +161,13 @@ static int resolve_all(struct worker *w, struct diag *d) {
         loader_resolve(w->loader, &s->listeners[i].fn, AIO_KIND_LISTENER, d);
   for (size_t i = 0; i < s->nschedules; i++) {
     const struct schedule_conf *sc = &s->schedules[i];
-    w->jobs[i * 3] =
+    w->jobs[BUS_JOB_INDEX(i, BUS_JOB_FUNC)] =
         loader_resolve(w->loader, &sc->func, AIO_KIND_SCHEDULER, d);
     if (sc->has_cb)
-      w->jobs[i * 3 + 1] =
+      w->jobs[BUS_JOB_INDEX(i, BUS_JOB_CB)] =
           loader_resolve(w->loader, &sc->cb, AIO_KIND_SCHEDULER, d);
     if (sc->has_err)
-      w->jobs[i * 3 + 2] =
+      w->jobs[BUS_JOB_INDEX(i, BUS_JOB_ERR)] =
           loader_resolve(w->loader, &sc->err, AIO_KIND_SCHEDULER, d);
   }
   for (size_t i = 0; i < s->nservers; i++) {
