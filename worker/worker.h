@@ -102,8 +102,7 @@ struct worker {
   uv_idle_t lq_idle;
   uv_idle_t bus_idle;   /* splits frames a paused read held back */
   uint64_t slice_start; /* uv_hrtime() when this turn's slice began */
-  uint64_t clock_ns;    /* the clock as the slice last read it */
-  uint32_t slice_n;     /* signals the slice checked since it began */
+  uint64_t clock_ns;    /* uv_hrtime() as the slice last read it */
   int clock_fresh;      /* and nothing ran since that a listener's start
                            would have to be read after */
   uint64_t local_ack;   /* the last journaled own emit finished, not yet

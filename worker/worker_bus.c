@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
-#include <time.h>
 
 #include "bus_codec.h"
 #include "jalloc.h"
@@ -26,8 +25,6 @@
  * go on: timers (the heartbeat), accepts and reads are never starved by
  * a flood of signals. The rest waits for the next turn. */
 #define BUS_SLICE_NS (2 * 1000 * 1000)
-#define BUS_SLICE_MIN_NS (1000 * 1000)
-#define BUS_SLICE_FINE 16 /* signals per full read of the clock */
 
 static void on_bus_room(uv_poll_t *h, int status, int events);
 
@@ -97,34 +94,13 @@ void worker_cb_enter_listener(struct worker *w, size_t k) {
 void worker_slice_begin(struct worker *w) {
   w->slice_start = w->clock_ns = uv_hrtime();
   w->clock_fresh = 1;
-  w->slice_n = 0;
 }
 
-/* CLOCK_MONOTONIC as of its last tick: a few ns a read where the full
- * clock takes some 36, and never ahead of it. */
-static uint64_t coarse_ns(void) {
-#ifdef CLOCK_MONOTONIC_COARSE
-  struct timespec ts;
-  if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0)
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-#endif
-  return uv_hrtime();
-}
-
-/* Has this turn's slice of user code been spent? The full clock is read
- * every BUS_SLICE_FINE signals (once per signal it was 5% of a worker's
- * time in a flood), so fast listeners stop at 2 ms; between, the coarse
- * clock stops a slice of slow ones once BUS_SLICE_MIN_NS have surely
- * passed, at most a tick later (4 ms at HZ=250): a slice lasts 1 to 5 ms
- * plus one listener. Either reading is the next listener's start. */
+/* Has this turn's slice of user code been spent? */
 int worker_slice_spent(struct worker *w) {
+  w->clock_ns = uv_hrtime();
   w->clock_fresh = 1;
-  if (++w->slice_n % BUS_SLICE_FINE == 0) {
-    w->clock_ns = uv_hrtime();
-    return w->clock_ns - w->slice_start >= BUS_SLICE_NS;
-  }
-  w->clock_ns = coarse_ns();
-  return w->clock_ns >= w->slice_start + BUS_SLICE_MIN_NS;
+  return w->clock_ns - w->slice_start >= BUS_SLICE_NS;
 }
 
 void worker_bus_sync(struct worker *w) {
