@@ -27,6 +27,9 @@
 #define PIECE(o, s) bus_out_raw((o), s, sizeof(s) - 1)
 #define HAS(p, end, s)                                                         \
   ((size_t)((end) - (p)) >= sizeof(s) - 1 && memcmp((p), s, sizeof(s) - 1) == 0)
+/* Is span sp exactly the literal s? */
+#define SPAN_IS(sp, s)                                                         \
+  ((sp).n == sizeof(s) - 1 && HAS((sp).p, (sp).p + (sp).n, s))
 
 /* signal as a JSON string: text, when given, is its bytes, known to need
  * no escape (copied as they are). */
@@ -307,7 +310,7 @@ static int from_scan(const struct bus_frame *f, unsigned how,
       return -EBADMSG;
     in->raw = f->data;
     in->signal_text = f->signal;
-    in->keep = f->keep.n == 4 && memcmp(f->keep.p, "true", 4) == 0;
+    in->keep = SPAN_IS(f->keep, "true");
     return 0;
   case BUS_DELIVER: {
     if (set_signal(in, f->signal.p, f->signal.n) ||

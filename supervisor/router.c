@@ -172,10 +172,10 @@ static const char *encode_deliver(struct master *m, const char *signal,
 
 /* A ready worker of the current generation, lowest slot first; NULL when
  * none. */
-struct wproc *router_any_ready(struct master *m, const struct wproc * not ) {
+struct wproc *router_any_ready(struct master *m, const struct wproc *except) {
   struct wproc *best = NULL;
   for (struct wproc *p = m->procs; p; p = p->next)
-    if (p != not &&p->state == WPROC_READY && p->g == m->gen &&
+    if (p != except && p->state == WPROC_READY && p->g == m->gen &&
         (best == NULL || p->slot < best->slot))
       best = p;
   return best;

@@ -36,7 +36,7 @@ void router_send_delivery(struct wproc *p, const char *frame, size_t len,
                           json_int_t id, enum bus_kind kind,
                           struct csig_entry *cref, const struct bus_out *wire);
 /* A ready worker of the current generation other than not, or NULL. */
-struct wproc *router_any_ready(struct master *m, const struct wproc * not );
+struct wproc *router_any_ready(struct master *m, const struct wproc *except);
 /* Keep a frame (borrowed: copied) for a worker that does not exist yet. */
 void router_backlog_add(json_t **backlog, const char *frame, size_t len,
                         json_int_t id, unsigned gen, enum bus_kind kind);
