@@ -98,6 +98,9 @@ struct bus_frame {
   struct bus_span data, id, seq, listeners, keep; /* JSON text of values */
 };
 
+/* How deep values nest at most: jansson's JSON_PARSER_MAX_DEPTH. */
+#define BUS_JSON_MAX_DEPTH 2048
+
 /* Check one frame (without its newline) as bus_decode() would, without
  * building a tree, and find its members. Returns 0, -EBADMSG, -EPROTO, as
  * bus_decode(); -EAGAIN when only bus_decode() can tell (a key with an
@@ -117,7 +120,8 @@ int bus_scan_member(const char *data, size_t len, size_t *used);
  * 0, or -1 when it is absent or not an integer. */
 int bus_span_int(const struct bus_span *sp, json_int_t *v);
 /* The value a member's text holds, which bus_scan() accepted. Returns new
- * (json null when absent), or NULL when out of memory. */
+ * (json null when absent), or NULL when out of memory.
+ * (common/bus_build.c) */
 json_t *bus_span_json(const struct bus_span *sp);
 
 /* A new message {"t": name}. */

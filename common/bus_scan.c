@@ -18,8 +18,6 @@
 
 #include "bus.h"
 
-#define SCAN_MAX_DEPTH 2048 /* jansson's JSON_PARSER_MAX_DEPTH */
-
 struct key {
   uint64_t hash;
   const char *p;
@@ -374,7 +372,7 @@ static int scan_value(struct scan *s, struct bus_frame *top) {
   int esc, rc;
   /* jansson counts every value, scalars too: the top-level object is at
    * depth 1, its members at 2. */
-  if (s->depth >= SCAN_MAX_DEPTH)
+  if (s->depth >= BUS_JSON_MAX_DEPTH)
     return BAD;
   switch (*s->p) {
   case '{':
@@ -489,130 +487,4 @@ int bus_span_int(const struct bus_span *sp, json_int_t *v) {
     return -1; /* a real (1.0, 1e3), or not a number */
   *v = (json_int_t)x;
   return 0;
-}
-
-/* ---- building the tree of a checked value ------------------------------ */
-
-static void skip_ws_p(const char **p, const char *end) {
-  while (*p < end && (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r'))
-    (*p)++;
-}
-
-/* A string's body, if it has no escape (else -1: left to jansson). */
-static int plain_body(const char **p, const char *end, const char **body,
-                      size_t *n) {
-  const char *q = *p + 1;
-  while (q < end && *q != '"' && *q != '\\')
-    q++;
-  if (q >= end || *q != '"')
-    return -1;
-  *body = *p + 1;
-  *n = (size_t)(q - *body);
-  *p = q + 1;
-  return 0;
-}
-
-static json_t *build(const char **p, const char *end, int depth) {
-  skip_ws_p(p, end);
-  if (*p >= end || depth > SCAN_MAX_DEPTH)
-    return NULL;
-  const char *body;
-  size_t n;
-  json_t *v = NULL;
-  switch (**p) {
-  case '{':
-    v = json_object();
-    (*p)++;
-    for (skip_ws_p(p, end); v && *p < end && **p != '}';) {
-      if (plain_body(p, end, &body, &n))
-        goto fail;
-      skip_ws_p(p, end);
-      (*p)++; /* ':' */
-      json_t *m = build(p, end, depth + 1);
-      if (m == NULL || json_object_setn_new_nocheck(v, body, n, m))
-        goto fail;
-      skip_ws_p(p, end);
-      if (*p < end && **p == ',')
-        (*p)++;
-      skip_ws_p(p, end);
-    }
-    break;
-  case '[':
-    v = json_array();
-    (*p)++;
-    for (skip_ws_p(p, end); v && *p < end && **p != ']';) {
-      json_t *m = build(p, end, depth + 1);
-      if (m == NULL || json_array_append_new(v, m))
-        goto fail;
-      skip_ws_p(p, end);
-      if (*p < end && **p == ',')
-        (*p)++;
-      skip_ws_p(p, end);
-    }
-    break;
-  case '"':
-    if (plain_body(p, end, &body, &n))
-      return NULL;
-    return json_stringn_nocheck(body, n); /* bus_scan checked its UTF-8 */
-  case 't':
-    *p += 4;
-    return json_true();
-  case 'f':
-    *p += 5;
-    return json_false();
-  case 'n':
-    *p += 4;
-    return json_null();
-  default: {
-    /* Up to 18 digits, an integer is read here; the rest by strto*. */
-    const char *q = *p + (**p == '-');
-    unsigned long long u = 0;
-    int digits = 0;
-    while (q < end && *q >= '0' && *q <= '9' && digits < 18) {
-      u = u * 10 + (unsigned long long)(*q++ - '0');
-      digits++;
-    }
-    if (digits > 0 && (q >= end || (*q != '.' && *q != 'e' && *q != 'E' &&
-                                    (*q < '0' || *q > '9')))) {
-      json_int_t x = (json_int_t)u;
-      v = json_integer(**p == '-' ? -x : x);
-      *p = q;
-      return v;
-    }
-    char num[400], *e;
-    size_t k = 0;
-    int real = 0;
-    while (*p + k < end && k < sizeof(num) - 1) {
-      char c = (*p)[k];
-      if (!((c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' ||
-            c == 'e' || c == 'E'))
-        break;
-      real |= c == '.' || c == 'e' || c == 'E';
-      num[k++] = c;
-    }
-    num[k] = '\0';
-    if (k == 0 || k == sizeof(num) - 1)
-      return NULL;
-    *p += k;
-    return real ? json_real(strtod(num, &e))
-                : json_integer((json_int_t)strtoll(num, &e, 10));
-  }
-  }
-  if (v == NULL || *p >= end)
-    goto fail;
-  (*p)++; /* the closing bracket */
-  return v;
-fail:
-  json_decref(v);
-  return NULL;
-}
-
-json_t *bus_span_json(const struct bus_span *sp) {
-  if (sp->p == NULL)
-    return json_null();
-  const char *p = sp->p;
-  json_t *v = build(&p, sp->p + sp->n, 1);
-  /* What the quick builder leaves (escaped strings, long numbers), and
-   * anything it could not allocate, jansson decodes. */
-  return v ? v : json_loadb(sp->p, sp->n, JSON_DECODE_ANY, NULL);
 }
