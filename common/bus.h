@@ -95,7 +95,8 @@ struct bus_span {
 struct bus_frame {
   enum bus_type type;
   struct bus_span t, signal; /* the strings' bytes, without quotes */
-  struct bus_span data, id, seq, listeners, keep; /* JSON text of values */
+  /* JSON text of values */
+  struct bus_span data, id, seq, listeners, keep, n, count;
 };
 
 /* How deep values nest at most: jansson's JSON_PARSER_MAX_DEPTH. */

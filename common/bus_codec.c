@@ -2,6 +2,7 @@
 #include "bus_codec.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,10 +18,11 @@
 #define DELIVER_SIGNAL ",\"signal\":"
 #define DELIVER_DATA ",\"data\":"
 #define DELIVER_SEQ ",\"seq\":"
+#define DELIVER_COUNT ",\"count\":"
 #define DELIVER_LISTENERS ",\"listeners\":["
 #define DELIVER_TAIL "]}"
 #define DELIVERED_HEAD "{\"t\":\"delivered\""
-#define DELIVERED_ID ",\"id\":"
+#define DELIVERED_N ",\"n\":"
 #define DELIVERED_SEQ ",\"seq\":"
 #define DELIVERED_TAIL "}"
 
@@ -124,26 +126,32 @@ int bus_deliver_encode(struct bus_out *o, json_int_t id, const char *signal,
 
 int bus_deliver_ref_encode(struct bus_out *o, json_int_t id, const char *signal,
                            const struct bus_span *text, json_int_t seq,
-                           const size_t *listeners, size_t n) {
+                           size_t count, const size_t *listeners, size_t n) {
   size_t start = o->len;
+  if (count < 1 || count > BUS_RUN_MAX)
+    return -EINVAL;
   int err = deliver_head(o, id, signal, text);
   if (!err)
     err = PIECE(o, DELIVER_SEQ);
   if (!err)
     err = bus_out_int(o, seq);
+  if (!err && count > 1)
+    err = PIECE(o, DELIVER_COUNT);
+  if (!err && count > 1)
+    err = bus_out_int(o, (long long)count);
   if (!err)
     err = deliver_listeners(o, listeners, n);
   return bus_out_end(o, start, err);
 }
 
-int bus_delivered_encode(struct bus_out *o, int has_id, json_int_t id,
+int bus_delivered_encode(struct bus_out *o, int has_n, json_int_t n,
                          int has_seq, json_int_t seq) {
   size_t start = o->len;
   int err = PIECE(o, DELIVERED_HEAD);
-  if (!err && has_id)
-    err = PIECE(o, DELIVERED_ID);
-  if (!err && has_id)
-    err = bus_out_int(o, id);
+  if (!err && has_n)
+    err = PIECE(o, DELIVERED_N);
+  if (!err && has_n)
+    err = bus_out_int(o, n);
   if (!err && has_seq)
     err = PIECE(o, DELIVERED_SEQ);
   if (!err && has_seq)
@@ -204,6 +212,12 @@ static int ks_text(struct bus_in *in, const char *p, const char *end) {
   return 0;
 }
 
+/* Is count out of its range (1 to BUS_RUN_MAX), or would the run's last
+ * seq not fit? */
+static int run_bad(json_int_t seq, json_int_t count) {
+  return count < 1 || count > BUS_RUN_MAX || seq > INT64_MAX - count;
+}
+
 /* A deliver in exactly the shape bus_deliver_encode() writes, taken apart
  * where it stands (the master's own frames): -EAGAIN for any other. */
 static int deliver_trusted(const char *frame, size_t len, struct bus_in *in) {
@@ -220,7 +234,14 @@ static int deliver_trusted(const char *frame, size_t len, struct bus_in *in) {
     return -EAGAIN;
   if (HAS(p, end, "\"" DELIVER_SEQ)) { /* a kept emit's, back to it */
     p += sizeof("\"" DELIVER_SEQ) - 1;
-    if (digits(&p, end, &in->seq) || !HAS(p, end, DELIVER_LISTENERS))
+    if (digits(&p, end, &in->seq))
+      return -EAGAIN;
+    if (HAS(p, end, DELIVER_COUNT)) { /* a run of them */
+      p += sizeof(DELIVER_COUNT) - 1;
+      if (digits(&p, end, &in->count) || run_bad(in->seq, in->count))
+        return -EAGAIN;
+    }
+    if (!HAS(p, end, DELIVER_LISTENERS))
       return -EAGAIN;
     p += sizeof(DELIVER_LISTENERS) - 1;
     const char *tail = end - (sizeof(DELIVER_TAIL) - 1);
@@ -316,9 +337,13 @@ static int from_scan(const struct bus_frame *f, unsigned how,
     if (set_signal(in, f->signal.p, f->signal.n) ||
         bus_span_int(&f->id, &in->id) || f->listeners.p == NULL)
       return -EBADMSG;
-    /* A kept emit's seq instead of data: not both. */
+    /* A kept emit's seq instead of data: not both; a count of them only
+     * with a seq. */
     in->has_seq = f->seq.p != NULL;
     if (in->has_seq && (bus_span_int(&f->seq, &in->seq) || f->data.p))
+      return -EBADMSG;
+    if (f->count.p && (!in->has_seq || bus_span_int(&f->count, &in->count) ||
+                       run_bad(in->seq, in->count)))
       return -EBADMSG;
     if (f->listeners.p[0] != '[' || f->listeners.p[f->listeners.n - 1] != ']')
       return -EBADMSG;
@@ -329,9 +354,9 @@ static int from_scan(const struct bus_frame *f, unsigned how,
     return (in->data = bus_span_json(&f->data)) ? 0 : -ENOMEM;
   }
   case BUS_DELIVERED:
-    in->has_id = f->id.p != NULL;
+    in->has_n = f->n.p != NULL;
     in->has_seq = f->seq.p != NULL;
-    if ((in->has_id && bus_span_int(&f->id, &in->id)) ||
+    if ((in->has_n && bus_span_int(&f->n, &in->n)) ||
         (in->has_seq && bus_span_int(&f->seq, &in->seq)))
       return -EBADMSG;
     return 0;
@@ -368,8 +393,12 @@ static int from_tree(unsigned how, struct bus_in *in) {
     }
     if (int_member(msg, "id", &has, &in->id) || !has ||
         int_member(msg, "seq", &in->has_seq, &in->seq) ||
-        (in->has_seq && json_object_get(msg, "data")))
+        (in->has_seq && json_object_get(msg, "data")) ||
+        int_member(msg, "count", &has, &in->count) ||
+        (has && (!in->has_seq || run_bad(in->seq, in->count))))
       return -EBADMSG;
+    if (!has)
+      in->count = 1;
     json_t *ks = json_object_get(msg, "listeners"), *k;
     size_t i;
     if (!json_is_array(ks))
@@ -385,7 +414,7 @@ static int from_tree(unsigned how, struct bus_in *in) {
     in->data = data ? json_incref(data) : json_null();
     return 0;
   case BUS_DELIVERED:
-    if (int_member(msg, "id", &in->has_id, &in->id) ||
+    if (int_member(msg, "n", &in->has_n, &in->n) ||
         int_member(msg, "seq", &in->has_seq, &in->seq))
       return -EBADMSG;
     return 0;
@@ -404,8 +433,9 @@ static void in_reset(struct bus_in *in, enum bus_type t) {
   in->msg = NULL;
   in->raw = (struct bus_span){NULL, 0};
   in->data = NULL;
-  in->has_id = in->has_seq = in->keep = 0;
-  in->id = in->seq = 0;
+  in->has_n = in->has_seq = in->keep = 0;
+  in->id = in->n = in->seq = 0;
+  in->count = 1;
   in->signal_text = (struct bus_span){NULL, 0};
   in->ks = in->ks_local;
   in->nk = 0;

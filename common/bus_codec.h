@@ -46,17 +46,28 @@ int bus_deliver_encode(struct bus_out *o, json_int_t id, const char *signal,
                        const json_t *data, const struct bus_span *raw,
                        const size_t *listeners, size_t n);
 
+/* The most kept emits one deliver frame may stand for ("count"). */
+#define BUS_RUN_MAX 65536
+
 /* {"t":"deliver","id":I,"signal":S,"seq":N,"listeners":[k,...]}: the
  * deliver of a kept emit (keep) back to its emitter, whose data it holds:
- * N is the emit's seq. text, when given, is the emit's signal as it came
- * (checked, without quotes, no escape: copied as it is), else signal is
- * encoded. 0 or an error as bus_out_end(), with nothing added. */
+ * N is the emit's seq. With count > 1 (at most BUS_RUN_MAX),
+ * ,"count":C follows N: the frame is a run of C such delivers, of the
+ * kept emits N to N+C-1, in that order, each a delivery of its own (the
+ * worker counts them one by one, and so do its acknowledgements and its
+ * mark), with the same signal and listeners; I is the first's id. text,
+ * when given, is the emit's signal as it came (checked, without quotes,
+ * no escape: copied as it is), else signal is encoded. 0 or an error as
+ * bus_out_end(), with nothing added. */
 int bus_deliver_ref_encode(struct bus_out *o, json_int_t id, const char *signal,
                            const struct bus_span *text, json_int_t seq,
-                           const size_t *listeners, size_t n);
+                           size_t count, const size_t *listeners, size_t n);
 
-/* {"t":"delivered","id":I,"seq":S}, each member only when has_*. */
-int bus_delivered_encode(struct bus_out *o, int has_id, json_int_t id,
+/* {"t":"delivered","n":N,"seq":S}, each member only when has_*: the
+ * first N deliveries sent to this worker (its count of the deliver frames
+ * it ran, a run counting one per emit) and its own emits up to seq are
+ * finished. */
+int bus_delivered_encode(struct bus_out *o, int has_n, json_int_t n,
                          int has_seq, json_int_t seq);
 
 /* One decoded frame. */
@@ -72,10 +83,14 @@ struct bus_in {
    * NULL). deliver: data is the value, always set (owned). */
   struct bus_span raw;
   json_t *data;
-  int has_id, has_seq;
-  int keep;       /* emit: "keep" is true (the emitter keeps its data) */
-  json_int_t id;  /* deliver, delivered */
-  json_int_t seq; /* emit, delivered; deliver when has_seq: a kept emit's */
+  int has_n, has_seq;
+  int keep;         /* emit: "keep" is true (the emitter keeps its data) */
+  json_int_t id;    /* deliver */
+  json_int_t n;     /* delivered: how many deliveries are finished */
+  json_int_t seq;   /* emit, delivered; deliver when has_seq: a kept emit's
+                       (the first of count) */
+  json_int_t count; /* deliver with has_seq: how many kept emits, from seq
+                       on (1 to BUS_RUN_MAX) */
   struct bus_span signal_text; /* emit from the scanner: as in the frame */
   json_int_t *ks;              /* deliver: the listener indices, nk of them */
   size_t nk;

@@ -315,6 +315,8 @@ static void note_member(struct bus_frame *f, const char *key, size_t n,
   MEMBER(seq)
   MEMBER(listeners)
   MEMBER(keep)
+  MEMBER(n)
+  MEMBER(count)
 #undef MEMBER
 }
 

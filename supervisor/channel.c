@@ -166,6 +166,7 @@ static int sent(struct channel *c, int err, size_t before) {
     return err;
   c->st.frames_out++;
   c->st.bytes_out += c->out.len - before;
+  c->last_start = before;
   /* Only a send adds to what waits (a flush moves it into libuv's queue
    * or writes it): the high-water mark is exact. */
   size_t q = channel_queued(c);
@@ -187,6 +188,37 @@ int channel_send_raw(struct channel *c, const char *frame, size_t len) {
     return -EPIPE;
   size_t before = c->out.len;
   return sent(c, bus_out_raw(&c->out, frame, len), before);
+}
+
+struct channel_last channel_last(const struct channel *c) {
+  return (struct channel_last){c->last_start, c->out.len, c->st.writes};
+}
+
+int channel_replace_last(struct channel *c, struct channel_last *l,
+                         const char *frame, size_t len) {
+  if (!c->open)
+    return -EPIPE;
+  /* A flush empties the buffer (what it did not write goes to libuv's
+   * queue): the same count of flushes, and the frame still at the end,
+   * is a frame nobody has seen. */
+  if (l->writes != c->st.writes || l->end != c->out.len ||
+      l->start < c->out.off || l->start != c->last_start)
+    return -ESTALE;
+  size_t old = l->end - l->start;
+  c->out.len = l->start;
+  int err = bus_out_raw(&c->out, frame, len);
+  if (err) {
+    c->out.len = l->start + old; /* its bytes are still there */
+    return err;
+  }
+  c->st.bytes_out += len;
+  c->st.bytes_out -= old;
+  size_t q = channel_queued(c);
+  if (q > c->st.high)
+    c->st.high = q;
+  l->end = c->out.len;
+  eager_flush(c);
+  return 0;
 }
 
 /* SIGCHLD can be handled before the last bytes on the socket, and the

@@ -48,6 +48,7 @@ struct channel {
   int piped; /* pipe is a libuv handle (0: a sink's channel) */
   channel_sink sink;
   struct channel_stats st;
+  size_t last_start; /* where the last frame queued begins in out */
 };
 
 /* Open c on fd (a socket the channel owns from here on) and start reading.
@@ -64,6 +65,22 @@ int channel_feed(struct channel *c, const char *data, size_t len);
  * 0, -EPIPE once the channel is shut, -EMSGSIZE or -ENOMEM. */
 int channel_send(struct channel *c, const json_t *msg);
 int channel_send_raw(struct channel *c, const char *frame, size_t len);
+/* The last frame queued, as channel_last() found it right after its
+ * send: where it starts and ends in the channel's buffer, and how many
+ * flushes there had been. */
+struct channel_last {
+  size_t start, end;
+  uint64_t writes;
+};
+/* Where the frame just queued is (call it right after the send). */
+struct channel_last channel_last(const struct channel *c);
+/* Put frame[0, len) (newline included) in place of the frame l names, if
+ * nothing of it was written yet and nothing was queued after it (a run of
+ * deliveries made into one frame as it grows); l then names the new one.
+ * 0, -ESTALE (it was written, or is no longer the last: send a frame of
+ * its own), -EPIPE once the channel is shut, -EMSGSIZE or -ENOMEM. */
+int channel_replace_last(struct channel *c, struct channel_last *l,
+                         const char *frame, size_t len);
 /* Write what is queued (a peer gone: dropped, and counted). */
 void channel_flush(struct channel *c);
 /* Read and write no more (the peer said nonsense). */

@@ -123,6 +123,18 @@ struct queue_high {
   size_t deliveries, deliveries_bytes, journal, journal_bytes;
 };
 
+/* The ref delivers to a worker of its own kept emits being made into one
+ * frame, while it is the last in its channel's buffer (router.c,
+ * run_join): the run's first id and seq, how many, of which signal and
+ * kind. count 0: none. */
+struct ref_run {
+  struct channel_last at;
+  json_int_t id, seq;
+  size_t count;
+  const struct bus_index_sig *e;
+  int kind;
+};
+
 /* The bus's bookkeeping for one worker process: its deliveries in flight,
  * its journal, its back-pressure. Only router*.c write it (and free what
  * it holds); others read it for status and metrics. */
@@ -134,7 +146,10 @@ struct route_proc {
   int full;                      /* at its bound: broadcast emits refused */
   uint64_t over_bytes;           /* its broadcast emits since they were */
   uint64_t dropped;              /* signals it sent that could not be kept */
-  uint64_t sent;                 /* deliver frames sent to it */
+  uint64_t sent;                 /* deliveries sent to it */
+  uint64_t frames;               /* the deliver frames they went in (a run of
+                                    ref delivers is one) */
+  struct ref_run run;            /* the run being made, if any */
   uint64_t emits;                /* the seq of its last emit frame received */
   struct journal journal;        /* its emits it runs itself, unfinished */
   /* The signal of its last emit and its entry in its generation's index

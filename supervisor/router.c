@@ -1,8 +1,9 @@
 /*
  * router.c - the master's side of the signal bus: frames from workers, and
- * delivery of emitted signals to listeners. What a worker's exit and a
- * worker's start hand over is router_handover.c; what `aio status` shows
- * of it, router_status.c.
+ * delivery of emitted signals to listeners. A worker's delivery queue
+ * (its bound, what goes in, runs of ref delivers, acknowledgements) is
+ * router_queue.c; what a worker's exit and a worker's start hand over,
+ * router_handover.c; what `aio status` shows of it, router_status.c.
  *
  * Routing: a signal emitted by a worker is handled, for its once-per-emit
  * listeners, by the emitting worker itself (per-emitter affinity), which
@@ -21,9 +22,7 @@
  * refuse broadcasts, so the master never has to stop reading a socket
  * (docs/bus.md, Bounds).
  */
-#define _GNU_SOURCE /* malloc_trim */
 #include <errno.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +30,6 @@
 
 #include "bus_codec.h"
 #include "cluster_signals.h"
-#include "jalloc.h"
 #include "journal.h"
 #include "log.h"
 #include "master.h"
@@ -40,108 +38,10 @@
 
 /* ---- bounds ------------------------------------------------------------- */
 
-/* Past this a burst is worth giving back to the kernel when it ends. */
-#define TRIM_AFTER (4 * 1024 * 1024)
 /* What a worker may still send once told its broadcasts are refused: its
  * bus buffer (bus_buffer) and the socketpair's buffers (a few hundred
  * KiB), with room to spare. Past it, it ignores the refusal. */
 #define INFLIGHT_SLACK (2 * 1024 * 1024)
-
-void router_set_busy(struct master *m, int busy) {
-  for (struct wproc *q = m->procs; q; q = q->next) {
-    if (q->mark)
-      q->mark->busy = (uint64_t)busy;
-    q->route.over_bytes = 0;
-  }
-}
-
-/* p's delivery queue grew or shrank: past its bound (entries or bytes)
- * every worker's aio_emit() refuses broadcast signals, through the flag
- * in each one's shared mark, until it is back under half of it. */
-static void queue_check(struct wproc *p) {
-  struct master *m = p->m;
-  const struct settings *s = &p->g->app.s;
-  if (!p->route.full && (p->route.npending >= s->bus_queue ||
-                         p->route.pending_bytes >= s->bus_queue_bytes)) {
-    p->route.full = 1;
-    if (m->route.nfull++ == 0)
-      router_set_busy(m, 1);
-    log_warnx("worker %d pid %d has %zu signal deliveries waiting (%zu "
-              "bytes; bus_queue = %zu, bus_queue_bytes = %zu): its listeners "
-              "fall behind; signals for broadcast listeners are refused",
-              p->slot, (int)p->pid, p->route.npending, p->route.pending_bytes,
-              s->bus_queue, s->bus_queue_bytes);
-  } else if (p->route.full && p->route.npending < s->bus_queue / 2 + 1 &&
-             p->route.pending_bytes < s->bus_queue_bytes / 2) {
-    p->route.full = 0;
-    if (--m->route.nfull == 0)
-      router_set_busy(m, 0);
-    log_info("worker %d pid %d caught up: %zu signal deliveries waiting",
-             p->slot, (int)p->pid, p->route.npending);
-  }
-  if (p->route.pending_bytes >= TRIM_AFTER)
-    m->route.trim_wanted = 1;
-}
-
-/* After a burst, once nothing large is queued any more: freed memory that
- * glibc keeps in its arenas goes back to the kernel. */
-void router_maybe_trim(struct master *m) {
-  if (!m->route.trim_wanted)
-    return;
-  for (struct wproc *q = m->procs; q; q = q->next)
-    if (q->route.pending_bytes >= TRIM_AFTER / 4 ||
-        q->route.journal.len - q->route.journal.head >= TRIM_AFTER / 4)
-      return;
-  m->route.trim_wanted = 0;
-  jalloc_trim();
-  malloc_trim(0);
-}
-
-/* ---- deliveries -------------------------------------------------------- */
-
-void router_delivery_free(struct delivery *d) {
-  if (d->frame != d->inl)
-    free(d->frame);
-  jalloc_free(d);
-}
-
-/* Queue frame (borrowed: copied into the delivery, one allocation for
- * both), made for p's generation, for p and keep it until acknowledged.
- * wire, when not NULL, is what is sent instead (a ref deliver: frame is
- * then the emit frame it names). */
-void router_send_delivery(struct wproc *p, const char *frame, size_t len,
-                          json_int_t id, enum bus_kind kind,
-                          struct csig_entry *cref, const struct bus_out *wire) {
-  struct delivery *d = jalloc_malloc(sizeof(*d) + len);
-  if (d == NULL) {
-    csig_abandon(p->m, cref);
-    return;
-  }
-  memset(d, 0, sizeof(*d));
-  memcpy(d->inl, frame, len);
-  d->id = id;
-  d->gen = p->g->id;
-  d->frame = d->inl;
-  d->len = len;
-  d->broadcast = bus_kind_broadcast(kind);
-  d->kind = kind;
-  d->cref = cref;
-  d->ref = wire != NULL;
-  /* A failure (the channel is closing) keeps it, unsent: the worker's
-   * death hands it to another worker. */
-  if ((wire ? channel_send_raw(&p->ch, wire->buf, wire->len)
-            : channel_send_raw(&p->ch, d->frame, len)) == 0)
-    d->n = ++p->route.sent;
-  /* At the tail in O(1): thousands may be in flight. */
-  if (p->route.pending_last)
-    p->route.pending_last->next = d;
-  else
-    p->route.pending = d;
-  p->route.pending_last = d;
-  p->route.npending++;
-  p->route.pending_bytes += len;
-  queue_check(p);
-}
 
 /* Where deliver frames are built: a frame is encoded once, straight from
  * the emit's parsed data, and its text is what is sent, kept and, if need
@@ -219,25 +119,6 @@ struct own_emit {
   const struct bus_in *in;
 };
 
-/* to's deliver of a kept emit, back to its emitter: the frame sent names
- * the seq; the emit frame is what is kept (made into a deliver frame only
- * if to dies first: unref). */
-static size_t deliver_ref(struct master *m, struct wproc *to,
-                          const struct bus_in *in, const size_t *idx, size_t n,
-                          enum bus_kind kind) {
-  json_int_t id = m->next_id++;
-  router_scratch.off = router_scratch.len = 0;
-  if (bus_deliver_ref_encode(&router_scratch, id, in->signal,
-                             in->signal_text.p ? &in->signal_text : NULL,
-                             in->seq, idx, n) != 0) {
-    log_warnx("signal '%s': cannot make its deliver frame (%s); dropped",
-              in->signal, strerror(ENOMEM));
-    return 0;
-  }
-  router_send_delivery(to, in->frame, in->len, id, kind, NULL, &router_scratch);
-  return in->len;
-}
-
 /* Deliver signal to `to`'s listeners of one kind (to NULL: keep it in
  * backlog for the next worker). Listener indices are those of the
  * generation that will run them, which a reload can make differ from the
@@ -262,12 +143,12 @@ size_t router_deliver_kind(struct master *m, struct wproc *to, json_t **backlog,
   size_t queued = 0;
   if (own && to == own->from && own->in->keep && cref == NULL) {
     if ((n = router_match(g, l, kind, idx)) > 0)
-      queued = deliver_ref(m, to, own->in, idx, n, kind);
+      queued = router_deliver_ref(m, to, own->in, l->e, idx, n, kind);
   } else if ((n = router_match(g, l, kind, idx)) > 0 &&
              (frame =
                   encode_deliver(m, signal, data, raw, idx, n, &id, &len))) {
     if (to)
-      router_send_delivery(to, frame, len, id, kind, cref, NULL);
+      router_send_delivery(to, frame, len, id, kind, cref);
     else
       router_backlog_add(backlog, frame, len, id, g->id, kind);
     queued = len;
@@ -463,36 +344,11 @@ static int on_emit(struct wproc *p, const struct bus_in *in) {
   return 0;
 }
 
-/* "delivered" is cumulative: the worker handles deliveries in the order
- * they were sent, so the one it names and all before it are finished. */
-static int ack_upto(struct wproc *p, json_int_t id) {
-  struct delivery *d = p->route.pending;
-  while (d && d->id != id)
-    d = d->next;
-  if (d == NULL)
-    return -EBADMSG; /* acknowledging what was never sent */
-  struct delivery *rest = d->next, *next;
-  for (d = p->route.pending; d != rest; d = next) {
-    next = d->next;
-    csig_done(p->m, d->cref);
-    p->route.pending_bytes -= d->len;
-    router_delivery_free(d);
-    p->route.npending--;
-  }
-  p->route.pending = rest;
-  if (rest == NULL)
-    p->route.pending_last = NULL;
-  queue_check(p);
-  if (rest == NULL)
-    router_maybe_trim(p->m);
-  return 0;
-}
-
-/* "delivered": deliver frames up to id and/or own emits up to seq are
+/* "delivered": the first n deliveries and/or own emits up to seq are
  * finished; at least one, and only what was sent or emitted. */
-static int on_ack(struct wproc *p, int has_id, json_int_t id, int has_seq,
+static int on_ack(struct wproc *p, int has_n, json_int_t n, int has_seq,
                   json_int_t seq) {
-  if (!has_id && !has_seq)
+  if (!has_n && !has_seq)
     return -EBADMSG;
   if (has_seq) {
     if (seq < 1 || (uint64_t)seq > p->route.emits)
@@ -501,7 +357,7 @@ static int on_ack(struct wproc *p, int has_id, json_int_t id, int has_seq,
     if (p->route.journal.n == 0)
       router_maybe_trim(p->m);
   }
-  return has_id ? ack_upto(p, id) : 0;
+  return has_n ? router_ack_upto(p, n) : 0;
 }
 
 /* One frame from a worker (bus_in_line decoded it: emit and delivered,
@@ -513,7 +369,7 @@ static int on_in(struct wproc *p, struct bus_in *in, int dead) {
   case BUS_EMIT:
     return on_emit(p, in);
   case BUS_DELIVERED:
-    return on_ack(p, in->has_id, in->id, in->has_seq, in->seq);
+    return on_ack(p, in->has_n, in->n, in->has_seq, in->seq);
   case BUS_READY:
   case BUS_HEARTBEAT:
   case BUS_STATUS:

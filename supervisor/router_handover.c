@@ -28,7 +28,7 @@ static void hand_over(struct master *m, struct wproc *to, const char *frame,
                       size_t len, json_int_t id, enum bus_kind kind,
                       unsigned gen, struct csig_entry *cref) {
   if (gen == to->g->id) {
-    router_send_delivery(to, frame, len, id, kind, cref, NULL);
+    router_send_delivery(to, frame, len, id, kind, cref);
     return;
   }
   struct bus_in in; /* our own frame, without its newline */

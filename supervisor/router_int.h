@@ -25,16 +25,29 @@ struct sig_look {
 /* Where deliver frames are built (router.c): borrowed until the next. */
 extern struct bus_out router_scratch;
 
+/* Past this a burst is worth giving back to the kernel when it ends. */
+#define TRIM_AFTER (4 * 1024 * 1024)
+
+/* ---- router_queue.c ---- */
+/* to's delivery of own kept emit in (index entry e, listeners idx[0, n)),
+ * back to it by its seq, alone or joining the run of them last in its
+ * channel. The bytes kept, 0 when none (logged). */
+size_t router_deliver_ref(struct master *m, struct wproc *to,
+                          const struct bus_in *in,
+                          const struct bus_index_sig *e, const size_t *idx,
+                          size_t n, enum bus_kind kind);
+/* "delivered": the first n deliveries sent to p are finished. 0, or
+ * -EBADMSG for a lie. */
+int router_ack_upto(struct wproc *p, json_int_t n);
 /* The busy word in every worker's mark: broadcast emits refused or not. */
 void router_set_busy(struct master *m, int busy);
 /* After a burst, once nothing large is queued: memory back to the kernel. */
 void router_maybe_trim(struct master *m);
 void router_delivery_free(struct delivery *d);
-/* Queue frame (borrowed) for p, kept until acknowledged; wire, when not
- * NULL, is what is sent instead (a ref deliver). */
+/* Queue deliver frame (borrowed) for p, kept until acknowledged. */
 void router_send_delivery(struct wproc *p, const char *frame, size_t len,
                           json_int_t id, enum bus_kind kind,
-                          struct csig_entry *cref, const struct bus_out *wire);
+                          struct csig_entry *cref);
 /* A ready worker of the current generation other than not, or NULL. */
 struct wproc *router_any_ready(struct master *m, const struct wproc *except);
 /* Keep a frame (borrowed: copied) for a worker that does not exist yet. */

@@ -22,16 +22,17 @@ json_t *router_proc_status(const struct wproc *p) {
     }
     ring = -1;
   }
-  return json_pack("{s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I}", "pending",
-                   pending, "pending_bytes", (json_int_t)p->route.pending_bytes,
-                   "journal", journal, "journal_bytes",
-                   (json_int_t)(p->route.journal.len - p->route.journal.head),
-                   "ring_bytes", ring, "full", p->route.full, "refused",
-                   (json_int_t)(p->mark ? p->mark->refused : 0), "dropped",
-                   (json_int_t)p->route.dropped, "soon_refused",
-                   (json_int_t)(p->mark ? p->mark->soon_refused : 0),
-                   "wait_refused",
-                   (json_int_t)(p->mark ? p->mark->wait_refused : 0));
+  return json_pack(
+      "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I}", "deliveries",
+      (json_int_t)p->route.sent, "deliver_frames", (json_int_t)p->route.frames,
+      "pending", pending, "pending_bytes", (json_int_t)p->route.pending_bytes,
+      "journal", journal, "journal_bytes",
+      (json_int_t)(p->route.journal.len - p->route.journal.head), "ring_bytes",
+      ring, "full", p->route.full, "refused",
+      (json_int_t)(p->mark ? p->mark->refused : 0), "dropped",
+      (json_int_t)p->route.dropped, "soon_refused",
+      (json_int_t)(p->mark ? p->mark->soon_refused : 0), "wait_refused",
+      (json_int_t)(p->mark ? p->mark->wait_refused : 0));
 }
 
 size_t router_backlog(const struct master *m) {

@@ -55,12 +55,11 @@ static int call_listener(struct worker *w, size_t k, aio_signal_t *sig) {
   return rc;
 }
 
-/* Run the listeners ks[0..nk) of deliver frame id (the n-th), from
- * index `from` on. An async one that goes on leaves the rest in w->pend,
- * and the delivery in hand. */
-static void deliver_run(struct worker *w, json_int_t id, uint64_t n,
-                        aio_signal_t *sig, const json_int_t *ks, size_t nk,
-                        size_t from) {
+/* Run the listeners ks[0..nk) of the n-th delivery, from index `from`
+ * on. An async one that goes on leaves the rest in w->pend, and the
+ * delivery in hand. */
+static void deliver_run(struct worker *w, uint64_t n, aio_signal_t *sig,
+                        const json_int_t *ks, size_t nk, size_t from) {
   w->mark->in_hand = n;
   for (size_t i = from; i < nk; i++) {
     json_int_t k = ks[i];
@@ -73,7 +72,6 @@ static void deliver_run(struct worker *w, json_int_t id, uint64_t n,
     if (call_listener(w, (size_t)k, sig) == AIO_PENDING) {
       struct pending_signal *pd = &w->pend;
       worker_cb_leave(w);
-      pd->id = id;
       pd->n = n;
       pd->local = 0;
       pd->nk = nk - i - 1;
@@ -92,14 +90,14 @@ static void deliver_run(struct worker *w, json_int_t id, uint64_t n,
   w->mark->done = n;
   w->mark->in_hand = 0;
   /* Acknowledged with the rest of this read: one frame for all of them. */
-  w->ack_id = id;
+  w->ack_n = n;
 }
 
-/* Run the listeners ks[0..nk) of one deliver frame. */
-void worker_deliver(struct worker *w, json_int_t id, const char *name,
-                    json_t *data, const json_int_t *ks, size_t nk) {
+/* Run the listeners ks[0..nk) of one delivery. */
+void worker_deliver(struct worker *w, const char *name, json_t *data,
+                    const json_int_t *ks, size_t nk) {
   w->pend.sig = (aio_signal_t){.name = name, .data = data};
-  deliver_run(w, id, ++w->delivers, &w->pend.sig, ks, nk, 0);
+  deliver_run(w, ++w->delivers, &w->pend.sig, ks, nk, 0);
 }
 /* ---- own emits, run here ----------------------------------------------- */
 
@@ -168,7 +166,7 @@ static int signal_done_here(struct worker *w, const aio_signal_t *signal,
   } else {
     json_int_t *ks = pd->ks; /* deliver_run may pend again, with a copy */
     pd->ks = NULL;
-    deliver_run(w, pd->id, pd->n, &pd->sig, ks, pd->nk, 0);
+    deliver_run(w, pd->n, &pd->sig, ks, pd->nk, 0);
     free(ks);
   }
   json_decref(data);
@@ -311,6 +309,7 @@ void worker_local_free(struct worker *w) {
   w->lq = NULL;
   w->lq_head = w->lq_len = w->lq_cap = 0;
   worker_kept_free(w);
+  worker_rest_clear(w);
   bus_index_close(&w->sigs);
   w->last_sig.n = 0; /* its entry is gone */
 }

@@ -53,10 +53,9 @@ struct pending_signal {
   char name[BUS_MAX_SIGNAL + 1];
   json_t *data; /* owned while active */
   int active;
-  int local; /* an own emit (it), else a deliver frame (id, n, ks) */
+  int local; /* an own emit (it), else a delivery (n, ks) */
   size_t k;  /* the listener in hand */
   struct local_item it;
-  json_int_t id;
   uint64_t n;
   json_int_t *ks; /* owned: the frame's listeners after k */
   size_t nk;
@@ -80,8 +79,18 @@ struct worker {
   int bus_room_fd;
   int out_urgent;        /* out holds more than acknowledgements */
   struct bus_mark *mark; /* shared with the master */
-  uint64_t delivers;     /* deliver frames received */
-  json_int_t ack_id;     /* the last delivery finished, not yet acknowledged */
+  uint64_t delivers;     /* deliveries received (a run's one by one) */
+  uint64_t ack_n;        /* the last delivery finished, not yet acknowledged */
+  /* The rest of a run of ref delivers (its kept emits from seq on, left
+   * of them) that the end of a slice or an async listener cut short: run
+   * before the reader goes on. left 0: none. */
+  struct {
+    uint64_t seq;
+    size_t left;
+    json_int_t *ks; /* owned: its listeners, nk of them */
+    size_t nk;
+    char signal[BUS_MAX_SIGNAL + 1];
+  } rest;
   /* Own emits with once-per-emit listeners here are run here, in emit
    * order, from lq[lq_head, lq_len). Their frames wait in the ring of
    * w->mark, released as they finish, or, when they went to the master,

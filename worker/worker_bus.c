@@ -9,6 +9,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bus_codec.h"
@@ -148,38 +150,102 @@ int worker_send(struct worker *w, const json_t *msg) {
 /* "delivered" is cumulative: it covers every delivery before it too, and
  * every own emit up to seq. */
 void worker_send_ack(struct worker *w) {
-  if (w->ack_id == 0 && w->local_ack == 0)
+  if (w->ack_n == 0 && w->local_ack == 0)
     return;
   if (w->bus_open &&
-      bus_delivered_encode(&w->out, w->ack_id != 0, w->ack_id,
+      bus_delivered_encode(&w->out, w->ack_n != 0, (json_int_t)w->ack_n,
                            w->local_ack != 0, (json_int_t)w->local_ack) == 0)
     worker_bus_queued(w, 0);
-  w->ack_id = 0;
+  w->ack_n = 0;
   w->local_ack = 0;
+}
+
+/* Has this turn's slice been spent, or does an async listener in hand
+ * hold what comes after (until its done)? */
+static int bus_hold(struct worker *w) {
+  return worker_slice_spent(w) || w->pend.active ? BUS_PAUSE : 0;
+}
+
+/* Our own emits back, as ref delivers: `left` kept ones from seq on, one
+ * delivery each, their data what we kept. Run until the slice is spent or
+ * an async listener goes on: 0, or BUS_PAUSE, with *ran how many ran (the
+ * last perhaps in hand); -EBADMSG when one was not kept. */
+static int run_refs(struct worker *w, const char *signal, uint64_t seq,
+                    size_t left, const json_int_t *ks, size_t nk, size_t *ran) {
+  for (*ran = 0; *ran < left;) {
+    json_t *data = worker_kept_find(w, seq + *ran);
+    if (data == NULL) {
+      log_warnx("bus: a deliver names emit %llu, not kept here",
+                (unsigned long long)(seq + *ran));
+      return -EBADMSG;
+    }
+    worker_deliver(w, signal, data, ks, nk);
+    worker_kept_pop(w);
+    ++*ran;
+    int rc = bus_hold(w);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+void worker_rest_clear(struct worker *w) {
+  free(w->rest.ks);
+  w->rest.ks = NULL;
+  w->rest.nk = w->rest.left = 0;
+}
+
+/* Keep the rest of a run cut short for the next slice. 0 or -ENOMEM. */
+static int rest_keep(struct worker *w, const struct bus_in *in, size_t ran) {
+  json_int_t *ks = malloc((in->nk ? in->nk : 1) * sizeof(*ks));
+  if (ks == NULL)
+    return -ENOMEM;
+  memcpy(ks, in->ks, in->nk * sizeof(*ks));
+  worker_rest_clear(w);
+  w->rest.ks = ks;
+  w->rest.nk = in->nk;
+  w->rest.seq = (uint64_t)in->seq + ran;
+  w->rest.left = (size_t)in->count - ran;
+  snprintf(w->rest.signal, sizeof(w->rest.signal), "%s", in->signal);
+  return 0;
+}
+
+/* The rest of a run cut short, before the reader goes on: 0 once it all
+ * ran, BUS_PAUSE, or an error as run_refs(). */
+static int rest_run(struct worker *w) {
+  if (w->rest.left == 0)
+    return 0;
+  size_t ran;
+  int rc = run_refs(w, w->rest.signal, w->rest.seq, w->rest.left, w->rest.ks,
+                    w->rest.nk, &ran);
+  w->rest.seq += ran;
+  w->rest.left -= ran;
+  if (w->rest.left == 0)
+    worker_rest_clear(w);
+  return rc;
 }
 
 /* One frame from the master (bus_in_line decoded it): deliver, nearly
  * all the traffic, from its text; the rest as a tree. Frames past this
- * turn's slice wait in the reader (BUS_PAUSE). */
+ * turn's slice wait in the reader (BUS_PAUSE), and so does the rest of a
+ * run of ref delivers. */
 static int on_in(void *arg, struct bus_in *in) {
   struct worker *w = arg;
   int rc = 0;
   if (in->type == BUS_DELIVER && in->has_seq) {
-    /* One of our own emits, back: its data is what we kept. */
-    json_t *data = worker_kept_find(w, (uint64_t)in->seq);
-    if (data == NULL) {
-      log_warnx("bus: deliver %lld names emit %lld, not kept here",
-                (long long)in->id, (long long)in->seq);
-      return -EBADMSG;
-    }
-    worker_deliver(w, in->id, in->signal, data, in->ks, in->nk);
-    worker_kept_pop(w);
-  } else if (in->type == BUS_DELIVER)
-    worker_deliver(w, in->id, in->signal, in->data, in->ks, in->nk);
+    size_t ran;
+    rc = run_refs(w, in->signal, (uint64_t)in->seq, (size_t)in->count, in->ks,
+                  in->nk, &ran);
+    if (rc == BUS_PAUSE && ran < (size_t)in->count && rest_keep(w, in, ran))
+      rc = -ENOMEM;
+    return rc;
+  }
+  if (in->type == BUS_DELIVER)
+    worker_deliver(w, in->signal, in->data, in->ks, in->nk);
   else
     rc = worker_on_frame(w, in->type, in->msg);
   /* Behind an async listener in hand, the rest waits for its done. */
-  return rc ? rc : worker_slice_spent(w) || w->pend.active ? BUS_PAUSE : 0;
+  return rc ? rc : bus_hold(w);
 }
 
 static int on_line(void *arg, const char *frame, size_t len) {
@@ -224,7 +290,8 @@ static void on_bus_idle(uv_idle_t *h) {
     return;
   }
   worker_slice_begin(w);
-  bus_split_done(w, bus_reader_resume(&w->rd, on_line, w));
+  int err = rest_run(w);
+  bus_split_done(w, err ? err : bus_reader_resume(&w->rd, on_line, w));
 }
 
 /* After a slice of frames: acknowledge them; when the slice ran out,

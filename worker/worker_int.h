@@ -47,9 +47,12 @@ int worker_slice_spent(struct worker *w);
 
 /* ---- listeners.c: deliveries and own signals run here ---- */
 
-/* Run the listeners ks[0..nk) of deliver frame id. */
-void worker_deliver(struct worker *w, json_int_t id, const char *name,
-                    json_t *data, const json_int_t *ks, size_t nk);
+/* Run the listeners ks[0..nk) of one delivery (the next one). */
+void worker_deliver(struct worker *w, const char *name, json_t *data,
+                    const json_int_t *ks, size_t nk);
+/* ---- worker_bus.c ---- */
+/* Forget the rest of a run of ref delivers cut short (w->rest). */
+void worker_rest_clear(struct worker *w);
 /* Queue own emit seq (data stolen) for its listeners from first on. */
 int worker_local_push(struct worker *w, uint64_t seq, size_t first,
                       json_t *data, uint64_t ring_end, size_t bytes,

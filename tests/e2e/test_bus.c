@@ -38,6 +38,7 @@ static void conf_text(char *conf, size_t n, int workers, const char *first) {
            "\n"
            "[busmod]\n"
            "out = %s\n"
+           "crash_at = 100\n"
            "\n"
            "[server:emitter]\n"
            "protocol = busmod.emitter\n"
@@ -50,6 +51,9 @@ static void conf_text(char *conf, size_t n, int workers, const char *first) {
            "bus-fence = busmod.record\n"
            "bus-bcast = busmod.record broadcast\n"
            "bus-bfence = busmod.record broadcast\n"
+           "bus-bdie = busmod.crash_at broadcast\n"
+           "bus-basync = busmod.record_async broadcast\n"
+           "    busmod.record broadcast\n"
            "crash-sig = busmod.crash\n"
            "bus-chain = busmod.chain\n"
            "bus-thread = busmod.record_thread\n"
@@ -450,6 +454,76 @@ START_TEST(test_bus_kept_broadcasts_of_a_dead_emitter_reach_its_successor) {
 }
 END_TEST
 
+/* deliveries and deliver_frames of the one worker, from aio status. */
+static void deliver_counts(long long *deliveries, long long *frames) {
+  json_t *st = ops_status(&P);
+  json_t *bus =
+      json_object_get(json_array_get(json_object_get(st, "procs"), 0), "bus");
+  *deliveries = ops_int(bus, "deliveries");
+  *frames = ops_int(bus, "deliver_frames");
+  json_decref(st);
+}
+
+/* One worker: its broadcasts come back to it in runs, several emits to a
+ * deliver frame, and each is still a delivery of its own. Here the 100th
+ * of 200 kills it: it ran 1 to 100, the 100th (in hand) is not
+ * redelivered, and its successor gets 101 to 200, each once, in order;
+ * then a burst of the successor's comes back to it in runs as well. */
+START_TEST(test_bus_run_of_own_broadcasts_cut_by_a_crash_goes_on_in_the_heir) {
+  start(1);
+  int fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  pid_t victim = ask_pid(fd);
+  static const char line[] = "emit bus-bdie die 200\n";
+  ck_assert_int_eq(h_send(fd, line, sizeof(line) - 1), 0);
+  json_t *got = rec_wait(out_path, "sig", "bus-bdie", 200, 20000);
+  if (got == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(got);
+  json_decref(got);
+  close(fd);
+  json_t *all = rec_load(out_path);
+  json_t *recs = tagged(all, "bus-bdie", "die");
+  assert_seq_once_in_order(recs, 200, "the burst");
+  pid_t heir = (pid_t)rec_int(json_array_get(recs, 199), "pid");
+  ck_assert_int_ne(heir, victim);
+  for (size_t i = 0; i < 200; i++)
+    ck_assert_int_eq(rec_int(json_array_get(recs, i), "pid"),
+                     i < 100 ? victim : heir);
+  json_decref(recs);
+  json_decref(all);
+  ck_assert(h_log_has(&P, "not redelivered"));
+  /* The heir got the rest as frames of their own, with the data; its own
+   * burst comes back in runs. */
+  long long d0, f0, d1, f1;
+  deliver_counts(&d0, &f0);
+  /* (and the master's worker-exited, to its listener here) */
+  ck_assert_int_eq(d0, 101);
+  ck_assert_int_eq(f0, 101);
+  fd = h_connect(port, 5000);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(ask_pid(fd), heir);
+  static const char more[] = "emit bus-bcast run 300\n";
+  ck_assert_int_eq(h_send(fd, more, sizeof(more) - 1), 0);
+  got = rec_wait(out_path, "sig", "bus-bcast", 300, 20000);
+  ck_assert_ptr_nonnull(got);
+  json_decref(got);
+  all = rec_load(out_path);
+  recs = tagged(all, "bus-bcast", "run");
+  assert_seq_once_in_order(recs, 300, "the heir's burst");
+  ck_assert_int_eq(count_pid(recs, heir), 300);
+  json_decref(recs);
+  json_decref(all);
+  deliver_counts(&d1, &f1);
+  ck_assert_int_eq(d1 - d0, 300);
+  /* One callback's 300 emits reach the master in a few writes, each
+   * coming back as one run. */
+  ck_assert_msg(f1 - f0 <= 30, "300 deliveries in %lld frames", f1 - f0);
+  close(fd);
+  stop();
+}
+END_TEST
+
 /* Start 1 worker; returns a connection to it, its pid in *pid. */
 static int start_one(pid_t *pid) {
   start(1);
@@ -810,6 +884,53 @@ START_TEST(test_bus_async_listener_holds_later_signals_until_done) {
   json_decref(begins);
   json_decref(all);
   json_decref(fence);
+  close(fd);
+  stop();
+}
+END_TEST
+
+/* An async broadcast listener in the middle of a run of the worker's own
+ * broadcasts (one deliver frame for all four) holds the rest of the run,
+ * and the frames after it, until its done; the loop serves meanwhile. */
+START_TEST(test_bus_async_listener_holds_the_rest_of_a_run) {
+  char reply[128];
+  pid_t pid;
+  int fd = start_async(150, &pid);
+  long long d0, f0, d1, f1;
+  deliver_counts(&d0, &f0);
+  ask(fd, "emit bus-basync r 4; emit bus-bfence f 1", reply, sizeof(reply));
+  ck_assert_str_eq(reply, "emitted 4\nemitted 1\n");
+  long long t0 = h_now_ms();
+  ck_assert_int_eq(ask_pid(fd), pid);
+  ck_assert_msg(h_now_ms() - t0 < 120, "the loop was held %lld ms",
+                h_now_ms() - t0);
+  json_t *fence = rec_wait(out_path, "sig", "bus-bfence", 1, 10000);
+  if (fence == NULL)
+    h_dump_log(&P);
+  ck_assert_ptr_nonnull(fence);
+  json_t *all = rec_load(out_path), *recs = tagged(all, "bus-basync", "r");
+  /* In file order: begin k, done k, the plain listener of k, begin k+1. */
+  ck_assert_uint_eq(json_array_size(recs), 12);
+  static const char *const phases[] = {"begin", "done", NULL};
+  for (size_t i = 0; i < 12; i++) {
+    const json_t *r = json_array_get(recs, i);
+    const char *ph = json_string_value(json_object_get(r, "phase"));
+    const char *want = phases[i % 3];
+    ck_assert_msg(want ? ph && strcmp(ph, want) == 0 : ph == NULL,
+                  "record %zu: phase %s", i, ph ? ph : "none");
+    ck_assert_int_eq(rec_data_int(r, "seq"), (long long)i / 3 + 1);
+    if (i % 3 == 0 && i > 0)
+      ck_assert_int_ge(rec_int(r, "t"),
+                       rec_int(json_array_get(recs, i - 2), "t"));
+  }
+  ck_assert_int_ge(rec_int(json_array_get(fence, 0), "t"),
+                   rec_int(json_array_get(recs, 10), "t"));
+  json_decref(recs);
+  json_decref(all);
+  json_decref(fence);
+  deliver_counts(&d1, &f1);
+  ck_assert_int_eq(d1 - d0, 5);
+  ck_assert_int_eq(f1 - f0, 2); /* the run of four, then the fence */
   close(fd);
   stop();
 }
@@ -1314,6 +1435,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_crashing_listener_loses_no_other_delivery);
   tcase_add_test(tc, test_bus_emits_survive_a_later_callback_crash);
   tcase_add_test(tc, test_bus_crash_with_ring_full_loses_nothing);
+  tcase_add_test(
+      tc, test_bus_run_of_own_broadcasts_cut_by_a_crash_goes_on_in_the_heir);
   tcase_add_test(tc, test_bus_reload_delivers_by_the_receivers_listener_list);
   tcase_add_test(tc, test_bus_emit_copies_and_emit_new_takes_over);
   tcase_add_test(tc, test_bus_drain_runs_own_emits_first);
@@ -1325,6 +1448,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_bus_call_soon_queue_is_bounded_and_counted);
   tcase_add_test(tc, test_bus_async_listener_holds_later_signals_until_done);
   tcase_add_test(tc, test_bus_async_listener_holds_the_masters_frames_too);
+  tcase_add_test(tc, test_bus_async_listener_holds_the_rest_of_a_run);
   tcase_add_test(tc, test_bus_async_listener_pending_at_a_crash_is_in_hand);
   tcase_add_test(tc,
                  test_bus_emit_wait_reports_every_listener_once_all_finished);

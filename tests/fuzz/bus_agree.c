@@ -6,6 +6,7 @@
 #include "bus_agree.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,9 +39,11 @@ const char *bus_scan_disagrees(const char *buf, size_t len) {
        (json_string_length(sig) != f.signal.n ||
         memcmp(json_string_value(sig), f.signal.p, f.signal.n) != 0)))
     bad = "signal";
-  static const char *const keys[] = {"data", "id", "seq", "listeners"};
-  const struct bus_span *spans[] = {&f.data, &f.id, &f.seq, &f.listeners};
-  for (size_t i = 0; i < 4 && !bad; i++) {
+  static const char *const keys[] = {"data",      "id", "seq",
+                                     "listeners", "n",  "count"};
+  const struct bus_span *spans[] = {&f.data,      &f.id, &f.seq,
+                                    &f.listeners, &f.n,  &f.count};
+  for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]) && !bad; i++) {
     json_t *want = json_object_get(msg, keys[i]);
     if ((want == NULL) != (spans[i]->p == NULL)) {
       bad = keys[i];
@@ -68,6 +71,7 @@ const char *bus_scan_disagrees(const char *buf, size_t len) {
 static int reference(const char *buf, size_t len, struct bus_in *ref) {
   memset(ref, 0, sizeof(*ref));
   ref->ks = ref->ks_local;
+  ref->count = 1;
   int err;
   json_t *msg = bus_decode(buf, len, &ref->type, &err);
   if (msg == NULL)
@@ -76,6 +80,7 @@ static int reference(const char *buf, size_t len, struct bus_in *ref) {
          *id = json_object_get(msg, "id");
   json_t *seq = json_object_get(msg, "seq"),
          *ks = json_object_get(msg, "listeners");
+  json_t *n = json_object_get(msg, "n"), *count = json_object_get(msg, "count");
   err = 0;
   switch (ref->type) {
   case BUS_EMIT:
@@ -93,15 +98,22 @@ static int reference(const char *buf, size_t len, struct bus_in *ref) {
       ref->keep = json_is_true(json_object_get(msg, "keep"));
       break;
     }
-    /* A deliver names a kept emit's seq or carries data, not both. */
+    /* A deliver names a kept emit's seq or carries data, not both; a
+     * count of kept emits from seq on, only with a seq, from 1 to
+     * BUS_RUN_MAX, the last seq still a 64-bit integer. */
     if (!json_is_integer(id) || !json_is_array(ks) ||
-        (seq && (!json_is_integer(seq) || ref->data))) {
+        (seq && (!json_is_integer(seq) || ref->data)) ||
+        (count &&
+         (!seq || !json_is_integer(count) || json_integer_value(count) < 1 ||
+          json_integer_value(count) > BUS_RUN_MAX ||
+          json_integer_value(seq) > INT64_MAX - json_integer_value(count)))) {
       err = -EBADMSG;
       break;
     }
     ref->id = json_integer_value(id);
     ref->has_seq = seq != NULL;
     ref->seq = json_integer_value(seq);
+    ref->count = count ? json_integer_value(count) : 1;
     if (json_array_size(ks) >
             sizeof(ref->ks_local) / sizeof(ref->ks_local[0]) &&
         (ref->ks = malloc(json_array_size(ks) * sizeof(*ref->ks))) == NULL)
@@ -113,11 +125,11 @@ static int reference(const char *buf, size_t len, struct bus_in *ref) {
     }
     break;
   case BUS_DELIVERED:
-    if ((id && !json_is_integer(id)) || (seq && !json_is_integer(seq)))
+    if ((n && !json_is_integer(n)) || (seq && !json_is_integer(seq)))
       err = -EBADMSG;
-    ref->has_id = id != NULL;
+    ref->has_n = n != NULL;
     ref->has_seq = seq != NULL;
-    ref->id = json_integer_value(id);
+    ref->n = json_integer_value(n);
     ref->seq = json_integer_value(seq);
     break;
   default:
@@ -148,12 +160,13 @@ static const char *differs(const struct bus_in *a, const struct bus_in *b) {
   if (a->type == BUS_EMIT && (a->seq != b->seq || a->keep != b->keep))
     return "seq or keep";
   if (a->type == BUS_DELIVER &&
-      (a->has_seq != b->has_seq || (a->has_seq && a->seq != b->seq)))
-    return "seq";
+      (a->has_seq != b->has_seq ||
+       (a->has_seq && (a->seq != b->seq || a->count != b->count))))
+    return "seq or count";
   if (a->type == BUS_DELIVERED &&
-      (a->has_id != b->has_id || a->has_seq != b->has_seq ||
-       (a->has_id && a->id != b->id) || (a->has_seq && a->seq != b->seq)))
-    return "id or seq";
+      (a->has_n != b->has_n || a->has_seq != b->has_seq ||
+       (a->has_n && a->n != b->n) || (a->has_seq && a->seq != b->seq)))
+    return "n or seq";
   if (a->type == BUS_DELIVER &&
       (a->nk != b->nk || memcmp(a->ks, b->ks, a->nk * sizeof(*a->ks)) != 0))
     return "listeners";
@@ -184,12 +197,12 @@ static int reencode(const struct bus_in *in, struct bus_out *o) {
     for (size_t i = 0; i < in->nk; i++)
       ks[i] = (size_t)in->ks[i];
     if (in->has_seq)
-      return bus_deliver_ref_encode(o, in->id, in->signal, NULL, in->seq, ks,
-                                    in->nk);
+      return bus_deliver_ref_encode(o, in->id, in->signal, NULL, in->seq,
+                                    (size_t)in->count, ks, in->nk);
     return bus_deliver_encode(o, in->id, in->signal, in->data, NULL, ks,
                               in->nk);
   case BUS_DELIVERED:
-    return bus_delivered_encode(o, in->has_id, in->id, in->has_seq, in->seq);
+    return bus_delivered_encode(o, in->has_n, in->n, in->has_seq, in->seq);
   default:
     return -ENOTSUP;
   }

@@ -245,6 +245,16 @@ static void crash(const aio_signal_t *sig) {
 }
 AIO_LISTENER(crash);
 
+/* Records, then kills its worker when data.seq is [busmod] crash_at: one
+ * delivery of a burst, the rest behind it. */
+static void crash_at(const aio_signal_t *sig) {
+  record(sig);
+  if (json_integer_value(json_object_get(sig->data, "seq")) ==
+      conf_ms("crash_at", -1))
+    raise(SIGKILL);
+}
+AIO_LISTENER(crash_at);
+
 /* ---- schedulers ------------------------------------------------------- */
 
 static long long wall_us(void) {

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* memmem */
 /*
  * test_bus_codec.c - common/bus_codec.c's encoders against its decoder
  * (both ways: checked, and trusted as a worker reads the master), and
@@ -117,34 +118,51 @@ START_TEST(test_deliver_round_trips) {
 END_TEST
 
 /* The deliver of a kept emit back to its emitter names the emit's seq
- * instead of carrying the data, and is read the same checked, trusted,
- * or in another shape. */
+ * instead of carrying the data, alone or as a run of the count kept emits
+ * from seq on, and is read the same checked, trusted, or in another
+ * shape. */
 START_TEST(test_kept_emit_and_its_deliver_round_trip) {
   size_t len;
   const char *f;
   size_t ks[] = {0, 4};
   struct bus_span text = {"sig", 3};
-  for (int with_text = 0; with_text < 2; with_text++) {
-    out.len = out.off = 0;
-    ck_assert_int_eq(bus_deliver_ref_encode(&out, 12, "sig",
-                                            with_text ? &text : NULL, 9, ks, 2),
-                     0);
-    f = frame(&len);
-    for (int trusted = 0; trusted < 2; trusted++) {
-      struct bus_in in;
-      ck_assert_int_eq(bus_in_decode(f, len, HOW(trusted), &in), 0);
-      ck_assert_int_eq(in.type, BUS_DELIVER);
-      ck_assert_int_eq(in.id, 12);
-      ck_assert_int_eq(in.has_seq, 1);
-      ck_assert_int_eq(in.seq, 9);
-      ck_assert_str_eq(in.signal, "sig");
-      ck_assert_uint_eq(in.nk, 2);
-      ck_assert_int_eq(in.ks[1], 4);
-      ck_assert(json_is_null(in.data));
-      bus_in_free(&in);
+  static const size_t counts[] = {1, 2, 977, BUS_RUN_MAX};
+  for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++)
+    for (int with_text = 0; with_text < 2; with_text++) {
+      out.len = out.off = 0;
+      ck_assert_int_eq(bus_deliver_ref_encode(&out, 12, "sig",
+                                              with_text ? &text : NULL, 9,
+                                              counts[c], ks, 2),
+                       0);
+      f = frame(&len);
+      /* One emit alone is written as it was before runs. */
+      ck_assert_int_eq(memmem(f, len, "\"count\"", 7) != NULL, counts[c] > 1);
+      for (int trusted = 0; trusted < 2; trusted++) {
+        struct bus_in in;
+        ck_assert_int_eq(bus_in_decode(f, len, HOW(trusted), &in), 0);
+        ck_assert_int_eq(in.type, BUS_DELIVER);
+        ck_assert_int_eq(in.id, 12);
+        ck_assert_int_eq(in.has_seq, 1);
+        ck_assert_int_eq(in.seq, 9);
+        ck_assert_int_eq(in.count, (json_int_t)counts[c]);
+        ck_assert_str_eq(in.signal, "sig");
+        ck_assert_uint_eq(in.nk, 2);
+        ck_assert_int_eq(in.ks[1], 4);
+        ck_assert(json_is_null(in.data));
+        bus_in_free(&in);
+      }
+      ck_assert_ptr_null(bus_codec_disagrees(f, len));
     }
-    ck_assert_ptr_null(bus_codec_disagrees(f, len));
-  }
+  /* A run's count is 1 to BUS_RUN_MAX: the encoder refuses others. */
+  out.len = out.off = 0;
+  ck_assert_int_eq(bus_deliver_ref_encode(&out, 1, "s", NULL, 1, 0, ks, 2),
+                   -EINVAL);
+  ck_assert_int_eq(
+      bus_deliver_ref_encode(&out, 1, "s", NULL, 1, BUS_RUN_MAX + 1, ks, 2),
+      -EINVAL);
+  ck_assert_uint_eq(out.len, 0);
+  agree("{\"t\":\"deliver\",\"id\":5,\"signal\":\"s\",\"seq\":3,"
+        "\"listeners\":[1],\"count\":4}");
   agree("{\"listeners\":[1],\"seq\":3,\"signal\":\"s\",\"id\":5,"
         "\"t\":\"deliver\"}");
   agree("{\"t\":\"emit\",\"signal\":\"s\",\"seq\":3,\"keep\":1}");
@@ -210,8 +228,23 @@ START_TEST(test_bad_hot_frames_are_ebadmsg) {
       "{\"t\":\"deliver\",\"id\":1,\"signal\":\"s\",\"listeners\":5}",
       "{\"t\":\"deliver\",\"id\":1,\"signal\":\"s\",\"listeners\":[\"0\"]}",
       "{\"t\":\"deliver\",\"id\":1,\"signal\":\"s\",\"listeners\":[0.5]}",
-      "{\"t\":\"delivered\",\"id\":\"1\"}",
-      "{\"t\":\"delivered\",\"seq\":null}",
+      "{\"t\":\"delivered\",\"n\":\"1\"}", "{\"t\":\"delivered\",\"seq\":null}",
+      /* A run's count: only with a seq, 1 to BUS_RUN_MAX, an integer, its
+       * last seq within 64 bits. */
+      "{\"t\":\"deliver\",\"id\":1,\"signal\":\"s\",\"count\":2,"
+      "\"data\":1,\"listeners\":[0]}",
+      "{\"t\":\"deliver\",\"id\":1,\"signal\":\"s\",\"seq\":1,\"count\":0,"
+      "\"listeners\":[0]}",
+      "{\"t\":\"deliver\",\"id\":1,\"signal\":\"s\",\"seq\":1,\"count\":-3,"
+      "\"listeners\":[0]}",
+      "{\"t\":\"deliver\",\"id\":1,\"signal\":\"s\",\"seq\":1,"
+      "\"count\":65537,\"listeners\":[0]}",
+      "{\"t\":\"deliver\",\"id\":1,\"signal\":\"s\",\"seq\":1,\"count\":2.0,"
+      "\"listeners\":[0]}",
+      "{\"t\":\"deliver\",\"id\":1,\"signal\":\"s\",\"seq\":"
+      "9223372036854775807,\"count\":2,\"listeners\":[0]}",
+      "{\"t\":\"deliver\",\"id\":1,\"signal\":\"\\u0073\",\"seq\":1,"
+      "\"count\":0,\"listeners\":[0]}", /* via jansson */
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     agree(bad[i]);
@@ -238,20 +271,20 @@ START_TEST(test_bad_hot_frames_are_ebadmsg) {
 END_TEST
 
 START_TEST(test_delivered_round_trips) {
-  for (int has_id = 0; has_id < 2; has_id++)
+  for (int has_n = 0; has_n < 2; has_n++)
     for (int has_seq = 0; has_seq < 2; has_seq++) {
       out.len = out.off = 0;
-      ck_assert_int_eq(bus_delivered_encode(&out, has_id, 1234567, has_seq, 89),
+      ck_assert_int_eq(bus_delivered_encode(&out, has_n, 1234567, has_seq, 89),
                        0);
       size_t len;
       const char *f = frame(&len);
       struct bus_in in;
       ck_assert_int_eq(bus_in_decode(f, len, BUS_IN_HOT, &in), 0);
       ck_assert_int_eq(in.type, BUS_DELIVERED);
-      ck_assert_int_eq(in.has_id, has_id);
+      ck_assert_int_eq(in.has_n, has_n);
       ck_assert_int_eq(in.has_seq, has_seq);
-      if (has_id)
-        ck_assert_int_eq(in.id, 1234567);
+      if (has_n)
+        ck_assert_int_eq(in.n, 1234567);
       if (has_seq)
         ck_assert_int_eq(in.seq, 89);
       bus_in_free(&in);

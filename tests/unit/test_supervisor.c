@@ -272,6 +272,7 @@ static const char conf[] = "[aio]\n"
                            "[listen:x]\n"
                            "once = m.once\n"
                            "bcast = m.bcast broadcast\n"
+                           "other = m.bcast broadcast\n"
                            "[schedule:job]\n"
                            "every = 0.01\n"
                            "overlap = yes\n"
@@ -357,11 +358,10 @@ START_TEST(test_master_signal_once_goes_to_one_worker) {
   ck_assert_int_eq(delivered_to(1, "once"), 0);
   ck_assert_int_eq(delivered_to(2, "once"), 0);
   ck_assert_uint_eq(procs[0]->route.npending, 1);
-  /* Its ack forgets it; acknowledging it again is a lie that costs the
+  /* Its ack (the first delivery sent to it is finished) forgets it;
+   * acknowledging it again, or one never sent, is a lie that costs the
    * worker its channel. */
-  char ack[64];
-  snprintf(ack, sizeof(ack), "{\"t\":\"delivered\",\"id\":%lld}",
-           (long long)id);
+  const char *ack = "{\"t\":\"delivered\",\"n\":1}";
   ck_assert_int_eq(feed(0, ack), 0);
   ck_assert_uint_eq(procs[0]->route.npending, 0);
   ck_assert_int_eq(feed(0, ack), -EBADMSG);
@@ -378,13 +378,12 @@ START_TEST(test_broadcast_goes_to_every_worker_and_acks_are_per_worker) {
     ck_assert_int_gt(id[i], 0);
     ck_assert_uint_eq(procs[i]->route.npending, 1);
   }
-  char ack[64];
-  snprintf(ack, sizeof(ack), "{\"t\":\"delivered\",\"id\":%lld}",
-           (long long)id[1]);
-  ck_assert_int_eq(feed(1, ack), 0);
-  ck_assert_uint_eq(procs[1]->route.npending, 0);
+  ck_assert_int_eq(feed(1, "{\"t\":\"delivered\",\"n\":2}"), -EBADMSG);
+  ck_assert_int_eq(channel_is_open(&procs[1]->ch), 0);
+  ck_assert_int_eq(feed(2, "{\"t\":\"delivered\",\"n\":1}"), 0);
+  ck_assert_uint_eq(procs[2]->route.npending, 0);
+  ck_assert_uint_eq(procs[1]->route.npending, 1);
   ck_assert_uint_eq(procs[0]->route.npending, 1);
-  ck_assert_uint_eq(procs[2]->route.npending, 1);
   /* A signal nobody listens to is sent nowhere. */
   forget_sent();
   router_emit(&m, "nobody", NULL);
@@ -436,6 +435,92 @@ START_TEST(test_unacked_once_delivery_goes_to_another_worker_on_exit) {
   ck_assert_uint_eq(router_backlog(&m), 0);
   ck_assert_int_eq(feed(0, "{\"t\":\"heartbeat\",\"conns\":7}"), 0);
   ck_assert_ptr_nonnull(strstr(calls, "alive 0 7"));
+}
+END_TEST
+
+/* Worker i's kept broadcast emits, seq from..to of signal, in one read. */
+static void kept_emits(size_t i, const char *signal, int from, int to) {
+  char buf[4096];
+  size_t n = 0;
+  for (int seq = from; seq <= to; seq++)
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n,
+                          "{\"t\":\"emit\",\"signal\":\"%s\",\"data\":%d,"
+                          "\"seq\":%d,\"keep\":true}\n",
+                          signal, seq * 10, seq);
+  ck_assert_uint_lt(n, sizeof(buf));
+  ck_assert_int_eq(channel_feed(&procs[i]->ch, buf, n), 0);
+}
+
+/* The ref deliver frames worker i was sent: "seq/count" each, in order. */
+static void refs_sent(size_t i, char *out, size_t cap) {
+  json_t *d = sent(i, "deliver");
+  size_t k, n = 0;
+  json_t *f;
+  out[0] = '\0';
+  json_array_foreach(d, k, f) {
+    json_t *seq = json_object_get(f, "seq"), *c = json_object_get(f, "count");
+    ck_assert_ptr_nonnull(seq);
+    n += (size_t)snprintf(out + n, cap - n, "%s%lld/%lld", n ? " " : "",
+                          (long long)json_integer_value(seq),
+                          c ? (long long)json_integer_value(c) : 1LL);
+  }
+  json_decref(d);
+}
+
+/* A worker's own kept emits come back to it in runs: one frame for the
+ * emits of one signal with consecutive seqs while that frame is not
+ * written yet, each still a delivery of its own (its place among those
+ * sent, its acknowledgement, and what its death hands on). */
+START_TEST(test_kept_emits_come_back_in_runs_one_delivery_each) {
+  char got[256];
+  kept_emits(1, "bcast", 1, 3);
+  refs_sent(1, got, sizeof(got)); /* flushes */
+  ck_assert_str_eq(got, "1/3");
+  ck_assert_uint_eq(procs[1]->route.npending, 3);
+  ck_assert_uint_eq(procs[1]->route.sent, 3);
+  ck_assert_uint_eq(procs[1]->route.frames, 1);
+  /* The others get the data, a frame each. */
+  json_t *full = sent(0, "deliver");
+  ck_assert_uint_eq(json_array_size(full), 3);
+  json_decref(full);
+  /* Written: the next emits start a new run. A gap in the seqs (an emit
+   * kept in the ring), another signal, or another frame for the worker
+   * between them each starts one too. */
+  forget_sent();
+  kept_emits(1, "bcast", 4, 5);
+  kept_emits(1, "bcast", 7, 8);
+  kept_emits(1, "other", 9, 10);
+  kept_emits(1, "bcast", 11, 11);
+  static const char reopen[] = "{\"t\":\"reopen\"}\n";
+  ck_assert_int_eq(channel_send_raw(&procs[1]->ch, reopen, sizeof(reopen) - 1),
+                   0);
+  kept_emits(1, "bcast", 12, 13);
+  refs_sent(1, got, sizeof(got));
+  ck_assert_str_eq(got, "4/2 7/2 9/2 11/1 12/2");
+  ck_assert_uint_eq(procs[1]->route.sent, 12);
+  ck_assert_uint_eq(procs[1]->route.frames, 6);
+  /* Acknowledged one by one, as the worker runs them. */
+  ck_assert_int_eq(feed(1, "{\"t\":\"delivered\",\"n\":2}"), 0);
+  ck_assert_uint_eq(procs[1]->route.npending, 10);
+  /* It dies with the 4th in hand: the 3rd finished, the 4th dropped, the
+   * rest for its successor, each as the deliver frame with its data. */
+  procs[1]->mark->done = 3;
+  procs[1]->mark->in_hand = 4;
+  proc_exited(procs[1], "killed by signal 9 (Killed)");
+  ck_assert_uint_eq(router_backlog(&m), 8);
+  forget_sent();
+  struct wproc *p = proc_new(1, m.gen, WPROC_STARTING);
+  m.slots[1].cur = p;
+  ck_assert_int_eq(feed(1, "{\"t\":\"ready\"}"), 0);
+  json_t *d = sent(1, "deliver");
+  ck_assert_uint_eq(json_array_size(d), 8);
+  static const int want[] = {50, 70, 80, 90, 100, 110, 120, 130};
+  for (size_t k = 0; k < 8; k++) {
+    json_t *f = json_array_get(d, k);
+    ck_assert_ptr_null(json_object_get(f, "seq"));
+    ck_assert_int_eq(json_integer_value(json_object_get(f, "data")), want[k]);
+  }
+  json_decref(d);
 }
 END_TEST
 
@@ -625,6 +710,7 @@ static Suite *suite(void) {
   tcase_add_test(tc,
                  test_worker_emit_runs_once_part_itself_broadcast_through_us);
   tcase_add_test(tc, test_unacked_once_delivery_goes_to_another_worker_on_exit);
+  tcase_add_test(tc, test_kept_emits_come_back_in_runs_one_delivery_each);
   tcase_add_test(tc, test_reload_commits_when_every_successor_is_ready);
   tcase_add_test(tc, test_reload_aborts_when_a_successor_dies);
   tcase_add_test(tc, test_reload_aborts_at_its_deadline_and_on_cancel);
